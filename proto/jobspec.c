@@ -1,0 +1,1 @@
+/* job spec: written next */
