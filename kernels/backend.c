@@ -1,0 +1,289 @@
+/* backend.c — the public rl_* entry points: argument checks shared by every
+ * backend, then dispatch through the op table. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_int.h"
+
+int rl__fail(rl_backend *be, int code, const char *fmt, ...)
+{
+    if (be->status == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(be->errmsg, sizeof be->errmsg, fmt, ap);
+        va_end(ap);
+        be->status = code;
+    }
+    return code;
+}
+
+size_t rl_dtype_size(rl_dtype dt)
+{
+    switch (dt) {
+    case RL_DTYPE_F32: return 4;
+    case RL_DTYPE_BF16: return 2;
+    case RL_DTYPE_F16: return 2;
+    }
+    return 0;
+}
+
+const char *rl_dtype_name(rl_dtype dt)
+{
+    switch (dt) {
+    case RL_DTYPE_F32: return "F32";
+    case RL_DTYPE_BF16: return "BF16";
+    case RL_DTYPE_F16: return "F16";
+    }
+    return "?";
+}
+
+int rl_backend_create(rl_backend **out, const rl_backend_options *opt, char *err, size_t errlen)
+{
+    *out = NULL;
+    rl_backend_options dflt = {0};
+    if (!opt)
+        opt = &dflt;
+    if (opt->kind != RL_BACKEND_CPU) {
+        snprintf(err, errlen, "backend: CUDA is not built into this binary; use the CPU backend");
+        return RL_ENOTSUP;
+    }
+    if (opt->num_threads < 0) {
+        snprintf(err, errlen, "backend: num_threads=%d must be >= 0 (0 = OMP_NUM_THREADS or all cores)",
+                 opt->num_threads);
+        return RL_EINVAL;
+    }
+    rl_backend *be = calloc(1, sizeof *be);
+    if (!be) {
+        snprintf(err, errlen, "backend: out of memory");
+        return RL_ENOMEM;
+    }
+    int rc = rl__cpu_init(be, opt, err, errlen);
+    if (rc < 0) {
+        free(be);
+        return rc;
+    }
+    *out = be;
+    return 0;
+}
+
+void rl_backend_destroy(rl_backend *be)
+{
+    if (!be)
+        return;
+    be->ops->destroy(be);
+    free(be);
+}
+
+const char *rl_backend_name(const rl_backend *be) { return be->name; }
+int rl_backend_num_threads(const rl_backend *be) { return be->num_threads; }
+
+int rl_backend_status(rl_backend *be, char *err, size_t errlen)
+{
+    be->ops->sync(be);
+    if (be->status && err && errlen)
+        snprintf(err, errlen, "%s", be->errmsg);
+    return be->status;
+}
+
+void rl_backend_clear_error(rl_backend *be)
+{
+    be->status = 0;
+    be->errmsg[0] = 0;
+}
+
+/* ---- memory ---- */
+
+void *rl_malloc(rl_backend *be, size_t bytes) { return be->ops->malloc(be, bytes); }
+void rl_free(rl_backend *be, void *p)
+{
+    if (p)
+        be->ops->free(be, p);
+}
+
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond))                                                                                         \
+            return rl__fail(be, RL_EINVAL, __VA_ARGS__);                                                     \
+    } while (0)
+
+int rl_upload(rl_backend *be, void *dst, const void *src, size_t bytes)
+{
+    CHECK(bytes == 0 || (dst && src), "rl_upload: NULL pointer for %zu bytes", bytes);
+    return be->ops->upload(be, dst, src, bytes);
+}
+int rl_download(rl_backend *be, void *dst, const void *src, size_t bytes)
+{
+    CHECK(bytes == 0 || (dst && src), "rl_download: NULL pointer for %zu bytes", bytes);
+    return be->ops->download(be, dst, src, bytes);
+}
+int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes)
+{
+    CHECK(bytes == 0 || (dst && src), "rl_copy: NULL pointer for %zu bytes", bytes);
+    return be->ops->copy(be, dst, src, bytes);
+}
+int rl_zero(rl_backend *be, void *dst, size_t bytes)
+{
+    CHECK(bytes == 0 || dst, "rl_zero: NULL pointer for %zu bytes", bytes);
+    return be->ops->zero(be, dst, bytes);
+}
+int rl_cast(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st, size_t n)
+{
+    CHECK(rl_dtype_size(dt) && rl_dtype_size(st), "rl_cast: unknown dtype %d -> %d", (int)st, (int)dt);
+    CHECK(n == 0 || (dst && src), "rl_cast: NULL pointer");
+    return be->ops->cast(be, dst, dt, src, st, n);
+}
+
+/* ---- elementwise ---- */
+
+int rl_add(rl_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+    return be->ops->add(be, out, a, b, n);
+}
+int rl_accumulate(rl_backend *be, float *y, const float *x, size_t n) { return be->ops->accumulate(be, y, x, n); }
+int rl_scale(rl_backend *be, float *x, float s, size_t n) { return be->ops->scale(be, x, s, n); }
+int rl_sum(rl_backend *be, double *out, const float *x, size_t n) { return be->ops->sum(be, out, x, n, 0); }
+int rl_sum_squares(rl_backend *be, double *out, const float *x, size_t n)
+{
+    return be->ops->sum(be, out, x, n, 1);
+}
+
+/* ---- matmul ---- */
+
+int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
+{
+    CHECK(g->M > 0 && g->N > 0 && g->K > 0, "rl_matmul: M=%d N=%d K=%d must all be positive", g->M, g->N, g->K);
+    CHECK(g->batch >= 0, "rl_matmul: batch=%d is negative", g->batch);
+    CHECK(a && b && c, "rl_matmul: NULL operand");
+    return be->ops->matmul(be, g, c, a, b, bias);
+}
+int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols)
+{
+    CHECK(rows > 0 && cols > 0, "rl_bias_backward: rows=%d cols=%d", rows, cols);
+    return be->ops->bias_backward(be, dbias, dout, rows, cols);
+}
+
+/* ---- layers ---- */
+
+int rl_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows, int vocab,
+                         int dim)
+{
+    CHECK(rows > 0 && vocab > 0 && dim > 0, "rl_embedding_forward: rows=%d vocab=%d dim=%d", rows, vocab, dim);
+    return be->ops->embedding_forward(be, out, ids, table, rows, vocab, dim);
+}
+int rl_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
+                          int vocab, int dim)
+{
+    CHECK(rows > 0 && vocab > 0 && dim > 0, "rl_embedding_backward: rows=%d vocab=%d dim=%d", rows, vocab, dim);
+    return be->ops->embedding_backward(be, dtable, dout, ids, rows, vocab, dim);
+}
+int rl_rmsnorm_forward(rl_backend *be, float *out, float *rstd, const float *in, const float *w, int rows, int dim,
+                       float eps)
+{
+    CHECK(rows > 0 && dim > 0, "rl_rmsnorm_forward: rows=%d dim=%d", rows, dim);
+    CHECK(eps > 0, "rl_rmsnorm_forward: eps=%g must be > 0", (double)eps);
+    return be->ops->rmsnorm_forward(be, out, rstd, in, w, rows, dim, eps);
+}
+int rl_rmsnorm_backward(rl_backend *be, float *din, float *dw, const float *dout, const float *in, const float *w,
+                        const float *rstd, int rows, int dim)
+{
+    CHECK(rows > 0 && dim > 0, "rl_rmsnorm_backward: rows=%d dim=%d", rows, dim);
+    return be->ops->rmsnorm_backward(be, din, dw, dout, in, w, rstd, rows, dim);
+}
+static int rope_check(rl_backend *be, int batch, int seq, int heads, int head_dim)
+{
+    CHECK(batch > 0 && seq > 0 && heads > 0, "rl_rope: batch=%d seq=%d heads=%d", batch, seq, heads);
+    CHECK(head_dim > 0 && head_dim % 2 == 0, "rl_rope: head_dim=%d must be even and positive", head_dim);
+    return 0;
+}
+int rl_rope_forward(rl_backend *be, float *x, const float *c, const float *s, int batch, int seq, int heads,
+                    int head_dim)
+{
+    int rc = rope_check(be, batch, seq, heads, head_dim);
+    return rc ? rc : be->ops->rope(be, x, c, s, batch, seq, heads, head_dim, 0);
+}
+int rl_rope_backward(rl_backend *be, float *dx, const float *c, const float *s, int batch, int seq, int heads,
+                     int head_dim)
+{
+    int rc = rope_check(be, batch, seq, heads, head_dim);
+    return rc ? rc : be->ops->rope(be, dx, c, s, batch, seq, heads, head_dim, 1);
+}
+int rl_swiglu_forward(rl_backend *be, float *out, const float *gate, const float *up, size_t n)
+{
+    return be->ops->swiglu_forward(be, out, gate, up, n);
+}
+int rl_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, size_t n)
+{
+    return be->ops->swiglu_backward(be, dgate, dup, dout, gate, up, n);
+}
+static int attn_check(rl_backend *be, const rl_attn_dims *d)
+{
+    CHECK(d->batch > 0 && d->seq > 0 && d->head_dim > 0, "rl_attention: batch=%d seq=%d head_dim=%d", d->batch,
+          d->seq, d->head_dim);
+    CHECK(d->heads > 0 && d->kv_heads > 0 && d->heads % d->kv_heads == 0,
+          "rl_attention: kv_heads=%d must divide heads=%d", d->kv_heads, d->heads);
+    return 0;
+}
+int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,
+                         const float *k, const float *v)
+{
+    int rc = attn_check(be, d);
+    return rc ? rc : be->ops->attention_forward(be, d, out, lse, q, k, v);
+}
+int rl_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, float *dk, float *dv, float *delta,
+                          const float *dout, const float *out, const float *lse, const float *q, const float *k,
+                          const float *v)
+{
+    int rc = attn_check(be, d);
+    return rc ? rc : be->ops->attention_backward(be, d, dq, dk, dv, delta, dout, out, lse, q, k, v);
+}
+
+/* ---- losses ---- */
+
+int rl_cross_entropy(rl_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets,
+                     int rows, int vocab, float grad_scale)
+{
+    CHECK(rows > 0 && vocab > 0, "rl_cross_entropy: rows=%d vocab=%d", rows, vocab);
+    return be->ops->cross_entropy(be, losses, dlogits, logits, targets, rows, vocab, grad_scale);
+}
+int rl_kl_divergence(rl_backend *be, float *losses, float *dlogits, const float *s, const float *t, int rows,
+                     int vocab, float grad_scale)
+{
+    CHECK(rows > 0 && vocab > 0, "rl_kl_divergence: rows=%d vocab=%d", rows, vocab);
+    return be->ops->kl_divergence(be, losses, dlogits, s, t, rows, vocab, grad_scale);
+}
+int rl_l2_distance_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim)
+{
+    CHECK(rows > 0 && dim > 0, "rl_l2_distance_forward: rows=%d dim=%d", rows, dim);
+    return be->ops->l2_forward(be, losses, a, b, rows, dim);
+}
+int rl_l2_distance_backward(rl_backend *be, float *da, const float *a, const float *b, const float *losses,
+                            float grad_scale, int rows, int dim)
+{
+    CHECK(rows > 0 && dim > 0, "rl_l2_distance_backward: rows=%d dim=%d", rows, dim);
+    return be->ops->l2_backward(be, da, a, b, losses, grad_scale, rows, dim);
+}
+int rl_mse_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim)
+{
+    CHECK(rows > 0 && dim > 0, "rl_mse_forward: rows=%d dim=%d", rows, dim);
+    return be->ops->mse_forward(be, losses, a, b, rows, dim);
+}
+int rl_mse_backward(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows, int dim)
+{
+    CHECK(rows > 0 && dim > 0, "rl_mse_backward: rows=%d dim=%d", rows, dim);
+    return be->ops->mse_backward(be, da, a, b, grad_scale, rows, dim);
+}
+
+int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
+                    const rl_adamw_params *p, float grad_scale)
+{
+    CHECK(p->step >= 1, "rl_adamw_update: step=%lld must be >= 1 (bias correction divides by 1-beta^step)",
+          (long long)p->step);
+    CHECK(p->beta1 >= 0 && p->beta1 < 1 && p->beta2 >= 0 && p->beta2 < 1,
+          "rl_adamw_update: betas (%g, %g) must lie in [0, 1)", (double)p->beta1, (double)p->beta2);
+    CHECK(p->eps > 0, "rl_adamw_update: eps=%g must be > 0", (double)p->eps);
+    return be->ops->adamw(be, param, grad, m, v, n, p, grad_scale);
+}

@@ -1,0 +1,209 @@
+/* cpu_backend.c — the fp32 CPU backend: context, memory, casts, elementwise ops,
+ * reductions and AdamW. "Device" memory is host memory, 64-byte aligned. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_int.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384
+
+static void cpu_destroy(rl_backend *be) { (void)be; }
+static int cpu_sync(rl_backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+static void *cpu_malloc(rl_backend *be, size_t bytes)
+{
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p)
+        rl__fail(be, RL_ENOMEM, "cpu backend: cannot allocate %zu bytes (%.1f MiB); reduce the batch, sequence "
+                 "or model size", bytes, (double)bytes / 1048576.0);
+    return p;
+}
+
+static void cpu_free(rl_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_memcpy(rl_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_zero(rl_backend *be, void *dst, size_t bytes)
+{
+    (void)be;
+    memset(dst, 0, bytes);
+    return 0;
+}
+
+static int cpu_cast(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st, size_t n)
+{
+    if (dt == st)
+        return cpu_memcpy(be, dst, src, n * rl_dtype_size(dt));
+    long long nn = (long long)n;
+    if (st == RL_DTYPE_F32) {
+        const float *s = src;
+        uint16_t *d = dst;
+        if (dt == RL_DTYPE_BF16) {
+#pragma omp parallel for if (nn > PAR_MIN)
+            for (long long i = 0; i < nn; i++)
+                d[i] = rl_f32_to_bf16(s[i]);
+        } else {
+#pragma omp parallel for if (nn > PAR_MIN)
+            for (long long i = 0; i < nn; i++)
+                d[i] = rl_f32_to_f16(s[i]);
+        }
+        return 0;
+    }
+    if (dt == RL_DTYPE_F32) {
+        const uint16_t *s = src;
+        float *d = dst;
+        if (st == RL_DTYPE_BF16) {
+#pragma omp parallel for if (nn > PAR_MIN)
+            for (long long i = 0; i < nn; i++)
+                d[i] = rl_bf16_to_f32(s[i]);
+        } else {
+#pragma omp parallel for if (nn > PAR_MIN)
+            for (long long i = 0; i < nn; i++)
+                d[i] = rl_f16_to_f32(s[i]);
+        }
+        return 0;
+    }
+    return rl__fail(be, RL_ENOTSUP, "rl_cast: %s -> %s is not supported; go through F32", rl_dtype_name(st),
+                    rl_dtype_name(dt));
+}
+
+static int cpu_add(rl_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+    (void)be;
+    long long nn = (long long)n;
+#pragma omp parallel for simd if (nn > PAR_MIN)
+    for (long long i = 0; i < nn; i++)
+        out[i] = a[i] + b[i];
+    return 0;
+}
+
+static int cpu_accumulate(rl_backend *be, float *y, const float *x, size_t n)
+{
+    (void)be;
+    long long nn = (long long)n;
+#pragma omp parallel for simd if (nn > PAR_MIN)
+    for (long long i = 0; i < nn; i++)
+        y[i] += x[i];
+    return 0;
+}
+
+static int cpu_scale(rl_backend *be, float *x, float s, size_t n)
+{
+    (void)be;
+    long long nn = (long long)n;
+#pragma omp parallel for simd if (nn > PAR_MIN)
+    for (long long i = 0; i < nn; i++)
+        x[i] *= s;
+    return 0;
+}
+
+static int cpu_sum(rl_backend *be, double *out, const float *x, size_t n, int squares)
+{
+    (void)be;
+    long long nn = (long long)n;
+    double acc = 0.0;
+    if (squares) {
+#pragma omp parallel for reduction(+ : acc) if (nn > PAR_MIN)
+        for (long long i = 0; i < nn; i++)
+            acc += (double)x[i] * (double)x[i];
+    } else {
+#pragma omp parallel for reduction(+ : acc) if (nn > PAR_MIN)
+        for (long long i = 0; i < nn; i++)
+            acc += (double)x[i];
+    }
+    *out = acc;
+    return 0;
+}
+
+static int cpu_adamw(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     const rl_adamw_params *hp, float grad_scale)
+{
+    (void)be;
+    const float b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr, eps = hp->eps;
+    const float decay = 1.0f - hp->lr * hp->weight_decay;
+    const float bc1 = (float)(1.0 - pow((double)b1, (double)hp->step));
+    const float bc2 = (float)(1.0 - pow((double)b2, (double)hp->step));
+    long long nn = (long long)n;
+#pragma omp parallel for simd if (nn > PAR_MIN)
+    for (long long i = 0; i < nn; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+    }
+    return 0;
+}
+
+static const rl__ops cpu_ops = {
+    .destroy = cpu_destroy,
+    .sync = cpu_sync,
+    .malloc = cpu_malloc,
+    .free = cpu_free,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .zero = cpu_zero,
+    .cast = cpu_cast,
+    .add = cpu_add,
+    .accumulate = cpu_accumulate,
+    .scale = cpu_scale,
+    .sum = cpu_sum,
+    .matmul = rl__cpu_matmul,
+    .bias_backward = rl__cpu_bias_backward,
+    .embedding_forward = rl__cpu_embedding_forward,
+    .embedding_backward = rl__cpu_embedding_backward,
+    .rmsnorm_forward = rl__cpu_rmsnorm_forward,
+    .rmsnorm_backward = rl__cpu_rmsnorm_backward,
+    .rope = rl__cpu_rope,
+    .swiglu_forward = rl__cpu_swiglu_forward,
+    .swiglu_backward = rl__cpu_swiglu_backward,
+    .attention_forward = rl__cpu_attention_forward,
+    .attention_backward = rl__cpu_attention_backward,
+    .cross_entropy = rl__cpu_cross_entropy,
+    .kl_divergence = rl__cpu_kl_divergence,
+    .l2_forward = rl__cpu_l2_forward,
+    .l2_backward = rl__cpu_l2_backward,
+    .mse_forward = rl__cpu_mse_forward,
+    .mse_backward = rl__cpu_mse_backward,
+    .adamw = cpu_adamw,
+};
+
+/* Threads: the option, else OMP_NUM_THREADS (omp_get_max_threads honours it),
+ * else all cores. OpenBLAS gets the same count so GEMMs and OpenMP loops never
+ * oversubscribe the cores between them. */
+int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    int n = opt->num_threads > 0 ? opt->num_threads : omp_get_max_threads();
+    if (n < 1)
+        n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    be->ops = &cpu_ops;
+    be->name = "cpu-fp32";
+    be->num_threads = n;
+    return 0;
+}

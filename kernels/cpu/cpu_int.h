@@ -1,0 +1,41 @@
+/* cpu_int.h — the fp32 CPU backend's internal entry points (one file per group). */
+#ifndef RL_CPU_INT_H
+#define RL_CPU_INT_H
+
+#include "../kernels_int.h"
+
+int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);
+int rl__cpu_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols);
+
+int rl__cpu_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows,
+                              int vocab, int dim);
+int rl__cpu_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
+                               int vocab, int dim);
+int rl__cpu_rmsnorm_forward(rl_backend *be, float *out, float *rstd, const float *in, const float *w, int rows,
+                            int dim, float eps);
+int rl__cpu_rmsnorm_backward(rl_backend *be, float *din, float *dw, const float *dout, const float *in,
+                             const float *w, const float *rstd, int rows, int dim);
+int rl__cpu_rope(rl_backend *be, float *x, const float *cos_t, const float *sin_t, int batch, int seq, int heads,
+                 int head_dim, int inverse);
+int rl__cpu_swiglu_forward(rl_backend *be, float *out, const float *gate, const float *up, size_t n);
+int rl__cpu_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
+                            const float *up, size_t n);
+
+int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,
+                              const float *k, const float *v);
+int rl__cpu_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, float *dk, float *dv,
+                               float *delta, const float *dout, const float *out, const float *lse,
+                               const float *q, const float *k, const float *v);
+
+int rl__cpu_cross_entropy(rl_backend *be, float *losses, float *dlogits, const float *logits,
+                          const int32_t *targets, int rows, int vocab, float grad_scale);
+int rl__cpu_kl_divergence(rl_backend *be, float *losses, float *dlogits, const float *s, const float *t, int rows,
+                          int vocab, float grad_scale);
+int rl__cpu_l2_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+int rl__cpu_l2_backward(rl_backend *be, float *da, const float *a, const float *b, const float *losses,
+                        float grad_scale, int rows, int dim);
+int rl__cpu_mse_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+int rl__cpu_mse_backward(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows,
+                         int dim);
+
+#endif

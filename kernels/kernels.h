@@ -1,0 +1,195 @@
+/* kernels.h — the compute backend interface.
+ *
+ * Every backend (cpu/ now, cuda/ later) implements the same table of operations
+ * (see kernels_int.h). Callers see one opaque context, rl_backend, that hides
+ * threads, streams and library handles, and plain device pointers obtained from
+ * rl_malloc(). Tensors are row-major and contiguous unless a stride says otherwise.
+ *
+ * Conventions (all ops):
+ *   - Return 0 or a negative RL_E* code. The first failure is also kept in the
+ *     backend as a sticky error with a message (rl_backend_status), the way an
+ *     asynchronous device reports errors: a model can run a whole forward pass
+ *     and check once.
+ *   - Backward ops ACCUMULATE into every gradient they write (d += ...), so a
+ *     tensor consumed twice gets both contributions; callers zero gradients.
+ *   - Compute dtype: the CPU backend is fp32 everywhere. rl_matmul and rl_cast
+ *     carry dtypes so that a CUDA backend can keep bf16 weights/activations with
+ *     fp32 accumulation; a backend refuses (RL_ENOTSUP) a dtype it lacks.
+ */
+#ifndef RL_KERNELS_H
+#define RL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    RL_OK = 0,
+    RL_ENOMEM = -12,
+    RL_EINVAL = -22,
+    RL_ERANGE = -34,
+    RL_ENOTSUP = -95,
+};
+
+typedef enum {
+    RL_DTYPE_F32 = 0,
+    RL_DTYPE_BF16 = 1,
+    RL_DTYPE_F16 = 2,
+} rl_dtype;
+
+size_t rl_dtype_size(rl_dtype dt);
+const char *rl_dtype_name(rl_dtype dt);
+
+/* Scalar conversions shared by every backend's host side (round to nearest even;
+ * NaN stays NaN). */
+uint16_t rl_f32_to_bf16(float f);
+float rl_bf16_to_f32(uint16_t h);
+uint16_t rl_f32_to_f16(float f);
+float rl_f16_to_f32(uint16_t h);
+
+/* ---- backend context ---------------------------------------------------- */
+
+typedef struct rl_backend rl_backend;
+
+typedef enum { RL_BACKEND_CPU = 0, RL_BACKEND_CUDA = 1 } rl_backend_kind;
+
+typedef struct {
+    rl_backend_kind kind;
+    int num_threads; /* CPU: 0 = OMP_NUM_THREADS or all cores */
+    int device;      /* CUDA: device ordinal */
+} rl_backend_options;
+
+int rl_backend_create(rl_backend **out, const rl_backend_options *opt, char *err, size_t errlen);
+void rl_backend_destroy(rl_backend *be);
+const char *rl_backend_name(const rl_backend *be);
+int rl_backend_num_threads(const rl_backend *be);
+/* Waits for queued work, then returns the sticky error (0 if none) and copies its
+ * message into err. */
+int rl_backend_status(rl_backend *be, char *err, size_t errlen);
+void rl_backend_clear_error(rl_backend *be);
+
+/* ---- memory ------------------------------------------------------------- */
+
+void *rl_malloc(rl_backend *be, size_t bytes); /* device memory; NULL + sticky error on failure */
+void rl_free(rl_backend *be, void *p);
+int rl_upload(rl_backend *be, void *dst_dev, const void *src_host, size_t bytes);
+int rl_download(rl_backend *be, void *dst_host, const void *src_dev, size_t bytes);
+int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes);
+int rl_zero(rl_backend *be, void *dst, size_t bytes);
+/* dst[i] = (dst_dtype) src[i] for n elements. */
+int rl_cast(rl_backend *be, void *dst, rl_dtype dst_dtype, const void *src, rl_dtype src_dtype, size_t n);
+
+/* ---- elementwise and reductions ---------------------------------------- */
+
+int rl_add(rl_backend *be, float *out, const float *a, const float *b, size_t n); /* out = a + b; may alias */
+int rl_accumulate(rl_backend *be, float *y, const float *x, size_t n);           /* y += x */
+int rl_scale(rl_backend *be, float *x, float s, size_t n);                       /* x *= s */
+/* Synchronous reductions into a host double (accumulated in double). */
+int rl_sum(rl_backend *be, double *out_host, const float *x, size_t n);
+int rl_sum_squares(rl_backend *be, double *out_host, const float *x, size_t n);
+
+/* ---- matrix products ---------------------------------------------------- */
+
+/* C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b] + bias   (b < batch)
+ * op(A) is [M,K] (A stored [K,M] when trans_a), op(B) is [K,N] (B stored [N,K]
+ * when trans_b), C is [M,N]; bias [N] (may be NULL) is added to every row.
+ * Strides are in elements between consecutive batch matrices. A linear layer
+ * y = x·Wᵀ + b with W stored [out,in] (PyTorch) is M=rows, N=out, K=in, trans_b=1. */
+typedef struct {
+    int M, N, K;
+    int trans_a, trans_b;
+    float alpha, beta;
+    int batch; /* 0 or 1 = one product */
+    int64_t stride_a, stride_b, stride_c;
+    rl_dtype dtype_a, dtype_b, dtype_c; /* CPU: F32 only */
+} rl_gemm;
+
+int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);
+/* dbias[j] += Σ_r dout[r, j] */
+int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols);
+
+/* ---- layers --------------------------------------------------------------- */
+
+/* out[r,:] = table[ids[r],:]; ids out of [0,vocab) is an error. */
+int rl_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows,
+                         int vocab, int dim);
+int rl_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
+                          int vocab, int dim);
+
+/* out = in · rstd · weight,  rstd = 1/sqrt(mean(in²) + eps)  per row; rstd[rows] saved. */
+int rl_rmsnorm_forward(rl_backend *be, float *out, float *rstd, const float *in, const float *weight, int rows,
+                       int dim, float eps);
+int rl_rmsnorm_backward(rl_backend *be, float *din, float *dweight, const float *dout, const float *in,
+                        const float *weight, const float *rstd, int rows, int dim);
+
+/* Rotate-half RoPE in place on x [batch, seq, heads, head_dim]; cos/sin are
+ * [seq, head_dim/2] tables (position t, frequency i). With x = (x1, x2) halves:
+ *   y1 = x1·cos − x2·sin,  y2 = x2·cos + x1·sin.
+ * The backward applies the transposed rotation to dx in place. */
+int rl_rope_forward(rl_backend *be, float *x, const float *cos_t, const float *sin_t, int batch, int seq,
+                    int heads, int head_dim);
+int rl_rope_backward(rl_backend *be, float *dx, const float *cos_t, const float *sin_t, int batch, int seq,
+                     int heads, int head_dim);
+
+/* out = silu(gate) ⊙ up,  silu(g) = g·σ(g). */
+int rl_swiglu_forward(rl_backend *be, float *out, const float *gate, const float *up, size_t n);
+int rl_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, size_t n);
+
+/* Causal softmax attention with GQA: query head h reads KV head h / (heads/kv_heads).
+ * q, out: [batch, seq, heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim];
+ * lse: [batch, heads, seq] log-sum-exp of the scaled scores, saved for backward.
+ *   s_ij = scale · q_i·k_j (j ≤ i),  p_ij = exp(s_ij − lse_i),  out_i = Σ_j p_ij v_j.
+ * Backward recomputes p from lse (memory O(seq·head_dim) per head, no seq×seq
+ * matrix); delta is scratch of batch·heads·seq floats (delta_i = dout_i·out_i):
+ *   ds_ij = p_ij (dout_i·v_j − delta_i),  dq_i = scale Σ_j ds_ij k_j,
+ *   dk_j = scale Σ_i ds_ij q_i,  dv_j = Σ_i p_ij dout_i. */
+typedef struct {
+    int batch, seq, heads, kv_heads, head_dim;
+    float scale; /* usually 1/sqrt(head_dim) */
+} rl_attn_dims;
+
+int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,
+                         const float *k, const float *v);
+int rl_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, float *dk, float *dv, float *delta,
+                          const float *dout, const float *out, const float *lse, const float *q, const float *k,
+                          const float *v);
+
+/* ---- losses ----------------------------------------------------------------
+ * Row-chunk ops: the model computes one chunk of logits rows at a time, so a
+ * [seq, vocab] matrix never exists (see model/loss.c). */
+
+/* losses[r] = logsumexp(logits_r) − logits_r[target_r]; target −1 = ignored row
+ * (loss 0, zero gradient). If dlogits != NULL it is SET (not accumulated) to
+ * (softmax(logits_r) − onehot(target_r)) · grad_scale; it may alias logits. */
+int rl_cross_entropy(rl_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets,
+                     int rows, int vocab, float grad_scale);
+/* KL(p_T ‖ p_S) per row = Σ_v p_T (log p_T − log p_S), p = softmax of the logits.
+ * dlogits (SET, may alias student_logits) = (p_S − p_T) · grad_scale. */
+int rl_kl_divergence(rl_backend *be, float *losses, float *dlogits, const float *student_logits,
+                     const float *teacher_logits, int rows, int vocab, float grad_scale);
+
+/* Per-token L2 distance (RADLADS step 1): losses[r] = ‖a_r − b_r‖₂ / √dim.
+ * Backward: da_r += grad_scale · (a_r − b_r) / (‖a_r − b_r‖₂ √dim); 0 where a_r = b_r. */
+int rl_l2_distance_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+int rl_l2_distance_backward(rl_backend *be, float *da, const float *a, const float *b, const float *losses,
+                            float grad_scale, int rows, int dim);
+/* Per-row mean squared error: losses[r] = mean((a_r − b_r)²);
+ * da_r += grad_scale · 2 (a_r − b_r) / dim. */
+int rl_mse_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+int rl_mse_backward(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows,
+                    int dim);
+
+/* ---- optimizer ----------------------------------------------------------- */
+
+/* AdamW (decoupled weight decay, bias correction), as torch.optim.AdamW:
+ *   g = grad · grad_scale;  p ← p·(1 − lr·wd);  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²
+ *   p ← p − lr · (m / (1−β1^step)) / (sqrt(v / (1−β2^step)) + eps)      (step ≥ 1) */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step;
+} rl_adamw_params;
+
+int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
+                    const rl_adamw_params *p, float grad_scale);
+
+#endif

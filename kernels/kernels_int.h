@@ -1,0 +1,78 @@
+/* kernels_int.h — what a backend implements. Private to kernels/.
+ *
+ * The public rl_* functions (backend.c) check arguments once, for every backend,
+ * then call through this table. A backend fills every slot; an op it cannot run
+ * returns RL_ENOTSUP via rl__fail. */
+#ifndef RL_KERNELS_INT_H
+#define RL_KERNELS_INT_H
+
+#include "kernels.h"
+
+typedef struct rl__ops {
+    void (*destroy)(rl_backend *be);
+    int (*sync)(rl_backend *be);
+    void *(*malloc)(rl_backend *be, size_t bytes);
+    void (*free)(rl_backend *be, void *p);
+    int (*upload)(rl_backend *be, void *dst, const void *src, size_t bytes);
+    int (*download)(rl_backend *be, void *dst, const void *src, size_t bytes);
+    int (*copy)(rl_backend *be, void *dst, const void *src, size_t bytes);
+    int (*zero)(rl_backend *be, void *dst, size_t bytes);
+    int (*cast)(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st, size_t n);
+
+    int (*add)(rl_backend *be, float *out, const float *a, const float *b, size_t n);
+    int (*accumulate)(rl_backend *be, float *y, const float *x, size_t n);
+    int (*scale)(rl_backend *be, float *x, float s, size_t n);
+    int (*sum)(rl_backend *be, double *out, const float *x, size_t n, int squares);
+
+    int (*matmul)(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);
+    int (*bias_backward)(rl_backend *be, float *dbias, const float *dout, int rows, int cols);
+
+    int (*embedding_forward)(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows,
+                             int vocab, int dim);
+    int (*embedding_backward)(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
+                              int vocab, int dim);
+    int (*rmsnorm_forward)(rl_backend *be, float *out, float *rstd, const float *in, const float *w, int rows,
+                           int dim, float eps);
+    int (*rmsnorm_backward)(rl_backend *be, float *din, float *dw, const float *dout, const float *in,
+                            const float *w, const float *rstd, int rows, int dim);
+    int (*rope)(rl_backend *be, float *x, const float *cos_t, const float *sin_t, int batch, int seq, int heads,
+                int head_dim, int inverse);
+    int (*swiglu_forward)(rl_backend *be, float *out, const float *gate, const float *up, size_t n);
+    int (*swiglu_backward)(rl_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, size_t n);
+    int (*attention_forward)(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,
+                             const float *k, const float *v);
+    int (*attention_backward)(rl_backend *be, const rl_attn_dims *d, float *dq, float *dk, float *dv,
+                              float *delta, const float *dout, const float *out, const float *lse,
+                              const float *q, const float *k, const float *v);
+
+    int (*cross_entropy)(rl_backend *be, float *losses, float *dlogits, const float *logits,
+                         const int32_t *targets, int rows, int vocab, float grad_scale);
+    int (*kl_divergence)(rl_backend *be, float *losses, float *dlogits, const float *s, const float *t,
+                         int rows, int vocab, float grad_scale);
+    int (*l2_forward)(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+    int (*l2_backward)(rl_backend *be, float *da, const float *a, const float *b, const float *losses,
+                       float grad_scale, int rows, int dim);
+    int (*mse_forward)(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim);
+    int (*mse_backward)(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows,
+                        int dim);
+    int (*adamw)(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                 const rl_adamw_params *hp, float grad_scale);
+} rl__ops;
+
+struct rl_backend {
+    const rl__ops *ops;
+    const char *name;
+    int num_threads;
+    int status;       /* first error, sticky */
+    char errmsg[512]; /* its message */
+    void *impl;       /* backend-private state */
+};
+
+/* Records the first error (later ones are dropped: the first is the cause) and
+ * returns code, so backends can write `return rl__fail(be, RL_EINVAL, "...")`. */
+int rl__fail(rl_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,244 @@
+/* test_kernels_attention_loss.c — causal GQA attention and the vocabulary /
+ * hidden-state losses of the CPU backend against float64 references and central
+ * finite differences. */
+#include <string.h>
+
+#include "check.h"
+#include "kernels.h"
+
+static rl_backend *be;
+
+/* ---- attention ---- */
+typedef struct {
+    double *q, *k, *v, *dout;
+    int B, T, H, G, N;
+    double scale;
+} attn_ctx;
+
+static void attn_ref(const attn_ctx *c, double *out)
+{
+    int rho = c->H / c->G;
+    double *s = malloc(sizeof(double) * c->T);
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->H; h++)
+            for (int i = 0; i < c->T; i++) {
+                const double *qi = c->q + (((size_t)b * c->T + i) * c->H + h) * c->N;
+                double m = -INFINITY, l = 0;
+                for (int j = 0; j <= i; j++) {
+                    const double *kj = c->k + (((size_t)b * c->T + j) * c->G + h / rho) * c->N;
+                    s[j] = 0;
+                    for (int n = 0; n < c->N; n++)
+                        s[j] += qi[n] * kj[n];
+                    s[j] *= c->scale;
+                    m = fmax(m, s[j]);
+                }
+                for (int j = 0; j <= i; j++)
+                    l += exp(s[j] - m);
+                double *o = out + (((size_t)b * c->T + i) * c->H + h) * c->N;
+                for (int n = 0; n < c->N; n++) {
+                    double acc = 0;
+                    for (int j = 0; j <= i; j++)
+                        acc += exp(s[j] - m) / l * c->v[(((size_t)b * c->T + j) * c->G + h / rho) * c->N + n];
+                    o[n] = acc;
+                }
+            }
+    free(s);
+}
+
+static double attn_loss(void *p)
+{
+    attn_ctx *c = p;
+    size_t n = (size_t)c->B * c->T * c->H * c->N;
+    double *o = malloc(sizeof(double) * n), L = 0;
+    attn_ref(c, o);
+    for (size_t i = 0; i < n; i++)
+        L += o[i] * c->dout[i];
+    free(o);
+    return L;
+}
+
+static void test_attention(int B, int T, int H, int G, int N)
+{
+    printf("attention B=%d T=%d heads=%d kv_heads=%d head_dim=%d\n", B, T, H, G, N);
+    size_t nq = (size_t)B * T * H * N, nk = (size_t)B * T * G * N;
+    float *q = malloc(4 * nq), *k = malloc(4 * nk), *v = malloc(4 * nk), *out = malloc(4 * nq);
+    float *dout = malloc(4 * nq), *lse = malloc(4 * B * H * T), *delta = malloc(4 * B * H * T);
+    float *dq = malloc(4 * nq), *dk = malloc(4 * nk), *dv = malloc(4 * nk);
+    float *dq0 = malloc(4 * nq), *dk0 = malloc(4 * nk), *dv0 = malloc(4 * nk);
+    fill(q, nq, 1.5f), fill(k, nk, 1.5f), fill(v, nk, 1), fill(dout, nq, 1);
+    fill(dq, nq, 0.1f), fill(dk, nk, 0.1f), fill(dv, nk, 0.1f);
+    memcpy(dq0, dq, 4 * nq), memcpy(dk0, dk, 4 * nk), memcpy(dv0, dv, 4 * nk);
+    rl_attn_dims d = {B, T, H, G, N, 1.0f / sqrtf((float)N)};
+    attn_ctx c = {to_double(q, nq), to_double(k, nk), to_double(v, nk), to_double(dout, nq), B, T, H, G, N,
+                  1.0 / sqrt((double)N)};
+    double *ref = malloc(8 * nq), *gq = malloc(8 * nq), *gk = malloc(8 * nk), *gv = malloc(8 * nk);
+    attn_ref(&c, ref);
+    rl_attention_forward(be, &d, out, lse, q, k, v);
+    check_close("attention_forward vs float64 softmax", out, ref, nq, 1e-6, 1e-5);
+    rl_attention_backward(be, &d, dq, dk, dv, delta, dout, out, lse, q, k, v);
+    fd_grad(attn_loss, &c, c.q, nq, gq);
+    fd_grad(attn_loss, &c, c.k, nk, gk);
+    fd_grad(attn_loss, &c, c.v, nk, gv);
+    check_grad("attention_backward dq vs finite differences", dq, dq0, gq, nq, 2e-5, 1e-4);
+    check_grad("attention_backward dk vs finite differences", dk, dk0, gk, nk, 2e-5, 1e-4);
+    check_grad("attention_backward dv vs finite differences", dv, dv0, gv, nk, 2e-5, 1e-4);
+    free(q), free(k), free(v), free(out), free(dout), free(lse), free(delta);
+    free(dq), free(dk), free(dv), free(dq0), free(dk0), free(dv0);
+    free(c.q), free(c.k), free(c.v), free(c.dout), free(ref), free(gq), free(gk), free(gv);
+}
+
+/* ---- cross-entropy and KL ---- */
+typedef struct {
+    double *zs, *zt;
+    const int32_t *y;
+    int rows, V;
+    double scale;
+} loss_ctx;
+
+static double row_lse(const double *z, int V)
+{
+    double m = -INFINITY, s = 0;
+    for (int i = 0; i < V; i++)
+        m = fmax(m, z[i]);
+    for (int i = 0; i < V; i++)
+        s += exp(z[i] - m);
+    return m + log(s);
+}
+
+static double ce_loss(void *p)
+{
+    loss_ctx *c = p;
+    double L = 0;
+    for (int r = 0; r < c->rows; r++)
+        if (c->y[r] >= 0)
+            L += c->scale * (row_lse(c->zs + r * c->V, c->V) - c->zs[r * c->V + c->y[r]]);
+    return L;
+}
+
+static double kl_loss(void *p)
+{
+    loss_ctx *c = p;
+    double L = 0;
+    for (int r = 0; r < c->rows; r++) {
+        const double *s = c->zs + r * c->V, *t = c->zt + r * c->V;
+        double ls = row_lse(s, c->V), lt = row_lse(t, c->V);
+        for (int i = 0; i < c->V; i++)
+            L += c->scale * exp(t[i] - lt) * ((t[i] - lt) - (s[i] - ls));
+    }
+    return L;
+}
+
+static void test_losses(void)
+{
+    printf("cross-entropy and KL over the vocabulary\n");
+    enum { R = 5, V = 37 };
+    float zs[R * V], zt[R * V], losses[R], dz[R * V], zero[R * V] = {0};
+    int32_t y[R] = {3, -1, 36, 0, 17};
+    fill(zs, R * V, 4), fill(zt, R * V, 4);
+    loss_ctx c = {to_double(zs, R * V), to_double(zt, R * V), y, R, V, 0.25};
+    double ref[R], g[R * V];
+    for (int r = 0; r < R; r++)
+        ref[r] = y[r] < 0 ? 0 : row_lse(c.zs + r * V, V) - c.zs[r * V + y[r]];
+    rl_cross_entropy(be, losses, dz, zs, y, R, V, 0.25f);
+    check_close("cross_entropy per-row loss (row 1 ignored)", losses, ref, R, 1e-6, 1e-6);
+    fd_grad(ce_loss, &c, c.zs, R * V, g);
+    check_grad("cross_entropy dlogits vs finite differences", dz, zero, g, R * V, 1e-6, 1e-5);
+    float inplace[R * V];
+    memcpy(inplace, zs, sizeof zs);
+    rl_cross_entropy(be, losses, inplace, inplace, y, R, V, 0.25f);
+    check_grad("cross_entropy in place (dlogits aliases logits)", inplace, zero, g, R * V, 1e-6, 1e-5);
+    int32_t bad[1] = {V};
+    check_true("a target outside the vocabulary is an error",
+               rl_cross_entropy(be, losses, NULL, zs, bad, 1, V, 1.0f) == RL_ERANGE);
+    rl_backend_clear_error(be);
+
+    for (int r = 0; r < R; r++) {
+        const double *s = c.zs + r * V, *t = c.zt + r * V;
+        double ls = row_lse(s, V), lt = row_lse(t, V), kl = 0;
+        for (int i = 0; i < V; i++)
+            kl += exp(t[i] - lt) * ((t[i] - lt) - (s[i] - ls));
+        ref[r] = kl;
+    }
+    rl_kl_divergence(be, losses, dz, zs, zt, R, V, 0.25f);
+    check_close("kl_divergence per-row loss", losses, ref, R, 1e-6, 1e-5);
+    fd_grad(kl_loss, &c, c.zs, R * V, g);
+    check_grad("kl_divergence dlogits vs finite differences", dz, zero, g, R * V, 1e-6, 1e-5);
+    rl_kl_divergence(be, losses, NULL, zt, zt, R, V, 1.0f);
+    double zeros[R] = {0};
+    check_close("kl_divergence of a distribution with itself is 0", losses, zeros, R, 1e-6, 0);
+    free(c.zs), free(c.zt);
+}
+
+/* ---- per-token L2 and MSE ---- */
+typedef struct {
+    double *a, *b;
+    int rows, dim, mse;
+    double scale;
+} dist_ctx;
+
+static double dist_loss(void *p)
+{
+    dist_ctx *c = p;
+    double L = 0;
+    for (int r = 0; r < c->rows; r++) {
+        double ss = 0;
+        for (int j = 0; j < c->dim; j++)
+            ss += pow(c->a[r * c->dim + j] - c->b[r * c->dim + j], 2);
+        L += c->scale * (c->mse ? ss / c->dim : sqrt(ss / c->dim));
+    }
+    return L;
+}
+
+static void test_distances(void)
+{
+    printf("per-token L2 distance and MSE\n");
+    enum { R = 4, D = 9 };
+    float a[R * D], b[R * D], losses[R], da[R * D], da0[R * D];
+    fill(a, R * D, 1), fill(b, R * D, 1);
+    for (int mse = 0; mse < 2; mse++) {
+        fill(da, R * D, 0.1f);
+        memcpy(da0, da, sizeof da);
+        dist_ctx c = {to_double(a, R * D), to_double(b, R * D), R, D, mse, 0.3};
+        double ref[R], g[R * D];
+        for (int r = 0; r < R; r++) {
+            double ss = 0;
+            for (int j = 0; j < D; j++)
+                ss += pow(c.a[r * D + j] - c.b[r * D + j], 2);
+            ref[r] = mse ? ss / D : sqrt(ss / D);
+        }
+        fd_grad(dist_loss, &c, c.a, R * D, g);
+        if (mse) {
+            rl_mse_forward(be, losses, a, b, R, D);
+            rl_mse_backward(be, da, a, b, 0.3f, R, D);
+        } else {
+            rl_l2_distance_forward(be, losses, a, b, R, D);
+            rl_l2_distance_backward(be, da, a, b, losses, 0.3f, R, D);
+        }
+        check_close(mse ? "mse_forward" : "l2_distance_forward (‖a−b‖/√D)", losses, ref, R, 1e-6, 1e-5);
+        check_grad(mse ? "mse_backward vs finite differences" : "l2_distance_backward vs finite differences", da,
+                   da0, g, R * D, 1e-5, 1e-4);
+        free(c.a), free(c.b);
+    }
+}
+
+int main(void)
+{
+    char err[256];
+    rl_backend_options opt = {.kind = RL_BACKEND_CPU, .num_threads = 2};
+    if (rl_backend_create(&be, &opt, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    test_attention(2, 7, 4, 2, 6); /* GQA ratio 2 */
+    test_attention(1, 9, 3, 1, 4); /* multi-query */
+    test_attention(1, 5, 2, 2, 8); /* plain MHA */
+    test_losses();
+    test_distances();
+    if (rl_backend_status(be, err, sizeof err)) {
+        printf("unexpected backend error: %s\n", err);
+        check_failures++;
+    }
+    rl_backend_destroy(be);
+    printf("%s: %d failure(s)\n", check_failures ? "FAIL" : "PASS", check_failures);
+    return check_failures ? 1 : 0;
+}
