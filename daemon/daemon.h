@@ -1,0 +1,172 @@
+/* radladsd internals: one libuv loop owns the store, the connections, the pool registry and the scheduler.
+ *
+ *   main.c    options, state dir, lock, daemonize, signals
+ *   store.c   SQLite: pragmas, migrations, every query (one writer: the loop thread)
+ *   jobs.c    the job/stage/attempt state machine and the CLI requests that act on it
+ *   sched.c   which job runs next on which pool; the launcher seam
+ *   pools.c   pool (worker rank 0) messages: registration, progress, checkpoints, completion
+ *   server.c  sockets, framing, handshake, dispatch, event fan-out, waiters
+ *   log.c     the daemon log */
+#ifndef RL_DAEMON_H
+#define RL_DAEMON_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "proto.h"
+#include "jobspec.h"
+
+#define RL_VERSION "0.1.0"
+
+/* ---- log.c ---- */
+void log_open(const char *path, int also_stderr);
+void log_close(void);
+void log_msg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_info(...) log_msg("info", __VA_ARGS__)
+#define log_warn(...) log_msg("warn", __VA_ARGS__)
+#define log_error(...) log_msg("error", __VA_ARGS__)
+
+int64_t now_ms(void); /* wall clock, ms since the epoch */
+
+/* ---- store.c ---- */
+typedef struct store store;
+typedef struct sqlite3_stmt sqlite3_stmt;
+
+int store_open(store **out, const char *path, char *err, size_t errlen);
+void store_close(store *s);
+int store_schema_version(store *s);
+int store_latest_schema(void);
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Returns 0 or -1 (logged). */
+int store_begin(store *s);
+int store_commit(store *s);
+void store_rollback(store *s);
+/* A cached prepared statement for a static SQL string, reset and with bindings cleared. */
+sqlite3_stmt *store_stmt(store *s, const char *sql);
+/* Runs a statement with no result rows; 0 or -1. */
+int store_exec_stmt(store *s, sqlite3_stmt *st);
+const char *store_errmsg(store *s);
+int64_t store_last_rowid(store *s);
+int store_changes(store *s);
+
+/* Appends an event row (kind: job|stage|attempt|pool|checkpoint|daemon). Inside a transaction. */
+int store_event(store *s, int64_t job_id, const char *kind, int stage_idx, const char *from, const char *to,
+                const char *reason);
+
+/* ---- connections (server.c) ---- */
+typedef struct conn conn;
+typedef struct pool pool;
+
+typedef struct rl_daemon {
+    uv_loop_t *loop;
+    store *db;
+    char *state_dir, *db_path, *socket_path, *log_path, *token_path;
+    char token[65];
+    char *group;               /* --group: socket 0660 with this group */
+    int max_running;           /* concurrent RUNNING/RECOVERING jobs; 0 = unlimited */
+    int on_interrupted;        /* 0 requeue, 1 hold, 2 fail */
+    int heartbeat_ms, heartbeat_timeout_ms, hang_timeout_ms, cancel_timeout_ms;
+    int64_t started_at_ms;
+    uv_pipe_t listener;
+    uv_check_t flush_check;    /* group commit of submits at the end of each loop iteration */
+    uv_timer_t tick;           /* heartbeat and hang checks */
+    uv_signal_t sigterm, sigint;
+    conn *conns;               /* all open connections */
+    int n_conns;
+    pool *pools;               /* connected pools */
+    int64_t events_sent;       /* highest event id fanned out */
+    struct pending_submit *submits, **submits_tail;
+    struct waiter *waiters;
+    int stopping;
+} rl_daemon;
+
+extern rl_daemon *g_daemon;
+
+struct conn {
+    uv_pipe_t pipe;
+    rl_frame_reader reader;
+    conn *next;
+    int hello_done;
+    Radlads__Role role;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    int closing;
+    int follow;                /* streaming events */
+    int64_t follow_job;        /* 0 = all */
+    int64_t follow_after;      /* last event id sent */
+    pool *pool;                /* ROLE_POOL */
+    int refs;                  /* pending submits and waiters that will write to it */
+};
+
+struct pool {
+    int64_t id;
+    char name[64], device[16], host[128];
+    int ranks;
+    conn *c;
+    int64_t attempt_id;        /* 0 = idle */
+    int64_t job_id;
+    int stage_idx;
+    int64_t last_seen_ms, last_progress_ms;
+    int64_t stop_sent_ms;      /* a CONTROL_STOP is outstanding */
+    int restart_requested;     /* ...because the user restarted the job: not a failure */
+    pool *next;
+};
+
+int server_listen(rl_daemon *d, char *err, size_t errlen);
+void server_close_all(rl_daemon *d);
+void conn_send(conn *c, const Radlads__Envelope *env);
+void conn_send_error(conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void conn_close(conn *c, const char *reason);
+/* After any committed write: stream new events to followers and answer waiters whose jobs are done. */
+void server_after_commit(rl_daemon *d);
+/* Sends events after `after` (filtered by c->follow_job); returns 1 when the followed job has ended. */
+int server_send_events(rl_daemon *d, conn *c, int64_t after, int follow);
+
+/* ---- jobs.c ---- */
+int job_state_terminal(const char *state);
+/* Moves a job between states with an event; inside a transaction.  -1 if the move is illegal. */
+int job_transition(store *s, int64_t job_id, const char *from, const char *to, const char *reason);
+void jobs_handle_submit(rl_daemon *d, conn *c, Radlads__SubmitRequest *req);
+void jobs_flush_submits(rl_daemon *d);
+void jobs_handle_status(rl_daemon *d, conn *c, Radlads__StatusRequest *req);
+void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req);
+void jobs_handle_action(rl_daemon *d, conn *c, Radlads__ActionRequest *req);
+void jobs_handle_events(rl_daemon *d, conn *c, Radlads__EventsRequest *req);
+void jobs_handle_wait(rl_daemon *d, conn *c, Radlads__WaitRequest *req);
+void jobs_handle_daemon_status(rl_daemon *d, conn *c);
+/* Fills a JobSummary from the current row of a statement selecting JOB_SUMMARY_COLUMNS. */
+int jobs_reconcile_at_start(rl_daemon *d);
+void jobs_drop_conn(rl_daemon *d, conn *c);
+void jobs_check_waiters(rl_daemon *d);
+
+/* ---- sched.c ---- */
+/* The launcher seam: how a runnable job gets a pool when none idle matches.  The local mpirun and Slurm
+ * launchers implement it (worker-pools issue); with none registered, jobs wait for pools to register. */
+typedef struct sched_need {
+    int64_t job_id;
+    int ranks;
+    const char *device;
+    const char *pool_name;
+} sched_need;
+typedef struct sched_launcher {
+    const char *name;
+    /* Start a pool that will connect and register; 0 = started, -1 = cannot (reason logged). */
+    int (*launch)(rl_daemon *d, const sched_need *need, void *ctx);
+    void *ctx;
+} sched_launcher;
+void sched_set_launcher(const sched_launcher *l);
+/* Assigns runnable stages to idle pools, by priority then age; call after anything that may free a pool
+ * or make a job runnable. */
+void sched_run(rl_daemon *d);
+
+/* ---- pools.c ---- */
+void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env);
+void pools_conn_lost(rl_daemon *d, conn *c);
+void pools_tick(rl_daemon *d);
+pool *pools_find_by_job(rl_daemon *d, int64_t job_id);
+/* Ends the running attempt of a job (cancel, restart): tells its pool to stop. */
+void pools_stop_job(rl_daemon *d, int64_t job_id, const char *why, int restart);
+int pools_count(rl_daemon *d);
+
+#endif
