@@ -1,0 +1,386 @@
+/* cmd_model.c — model tools that work on files directly:
+ *   radlads init-model  writes a random model as a HuggingFace folder
+ *   radlads score       cross-entropy / perplexity of a token sequence, optional logits dump */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model.h"
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "radlads: %s expects an integer in [%ld, %ld], got \"%s\"\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    if (errno || *end || end == s || !isfinite(*out)) {
+        fprintf(stderr, "radlads: %s expects a number, got \"%s\"\n", opt, s);
+        return -1;
+    }
+    return 0;
+}
+
+static void init_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: radlads init-model --arch qwen2|qwen3|llama|mistral --hidden D --layers L --heads H\n"
+            "         --kv-heads G --vocab V --out DIR [--head-dim N] [--intermediate F] [--seed S]\n"
+            "         [--rope-theta T] [--rope-llama3 FACTOR,LOW,HIGH,ORIG_MAX_POS] [--rms-eps E]\n"
+            "         [--tie | --untie] [--attention-bias] [--init-std S] [--randomize-all]\n"
+            "         [--dtype f32|bf16|f16] [--shard-bytes N]\n"
+            "Writes DIR/config.json and DIR/model.safetensors (or shards + index) with random weights.\n"
+            "--randomize-all also randomizes biases and norm weights (for tests).\n");
+}
+
+int cmd_init_model(int argc, char **argv)
+{
+    enum { O_ARCH = 1000, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_OUT, O_HEADDIM, O_FFN, O_SEED, O_THETA,
+           O_LLAMA3, O_EPS, O_TIE, O_UNTIE, O_BIAS, O_STD, O_RANDALL, O_DTYPE, O_SHARD, O_HELP };
+    static const struct option opts[] = {
+        {"arch", 1, 0, O_ARCH},        {"hidden", 1, 0, O_HIDDEN},        {"layers", 1, 0, O_LAYERS},
+        {"heads", 1, 0, O_HEADS},      {"kv-heads", 1, 0, O_KV},          {"vocab", 1, 0, O_VOCAB},
+        {"out", 1, 0, O_OUT},          {"head-dim", 1, 0, O_HEADDIM},     {"intermediate", 1, 0, O_FFN},
+        {"seed", 1, 0, O_SEED},        {"rope-theta", 1, 0, O_THETA},     {"rope-llama3", 1, 0, O_LLAMA3},
+        {"rms-eps", 1, 0, O_EPS},      {"tie", 0, 0, O_TIE},              {"untie", 0, 0, O_UNTIE},
+        {"attention-bias", 0, 0, O_BIAS}, {"init-std", 1, 0, O_STD},      {"randomize-all", 0, 0, O_RANDALL},
+        {"dtype", 1, 0, O_DTYPE},      {"shard-bytes", 1, 0, O_SHARD},    {"help", 0, 0, O_HELP},
+        {0, 0, 0, 0}};
+    rl_model_config c = {.rope_theta = 0, .rms_norm_eps = 1e-6, .bos_token_id = -1, .eos_token_id = -1,
+                         .max_position_embeddings = 32768, .initializer_range = 0.02f};
+    const char *arch = NULL, *out = NULL;
+    int seed = 0, randomize_all = 0, tie = -1, bias = 0, shard = 0;
+    rl_dtype dtype = RL_DTYPE_F32;
+    double d;
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (o) {
+        case O_ARCH: arch = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_HIDDEN: bad = parse_int("--hidden", optarg, 1, 1 << 20, &c.hidden); break;
+        case O_LAYERS: bad = parse_int("--layers", optarg, 1, 4096, &c.layers); break;
+        case O_HEADS: bad = parse_int("--heads", optarg, 1, 4096, &c.heads); break;
+        case O_KV: bad = parse_int("--kv-heads", optarg, 1, 4096, &c.kv_heads); break;
+        case O_VOCAB: bad = parse_int("--vocab", optarg, 1, 1 << 24, &c.vocab); break;
+        case O_HEADDIM: bad = parse_int("--head-dim", optarg, 2, 65536, &c.head_dim); break;
+        case O_FFN: bad = parse_int("--intermediate", optarg, 1, 1 << 22, &c.intermediate); break;
+        case O_SEED: bad = parse_int("--seed", optarg, 0, 0x7fffffff, &seed); break;
+        case O_SHARD: bad = parse_int("--shard-bytes", optarg, 1, 0x7fffffff, &shard); break;
+        case O_THETA: bad = parse_double("--rope-theta", optarg, &c.rope_theta); break;
+        case O_EPS: bad = parse_double("--rms-eps", optarg, &c.rms_norm_eps); break;
+        case O_STD: bad = parse_double("--init-std", optarg, &d), c.initializer_range = (float)d; break;
+        case O_TIE: tie = 1; break;
+        case O_UNTIE: tie = 0; break;
+        case O_BIAS: bias = 1; break;
+        case O_RANDALL: randomize_all = 1; break;
+        case O_LLAMA3:
+            c.rope_type = RL_ROPE_LLAMA3;
+            if (sscanf(optarg, "%lf,%lf,%lf,%d", &c.rope_factor, &c.rope_low_freq_factor, &c.rope_high_freq_factor,
+                       &c.rope_original_max_pos) != 4) {
+                fprintf(stderr, "radlads: --rope-llama3 expects FACTOR,LOW,HIGH,ORIG_MAX_POS, e.g. 8,1,4,8192\n");
+                bad = 1;
+            }
+            break;
+        case O_DTYPE:
+            if (strcmp(optarg, "f32") == 0)
+                dtype = RL_DTYPE_F32;
+            else if (strcmp(optarg, "bf16") == 0)
+                dtype = RL_DTYPE_BF16;
+            else if (strcmp(optarg, "f16") == 0)
+                dtype = RL_DTYPE_F16;
+            else {
+                fprintf(stderr, "radlads: --dtype must be f32, bf16 or f16\n");
+                bad = 1;
+            }
+            break;
+        case O_HELP: init_usage(stdout); return 0;
+        default: init_usage(stderr); return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "radlads init-model: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (!arch || !out || !c.hidden || !c.layers || !c.heads || !c.vocab) {
+        fprintf(stderr, "radlads init-model: --arch, --hidden, --layers, --heads, --vocab and --out are required\n");
+        init_usage(stderr);
+        return 2;
+    }
+    if (rl_arch_from_name(arch, &c.arch)) {
+        fprintf(stderr, "radlads init-model: --arch \"%s\" is not one of qwen2, qwen3, llama, mistral\n", arch);
+        return 2;
+    }
+    if (!c.kv_heads)
+        c.kv_heads = c.heads;
+    if (!c.head_dim)
+        c.head_dim = c.hidden / c.heads;
+    if (!c.intermediate) /* the usual SwiGLU width: 8/3·D rounded up to 32 */
+        c.intermediate = (c.hidden * 8 / 3 + 31) / 32 * 32;
+    if (c.rope_theta == 0)
+        c.rope_theta = c.arch == RL_ARCH_LLAMA || c.arch == RL_ARCH_MISTRAL ? 500000.0 : 1000000.0;
+    c.tie_word_embeddings = tie >= 0 ? tie : 0;
+    c.qkv_bias = c.arch == RL_ARCH_QWEN2 ? 1 : bias;
+    c.o_bias = c.arch == RL_ARCH_QWEN2 ? 0 : bias;
+    c.qk_norm = c.arch == RL_ARCH_QWEN3;
+    if (c.arch == RL_ARCH_QWEN2 && c.head_dim != c.hidden / c.heads) {
+        fprintf(stderr, "radlads init-model: Qwen2 has head_dim = hidden/heads = %d; drop --head-dim\n",
+                c.hidden / c.heads);
+        return 2;
+    }
+    if (bias && c.arch == RL_ARCH_QWEN2)
+        fprintf(stderr, "radlads init-model: note: Qwen2 always has q/k/v bias and no o_proj bias\n");
+    char err[1024];
+    rl_backend *be;
+    rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = 1};
+    if (rl_backend_create(&be, &bo, err, sizeof err)) {
+        fprintf(stderr, "radlads init-model: %s\n", err);
+        return 1;
+    }
+    rl_model *m;
+    int rc = rl_model_create(&m, be, &c, 0, err, sizeof err);
+    if (!rc) {
+        rl_model_init_random(m, (uint64_t)seed, randomize_all);
+        rc = rl_model_save(m, out, dtype, (size_t)shard, err, sizeof err);
+        if (!rc)
+            printf("wrote %s: %s, %lld parameters, %s\n", out, rl_arch_name(c.arch), (long long)rl_model_num_params(m),
+                   rl_dtype_name(dtype));
+        rl_model_destroy(m);
+    }
+    rl_backend_destroy(be);
+    if (rc) {
+        fprintf(stderr, "radlads init-model: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- score ---- */
+
+/* Reads ids from a radlads token file (magic RLTOKENS, see model/tokenizer/tokenizer.h)
+ * or from text: integers separated by whitespace or commas. */
+static int read_ids(const char *path, int32_t **ids, int *n, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len + 1);
+    if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        snprintf(err, errlen, "%s: cannot read", path);
+        fclose(f);
+        free(buf);
+        return -1;
+    }
+    fclose(f);
+    buf[len] = 0;
+    int rc = 0, cap = 1024;
+    *n = 0;
+    *ids = malloc(sizeof **ids * (size_t)cap);
+    if (len >= 64 && memcmp(buf, "RLTOKENS", 8) == 0) {
+        uint32_t width = buf[12] | buf[13] << 8 | (uint32_t)buf[14] << 16 | (uint32_t)buf[15] << 24;
+        uint64_t count = 0;
+        for (int i = 7; i >= 0; i--)
+            count = count << 8 | buf[16 + i];
+        if ((width != 2 && width != 4) || count > (uint64_t)(len - 64) / width || count > 0x7fffffff) {
+            snprintf(err, errlen, "%s: token file header is inconsistent with its size", path);
+            rc = -1;
+        } else {
+            *ids = realloc(*ids, sizeof **ids * (count + 1));
+            for (uint64_t i = 0; i < count; i++) {
+                const unsigned char *p = buf + 64 + i * width;
+                (*ids)[i] = width == 2 ? (int32_t)(p[0] | p[1] << 8)
+                                       : (int32_t)(p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24);
+            }
+            *n = (int)count;
+        }
+    } else {
+        char *s = (char *)buf;
+        while (*s && !rc) {
+            while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r')
+                s++;
+            if (!*s)
+                break;
+            char *end;
+            long v = strtol(s, &end, 10);
+            if (end == s || v < 0 || v > 0x7fffffff) {
+                snprintf(err, errlen, "%s: expected token ids (integers separated by spaces or commas) near \"%.16s\"",
+                         path, s);
+                rc = -1;
+                break;
+            }
+            if (*n == cap)
+                *ids = realloc(*ids, sizeof **ids * (size_t)(cap *= 2));
+            (*ids)[(*n)++] = (int32_t)v;
+            s = end;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+static int parse_id_list(const char *s, int32_t **ids, int *n)
+{
+    int cap = 16;
+    *n = 0;
+    *ids = malloc(sizeof **ids * (size_t)cap);
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
+            fprintf(stderr, "radlads score: --ids expects comma-separated non-negative integers, e.g. 1,2,3\n");
+            return -1;
+        }
+        if (*n == cap)
+            *ids = realloc(*ids, sizeof **ids * (size_t)(cap *= 2));
+        (*ids)[(*n)++] = (int32_t)v;
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+typedef struct {
+    rl_backend *be;
+    rl_st_writer *w;
+    float *host;
+    int vocab;
+} dump_ctx;
+
+static int dump_chunk(void *p, int row0, int rows, const float *logits, char *err, size_t errlen)
+{
+    (void)row0;
+    dump_ctx *d = p;
+    size_t n = (size_t)rows * d->vocab;
+    int rc = rl_download(d->be, d->host, logits, n * sizeof(float));
+    return rc ? rc : rl_st_writer_append(d->w, d->host, n, err, errlen);
+}
+
+static void score_usage(FILE *f)
+{
+    fprintf(f, "usage: radlads score --model DIR (--tokens FILE | --ids 1,2,3,...) [--dump-logits OUT.safetensors]\n"
+               "         [--json] [--threads N] [--chunk-rows R]\n"
+               "Prints the mean next-token cross-entropy of the sequence (T-1 predictions) and its perplexity.\n"
+               "--dump-logits writes the fp32 logits [T, vocab] as the tensor \"logits\".\n");
+}
+
+int cmd_score(int argc, char **argv)
+{
+    enum { O_MODEL = 1000, O_TOKENS, O_IDS, O_DUMP, O_JSON, O_THREADS, O_CHUNK, O_HELP };
+    static const struct option opts[] = {{"model", 1, 0, O_MODEL},   {"tokens", 1, 0, O_TOKENS},
+                                         {"ids", 1, 0, O_IDS},       {"dump-logits", 1, 0, O_DUMP},
+                                         {"json", 0, 0, O_JSON},     {"threads", 1, 0, O_THREADS},
+                                         {"chunk-rows", 1, 0, O_CHUNK}, {"help", 0, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+    const char *model_dir = NULL, *tokens = NULL, *ids_arg = NULL, *dump = NULL;
+    int json = 0, threads = 0, chunk = 64, o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case O_MODEL: model_dir = optarg; break;
+        case O_TOKENS: tokens = optarg; break;
+        case O_IDS: ids_arg = optarg; break;
+        case O_DUMP: dump = optarg; break;
+        case O_JSON: json = 1; break;
+        case O_THREADS:
+            if (parse_int("--threads", optarg, 1, 1024, &threads))
+                return 2;
+            break;
+        case O_CHUNK:
+            if (parse_int("--chunk-rows", optarg, 1, 1 << 20, &chunk))
+                return 2;
+            break;
+        case O_HELP: score_usage(stdout); return 0;
+        default: score_usage(stderr); return 2;
+        }
+    }
+    if (!model_dir || (!tokens == !ids_arg) || optind < argc) {
+        fprintf(stderr, "radlads score: give --model and exactly one of --tokens or --ids\n");
+        score_usage(stderr);
+        return 2;
+    }
+    char err[1024];
+    int32_t *ids = NULL;
+    int T = 0;
+    if (tokens ? read_ids(tokens, &ids, &T, err, sizeof err) : parse_id_list(ids_arg, &ids, &T)) {
+        if (tokens)
+            fprintf(stderr, "radlads score: %s\n", err);
+        free(ids);
+        return 2;
+    }
+    if (T < 2) {
+        fprintf(stderr, "radlads score: need at least 2 tokens to score a next-token prediction (got %d)\n", T);
+        free(ids);
+        return 2;
+    }
+    rl_backend *be = NULL;
+    rl_model *m = NULL;
+    rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = threads};
+    int rc = rl_backend_create(&be, &bo, err, sizeof err);
+    if (!rc)
+        rc = rl_model_load(&m, be, model_dir, 0, err, sizeof err);
+    if (!rc)
+        rc = rl_model_prepare(m, 1, T, 0, chunk, err, sizeof err);
+    if (!rc)
+        rc = rl_model_forward(m, ids, err, sizeof err);
+    double loss = 0;
+    int32_t *targets = malloc(sizeof *targets * (size_t)T);
+    if (!rc) {
+        for (int t = 0; t < T; t++)
+            targets[t] = t + 1 < T ? ids[t + 1] : -1;
+        rc = rl_model_loss(m, targets, 0, &loss, err, sizeof err);
+    }
+    if (!rc && dump) {
+        int64_t shape[2] = {T, m->cfg.vocab};
+        rl_st_entry e = {.name = "logits", .dtype = RL_DTYPE_F32, .ndim = 2, .shape = {shape[0], shape[1]}};
+        dump_ctx d = {.be = be, .vocab = m->cfg.vocab, .host = malloc(sizeof(float) * (size_t)m->chunk_rows *
+                                                                      (size_t)m->cfg.vocab)};
+        rc = rl_st_writer_open(&d.w, dump, &e, 1, NULL, 0, err, sizeof err);
+        if (!rc) {
+            rc = rl_model_logits(m, dump_chunk, &d, err, sizeof err);
+            rc = rc ? (rl_st_writer_abort(d.w), rc) : rl_st_writer_finish(d.w, err, sizeof err);
+        }
+        free(d.host);
+    }
+    if (!rc) {
+        if (json) {
+            json_t *doc = json_pack("{s:s, s:i, s:i, s:f, s:f}", "model", model_dir, "tokens", T, "predicted", T - 1,
+                                    "mean_cross_entropy", loss, "perplexity", exp(loss));
+            if (dump)
+                json_object_set_new(doc, "logits", json_string(dump));
+            cli_print_json(doc);
+        } else {
+            printf("tokens %d  predicted %d  mean cross-entropy %.6f nats  perplexity %.4f\n", T, T - 1, loss,
+                   exp(loss));
+        }
+    } else {
+        fprintf(stderr, "radlads score: %s\n", err);
+    }
+    free(targets);
+    free(ids);
+    rl_model_destroy(m);
+    rl_backend_destroy(be);
+    return rc ? 1 : 0;
+}

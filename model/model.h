@@ -1,0 +1,212 @@
+/* model.h — teacher models (Qwen2, Qwen3, Llama, Mistral) on a kernels.h backend:
+ * HF config.json, arenas of parameters / gradients / activations, forward and
+ * backward with per-layer capture of the attention input and output, chunked
+ * vocabulary losses, AdamW.
+ *
+ * Shapes: R = batch·seq rows; D hidden; H query heads, G KV heads, N head_dim;
+ * F intermediate size; V vocabulary. Activations are [R, width] row-major. */
+#ifndef RL_MODEL_H
+#define RL_MODEL_H
+
+#include <stdio.h>
+
+#include "kernels.h"
+#include "safetensors.h"
+
+/* ---- config.json ------------------------------------------------------------ */
+
+typedef enum { RL_ARCH_QWEN2, RL_ARCH_QWEN3, RL_ARCH_LLAMA, RL_ARCH_MISTRAL } rl_arch;
+typedef enum { RL_ROPE_DEFAULT, RL_ROPE_LINEAR, RL_ROPE_LLAMA3 } rl_rope_type;
+
+typedef struct {
+    rl_arch arch;
+    int hidden, layers, heads, kv_heads, head_dim, intermediate, vocab;
+    double rope_theta;
+    rl_rope_type rope_type;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    double rms_norm_eps;
+    int tie_word_embeddings;
+    int qkv_bias; /* bias on q/k/v projections (Qwen2 always; attention_bias elsewhere) */
+    int o_bias;   /* bias on o_proj (Llama/Qwen3/Mistral attention_bias) */
+    int qk_norm;  /* Qwen3 per-head RMSNorm on q and k before RoPE */
+    int bos_token_id, eos_token_id; /* -1 when absent */
+    int max_position_embeddings;
+    int sliding_window; /* 0 = none; sequences longer than it are refused */
+    float initializer_range;
+} rl_model_config;
+
+const char *rl_arch_name(rl_arch a);
+int rl_arch_from_name(const char *s, rl_arch *out);
+/* Parses an HF config.json; refuses fields that would change the math and that we
+ * do not implement (other rope types, partial rotary, non-silu activations, MLP
+ * bias, sliding windows in use). */
+int rl_config_parse(rl_model_config *c, const char *json, size_t len, const char *what, char *err, size_t errlen);
+int rl_config_load(rl_model_config *c, const char *path, char *err, size_t errlen);
+int rl_config_validate(const rl_model_config *c, char *err, size_t errlen);
+int rl_config_write(const rl_model_config *c, const char *path, char *err, size_t errlen);
+/* cos/sin tables [seq, head_dim/2] for positions 0..seq-1 (host memory). */
+void rl_rope_tables(const rl_model_config *c, int seq, float *cos_t, float *sin_t);
+
+/* ---- arenas ------------------------------------------------------------------
+ * One allocation; tensors are offsets from a size table, so checkpoint I/O,
+ * ZeRO slices and all-reduce buckets are plain ranges. */
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, count; /* in floats */
+} rl_arena_entry;
+
+typedef struct {
+    const char *label;
+    rl_arena_entry *entries;
+    int n, cap;
+    size_t total; /* floats */
+    float *base;  /* device memory */
+} rl_arena;
+
+void rl_arena_init(rl_arena *a, const char *label);
+/* Adds a tensor to the size table; returns its index or a negative error. */
+int rl_arena_add(rl_arena *a, const char *name, int ndim, const int64_t *shape);
+int rl_arena_alloc(rl_arena *a, rl_backend *be, char *err, size_t errlen); /* zeroed */
+float *rl_arena_ptr(const rl_arena *a, int idx);
+int rl_arena_find(const rl_arena *a, const char *name);
+void rl_arena_print(const rl_arena *a, FILE *f);
+void rl_arena_free(rl_arena *a, rl_backend *be);
+
+/* ---- parameters ---------------------------------------------------------- */
+
+/* Pointers into a parameter (or gradient) arena; NULL where the config has none. */
+typedef struct {
+    float *ln1_w, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b, *q_norm_w, *k_norm_w;
+    float *ln2_w, *gate_w, *up_w, *down_w;
+} rl_layer_params;
+
+typedef struct {
+    float *embed, *final_norm, *lm_head; /* lm_head == embed when tied */
+    rl_layer_params *layers;
+} rl_model_params;
+
+/* ---- activations ---------------------------------------------------------- */
+
+typedef struct {
+    float *x_in;              /* residual stream entering the layer [R,D] */
+    float *ln1, *ln1_rstd;    /* attention input (captured) [R,D], [R] */
+    float *q, *k, *v;         /* after q/k-norm and RoPE: [R,H·N], [R,G·N], [R,G·N] */
+    float *q_raw, *k_raw, *q_rstd, *k_rstd; /* Qwen3 q/k before the per-head norm */
+    float *att, *lse;         /* attention output before o_proj [R,H·N], [B,H,T] */
+    float *attn_out;          /* after o_proj (captured) [R,D] */
+    float *res_mid;           /* x_in + attn_out */
+    float *ln2, *ln2_rstd;
+    float *gate, *up, *act;   /* [R,F] */
+    float *x_out;             /* res_mid + MLP; = next layer's x_in */
+} rl_layer_acts;
+
+/* One layer's worth of gradient scratch, reused by every layer in the backward. */
+typedef struct {
+    float *dres;              /* running gradient of the residual stream [R,D] */
+    float *dln;               /* [R,D] */
+    float *dq, *dk, *dv, *dq_raw, *dk_raw, *datt, *delta;
+    float *dgate, *dup, *dact;
+} rl_grad_scratch;
+
+/* ---- model ------------------------------------------------------------------ */
+
+typedef struct rl_model {
+    rl_model_config cfg;
+    rl_backend *be;
+    rl_arena params, grads;
+    rl_model_params p, g; /* g valid after rl_model_prepare(..., backward=1) */
+    /* sized by rl_model_prepare */
+    int batch, seq, chunk_rows, has_backward;
+    rl_arena acts;
+    rl_layer_acts *layer_acts;
+    float *lnf, *lnf_rstd, *logits_chunk, *row_losses, *rope_cos, *rope_sin;
+    int32_t *tokens, *targets;
+    rl_grad_scratch gs;
+} rl_model;
+
+/* Builds the parameter arena for cfg (zeroed). */
+int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
+                    size_t errlen);
+void rl_model_destroy(rl_model *m);
+/* Loads every parameter from a model folder (config.json + safetensors),
+ * checking names and shapes. */
+int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, char *err, size_t errlen);
+/* Random weights: N(0, initializer_range) matrices and embeddings; biases 0 and
+ * norm weights 1, unless randomize_all (tests), which makes them random too. */
+void rl_model_init_random(rl_model *m, uint64_t seed, int randomize_all);
+/* Writes config.json + model.safetensors (or shards of at most shard_bytes). */
+int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t shard_bytes, char *err,
+                  size_t errlen);
+int64_t rl_model_num_params(const rl_model *m);
+
+/* Allocates activations for batch×seq (and gradients + scratch when backward).
+ * chunk_rows bounds the fp32 logits buffer to chunk_rows×vocab. */
+int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_rows, char *err, size_t errlen);
+
+/* tokens [batch·seq] host ints. Runs embedding → layers → final norm; leaves each
+ * layer's ln1 (attention input) and attn_out (attention output) in layer_acts. */
+int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errlen);
+
+/* Mean next-token cross-entropy over rows whose target is >= 0 (targets[r] is
+ * the label of row r; -1 ignores it). With backward, gradients of that mean are
+ * ACCUMULATED into m->grads (call rl_model_zero_grads first). */
+int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mean_loss, char *err,
+                  size_t errlen);
+/* Backpropagates the final-norm gradient left in m->gs.dln by a loss through
+ * all layers into m->grads. rl_model_loss(backward=1) calls it. */
+int rl_model_backward(rl_model *m, char *err, size_t errlen);
+void rl_model_zero_grads(rl_model *m);
+
+/* Calls fn for each chunk of logits rows [row0, row0+rows) × vocab after a forward. */
+typedef int (*rl_logits_fn)(void *ctx, int row0, int rows, const float *logits, char *err, size_t errlen);
+int rl_model_logits(rl_model *m, rl_logits_fn fn, void *ctx, char *err, size_t errlen);
+
+/* ---- vocabulary losses, chunked over rows ---------------------------------
+ * logits = hidden·Wᵀ for chunk_rows rows at a time in logits_buf; only one chunk
+ * of fp32 logits (two for KL: student and teacher) exists at once. */
+typedef struct {
+    int rows, dim, vocab, chunk_rows;
+    const float *hidden; /* [rows, dim] */
+    const float *weight; /* [vocab, dim] */
+    float *dhidden;      /* [rows, dim], SET; NULL = forward only */
+    float *dweight;      /* [vocab, dim], accumulated */
+    float *logits_buf;   /* [chunk_rows, vocab] */
+    float *row_losses;   /* [rows] */
+} rl_lm_head;
+
+int rl_lm_head_cross_entropy(rl_backend *be, const rl_lm_head *h, const int32_t *targets, double *mean_loss);
+/* Forward KL(teacher ‖ student) averaged over rows. */
+int rl_lm_head_kl(rl_backend *be, const rl_lm_head *student, const float *teacher_hidden,
+                  const float *teacher_weight, float *teacher_logits_buf, double *mean_loss);
+
+/* ---- optimizer ---------------------------------------------------------------- */
+
+/* Global L2 norm of all gradients; if clip > 0 and the norm exceeds it the
+ * update uses grads scaled by clip/norm. One AdamW step over the whole arena. */
+int rl_model_adamw_step(rl_model *m, float *opt_m, float *opt_v, const rl_adamw_params *hp, float clip,
+                        double *grad_norm, char *err, size_t errlen);
+
+/* ---- layer blocks (shared by teachers and, later, students) ---------------
+ * Backward functions ACCUMULATE into dx and parameter gradients. */
+
+/* y[rows,out] = x[rows,in]·Wᵀ + b   (W stored [out,in]; b may be NULL) */
+int rl_linear_forward(rl_backend *be, float *y, const float *x, const float *w, const float *b, int rows, int in,
+                      int out);
+/* dx += dy·W;  dW += dyᵀ·x;  db += Σ_rows dy   (dx or db may be NULL) */
+int rl_linear_backward(rl_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                       const float *w, int rows, int in, int out);
+/* attn_out = o_proj(attention(rope(norm(q_proj(ln1))), rope(norm(k_proj(ln1))), v_proj(ln1))) */
+int rl_attn_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la);
+/* from dattn_out: accumulates dln1 (m->gs.dln) and the block's parameter grads */
+int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
+                           const float *dattn_out, float *dln1);
+/* mlp_out = down(silu(gate(ln2)) ⊙ up(ln2)), written to out */
+int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la, float *out);
+int rl_mlp_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
+                          const float *dout, float *dln2);
+
+#endif

@@ -1,0 +1,251 @@
+/* teacher.c — the softmax-attention decoder: activations, forward, backward.
+ *
+ *   x_0 = embed(tokens)
+ *   per layer l:  ln1 = RMSNorm(x_l)                    (captured: attention input)
+ *                 attn_out = Attention(ln1)             (captured: attention output)
+ *                 res_mid = x_l + attn_out
+ *                 x_{l+1} = res_mid + MLP(RMSNorm(res_mid))
+ *   lnf = RMSNorm(x_L);  logits = lnf · W_lmᵀ  (chunked, see loss.c) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "model_int.h"
+
+static int act(rl_arena *a, int *idx, const char *fmt, int l, int64_t rows, int64_t cols)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, l);
+    int64_t shape[2] = {rows, cols};
+    *idx = rl_arena_add(a, name, 2, shape);
+    return *idx < 0;
+}
+
+enum { A_XIN, A_LN1, A_LN1R, A_Q, A_K, A_V, A_QRAW, A_KRAW, A_QR, A_KR, A_ATT, A_LSE, A_OUT, A_MID, A_LN2, A_LN2R,
+       A_GATE, A_UP, A_ACT, A_N };
+
+int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_rows, char *err, size_t errlen)
+{
+    const rl_model_config *c = &m->cfg;
+    if (batch <= 0 || seq <= 0 || chunk_rows <= 0) {
+        snprintf(err, errlen, "prepare: batch=%d seq=%d chunk_rows=%d must be positive", batch, seq, chunk_rows);
+        return RL_EINVAL;
+    }
+    if (c->sliding_window > 0 && seq > c->sliding_window) {
+        snprintf(err, errlen, "sequence length %d exceeds the model's sliding_window %d; sliding-window attention "
+                 "is not implemented, use sequences of at most %d tokens", seq, c->sliding_window, c->sliding_window);
+        return RL_EINVAL;
+    }
+    rl_arena_free(&m->acts, m->be);
+    rl_arena_init(&m->acts, "activations");
+    free(m->layer_acts);
+    m->layer_acts = calloc((size_t)c->layers, sizeof *m->layer_acts);
+    if (!m->layer_acts) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    const int64_t R = (int64_t)batch * seq, D = c->hidden, F = c->intermediate, N = c->head_dim;
+    const int64_t QD = c->heads * N, KD = c->kv_heads * N, BHT = (int64_t)batch * c->heads * seq;
+    rl_arena *a = &m->acts;
+    int bad = 0, (*ix)[A_N] = calloc((size_t)c->layers, sizeof *ix);
+    int xlast, lnf, lnfr, logits, losses, rc_, rs_, tok, tgt;
+    if (!ix) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    for (int l = 0; l < c->layers; l++) {
+        int *i = ix[l];
+        bad |= act(a, &i[A_XIN], "layer%d.x_in", l, R, D) | act(a, &i[A_LN1], "layer%d.ln1", l, R, D);
+        bad |= act(a, &i[A_LN1R], "layer%d.ln1_rstd", l, R, 1);
+        bad |= act(a, &i[A_Q], "layer%d.q", l, R, QD) | act(a, &i[A_K], "layer%d.k", l, R, KD);
+        bad |= act(a, &i[A_V], "layer%d.v", l, R, KD);
+        if (c->qk_norm) {
+            bad |= act(a, &i[A_QRAW], "layer%d.q_raw", l, R, QD) | act(a, &i[A_KRAW], "layer%d.k_raw", l, R, KD);
+            bad |= act(a, &i[A_QR], "layer%d.q_rstd", l, R, c->heads);
+            bad |= act(a, &i[A_KR], "layer%d.k_rstd", l, R, c->kv_heads);
+        } else {
+            i[A_QRAW] = i[A_KRAW] = i[A_QR] = i[A_KR] = -1;
+        }
+        bad |= act(a, &i[A_ATT], "layer%d.att", l, R, QD) | act(a, &i[A_LSE], "layer%d.lse", l, BHT, 1);
+        bad |= act(a, &i[A_OUT], "layer%d.attn_out", l, R, D) | act(a, &i[A_MID], "layer%d.res_mid", l, R, D);
+        bad |= act(a, &i[A_LN2], "layer%d.ln2", l, R, D) | act(a, &i[A_LN2R], "layer%d.ln2_rstd", l, R, 1);
+        bad |= act(a, &i[A_GATE], "layer%d.gate", l, R, F) | act(a, &i[A_UP], "layer%d.up", l, R, F);
+        bad |= act(a, &i[A_ACT], "layer%d.act", l, R, F);
+    }
+    bad |= act(a, &xlast, "x_final%d", 0, R, D) | act(a, &lnf, "lnf%d", 0, R, D) | act(a, &lnfr, "lnf_rstd%d", 0, R, 1);
+    bad |= act(a, &logits, "logits_chunk%d", 0, chunk_rows < R ? chunk_rows : R, c->vocab);
+    bad |= act(a, &losses, "row_losses%d", 0, R, 1);
+    bad |= act(a, &rc_, "rope_cos%d", 0, seq, N / 2) | act(a, &rs_, "rope_sin%d", 0, seq, N / 2);
+    bad |= act(a, &tok, "tokens%d", 0, R, 1) | act(a, &tgt, "targets%d", 0, R, 1);
+    int g[11] = {0};
+    if (backward) {
+        bad |= act(a, &g[0], "grad.dres%d", 0, R, D) | act(a, &g[1], "grad.dln%d", 0, R, D);
+        bad |= act(a, &g[2], "grad.dq%d", 0, R, QD) | act(a, &g[3], "grad.dk%d", 0, R, KD);
+        bad |= act(a, &g[4], "grad.dv%d", 0, R, KD) | act(a, &g[5], "grad.datt%d", 0, R, QD);
+        bad |= act(a, &g[6], "grad.delta%d", 0, BHT, 1) | act(a, &g[7], "grad.dgate%d", 0, R, F);
+        bad |= act(a, &g[8], "grad.dup%d", 0, R, F) | act(a, &g[9], "grad.dact%d", 0, R, F);
+        if (c->qk_norm)
+            bad |= act(a, &g[10], "grad.dqk_raw%d", 0, R, QD + KD);
+    }
+    int rc = bad ? RL_ENOMEM : rl_arena_alloc(a, m->be, err, errlen);
+    if (bad)
+        snprintf(err, errlen, "out of memory building the activation table");
+    if (!rc && backward && !m->grads.base) {
+        for (int i = 0; i < m->params.n && !rc; i++)
+            rc = rl_arena_add(&m->grads, m->params.entries[i].name, m->params.entries[i].ndim,
+                              m->params.entries[i].shape) < 0 ? RL_ENOMEM : 0;
+        if (!rc)
+            rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
+        if (!rc)
+            rl__bind_params(&m->grads, c, &m->g);
+    }
+    if (rc) {
+        free(ix);
+        return rc;
+    }
+    for (int l = 0; l < c->layers; l++) {
+        rl_layer_acts *la = &m->layer_acts[l];
+        int *i = ix[l];
+        la->x_in = rl_arena_ptr(a, i[A_XIN]), la->ln1 = rl_arena_ptr(a, i[A_LN1]);
+        la->ln1_rstd = rl_arena_ptr(a, i[A_LN1R]);
+        la->q = rl_arena_ptr(a, i[A_Q]), la->k = rl_arena_ptr(a, i[A_K]), la->v = rl_arena_ptr(a, i[A_V]);
+        la->q_raw = rl_arena_ptr(a, i[A_QRAW]), la->k_raw = rl_arena_ptr(a, i[A_KRAW]);
+        la->q_rstd = rl_arena_ptr(a, i[A_QR]), la->k_rstd = rl_arena_ptr(a, i[A_KR]);
+        la->att = rl_arena_ptr(a, i[A_ATT]), la->lse = rl_arena_ptr(a, i[A_LSE]);
+        la->attn_out = rl_arena_ptr(a, i[A_OUT]), la->res_mid = rl_arena_ptr(a, i[A_MID]);
+        la->ln2 = rl_arena_ptr(a, i[A_LN2]), la->ln2_rstd = rl_arena_ptr(a, i[A_LN2R]);
+        la->gate = rl_arena_ptr(a, i[A_GATE]), la->up = rl_arena_ptr(a, i[A_UP]);
+        la->act = rl_arena_ptr(a, i[A_ACT]);
+    }
+    for (int l = 0; l < c->layers; l++)
+        m->layer_acts[l].x_out = l + 1 < c->layers ? m->layer_acts[l + 1].x_in : rl_arena_ptr(a, xlast);
+    free(ix);
+    m->lnf = rl_arena_ptr(a, lnf), m->lnf_rstd = rl_arena_ptr(a, lnfr);
+    m->logits_chunk = rl_arena_ptr(a, logits), m->row_losses = rl_arena_ptr(a, losses);
+    m->rope_cos = rl_arena_ptr(a, rc_), m->rope_sin = rl_arena_ptr(a, rs_);
+    m->tokens = (int32_t *)rl_arena_ptr(a, tok), m->targets = (int32_t *)rl_arena_ptr(a, tgt);
+    memset(&m->gs, 0, sizeof m->gs);
+    if (backward) {
+        m->gs.dres = rl_arena_ptr(a, g[0]), m->gs.dln = rl_arena_ptr(a, g[1]);
+        m->gs.dq = rl_arena_ptr(a, g[2]), m->gs.dk = rl_arena_ptr(a, g[3]), m->gs.dv = rl_arena_ptr(a, g[4]);
+        m->gs.datt = rl_arena_ptr(a, g[5]), m->gs.delta = rl_arena_ptr(a, g[6]);
+        m->gs.dgate = rl_arena_ptr(a, g[7]), m->gs.dup = rl_arena_ptr(a, g[8]), m->gs.dact = rl_arena_ptr(a, g[9]);
+        if (c->qk_norm) {
+            m->gs.dq_raw = rl_arena_ptr(a, g[10]);
+            m->gs.dk_raw = m->gs.dq_raw + R * QD;
+        }
+    }
+    m->batch = batch, m->seq = seq, m->chunk_rows = chunk_rows < R ? chunk_rows : (int)R;
+    m->has_backward = backward;
+    /* RoPE tables are computed once on the host in float64 and uploaded. */
+    float *cs = malloc(sizeof(float) * (size_t)seq * (size_t)(N / 2) * 2 + 4);
+    if (!cs) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    rl_rope_tables(c, seq, cs, cs + (size_t)seq * (N / 2));
+    rl_upload(m->be, m->rope_cos, cs, sizeof(float) * (size_t)seq * (N / 2));
+    rl_upload(m->be, m->rope_sin, cs + (size_t)seq * (N / 2), sizeof(float) * (size_t)seq * (N / 2));
+    free(cs);
+    return rl_backend_status(m->be, err, errlen);
+}
+
+int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errlen)
+{
+    rl_backend *be = m->be;
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq, D = c->hidden;
+    const float eps = (float)c->rms_norm_eps;
+    rl_upload(be, m->tokens, tokens, sizeof(int32_t) * (size_t)R);
+    rl_embedding_forward(be, m->layer_acts[0].x_in, m->tokens, m->p.embed, R, c->vocab, D);
+    for (int l = 0; l < c->layers; l++) {
+        rl_layer_acts *la = &m->layer_acts[l];
+        const rl_layer_params *lp = &m->p.layers[l];
+        rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
+        rl_attn_block_forward(m, lp, la);
+        rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
+        rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
+        rl_mlp_block_forward(m, lp, la, la->x_out);
+        rl_accumulate(be, la->x_out, la->res_mid, (size_t)R * D);
+    }
+    rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D, eps);
+    return rl_backend_status(be, err, errlen);
+}
+
+/* Starts from dlnf in m->gs.dln (set by a loss); dres carries ∂L/∂x down the
+ * residual stream, each block adding its branch. */
+int rl_model_backward(rl_model *m, char *err, size_t errlen)
+{
+    rl_backend *be = m->be;
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq, D = c->hidden;
+    const size_t RD = (size_t)R * D;
+    if (!m->has_backward) {
+        snprintf(err, errlen, "backward: the model was prepared without backward buffers");
+        return RL_EINVAL;
+    }
+    rl_grad_scratch *gs = &m->gs;
+    rl_zero(be, gs->dres, RD * sizeof(float));
+    rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out, m->p.final_norm,
+                        m->lnf_rstd, R, D);
+    for (int l = c->layers - 1; l >= 0; l--) {
+        const rl_layer_acts *la = &m->layer_acts[l];
+        const rl_layer_params *lp = &m->p.layers[l];
+        rl_layer_params *gp = &m->g.layers[l];
+        /* x_out = res_mid + MLP(ln2(res_mid)) */
+        rl_zero(be, gs->dln, RD * sizeof(float));
+        rl_mlp_block_backward(m, lp, gp, la, gs->dres, gs->dln);
+        rl_rmsnorm_backward(be, gs->dres, gp->ln2_w, gs->dln, la->res_mid, lp->ln2_w, la->ln2_rstd, R, D);
+        /* res_mid = x_in + Attention(ln1(x_in)) */
+        rl_zero(be, gs->dln, RD * sizeof(float));
+        rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
+        rl_rmsnorm_backward(be, gs->dres, gp->ln1_w, gs->dln, la->x_in, lp->ln1_w, la->ln1_rstd, R, D);
+    }
+    rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
+    return rl_backend_status(be, err, errlen);
+}
+
+void rl_model_zero_grads(rl_model *m)
+{
+    if (m->grads.base)
+        rl_zero(m->be, m->grads.base, m->grads.total * sizeof(float));
+}
+
+int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mean_loss, char *err, size_t errlen)
+{
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq;
+    if (backward && !m->has_backward) {
+        snprintf(err, errlen, "loss: the model was prepared without backward buffers");
+        return RL_EINVAL;
+    }
+    rl_upload(m->be, m->targets, targets, sizeof(int32_t) * (size_t)R);
+    rl_lm_head h = {.rows = R, .dim = c->hidden, .vocab = c->vocab, .chunk_rows = m->chunk_rows,
+                    .hidden = m->lnf, .weight = m->p.lm_head, .dhidden = backward ? m->gs.dln : NULL,
+                    .dweight = backward ? m->g.lm_head : NULL, .logits_buf = m->logits_chunk,
+                    .row_losses = m->row_losses};
+    int rc = rl_lm_head_cross_entropy(m->be, &h, m->targets, mean_loss);
+    if (rc)
+        return rl_backend_status(m->be, err, errlen) ? rl_backend_status(m->be, err, errlen) : rc;
+    if (backward)
+        return rl_model_backward(m, err, errlen);
+    return rl_backend_status(m->be, err, errlen);
+}
+
+int rl_model_logits(rl_model *m, rl_logits_fn fn, void *ctx, char *err, size_t errlen)
+{
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq;
+    for (int r0 = 0; r0 < R; r0 += m->chunk_rows) {
+        int rows = R - r0 < m->chunk_rows ? R - r0 : m->chunk_rows;
+        rl_linear_forward(m->be, m->logits_chunk, m->lnf + (size_t)r0 * c->hidden, m->p.lm_head, NULL, rows,
+                          c->hidden, c->vocab);
+        int rc = rl_backend_status(m->be, err, errlen);
+        if (!rc)
+            rc = fn(ctx, r0, rows, m->logits_chunk, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
