@@ -375,8 +375,9 @@ static int stage_field(parser *p, void *vctx, const char *key, struct fy_node *v
     if (!strcmp(key, "tokens")) return get_count(p, v, path, &s->tokens);
     if (!strcmp(key, "seq_len")) {
         if (get_int(p, v, path, INT_MIN, INT_MAX, &s->seq_len) < 0) return -1;
-        if (s->seq_len <= 0 || s->seq_len % 16 || s->seq_len > 1 << 20)
-            return fail(p, path, "must be a positive multiple of 16 (at most 1048576), got %d", s->seq_len);
+        if (s->seq_len <= 0 || s->seq_len % 16)
+            return fail(p, path, "must be a positive multiple of 16, got %d", s->seq_len);
+        if (s->seq_len > 1 << 20) return fail(p, path, "at most 1048576 tokens, got %d", s->seq_len);
         return 0;
     }
     if (!strcmp(key, "batch")) return get_int(p, v, path, 1, 1 << 20, &s->batch);
@@ -668,6 +669,21 @@ static void diag_capture(struct fy_diag *diag, void *user, const char *buf, size
 {
     (void)diag;
     char *dst = user;
+    /* "<memory-@0x...>:2:1: error: msg" -> "line 2, column 1: msg" */
+    if (!strncmp(buf, "<memory-", 8)) {
+        const char *colon = memchr(buf, '>', len);
+        int line, col, used = 0;
+        if (colon && sscanf(colon + 1, ":%d:%d: %n", &line, &col, &used) == 2 && used > 0) {
+            const char *msg = colon + 1 + used;
+            if (!strncmp(msg, "error: ", 7)) msg += 7;
+            char tmp[512];
+            int n = snprintf(tmp, sizeof tmp, "line %d, column %d: %.*s", line, col, (int)(len - (size_t)(msg - buf)), msg);
+            if (n > 0) {
+                diag_capture(diag, user, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+                return;
+            }
+        }
+    }
     if (!*dst) { /* keep the first message: it is the cause */
         size_t n = len < 511 ? len : 511;
         memcpy(dst, buf, n);

@@ -1,0 +1,223 @@
+"""Test harness for integration tests: the real radladsd and radlads binaries on a temporary state dir."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILD = os.path.abspath(os.environ.get("RADLADS_BUILD") or os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+DAEMON = os.path.join(BUILD, "daemon", "radladsd")
+CLI = os.path.join(BUILD, "cli", "radlads")
+LOADGEN = os.path.join(BUILD, "tests", "daemon", "loadgen")
+POOLSIM = os.path.join(BUILD, "tests", "daemon", "poolsim")
+
+
+class Daemon:
+    def __init__(self, root, *args):
+        self.root = root
+        self.state = os.path.join(root, "state")
+        self.sock = os.path.join(self.state, "radladsd.sock")
+        self.args = list(args)
+        self.proc = None
+
+    def start(self, expect_ok=True, extra=()):
+        cmd = [DAEMON, "--state-dir", self.state, "--foreground", *self.args, *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if not expect_ok:
+            out, err = self.proc.communicate(timeout=20)
+            return self.proc.returncode, err
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("radladsd exited at start: " + self.proc.stderr.read())
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(self.sock)
+                s.close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("radladsd did not open its socket")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("radladsd did not stop on SIGTERM")
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def log(self):
+        p = os.path.join(self.state, "radladsd.log")
+        return open(p).read() if os.path.exists(p) else ""
+
+    @property
+    def token_file(self):
+        return os.path.join(self.state, "token")
+
+    def cli(self, *args, check=True, user=None, stdin=None, timeout=60):
+        cmd = [CLI, "--socket", self.sock, *map(str, args)]
+        if user:
+            cmd = ["runuser", "-u", user, "--"] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} -> {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def json(self, *args, **kw):
+        p = self.cli(*args, "--json", **kw)
+        doc = json.loads(p.stdout)
+        assert doc["schema_version"] == 1, doc
+        return doc
+
+    def poolsim(self, *args):
+        return subprocess.Popen([POOLSIM, "--socket", self.sock, "--token-file", self.token_file, *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def fixture(root):
+    """A teacher folder, a token file and a job spec (the tiny plan the tests use)."""
+    teacher = os.path.join(root, "teacher")
+    os.makedirs(teacher, exist_ok=True)
+    with open(os.path.join(teacher, "config.json"), "w") as f:
+        f.write('{"architectures": ["Qwen2ForCausalLM"]}\n')
+    with open(os.path.join(root, "train.tok"), "wb") as f:
+        f.write(os.urandom(4096))
+    os.makedirs(os.path.join(root, "out"), exist_ok=True)
+    spec = os.path.join(root, "job.yaml")
+    with open(spec, "w") as f:
+        f.write("""name: tiny
+teacher: teacher
+student: {arch: rad-rwkv7, variant: b}
+data: {train: [train.tok]}
+stages:
+  - transfer
+  - {stage: align, tokens: 64K, seq_len: 64, batch: 8, micro_batch: 2, lr: "1e-3:1e-5"}
+  - export
+output: out/tiny
+max_restarts: 2
+""")
+    return spec
+
+
+def wait_for(fn, timeout=20, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run(tests):
+    """Runs test functions (each gets a fresh temp dir), prints per-test results, exits 1 on any failure."""
+    failed = 0
+    for t in tests:
+        root = tempfile.mkdtemp(prefix="rl-test-")
+        os.chmod(root, 0o755)
+        t0 = time.time()
+        try:
+            t(root)
+            print(f"ok   {t.__name__} ({time.time() - t0:.1f}s)")
+            shutil.rmtree(root, ignore_errors=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__} ({time.time() - t0:.1f}s)")
+            traceback.print_exc(file=sys.stdout)
+            print(f"  (state kept in {root})")
+        sys.stdout.flush()
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+# ---- a minimal protobuf wire codec, enough to speak the protocol raw in the bad-input tests ----
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(num, value):
+    """A protobuf field: int -> varint, bytes/str -> length-delimited."""
+    if isinstance(value, int):
+        return varint(num << 3) + varint(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return varint(num << 3 | 2) + varint(len(value)) + value
+
+
+def frame(payload):
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def hello(version=1, role=1, token=""):
+    return frame(field(1, field(1, version) + field(2, role) + (field(3, token) if token else b"")))
+
+
+def parse_fields(buf):
+    """Top-level fields of a message: {num: [values]} (varints as int, others as bytes)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _read_varint(buf, i)
+        elif wt == 2:
+            n, i = _read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError(f"wire type {wt}")
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def _read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def read_frame(sock, timeout=10):
+    sock.settimeout(timeout)
+    hdr = _recv_exact(sock, 4)
+    if hdr is None:
+        return None
+    return _recv_exact(sock, int.from_bytes(hdr, "big"))
+
+
+def _recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def raw_connect(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    return s

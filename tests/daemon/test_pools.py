@@ -1,0 +1,158 @@
+"""The pool side of the protocol, driven by poolsim (a real client over the real socket): assignment,
+progress, checkpoints, completion, failures with restarts from checkpoints, lost pools, hangs, cancel,
+priority and matching."""
+import os
+import signal
+import sqlite3
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, fixture, run, wait_for  # noqa: E402
+
+
+def state(d, jid):
+    return d.json("show", jid)["state"]
+
+
+def test_job_runs_to_completion(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--steps", "4")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        r = d.cli("wait", jid, "--timeout", "30", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        show = d.json("show", jid)
+        assert show["state"] == "COMPLETED" and show["progress"] == 1.0
+        assert [s["state"] for s in show["stages"]] == ["DONE"] * 3
+        assert [a["state"] for a in show["attempts"]] == ["SUCCEEDED"] * 3
+        assert show["result_path"] == show["stages"][-1]["output_dir"]
+        ck = show["checkpoints"]
+        assert len(ck) == 3 and all(len(c["sha256"]) == 64 and os.path.exists(c["path"]) for c in ck)
+        ev = [(e["kind"], e["to"]) for e in d.json("events", jid)["events"]]
+        assert ("job", "RUNNING") in ev and ev[-1] == ("job", "COMPLETED"), ev
+        assert ("checkpoint", "SAVED") in ev
+        db = sqlite3.connect(os.path.join(d.state, "radlads.db"))
+        assert db.execute("SELECT count(*) FROM metrics WHERE job_id = ?", (jid,)).fetchone()[0] == 12
+        assert db.execute("SELECT state FROM pools").fetchone()[0] == "IDLE"
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_failure_restarts_from_latest_checkpoint(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "fail-once", "--steps", "4")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        assert d.cli("wait", jid, "--timeout", "30", check=False).returncode == 0
+        show = d.json("show", jid)
+        assert show["restarts"] == 1
+        a1, a2 = show["attempts"][0], show["attempts"][1]
+        assert a1["state"] == "FAILED" and a1["failure_reason"] == "simulated failure"
+        assert a2["stage_idx"] == a1["stage_idx"] and a2["number"] == 2
+        assert a2["resumed_from_checkpoint"] == show["checkpoints"][0]["id"], (a2, show["checkpoints"])
+        ev = [(e["kind"], e["to"], e["reason"]) for e in d.json("events", jid)["events"] if e["kind"] == "job"]
+        assert ("job", "RECOVERING", "simulated failure (restart 1 of 2)") in ev, ev
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_exhausted_restarts_fail_the_job(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "fail", "--steps", "2")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        r = d.cli("wait", jid, "--timeout", "30", check=False)
+        assert r.returncode == 1, r.stdout
+        show = d.json("show", jid)
+        assert show["state"] == "FAILED" and "no restarts left" in show["failure_reason"], show["failure_reason"]
+        assert len(show["attempts"]) == 3 and show["restarts"] == 2
+        assert show["stages"][0]["state"] == "FAILED"
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_lost_pool_and_hang_and_heartbeat(root):
+    spec = fixture(root)
+    d = Daemon(root, "--hang-timeout", "2", "--heartbeat-timeout", "3").start()
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        # A pool that dies mid-stage: the attempt is LOST, the job RECOVERING, and the next pool resumes it.
+        p1 = d.poolsim("--mode", "disconnect", "--steps", "4")
+        p1.wait(timeout=20)
+        wait_for(lambda: state(d, jid) == "RECOVERING", what="RECOVERING")
+        a = d.json("show", jid)["attempts"][0]
+        assert a["state"] == "LOST" and "connection was lost" in a["failure_reason"], a
+        # A pool that stops progressing is torn down after the hang timeout.
+        p2 = d.poolsim("--mode", "hang", "--steps", "4")
+        wait_for(lambda: len(d.json("show", jid)["attempts"]) == 2 and
+                 d.json("show", jid)["attempts"][1]["state"] == "FAILED", timeout=20, what="hang detection")
+        assert "no step progress" in d.json("show", jid)["attempts"][1]["failure_reason"]
+        p2.wait(timeout=10)  # its connection was closed
+        # A pool whose heartbeats stop (SIGSTOP) is lost too.
+        p3 = d.poolsim("--mode", "hang", "--steps", "40", "--step-ms", "200")
+        wait_for(lambda: len(d.json("show", jid)["attempts"]) == 3, what="third attempt")
+        os.kill(p3.pid, signal.SIGSTOP)
+        wait_for(lambda: d.json("show", jid)["state"] == "FAILED", timeout=20, what="heartbeat loss")
+        reason = d.json("show", jid)["attempts"][2]["failure_reason"]
+        assert "heartbeats stopped" in reason or "no step progress" in reason, reason
+        os.kill(p3.pid, signal.SIGKILL)
+    finally:
+        d.stop()
+
+
+def test_cancel_running_job_stops_the_pool(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "hang", "--steps", "4")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: state(d, jid) == "RUNNING", what="RUNNING")
+        out = d.cli("cancel", jid).stdout
+        assert "CANCELLING" in out or "CANCELLED" in out, out
+        wait_for(lambda: state(d, jid) == "CANCELLED", what="CANCELLED")
+        show = d.json("show", jid)
+        assert show["attempts"][0]["state"] == "CANCELLED"
+        # The pool is idle again and takes the next job.
+        j2 = int(d.cli("submit", spec, "--print-id", "--name", "next").stdout)
+        wait_for(lambda: state(d, j2) == "RUNNING", what="next job on the same pool")
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_priority_matching_and_max_running(root):
+    spec = fixture(root)
+    d = Daemon(root, "--max-running", "1").start()
+    try:
+        low = int(d.cli("submit", spec, "--print-id", "--name", "low").stdout)
+        high = int(d.cli("submit", spec, "--print-id", "--name", "high", "--priority", "10").stdout)
+        named = int(d.cli("submit", spec, "--print-id", "--name", "named", "--pool", "big").stdout)
+        gpu = int(d.cli("submit", spec, "--print-id", "--name", "gpu", "--device", "cuda").stdout)
+        two = int(d.cli("submit", spec, "--print-id", "--name", "two", "--ranks", "2",
+                        "--priority", "100").stdout)
+        p1 = d.poolsim("--mode", "hang", "--steps", "4")
+        wait_for(lambda: state(d, high) == "RUNNING", what="highest priority first")
+        p2 = d.poolsim("--mode", "hang", "--steps", "4")
+        time.sleep(1.0)
+        assert state(d, low) == "QUEUED", "max-running 1 keeps the second job queued"
+        assert state(d, two) == "QUEUED" and state(d, gpu) == "QUEUED" and state(d, named) == "QUEUED"
+        d.cli("cancel", high)
+        wait_for(lambda: state(d, low) == "RUNNING", what="next job after a cancel")
+        assert state(d, named) == "QUEUED", "a job asking for pool 'big' waits for that pool"
+        p1.kill()
+        p2.kill()
+    finally:
+        d.stop()
+
+
+if __name__ == "__main__":
+    run([test_job_runs_to_completion, test_failure_restarts_from_latest_checkpoint, test_exhausted_restarts_fail_the_job,
+         test_lost_pool_and_hang_and_heartbeat, test_cancel_running_job_stops_the_pool,
+         test_priority_matching_and_max_running])
