@@ -10,19 +10,19 @@
 static const struct {
     const char *arch, *model_type, *short_name;
 } arch_names[] = {
-    [RL_ARCH_QWEN2] = {"Qwen2ForCausalLM", "qwen2", "qwen2"},
-    [RL_ARCH_QWEN3] = {"Qwen3ForCausalLM", "qwen3", "qwen3"},
-    [RL_ARCH_LLAMA] = {"LlamaForCausalLM", "llama", "llama"},
-    [RL_ARCH_MISTRAL] = {"MistralForCausalLM", "mistral", "mistral"},
+    [RL_MODEL_QWEN2] = {"Qwen2ForCausalLM", "qwen2", "qwen2"},
+    [RL_MODEL_QWEN3] = {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+    [RL_MODEL_LLAMA] = {"LlamaForCausalLM", "llama", "llama"},
+    [RL_MODEL_MISTRAL] = {"MistralForCausalLM", "mistral", "mistral"},
 };
 
-const char *rl_arch_name(rl_arch a) { return arch_names[a].short_name; }
+const char *rl_model_arch_name(rl_model_arch a) { return arch_names[a].short_name; }
 
-int rl_arch_from_name(const char *s, rl_arch *out)
+int rl_model_arch_from_name(const char *s, rl_model_arch *out)
 {
     for (int i = 0; i < 4; i++)
         if (strcmp(s, arch_names[i].arch) == 0 || strcmp(s, arch_names[i].model_type) == 0) {
-            *out = (rl_arch)i;
+            *out = (rl_model_arch)i;
             return 0;
         }
     return RL_EINVAL;
@@ -132,7 +132,7 @@ int rl_config_parse(rl_model_config *c, const char *text, size_t len, const char
     json_t *archs = json_object_get(o, "architectures");
     const char *arch = json_string_value(json_array_get(archs, 0));
     const char *mt = json_string_value(json_object_get(o, "model_type"));
-    if (!(arch && rl_arch_from_name(arch, &c->arch) == 0) && !(mt && rl_arch_from_name(mt, &c->arch) == 0))
+    if (!(arch && rl_model_arch_from_name(arch, &c->arch) == 0) && !(mt && rl_model_arch_from_name(mt, &c->arch) == 0))
         FAIL("%s: architecture \"%s\" (model_type \"%s\") is not supported; supported: Qwen2ForCausalLM, "
              "Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM", what, arch ? arch : "?", mt ? mt : "?");
     c->head_dim = 0, c->kv_heads = 0, c->rope_theta = 10000.0, c->rms_norm_eps = 1e-6;
@@ -157,16 +157,16 @@ int rl_config_parse(rl_model_config *c, const char *text, size_t len, const char
         c->kv_heads = c->heads;
     if (c->head_dim == 0 && c->heads > 0)
         c->head_dim = c->hidden / c->heads;
-    if (c->arch == RL_ARCH_QWEN2 && c->heads > 0 && c->head_dim != c->hidden / c->heads)
+    if (c->arch == RL_MODEL_QWEN2 && c->heads > 0 && c->head_dim != c->hidden / c->heads)
         FAIL("%s: Qwen2 head_dim=%d must equal hidden_size/num_attention_heads=%d", what, c->head_dim,
              c->hidden / c->heads);
     get_token(o, "bos_token_id", &c->bos_token_id);
     get_token(o, "eos_token_id", &c->eos_token_id);
     c->tie_word_embeddings = json_is_true(json_object_get(o, "tie_word_embeddings"));
     int attention_bias = json_is_true(json_object_get(o, "attention_bias"));
-    c->qkv_bias = c->arch == RL_ARCH_QWEN2 ? 1 : attention_bias;
-    c->o_bias = c->arch == RL_ARCH_QWEN2 ? 0 : attention_bias;
-    c->qk_norm = c->arch == RL_ARCH_QWEN3;
+    c->qkv_bias = c->arch == RL_MODEL_QWEN2 ? 1 : attention_bias;
+    c->o_bias = c->arch == RL_MODEL_QWEN2 ? 0 : attention_bias;
+    c->qk_norm = c->arch == RL_MODEL_QWEN3;
     if (json_is_true(json_object_get(o, "mlp_bias")))
         FAIL("%s: mlp_bias=true is not supported", what);
     const char *act = json_string_value(json_object_get(o, "hidden_act"));
@@ -182,7 +182,7 @@ int rl_config_parse(rl_model_config *c, const char *text, size_t len, const char
         FAIL("%s: partial_rotary_factor=%g is not supported (RoPE over the whole head only)", what, prf);
     if (dropout != 0.0)
         FAIL("%s: attention_dropout=%g is not supported; set it to 0", what, dropout);
-    if (c->arch == RL_ARCH_QWEN2 || c->arch == RL_ARCH_QWEN3) {
+    if (c->arch == RL_MODEL_QWEN2 || c->arch == RL_MODEL_QWEN3) {
         if (json_is_true(json_object_get(o, "use_sliding_window")))
             FAIL("%s: use_sliding_window=true is not supported (full causal attention only)", what);
     } else if (get_int(o, "sliding_window", &c->sliding_window, 0, what, err, errlen)) {
@@ -256,14 +256,14 @@ int rl_config_write(const rl_model_config *c, const char *path, char *err, size_
     json_object_set_new(o, "max_position_embeddings", json_integer(c->max_position_embeddings));
     json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
     json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
-    json_object_set_new(o, "initializer_range", json_real(c->initializer_range));
+    json_object_set_new(o, "initializer_range", json_real((double)(float)c->initializer_range));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     json_object_set_new(o, "hidden_act", json_string("silu"));
-    if (c->arch != RL_ARCH_QWEN2)
+    if (c->arch != RL_MODEL_QWEN2)
         json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
-    if (c->arch == RL_ARCH_QWEN2 || c->arch == RL_ARCH_QWEN3)
+    if (c->arch == RL_MODEL_QWEN2 || c->arch == RL_MODEL_QWEN3)
         json_object_set_new(o, "use_sliding_window", json_false());
-    if (c->arch == RL_ARCH_MISTRAL)
+    if (c->arch == RL_MODEL_MISTRAL)
         json_object_set_new(o, "sliding_window", c->sliding_window ? json_integer(c->sliding_window) : json_null());
     if (c->bos_token_id >= 0)
         json_object_set_new(o, "bos_token_id", json_integer(c->bos_token_id));
@@ -278,7 +278,7 @@ int rl_config_write(const rl_model_config *c, const char *path, char *err, size_
     else if (c->rope_type == RL_ROPE_LINEAR)
         json_object_set_new(o, "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "linear", "factor", c->rope_factor));
     json_object_set_new(o, "torch_dtype", json_string("float32"));
-    int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
     json_decref(o);
     if (rc) {
         snprintf(err, errlen, "%s: cannot write", path);
