@@ -53,6 +53,7 @@ typedef struct {
   pcre2_code *re;       /* SPLIT, or BYTELEVEL with use_regex */
   bool removed;         /* SPLIT behavior "Removed": drop the matches */
   bool add_prefix_space;/* BYTELEVEL */
+  bool known;           /* the Qwen2 / Llama 3 split pattern, whose boundaries tok__safe_cut knows */
 } tok__step;
 
 #define TOK__MAX_STEPS 8
@@ -84,6 +85,7 @@ struct tok_tokenizer {
 
   int64_t eos_id;
   uint64_t fingerprint;
+  int cut_rule; /* see tok__safe_cut; 0 = documents cannot be cut */
 };
 
 /* Per-thread scratch: nothing here is allocated per token. */
@@ -167,6 +169,12 @@ extern const char tok__gpt2_pattern[];
 /* NFC of in[0..len) appended to out (in must be valid UTF-8). */
 int tok__nfc(tok_state *s, const char *in, size_t len, tok_bytes *out);
 bool tok__have_nfc(void);
+
+/* The last position p in text[0..len) where encoding text[0..p) and text[p..len) separately
+ * gives the same ids as encoding it whole, or 0 when none is known. Used to cut long documents
+ * for parallel encoding. */
+size_t tok__safe_cut(const tok_tokenizer *t, const char *text, size_t len);
+void tok__set_cut_rule(tok_tokenizer *t);
 
 /* BPE of one pre-tokenized word (raw bytes); appends ids. */
 int tok__bpe_word(tok_state *s, const unsigned char *w, size_t len, tok_ids *out);

@@ -86,6 +86,14 @@ static int add_step(tok_tokenizer *t, tok__step st, const char *name, char *err,
   return TOK_OK;
 }
 
+/* The split patterns of Qwen2/2.5/3 and of Llama 3, for tok__safe_cut. */
+static const char *const known_patterns[2] = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
 static int load_pretok(tok_tokenizer *t, json_t *p, const char *name, char *err, size_t errlen) {
   const char *ty = type_of(p);
   if (!ty)
@@ -131,6 +139,8 @@ static int load_pretok(tok_tokenizer *t, json_t *p, const char *name, char *err,
       return FAIL("%s: pre_tokenizer Split with behavior Removed and invert=true is not supported",
                   name);
     json_t *s = json_is_string(rx) ? rx : lit;
+    for (int k = 0; k < 2 && s == rx; k++)
+      if (strcmp(json_string_value(s), known_patterns[k]) == 0) st.known = true;
     st.re = tok__regex_compile(json_string_value(s), json_string_length(s), s == lit, err, errlen);
     if (!st.re) return TOK_EINVAL;
     return add_step(t, st, name, err, errlen);
@@ -494,6 +504,7 @@ int tok_load_json(const char *json, size_t len, const char *config, size_t confi
   if (!rc) rc = build_tries(t);
   if (!rc) rc = load_eos(t, config, config_len, name, err, errlen);
   if (!rc) t->fingerprint = tok__hash(json, len);
+  if (!rc) tok__set_cut_rule(t);
   json_decref(root);
   if (rc) {
     if (rc == TOK_ENOMEM) tok__fail(err, errlen, rc, "%s: out of memory loading it", name);

@@ -142,7 +142,9 @@ int tok_file_read(const tok_file *f, uint64_t start, size_t n, uint32_t *out, ch
 typedef struct tok_writer tok_writer;
 int tok_writer_open(const char *prefix, tok_format format, uint32_t vocab_size, int64_t eos_id,
                     uint64_t fingerprint, tok_writer **out, char *err, size_t errlen);
-/* One whole document (its EOS already appended by the caller). */
+/* Appends ids to the current document; tok_writer_end_doc closes it (the caller appends EOS). */
+int tok_writer_write(tok_writer *w, const uint32_t *ids, size_t n, char *err, size_t errlen);
+int tok_writer_end_doc(tok_writer *w, char *err, size_t errlen);
 int tok_writer_add_doc(tok_writer *w, const uint32_t *ids, size_t n, char *err, size_t errlen);
 /* Finishes the files (header, index), fsyncs and renames them into place; frees w either way. */
 int tok_writer_close(tok_writer *w, char *err, size_t errlen);
