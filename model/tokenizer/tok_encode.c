@@ -159,9 +159,9 @@ static int encode_gap(tok_state *s, bool normalized, const char *text, size_t le
                       tok_ids *out, char *err, size_t errlen);
 
 /* Cuts added tokens out of text the way HF's AddedVocabulary::find_matches does: leftmost-longest
- * non-overlapping matches; a match that is skipped (a special token without TOK_ENCODE_SPECIAL, or
- * a single_word token inside a word) is still consumed by the search; lstrip/rstrip pull the
- * neighbouring White_Space into the token. The pieces between tokens go on to `encode_gap`. */
+ * non-overlapping matches; a single_word token inside a word is skipped but still consumed by the
+ * search; lstrip/rstrip pull the neighbouring White_Space into the token. The pieces between
+ * tokens go on to `encode_gap`. */
 static int split_added(tok_state *s, const tok__trie_node *trie, bool normalized, const char *text,
                        size_t len, unsigned flags, tok_ids *out, char *err, size_t errlen) {
   const tok_tokenizer *t = s->t;
@@ -178,7 +178,6 @@ static int split_added(tok_state *s, const tok__trie_node *trie, bool normalized
       if (tk < 0) break;
       pos = me;
       const tok__added *a = &t->added[tk];
-      if (a->special && !(flags & TOK_ENCODE_SPECIAL)) continue;
       if (a->single_word) {
         uint32_t cp;
         bool word_before = ms > 0 && is_word_char(char_before(text, ms));
@@ -232,7 +231,8 @@ static int encode_gap(tok_state *s, bool normalized, const char *text, size_t le
     text = s->norm.v;
     len = s->norm.n;
   }
-  return split_added(s, t->trie_norm, true, text, len, flags, out, err, errlen);
+  return split_added(s, t->trie[1][(flags & TOK_ENCODE_SPECIAL) != 0], true, text, len, flags, out,
+                     err, errlen);
 }
 
 int tok_encode(tok_state *s, const char *text, size_t len, unsigned flags, tok_ids *out, char *err,
@@ -244,7 +244,8 @@ int tok_encode(tok_state *s, const char *text, size_t len, unsigned flags, tok_i
     text = s->clean.v;
     len = s->clean.n;
   }
-  return split_added(s, s->t->trie_raw, false, text, len, flags, out, err, errlen);
+  return split_added(s, s->t->trie[0][(flags & TOK_ENCODE_SPECIAL) != 0], false, text, len, flags,
+                     out, err, errlen);
 }
 
 int tok_decode(const tok_tokenizer *t, const uint32_t *ids, size_t n, unsigned flags,

@@ -76,8 +76,10 @@ struct tok_tokenizer {
 
   tok__added *added;
   uint32_t n_added;
-  tok__trie_node *trie_raw, *trie_norm; /* normalized=false / normalized=true tokens */
-  uint32_t trie_raw_n, trie_norm_n;
+  /* [normalized][with specials]: tries of the added tokens with normalized=false/true, without or
+   * with the special ones (without TOK_ENCODE_SPECIAL, specials are as if absent). */
+  tok__trie_node *trie[2][2];
+  uint32_t trie_n[2][2];
 
   bool nfc;
   tok__step steps[TOK__MAX_STEPS];

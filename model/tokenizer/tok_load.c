@@ -270,9 +270,9 @@ static int build_tries(tok_tokenizer *t) {
         s = tmp.norm.v;
         len = tmp.norm.n;
       }
-      if (!rc)
-        rc = a->normalized ? trie_insert(&t->trie_norm, &t->trie_norm_n, s, len, (int32_t)i)
-                           : trie_insert(&t->trie_raw, &t->trie_raw_n, s, len, (int32_t)i);
+      int n = a->normalized;
+      if (!rc) rc = trie_insert(&t->trie[n][1], &t->trie_n[n][1], s, len, (int32_t)i);
+      if (!rc && !a->special) rc = trie_insert(&t->trie[n][0], &t->trie_n[n][0], s, len, (int32_t)i);
     }
   }
   tok_bytes_free(&tmp.norm);
@@ -332,7 +332,8 @@ static int load_model(tok_tokenizer *t, json_t *model, uint32_t max_added, const
     uint32_t id = 0;
     get_id(json_object_iter_value(it), &id);
     if (t->vocab_str[id].len != UINT32_MAX)
-      return FAIL("%s: model.vocab gives id %u to both \"%.80s\" and \"%.80s\"", name, id,
+      return FAIL("%s: model.vocab gives id %u to both \"%.*s\" and \"%.80s\"", name, id,
+                  (int)(t->vocab_str[id].len > 80 ? 80 : t->vocab_str[id].len),
                   t->pool + t->vocab_str[id].off, key);
     tok__span sp;
     if (pool_add(&t->pool, &t->pool_len, &t->pool_cap, key, klen, &sp)) return TOK_ENOMEM;
@@ -429,10 +430,11 @@ static int check_added_ids(tok_tokenizer *t, uint32_t n_vocab, const char *name,
     }
     if (want < 0) want = (max >= 0 && (max >= (int64_t)n_vocab || n_vocab == 0)) ? max + 1 : n_vocab;
     if (want != a->id)
-      return FAIL("%s: added_tokens[%u] \"%.80s\" has id %u, but HuggingFace tokenizers gives it "
+      return FAIL("%s: added_tokens[%u] \"%.*s\" has id %u, but HuggingFace tokenizers gives it "
                   "id %lld (added tokens take the vocab's id for the same string, else the next "
                   "free id in file order); fix the id",
-                  name, i, c, a->id, (long long)want);
+                  name, i, (int)(a->content.len > 80 ? 80 : a->content.len), c, a->id,
+                  (long long)want);
     if (want > max) max = want;
   }
   return TOK_OK;
@@ -583,8 +585,7 @@ void tok_free(tok_tokenizer *t) {
   tok__strmap_free(&t->vocab);
   tok__pairmap_free(&t->merges);
   free(t->added);
-  free(t->trie_raw);
-  free(t->trie_norm);
+  for (int i = 0; i < 4; i++) free(t->trie[i / 2][i % 2]);
   for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
   free(t);
 }

@@ -3,7 +3,8 @@
  *
  * Encoding follows the HuggingFace `tokenizers` pipeline step by step, so that ids are equal:
  *   1. added tokens with normalized=false are cut out of the raw text (leftmost-longest, honouring
- *      single_word / lstrip / rstrip); special ones only when TOK_ENCODE_SPECIAL is given;
+ *      single_word / lstrip / rstrip); without TOK_ENCODE_SPECIAL the special ones are treated
+ *      as if the tokenizer did not have them, so their text is encoded as ordinary text;
  *   2. every remaining piece is normalized (NFC or nothing), then added tokens with normalized=true
  *      are cut out of the normalized piece;
  *   3. the pre-tokenizer splits each piece: `Split` steps run a regex through PCRE2 (the Oniguruma

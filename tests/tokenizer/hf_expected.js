@@ -26,6 +26,9 @@ const withoutSpecial = Tokenizer.fromString(JSON.stringify(plain));
 const specials = (json.added_tokens || []).filter((t) => t.special).map((t) => t.content);
 const nonSpecials = (json.added_tokens || []).filter((t) => !t.special).map((t) => t.content);
 const nfc = json.normalizer && JSON.stringify(json.normalizer).includes('"NFC"');
+// decode(encode(x)) == normalize(x) holds unless a prefix space is added or tokens strip spaces.
+const roundtrip = !JSON.stringify(json.pre_tokenizer || {}).includes('"add_prefix_space":true') &&
+  !(json.added_tokens || []).some((t) => t.lstrip || t.rstrip);
 
 // Deterministic PRNG (mulberry32) so the generated set is the same on every run.
 let seed = 12345;
@@ -126,7 +129,7 @@ for (let i = 0; i < 400; i++) {
     out.push(rec);
   }
   for (const r of out) if (r.text !== undefined && nfc) r.normalized = r.text.normalize('NFC');
-  fs.writeFileSync(outPath, JSON.stringify({ tokenizer: tokPath, nfc: !!nfc, cases: out }));
+  fs.writeFileSync(outPath, JSON.stringify({ tokenizer: tokPath, nfc: !!nfc, roundtrip, cases: out }));
   console.log(`hf_expected: ${out.length} cases from ${tokPath}`);
 })().catch((e) => {
   console.error('hf_expected:', e);

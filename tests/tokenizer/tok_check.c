@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
   tok_ids ids = {0};
   tok_bytes dec = {0}, fixed = {0};
   json_t *cases = json_object_get(root, "cases"), *c;
+  bool roundtrip = json_is_true(json_object_get(root, "roundtrip"));
   size_t i, n_cases = 0, n_bytes = 0;
   double secs = 0;
   json_array_foreach(cases, i, c) {
@@ -138,7 +139,7 @@ int main(int argc, char **argv) {
                    memcmp(json_string_value(hd), fixed.v ? fixed.v : "", fixed.n) != 0)) {
           printf("DECODE differs from HF for %s\n", name);
           failures++;
-        } else if (jt && (want_len != dec.n || memcmp(want, dec.v ? dec.v : "", dec.n) != 0)) {
+        } else if (jt && roundtrip && (want_len != dec.n || memcmp(want, dec.v ? dec.v : "", dec.n) != 0)) {
           printf("ROUNDTRIP decode(encode(x)) != normalize(x) for %s\n", name);
           failures++;
         }
