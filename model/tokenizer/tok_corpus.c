@@ -213,31 +213,38 @@ static int encode_jsonl(unit *u, tok_state *s, const tok_corpus_opts *o) {
   return TOK_OK;
 }
 
+typedef struct {
+  batch *b;
+  tok_state *s; /* this thread's own: states are never shared between threads */
+} worker_arg;
+
 static void *worker(void *arg) {
-  batch *b = arg;
-  size_t me = atomic_fetch_add(&b->next, 1); /* the first claim also picks this thread's state */
-  tok_state *s = b->states[me % (size_t)b->o->threads];
-  for (size_t i = me; i < b->n_units; i = atomic_fetch_add(&b->next, 1)) {
+  worker_arg *w = arg;
+  batch *b = w->b;
+  for (size_t i = atomic_fetch_add(&b->next, 1); i < b->n_units; i = atomic_fetch_add(&b->next, 1)) {
     unit *u = &b->units[i];
     u->ids.n = 0;
     u->n_docs = 0;
     u->replaced = 0;
-    u->rc = u->jsonl ? encode_jsonl(u, s, b->o)
-                     : encode_doc(u, s, b->o, u->text.v ? u->text.v : "", u->text.n, u->ends_doc);
+    u->rc = u->jsonl ? encode_jsonl(u, w->s, b->o)
+                     : encode_doc(u, w->s, b->o, u->text.v ? u->text.v : "", u->text.n, u->ends_doc);
   }
   return NULL;
 }
 
-/* Encodes the batch on o->threads threads (the caller's thread is one of them). */
+/* Encodes the batch on o->threads threads (the caller's thread is one of them). Units are claimed
+ * in any order, but each result stays in its unit, so the output order is the input order. */
 static void run_batch(batch *b) {
   int n = b->o->threads;
   if ((size_t)n > b->n_units) n = (int)b->n_units;
   atomic_store(&b->next, 0);
   pthread_t tid[256];
+  worker_arg args[256];
   int started = 0;
+  for (int i = 0; i < n && i < 256; i++) args[i] = (worker_arg){b, b->states[i]};
   for (int i = 1; i < n && i < 256; i++)
-    if (pthread_create(&tid[started], NULL, worker, b) == 0) started++;
-  worker(b);
+    if (pthread_create(&tid[started], NULL, worker, &args[i]) == 0) started++;
+  worker(&args[0]);
   for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
 }
 
