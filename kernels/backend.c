@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels_int.h"
 
@@ -94,6 +95,68 @@ void rl_backend_clear_error(rl_backend *be)
     be->errmsg[0] = 0;
 }
 
+/* ---- profiling ---- */
+
+void rl_backend_profile(rl_backend *be, int enable)
+{
+    if (enable && !be->profile)
+        be->n_stats = 0;
+    be->profile = enable;
+}
+
+int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max)
+{
+    int n = be->n_stats < max ? be->n_stats : max;
+    memcpy(out, be->stats, sizeof *out * (size_t)n);
+    return n;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Adds one timed call to the entry for (op, shape); shapes beyond the table are
+ * folded into the last entry rather than dropped. */
+static void prof_add(rl_backend *be, const char *op, const rl_gemm *g, double seconds)
+{
+    rl_op_stat key = {.op = op};
+    if (g) {
+        key.M = g->M, key.N = g->N, key.K = g->K, key.trans_a = g->trans_a, key.trans_b = g->trans_b;
+        key.batch = g->batch > 0 ? g->batch : 1;
+        key.flops = 2.0 * g->M * g->N * (double)g->K * key.batch;
+    }
+    int i;
+    for (i = 0; i < be->n_stats; i++) {
+        rl_op_stat *s = &be->stats[i];
+        if (s->op == op && s->M == key.M && s->N == key.N && s->K == key.K && s->trans_a == key.trans_a &&
+            s->trans_b == key.trans_b && s->batch == key.batch)
+            break;
+    }
+    if (i == be->n_stats) {
+        if (be->n_stats == (int)(sizeof be->stats / sizeof be->stats[0]))
+            i = be->n_stats - 1;
+        else
+            be->stats[be->n_stats++] = key, be->stats[i].flops = 0;
+    }
+    be->stats[i].calls++;
+    be->stats[i].seconds += seconds;
+    be->stats[i].flops += key.flops;
+}
+
+#define TIMED(name, gemm, call)                                                                              \
+    do {                                                                                                     \
+        if (!be->profile)                                                                                    \
+            return call;                                                                                     \
+        double t0_ = now_seconds();                                                                          \
+        int rc_ = call;                                                                                      \
+        be->ops->sync(be);                                                                                   \
+        prof_add(be, name, gemm, now_seconds() - t0_);                                                       \
+        return rc_;                                                                                          \
+    } while (0)
+
 /* ---- memory ---- */
 
 void *rl_malloc(rl_backend *be, size_t bytes) { return be->ops->malloc(be, bytes); }
@@ -127,7 +190,7 @@ int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes)
 int rl_zero(rl_backend *be, void *dst, size_t bytes)
 {
     CHECK(bytes == 0 || dst, "rl_zero: NULL pointer for %zu bytes", bytes);
-    return be->ops->zero(be, dst, bytes);
+    TIMED("zero", NULL, be->ops->zero(be, dst, bytes));
 }
 int rl_cast(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st, size_t n)
 {
@@ -140,10 +203,10 @@ int rl_cast(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st
 
 int rl_add(rl_backend *be, float *out, const float *a, const float *b, size_t n)
 {
-    return be->ops->add(be, out, a, b, n);
+    TIMED("add", NULL, be->ops->add(be, out, a, b, n));
 }
-int rl_accumulate(rl_backend *be, float *y, const float *x, size_t n) { return be->ops->accumulate(be, y, x, n); }
-int rl_scale(rl_backend *be, float *x, float s, size_t n) { return be->ops->scale(be, x, s, n); }
+int rl_accumulate(rl_backend *be, float *y, const float *x, size_t n) { TIMED("accumulate", NULL, be->ops->accumulate(be, y, x, n)); }
+int rl_scale(rl_backend *be, float *x, float s, size_t n) { TIMED("scale", NULL, be->ops->scale(be, x, s, n)); }
 int rl_sum(rl_backend *be, double *out, const float *x, size_t n) { return be->ops->sum(be, out, x, n, 0); }
 int rl_sum_squares(rl_backend *be, double *out, const float *x, size_t n)
 {
@@ -157,12 +220,12 @@ int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const vo
     CHECK(g->M > 0 && g->N > 0 && g->K > 0, "rl_matmul: M=%d N=%d K=%d must all be positive", g->M, g->N, g->K);
     CHECK(g->batch >= 0, "rl_matmul: batch=%d is negative", g->batch);
     CHECK(a && b && c, "rl_matmul: NULL operand");
-    return be->ops->matmul(be, g, c, a, b, bias);
+    TIMED("matmul", g, be->ops->matmul(be, g, c, a, b, bias));
 }
 int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols)
 {
     CHECK(rows > 0 && cols > 0, "rl_bias_backward: rows=%d cols=%d", rows, cols);
-    return be->ops->bias_backward(be, dbias, dout, rows, cols);
+    TIMED("bias_backward", NULL, be->ops->bias_backward(be, dbias, dout, rows, cols));
 }
 
 /* ---- layers ---- */
@@ -171,26 +234,26 @@ int rl_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const f
                          int dim)
 {
     CHECK(rows > 0 && vocab > 0 && dim > 0, "rl_embedding_forward: rows=%d vocab=%d dim=%d", rows, vocab, dim);
-    return be->ops->embedding_forward(be, out, ids, table, rows, vocab, dim);
+    TIMED("embedding_forward", NULL, be->ops->embedding_forward(be, out, ids, table, rows, vocab, dim));
 }
 int rl_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
                           int vocab, int dim)
 {
     CHECK(rows > 0 && vocab > 0 && dim > 0, "rl_embedding_backward: rows=%d vocab=%d dim=%d", rows, vocab, dim);
-    return be->ops->embedding_backward(be, dtable, dout, ids, rows, vocab, dim);
+    TIMED("embedding_backward", NULL, be->ops->embedding_backward(be, dtable, dout, ids, rows, vocab, dim));
 }
 int rl_rmsnorm_forward(rl_backend *be, float *out, float *rstd, const float *in, const float *w, int rows, int dim,
                        float eps)
 {
     CHECK(rows > 0 && dim > 0, "rl_rmsnorm_forward: rows=%d dim=%d", rows, dim);
     CHECK(eps > 0, "rl_rmsnorm_forward: eps=%g must be > 0", (double)eps);
-    return be->ops->rmsnorm_forward(be, out, rstd, in, w, rows, dim, eps);
+    TIMED("rmsnorm_forward", NULL, be->ops->rmsnorm_forward(be, out, rstd, in, w, rows, dim, eps));
 }
 int rl_rmsnorm_backward(rl_backend *be, float *din, float *dw, const float *dout, const float *in, const float *w,
                         const float *rstd, int rows, int dim)
 {
     CHECK(rows > 0 && dim > 0, "rl_rmsnorm_backward: rows=%d dim=%d", rows, dim);
-    return be->ops->rmsnorm_backward(be, din, dw, dout, in, w, rstd, rows, dim);
+    TIMED("rmsnorm_backward", NULL, be->ops->rmsnorm_backward(be, din, dw, dout, in, w, rstd, rows, dim));
 }
 static int rope_check(rl_backend *be, int batch, int seq, int heads, int head_dim)
 {
@@ -202,22 +265,26 @@ int rl_rope_forward(rl_backend *be, float *x, const float *c, const float *s, in
                     int head_dim)
 {
     int rc = rope_check(be, batch, seq, heads, head_dim);
-    return rc ? rc : be->ops->rope(be, x, c, s, batch, seq, heads, head_dim, 0);
+    if (rc)
+        return rc;
+    TIMED("rope", NULL, be->ops->rope(be, x, c, s, batch, seq, heads, head_dim, 0));
 }
 int rl_rope_backward(rl_backend *be, float *dx, const float *c, const float *s, int batch, int seq, int heads,
                      int head_dim)
 {
     int rc = rope_check(be, batch, seq, heads, head_dim);
-    return rc ? rc : be->ops->rope(be, dx, c, s, batch, seq, heads, head_dim, 1);
+    if (rc)
+        return rc;
+    TIMED("rope_backward", NULL, be->ops->rope(be, dx, c, s, batch, seq, heads, head_dim, 1));
 }
 int rl_swiglu_forward(rl_backend *be, float *out, const float *gate, const float *up, size_t n)
 {
-    return be->ops->swiglu_forward(be, out, gate, up, n);
+    TIMED("swiglu_forward", NULL, be->ops->swiglu_forward(be, out, gate, up, n));
 }
 int rl_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, size_t n)
 {
-    return be->ops->swiglu_backward(be, dgate, dup, dout, gate, up, n);
+    TIMED("swiglu_backward", NULL, be->ops->swiglu_backward(be, dgate, dup, dout, gate, up, n));
 }
 static int attn_check(rl_backend *be, const rl_attn_dims *d)
 {
@@ -231,14 +298,18 @@ int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, floa
                          const float *k, const float *v)
 {
     int rc = attn_check(be, d);
-    return rc ? rc : be->ops->attention_forward(be, d, out, lse, q, k, v);
+    if (rc)
+        return rc;
+    TIMED("attention_forward", NULL, be->ops->attention_forward(be, d, out, lse, q, k, v));
 }
 int rl_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, float *dk, float *dv, float *delta,
                           const float *dout, const float *out, const float *lse, const float *q, const float *k,
                           const float *v)
 {
     int rc = attn_check(be, d);
-    return rc ? rc : be->ops->attention_backward(be, d, dq, dk, dv, delta, dout, out, lse, q, k, v);
+    if (rc)
+        return rc;
+    TIMED("attention_backward", NULL, be->ops->attention_backward(be, d, dq, dk, dv, delta, dout, out, lse, q, k, v));
 }
 
 /* ---- losses ---- */
@@ -247,34 +318,34 @@ int rl_cross_entropy(rl_backend *be, float *losses, float *dlogits, const float 
                      int rows, int vocab, float grad_scale)
 {
     CHECK(rows > 0 && vocab > 0, "rl_cross_entropy: rows=%d vocab=%d", rows, vocab);
-    return be->ops->cross_entropy(be, losses, dlogits, logits, targets, rows, vocab, grad_scale);
+    TIMED("cross_entropy", NULL, be->ops->cross_entropy(be, losses, dlogits, logits, targets, rows, vocab, grad_scale));
 }
 int rl_kl_divergence(rl_backend *be, float *losses, float *dlogits, const float *s, const float *t, int rows,
                      int vocab, float grad_scale)
 {
     CHECK(rows > 0 && vocab > 0, "rl_kl_divergence: rows=%d vocab=%d", rows, vocab);
-    return be->ops->kl_divergence(be, losses, dlogits, s, t, rows, vocab, grad_scale);
+    TIMED("kl_divergence", NULL, be->ops->kl_divergence(be, losses, dlogits, s, t, rows, vocab, grad_scale));
 }
 int rl_l2_distance_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim)
 {
     CHECK(rows > 0 && dim > 0, "rl_l2_distance_forward: rows=%d dim=%d", rows, dim);
-    return be->ops->l2_forward(be, losses, a, b, rows, dim);
+    TIMED("l2_forward", NULL, be->ops->l2_forward(be, losses, a, b, rows, dim));
 }
 int rl_l2_distance_backward(rl_backend *be, float *da, const float *a, const float *b, const float *losses,
                             float grad_scale, int rows, int dim)
 {
     CHECK(rows > 0 && dim > 0, "rl_l2_distance_backward: rows=%d dim=%d", rows, dim);
-    return be->ops->l2_backward(be, da, a, b, losses, grad_scale, rows, dim);
+    TIMED("l2_backward", NULL, be->ops->l2_backward(be, da, a, b, losses, grad_scale, rows, dim));
 }
 int rl_mse_forward(rl_backend *be, float *losses, const float *a, const float *b, int rows, int dim)
 {
     CHECK(rows > 0 && dim > 0, "rl_mse_forward: rows=%d dim=%d", rows, dim);
-    return be->ops->mse_forward(be, losses, a, b, rows, dim);
+    TIMED("mse_forward", NULL, be->ops->mse_forward(be, losses, a, b, rows, dim));
 }
 int rl_mse_backward(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows, int dim)
 {
     CHECK(rows > 0 && dim > 0, "rl_mse_backward: rows=%d dim=%d", rows, dim);
-    return be->ops->mse_backward(be, da, a, b, grad_scale, rows, dim);
+    TIMED("mse_backward", NULL, be->ops->mse_backward(be, da, a, b, grad_scale, rows, dim));
 }
 
 int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
@@ -285,5 +356,5 @@ int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, f
     CHECK(p->beta1 >= 0 && p->beta1 < 1 && p->beta2 >= 0 && p->beta2 < 1,
           "rl_adamw_update: betas (%g, %g) must lie in [0, 1)", (double)p->beta1, (double)p->beta2);
     CHECK(p->eps > 0, "rl_adamw_update: eps=%g must be > 0", (double)p->eps);
-    return be->ops->adamw(be, param, grad, m, v, n, p, grad_scale);
+    TIMED("adamw", NULL, be->ops->adamw(be, param, grad, m, v, n, p, grad_scale));
 }

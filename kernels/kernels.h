@@ -67,6 +67,20 @@ int rl_backend_num_threads(const rl_backend *be);
 int rl_backend_status(rl_backend *be, char *err, size_t errlen);
 void rl_backend_clear_error(rl_backend *be);
 
+/* ---- profiling ------------------------------------------------------------
+ * Off by default. When on, every op is timed (synchronously) and summed per op
+ * name, and matmuls per distinct shape, so benchmarks can report where time goes. */
+
+typedef struct {
+    const char *op;
+    int M, N, K, trans_a, trans_b, batch; /* matmul shape; 0 for other ops */
+    long calls;
+    double seconds, flops;
+} rl_op_stat;
+
+void rl_backend_profile(rl_backend *be, int enable); /* turning it on clears the statistics */
+int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max); /* returns the number filled */
+
 /* ---- memory ------------------------------------------------------------- */
 
 void *rl_malloc(rl_backend *be, size_t bytes); /* device memory; NULL + sticky error on failure */

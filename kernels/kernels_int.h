@@ -67,6 +67,9 @@ struct rl_backend {
     int status;       /* first error, sticky */
     char errmsg[512]; /* its message */
     void *impl;       /* backend-private state */
+    int profile;
+    int n_stats;
+    rl_op_stat stats[128];
 };
 
 /* Records the first error (later ones are dropped: the first is the cause) and

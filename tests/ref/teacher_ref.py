@@ -41,7 +41,7 @@ def rope(x, cos, sin):  # x [B, T, heads, N]; cos/sin [T, N/2]
 
 
 class Teacher:
-    def __init__(self, cfg, weights):
+    def __init__(self, cfg, weights, dtype=torch.float64):
         self.cfg = cfg
         self.arch = cfg["architectures"][0]
         self.D = cfg["hidden_size"]
@@ -52,7 +52,8 @@ class Teacher:
         self.eps = cfg.get("rms_norm_eps", 1e-6)
         self.tied = cfg.get("tie_word_embeddings", False)
         # every parameter becomes a float64 leaf that collects .grad
-        self.p = {k: v.clone().to(torch.float64).requires_grad_(True) for k, v in weights.items()
+        self.dtype = dtype
+        self.p = {k: v.clone().to(dtype).requires_grad_(True) for k, v in weights.items()
                   if not (self.tied and k == "lm_head.weight")}
 
     def _lin(self, x, name, bias=True):
@@ -66,7 +67,7 @@ class Teacher:
         p = self.p
         x = p["model.embed_tokens.weight"][ids]
         ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq(self.cfg, self.N)[None, :]
-        cos, sin = torch.cos(ang), torch.sin(ang)
+        cos, sin = torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype)
         mask = torch.ones(T, T, dtype=torch.bool).tril()
         for l in range(self.L):
             pre = f"model.layers.{l}."
