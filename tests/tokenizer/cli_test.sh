@@ -98,6 +98,15 @@ PY
   "$build/tests/tokenizer/tok_filecheck" "$tok" "$tmp/text_binidx2" "$eos" 0 "${inputs[@]}" || fail "text binidx contents"
   "$build/tests/tokenizer/tok_filecheck" "$tok" "$tmp/json_radlads3.tok" "$eos" 0 "$tmp/docs.jsonl" || fail "jsonl contents"
   "$build/tests/tokenizer/tok_filecheck" "$tok" "$tmp/json_binidx1.bin" "$eos" 0 "$tmp/docs.jsonl" || fail "jsonl binidx contents"
+  # An independent numpy reader (Megatron's binidx layout, our .tok layout) sees the same documents.
+  /usr/bin/python3 "$here/token_files_agree.py" "$tmp/text_radlads1.tok" "$tmp/text_binidx1" || fail "formats disagree (text)"
+  /usr/bin/python3 "$here/token_files_agree.py" "$tmp/json_radlads2.tok" "$tmp/json_binidx3" || fail "formats disagree (jsonl)"
+  # A vocabulary under 65536 ids gives uint16 files (the GPT-2-style fixture).
+  for fmt in radlads binidx; do
+    "$radlads" tokenize --tokenizer "$here/fixtures/gpt2_style.json" --in "$tmp/docs.jsonl" --out "$tmp/small_$fmt" --format "$fmt" --threads 2 --no-progress
+  done
+  /usr/bin/python3 "$here/token_files_agree.py" "$tmp/small_radlads.tok" "$tmp/small_binidx" || fail "formats disagree (uint16)"
+  "$build/tests/tokenizer/tok_filecheck" "$here/fixtures/gpt2_style.json" "$tmp/small_binidx" 292 0 "$tmp/docs.jsonl" || fail "uint16 binidx contents"
   # zstd inputs give the same files.
   zinputs=()
   for f in "${inputs[@]}"; do zstd -q -f "$f" -o "$tmp/$(basename "$f").zst"; zinputs+=("$tmp/$(basename "$f").zst"); done
