@@ -64,6 +64,9 @@ const fixed = [
   '$$\\frac{a}{b}$$ `code` **bold** _it_ ~~s~~ | col | --- | ->> => := !== ===',
   '\uFFFD replacement \uFFFF\uFFFE nonchar',
   'mixed中文English한국어العربية123emoji😀end',
+  // Long runs: one huge word, whitespace, newlines, digits (BPE heap and regex stack sizes).
+  'x'.repeat(100000), ' '.repeat(50000) + 'y', '\n'.repeat(30000) + 'z', '\r\n'.repeat(20000),
+  '5'.repeat(60000), 'ab '.repeat(30000), '中'.repeat(40000),
 ];
 
 const cases = [];
