@@ -125,7 +125,7 @@ int cmd_init_model(int argc, char **argv)
         init_usage(stderr);
         return 2;
     }
-    if (rl_arch_from_name(arch, &c.arch)) {
+    if (rl_model_arch_from_name(arch, &c.arch)) {
         fprintf(stderr, "radlads init-model: --arch \"%s\" is not one of qwen2, qwen3, llama, mistral\n", arch);
         return 2;
     }
@@ -136,17 +136,17 @@ int cmd_init_model(int argc, char **argv)
     if (!c.intermediate) /* the usual SwiGLU width: 8/3·D rounded up to 32 */
         c.intermediate = (c.hidden * 8 / 3 + 31) / 32 * 32;
     if (c.rope_theta == 0)
-        c.rope_theta = c.arch == RL_ARCH_LLAMA || c.arch == RL_ARCH_MISTRAL ? 500000.0 : 1000000.0;
+        c.rope_theta = c.arch == RL_MODEL_LLAMA || c.arch == RL_MODEL_MISTRAL ? 500000.0 : 1000000.0;
     c.tie_word_embeddings = tie >= 0 ? tie : 0;
-    c.qkv_bias = c.arch == RL_ARCH_QWEN2 ? 1 : bias;
-    c.o_bias = c.arch == RL_ARCH_QWEN2 ? 0 : bias;
-    c.qk_norm = c.arch == RL_ARCH_QWEN3;
-    if (c.arch == RL_ARCH_QWEN2 && c.head_dim != c.hidden / c.heads) {
+    c.qkv_bias = c.arch == RL_MODEL_QWEN2 ? 1 : bias;
+    c.o_bias = c.arch == RL_MODEL_QWEN2 ? 0 : bias;
+    c.qk_norm = c.arch == RL_MODEL_QWEN3;
+    if (c.arch == RL_MODEL_QWEN2 && c.head_dim != c.hidden / c.heads) {
         fprintf(stderr, "radlads init-model: Qwen2 has head_dim = hidden/heads = %d; drop --head-dim\n",
                 c.hidden / c.heads);
         return 2;
     }
-    if (bias && c.arch == RL_ARCH_QWEN2)
+    if (bias && c.arch == RL_MODEL_QWEN2)
         fprintf(stderr, "radlads init-model: note: Qwen2 always has q/k/v bias and no o_proj bias\n");
     char err[1024];
     rl_backend *be;
@@ -161,7 +161,7 @@ int cmd_init_model(int argc, char **argv)
         rl_model_init_random(m, (uint64_t)seed, randomize_all);
         rc = rl_model_save(m, out, dtype, (size_t)shard, err, sizeof err);
         if (!rc)
-            printf("wrote %s: %s, %lld parameters, %s\n", out, rl_arch_name(c.arch), (long long)rl_model_num_params(m),
+            printf("wrote %s: %s, %lld parameters, %s\n", out, rl_model_arch_name(c.arch), (long long)rl_model_num_params(m),
                    rl_dtype_name(dtype));
         rl_model_destroy(m);
     }

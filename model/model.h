@@ -15,11 +15,11 @@
 
 /* ---- config.json ------------------------------------------------------------ */
 
-typedef enum { RL_ARCH_QWEN2, RL_ARCH_QWEN3, RL_ARCH_LLAMA, RL_ARCH_MISTRAL } rl_arch;
+typedef enum { RL_MODEL_QWEN2, RL_MODEL_QWEN3, RL_MODEL_LLAMA, RL_MODEL_MISTRAL } rl_model_arch;
 typedef enum { RL_ROPE_DEFAULT, RL_ROPE_LINEAR, RL_ROPE_LLAMA3 } rl_rope_type;
 
 typedef struct {
-    rl_arch arch;
+    rl_model_arch arch;
     int hidden, layers, heads, kv_heads, head_dim, intermediate, vocab;
     double rope_theta;
     rl_rope_type rope_type;
@@ -36,8 +36,8 @@ typedef struct {
     float initializer_range;
 } rl_model_config;
 
-const char *rl_arch_name(rl_arch a);
-int rl_arch_from_name(const char *s, rl_arch *out);
+const char *rl_model_arch_name(rl_model_arch a);
+int rl_model_arch_from_name(const char *s, rl_model_arch *out);
 /* Parses an HF config.json; refuses fields that would change the math and that we
  * do not implement (other rope types, partial rotary, non-silu activations, MLP
  * bias, sliding windows in use). */

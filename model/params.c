@@ -216,7 +216,7 @@ int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, 
             (cfg.tie_word_embeddings && strcmp(name, "lm_head.weight") == 0))
             continue;
         snprintf(err, errlen, "%s: tensor \"%s\" is not part of a %s model with this config.json (wrong "
-                 "architecture or config?)", dir, name, rl_arch_name(cfg.arch));
+                 "architecture or config?)", dir, name, rl_model_arch_name(cfg.arch));
         rc = RL_EINVAL;
     }
     free(stage);
