@@ -692,11 +692,46 @@ static void diag_capture(struct fy_diag *diag, void *user, const char *buf, size
     }
 }
 
+/* Offset of the first byte that is not well-formed UTF-8 (or a NUL), or len. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t n;
+        unsigned min;
+        if (c == 0) return i;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0) n = 1, min = 0x80, c &= 0x1f;
+        else if ((c & 0xf0) == 0xe0) n = 2, min = 0x800, c &= 0x0f;
+        else if ((c & 0xf8) == 0xf0) n = 3, min = 0x10000, c &= 0x07;
+        else return i;
+        for (size_t k = 1; k <= n; k++) {
+            if (i + k >= len || (s[i + k] & 0xc0) != 0x80) return i;
+            c = c << 6 | (s[i + k] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 /* Loads a YAML document with libfyaml's diagnostics captured into err (never printed). */
 static struct fy_document *load_yaml(const char *text, size_t len, char *err, size_t errlen)
 {
     if (len > (1u << 20)) {
         rl_errf(err, errlen, "job spec too large (%zu bytes, max 1 MiB)", len);
+        return NULL;
+    }
+    /* libfyaml 0.7.12 can spin forever on malformed UTF-8 (found by fuzz_jobspec: "%\xe8"); the daemon
+     * parses specs from clients, so refuse such bytes before the parser sees them. */
+    size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad < len) {
+        rl_errf(err, errlen, "invalid YAML: byte %zu is %s; job specs are UTF-8 text", bad,
+                text[bad] ? "not valid UTF-8" : "a NUL");
         return NULL;
     }
     char diag_msg[512] = "";

@@ -47,6 +47,7 @@ void rl_frame_reader_free(rl_frame_reader *r)
 
 int rl_frame_reader_feed(rl_frame_reader *r, const void *data, size_t n)
 {
+    if (n == 0) return 0;
     /* Compact consumed bytes before growing, so a long-lived connection does not creep. */
     if (r->off > 0 && (r->off == r->len || r->len + n > r->cap)) {
         memmove(r->buf, r->buf + r->off, r->len - r->off);

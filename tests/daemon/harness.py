@@ -27,14 +27,17 @@ class Daemon:
 
     def start(self, expect_ok=True, extra=()):
         cmd = [DAEMON, "--state-dir", self.state, "--foreground", *self.args, *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr to a file, not a pipe: a chatty daemon must never block on a full pipe.
+        self.stderr_path = os.path.join(self.root, f"radladsd-{time.time_ns()}.stderr")
+        with open(self.stderr_path, "w") as err_file:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
         if not expect_ok:
-            out, err = self.proc.communicate(timeout=20)
-            return self.proc.returncode, err
+            self.proc.wait(timeout=20)
+            return self.proc.returncode, open(self.stderr_path).read()
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("radladsd exited at start: " + self.proc.stderr.read())
+                raise AssertionError("radladsd exited at start: " + open(self.stderr_path).read())
             try:
                 s = socket.socket(socket.AF_UNIX)
                 s.connect(self.sock)
@@ -53,6 +56,10 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("radladsd did not stop on SIGTERM")
+            # A clean shutdown exits 0: under ASan this also means no leak and no error report.
+            if self.proc.returncode != 0:
+                raise AssertionError(f"radladsd exited {self.proc.returncode} on SIGTERM:\n" +
+                                     open(self.stderr_path).read()[-4000:])
         return self.proc.returncode if self.proc else None
 
     def kill9(self):
