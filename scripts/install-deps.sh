@@ -12,6 +12,8 @@ PKGS=(
   libpcre2-dev libzstd-dev libutf8proc-dev
   # tests: PyTorch references (only /usr/bin/python3 has them), permission tests
   python3 python3-torch python3-numpy util-linux procps
+  # HTTP server (llhttp C sources) and the dashboard browser test
+  node-llhttp chromium
 )
 
 missing=()
