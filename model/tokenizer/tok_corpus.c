@@ -286,7 +286,7 @@ static int flush_batch(run_ctx *c, batch *b, char *err, size_t errlen) {
     size_t from = 0;
     for (size_t d = 0; d <= u->n_docs; d++) {
       size_t to = d < u->n_docs ? u->doc_end[d] : u->ids.n;
-      int rc = tok_writer_write(c->w, u->ids.v + from, to - from, err, errlen);
+      int rc = to > from ? tok_writer_write(c->w, u->ids.v + from, to - from, err, errlen) : 0;
       if (!rc && d < u->n_docs) rc = tok_writer_end_doc(c->w, err, errlen);
       if (rc) return rc;
       from = to;
