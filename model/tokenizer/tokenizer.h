@@ -31,10 +31,10 @@ extern "C" {
 #endif
 
 enum {
-  TOK_OK = 0,
-  TOK_EINVAL = -22,  /* bad tokenizer file, bad argument, unknown id */
-  TOK_ENOMEM = -12,
-  TOK_EIO = -5,      /* a file could not be read or written */
+    TOK_OK = 0,
+    TOK_EINVAL = -22, /* bad tokenizer file, bad argument, unknown id */
+    TOK_ENOMEM = -12,
+    TOK_EIO = -5, /* a file could not be read or written */
 };
 
 #define TOK_ENCODE_SPECIAL 1u      /* special added tokens in the text become their ids (HF default) */
@@ -46,12 +46,12 @@ typedef struct tok_state tok_state;
 /* Growable arrays owned by the caller; zero-initialise, release with tok_ids_free / tok_bytes_free.
  * Encoding appends, so one buffer can be reused (set n = 0) without reallocating. */
 typedef struct {
-  uint32_t *v;
-  size_t n, cap;
+    uint32_t *v;
+    size_t n, cap;
 } tok_ids;
 typedef struct {
-  char *v;
-  size_t n, cap;
+    char *v;
+    size_t n, cap;
 } tok_bytes;
 
 int tok_ids_reserve(tok_ids *a, size_t extra);
@@ -63,11 +63,11 @@ void tok_bytes_free(tok_bytes *b);
  * (optional) supplies eos_token. */
 int tok_load(const char *path, tok_tokenizer **out, char *err, size_t errlen);
 /* The same from memory; `name` only labels error messages. config_json may be NULL. */
-int tok_load_json(const char *json, size_t len, const char *config_json, size_t config_len,
-                  const char *name, tok_tokenizer **out, char *err, size_t errlen);
+int tok_load_json(const char *json, size_t len, const char *config_json, size_t config_len, const char *name,
+                  tok_tokenizer **out, char *err, size_t errlen);
 void tok_free(tok_tokenizer *t);
 
-uint32_t tok_vocab_size(const tok_tokenizer *t);  /* 1 + the largest id (model vocab and added) */
+uint32_t tok_vocab_size(const tok_tokenizer *t); /* 1 + the largest id (model vocab and added) */
 int64_t tok_token_id(const tok_tokenizer *t, const char *content, size_t len); /* -1: none */
 /* The end-of-document token: tokenizer_config.json's eos_token, else <|endoftext|> or
  * <|end_of_text|> or </s> when present; -1 when there is none. */
@@ -87,8 +87,8 @@ int tok_encode(tok_state *s, const char *text, size_t len, unsigned flags, tok_i
 /* Appends the decoded bytes of ids to out (raw bytes, possibly invalid UTF-8 when a sequence of
  * ids cuts a character; tok_utf8_repair gives the text HF's decode returns). Unknown ids are an
  * error, where HF would drop them silently. */
-int tok_decode(const tok_tokenizer *t, const uint32_t *ids, size_t n, unsigned flags,
-               tok_bytes *out, char *err, size_t errlen);
+int tok_decode(const tok_tokenizer *t, const uint32_t *ids, size_t n, unsigned flags, tok_bytes *out,
+               char *err, size_t errlen);
 /* Appends in[0..len) to out with every maximal invalid UTF-8 subpart replaced by U+FFFD; returns
  * the number of replacements, or TOK_ENOMEM. */
 long tok_utf8_repair(const char *in, size_t len, tok_bytes *out);
@@ -137,8 +137,7 @@ uint32_t tok_file_vocab_size(const tok_file *f); /* 0 for binidx: it does not re
 /* Document doc spans tokens [*begin, *end). */
 int tok_file_doc(const tok_file *f, uint64_t doc, uint64_t *begin, uint64_t *end);
 /* Copies tokens [start, start+n) as uint32. */
-int tok_file_read(const tok_file *f, uint64_t start, size_t n, uint32_t *out, char *err,
-                  size_t errlen);
+int tok_file_read(const tok_file *f, uint64_t start, size_t n, uint32_t *out, char *err, size_t errlen);
 
 typedef struct tok_writer tok_writer;
 int tok_writer_open(const char *prefix, tok_format format, uint32_t vocab_size, int64_t eos_id,
@@ -156,26 +155,26 @@ void tok_writer_abort(tok_writer *w); /* removes the partial files and frees w *
 typedef enum { TOK_INPUT_AUTO = 0, TOK_INPUT_TEXT, TOK_INPUT_JSONL } tok_input_kind;
 
 typedef struct {
-  const char *const *inputs; /* files: plain text (one document per file) or JSON lines (one per
-                                line, text in `text_field`); either may be zstd-compressed */
-  size_t n_inputs;
-  tok_input_kind input_kind; /* AUTO: JSON lines when the name contains ".jsonl" or ".json" */
-  const char *text_field;    /* default "text" */
-  const char *out_prefix;
-  tok_format format;
-  int threads;               /* >= 1; output is identical for every value */
-  unsigned encode_flags;     /* TOK_ENCODE_SPECIAL */
-  int64_t eos_id;            /* appended after every document; -1: none */
-  int progress;              /* draw a progress bar on stderr */
+    const char *const *inputs; /* files: plain text (one document per file) or JSON lines (one per
+                                  line, text in `text_field`); either may be zstd-compressed */
+    size_t n_inputs;
+    tok_input_kind input_kind; /* AUTO: JSON lines when the name contains ".jsonl" or ".json" */
+    const char *text_field;    /* default "text" */
+    const char *out_prefix;
+    tok_format format;
+    int threads;           /* >= 1; output is identical for every value */
+    unsigned encode_flags; /* TOK_ENCODE_SPECIAL */
+    int64_t eos_id;        /* appended after every document; -1: none */
+    int progress;          /* draw a progress bar on stderr */
 } tok_corpus_opts;
 
 typedef struct {
-  uint64_t docs, tokens, bytes, replaced_utf8;
-  double seconds;
+    uint64_t docs, tokens, bytes, replaced_utf8;
+    double seconds;
 } tok_corpus_stats;
 
-int tok_corpus_run(const tok_tokenizer *t, const tok_corpus_opts *o, tok_corpus_stats *st,
-                   char *err, size_t errlen);
+int tok_corpus_run(const tok_tokenizer *t, const tok_corpus_opts *o, tok_corpus_stats *st, char *err,
+                   size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -11,24 +11,25 @@
 static tok_tokenizer *t;
 static tok_state *s;
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  char err[256];
-  if (!t) {
-    if (tok_load(FIXTURE, &t, err, sizeof err)) {
-      fprintf(stderr, "fuzz_tokenizer_encode: %s\n", err);
-      abort();
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char err[256];
+    if (!t) {
+        if (tok_load(FIXTURE, &t, err, sizeof err)) {
+            fprintf(stderr, "fuzz_tokenizer_encode: %s\n", err);
+            abort();
+        }
+        s = tok_state_new(t);
     }
-    s = tok_state_new(t);
-  }
-  tok_ids ids = {0};
-  tok_bytes out = {0};
-  for (unsigned flags = 0; flags < 2; flags++) {
-    ids.n = 0;
-    if (tok_encode(s, (const char *)data, size, flags, &ids, err, sizeof err)) abort();
-    out.n = 0;
-    if (tok_decode(t, ids.v, ids.n, 0, &out, err, sizeof err)) abort();
-  }
-  tok_ids_free(&ids);
-  tok_bytes_free(&out);
-  return 0;
+    tok_ids ids = {0};
+    tok_bytes out = {0};
+    for (unsigned flags = 0; flags < 2; flags++) {
+        ids.n = 0;
+        if (tok_encode(s, (const char *)data, size, flags, &ids, err, sizeof err)) abort();
+        out.n = 0;
+        if (tok_decode(t, ids.v, ids.n, 0, &out, err, sizeof err)) abort();
+    }
+    tok_ids_free(&ids);
+    tok_bytes_free(&out);
+    return 0;
 }
