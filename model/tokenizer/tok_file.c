@@ -260,6 +260,8 @@ struct tok_file {
     bool is_signed;
     uint64_t n_tokens, n_docs;
     uint32_t vocab_size;
+    int64_t eos_id;
+    uint64_t fingerprint;
     const unsigned char *offsets;            /* radlads: n_docs+1 u64 */
     const unsigned char *pointers, *doc_idx; /* binidx */
     uint64_t n_seq;
@@ -306,6 +308,9 @@ static int open_radlads(tok_file *f, const char *path, char *err, size_t errlen)
     f->n_tokens = get_le(h + 16, 8);
     f->n_docs = get_le(h + 24, 8);
     f->vocab_size = (uint32_t)get_le(h + 32, 4);
+    uint32_t eos = (uint32_t)get_le(h + 36, 4);
+    f->eos_id = eos == UINT32_MAX ? -1 : (int64_t)eos;
+    f->fingerprint = get_le(h + 40, 8);
     /* Sizes are checked with divisions so that huge counts cannot overflow the sum. */
     uint64_t body = len - TOK_HEADER;
     if (f->n_tokens > body / width || f->n_docs >= (body - f->n_tokens * width) / 8 ||
@@ -405,6 +410,7 @@ int tok_file_open(const char *path, tok_file **out, char *err, size_t errlen)
         char *idx = cat(prefix, ".idx"), *tok = cat(path, ".tok");
         if (idx && access(idx, F_OK) == 0) {
             f->format = TOK_FORMAT_BINIDX;
+            f->eos_id = -1;
             rc = open_binidx(f, prefix, err, errlen);
         } else if (tok && access(tok, F_OK) == 0) {
             f->format = TOK_FORMAT_RADLADS;
@@ -448,6 +454,16 @@ uint64_t tok_file_n_docs(const tok_file *f)
 uint32_t tok_file_vocab_size(const tok_file *f)
 {
     return f->vocab_size;
+}
+
+int64_t tok_file_eos_id(const tok_file *f)
+{
+    return f->eos_id;
+}
+
+uint64_t tok_file_fingerprint(const tok_file *f)
+{
+    return f->fingerprint;
 }
 
 int tok_file_doc(const tok_file *f, uint64_t doc, uint64_t *begin, uint64_t *end)

@@ -134,6 +134,8 @@ tok_format tok_file_format(const tok_file *f);
 uint64_t tok_file_n_tokens(const tok_file *f);
 uint64_t tok_file_n_docs(const tok_file *f);
 uint32_t tok_file_vocab_size(const tok_file *f); /* 0 for binidx: it does not record one */
+int64_t tok_file_eos_id(const tok_file *f);      /* -1 when none, and for binidx */
+uint64_t tok_file_fingerprint(const tok_file *f); /* tok_fingerprint of the writer; 0 for binidx */
 /* Document doc spans tokens [*begin, *end). */
 int tok_file_doc(const tok_file *f, uint64_t doc, uint64_t *begin, uint64_t *end);
 /* Copies tokens [start, start+n) as uint32. */

@@ -257,6 +257,9 @@ static void check_read(const char *path, const uint32_t *const *docs, const size
         CHECK(0, "%s: %s", path, err);
         return;
     }
+    CHECK(tok_file_format(f) == TOK_FORMAT_BINIDX ? tok_file_eos_id(f) == -1 && tok_file_fingerprint(f) == 0
+                                                 : tok_file_eos_id(f) == 7 && tok_file_fingerprint(f) == 99,
+          "%s: eos/fingerprint", path);
     CHECK(tok_file_n_docs(f) == n, "%s: %llu docs", path, (unsigned long long)tok_file_n_docs(f));
     for (size_t d = 0; d < n && d < tok_file_n_docs(f); d++) {
         uint64_t b, e;
