@@ -1,6 +1,8 @@
 /* libFuzzer: arbitrary bytes through the frame reader, split at a data-chosen point. */
 #include "proto.h"
 
+#include <stdlib.h>
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
