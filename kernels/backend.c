@@ -358,3 +358,82 @@ int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, f
     CHECK(p->eps > 0, "rl_adamw_update: eps=%g must be > 0", (double)p->eps);
     TIMED("adamw", NULL, be->ops->adamw(be, param, grad, m, v, n, p, grad_scale));
 }
+
+/* ---- linear-attention recurrences ---- */
+
+static rl_wkv_dims wkv_resolve(const rl_wkv_dims *d)
+{
+    rl_wkv_dims r = *d;
+    if (r.chunk == 0)
+        r.chunk = RL_WKV_DEFAULT_CHUNK;
+    return r;
+}
+
+size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d)
+{
+    rl_wkv_dims r = wkv_resolve(d);
+    if (r.batch <= 0 || r.seq <= 0 || r.heads <= 0 || r.head_dim <= 0 || r.chunk <= 0)
+        return 0;
+    return (size_t)r.batch * r.heads * (size_t)((r.seq + r.chunk - 1) / r.chunk) * r.head_dim * r.head_dim;
+}
+
+static int wkv_check(rl_backend *be, const char *op, const rl_wkv_dims *d, const rl_wkv_in *in, int need_ab)
+{
+    CHECK(d->batch > 0 && d->seq > 0 && d->heads > 0 && d->head_dim > 0,
+          "%s: batch=%d seq=%d heads=%d head_dim=%d must all be positive", op, d->batch, d->seq, d->heads,
+          d->head_dim);
+    CHECK(d->chunk >= 0, "%s: chunk=%d must be >= 0 (0 = %d)", op, d->chunk, RL_WKV_DEFAULT_CHUNK);
+    CHECK(in->r && in->logw && in->k && in->v, "%s: r, logw, k and v must all be given", op);
+    CHECK(!need_ab || (in->a && in->b), "%s: a and b must be given", op);
+    return 0;
+}
+
+int rl_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                    const rl_wkv_in *in, const float *state_in)
+{
+    int rc = wkv_check(be, "rl_wkv7_forward", d, in, 1);
+    if (rc)
+        return rc;
+    CHECK(y, "rl_wkv7_forward: y is NULL");
+    rl_wkv_dims r = wkv_resolve(d);
+    TIMED("wkv7_forward", NULL, be->ops->wkv7_forward(be, &r, y, state_out, ckpt, in, state_in));
+}
+
+int rl_wkv7_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                     const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                     const float *ckpt)
+{
+    int rc = wkv_check(be, "rl_wkv7_backward", d, in, 1);
+    if (rc)
+        return rc;
+    CHECK(dy && g->r && g->logw && g->k && g->v && g->a && g->b,
+          "rl_wkv7_backward: dy and every gradient (r, logw, k, v, a, b) must be given");
+    rl_wkv_dims r = wkv_resolve(d);
+    TIMED("wkv7_backward", NULL,
+          be->ops->wkv7_backward(be, &r, g, dstate_in, dy, dstate_out, in, state_in, ckpt));
+}
+
+int rl_wkv6_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                    const rl_wkv_in *in, const float *state_in)
+{
+    int rc = wkv_check(be, "rl_wkv6_forward", d, in, 0);
+    if (rc)
+        return rc;
+    CHECK(y, "rl_wkv6_forward: y is NULL");
+    rl_wkv_dims r = wkv_resolve(d);
+    TIMED("wkv6_forward", NULL, be->ops->wkv6_forward(be, &r, y, state_out, ckpt, in, state_in));
+}
+
+int rl_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                     const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                     const float *ckpt)
+{
+    int rc = wkv_check(be, "rl_wkv6_backward", d, in, 0);
+    if (rc)
+        return rc;
+    CHECK(dy && g->r && g->logw && g->k && g->v,
+          "rl_wkv6_backward: dy and every gradient (r, logw, k, v) must be given");
+    rl_wkv_dims r = wkv_resolve(d);
+    TIMED("wkv6_backward", NULL,
+          be->ops->wkv6_backward(be, &r, g, dstate_in, dy, dstate_out, in, state_in, ckpt));
+}

@@ -206,4 +206,47 @@ typedef struct {
 int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
                     const rl_adamw_params *p, float grad_scale);
 
+/* ---- linear-attention recurrences (RWKV-7, RAD-RWKV6 / GLA) ----------------
+ * Per (batch b, head h) an fp32 state S ∈ R^{N×N}, S[i][j]: i = value channel,
+ * j = key channel, stored [batch, heads, N, N]. Token tensors are
+ * [batch, seq, heads, N] contiguous. logw is the log of the decay (d = exp(logw)
+ * over keys); the model maps its own parameterisation to it (RAD-RWKV7:
+ * −e^(−0.5)·σ(x); RAD-RWKV6: max(−e^x, −5)). Per token:
+ *   wkv7:  sa = S a;  S ← S diag(d) + sa bᵀ + v kᵀ;  y = S r
+ *   wkv6:             S ← S diag(d) + v kᵀ;          y = S r
+ * (RWKV-7 maps a = −κ̂, b = κ̂ ⊙ α; wkv6 ignores a and b.) state_in NULL = zeros;
+ * state_out (may be NULL) receives the final state, so a long sequence can be run
+ * in pieces. ckpt (may be NULL) receives the state before every chunk of `chunk`
+ * tokens, rl_wkv_checkpoint_floats() floats; the backward rebuilds each chunk's
+ * states from it (or, given NULL, replays the forward from state_in first).
+ * Backward ACCUMULATES into every gradient and into dstate_in (may be NULL);
+ * dstate_out is ∂L/∂(final state), NULL = 0. Any seq ≥ 1. */
+typedef struct {
+    int batch, seq, heads, head_dim;
+    int chunk; /* checkpoint interval L; 0 = RL_WKV_DEFAULT_CHUNK */
+} rl_wkv_dims;
+
+#define RL_WKV_DEFAULT_CHUNK 16
+
+typedef struct {
+    const float *r, *logw, *k, *v, *a, *b; /* a, b: wkv7 only */
+} rl_wkv_in;
+
+typedef struct {
+    float *r, *logw, *k, *v, *a, *b; /* a, b: wkv7 only */
+} rl_wkv_grad;
+
+size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d); /* batch·heads·ceil(seq/chunk)·N² */
+
+int rl_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                    const rl_wkv_in *in, const float *state_in);
+int rl_wkv7_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                     const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                     const float *ckpt);
+int rl_wkv6_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                    const rl_wkv_in *in, const float *state_in);
+int rl_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                     const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                     const float *ckpt);
+
 #endif

@@ -58,6 +58,17 @@ typedef struct rl__ops {
                         int dim);
     int (*adamw)(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                  const rl_adamw_params *hp, float grad_scale);
+
+    int (*wkv7_forward)(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                        const rl_wkv_in *in, const float *state_in);
+    int (*wkv7_backward)(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                         const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                         const float *ckpt);
+    int (*wkv6_forward)(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                        const rl_wkv_in *in, const float *state_in);
+    int (*wkv6_backward)(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                         const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                         const float *ckpt);
 } rl__ops;
 
 struct rl_backend {

@@ -188,6 +188,10 @@ static const rl__ops cpu_ops = {
     .mse_forward = rl__cpu_mse_forward,
     .mse_backward = rl__cpu_mse_backward,
     .adamw = cpu_adamw,
+    .wkv7_forward = rl__cpu_wkv7_forward,
+    .wkv7_backward = rl__cpu_wkv7_backward,
+    .wkv6_forward = rl__cpu_wkv6_forward,
+    .wkv6_backward = rl__cpu_wkv6_backward,
 };
 
 /* Threads: the option, else OMP_NUM_THREADS (omp_get_max_threads honours it),

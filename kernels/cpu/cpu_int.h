@@ -38,4 +38,16 @@ int rl__cpu_mse_forward(rl_backend *be, float *losses, const float *a, const flo
 int rl__cpu_mse_backward(rl_backend *be, float *da, const float *a, const float *b, float grad_scale, int rows,
                          int dim);
 
+/* cpu_wkv7.c, cpu_wkv6.c; d->chunk is already resolved (> 0) by backend.c */
+int rl__cpu_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                         const rl_wkv_in *in, const float *state_in);
+int rl__cpu_wkv7_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                          const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                          const float *ckpt);
+int rl__cpu_wkv6_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                         const rl_wkv_in *in, const float *state_in);
+int rl__cpu_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g, float *dstate_in,
+                          const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
+                          const float *ckpt);
+
 #endif
