@@ -353,9 +353,11 @@ static int open_binidx(tok_file *f, const char *prefix, char *err, size_t errlen
         if (f->n_seq > room / 12 || n_doc_idx == 0 || n_doc_idx > room / 8 ||
             34 + f->n_seq * 12 + n_doc_idx * 8 != len)
             rc = tok__fail(err, errlen, TOK_EINVAL, "%s: size does not match its counts", idx);
-        f->n_docs = n_doc_idx - 1;
-        f->pointers = p + 34 + f->n_seq * 4;
-        f->doc_idx = f->pointers + f->n_seq * 8;
+        if (!rc) {
+            f->n_docs = n_doc_idx - 1;
+            f->pointers = p + 34 + f->n_seq * 4;
+            f->doc_idx = f->pointers + f->n_seq * 8;
+        }
     }
     if (!rc) {
         uint64_t ptr = 0;
