@@ -110,6 +110,9 @@ PY
   done
   /usr/bin/python3 "$here/token_files_agree.py" "$tmp/small_radlads.tok" "$tmp/small_binidx" || fail "formats disagree (uint16)"
   "$build/tests/tokenizer/tok_filecheck" "$here/fixtures/gpt2_style.json" "$tmp/small_binidx" 292 0 "$tmp/docs.jsonl" || fail "uint16 binidx contents"
+  # GPT-2's split pattern has its own cut rule; documents cut with it still encode as a whole.
+  "$radlads" tokenize --tokenizer "$here/fixtures/gpt2_plain.json" --in "${inputs[@]}" --out "$tmp/gpt2" --threads 2 --no-progress
+  "$build/tests/tokenizer/tok_filecheck" "$here/fixtures/gpt2_plain.json" "$tmp/gpt2.tok" 292 0 "${inputs[@]}" || fail "GPT-2 layout contents"
   # zstd inputs give the same files.
   zinputs=()
   for f in "${inputs[@]}"; do zstd -q -f "$f" -o "$tmp/$(basename "$f").zst"; zinputs+=("$tmp/$(basename "$f").zst"); done
