@@ -205,7 +205,7 @@ static int encode_jsonl(unit *u, tok_state *s, const tok_corpus_opts *o)
             k++;
         if (k < len) { /* blank lines are not documents */
             json_error_t je;
-            json_t *doc = json_loadb(p, len, 0, &je);
+            json_t *doc = json_loadb(p, len, JSON_ALLOW_NUL, &je);
             json_t *v = json_object_get(doc, field);
             int rc;
             if (!doc)

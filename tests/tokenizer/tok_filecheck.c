@@ -78,7 +78,7 @@ int main(int argc, char **argv)
             while (p && p < end) {
                 char *nl = memchr(p, '\n', (size_t)(end - p));
                 size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-                json_t *j = len ? json_loadb(p, len, 0, NULL) : NULL;
+                json_t *j = len ? json_loadb(p, len, JSON_ALLOW_NUL, NULL) : NULL;
                 json_t *v = json_object_get(j, "text");
                 if (json_is_string(v)) check_doc(json_string_value(v), json_string_length(v), argv[i]);
                 json_decref(j);
