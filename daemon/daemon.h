@@ -6,7 +6,8 @@
  *   sched.c   which job runs next on which pool; the launcher seam
  *   pools.c   pool (worker rank 0) messages: registration, progress, checkpoints, completion
  *   server.c  sockets, framing, handshake, dispatch, event fan-out, waiters
- *   log.c     the daemon log */
+ *   log.c     the daemon log
+ *   http*.c, api.c, sse.c, prom.c   the dashboard, JSON API, SSE and /metrics over HTTP (map in http.h) */
 #ifndef RL_DAEMON_H
 #define RL_DAEMON_H
 
@@ -53,6 +54,24 @@ int store_changes(store *s);
 int store_event(store *s, int64_t job_id, const char *kind, int stage_idx, const char *from, const char *to,
                 const char *reason);
 
+/* ---- request counters for /metrics (prom.c renders them) ---- */
+#define RL_HIST_BUCKETS 10
+#define RL_HTTP_ROUTES 16
+extern const double rl_hist_bounds_s[RL_HIST_BUCKETS];
+typedef struct rl_histogram {
+    uint64_t count;
+    double sum_s;
+    uint64_t buckets[RL_HIST_BUCKETS]; /* not cumulative: rendering accumulates */
+} rl_histogram;
+void rl_histogram_observe(rl_histogram *h, double seconds);
+typedef struct rl_stats {
+    uint64_t http_requests[RL_HTTP_ROUTES][6]; /* [route][status / 100] */
+    rl_histogram http_duration[RL_HTTP_ROUTES];
+    uint64_t http_connections_total, http_rejected_total;
+    uint64_t socket_requests[2];               /* [0] CLI, [1] pool messages */
+    rl_histogram socket_duration[2];
+} rl_stats;
+
 /* ---- connections (server.c) ---- */
 typedef struct conn conn;
 typedef struct pool pool;
@@ -78,6 +97,12 @@ typedef struct rl_daemon {
     struct pending_submit *submits, **submits_tail;
     struct waiter *waiters;
     int stopping;
+    const char *http_listen;   /* --http ADDR:PORT or "off"; NULL = the default address */
+    int http_timeout_ms;       /* a request (or an idle keep-alive connection) gets this long */
+    int http_max_conns;
+    int sse_heartbeat_ms;
+    struct http_server *http;  /* NULL when HTTP is off */
+    rl_stats stats;
 } rl_daemon;
 
 extern rl_daemon *g_daemon;
@@ -123,6 +148,15 @@ void server_after_commit(rl_daemon *d);
 /* Sends events after `after` (filtered by c->follow_job); returns 1 when the followed job has ended. */
 int server_send_events(rl_daemon *d, conn *c, int64_t after, int follow);
 
+/* ---- http.c, sse.c (the rest of the HTTP side is private: http.h) ---- */
+/* Listens on d->http_listen; 0, or -1 with err filled.  A busy default port only turns HTTP off. */
+int http_start(rl_daemon *d, char *err, size_t errlen);
+void http_stop(rl_daemon *d);
+int http_connections(rl_daemon *d);
+/* Streams events newer than each stream's last id; called from server_after_commit. */
+void sse_fanout(rl_daemon *d);
+void sse_heartbeat(rl_daemon *d);
+
 /* ---- jobs.c ---- */
 int job_state_terminal(const char *state);
 /* Moves a job between states with an event; inside a transaction.  -1 if the move is illegal. */
@@ -132,6 +166,17 @@ void jobs_flush_submits(rl_daemon *d);
 void jobs_handle_status(rl_daemon *d, conn *c, Radlads__StatusRequest *req);
 void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req);
 void jobs_handle_action(rl_daemon *d, conn *c, Radlads__ActionRequest *req);
+/* Who asks for an action: a CLI peer (its uid; root is admin) or an HTTP client holding the daemon's
+ * token (admin, uid (uid_t)-1: a restarted job keeps its owner). */
+typedef struct jobs_actor {
+    uid_t uid;
+    int admin;
+    const char *name; /* for the event reason; NULL = the uid's user name */
+} jobs_actor;
+/* Cancel / hold / release / restart one job, the one code path for the CLI and HTTP.  Returns 0 or
+ * -RL_E_NOT_FOUND, -RL_E_PERMISSION, -RL_E_STATE, -RL_E_INTERNAL; res->message and res->state point into
+ * static buffers valid until the next call.  The caller runs server_after_commit and sched_run. */
+int jobs_act(rl_daemon *d, const jobs_actor *who, Radlads__JobAction action, int64_t id, Radlads__ActionResult *res);
 void jobs_handle_events(rl_daemon *d, conn *c, Radlads__EventsRequest *req);
 void jobs_handle_wait(rl_daemon *d, conn *c, Radlads__WaitRequest *req);
 void jobs_handle_daemon_status(rl_daemon *d, conn *c);

@@ -528,7 +528,7 @@ static int restart_as_new_job(rl_daemon *d, int64_t old_id, uid_t uid, int64_t *
     return 0;
 }
 
-static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t id, Radlads__ActionResult *res)
+int jobs_act(rl_daemon *d, const jobs_actor *who, Radlads__JobAction action, int64_t id, Radlads__ActionResult *res)
 {
     static char msg[512];
     static char state_buf[32];
@@ -543,7 +543,7 @@ static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t 
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         snprintf(msg, sizeof msg, "no job %lld", (long long)id);
-        return;
+        return -RL_E_NOT_FOUND;
     }
     char state[32], owner[64];
     snprintf(state, sizeof state, "%s", sqlite3_column_text(st, 0));
@@ -552,23 +552,24 @@ static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t 
     sqlite3_reset(st);
     snprintf(state_buf, sizeof state_buf, "%s", state);
     const char *verb = action_verb(action);
-    if (c->uid != 0 && c->uid != owner_uid) {
+    if (!who->admin && who->uid != owner_uid) {
         snprintf(msg, sizeof msg, "job %lld belongs to %s: only its owner or root may %s it", (long long)id, owner, verb);
-        return;
+        return -RL_E_PERMISSION;
     }
     char reason[128];
-    snprintf(reason, sizeof reason, "%s by %s", verb, owner_name(c->uid));
+    snprintf(reason, sizeof reason, "%s by %s", verb, who->name ? who->name : owner_name(who->uid));
+    uid_t new_owner = who->uid == (uid_t)-1 ? owner_uid : who->uid;
     const char *to = NULL;
     int stop_pool = 0;
     switch (action) {
     case RADLADS__JOB_ACTION__ACTION_CANCEL:
         if (job_state_terminal(state)) {
             snprintf(msg, sizeof msg, "job %lld is already %s", (long long)id, state);
-            return;
+            return -RL_E_STATE;
         }
         if (!strcmp(state, "CANCELLING")) {
             res->ok = 1;
-            return;
+            return 0;
         }
         if (!strcmp(state, "RUNNING") || !strcmp(state, "RECOVERING")) {
             stop_pool = pools_find_by_job(d, id) != NULL;
@@ -580,18 +581,18 @@ static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t 
     case RADLADS__JOB_ACTION__ACTION_HOLD:
         if (!strcmp(state, "HELD")) {
             res->ok = 1;
-            return;
+            return 0;
         }
         if (strcmp(state, "QUEUED") && strcmp(state, "INTERRUPTED")) {
             snprintf(msg, sizeof msg, "job %lld is %s: only a QUEUED or INTERRUPTED job can be held", (long long)id, state);
-            return;
+            return -RL_E_STATE;
         }
         to = "HELD";
         break;
     case RADLADS__JOB_ACTION__ACTION_RELEASE:
         if (strcmp(state, "HELD")) {
             snprintf(msg, sizeof msg, "job %lld is %s, not HELD", (long long)id, state);
-            return;
+            return -RL_E_STATE;
         }
         to = "QUEUED";
         break;
@@ -600,17 +601,17 @@ static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t 
             int64_t new_id = 0;
             if (store_begin(d->db) < 0) {
                 snprintf(msg, sizeof msg, "store busy");
-                return;
+                return -RL_E_INTERNAL;
             }
-            if (restart_as_new_job(d, id, c->uid, &new_id, msg, sizeof msg) < 0 || store_commit(d->db) < 0) {
+            if (restart_as_new_job(d, id, new_owner, &new_id, msg, sizeof msg) < 0 || store_commit(d->db) < 0) {
                 store_rollback(d->db);
                 if (!msg[0]) snprintf(msg, sizeof msg, "store: %s", store_errmsg(d->db));
-                return;
+                return -RL_E_INTERNAL;
             }
             res->ok = 1;
             res->new_job_id = new_id;
             snprintf(msg, sizeof msg, "job %lld was %s; restarted as job %lld", (long long)id, state, (long long)new_id);
-            return;
+            return 0;
         }
         if (!strcmp(state, "INTERRUPTED")) {
             to = "QUEUED";
@@ -621,28 +622,29 @@ static void do_action(rl_daemon *d, conn *c, Radlads__JobAction action, int64_t 
             res->ok = 1;
             snprintf(msg, sizeof msg, "job %lld: current attempt stopped; it resumes from its latest checkpoint",
                      (long long)id);
-            return;
+            return 0;
         } else {
             snprintf(msg, sizeof msg, "job %lld is %s: nothing to restart", (long long)id, state);
-            return;
+            return -RL_E_STATE;
         }
         break;
     default:
         snprintf(msg, sizeof msg, "unknown action %d", action);
-        return;
+        return -RL_E_BAD_REQUEST;
     }
     if (store_begin(d->db) < 0) {
         snprintf(msg, sizeof msg, "store busy");
-        return;
+        return -RL_E_INTERNAL;
     }
     if (job_transition(d->db, id, state, to, reason) < 0 || store_commit(d->db) < 0) {
         store_rollback(d->db);
         snprintf(msg, sizeof msg, "job %lld could not move from %s to %s", (long long)id, state, to);
-        return;
+        return -RL_E_INTERNAL;
     }
     if (stop_pool) pools_stop_job(d, id, reason, 0);
     res->ok = 1;
     snprintf(state_buf, sizeof state_buf, "%s", to);
+    return 0;
 }
 
 void jobs_handle_action(rl_daemon *d, conn *c, Radlads__ActionRequest *req)
@@ -659,10 +661,11 @@ void jobs_handle_action(rl_daemon *d, conn *c, Radlads__ActionRequest *req)
         conn_send_error(c, RL_E_INTERNAL, "out of memory");
         return;
     }
+    jobs_actor who = {.uid = c->uid, .admin = c->uid == 0};
     for (size_t i = 0; i < req->n_job_ids; i++) {
         radlads__action_result__init(&res[i]);
-        do_action(d, c, req->action, req->job_ids[i], &res[i]);
-        /* do_action's strings live in static buffers: copy before the next id. */
+        jobs_act(d, &who, req->action, req->job_ids[i], &res[i]);
+        /* jobs_act's strings live in static buffers: copy before the next id. */
         msgs[2 * i] = strdup(res[i].message);
         msgs[2 * i + 1] = strdup(res[i].state);
         res[i].message = msgs[2 * i];

@@ -30,6 +30,10 @@ static void usage(FILE *f)
             "                         requeue (default), hold or fail\n"
             "  --heartbeat-timeout S  a pool silent this long is lost (default 30)\n"
             "  --hang-timeout S       an attempt with no step progress this long fails (default 1800; 0 = off)\n"
+            "  --http ADDR:PORT       dashboard, JSON API, SSE and /metrics (default 127.0.0.1:8425; off = none)\n"
+            "  --http-timeout S       seconds a client gets to send a request, and an idle connection lives (default 30)\n"
+            "  --http-max-connections N  HTTP connections at once (default 256)\n"
+            "  --sse-heartbeat S      seconds between comment lines on idle event streams (default 15)\n"
             "  --foreground           stay attached; log to stderr as well\n"
             "  --version, --help\n",
             rl_default_state_dir());
@@ -127,6 +131,7 @@ static void shutdown_daemon(rl_daemon *d, const char *why)
     server_close_all(d);
     uv_check_stop(&d->flush_check);
     uv_close((uv_handle_t *)&d->flush_check, NULL);
+    http_stop(d);
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -161,7 +166,11 @@ int main(int argc, char **argv)
     d->cancel_timeout_ms = 30000;
     const char *state_dir = NULL, *socket_path = NULL, *db_path = NULL, *log_path = NULL;
     int foreground = 0;
-    enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION };
+    d->http_timeout_ms = 30000;
+    d->http_max_conns = 256;
+    d->sse_heartbeat_ms = 15000;
+    enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -169,6 +178,9 @@ int main(int argc, char **argv)
         {"on-interrupted", required_argument, 0, O_INTERRUPTED},
         {"heartbeat-timeout", required_argument, 0, O_HB},  {"hang-timeout", required_argument, 0, O_HANG},
         {"foreground", no_argument, 0, O_FG},               {"version", no_argument, 0, O_VERSION},
+        {"http", required_argument, 0, O_HTTP},             {"http-timeout", required_argument, 0, O_HTTP_TIMEOUT},
+        {"http-max-connections", required_argument, 0, O_HTTP_MAX},
+        {"sse-heartbeat", required_argument, 0, O_SSE_HB},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -209,6 +221,31 @@ int main(int argc, char **argv)
             if (parse_seconds("--hang-timeout", optarg, &d->hang_timeout_ms) < 0) return 2;
             break;
         case O_FG: foreground = 1; break;
+        case O_HTTP: d->http_listen = optarg; break;
+        case O_HTTP_TIMEOUT:
+            if (parse_seconds("--http-timeout", optarg, &d->http_timeout_ms) < 0) return 2;
+            if (d->http_timeout_ms < 1000) {
+                fprintf(stderr, "radladsd: --http-timeout must be at least 1 second\n");
+                return 2;
+            }
+            break;
+        case O_SSE_HB:
+            if (parse_seconds("--sse-heartbeat", optarg, &d->sse_heartbeat_ms) < 0) return 2;
+            if (d->sse_heartbeat_ms < 1000) {
+                fprintf(stderr, "radladsd: --sse-heartbeat must be at least 1 second\n");
+                return 2;
+            }
+            break;
+        case O_HTTP_MAX: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 100000) {
+                fprintf(stderr, "radladsd: --http-max-connections: expected 1..100000, got \"%s\"\n", optarg);
+                return 2;
+            }
+            d->http_max_conns = (int)v;
+            break;
+        }
         case O_VERSION: printf("radladsd %s (protocol %u, schema %d)\n", RL_VERSION, RL_PROTOCOL_VERSION, store_latest_schema()); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -282,7 +319,10 @@ int main(int argc, char **argv)
     d->started_at_ms = now_ms();
     if (rc == 0 && jobs_reconcile_at_start(d) < 0) rc = rl_errf(err, sizeof err, "start-up reconciliation failed (see log)");
     if (rc == 0) rc = server_listen(d, err, sizeof err);
+    int listening = rc == 0;
+    if (rc == 0) rc = http_start(d, err, sizeof err);
     if (rc < 0) {
+        if (listening) unlink(d->socket_path); /* ours: we hold the lock */
         log_error("%s", err);
         if (ready[1] >= 0) {
             char msg[1100];

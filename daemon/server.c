@@ -138,6 +138,8 @@ static void handle_hello(rl_daemon *d, conn *c, Radlads__Hello *h)
     conn_send(c, &env);
 }
 
+static void dispatch_cli(rl_daemon *d, conn *c, Radlads__Envelope *env);
+
 static void dispatch(rl_daemon *d, conn *c, Radlads__Envelope *env)
 {
     if (!c->hello_done) {
@@ -149,10 +151,17 @@ static void dispatch(rl_daemon *d, conn *c, Radlads__Envelope *env)
         handle_hello(d, c, env->hello);
         return;
     }
-    if (c->role == RADLADS__ROLE__ROLE_POOL) {
-        pools_handle(d, c, env);
-        return;
-    }
+    int role = c->role == RADLADS__ROLE__ROLE_POOL;
+    uint64_t start = uv_hrtime();
+    if (role) pools_handle(d, c, env);
+    else dispatch_cli(d, c, env);
+    /* Counted after the handler: `c` may be closed, but the daemon outlives it. */
+    d->stats.socket_requests[role]++;
+    rl_histogram_observe(&d->stats.socket_duration[role], (double)(uv_hrtime() - start) / 1e9);
+}
+
+static void dispatch_cli(rl_daemon *d, conn *c, Radlads__Envelope *env)
+{
     switch (env->msg_case) {
     case RADLADS__ENVELOPE__MSG_SUBMIT: jobs_handle_submit(d, c, env->submit); break;
     case RADLADS__ENVELOPE__MSG_STATUS: jobs_handle_status(d, c, env->status); break;
@@ -336,5 +345,6 @@ void server_after_commit(rl_daemon *d)
         if (!c->follow || c->closing) continue;
         if (server_send_events(d, c, c->follow_after, 1)) c->follow = 0;
     }
+    sse_fanout(d);
     jobs_check_waiters(d);
 }
