@@ -437,3 +437,71 @@ int rl_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g,
     TIMED("wkv6_backward", NULL,
           be->ops->wkv6_backward(be, &r, g, dstate_in, dy, dstate_out, in, state_in, ckpt));
 }
+
+/* ---- RAD-RWKV time-mix element-wise parts ---- */
+
+int rl_act_forward(rl_backend *be, rl_act kind, float *y, const float *x, size_t n)
+{
+    CHECK(kind == RL_ACT_TANH || kind == RL_ACT_SIGMOID, "rl_act_forward: unknown activation %d", (int)kind);
+    TIMED("act_forward", NULL, be->ops->act_forward(be, kind, y, x, n));
+}
+int rl_act_backward(rl_backend *be, rl_act kind, float *dx, const float *dy, const float *y, size_t n)
+{
+    CHECK(kind == RL_ACT_TANH || kind == RL_ACT_SIGMOID, "rl_act_backward: unknown activation %d", (int)kind);
+    TIMED("act_backward", NULL, be->ops->act_backward(be, kind, dx, dy, y, n));
+}
+
+static int mix7_check(rl_backend *be, const char *op, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_in *in,
+                      const float *v_first)
+{
+    CHECK(d->rows > 0 && d->heads > 0 && d->kv_heads > 0 && d->head_dim > 0 && d->heads % d->kv_heads == 0,
+          "%s: rows=%d heads=%d kv_heads=%d head_dim=%d (kv_heads must divide heads)", op, d->rows, d->heads,
+          d->kv_heads, d->head_dim);
+    CHECK(d->variant == 'a' || d->variant == 'b', "%s: variant must be 'a' or 'b'", op);
+    CHECK(in->k && in->v && in->dlora && in->alora && in->w0 && in->a0, "%s: k, v, dlora, alora, w0, a0 needed", op);
+    CHECK(d->variant == 'b' || (in->k_k && in->k_a), "%s: variant a needs k_k and k_a", op);
+    CHECK(d->first_layer || (in->vlora && in->v0 && v_first), "%s: later layers need vlora, v0 and v_first", op);
+    return 0;
+}
+
+int rl_rwkv7_mix_forward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_out *out, float *v_first,
+                         const rl_rwkv7_mix_in *in)
+{
+    int rc = mix7_check(be, "rl_rwkv7_mix_forward", d, in, v_first);
+    if (rc)
+        return rc;
+    TIMED("rwkv7_mix_forward", NULL, be->ops->rwkv7_mix_forward(be, d, out, v_first, in));
+}
+
+int rl_rwkv7_mix_backward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_grad *g, float *dv_first,
+                          const rl_rwkv7_mix_out *dout, const rl_rwkv7_mix_in *in, const float *v_first)
+{
+    int rc = mix7_check(be, "rl_rwkv7_mix_backward", d, in, v_first);
+    if (rc)
+        return rc;
+    CHECK(g->k && g->v && g->dlora && g->alora && (d->first_layer || (g->vlora && dv_first)),
+          "rl_rwkv7_mix_backward: the activation gradients (k, v, dlora, alora, and vlora/dv_first after layer 0) "
+          "must be given");
+    TIMED("rwkv7_mix_backward", NULL, be->ops->rwkv7_mix_backward(be, d, g, dv_first, dout, in, v_first));
+}
+
+int rl_readout_forward(rl_backend *be, const rl_readout_dims *d, float *out, float *mean, float *rstd,
+                       const float *o, const float *g, const float *weight, const float *bias)
+{
+    CHECK(d->rows > 0 && d->heads > 0 && d->head_dim > 0, "rl_readout_forward: rows=%d heads=%d head_dim=%d",
+          d->rows, d->heads, d->head_dim);
+    CHECK(!d->groupnorm || (mean && rstd && weight && bias && d->eps > 0),
+          "rl_readout_forward: groupnorm needs mean, rstd, weight, bias and eps > 0");
+    TIMED("readout_forward", NULL, be->ops->readout_forward(be, d, out, mean, rstd, o, g, weight, bias));
+}
+
+int rl_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_o, float *dg, float *dweight,
+                        float *dbias, const float *dout, const float *o, const float *g, const float *weight,
+                        const float *bias, const float *mean, const float *rstd)
+{
+    CHECK(d->rows > 0 && d->heads > 0 && d->head_dim > 0, "rl_readout_backward: rows=%d heads=%d head_dim=%d",
+          d->rows, d->heads, d->head_dim);
+    CHECK(d_o && dg, "rl_readout_backward: d_o and dg must be given");
+    TIMED("readout_backward", NULL,
+          be->ops->readout_backward(be, d, d_o, dg, dweight, dbias, dout, o, g, weight, bias, mean, rstd));
+}

@@ -249,4 +249,62 @@ int rl_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_grad *g,
                      const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
                      const float *ckpt);
 
+/* ---- RAD-RWKV time-mix element-wise parts ------------------------------------ */
+
+typedef enum { RL_ACT_TANH = 0, RL_ACT_SIGMOID = 1 } rl_act;
+/* y = f(x); backward dx += dy·f′ computed from y (tanh: 1 − y², sigmoid: y(1 − y)). */
+int rl_act_forward(rl_backend *be, rl_act kind, float *y, const float *x, size_t n);
+int rl_act_backward(rl_backend *be, rl_act kind, float *dx, const float *dy, const float *y, size_t n);
+
+/* RAD-RWKV7 mix (METHOD.md §1 steps 2–8 after the projections), per row and query
+ * head h reading KV head h/(heads/kv_heads); c = channel of D = heads·N:
+ *   logw = −e^(−0.5)·σ(w0 + dlora)            dlora = tanh(u·w1)·w2
+ *   α    = σ(a0 + alora)                       alora = (u·a1)·a2
+ *   variant 'a': κ = normalize_h(k ⊙ k_k) (x / max(‖x‖, 1e-12)), k̃ = k ⊙ (1 + (α − 1) ⊙ k_a)
+ *   variant 'b': κ = k / (‖k‖_h + 1e-12),                         k̃ = k ⊙ (1 − exp(logw) + α)
+ *   out: logw, a = −κ, b = κ ⊙ α, k = k̃ (D wide), v:
+ *   first layer: v = v′ and v_first = v (written when non-NULL);
+ *   later layers: v = v′ + (v_first − v′) ⊙ σ(v0 + vlora),  vlora = (u·v1)·v2.
+ * k, v are [rows, kv_heads·N] (after RoPE on k); everything else [rows, D] or [D].
+ * Backward accumulates into every non-NULL gradient; dv_first is read (first
+ * layer: the later layers' gradient of v_first) or accumulated (later layers). */
+typedef struct {
+    int rows, heads, kv_heads, head_dim;
+    int variant;     /* 'a' or 'b' */
+    int first_layer; /* layer 0: no value residual, v_first is produced */
+} rl_rwkv7_mix_dims;
+
+typedef struct {
+    const float *k, *v, *dlora, *alora, *vlora, *w0, *a0, *v0, *k_k, *k_a;
+} rl_rwkv7_mix_in;
+
+typedef struct {
+    float *k, *v, *dlora, *alora, *vlora, *w0, *a0, *v0, *k_k, *k_a;
+} rl_rwkv7_mix_grad;
+
+typedef struct {
+    float *logw, *a, *b, *k, *v;
+} rl_rwkv7_mix_out;
+
+int rl_rwkv7_mix_forward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_out *out, float *v_first,
+                         const rl_rwkv7_mix_in *in);
+int rl_rwkv7_mix_backward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_grad *g, float *dv_first,
+                          const rl_rwkv7_mix_out *dout, const rl_rwkv7_mix_in *in, const float *v_first);
+
+/* Read-out of the recurrence output o [rows, heads·N] times the gate g:
+ *   groupnorm: p = (o − μ_h)·rstd_h·weight + bias, rstd = 1/√(var_h + eps) (per row
+ *              and head; mean, rstd [rows, heads] saved);  otherwise p = o·scale;
+ *   out = p ⊙ g. Backward accumulates into d_o, dg, dweight, dbias. */
+typedef struct {
+    int rows, heads, head_dim;
+    int groupnorm;
+    float eps, scale;
+} rl_readout_dims;
+
+int rl_readout_forward(rl_backend *be, const rl_readout_dims *d, float *out, float *mean, float *rstd,
+                       const float *o, const float *g, const float *weight, const float *bias);
+int rl_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_o, float *dg, float *dweight,
+                        float *dbias, const float *dout, const float *o, const float *g, const float *weight,
+                        const float *bias, const float *mean, const float *rstd);
+
 #endif

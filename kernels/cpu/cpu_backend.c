@@ -192,6 +192,12 @@ static const rl__ops cpu_ops = {
     .wkv7_backward = rl__cpu_wkv7_backward,
     .wkv6_forward = rl__cpu_wkv6_forward,
     .wkv6_backward = rl__cpu_wkv6_backward,
+    .act_forward = rl__cpu_act_forward,
+    .act_backward = rl__cpu_act_backward,
+    .rwkv7_mix_forward = rl__cpu_rwkv7_mix_forward,
+    .rwkv7_mix_backward = rl__cpu_rwkv7_mix_backward,
+    .readout_forward = rl__cpu_readout_forward,
+    .readout_backward = rl__cpu_readout_backward,
 };
 
 /* Threads: the option, else OMP_NUM_THREADS (omp_get_max_threads honours it),

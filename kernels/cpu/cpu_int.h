@@ -50,4 +50,18 @@ int rl__cpu_wkv6_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_gra
                           const float *dy, const float *dstate_out, const rl_wkv_in *in, const float *state_in,
                           const float *ckpt);
 
+/* cpu_rwkv_mix.c */
+int rl__cpu_act_forward(rl_backend *be, rl_act kind, float *y, const float *x, size_t n);
+int rl__cpu_act_backward(rl_backend *be, rl_act kind, float *dx, const float *dy, const float *y, size_t n);
+int rl__cpu_rwkv7_mix_forward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_out *out,
+                              float *v_first, const rl_rwkv7_mix_in *in);
+int rl__cpu_rwkv7_mix_backward(rl_backend *be, const rl_rwkv7_mix_dims *d, const rl_rwkv7_mix_grad *g,
+                               float *dv_first, const rl_rwkv7_mix_out *dout, const rl_rwkv7_mix_in *in,
+                               const float *v_first);
+int rl__cpu_readout_forward(rl_backend *be, const rl_readout_dims *d, float *out, float *mean, float *rstd,
+                            const float *o, const float *g, const float *weight, const float *bias);
+int rl__cpu_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_o, float *dg, float *dweight,
+                             float *dbias, const float *dout, const float *o, const float *g, const float *weight,
+                             const float *bias, const float *mean, const float *rstd);
+
 #endif

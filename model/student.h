@@ -1,0 +1,62 @@
+/* student.h — the RADLADS students' time-mix layers (METHOD.md §1–2) on a
+ * kernels.h backend: RAD-RWKV7 (variants a and b) and RAD-RWKV6.
+ *
+ * Shapes: R = batch·seq rows; D = heads·N hidden; KD = kv_heads·N. u is the layer
+ * input after the teacher's input RMSNorm, [R, D]. LoRA tensors are stored
+ * [in, out] (x·W1), Linear weights [out, in] (x·Wᵀ), as in the reference release. */
+#ifndef RL_STUDENT_H
+#define RL_STUDENT_H
+
+#include "kernels.h"
+
+typedef enum { RL_STUDENT_RWKV7 = 7, RL_STUDENT_RWKV6 = 6 } rl_student_arch;
+
+typedef struct {
+    rl_student_arch arch;
+    int variant; /* RWKV7: 'a' (k_k/k_a + GroupNorm) or 'b' (state balancing) */
+    int hidden, heads, kv_heads, head_dim;
+    int layer, layers; /* this layer's index; the model's depth (init formulas) */
+    int rank_decay, rank_iclr, rank_value, rank_gate, rank_shift;
+    int qkv_bias, use_rope;
+    int batch, seq;
+} rl_tmix_dims;
+
+/* LoRA rank rule [METHOD.md]: max(1, round(D^e·m/32))·32 */
+int rl_lora_rank(int hidden, double e, double m);
+
+/* Pointers into a parameter (or gradient) arena; NULL where absent. */
+typedef struct {
+    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w;
+    /* RAD-RWKV7 */
+    float *w0, *w1, *w2, *a0, *a1, *a2, *v0, *v1, *v2, *g1, *g2, *k_k, *k_a, *r_k, *lnx_w, *lnx_b;
+} rl_tmix_params;
+
+/* Activations saved by the forward and the backward's scratch (backend memory). */
+typedef struct {
+    float *r, *k, *vp;            /* projections after RoPE: [R,D], [R,KD], [R,KD] */
+    float *hw, *dl, *ha, *al;     /* LoRA middles and outputs */
+    float *hg, *gate, *hv, *nl;
+    float *logw, *ka, *kb, *kt, *v; /* wkv inputs [R,D] */
+    float *o, *og, *mean, *rstd;  /* wkv output, gated read-out, GroupNorm stats [R,H] */
+    float *ckpt;                  /* wkv checkpoints */
+    /* backward scratch */
+    float *d_r, *d_k, *d_vp, *d_mid, *d_pre, *d_dl, *d_al, *d_gate, *d_nl;
+    float *d_logw, *d_ka, *d_kb, *d_kt, *d_v, *d_o, *d_og;
+    int has_backward;
+} rl_tmix_acts;
+
+int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_tmix_acts *a, char *err,
+                       size_t errlen);
+void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a);
+
+/* y [R,D] = RAD-RWKV7 time-mix of u. Layer 0 writes v_first [R,D]; later layers
+ * read it. rope_cos/sin: [seq, N/2] tables (positions 0..seq−1). */
+int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, rl_tmix_acts *a,
+                     const float *u, float *v_first, const float *rope_cos, const float *rope_sin, float *y);
+/* Accumulates du, the parameter gradients g and dv_first (later layers add their
+ * share; layer 0 consumes it). */
+int rl_tmix7_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
+                      rl_tmix_acts *a, const float *u, const float *v_first, float *dv_first,
+                      const float *rope_cos, const float *rope_sin, const float *dy, float *du);
+
+#endif

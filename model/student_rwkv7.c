@@ -1,0 +1,240 @@
+/* student_rwkv7.c — the RAD-RWKV7 time-mix layer (METHOD.md §1), forward and
+ * backward, and the activation buffers of the time-mix layers.
+ *
+ *   r  = rope(u·W_rᵀ + b_r)          k = rope(u·W_kᵀ + b_k)        v′ = u·W_vᵀ + b_v
+ *   dlora = tanh(u·w1)·w2            alora = (u·a1)·a2              vlora = (u·v1)·v2
+ *   g  = σ(u·g1)·g2
+ *   (logw, −κ, κ⊙α, k̃, v) = mix(k, v′, dlora, alora, vlora, v_first)   (kernels.h)
+ *   o  = wkv7(r, logw, k̃, v, −κ, κ⊙α)
+ *   y  = (readout(o) ⊙ g)·W_oᵀ,  readout = GroupNorm_H (variant a) or o/√N (variant b) */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "student.h"
+
+int rl_lora_rank(int hidden, double e, double m)
+{
+    double r = round(pow((double)hidden, e) * m / 32.0);
+    return (r < 1 ? 1 : (int)r) * 32;
+}
+
+static int matmul(rl_backend *be, float *c, const float *a, const float *b, int M, int N, int K, int ta, int tb,
+                  float beta)
+{
+    rl_gemm g = {.M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .alpha = 1.0f, .beta = beta};
+    return rl_matmul(be, &g, c, a, b, NULL);
+}
+
+/* y = x·W (W [in, out]) */
+static int lora_forward(rl_backend *be, float *y, const float *x, const float *w, int rows, int in, int out)
+{
+    return matmul(be, y, x, w, rows, out, in, 0, 0, 0.0f);
+}
+/* dx += dy·Wᵀ (dx may be NULL), dW += xᵀ·dy (dw may be NULL) */
+static int lora_backward(rl_backend *be, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                         int rows, int in, int out)
+{
+    int rc = 0;
+    if (dx)
+        rc |= matmul(be, dx, dy, w, rows, in, out, 0, 1, 1.0f);
+    if (dw)
+        rc |= matmul(be, dw, x, dy, in, out, rows, 1, 0, 1.0f);
+    return rc;
+}
+/* y = x·Wᵀ + b (W [out, in]) */
+static int linear_forward(rl_backend *be, float *y, const float *x, const float *w, const float *b, int rows, int in,
+                          int out)
+{
+    rl_gemm g = {.M = rows, .N = out, .K = in, .trans_b = 1, .alpha = 1.0f};
+    return rl_matmul(be, &g, y, x, w, b);
+}
+static int linear_backward(rl_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, int rows, int in, int out)
+{
+    int rc = 0;
+    if (dx)
+        rc |= matmul(be, dx, dy, w, rows, in, out, 0, 0, 1.0f);
+    if (dw)
+        rc |= matmul(be, dw, dy, x, out, in, rows, 1, 0, 1.0f);
+    if (db)
+        rc |= rl_bias_backward(be, db, dy, rows, out);
+    return rc;
+}
+
+/* ---- activations ---- */
+
+static int max4(int a, int b, int c, int d)
+{
+    int m = a > b ? a : b;
+    m = m > c ? m : c;
+    return m > d ? m : d;
+}
+
+int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_tmix_acts *a, char *err,
+                       size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    const size_t R = (size_t)d->batch * d->seq, D = (size_t)d->hidden, KD = (size_t)d->kv_heads * d->head_dim;
+    const size_t rmax = (size_t)max4(d->rank_decay, d->rank_iclr, d->rank_value, d->rank_gate > d->rank_shift * 5
+                                     ? d->rank_gate : d->rank_shift * 5);
+    rl_wkv_dims wd = {d->batch, d->seq, d->heads, d->head_dim, 0};
+    struct {
+        float **p;
+        size_t n;
+        int bwd;
+    } t[] = {
+        {&a->r, R * D, 0},  {&a->k, R * KD, 0}, {&a->vp, R * KD, 0},
+        {&a->hw, R * (size_t)(d->rank_decay ? d->rank_decay : 1), 0},
+        {&a->dl, R * D, 0}, {&a->ha, R * (size_t)(d->rank_iclr ? d->rank_iclr : 1), 0}, {&a->al, R * D, 0},
+        {&a->hg, R * (size_t)(d->rank_gate ? d->rank_gate : 1), 0}, {&a->gate, R * D, 0},
+        {&a->hv, R * (size_t)(d->rank_value ? d->rank_value : 1), 0}, {&a->nl, R * D, 0},
+        {&a->logw, R * D, 0}, {&a->ka, R * D, 0}, {&a->kb, R * D, 0}, {&a->kt, R * D, 0}, {&a->v, R * D, 0},
+        {&a->o, R * D, 0}, {&a->og, R * D, 0}, {&a->mean, R * (size_t)d->heads, 0},
+        {&a->rstd, R * (size_t)d->heads, 0}, {&a->ckpt, rl_wkv_checkpoint_floats(&wd), 0},
+        {&a->d_r, R * D, 1}, {&a->d_k, R * KD, 1}, {&a->d_vp, R * KD, 1}, {&a->d_mid, R * rmax, 1},
+        {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, R * D, 1}, {&a->d_gate, R * D, 1},
+        {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, R * D, 1}, {&a->d_kb, R * D, 1},
+        {&a->d_kt, R * D, 1}, {&a->d_v, R * D, 1}, {&a->d_o, R * D, 1}, {&a->d_og, R * D, 1},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (t[i].bwd && !backward)
+            continue;
+        *t[i].p = rl_malloc(be, sizeof(float) * (t[i].n ? t[i].n : 1));
+        if (!*t[i].p) {
+            rl_backend_status(be, err, errlen);
+            rl_backend_clear_error(be);
+            rl_tmix_acts_free(be, a);
+            return RL_ENOMEM;
+        }
+    }
+    a->has_backward = backward;
+    return 0;
+}
+
+void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a)
+{
+    float **all[] = {&a->r, &a->k, &a->vp, &a->hw, &a->dl, &a->ha, &a->al, &a->hg, &a->gate, &a->hv, &a->nl,
+                     &a->logw, &a->ka, &a->kb, &a->kt, &a->v, &a->o, &a->og, &a->mean, &a->rstd, &a->ckpt,
+                     &a->d_r, &a->d_k, &a->d_vp, &a->d_mid, &a->d_pre, &a->d_dl, &a->d_al, &a->d_gate,
+                     &a->d_nl, &a->d_logw, &a->d_ka, &a->d_kb, &a->d_kt, &a->d_v, &a->d_o, &a->d_og};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        rl_free(be, *all[i]);
+        *all[i] = NULL;
+    }
+}
+
+/* ---- RAD-RWKV7 ---- */
+
+static rl_rwkv7_mix_dims mix_dims(const rl_tmix_dims *d)
+{
+    rl_rwkv7_mix_dims m = {d->batch * d->seq, d->heads, d->kv_heads, d->head_dim, d->variant, d->layer == 0};
+    return m;
+}
+
+static rl_readout_dims readout_dims(const rl_tmix_dims *d)
+{
+    rl_readout_dims r = {d->batch * d->seq, d->heads, d->head_dim, d->variant == 'a',
+                         (float)d->head_dim * 1e-5f, 1.0f / sqrtf((float)d->head_dim)};
+    return r;
+}
+
+int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, rl_tmix_acts *a,
+                     const float *u, float *v_first, const float *rope_cos, const float *rope_sin, float *y)
+{
+    const int R = d->batch * d->seq, D = d->hidden, N = d->head_dim, KD = d->kv_heads * N;
+    int rc = 0;
+    rc |= linear_forward(be, a->r, u, p->q_w, p->q_b, R, D, D);
+    rc |= linear_forward(be, a->k, u, p->k_w, p->k_b, R, D, KD);
+    rc |= linear_forward(be, a->vp, u, p->v_w, p->v_b, R, D, KD);
+    if (d->use_rope) {
+        rc |= rl_rope_forward(be, a->r, rope_cos, rope_sin, d->batch, d->seq, d->heads, N);
+        rc |= rl_rope_forward(be, a->k, rope_cos, rope_sin, d->batch, d->seq, d->kv_heads, N);
+    }
+    rc |= lora_forward(be, a->hw, u, p->w1, R, D, d->rank_decay);
+    rc |= rl_act_forward(be, RL_ACT_TANH, a->hw, a->hw, (size_t)R * d->rank_decay);
+    rc |= lora_forward(be, a->dl, a->hw, p->w2, R, d->rank_decay, D);
+    rc |= lora_forward(be, a->ha, u, p->a1, R, D, d->rank_iclr);
+    rc |= lora_forward(be, a->al, a->ha, p->a2, R, d->rank_iclr, D);
+    rc |= lora_forward(be, a->hg, u, p->g1, R, D, d->rank_gate);
+    rc |= rl_act_forward(be, RL_ACT_SIGMOID, a->hg, a->hg, (size_t)R * d->rank_gate);
+    rc |= lora_forward(be, a->gate, a->hg, p->g2, R, d->rank_gate, D);
+    if (d->layer > 0) {
+        rc |= lora_forward(be, a->hv, u, p->v1, R, D, d->rank_value);
+        rc |= lora_forward(be, a->nl, a->hv, p->v2, R, d->rank_value, D);
+    }
+    rl_rwkv7_mix_dims md = mix_dims(d);
+    rl_rwkv7_mix_in in = {a->k, a->vp, a->dl, a->al, a->nl, p->w0, p->a0, p->v0, p->k_k, p->k_a};
+    rl_rwkv7_mix_out out = {a->logw, a->ka, a->kb, a->kt, a->v};
+    rc |= rl_rwkv7_mix_forward(be, &md, &out, v_first, &in);
+    rl_wkv_dims wd = {d->batch, d->seq, d->heads, N, 0};
+    rl_wkv_in wi = {a->r, a->logw, a->kt, a->v, a->ka, a->kb};
+    rc |= rl_wkv7_forward(be, &wd, a->o, NULL, a->ckpt, &wi, NULL);
+    rl_readout_dims rd = readout_dims(d);
+    rc |= rl_readout_forward(be, &rd, a->og, a->mean, a->rstd, a->o, a->gate, p->lnx_w, p->lnx_b);
+    rc |= linear_forward(be, y, a->og, p->o_w, NULL, R, D, D);
+    return rc;
+}
+
+/* LoRA with an activation in the middle: out = f(x·W1)·W2, mid = f(x·W1) saved.
+ * Gradients: dmid = dout·W2ᵀ, dW2 += midᵀ·dout, dpre = dmid ⊙ f′, dx += dpre·W1ᵀ, dW1 += xᵀ·dpre. */
+static int lora2_backward(rl_backend *be, rl_tmix_acts *a, int act, float *dx, float *dw1, float *dw2,
+                          const float *dout, const float *x, const float *mid, const float *w1, const float *w2,
+                          int rows, int in, int rank)
+{
+    const size_t n = (size_t)rows * rank;
+    int rc = rl_zero(be, a->d_mid, n * sizeof(float));
+    rc |= lora_backward(be, a->d_mid, dw2, dout, mid, w2, rows, rank, in);
+    const float *dpre = a->d_mid;
+    if (act >= 0) {
+        rc |= rl_zero(be, a->d_pre, n * sizeof(float));
+        rc |= rl_act_backward(be, (rl_act)act, a->d_pre, a->d_mid, mid, n);
+        dpre = a->d_pre;
+    }
+    rc |= lora_backward(be, dx, dw1, dpre, x, w1, rows, in, rank);
+    return rc;
+}
+
+int rl_tmix7_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
+                      rl_tmix_acts *a, const float *u, const float *v_first, float *dv_first,
+                      const float *rope_cos, const float *rope_sin, const float *dy, float *du)
+{
+    const int R = d->batch * d->seq, D = d->hidden, N = d->head_dim, KD = d->kv_heads * N;
+    const size_t RD = (size_t)R * D * sizeof(float), RK = (size_t)R * KD * sizeof(float);
+    int rc = 0;
+    float *zero[] = {a->d_og, a->d_o, a->d_gate, a->d_r, a->d_logw, a->d_kt, a->d_v, a->d_ka, a->d_kb,
+                     a->d_dl, a->d_al, a->d_nl};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+        rc |= rl_zero(be, zero[i], RD);
+    rc |= rl_zero(be, a->d_k, RK);
+    rc |= rl_zero(be, a->d_vp, RK);
+    rc |= linear_backward(be, a->d_og, g->o_w, NULL, dy, a->og, p->o_w, R, D, D);
+    rl_readout_dims rd = readout_dims(d);
+    rc |= rl_readout_backward(be, &rd, a->d_o, a->d_gate, g->lnx_w, g->lnx_b, a->d_og, a->o, a->gate, p->lnx_w,
+                              p->lnx_b, a->mean, a->rstd);
+    rl_wkv_dims wd = {d->batch, d->seq, d->heads, N, 0};
+    rl_wkv_in wi = {a->r, a->logw, a->kt, a->v, a->ka, a->kb};
+    rl_wkv_grad wg = {a->d_r, a->d_logw, a->d_kt, a->d_v, a->d_ka, a->d_kb};
+    rc |= rl_wkv7_backward(be, &wd, &wg, NULL, a->d_o, NULL, &wi, NULL, a->ckpt);
+    rl_rwkv7_mix_dims md = mix_dims(d);
+    rl_rwkv7_mix_in in = {a->k, a->vp, a->dl, a->al, a->nl, p->w0, p->a0, p->v0, p->k_k, p->k_a};
+    rl_rwkv7_mix_grad mg = {a->d_k, a->d_vp, a->d_dl, a->d_al, a->d_nl, g->w0, g->a0, g->v0, g->k_k, g->k_a};
+    rl_rwkv7_mix_out mo = {a->d_logw, a->d_ka, a->d_kb, a->d_kt, a->d_v};
+    rc |= rl_rwkv7_mix_backward(be, &md, &mg, dv_first, &mo, &in, v_first);
+    /* LoRAs */
+    rc |= lora2_backward(be, a, RL_ACT_TANH, du, g->w1, g->w2, a->d_dl, u, a->hw, p->w1, p->w2, R, D, d->rank_decay);
+    rc |= lora2_backward(be, a, -1, du, g->a1, g->a2, a->d_al, u, a->ha, p->a1, p->a2, R, D, d->rank_iclr);
+    rc |= lora2_backward(be, a, RL_ACT_SIGMOID, du, g->g1, g->g2, a->d_gate, u, a->hg, p->g1, p->g2, R, D,
+                         d->rank_gate);
+    if (d->layer > 0)
+        rc |= lora2_backward(be, a, -1, du, g->v1, g->v2, a->d_nl, u, a->hv, p->v1, p->v2, R, D, d->rank_value);
+    /* projections */
+    if (d->use_rope) {
+        rc |= rl_rope_backward(be, a->d_r, rope_cos, rope_sin, d->batch, d->seq, d->heads, N);
+        rc |= rl_rope_backward(be, a->d_k, rope_cos, rope_sin, d->batch, d->seq, d->kv_heads, N);
+    }
+    rc |= linear_backward(be, du, g->q_w, g->q_b, a->d_r, u, p->q_w, R, D, D);
+    rc |= linear_backward(be, du, g->k_w, g->k_b, a->d_k, u, p->k_w, R, D, KD);
+    rc |= linear_backward(be, du, g->v_w, g->v_b, a->d_vp, u, p->v_w, R, D, KD);
+    return rc;
+}

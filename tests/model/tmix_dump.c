@@ -1,0 +1,156 @@
+/* tmix_dump.c — test helper: runs one C time-mix layer forward and backward on
+ * tensors given in a safetensors file and writes what a reference compares.
+ *
+ * usage: tmix_dump --in FILE --out FILE --arch 7 --variant a|b --layer L --batch B --heads H --kv-heads G
+ *                  [--rope-theta T | --no-rope]
+ * in:  u [R,D], dy [R,D]; layer > 0: v_first [R,D]; layer 0: dv_first [R,D] (the later
+ *      layers' gradient of v_first); parameters by their names in the reference release
+ *      (q_proj.weight, ..., w0, w1, ..., ln_x.weight). Ranks come from the tensor shapes.
+ * out: y, v_first (layer 0), grad.u, grad.v_first (layer > 0), grad.<parameter>. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "student.h"
+
+#define MAXT 32
+
+typedef struct {
+    const char *name;
+    float **p, **g;
+} slot;
+
+int main(int argc, char **argv)
+{
+    const char *inp = NULL, *outp = NULL;
+    int variant = 'b', layer = 0, batch = 1, heads = 0, kv = 0, rope = 1;
+    double theta = 1e6;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--no-rope")) {
+            rope = 0;
+            continue;
+        }
+        i++;
+        if (!strcmp(a, "--in")) inp = v;
+        else if (!strcmp(a, "--out")) outp = v;
+        else if (!strcmp(a, "--arch")) (void)0;
+        else if (!strcmp(a, "--variant")) variant = v[0];
+        else if (!strcmp(a, "--layer")) layer = atoi(v);
+        else if (!strcmp(a, "--batch")) batch = atoi(v);
+        else if (!strcmp(a, "--heads")) heads = atoi(v);
+        else if (!strcmp(a, "--kv-heads")) kv = atoi(v);
+        else if (!strcmp(a, "--rope-theta")) theta = atof(v);
+        else {
+            fprintf(stderr, "tmix_dump: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!inp || !outp || heads <= 0 || kv <= 0 || batch <= 0) {
+        fprintf(stderr, "usage: tmix_dump --in FILE --out FILE --variant a|b --layer L --batch B --heads H "
+                        "--kv-heads G [--rope-theta T | --no-rope]\n");
+        return 2;
+    }
+    char err[1024];
+    rl_safetensors *st;
+    if (rl_st_open_file(&st, inp, err, sizeof err)) {
+        fprintf(stderr, "tmix_dump: %s\n", err);
+        return 1;
+    }
+    const rl_st_tensor *tu = rl_st_find(st, "u");
+    const int R = (int)tu->shape[0], D = (int)tu->shape[1], N = D / heads, T = R / batch;
+    rl_tmix_dims d = {.arch = RL_STUDENT_RWKV7, .variant = variant, .hidden = D, .heads = heads, .kv_heads = kv,
+                      .head_dim = N, .layer = layer, .layers = layer + 2, .qkv_bias = 1, .use_rope = rope,
+                      .batch = batch, .seq = T};
+    d.rank_decay = (int)rl_st_find(st, "w1")->shape[1];
+    d.rank_iclr = (int)rl_st_find(st, "a1")->shape[1];
+    d.rank_gate = (int)rl_st_find(st, "g1")->shape[1];
+    d.rank_value = rl_st_find(st, "v1") ? (int)rl_st_find(st, "v1")->shape[1] : 32;
+
+    rl_tmix_params p = {0}, g = {0};
+    slot slots[] = {
+        {"q_proj.weight", &p.q_w, &g.q_w}, {"q_proj.bias", &p.q_b, &g.q_b}, {"k_proj.weight", &p.k_w, &g.k_w},
+        {"k_proj.bias", &p.k_b, &g.k_b},  {"v_proj.weight", &p.v_w, &g.v_w}, {"v_proj.bias", &p.v_b, &g.v_b},
+        {"o_proj.weight", &p.o_w, &g.o_w}, {"w0", &p.w0, &g.w0}, {"w1", &p.w1, &g.w1}, {"w2", &p.w2, &g.w2},
+        {"a0", &p.a0, &g.a0}, {"a1", &p.a1, &g.a1}, {"a2", &p.a2, &g.a2}, {"v0", &p.v0, &g.v0},
+        {"v1", &p.v1, &g.v1}, {"v2", &p.v2, &g.v2}, {"g1", &p.g1, &g.g1}, {"g2", &p.g2, &g.g2},
+        {"k_k", &p.k_k, &g.k_k}, {"k_a", &p.k_a, &g.k_a}, {"ln_x.weight", &p.lnx_w, &g.lnx_w},
+        {"ln_x.bias", &p.lnx_b, &g.lnx_b},
+    };
+    const int ns = sizeof slots / sizeof slots[0];
+    rl_st_entry ents[MAXT + 8];
+    int ne = 0;
+    size_t counts[MAXT];
+    int present[MAXT] = {0};
+    for (int i = 0; i < ns; i++) {
+        const rl_st_tensor *t = rl_st_find(st, slots[i].name);
+        if (!t)
+            continue;
+        size_t n = 1;
+        for (int k = 0; k < t->ndim; k++)
+            n *= (size_t)t->shape[k];
+        *slots[i].p = malloc(sizeof(float) * n);
+        *slots[i].g = calloc(n, sizeof(float));
+        counts[i] = n, present[i] = 1;
+        rl_st_read_f32(st, slots[i].name, *slots[i].p, t->ndim, t->shape, err, sizeof err);
+    }
+    const size_t RD = (size_t)R * D;
+    float *u = malloc(sizeof(float) * RD), *dy = malloc(sizeof(float) * RD), *y = malloc(sizeof(float) * RD);
+    float *vf = calloc(RD, sizeof(float)), *dvf = calloc(RD, sizeof(float)), *du = calloc(RD, sizeof(float));
+    int64_t shp[2] = {R, D};
+    rl_st_read_f32(st, "u", u, 2, shp, err, sizeof err);
+    rl_st_read_f32(st, "dy", dy, 2, shp, err, sizeof err);
+    if (layer > 0)
+        rl_st_read_f32(st, "v_first", vf, 2, shp, err, sizeof err);
+    else
+        rl_st_read_f32(st, "dv_first", dvf, 2, shp, err, sizeof err);
+
+    rl_backend *be;
+    rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = 2};
+    int rc = rl_backend_create(&be, &bo, err, sizeof err);
+    rl_model_config mc = {.head_dim = N, .rope_theta = theta};
+    float *cs = malloc(sizeof(float) * (size_t)T * N);
+    rl_rope_tables(&mc, T, cs, cs + (size_t)T * (N / 2));
+    rl_tmix_acts a;
+    if (!rc)
+        rc = rl_tmix_acts_alloc(be, &d, 1, &a, err, sizeof err);
+    if (!rc) {
+        rl_tmix7_forward(be, &d, &p, &a, u, vf, cs, cs + (size_t)T * (N / 2), y);
+        rl_tmix7_backward(be, &d, &p, &g, &a, u, vf, dvf, cs, cs + (size_t)T * (N / 2), dy, du);
+        rc = rl_backend_status(be, err, sizeof err);
+    }
+    if (rc) {
+        fprintf(stderr, "tmix_dump: %s\n", err);
+        return 1;
+    }
+    /* output */
+    const char *xn[3] = {"y", layer ? "grad.v_first" : "v_first", "grad.u"};
+    float *xp[3] = {y, layer ? dvf : vf, du};
+    for (int i = 0; i < 3; i++)
+        ents[ne++] = (rl_st_entry){.name = xn[i], .dtype = RL_DTYPE_F32, .ndim = 2, .shape = {R, D}};
+    char names[MAXT][64];
+    for (int i = 0; i < ns; i++)
+        if (present[i]) {
+            snprintf(names[i], sizeof names[i], "grad.%s", slots[i].name);
+            ents[ne++] = (rl_st_entry){.name = names[i], .dtype = RL_DTYPE_F32, .ndim = 1, .shape = {(int64_t)counts[i]}};
+        }
+    rl_st_writer *w;
+    rc = rl_st_writer_open(&w, outp, ents, ne, NULL, 0, err, sizeof err);
+    for (int i = 0; i < 3 && !rc; i++)
+        rc = rl_st_writer_append(w, xp[i], RD, err, sizeof err);
+    for (int i = 0; i < ns && !rc; i++)
+        if (present[i])
+            rc = rl_st_writer_append(w, *slots[i].g, counts[i], err, sizeof err);
+    if (!rc)
+        rc = rl_st_writer_finish(w, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "tmix_dump: %s\n", err);
+    rl_tmix_acts_free(be, &a);
+    rl_backend_destroy(be);
+    rl_st_close(st);
+    for (int i = 0; i < ns; i++)
+        free(*slots[i].p), free(*slots[i].g);
+    free(u), free(dy), free(y), free(vf), free(dvf), free(du), free(cs);
+    return rc ? 1 : 0;
+}

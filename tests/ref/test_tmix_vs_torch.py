@@ -1,0 +1,166 @@
+"""The C RAD-RWKV7 time-mix layer (variants a and b, layer 0 and a later layer) equals an independent
+float64 PyTorch reference written from METHOD.md §1: the output, v_first, and the gradient of
+every parameter, of the input u and of v_first.
+
+Loss: L = Σ y ⊙ dy (+ Σ v_first ⊙ dv_first at layer 0), so dy and dv_first are the incoming gradients.
+Random parameters (never zero), GQA 2, RoPE θ = 1e4, batch 2, T = 21 (not a multiple of the wkv chunk)."""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+import st  # noqa: E402
+
+BUILD = os.environ.get("RADLADS_BUILD", "build")
+DUMP = os.path.join(BUILD, "tests", "model", "tmix_dump")
+TOL = {"out": 2e-5, "grad": 1e-4}  # |err| <= tol * max|ref| per tensor (fp32 C vs float64)
+
+
+def rope(x, theta):  # x [B, T, heads, N], rotate-half over all N, positions 0..T-1
+    T, N = x.shape[1], x.shape[-1]
+    inv = 1.0 / theta ** (torch.arange(0, N, 2, dtype=torch.float64) / N)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+    c, s = torch.cos(ang)[None, :, None, :], torch.sin(ang)[None, :, None, :]
+    x1, x2 = x[..., : N // 2], x[..., N // 2:]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta):
+    """METHOD.md §1, written as plainly as possible; recurrence per token with an explicit state."""
+    B, T, D = u.shape
+    N = D // H
+    r = u @ p["q_proj.weight"].T + p["q_proj.bias"]
+    k = u @ p["k_proj.weight"].T + p["k_proj.bias"]
+    vp = u @ p["v_proj.weight"].T + p["v_proj.bias"]
+    d = p["w0"] + torch.tanh(u @ p["w1"]) @ p["w2"]
+    a = torch.sigmoid(p["a0"] + (u @ p["a1"]) @ p["a2"])
+    g = torch.sigmoid(u @ p["g1"]) @ p["g2"]
+    r = rope(r.view(B, T, H, N), theta)
+    k = rope(k.view(B, T, G, N), theta)
+    k = k.repeat_interleave(H // G, dim=2)
+    vp = vp.view(B, T, G, N).repeat_interleave(H // G, dim=2)
+    logw = -math.exp(-0.5) * torch.sigmoid(d)
+    w = torch.exp(logw).view(B, T, H, N)
+    a = a.view(B, T, H, N)
+    if variant == "a":
+        kap = torch.nn.functional.normalize(k * p["k_k"].view(H, N), dim=-1, eps=1e-12)
+        kt = k * (1 + (a - 1) * p["k_a"].view(H, N))
+    else:
+        kap = k / (k.norm(dim=-1, keepdim=True) + 1e-12)
+        kt = k * (1 - w + a)
+    if layer == 0:
+        v = vp
+        v_first = v.reshape(B, T, D)
+    else:
+        nu = torch.sigmoid(p["v0"] + (u @ p["v1"]) @ p["v2"]).view(B, T, H, N)
+        v = vp + (v_first.view(B, T, H, N) - vp) * nu
+    S = torch.zeros(B, H, N, N, dtype=u.dtype)  # S[b, h, value i, key j]
+    outs = []
+    for t in range(T):
+        S = (S * w[:, t, :, None, :]
+             - (S @ kap[:, t, :, :, None]) @ (kap[:, t] * a[:, t])[:, :, None, :]
+             + v[:, t, :, :, None] * kt[:, t, :, None, :])
+        outs.append((S @ r[:, t, :, :, None]).squeeze(-1))
+    o = torch.stack(outs, dim=1)  # [B, T, H, N]
+    if variant == "a":
+        mu = o.mean(-1, keepdim=True)
+        var = ((o - mu) ** 2).mean(-1, keepdim=True)
+        pp = ((o - mu) / torch.sqrt(var + N * 1e-5)).reshape(B, T, D) * p["ln_x.weight"] + p["ln_x.bias"]
+    else:
+        pp = (o / math.sqrt(N)).reshape(B, T, D)
+    y = (pp * g) @ p["o_proj.weight"].T
+    return y, v_first
+
+
+def make_params(D, H, G, variant, layer, gen):
+    N = D // H
+    KD = G * N
+    rd, ra, rv, rg = 8, 8, 6, 12
+
+    def rnd(*shape, scale=1.0):
+        return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale
+
+    p = {"q_proj.weight": rnd(D, D, scale=0.3), "q_proj.bias": rnd(D, scale=0.2),
+         "k_proj.weight": rnd(KD, D, scale=0.3), "k_proj.bias": rnd(KD, scale=0.2),
+         "v_proj.weight": rnd(KD, D, scale=0.3), "v_proj.bias": rnd(KD, scale=0.2),
+         "o_proj.weight": rnd(D, D, scale=0.3),
+         "w0": rnd(D, scale=3.0), "w1": rnd(D, rd, scale=0.3), "w2": rnd(rd, D, scale=0.5),
+         "a0": rnd(D), "a1": rnd(D, ra, scale=0.3), "a2": rnd(ra, D, scale=0.5),
+         "g1": rnd(D, rg, scale=0.3), "g2": rnd(rg, D, scale=0.5)}
+    if layer > 0:
+        p.update({"v0": rnd(D), "v1": rnd(D, rv, scale=0.3), "v2": rnd(rv, D, scale=0.5)})
+    if variant == "a":
+        p.update({"k_k": 0.85 + rnd(D, scale=0.3), "k_a": 1.0 + rnd(D, scale=0.3),
+                  "ln_x.weight": 1.0 + rnd(D, scale=0.3), "ln_x.bias": rnd(D, scale=0.2)})
+    # round to float32 so both sides see the same numbers
+    return {k: v.float().double() for k, v in p.items()}
+
+
+def run_case(tag, variant, layer, tmp, failures):
+    B, T, D, H, G, theta = 2, 21, 32, 4, 2, 1e4
+    gen = torch.Generator().manual_seed(1234 + layer * 10 + ord(variant))
+    p = make_params(D, H, G, variant, layer, gen)
+    u = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    dy = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    extra = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    tensors = dict(p)
+    tensors["u"], tensors["dy"] = u.reshape(B * T, D), dy.reshape(B * T, D)
+    tensors["v_first" if layer else "dv_first"] = extra.reshape(B * T, D)
+    fin, fout = os.path.join(tmp, tag + ".in.safetensors"), os.path.join(tmp, tag + ".out.safetensors")
+    st.write(fin, tensors)
+    subprocess.run([DUMP, "--in", fin, "--out", fout, "--arch", "7", "--variant", variant, "--layer", str(layer),
+                    "--batch", str(B), "--heads", str(H), "--kv-heads", str(G), "--rope-theta", str(theta)],
+                   check=True)
+    c = st.read(fout)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+    u_ = u.clone().requires_grad_(True)
+    vf_in = extra.clone().requires_grad_(True) if layer else None
+    y, vf = rwkv7_tmix(leaves, u_, vf_in, variant, layer, H, G, theta)
+    loss = (y * dy).sum()
+    if layer == 0:
+        loss = loss + (vf * extra).sum()
+    loss.backward()
+
+    def compare(name, got, ref, kind):
+        ref = ref.detach().reshape(got.shape)
+        err = (got - ref).abs().max().item()
+        scale = ref.abs().max().item()
+        ok = err <= TOL[kind] * scale + 1e-7
+        print(f"  {tag:22s} {name:22s} max_abs={err:.3e} max_rel={err / max(scale, 1e-30):.3e} "
+              f"(|ref|max {scale:.2e}, tol {TOL[kind]:.0e}) {'ok' if ok else 'FAIL'}")
+        if not ok:
+            failures.append(f"{tag} {name}")
+
+    compare("y", c["y"], y, "out")
+    if layer == 0:
+        compare("v_first", c["v_first"], vf, "out")
+    else:
+        compare("grad v_first", c["grad.v_first"], vf_in.grad, "grad")
+    compare("grad u", c["grad.u"], u_.grad, "grad")
+    for k, v in leaves.items():
+        if "grad." + k not in c:
+            print(f"  {tag}: C wrote no gradient for {k}")
+            failures.append(f"{tag} missing grad {k}")
+            continue
+        compare("grad " + k, c["grad." + k], v.grad, "grad")
+
+
+def main():
+    if not os.path.exists(DUMP):
+        print(f"missing {DUMP}: build first (RADLADS_BUILD={BUILD})")
+        return 1
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in ("a", "b"):
+            for layer in (0, 1):
+                run_case(f"rwkv7{variant}_layer{layer}", variant, layer, tmp, failures)
+    print("FAIL: " + ", ".join(failures) if failures else "PASS: C RAD-RWKV7 time-mix equals the PyTorch reference")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
