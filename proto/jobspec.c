@@ -146,24 +146,32 @@ static int fail(parser *p, const char *path, const char *fmt, ...)
     return rl_errf(p->err, p->errlen, "%s%s%s", path, *path ? ": " : "", msg);
 }
 
-static const char *node_kind(struct fy_node *n)
+/* The parser walks a jansson tree: JSON (what the daemon receives) is loaded directly, YAML is converted
+ * by libfyaml first.  Scalars are read as text whatever their JSON type, so `tokens: 100M` and
+ * `"tokens": 100000000` mean the same. */
+static const char *node_kind(json_t *n)
 {
-    if (!n) return "null";
-    switch (fy_node_get_type(n)) {
-    case FYNT_MAPPING: return "a mapping";
-    case FYNT_SEQUENCE: return "a list";
-    default: return "a scalar";
-    }
+    if (!n || json_is_null(n)) return "null";
+    if (json_is_object(n)) return "a mapping";
+    if (json_is_array(n)) return "a list";
+    if (json_is_boolean(n)) return "a boolean";
+    return "a scalar";
 }
 
-/* A scalar as a NUL-terminated copy in buf; aliases are refused (no expansion bombs). */
-static int scalar(parser *p, struct fy_node *n, const char *path, char *buf, size_t buflen)
+/* A scalar as a NUL-terminated copy in buf. */
+static int scalar(parser *p, json_t *n, const char *path, char *buf, size_t buflen)
 {
-    if (!n || !fy_node_is_scalar(n)) return fail(p, path, "expected a value, got %s", node_kind(n));
-    if (fy_node_is_alias(n)) return fail(p, path, "YAML aliases are not supported in job specs");
-    size_t len;
-    const char *s = fy_node_get_scalar(n, &len);
-    if (!s) return fail(p, path, "unreadable value");
+    if (json_is_integer(n)) {
+        snprintf(buf, buflen, "%" JSON_INTEGER_FORMAT, json_integer_value(n));
+        return 0;
+    }
+    if (json_is_real(n)) {
+        snprintf(buf, buflen, "%.17g", json_real_value(n));
+        return 0;
+    }
+    if (!json_is_string(n)) return fail(p, path, "expected a value, got %s", node_kind(n));
+    size_t len = json_string_length(n);
+    const char *s = json_string_value(n);
     if (len >= buflen) return fail(p, path, "value too long (%zu bytes, max %zu)", len, buflen - 1);
     if (memchr(s, 0, len)) return fail(p, path, "value contains a NUL byte");
     memcpy(buf, s, len);
@@ -171,7 +179,7 @@ static int scalar(parser *p, struct fy_node *n, const char *path, char *buf, siz
     return 0;
 }
 
-static int get_int(parser *p, struct fy_node *n, const char *path, int lo, int hi, int *out)
+static int get_int(parser *p, json_t *n, const char *path, int lo, int hi, int *out)
 {
     char buf[64], *end;
     if (scalar(p, n, path, buf, sizeof buf) < 0) return -1;
@@ -186,7 +194,7 @@ static int get_int(parser *p, struct fy_node *n, const char *path, int lo, int h
     return 0;
 }
 
-static int get_double(parser *p, struct fy_node *n, const char *path, double lo, double hi, double *out)
+static int get_double(parser *p, json_t *n, const char *path, double lo, double hi, double *out)
 {
     char buf[64], *end;
     if (scalar(p, n, path, buf, sizeof buf) < 0) return -1;
@@ -198,7 +206,7 @@ static int get_double(parser *p, struct fy_node *n, const char *path, double lo,
     return 0;
 }
 
-static int get_count(parser *p, struct fy_node *n, const char *path, int64_t *out)
+static int get_count(parser *p, json_t *n, const char *path, int64_t *out)
 {
     char buf[64], msg[256];
     if (scalar(p, n, path, buf, sizeof buf) < 0) return -1;
@@ -206,7 +214,7 @@ static int get_count(parser *p, struct fy_node *n, const char *path, int64_t *ou
     return 0;
 }
 
-static int get_choice(parser *p, struct fy_node *n, const char *path, const char *const *names, int count,
+static int get_choice(parser *p, json_t *n, const char *path, const char *const *names, int count,
                       int *out)
 {
     char buf[64];
@@ -226,7 +234,7 @@ static int get_choice(parser *p, struct fy_node *n, const char *path, const char
 
 /* A path: resolved against base_dir; with RL_SPEC_CHECK_PATHS it must exist (kind 'd' dir, 'f' file,
  * 'p' parent dir must exist). */
-static int get_path(parser *p, struct fy_node *n, const char *path, char kind, char **out)
+static int get_path(parser *p, json_t *n, const char *path, char kind, char **out)
 {
     char buf[PATH_MAX], full[PATH_MAX + 4];
     if (scalar(p, n, path, buf, sizeof buf) < 0) return -1;
@@ -282,17 +290,19 @@ static int get_path(parser *p, struct fy_node *n, const char *path, char kind, c
 }
 
 /* Iterates a mapping, refusing unknown keys: `known` lists the accepted ones. */
-typedef int (*field_fn)(parser *p, void *ctx, const char *key, struct fy_node *val, const char *path);
+typedef int (*field_fn)(parser *p, void *ctx, const char *key, json_t *val, const char *path);
 
-static int walk_mapping(parser *p, struct fy_node *n, const char *path, const char *const *known, field_fn fn,
+static int walk_mapping(parser *p, json_t *n, const char *path, const char *const *known, field_fn fn,
                         void *ctx)
 {
-    if (!n || !fy_node_is_mapping(n)) return fail(p, path, "expected a mapping, got %s", node_kind(n));
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(n, &it))) {
+    if (!json_is_object(n)) return fail(p, path, "expected a mapping, got %s", node_kind(n));
+    const char *jkey;
+    json_t *val;
+    json_object_foreach(n, jkey, val)
+    {
         char key[64], sub[256];
-        if (scalar(p, fy_node_pair_key(pair), path, key, sizeof key) < 0) return -1;
+        if (strlen(jkey) >= sizeof key) return fail(p, path, "field name too long: \"%.40s...\"", jkey);
+        snprintf(key, sizeof key, "%s", jkey);
         snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
         int found = 0;
         for (const char *const *k = known; *k; k++)
@@ -305,26 +315,26 @@ static int walk_mapping(parser *p, struct fy_node *n, const char *path, const ch
             }
             return fail(p, sub, "unknown field (known fields%s%s: %s)", *path ? " of " : "", path, opts);
         }
-        if (fn(p, ctx, key, fy_node_pair_value(pair), sub) < 0) return -1;
+        if (fn(p, ctx, key, val, sub) < 0) return -1;
     }
     return 0;
 }
 
 /* "1e-3:1e-5", 1e-5, or {init: 1e-3, final: 1e-5} */
-static int get_lr(parser *p, struct fy_node *n, const char *path, double *init, double *final)
+static int get_lr(parser *p, json_t *n, const char *path, double *init, double *final)
 {
-    if (n && fy_node_is_mapping(n)) {
-        void *it = NULL;
-        struct fy_node_pair *pair;
+    if (json_is_object(n)) {
+        const char *key;
+        json_t *val;
         int have_final = 0;
-        while ((pair = fy_node_mapping_iterate(n, &it))) {
-            char key[32], sub[256];
-            if (scalar(p, fy_node_pair_key(pair), path, key, sizeof key) < 0) return -1;
-            snprintf(sub, sizeof sub, "%s.%s", path, key);
+        json_object_foreach(n, key, val)
+        {
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s.%.40s", path, key);
             if (!strcmp(key, "init")) {
-                if (get_double(p, fy_node_pair_value(pair), sub, 1e-12, 10, init) < 0) return -1;
+                if (get_double(p, val, sub, 1e-12, 10, init) < 0) return -1;
             } else if (!strcmp(key, "final")) {
-                if (get_double(p, fy_node_pair_value(pair), sub, 0, 10, final) < 0) return -1;
+                if (get_double(p, val, sub, 0, 10, final) < 0) return -1;
                 have_final = 1;
             } else {
                 return fail(p, sub, "unknown field (known fields of %s: init, final)", path);
@@ -366,7 +376,7 @@ static const char *const stage_fields[] = {
     "warmup", "checkpoint_every", "keep_checkpoints", "clip", "kl_weight", "ce_weight", "loss", "train",
     "seed", NULL};
 
-static int stage_field(parser *p, void *vctx, const char *key, struct fy_node *v, const char *path)
+static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
     stage_ctx *ctx = vctx;
     rl_stage_spec *s = ctx->s;
@@ -427,17 +437,16 @@ static int stage_field(parser *p, void *vctx, const char *key, struct fy_node *v
 }
 
 /* Fields that make no sense for a stage kind are errors, not silently ignored. */
-static int stage_check(parser *p, const rl_stage_spec *s, struct fy_node *n, const char *path, int ranks)
+static int stage_check(parser *p, const rl_stage_spec *s, json_t *n, const char *path, int ranks)
 {
-    if (n && fy_node_is_mapping(n) && !stage_trains(s->kind)) {
-        void *it = NULL;
-        struct fy_node_pair *pair;
-        while ((pair = fy_node_mapping_iterate(n, &it))) {
-            size_t len;
-            const char *k = fy_node_get_scalar(fy_node_pair_key(pair), &len);
-            if (k && !(len == 5 && !memcmp(k, "stage", 5)) && !(len == 4 && !memcmp(k, "seed", 4)))
-                return fail(p, path, "field \"%.*s\" does not apply to a %s stage (it trains nothing)", (int)len,
-                            k, rl_stage_kind_name(s->kind));
+    if (json_is_object(n) && !stage_trains(s->kind)) {
+        const char *k;
+        json_t *val;
+        json_object_foreach(n, k, val)
+        {
+            if (strcmp(k, "stage") && strcmp(k, "seed"))
+                return fail(p, path, "field \"%.40s\" does not apply to a %s stage (it trains nothing)", k,
+                            rl_stage_kind_name(s->kind));
         }
     }
     if (!stage_trains(s->kind)) return 0;
@@ -480,16 +489,16 @@ static int stage_check(parser *p, const rl_stage_spec *s, struct fy_node *n, con
     return 0;
 }
 
-static int parse_stage(parser *p, struct fy_node *n, const char *path, rl_stage_spec *s)
+static int parse_stage(parser *p, json_t *n, const char *path, rl_stage_spec *s)
 {
     char kind_buf[32];
-    struct fy_node *kind_node = n;
-    if (n && fy_node_is_mapping(n)) {
-        kind_node = fy_node_mapping_lookup_by_string(n, "stage", FY_NT);
+    json_t *kind_node = n;
+    if (json_is_object(n)) {
+        kind_node = json_object_get(n, "stage");
         if (!kind_node) return fail(p, path, "missing field \"stage\" (one of pretrain, transfer, align, distill, extend, export)");
     }
     char kpath[256];
-    snprintf(kpath, sizeof kpath, "%s%s", path, n && fy_node_is_mapping(n) ? ".stage" : "");
+    snprintf(kpath, sizeof kpath, "%s%s", path, json_is_object(n) ? ".stage" : "");
     if (scalar(p, kind_node, kpath, kind_buf, sizeof kind_buf) < 0) return -1;
     int k = -1;
     for (int i = 0; i < RL_STAGE__COUNT; i++)
@@ -498,7 +507,7 @@ static int parse_stage(parser *p, struct fy_node *n, const char *path, rl_stage_
         return fail(p, kpath, "\"%s\" is not a stage (one of pretrain, transfer, align, distill, extend, export)",
                     kind_buf);
     stage_defaults(s, (rl_stage_kind)k);
-    if (n && fy_node_is_mapping(n)) {
+    if (json_is_object(n)) {
         stage_ctx ctx = {.s = s};
         double lr_i = s->lr_init, lr_f = s->lr_final;
         if (walk_mapping(p, n, path, stage_fields, stage_field, &ctx) < 0) return -1;
@@ -515,8 +524,8 @@ static int parse_stage(parser *p, struct fy_node *n, const char *path, rl_stage_
 
 typedef struct job_ctx {
     rl_job_spec *spec;
-    struct fy_node *stages;
-    struct fy_node *variant;
+    json_t *stages;
+    json_t *variant;
 } job_ctx;
 
 static const char *const job_fields[] = {"name",   "teacher",      "student",  "data", "stages", "resources",
@@ -525,16 +534,16 @@ static const char *const student_fields[] = {"arch", "variant", "keep_attention_
 static const char *const data_fields[] = {"train", "valid", NULL};
 static const char *const resource_fields[] = {"ranks", "device", "pool", NULL};
 
-static int get_file_list(parser *p, struct fy_node *n, const char *path, char ***out, size_t *count)
+static int get_file_list(parser *p, json_t *n, const char *path, char ***out, size_t *count)
 {
-    if (n && fy_node_is_scalar(n)) {
+    if (json_is_string(n)) {
         *out = calloc(1, sizeof(char *));
         if (!*out) return fail(p, path, "out of memory");
         *count = 1;
         return get_path(p, n, path, 'f', &(*out)[0]);
     }
-    if (!n || !fy_node_is_sequence(n)) return fail(p, path, "expected a file or a list of files, got %s", node_kind(n));
-    int len = fy_node_sequence_item_count(n);
+    if (!json_is_array(n)) return fail(p, path, "expected a file or a list of files, got %s", node_kind(n));
+    int len = (int)json_array_size(n);
     if (len <= 0) return fail(p, path, "empty list");
     if (len > 100000) return fail(p, path, "too many files (%d)", len);
     *out = calloc((size_t)len, sizeof(char *));
@@ -543,12 +552,12 @@ static int get_file_list(parser *p, struct fy_node *n, const char *path, char **
     for (int i = 0; i < len; i++) {
         char sub[256];
         snprintf(sub, sizeof sub, "%s[%d]", path, i);
-        if (get_path(p, fy_node_sequence_get_by_index(n, i), sub, 'f', &(*out)[i]) < 0) return -1;
+        if (get_path(p, json_array_get(n, (size_t)i), sub, 'f', &(*out)[i]) < 0) return -1;
     }
     return 0;
 }
 
-static int student_field(parser *p, void *vctx, const char *key, struct fy_node *v, const char *path)
+static int student_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
     job_ctx *ctx = vctx;
     if (!strcmp(key, "arch")) {
@@ -569,14 +578,14 @@ static int student_field(parser *p, void *vctx, const char *key, struct fy_node 
     return get_int(p, v, path, 0, 1 << 16, &ctx->spec->keep_attention_layers);
 }
 
-static int data_field(parser *p, void *vctx, const char *key, struct fy_node *v, const char *path)
+static int data_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
     rl_job_spec *s = ((job_ctx *)vctx)->spec;
     if (!strcmp(key, "train")) return get_file_list(p, v, path, &s->train_files, &s->n_train);
     return get_file_list(p, v, path, &s->valid_files, &s->n_valid);
 }
 
-static int resource_field(parser *p, void *vctx, const char *key, struct fy_node *v, const char *path)
+static int resource_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
     rl_job_spec *s = ((job_ctx *)vctx)->spec;
     if (!strcmp(key, "ranks")) return get_int(p, v, path, 1, 4096, &s->ranks);
@@ -597,7 +606,7 @@ static int resource_field(parser *p, void *vctx, const char *key, struct fy_node
     return s->pool ? 0 : fail(p, path, "out of memory");
 }
 
-static int job_field(parser *p, void *vctx, const char *key, struct fy_node *v, const char *path)
+static int job_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
     job_ctx *ctx = vctx;
     rl_job_spec *s = ctx->spec;
@@ -631,7 +640,7 @@ static const rl_stage_kind default_plan[] = {RL_STAGE_TRANSFER, RL_STAGE_ALIGN, 
 static int parse_stages(parser *p, job_ctx *ctx)
 {
     rl_job_spec *s = ctx->spec;
-    struct fy_node *n = ctx->stages;
+    json_t *n = ctx->stages;
     if (!n) {
         s->n_stages = sizeof default_plan / sizeof default_plan[0];
         s->stages = calloc(s->n_stages, sizeof *s->stages);
@@ -644,8 +653,9 @@ static int parse_stages(parser *p, job_ctx *ctx)
         }
         return 0;
     }
-    if (!fy_node_is_sequence(n)) return fail(p, "stages", "expected a list of stages, got %s", node_kind(n));
-    int len = fy_node_sequence_item_count(n);
+    if (!json_is_array(n)) return fail(p, "stages", "expected a list of stages, got %s", node_kind(n));
+    if (json_array_size(n) > 64) return fail(p, "stages", "too many stages (%zu, max 64)", json_array_size(n));
+    int len = (int)json_array_size(n);
     if (len <= 0) return fail(p, "stages", "empty list (omit the field for the default plan)");
     if (len > 64) return fail(p, "stages", "too many stages (%d, max 64)", len);
     s->stages = calloc((size_t)len, sizeof *s->stages);
@@ -654,7 +664,7 @@ static int parse_stages(parser *p, job_ctx *ctx)
     for (int i = 0; i < len; i++) {
         char path[64];
         snprintf(path, sizeof path, "stages[%d]", i);
-        struct fy_node *item = fy_node_sequence_get_by_index(n, i);
+        json_t *item = json_array_get(n, (size_t)i);
         if (parse_stage(p, item, path, &s->stages[i]) < 0) return -1;
         if (stage_check(p, &s->stages[i], item, path, s->ranks) < 0) return -1;
         /* Stages run in pipeline order, each at most once. */
@@ -692,7 +702,8 @@ static void diag_capture(struct fy_diag *diag, void *user, const char *buf, size
     }
 }
 
-/* Offset of the first byte that is not well-formed UTF-8 (or a NUL), or len. */
+/* Offset of the first byte that is not well-formed UTF-8 or is a control character other than tab/CR/LF,
+ * or len. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len)
 {
     size_t i = 0;
@@ -700,7 +711,7 @@ static size_t utf8_invalid_at(const unsigned char *s, size_t len)
         unsigned c = s[i];
         size_t n;
         unsigned min;
-        if (c == 0) return i;
+        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return i; /* not YAML-printable */
         if (c < 0x80) {
             i++;
             continue;
@@ -726,12 +737,14 @@ static struct fy_document *load_yaml(const char *text, size_t len, char *err, si
         rl_errf(err, errlen, "job spec too large (%zu bytes, max 1 MiB)", len);
         return NULL;
     }
-    /* libfyaml 0.7.12 can spin forever on malformed UTF-8 (found by fuzz_jobspec: "%\xe8"); the daemon
-     * parses specs from clients, so refuse such bytes before the parser sees them. */
+    /* YAML allows only printable characters, and libfyaml 0.7.12 spins forever on malformed UTF-8 ("%\xe8")
+     * and crashes reporting errors next to control characters (both found by fuzz_jobspec): refuse such
+     * bytes before the parser sees them. */
     size_t bad = utf8_invalid_at((const unsigned char *)text, len);
     if (bad < len) {
-        rl_errf(err, errlen, "invalid YAML: byte %zu is %s; job specs are UTF-8 text", bad,
-                text[bad] ? "not valid UTF-8" : "a NUL");
+        unsigned char b = (unsigned char)text[bad];
+        rl_errf(err, errlen, "invalid YAML: byte %zu (0x%02x) is %s; job specs are UTF-8 text", bad, b,
+                b < 0x20 || b == 0x7f ? "a control character" : "not valid UTF-8");
         return NULL;
     }
     char diag_msg[512] = "";
@@ -753,18 +766,83 @@ static struct fy_document *load_yaml(const char *text, size_t len, char *err, si
     return doc;
 }
 
-char *rl_yaml_to_json(const char *text, size_t len, char *err, size_t errlen)
+/* YAML node tree -> jansson tree.  Scalars become strings (the parser reads every scalar as text), plain
+ * null/~/empty become null.  Aliases are refused: expanding them could be exponential ("billion
+ * laughs"), and specs never need them.  (libfyaml's own JSON emitter is not used: version 0.7.12 crashes
+ * on an empty folded scalar, found by fuzz_jobspec.) */
+static json_t *yaml_to_tree(struct fy_node *n, int depth, char *err, size_t errlen)
+{
+    if (!n) return json_null();
+    if (depth > 64) {
+        rl_errf(err, errlen, "invalid YAML: nesting deeper than 64 levels");
+        return NULL;
+    }
+    if (fy_node_is_alias(n)) {
+        rl_errf(err, errlen, "YAML aliases (*name) are not supported in job specs");
+        return NULL;
+    }
+    void *it = NULL;
+    if (fy_node_is_mapping(n)) {
+        json_t *o = json_object();
+        struct fy_node_pair *pair;
+        while (o && (pair = fy_node_mapping_iterate(n, &it))) {
+            struct fy_node *k = fy_node_pair_key(pair);
+            size_t klen;
+            const char *key = k && fy_node_is_scalar(k) && !fy_node_is_alias(k) ? fy_node_get_scalar(k, &klen) : NULL;
+            if (!key) {
+                rl_errf(err, errlen, "invalid YAML: field names must be plain text");
+                json_decref(o);
+                return NULL;
+            }
+            json_t *v = yaml_to_tree(fy_node_pair_value(pair), depth + 1, err, errlen);
+            if (!v || json_object_setn_new(o, key, klen, v) < 0) {
+                if (v) rl_errf(err, errlen, "invalid YAML: field name is not valid text");
+                json_decref(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    if (fy_node_is_sequence(n)) {
+        json_t *a = json_array();
+        struct fy_node *item;
+        while (a && (item = fy_node_sequence_iterate(n, &it))) {
+            json_t *v = yaml_to_tree(item, depth + 1, err, errlen);
+            if (!v) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, v);
+        }
+        return a;
+    }
+    size_t len;
+    const char *text = fy_node_get_scalar(n, &len);
+    if (!text) text = "", len = 0;
+    if (fy_node_get_style(n) == FYNS_PLAIN &&
+        (len == 0 || (len == 1 && text[0] == '~') || (len == 4 && !memcmp(text, "null", 4))))
+        return json_null();
+    json_t *str = json_stringn(text, len);
+    if (!str) rl_errf(err, errlen, "invalid YAML: a value is not valid text");
+    return str;
+}
+
+static json_t *yaml_load_tree(const char *text, size_t len, char *err, size_t errlen)
 {
     struct fy_document *doc = load_yaml(text, len, err, errlen);
     if (!doc) return NULL;
-    if (!fy_document_root(doc)) {
-        fy_document_destroy(doc);
-        rl_errf(err, errlen, "empty job spec");
-        return NULL;
-    }
-    char *out = fy_emit_document_to_string(doc, FYECF_MODE_JSON_ONELINE);
+    json_t *root = yaml_to_tree(fy_document_root(doc), 0, err, errlen);
     fy_document_destroy(doc);
-    if (!out) rl_errf(err, errlen, "cannot convert the YAML document to JSON");
+    return root;
+}
+
+char *rl_yaml_to_json(const char *text, size_t len, char *err, size_t errlen)
+{
+    json_t *root = yaml_load_tree(text, len, err, errlen);
+    if (!root) return NULL;
+    char *out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(root);
+    if (!out) rl_errf(err, errlen, "out of memory");
     return out;
 }
 
@@ -773,16 +851,18 @@ int rl_jobspec_parse(rl_job_spec *spec, const char *text, size_t len, const char
 {
     memset(spec, 0, sizeof *spec);
     parser p = {.err = err, .errlen = errlen, .base_dir = base_dir, .flags = flags};
-    struct fy_document *doc = load_yaml(text, len, err, errlen);
-    if (!doc) return -1;
-    struct fy_node *root = fy_document_root(doc);
+    if (len > (1u << 20)) return rl_errf(err, errlen, "job spec too large (%zu bytes, max 1 MiB)", len);
+    /* JSON (the canonical form clients send) goes straight to jansson; anything else is YAML. */
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && !(root = yaml_load_tree(text, len, err, errlen))) return -1;
     int rc = -1;
     spec->ranks = 1;
     spec->device = RL_DEVICE_CPU;
     spec->max_restarts = 3;
     spec->arch = RL_ARCH_RWKV7;
     job_ctx ctx = {.spec = spec};
-    if (!root) {
+    if (json_is_null(root)) {
         rl_errf(err, errlen, "empty job spec (needs at least teacher, data.train and output)");
         goto out;
     }
@@ -832,7 +912,7 @@ int rl_jobspec_parse(rl_job_spec *spec, const char *text, size_t len, const char
     }
     rc = 0;
 out:
-    fy_document_destroy(doc);
+    json_decref(root);
     if (rc < 0) rl_jobspec_free(spec);
     return rc;
 }

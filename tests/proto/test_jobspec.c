@@ -128,9 +128,10 @@ static void errors_name_the_field(void)
     expect_error("- a\n- b\n", "expected a mapping, got a list");
     expect_error(BASE "priority: 5000\n", "priority: must be between -1000 and 1000");
     expect_error(BASE "name: 'has space'\n", "name: use letters");
-    expect_error(BASE "x: &a 1\ny: *a\n", "unknown field");
+    expect_error(BASE "x: &a 1\ny: *a\n", "YAML aliases");
     /* Found by fuzz_jobspec: libfyaml spins forever on a directive followed by malformed UTF-8. */
-    expect_error("%\xe8", "byte 1 is not valid UTF-8");
+    expect_error("%\xe8", "byte 1 (0xe8) is not valid UTF-8");
+    expect_error("[[z\x01\x02,z]", "byte 3 (0x01) is a control character");
     expect_error(BASE "name: \"\xc0\xaf\"\n", "not valid UTF-8");
 }
 
