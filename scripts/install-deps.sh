@@ -9,7 +9,7 @@ PKGS=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libuv1-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libjansson-dev libfyaml-dev
   libprotobuf-c-dev protobuf-c-compiler libopenmpi-dev openmpi-bin libopenblas-dev
-  libpcre2-dev libzstd-dev libutf8proc-dev
+  libpcre2-dev libzstd-dev libutf8proc-dev zstd
   # tests: PyTorch references (only /usr/bin/python3 has them), permission tests
   python3 python3-torch python3-numpy util-linux procps
   # HTTP server (llhttp C sources) and the dashboard browser test
