@@ -127,6 +127,26 @@ def test_cancel_running_job_stops_the_pool(root):
         d.stop()
 
 
+def test_restart_of_a_running_job_resumes_without_using_a_restart(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "hang", "--steps", "4")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: state(d, jid) == "RUNNING" and d.json("show", jid)["checkpoints"], what="a checkpoint")
+        out = d.cli("restart", jid).stdout
+        assert "resumes from its latest checkpoint" in out, out
+        wait_for(lambda: len(d.json("show", jid)["attempts"]) == 2, what="second attempt")
+        show = d.json("show", jid)
+        a1, a2 = show["attempts"]
+        assert a1["state"] == "CANCELLED" and a1["failure_reason"] == "restart requested", a1
+        assert a2["state"] == "RUNNING" and a2["resumed_from_checkpoint"] == show["checkpoints"][0]["id"]
+        assert show["restarts"] == 0 and show["state"] == "RUNNING"
+    finally:
+        pool.kill()
+        d.stop()
+
+
 def test_priority_matching_and_max_running(root):
     spec = fixture(root)
     d = Daemon(root, "--max-running", "1").start()
@@ -155,4 +175,4 @@ def test_priority_matching_and_max_running(root):
 if __name__ == "__main__":
     run([test_job_runs_to_completion, test_failure_restarts_from_latest_checkpoint, test_exhausted_restarts_fail_the_job,
          test_lost_pool_and_hang_and_heartbeat, test_cancel_running_job_stops_the_pool,
-         test_priority_matching_and_max_running])
+         test_restart_of_a_running_job_resumes_without_using_a_restart, test_priority_matching_and_max_running])
