@@ -377,6 +377,10 @@ static void api_daemon(rl_daemon *d, http_conn *hc)
         json_object_set_new(by, (const char *)sqlite3_column_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
     if (st) sqlite3_reset(st);
     json_object_set_new(doc, "jobs_by_state", by);
+    /* Where a new event stream should start: the page loads the past through the API. */
+    st = store_stmt(d->db, "SELECT COALESCE(max(id), 0) FROM events");
+    if (st && sqlite3_step(st) == SQLITE_ROW) json_object_set_new(doc, "last_event_id", json_integer(sqlite3_column_int64(st, 0)));
+    if (st) sqlite3_reset(st);
     send_json(hc, 200, doc);
 }
 

@@ -59,9 +59,17 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return count_header_bytes(hp, len);
 }
 
+/* RFC 9110 token characters.  llhttp 8 lets a space or an empty name through; we do not. */
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     http_parser *hp = parser_of(p);
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i])) return refuse(hp, 400, "malformed header name");
     if (hp->field_len + len >= sizeof hp->field) hp->field_overflow = 1;
     else {
         memcpy(hp->field + hp->field_len, at, len);
@@ -87,6 +95,7 @@ static int on_header_value_complete(llhttp_t *p)
     http_request *r = &hp->req;
     hp->field[hp->field_len] = 0;
     hp->value[hp->value_len] = 0;
+    if (hp->field_len == 0 && !hp->field_overflow) return refuse(hp, 400, "empty header name");
     if (!hp->field_overflow) {
         if (!strcasecmp(hp->field, "authorization")) {
             snprintf(r->authorization, sizeof r->authorization, "%s", hp->value);
