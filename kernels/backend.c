@@ -505,3 +505,75 @@ int rl_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_o, fl
     TIMED("readout_backward", NULL,
           be->ops->readout_backward(be, d, d_o, dg, dweight, dbias, dout, o, g, weight, bias, mean, rstd));
 }
+
+/* ---- RAD-RWKV6 time-mix element-wise parts ---- */
+
+static int shift_check(rl_backend *be, const char *op, const rl_shift_dims *d)
+{
+    CHECK(d->batch > 0 && d->seq > 0 && d->dim > 0, "%s: batch=%d seq=%d dim=%d must be positive", op, d->batch,
+          d->seq, d->dim);
+    return 0;
+}
+
+int rl_tokenshift_forward(rl_backend *be, const rl_shift_dims *d, float *out, const float *u, const float *state,
+                          const float *mix)
+{
+    int rc = shift_check(be, "rl_tokenshift_forward", d);
+    if (rc)
+        return rc;
+    TIMED("tokenshift_forward", NULL, be->ops->tokenshift_forward(be, d, out, u, state, mix));
+}
+int rl_tokenshift_backward(rl_backend *be, const rl_shift_dims *d, float *du, float *dstate, float *dmix,
+                           const float *dout, const float *u, const float *state, const float *mix)
+{
+    int rc = shift_check(be, "rl_tokenshift_backward", d);
+    if (rc)
+        return rc;
+    TIMED("tokenshift_backward", NULL, be->ops->tokenshift_backward(be, d, du, dstate, dmix, dout, u, state, mix));
+}
+int rl_rwkv6_ddlerp_forward(rl_backend *be, const rl_shift_dims *d, int rank, float *const x[5], const float *u,
+                            const float *state, const float *const maa[5], const float *s, const float *w2)
+{
+    int rc = shift_check(be, "rl_rwkv6_ddlerp_forward", d);
+    if (rc)
+        return rc;
+    CHECK(rank > 0, "rl_rwkv6_ddlerp_forward: rank=%d must be positive", rank);
+    TIMED("rwkv6_ddlerp_forward", NULL, be->ops->rwkv6_ddlerp_forward(be, d, rank, x, u, state, maa, s, w2));
+}
+int rl_rwkv6_ddlerp_backward(rl_backend *be, const rl_shift_dims *d, int rank, float *du, float *dstate,
+                             float *const dmaa[5], float *ds, float *dw2, const float *const dx[5], const float *u,
+                             const float *state, const float *const maa[5], const float *s, const float *w2)
+{
+    int rc = shift_check(be, "rl_rwkv6_ddlerp_backward", d);
+    if (rc)
+        return rc;
+    CHECK(rank > 0 && du && ds && dw2, "rl_rwkv6_ddlerp_backward: rank=%d; du, ds and dw2 must be given", rank);
+    TIMED("rwkv6_ddlerp_backward", NULL,
+          be->ops->rwkv6_ddlerp_backward(be, d, rank, du, dstate, dmaa, ds, dw2, dx, u, state, maa, s, w2));
+}
+
+static int mix6_check(rl_backend *be, const char *op, const rl_rwkv6_mix_dims *d)
+{
+    CHECK(d->rows > 0 && d->heads > 0 && d->kv_heads > 0 && d->head_dim > 0 && d->heads % d->kv_heads == 0,
+          "%s: rows=%d heads=%d kv_heads=%d head_dim=%d (kv_heads must divide heads)", op, d->rows, d->heads,
+          d->kv_heads, d->head_dim);
+    return 0;
+}
+int rl_rwkv6_mix_forward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *logw, float *kt, float *vt, float *qt,
+                         const float *k, const float *v, const float *q, const float *dlora, const float *decay)
+{
+    int rc = mix6_check(be, "rl_rwkv6_mix_forward", d);
+    if (rc)
+        return rc;
+    TIMED("rwkv6_mix_forward", NULL, be->ops->rwkv6_mix_forward(be, d, logw, kt, vt, qt, k, v, q, dlora, decay));
+}
+int rl_rwkv6_mix_backward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *dk, float *dv, float *dq,
+                          float *ddlora, float *ddecay, const float *dlogw, const float *dkt, const float *dvt,
+                          const float *dqt, const float *k, const float *dlora, const float *decay)
+{
+    int rc = mix6_check(be, "rl_rwkv6_mix_backward", d);
+    if (rc)
+        return rc;
+    TIMED("rwkv6_mix_backward", NULL, be->ops->rwkv6_mix_backward(be, d, dk, dv, dq, ddlora, ddecay, dlogw, dkt,
+                                                                  dvt, dqt, k, dlora, decay));
+}

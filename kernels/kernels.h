@@ -307,4 +307,40 @@ int rl_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_o, fl
                         float *dbias, const float *dout, const float *o, const float *g, const float *weight,
                         const float *bias, const float *mean, const float *rstd);
 
+/* ---- RAD-RWKV6 time-mix element-wise parts ----------------------------------
+ * Token shift over u [batch·seq, dim] (rows of one sequence are consecutive):
+ * δ_t = u_{t−1} − u_t with u_{−1} = state[b] (zeros when state is NULL). */
+typedef struct {
+    int batch, seq, dim;
+} rl_shift_dims;
+
+/* out = u + δ ⊙ mix (mix [dim]); backward accumulates du, dstate (may be NULL), dmix. */
+int rl_tokenshift_forward(rl_backend *be, const rl_shift_dims *d, float *out, const float *u, const float *state,
+                          const float *mix);
+int rl_tokenshift_backward(rl_backend *be, const rl_shift_dims *d, float *du, float *dstate, float *dmix,
+                           const float *dout, const float *u, const float *state, const float *mix);
+/* ddlerp: x_c = u + δ ⊙ (maa_c + s_c·W2[c]) for c = r, k, v, w, g, where s [rows, 5, rank]
+ * = tanh((u + δ⊙maa_x)·maa_w1) and W2 = time_maa_w2 [5, rank, dim]. Backward accumulates
+ * du, dstate (may be NULL), dmaa[c] (may be NULL), ds and dW2. */
+int rl_rwkv6_ddlerp_forward(rl_backend *be, const rl_shift_dims *d, int rank, float *const x[5], const float *u,
+                            const float *state, const float *const maa[5], const float *s, const float *w2);
+int rl_rwkv6_ddlerp_backward(rl_backend *be, const rl_shift_dims *d, int rank, float *du, float *dstate,
+                             float *const dmaa[5], float *ds, float *dw2, const float *const dx[5], const float *u,
+                             const float *state, const float *const maa[5], const float *s, const float *w2);
+
+/* RAD-RWKV6 step before wkv6 (METHOD.md §2 steps 3–5), per row, query head h reading
+ * KV head h/(heads/kv_heads):  logw = max(−e^(decay + dlora), −5), w = e^logw,
+ * k̃ = k_rep ⊙ (1 − w), ṽ = v_rep, q̃ = q·q_scale. k, v [rows, kv_heads·N]; the rest
+ * [rows, D]. Backward accumulates dk, dv, dq, ddlora, ddecay (may be NULL). */
+typedef struct {
+    int rows, heads, kv_heads, head_dim;
+    float q_scale; /* 1/√N */
+} rl_rwkv6_mix_dims;
+
+int rl_rwkv6_mix_forward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *logw, float *kt, float *vt, float *qt,
+                         const float *k, const float *v, const float *q, const float *dlora, const float *decay);
+int rl_rwkv6_mix_backward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *dk, float *dv, float *dq,
+                          float *ddlora, float *ddecay, const float *dlogw, const float *dkt, const float *dvt,
+                          const float *dqt, const float *k, const float *dlora, const float *decay);
+
 #endif

@@ -81,6 +81,23 @@ typedef struct rl__ops {
     int (*readout_backward)(rl_backend *be, const rl_readout_dims *d, float *d_o, float *dg, float *dweight,
                             float *dbias, const float *dout, const float *o, const float *g, const float *weight,
                             const float *bias, const float *mean, const float *rstd);
+    int (*tokenshift_forward)(rl_backend *be, const rl_shift_dims *d, float *out, const float *u,
+                              const float *state, const float *mix);
+    int (*tokenshift_backward)(rl_backend *be, const rl_shift_dims *d, float *du, float *dstate, float *dmix,
+                               const float *dout, const float *u, const float *state, const float *mix);
+    int (*rwkv6_ddlerp_forward)(rl_backend *be, const rl_shift_dims *d, int rank, float *const x[5],
+                                const float *u, const float *state, const float *const maa[5], const float *s,
+                                const float *w2);
+    int (*rwkv6_ddlerp_backward)(rl_backend *be, const rl_shift_dims *d, int rank, float *du, float *dstate,
+                                 float *const dmaa[5], float *ds, float *dw2, const float *const dx[5],
+                                 const float *u, const float *state, const float *const maa[5], const float *s,
+                                 const float *w2);
+    int (*rwkv6_mix_forward)(rl_backend *be, const rl_rwkv6_mix_dims *d, float *logw, float *kt, float *vt,
+                             float *qt, const float *k, const float *v, const float *q, const float *dlora,
+                             const float *decay);
+    int (*rwkv6_mix_backward)(rl_backend *be, const rl_rwkv6_mix_dims *d, float *dk, float *dv, float *dq,
+                              float *ddlora, float *ddecay, const float *dlogw, const float *dkt, const float *dvt,
+                              const float *dqt, const float *k, const float *dlora, const float *decay);
 } rl__ops;
 
 struct rl_backend {

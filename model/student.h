@@ -29,6 +29,8 @@ typedef struct {
     float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w;
     /* RAD-RWKV7 */
     float *w0, *w1, *w2, *a0, *a1, *a2, *v0, *v1, *v2, *g1, *g2, *k_k, *k_a, *r_k, *lnx_w, *lnx_b;
+    /* RAD-RWKV6; maa[5] in the order r, k, v, w, g */
+    float *maa_x, *maa[5], *maa_w1, *maa_w2, *decay, *decay_w1, *decay_w2, *gate_w;
 } rl_tmix_params;
 
 /* Activations saved by the forward and the backward's scratch (backend memory). */
@@ -42,6 +44,8 @@ typedef struct {
     /* backward scratch */
     float *d_r, *d_k, *d_vp, *d_mid, *d_pre, *d_dl, *d_al, *d_gate, *d_nl;
     float *d_logw, *d_ka, *d_kb, *d_kt, *d_v, *d_o, *d_og;
+    /* RAD-RWKV6: shifted input for the first LoRA, tanh of it [R, 5·rank_shift], x_r..x_g */
+    float *xx, *smaa, *xc[5], *d_xx, *d_xc[5];
     int has_backward;
 } rl_tmix_acts;
 
@@ -58,5 +62,13 @@ int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params
 int rl_tmix7_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
                       rl_tmix_acts *a, const float *u, const float *v_first, float *dv_first,
                       const float *rope_cos, const float *rope_sin, const float *dy, float *du);
+
+/* y [R,D] = RAD-RWKV6 time-mix of u; shift_state [batch, D] is u_{−1} (NULL = zeros). */
+int rl_tmix6_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, rl_tmix_acts *a,
+                     const float *u, const float *shift_state, const float *rope_cos, const float *rope_sin,
+                     float *y);
+int rl_tmix6_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
+                      rl_tmix_acts *a, const float *u, const float *shift_state, const float *rope_cos,
+                      const float *rope_sin, const float *dy, float *du);
 
 #endif

@@ -12,54 +12,12 @@
 #include <string.h>
 
 #include "student.h"
+#include "student_int.h"
 
 int rl_lora_rank(int hidden, double e, double m)
 {
     double r = round(pow((double)hidden, e) * m / 32.0);
     return (r < 1 ? 1 : (int)r) * 32;
-}
-
-static int matmul(rl_backend *be, float *c, const float *a, const float *b, int M, int N, int K, int ta, int tb,
-                  float beta)
-{
-    rl_gemm g = {.M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .alpha = 1.0f, .beta = beta};
-    return rl_matmul(be, &g, c, a, b, NULL);
-}
-
-/* y = x·W (W [in, out]) */
-static int lora_forward(rl_backend *be, float *y, const float *x, const float *w, int rows, int in, int out)
-{
-    return matmul(be, y, x, w, rows, out, in, 0, 0, 0.0f);
-}
-/* dx += dy·Wᵀ (dx may be NULL), dW += xᵀ·dy (dw may be NULL) */
-static int lora_backward(rl_backend *be, float *dx, float *dw, const float *dy, const float *x, const float *w,
-                         int rows, int in, int out)
-{
-    int rc = 0;
-    if (dx)
-        rc |= matmul(be, dx, dy, w, rows, in, out, 0, 1, 1.0f);
-    if (dw)
-        rc |= matmul(be, dw, x, dy, in, out, rows, 1, 0, 1.0f);
-    return rc;
-}
-/* y = x·Wᵀ + b (W [out, in]) */
-static int linear_forward(rl_backend *be, float *y, const float *x, const float *w, const float *b, int rows, int in,
-                          int out)
-{
-    rl_gemm g = {.M = rows, .N = out, .K = in, .trans_b = 1, .alpha = 1.0f};
-    return rl_matmul(be, &g, y, x, w, b);
-}
-static int linear_backward(rl_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, int rows, int in, int out)
-{
-    int rc = 0;
-    if (dx)
-        rc |= matmul(be, dx, dy, w, rows, in, out, 0, 0, 1.0f);
-    if (dw)
-        rc |= matmul(be, dw, dy, x, out, in, rows, 1, 0, 1.0f);
-    if (db)
-        rc |= rl_bias_backward(be, db, dy, rows, out);
-    return rc;
 }
 
 /* ---- activations ---- */
@@ -79,6 +37,7 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
     const size_t rmax = (size_t)max4(d->rank_decay, d->rank_iclr, d->rank_value, d->rank_gate > d->rank_shift * 5
                                      ? d->rank_gate : d->rank_shift * 5);
     rl_wkv_dims wd = {d->batch, d->seq, d->heads, d->head_dim, 0};
+    const int rwkv6 = d->arch == RL_STUDENT_RWKV6;
     struct {
         float **p;
         size_t n;
@@ -96,9 +55,16 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
         {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, R * D, 1}, {&a->d_gate, R * D, 1},
         {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, R * D, 1}, {&a->d_kb, R * D, 1},
         {&a->d_kt, R * D, 1}, {&a->d_v, R * D, 1}, {&a->d_o, R * D, 1}, {&a->d_og, R * D, 1},
+        /* RAD-RWKV6 only (n = 0 skips) */
+        {&a->xx, rwkv6 ? R * D : 0, 0}, {&a->smaa, rwkv6 ? R * 5 * (size_t)d->rank_shift : 0, 0},
+        {&a->xc[0], rwkv6 ? R * D : 0, 0}, {&a->xc[1], rwkv6 ? R * D : 0, 0}, {&a->xc[2], rwkv6 ? R * D : 0, 0},
+        {&a->xc[3], rwkv6 ? R * D : 0, 0}, {&a->xc[4], rwkv6 ? R * D : 0, 0}, {&a->d_xx, rwkv6 ? R * D : 0, 1},
+        {&a->d_xc[0], rwkv6 ? R * D : 0, 1}, {&a->d_xc[1], rwkv6 ? R * D : 0, 1},
+        {&a->d_xc[2], rwkv6 ? R * D : 0, 1}, {&a->d_xc[3], rwkv6 ? R * D : 0, 1},
+        {&a->d_xc[4], rwkv6 ? R * D : 0, 1},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        if (t[i].bwd && !backward)
+        if ((t[i].bwd && !backward) || t[i].n == 0 /* not used by this architecture */)
             continue;
         *t[i].p = rl_malloc(be, sizeof(float) * (t[i].n ? t[i].n : 1));
         if (!*t[i].p) {
@@ -117,7 +83,9 @@ void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a)
     float **all[] = {&a->r, &a->k, &a->vp, &a->hw, &a->dl, &a->ha, &a->al, &a->hg, &a->gate, &a->hv, &a->nl,
                      &a->logw, &a->ka, &a->kb, &a->kt, &a->v, &a->o, &a->og, &a->mean, &a->rstd, &a->ckpt,
                      &a->d_r, &a->d_k, &a->d_vp, &a->d_mid, &a->d_pre, &a->d_dl, &a->d_al, &a->d_gate,
-                     &a->d_nl, &a->d_logw, &a->d_ka, &a->d_kb, &a->d_kt, &a->d_v, &a->d_o, &a->d_og};
+                     &a->d_nl, &a->d_logw, &a->d_ka, &a->d_kb, &a->d_kt, &a->d_v, &a->d_o, &a->d_og,
+                     &a->xx, &a->smaa, &a->xc[0], &a->xc[1], &a->xc[2], &a->xc[3], &a->xc[4], &a->d_xx,
+                     &a->d_xc[0], &a->d_xc[1], &a->d_xc[2], &a->d_xc[3], &a->d_xc[4]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         rl_free(be, *all[i]);
         *all[i] = NULL;
@@ -173,25 +141,6 @@ int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params
     rl_readout_dims rd = readout_dims(d);
     rc |= rl_readout_forward(be, &rd, a->og, a->mean, a->rstd, a->o, a->gate, p->lnx_w, p->lnx_b);
     rc |= linear_forward(be, y, a->og, p->o_w, NULL, R, D, D);
-    return rc;
-}
-
-/* LoRA with an activation in the middle: out = f(x·W1)·W2, mid = f(x·W1) saved.
- * Gradients: dmid = dout·W2ᵀ, dW2 += midᵀ·dout, dpre = dmid ⊙ f′, dx += dpre·W1ᵀ, dW1 += xᵀ·dpre. */
-static int lora2_backward(rl_backend *be, rl_tmix_acts *a, int act, float *dx, float *dw1, float *dw2,
-                          const float *dout, const float *x, const float *mid, const float *w1, const float *w2,
-                          int rows, int in, int rank)
-{
-    const size_t n = (size_t)rows * rank;
-    int rc = rl_zero(be, a->d_mid, n * sizeof(float));
-    rc |= lora_backward(be, a->d_mid, dw2, dout, mid, w2, rows, rank, in);
-    const float *dpre = a->d_mid;
-    if (act >= 0) {
-        rc |= rl_zero(be, a->d_pre, n * sizeof(float));
-        rc |= rl_act_backward(be, (rl_act)act, a->d_pre, a->d_mid, mid, n);
-        dpre = a->d_pre;
-    }
-    rc |= lora_backward(be, dx, dw1, dpre, x, w1, rows, in, rank);
     return rc;
 }
 

@@ -198,6 +198,12 @@ static const rl__ops cpu_ops = {
     .rwkv7_mix_backward = rl__cpu_rwkv7_mix_backward,
     .readout_forward = rl__cpu_readout_forward,
     .readout_backward = rl__cpu_readout_backward,
+    .tokenshift_forward = rl__cpu_tokenshift_forward,
+    .tokenshift_backward = rl__cpu_tokenshift_backward,
+    .rwkv6_ddlerp_forward = rl__cpu_rwkv6_ddlerp_forward,
+    .rwkv6_ddlerp_backward = rl__cpu_rwkv6_ddlerp_backward,
+    .rwkv6_mix_forward = rl__cpu_rwkv6_mix_forward,
+    .rwkv6_mix_backward = rl__cpu_rwkv6_mix_backward,
 };
 
 /* Threads: the option, else OMP_NUM_THREADS (omp_get_max_threads honours it),

@@ -64,4 +64,23 @@ int rl__cpu_readout_backward(rl_backend *be, const rl_readout_dims *d, float *d_
                              float *dbias, const float *dout, const float *o, const float *g, const float *weight,
                              const float *bias, const float *mean, const float *rstd);
 
+/* cpu_rwkv6_mix.c */
+int rl__cpu_tokenshift_forward(rl_backend *be, const rl_shift_dims *d, float *out, const float *u,
+                          const float *state, const float *mix);
+int rl__cpu_tokenshift_backward(rl_backend *be, const rl_shift_dims *d, float *du, float *dstate, float *dmix,
+                           const float *dout, const float *u, const float *state, const float *mix);
+int rl__cpu_rwkv6_ddlerp_forward(rl_backend *be, const rl_shift_dims *d, int rank, float *const x[5],
+                            const float *u, const float *state, const float *const maa[5], const float *s,
+                            const float *w2);
+int rl__cpu_rwkv6_ddlerp_backward(rl_backend *be, const rl_shift_dims *d, int rank, float *du, float *dstate,
+                             float *const dmaa[5], float *ds, float *dw2, const float *const dx[5],
+                             const float *u, const float *state, const float *const maa[5], const float *s,
+                             const float *w2);
+int rl__cpu_rwkv6_mix_forward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *logw, float *kt, float *vt,
+                         float *qt, const float *k, const float *v, const float *q, const float *dlora,
+                         const float *decay);
+int rl__cpu_rwkv6_mix_backward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *dk, float *dv, float *dq,
+                          float *ddlora, float *ddecay, const float *dlogw, const float *dkt, const float *dvt,
+                          const float *dqt, const float *k, const float *dlora, const float *decay);
+
 #endif

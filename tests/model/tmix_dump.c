@@ -1,7 +1,7 @@
 /* tmix_dump.c — test helper: runs one C time-mix layer forward and backward on
  * tensors given in a safetensors file and writes what a reference compares.
  *
- * usage: tmix_dump --in FILE --out FILE --arch 7 --variant a|b --layer L --batch B --heads H --kv-heads G
+ * usage: tmix_dump --in FILE --out FILE --arch 7|6 --variant a|b --layer L --batch B --heads H --kv-heads G
  *                  [--rope-theta T | --no-rope]
  * in:  u [R,D], dy [R,D]; layer > 0: v_first [R,D]; layer 0: dv_first [R,D] (the later
  *      layers' gradient of v_first); parameters by their names in the reference release
@@ -14,7 +14,7 @@
 #include "model.h"
 #include "student.h"
 
-#define MAXT 32
+#define MAXT 48
 
 typedef struct {
     const char *name;
@@ -24,7 +24,7 @@ typedef struct {
 int main(int argc, char **argv)
 {
     const char *inp = NULL, *outp = NULL;
-    int variant = 'b', layer = 0, batch = 1, heads = 0, kv = 0, rope = 1;
+    int variant = 'b', layer = 0, batch = 1, heads = 0, kv = 0, rope = 1, arch = 7;
     double theta = 1e6;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
@@ -35,7 +35,7 @@ int main(int argc, char **argv)
         i++;
         if (!strcmp(a, "--in")) inp = v;
         else if (!strcmp(a, "--out")) outp = v;
-        else if (!strcmp(a, "--arch")) (void)0;
+        else if (!strcmp(a, "--arch")) arch = atoi(v);
         else if (!strcmp(a, "--variant")) variant = v[0];
         else if (!strcmp(a, "--layer")) layer = atoi(v);
         else if (!strcmp(a, "--batch")) batch = atoi(v);
@@ -60,14 +60,17 @@ int main(int argc, char **argv)
     }
     const rl_st_tensor *tu = rl_st_find(st, "u");
     const int R = (int)tu->shape[0], D = (int)tu->shape[1], N = D / heads, T = R / batch;
-    rl_tmix_dims d = {.arch = RL_STUDENT_RWKV7, .variant = variant, .hidden = D, .heads = heads, .kv_heads = kv,
+    rl_tmix_dims d = {.arch = arch == 6 ? RL_STUDENT_RWKV6 : RL_STUDENT_RWKV7, .variant = variant, .hidden = D, .heads = heads, .kv_heads = kv,
                       .head_dim = N, .layer = layer, .layers = layer + 2, .qkv_bias = 1, .use_rope = rope,
                       .batch = batch, .seq = T};
-    d.rank_decay = (int)rl_st_find(st, "w1")->shape[1];
-    d.rank_iclr = (int)rl_st_find(st, "a1")->shape[1];
-    d.rank_gate = (int)rl_st_find(st, "g1")->shape[1];
-    d.rank_value = rl_st_find(st, "v1") ? (int)rl_st_find(st, "v1")->shape[1] : 32;
-
+#define RANK(name, dim) (rl_st_find(st, name) ? (int)rl_st_find(st, name)->shape[dim] : 32)
+    if (arch == 6) {
+        d.rank_decay = RANK("time_decay_w1", 1);
+        d.rank_shift = RANK("time_maa_w1", 1) / 5;
+    } else {
+        d.rank_decay = RANK("w1", 1), d.rank_iclr = RANK("a1", 1), d.rank_gate = RANK("g1", 1);
+        d.rank_value = RANK("v1", 1);
+    }
     rl_tmix_params p = {0}, g = {0};
     slot slots[] = {
         {"q_proj.weight", &p.q_w, &g.q_w}, {"q_proj.bias", &p.q_b, &g.q_b}, {"k_proj.weight", &p.k_w, &g.k_w},
@@ -77,6 +80,12 @@ int main(int argc, char **argv)
         {"v1", &p.v1, &g.v1}, {"v2", &p.v2, &g.v2}, {"g1", &p.g1, &g.g1}, {"g2", &p.g2, &g.g2},
         {"k_k", &p.k_k, &g.k_k}, {"k_a", &p.k_a, &g.k_a}, {"ln_x.weight", &p.lnx_w, &g.lnx_w},
         {"ln_x.bias", &p.lnx_b, &g.lnx_b},
+        {"time_maa_x", &p.maa_x, &g.maa_x}, {"time_maa_r", &p.maa[0], &g.maa[0]},
+        {"time_maa_k", &p.maa[1], &g.maa[1]}, {"time_maa_v", &p.maa[2], &g.maa[2]},
+        {"time_maa_w", &p.maa[3], &g.maa[3]}, {"time_maa_g", &p.maa[4], &g.maa[4]},
+        {"time_maa_w1", &p.maa_w1, &g.maa_w1}, {"time_maa_w2", &p.maa_w2, &g.maa_w2},
+        {"time_decay", &p.decay, &g.decay}, {"time_decay_w1", &p.decay_w1, &g.decay_w1},
+        {"time_decay_w2", &p.decay_w2, &g.decay_w2}, {"gate.weight", &p.gate_w, &g.gate_w},
     };
     const int ns = sizeof slots / sizeof slots[0];
     rl_st_entry ents[MAXT + 8];
@@ -116,8 +125,14 @@ int main(int argc, char **argv)
     if (!rc)
         rc = rl_tmix_acts_alloc(be, &d, 1, &a, err, sizeof err);
     if (!rc) {
-        rl_tmix7_forward(be, &d, &p, &a, u, vf, cs, cs + (size_t)T * (N / 2), y);
-        rl_tmix7_backward(be, &d, &p, &g, &a, u, vf, dvf, cs, cs + (size_t)T * (N / 2), dy, du);
+        const float *sn = cs + (size_t)T * (N / 2);
+        if (arch == 6) {
+            rl_tmix6_forward(be, &d, &p, &a, u, NULL, cs, sn, y);
+            rl_tmix6_backward(be, &d, &p, &g, &a, u, NULL, cs, sn, dy, du);
+        } else {
+            rl_tmix7_forward(be, &d, &p, &a, u, vf, cs, sn, y);
+            rl_tmix7_backward(be, &d, &p, &g, &a, u, vf, dvf, cs, sn, dy, du);
+        }
         rc = rl_backend_status(be, err, sizeof err);
     }
     if (rc) {

@@ -1,6 +1,6 @@
-"""The C RAD-RWKV7 time-mix layer (variants a and b, layer 0 and a later layer) equals an independent
-float64 PyTorch reference written from METHOD.md §1: the output, v_first, and the gradient of
-every parameter, of the input u and of v_first.
+"""The C RAD-RWKV7 time-mix layer (variants a and b, layer 0 and a later layer) and the RAD-RWKV6 layer
+equal independent float64 PyTorch references written from METHOD.md §1–2: the output, v_first, and the
+gradient of every parameter, of the input u and of v_first.
 
 Loss: L = Σ y ⊙ dy (+ Σ v_first ⊙ dv_first at layer 0), so dy and dv_first are the incoming gradients.
 Random parameters (never zero), GQA 2, RoPE θ = 1e4, batch 2, T = 21 (not a multiple of the wkv chunk)."""
@@ -76,6 +76,100 @@ def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta):
     return y, v_first
 
 
+def rwkv6_tmix(p, u, H, G, theta, use_rope=False):
+    """METHOD.md §2 (GLA form, no bonus), per-token recurrence with S[key j, value i] as METHOD writes it."""
+    B, T, D = u.shape
+    N = D // H
+    prev = torch.cat([torch.zeros(B, 1, D, dtype=u.dtype), u[:, :-1]], dim=1)
+    delta = prev - u
+    s = torch.tanh((u + delta * p["time_maa_x"]) @ p["time_maa_w1"]).view(B, T, 5, -1)
+    xs = []
+    for c, name in enumerate("rkvwg"):
+        m = s[:, :, c] @ p["time_maa_w2"][c]
+        xs.append(u + delta * (p["time_maa_" + name] + m))
+    xr, xk, xv, xw, xg = xs
+    q = (xr @ p["q_proj.weight"].T + p["q_proj.bias"]).view(B, T, H, N)
+    k = (xk @ p["k_proj.weight"].T + p["k_proj.bias"]).view(B, T, G, N)
+    v = (xv @ p["v_proj.weight"].T + p["v_proj.bias"]).view(B, T, G, N)
+    d = p["time_decay"] + torch.tanh(xw @ p["time_decay_w1"]) @ p["time_decay_w2"]
+    g = torch.sigmoid(xg @ p["gate.weight"].T)
+    if use_rope:
+        q, k = rope(q, theta), rope(k, theta)
+    k = k.repeat_interleave(H // G, dim=2)
+    v = v.repeat_interleave(H // G, dim=2)
+    logw = torch.clamp(-torch.exp(d), min=-5.0).view(B, T, H, N)
+    w = torch.exp(logw)
+    k = k * (1 - w)
+    S = torch.zeros(B, H, N, N, dtype=u.dtype)  # S[b, h, key, value]
+    outs = []
+    for t in range(T):
+        S = w[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(((q[:, t] / math.sqrt(N))[:, :, None, :] @ S).squeeze(-2))
+    o = torch.stack(outs, dim=1).reshape(B, T, D)
+    return (o * g) @ p["o_proj.weight"].T
+
+
+def make_params6(D, H, G, gen):
+    N = D // H
+    KD = G * N
+    rs, rd = 4, 8
+
+    def rnd(*shape, scale=1.0):
+        return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale
+
+    p = {"q_proj.weight": rnd(D, D, scale=0.3), "q_proj.bias": rnd(D, scale=0.2),
+         "k_proj.weight": rnd(KD, D, scale=0.3), "k_proj.bias": rnd(KD, scale=0.2),
+         "v_proj.weight": rnd(KD, D, scale=0.3), "v_proj.bias": rnd(KD, scale=0.2),
+         "o_proj.weight": rnd(D, D, scale=0.3),
+         "time_maa_x": 0.5 + rnd(D, scale=0.4),
+         "time_maa_w1": rnd(D, 5 * rs, scale=0.5), "time_maa_w2": rnd(5, rs, D, scale=0.5),
+         # decays over their whole range: e^(λ+lora) from ~e^-4 to past the −5 clamp
+         "time_decay": rnd(D, scale=3.0), "time_decay_w1": rnd(D, rd, scale=0.3),
+         "time_decay_w2": rnd(rd, D, scale=0.5), "gate.weight": rnd(D, D, scale=0.5)}
+    for name in "rkvwg":
+        p["time_maa_" + name] = rnd(D, scale=0.8)
+    return {k: v.float().double() for k, v in p.items()}
+
+
+def run_case6(tag, tmp, failures):
+    B, T, D, H, G, theta = 2, 19, 32, 4, 2, 1e4
+    gen = torch.Generator().manual_seed(4242)
+    p = make_params6(D, H, G, gen)
+    u = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    dy = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    tensors = dict(p)
+    tensors["u"], tensors["dy"] = u.reshape(B * T, D), dy.reshape(B * T, D)
+    tensors["dv_first"] = torch.zeros(B * T, D, dtype=torch.float64)
+    fin, fout = os.path.join(tmp, tag + ".in.safetensors"), os.path.join(tmp, tag + ".out.safetensors")
+    st.write(fin, tensors)
+    subprocess.run([DUMP, "--in", fin, "--out", fout, "--arch", "6", "--layer", "0", "--batch", str(B),
+                    "--heads", str(H), "--kv-heads", str(G), "--no-rope"], check=True)
+    c = st.read(fout)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+    u_ = u.clone().requires_grad_(True)
+    y = rwkv6_tmix(leaves, u_, H, G, theta)
+    (y * dy).sum().backward()
+    compare(tag, "y", c["y"], y, "out", failures)
+    compare(tag, "grad u", c["grad.u"], u_.grad, "grad", failures)
+    for k, v in leaves.items():
+        if "grad." + k not in c:
+            print(f"  {tag}: C wrote no gradient for {k}")
+            failures.append(f"{tag} missing grad {k}")
+            continue
+        compare(tag, "grad " + k, c["grad." + k], v.grad, "grad", failures)
+
+
+def compare(tag, name, got, ref, kind, failures):
+    ref = ref.detach().reshape(got.shape)
+    err = (got - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    ok = err <= TOL[kind] * scale + 1e-7
+    print(f"  {tag:22s} {name:22s} max_abs={err:.3e} max_rel={err / max(scale, 1e-30):.3e} "
+          f"(|ref|max {scale:.2e}, tol {TOL[kind]:.0e}) {'ok' if ok else 'FAIL'}")
+    if not ok:
+        failures.append(f"{tag} {name}")
+
+
 def make_params(D, H, G, variant, layer, gen):
     N = D // H
     KD = G * N
@@ -125,28 +219,18 @@ def run_case(tag, variant, layer, tmp, failures):
         loss = loss + (vf * extra).sum()
     loss.backward()
 
-    def compare(name, got, ref, kind):
-        ref = ref.detach().reshape(got.shape)
-        err = (got - ref).abs().max().item()
-        scale = ref.abs().max().item()
-        ok = err <= TOL[kind] * scale + 1e-7
-        print(f"  {tag:22s} {name:22s} max_abs={err:.3e} max_rel={err / max(scale, 1e-30):.3e} "
-              f"(|ref|max {scale:.2e}, tol {TOL[kind]:.0e}) {'ok' if ok else 'FAIL'}")
-        if not ok:
-            failures.append(f"{tag} {name}")
-
-    compare("y", c["y"], y, "out")
+    compare(tag, "y", c["y"], y, "out", failures)
     if layer == 0:
-        compare("v_first", c["v_first"], vf, "out")
+        compare(tag, "v_first", c["v_first"], vf, "out", failures)
     else:
-        compare("grad v_first", c["grad.v_first"], vf_in.grad, "grad")
-    compare("grad u", c["grad.u"], u_.grad, "grad")
+        compare(tag, "grad v_first", c["grad.v_first"], vf_in.grad, "grad", failures)
+    compare(tag, "grad u", c["grad.u"], u_.grad, "grad", failures)
     for k, v in leaves.items():
         if "grad." + k not in c:
             print(f"  {tag}: C wrote no gradient for {k}")
             failures.append(f"{tag} missing grad {k}")
             continue
-        compare("grad " + k, c["grad." + k], v.grad, "grad")
+        compare(tag, "grad " + k, c["grad." + k], v.grad, "grad", failures)
 
 
 def main():
@@ -158,7 +242,8 @@ def main():
         for variant in ("a", "b"):
             for layer in (0, 1):
                 run_case(f"rwkv7{variant}_layer{layer}", variant, layer, tmp, failures)
-    print("FAIL: " + ", ".join(failures) if failures else "PASS: C RAD-RWKV7 time-mix equals the PyTorch reference")
+        run_case6("rwkv6", tmp, failures)
+    print("FAIL: " + ", ".join(failures) if failures else "PASS: C RAD-RWKV7/6 time-mix equals the PyTorch reference")
     return 1 if failures else 0
 
 
