@@ -120,7 +120,7 @@ class Chart {
     g.textAlign = "center"; g.textBaseline = "top";
     for (let i = 0; i <= 4; i++) {
       const x = x0 + ((x1 - x0) * i) / 4;
-      g.fillText("step " + fmtNum(x, 4), Math.min(w - 30, Math.max(this.padL + 20, X(x))), h - padB + 4);
+      g.fillText("step " + (x1 - x0 > 20 ? Math.round(x).toLocaleString() : fmtNum(x, 4)), Math.min(w - 30, Math.max(this.padL + 20, X(x))), h - padB + 4);
     }
     if (!this.xs.length) {
       g.textBaseline = "middle"; g.fillText("no data yet", this.padL + pw / 2, padT + ph / 2);
@@ -198,9 +198,11 @@ function jobView(main, id) {
   return async function update() {
     const j = await api("/api/jobs/" + id);
     head.replaceChildren(el("h1", {}, `#${j.id} ${j.name} `, stateBadge(j.state)),
-      el("div", { class: "kv muted" }, "owner", j.owner, "progress", progressBar(j.progress), "tokens/s", j.tokens_per_s ? fmtNum(j.tokens_per_s) : "—",
-        "ETA", fmtDuration(j.eta_s), "submitted", fmtTime(j.submitted_at_ms), "output", j.result_path || j.output_dir,
-        ...(j.failure_reason ? ["failure", el("span", { class: "err" }, j.failure_reason)] : [])));
+      el("div", { class: "kv" }, ...[["owner", j.owner], ["progress", progressBar(j.progress)],
+        ["tokens/s", j.tokens_per_s ? fmtNum(j.tokens_per_s) : "—"], ["ETA", fmtDuration(j.eta_s)],
+        ["submitted", fmtTime(j.submitted_at_ms)], ["output", j.result_path || j.output_dir],
+        ...(j.failure_reason ? [["failure", el("span", { class: "err" }, j.failure_reason)]] : [])]
+        .flatMap(([k, v]) => [el("span", { class: "muted" }, k), el("span", {}, v)])));
     const verbs = { QUEUED: ["hold", "cancel"], HELD: ["release", "cancel"], RUNNING: ["cancel", "restart"], RECOVERING: ["cancel"],
       INTERRUPTED: ["hold", "restart", "cancel"], COMPLETED: ["restart"], FAILED: ["restart"], CANCELLED: ["restart"] }[j.state] || [];
     actions.replaceChildren(...(token() ? verbs.map((v) => el("button", { "data-action": v, onclick: () => act(v) }, v)) : []));
