@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "student.h"
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 {
@@ -338,13 +339,22 @@ int cmd_score(int argc, char **argv)
     rl_backend *be = NULL;
     rl_model *m = NULL;
     rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = threads};
+    rl_student *stu = NULL; /* a RADLADS student folder: its base model holds the head */
     int rc = rl_backend_create(&be, &bo, err, sizeof err);
-    if (!rc)
-        rc = rl_model_load(&m, be, model_dir, 0, err, sizeof err);
-    if (!rc)
-        rc = rl_model_prepare(m, 1, T, 0, chunk, err, sizeof err);
-    if (!rc)
-        rc = rl_model_forward(m, ids, err, sizeof err);
+    if (!rc && rl_student_is_student_dir(model_dir)) {
+        rc = rl_student_load(&stu, be, model_dir, err, sizeof err);
+        if (!rc)
+            m = stu->base, rc = rl_student_prepare(stu, 1, T, chunk, err, sizeof err);
+        if (!rc)
+            rc = rl_student_forward(stu, ids, err, sizeof err);
+    } else {
+        if (!rc)
+            rc = rl_model_load(&m, be, model_dir, 0, err, sizeof err);
+        if (!rc)
+            rc = rl_model_prepare(m, 1, T, 0, chunk, err, sizeof err);
+        if (!rc)
+            rc = rl_model_forward(m, ids, err, sizeof err);
+    }
     double loss = 0;
     int32_t *targets = malloc(sizeof *targets * (size_t)T);
     if (!rc) {
@@ -380,7 +390,10 @@ int cmd_score(int argc, char **argv)
     }
     free(targets);
     free(ids);
-    rl_model_destroy(m);
+    if (stu)
+        rl_student_destroy(stu);
+    else
+        rl_model_destroy(m);
     rl_backend_destroy(be);
     return rc ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 #define RL_STUDENT_H
 
 #include "kernels.h"
+#include "model.h"
 
 typedef enum { RL_STUDENT_RWKV7 = 7, RL_STUDENT_RWKV6 = 6 } rl_student_arch;
 
@@ -70,5 +71,43 @@ int rl_tmix6_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params
 int rl_tmix6_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
                       rl_tmix_acts *a, const float *u, const float *shift_state, const float *rope_cos,
                       const float *rope_sin, const float *dy, float *du);
+
+/* ---- the student model ----------------------------------------------------
+ * The teacher's embedding, norms, MLPs and LM head (an rl_model, `base`) with a
+ * time-mix layer in place of attention in layers [0, layers − attention_layers);
+ * the last attention_layers layers keep softmax attention (hybrid). The time-mix
+ * q/k/v/o tensors are the base model's self_attn tensors (same names). */
+typedef struct rl_student {
+    rl_model *base;
+    rl_student_arch arch;
+    int variant, attention_layers, use_rope;
+    int rank_decay, rank_iclr, rank_value, rank_gate, rank_shift;
+    rl_arena *tparams;       /* the new tensors, reference-release names */
+    rl_tmix_params *tp;      /* per layer; q/k/v/o point into base */
+    rl_tmix_dims *td;        /* per layer */
+    rl_tmix_acts *ta;        /* per layer, after rl_student_prepare */
+    float *v_first;          /* [R, D] */
+} rl_student;
+
+/* "rad-rwkv7" / "rad-rwkv6" */
+int rl_student_arch_from_name(const char *s, rl_student_arch *out);
+const char *rl_student_arch_name(rl_student_arch a);
+/* 1 if dir/config.json describes a student written by rl_student_save */
+int rl_student_is_student_dir(const char *dir);
+
+/* Weight transfer: loads the teacher folder, copies q/k/v/o (and everything else),
+ * initialises every new tensor by its METHOD.md formula from seed. */
+int rl_student_transfer(rl_student **out, rl_backend *be, const char *teacher_dir, rl_student_arch arch, int variant,
+                        int attention_layers, uint64_t seed, char *err, size_t errlen);
+int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err, size_t errlen);
+/* config.json (arch, variant, every dimension) + model.safetensors, fp32 */
+int rl_student_save(const rl_student *s, const char *dir, char *err, size_t errlen);
+void rl_student_destroy(rl_student *s);
+
+/* Activations for batch×seq (forward only). */
+int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *err, size_t errlen);
+/* Embedding → layers → final norm into s->base->lnf; then rl_model_loss(s->base, …)
+ * and rl_model_logits work as for a teacher. */
+int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t errlen);
 
 #endif
