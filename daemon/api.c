@@ -34,6 +34,8 @@ const char *const http_route_names[ROUTE_COUNT] = {
 
 /* ---- responses ---- */
 
+static json_t *text_json(const char *s, size_t n);
+
 static void send_json(http_conn *hc, int status, json_t *doc)
 {
     json_object_set_new(doc, "schema_version", json_integer(1));
@@ -57,7 +59,7 @@ static void send_error(http_conn *hc, int status, const char *extra_headers, con
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     json_t *doc = json_object();
-    json_object_set_new(doc, "error", json_string(msg) ? json_string(msg) : json_string("?"));
+    json_object_set_new(doc, "error", text_json(msg, strlen(msg)));
     json_object_set_new(doc, "status", json_integer(status));
     json_object_set_new(doc, "schema_version", json_integer(1));
     char *text = json_dumps(doc, JSON_COMPACT);
