@@ -216,7 +216,7 @@ int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, f
  *   wkv6:             S ← S diag(d) + v kᵀ;          y = S r
  * (RWKV-7 maps a = −κ̂, b = κ̂ ⊙ α; wkv6 ignores a and b.) state_in NULL = zeros;
  * state_out (may be NULL) receives the final state, so a long sequence can be run
- * in pieces. ckpt (may be NULL) receives the state before every chunk of `chunk`
+ * in pieces; state_out may be state_in (updated in place). ckpt (may be NULL) receives the state before every chunk of `chunk`
  * tokens, rl_wkv_checkpoint_floats() floats; the backward rebuilds each chunk's
  * states from it (or, given NULL, replays the forward from state_in first).
  * Backward ACCUMULATES into every gradient and into dstate_in (may be NULL);

@@ -593,3 +593,116 @@ int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t e
     rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D, eps);
     return rl_backend_status(be, err, errlen);
 }
+
+/* ---- recurrent inference ---- */
+
+int rl_student_state_create(rl_student_state **out, const rl_student *s, int batch, int max_pos, char *err,
+                            size_t errlen)
+{
+    const rl_model_config *c = &s->base->cfg;
+    rl_backend *be = s->base->be;
+    *out = NULL;
+    if (s->attention_layers > 0) {
+        snprintf(err, errlen, "recurrent inference: this student keeps %d softmax-attention layers, which need a KV "
+                 "cache (not implemented); run the parallel forward instead", s->attention_layers);
+        return RL_ENOTSUP;
+    }
+    if (batch <= 0 || max_pos <= 0) {
+        snprintf(err, errlen, "recurrent inference: batch=%d max_pos=%d must be positive", batch, max_pos);
+        return RL_EINVAL;
+    }
+    rl_student_state *st = calloc(1, sizeof *st);
+    if (!st || !(st->wkv = calloc((size_t)c->layers, sizeof *st->wkv)) ||
+        !(st->shift = calloc((size_t)c->layers, sizeof *st->shift))) {
+        if (st)
+            free(st->wkv);
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    st->batch = batch, st->max_pos = max_pos;
+    const size_t ns = (size_t)batch * c->heads * c->head_dim * c->head_dim, half = (size_t)c->head_dim / 2;
+    int rc = 0;
+    for (int l = 0; l < student_layers(s) && !rc; l++) {
+        st->wkv[l] = rl_malloc(be, ns * sizeof(float));
+        if (s->arch == RL_STUDENT_RWKV6)
+            st->shift[l] = rl_malloc(be, (size_t)batch * c->hidden * sizeof(float));
+        rc = !st->wkv[l] || (s->arch == RL_STUDENT_RWKV6 && !st->shift[l]) ? RL_ENOMEM : 0;
+        if (!rc)
+            rc = rl_zero(be, st->wkv[l], ns * sizeof(float));
+        if (!rc && st->shift[l])
+            rc = rl_zero(be, st->shift[l], (size_t)batch * c->hidden * sizeof(float));
+    }
+    float *host = rc ? NULL : malloc(sizeof(float) * 2 * (size_t)max_pos * half + 4);
+    st->rope_cos = rl_malloc(be, sizeof(float) * (size_t)max_pos * half + 4);
+    st->rope_sin = rl_malloc(be, sizeof(float) * (size_t)max_pos * half + 4);
+    if (!rc && (!host || !st->rope_cos || !st->rope_sin))
+        rc = RL_ENOMEM;
+    if (!rc) {
+        rl_rope_tables(c, max_pos, host, host + (size_t)max_pos * half);
+        rl_upload(be, st->rope_cos, host, sizeof(float) * (size_t)max_pos * half);
+        rl_upload(be, st->rope_sin, host + (size_t)max_pos * half, sizeof(float) * (size_t)max_pos * half);
+    }
+    free(host);
+    if (rc) {
+        snprintf(err, errlen, "recurrent inference: cannot allocate the state for batch %d", batch);
+        rl_backend_clear_error(be);
+        rl_student_state_destroy(s, st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+void rl_student_state_destroy(const rl_student *s, rl_student_state *st)
+{
+    if (!st)
+        return;
+    for (int l = 0; l < s->base->cfg.layers; l++) {
+        rl_free(s->base->be, st->wkv[l]);
+        rl_free(s->base->be, st->shift[l]);
+    }
+    rl_free(s->base->be, st->rope_cos);
+    rl_free(s->base->be, st->rope_sin);
+    free(st->wkv), free(st->shift);
+    free(st);
+}
+
+int rl_student_forward_state(rl_student *s, rl_student_state *st, const int32_t *tokens, char *err, size_t errlen)
+{
+    rl_model *m = s->base;
+    rl_backend *be = m->be;
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq, D = c->hidden, T = m->seq;
+    const float eps = (float)c->rms_norm_eps;
+    if (m->batch != st->batch || st->pos + T > st->max_pos) {
+        snprintf(err, errlen, "recurrent inference: %d×%d tokens at position %d do not fit a state for batch %d "
+                 "and %d positions", m->batch, T, st->pos, st->batch, st->max_pos);
+        return RL_EINVAL;
+    }
+    const size_t half = (size_t)c->head_dim / 2;
+    const float *cs = st->rope_cos + (size_t)st->pos * half, *sn = st->rope_sin + (size_t)st->pos * half;
+    rl_upload(be, m->tokens, tokens, sizeof(int32_t) * (size_t)R);
+    rl_embedding_forward(be, m->layer_acts[0].x_in, m->tokens, m->p.embed, R, c->vocab, D);
+    for (int l = 0; l < c->layers; l++) {
+        rl_layer_acts *la = &m->layer_acts[l];
+        const rl_layer_params *lp = &m->p.layers[l];
+        rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
+        s->ta[l].wkv_state = st->wkv[l];
+        if (s->arch == RL_STUDENT_RWKV7) {
+            rl_tmix7_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, s->v_first, cs, sn, la->attn_out);
+        } else {
+            rl_tmix6_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, st->shift[l], cs, sn, la->attn_out);
+            for (int b = 0; b < m->batch; b++) /* the shift state becomes each sequence's last input */
+                rl_copy(be, st->shift[l] + (size_t)b * D, la->ln1 + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
+        }
+        s->ta[l].wkv_state = NULL;
+        rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
+        rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
+        rl_mlp_block_forward(m, lp, la, la->x_out);
+        rl_accumulate(be, la->x_out, la->res_mid, (size_t)R * D);
+    }
+    rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D, eps);
+    st->pos += T;
+    return rl_backend_status(be, err, errlen);
+}

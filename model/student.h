@@ -47,6 +47,9 @@ typedef struct {
     float *d_logw, *d_ka, *d_kb, *d_kt, *d_v, *d_o, *d_og;
     /* RAD-RWKV6: shifted input for the first LoRA, tanh of it [R, 5·rank_shift], x_r..x_g */
     float *xx, *smaa, *xc[5], *d_xx, *d_xc[5];
+    /* recurrent inference: when set, wkv starts from and ends in this state
+     * [batch, heads, N, N] (no checkpoints are written) */
+    float *wkv_state;
     int has_backward;
 } rl_tmix_acts;
 
@@ -109,5 +112,25 @@ int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *
 /* Embedding → layers → final norm into s->base->lnf; then rl_model_loss(s->base, …)
  * and rl_model_logits work as for a teacher. */
 int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t errlen);
+
+/* ---- recurrent inference ------------------------------------------------------
+ * O(1) state per time-mix layer: the wkv state [batch, heads, N, N] fp32, the
+ * RWKV6 shift vector [batch, D], and the absolute position for RoPE. Feed a prompt
+ * in parallel, then one token at a time; each call continues where the last ended
+ * and equals the parallel forward over the whole sequence. */
+typedef struct {
+    int batch, max_pos, pos;
+    float **wkv, **shift; /* per layer */
+    float *rope_cos, *rope_sin; /* [max_pos, N/2] */
+} rl_student_state;
+
+/* Zero state for batch sequences of up to max_pos tokens (hybrid students need a
+ * KV cache for their attention layers and are refused). */
+int rl_student_state_create(rl_student_state **out, const rl_student *s, int batch, int max_pos, char *err,
+                            size_t errlen);
+void rl_student_state_destroy(const rl_student *s, rl_student_state *st);
+/* Runs batch×seq new tokens (s prepared for that batch and seq) from the state and
+ * advances it; leaves the final-norm output in s->base->lnf like rl_student_forward. */
+int rl_student_forward_state(rl_student *s, rl_student_state *st, const int32_t *tokens, char *err, size_t errlen);
 
 #endif

@@ -56,7 +56,8 @@ int rl_tmix6_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params
     rc |= rl_rwkv6_mix_forward(be, &md, a->logw, a->kt, a->v, a->kb, a->k, a->vp, a->r, a->dl, p->decay);
     rl_wkv_dims wd = {d->batch, d->seq, d->heads, N, 0};
     rl_wkv_in wi = {a->kb, a->logw, a->kt, a->v, NULL, NULL};
-    rc |= rl_wkv6_forward(be, &wd, a->o, NULL, a->ckpt, &wi, NULL);
+    rc |= a->wkv_state ? rl_wkv6_forward(be, &wd, a->o, a->wkv_state, NULL, &wi, a->wkv_state)
+                       : rl_wkv6_forward(be, &wd, a->o, NULL, a->ckpt, &wi, NULL);
     rl_readout_dims rd = {R, d->heads, N, 0, 0.0f, 1.0f};
     rc |= rl_readout_forward(be, &rd, a->og, NULL, NULL, a->o, a->gate, NULL, NULL);
     rc |= linear_forward(be, y, a->og, p->o_w, NULL, R, D, D);

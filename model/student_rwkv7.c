@@ -137,7 +137,8 @@ int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params
     rc |= rl_rwkv7_mix_forward(be, &md, &out, v_first, &in);
     rl_wkv_dims wd = {d->batch, d->seq, d->heads, N, 0};
     rl_wkv_in wi = {a->r, a->logw, a->kt, a->v, a->ka, a->kb};
-    rc |= rl_wkv7_forward(be, &wd, a->o, NULL, a->ckpt, &wi, NULL);
+    rc |= a->wkv_state ? rl_wkv7_forward(be, &wd, a->o, a->wkv_state, NULL, &wi, a->wkv_state)
+                       : rl_wkv7_forward(be, &wd, a->o, NULL, a->ckpt, &wi, NULL);
     rl_readout_dims rd = readout_dims(d);
     rc |= rl_readout_forward(be, &rd, a->og, a->mean, a->rstd, a->o, a->gate, p->lnx_w, p->lnx_b);
     rc |= linear_forward(be, y, a->og, p->o_w, NULL, R, D, D);

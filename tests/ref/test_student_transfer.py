@@ -7,6 +7,7 @@
   (so every x_c = u: token shift is a no-op at init), U(−0.01, 0.01) second LoRA stages; same seed, same bytes.
 - `radlads score` on the student folder equals a float64 PyTorch student (teacher_ref's blocks with the
   time-mix references of test_tmix_vs_torch.py), at init and with every new tensor randomised; hybrid too.
+- Recurrent inference (parallel prompt, then O(1) state steps) equals the parallel forward over 1,000 tokens.
 - Bad input: unknown variant, head size that does not divide the hidden size, LoRA shapes that disagree
   with config.json → clear errors."""
 import json
@@ -26,6 +27,7 @@ from test_tmix_vs_torch import rwkv6_tmix, rwkv7_tmix  # noqa: E402
 BUILD = os.environ.get("RADLADS_BUILD", "build")
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
+STEPPER = os.path.join(BUILD, "tests", "worker", "student_recurrent_check")
 failures = []
 
 
@@ -184,6 +186,16 @@ def main():
                     sw[k] = (torch.rand(sw[k].shape, generator=gen, dtype=torch.float64) * 2 - 1) * 0.5 + sw[k]
             st.write(os.path.join(out, "model.safetensors"), sw)
             check_score(tag + " randomised", out, ids)
+            if "hybrid" not in tag:
+                r = subprocess.run([STEPPER, "--model", out, "--tokens", "1000", "--prompt", "300"],
+                                   capture_output=True, text=True)
+                print(r.stdout.rstrip(), r.stderr.rstrip())
+                check(f"{tag} randomised: prompt + 700 single steps equal the parallel forward over 1000 tokens",
+                      r.returncode == 0)
+            else:
+                r = subprocess.run([STEPPER, "--model", out], capture_output=True, text=True)
+                check(f"{tag}: recurrent inference of a hybrid is refused with a reason",
+                      r.returncode == 1 and "KV cache" in r.stderr)
         again = os.path.join(tmp, "again")
         transfer(teacher, again, "--arch", "rad-rwkv7", "--seed", "9")
         a1 = open(os.path.join(again, "model.safetensors"), "rb").read()
