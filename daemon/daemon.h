@@ -156,6 +156,8 @@ int http_connections(rl_daemon *d);
 /* Streams events newer than each stream's last id; called from server_after_commit. */
 void sse_fanout(rl_daemon *d);
 void sse_heartbeat(rl_daemon *d);
+/* Pushes one training progress report to the SSE streams that follow its job (or all jobs). */
+void sse_progress(rl_daemon *d, int64_t job_id, int stage_idx, const Radlads__Progress *m);
 
 /* ---- jobs.c ---- */
 int job_state_terminal(const char *state);

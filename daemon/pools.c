@@ -248,7 +248,11 @@ static void progress(rl_daemon *d, pool *p, Radlads__Progress *m)
         sqlite3_bind_int64(st, 2, now);
         rc = store_exec_stmt(d->db, st);
     }
-    if (rc < 0 || store_commit(d->db) < 0) store_rollback(d->db);
+    if (rc < 0 || store_commit(d->db) < 0) {
+        store_rollback(d->db);
+        return;
+    }
+    sse_progress(d, p->job_id, p->stage_idx, m);
 }
 
 static void checkpoint_saved(rl_daemon *d, pool *p, Radlads__CheckpointSaved *m)

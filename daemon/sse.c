@@ -118,6 +118,27 @@ void sse_fanout(rl_daemon *d)
     }
 }
 
+/* Training progress is pushed as a named event without an id: it is not a row of the events table
+ * (Last-Event-ID replays state history; the latest progress is always in /api/jobs/ID).  Browsers see
+ * it through addEventListener('progress', ...). */
+void sse_progress(rl_daemon *d, int64_t job_id, int stage_idx, const Radlads__Progress *m)
+{
+    http_conn *first = http_streams_first(d);
+    if (!first) return;
+    char line[512];
+    int n = snprintf(line, sizeof line,
+                     "event: progress\ndata: {\"job_id\":%lld,\"stage_idx\":%d,\"step\":%lld,\"tokens\":%lld,"
+                     "\"loss\":%.9g,\"lr\":%.9g,\"tokens_per_s\":%.9g,\"grad_norm\":%.9g,\"time_ms\":%lld}\n\n",
+                     (long long)job_id, stage_idx, (long long)m->step, (long long)m->tokens, m->loss, m->lr,
+                     m->tokens_per_s, m->grad_norm, (long long)(m->time_ms ? m->time_ms : now_ms()));
+    if (n <= 0 || (size_t)n >= sizeof line) return;
+    for (http_conn *hc = first, *next; hc; hc = next) {
+        next = http_streams_next(hc);
+        int64_t want = http_stream_job(hc);
+        if (!want || want == job_id) http_write(hc, line, (size_t)n);
+    }
+}
+
 void sse_heartbeat(rl_daemon *d)
 {
     char line[64];

@@ -137,7 +137,8 @@ class SSE:
         assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
         self.comments = []
 
-    def next_event(self, timeout=10):
+    def next_event(self, timeout=10, kind="message"):
+        """The next event of the given type: "message" (state events: (id, data)) or "progress" (None, data)."""
         self.s.settimeout(timeout)
         while True:
             while b"\n\n" in self.buf:
@@ -149,8 +150,8 @@ class SSE:
                     elif ":" in line:
                         k, v = line.split(":", 1)
                         ev[k] = v[1:] if v.startswith(" ") else v
-                if "data" in ev:
-                    return int(ev["id"]), json.loads(ev["data"])
+                if "data" in ev and ev.get("event", "message") == kind:
+                    return (int(ev["id"]) if "id" in ev else None), json.loads(ev["data"])
             chunk = self.s.recv(65536)
             if not chunk:
                 raise EOFError("stream closed")
@@ -202,6 +203,37 @@ def test_sse_replay_with_last_event_id_loses_nothing(root):
         s.close()
         assert request(d, "GET", "/api/events", {"Last-Event-ID": "abc"})[0] == 400
     finally:
+        d.stop()
+
+
+def test_sse_pushes_live_progress_of_the_followed_job(root):
+    spec = fixture(root)
+    d = start(root)
+    pool = d.poolsim("--mode", "hang", "--steps", "6", "--step-ms", "100")
+    try:
+        other = submit(d, spec, "--hold")
+        jid = submit(d, spec)
+        s_all = SSE(d, "/api/events")
+        s_job = SSE(d, f"/api/events?job={jid}")
+        s_other = SSE(d, f"/api/events?job={other}")
+        got = [s_job.next_event(kind="progress")[1] for _ in range(3)]
+        assert [g["step"] for g in got] == sorted(g["step"] for g in got) and all(g["job_id"] == jid for g in got)
+        assert got[0]["loss"] > 0 and got[0]["tokens"] == got[0]["step"] * 1000, got[0]
+        assert s_all.next_event(kind="progress")[1]["job_id"] == jid
+        # The stream of another job gets none of this job's progress (only heartbeats would come).
+        try:
+            s_other.next_event(timeout=1.0, kind="progress")
+            raise AssertionError("progress of another job leaked into a job-filtered stream")
+        except socket.timeout:
+            pass
+        # Progress events carry no id: Last-Event-ID keeps meaning "state events up to here".
+        d.cli("cancel", other)
+        ev_id, ev = s_other.next_event()
+        assert ev["to"] == "CANCELLED" and ev_id is not None
+        for s in (s_all, s_job, s_other):
+            s.close()
+    finally:
+        pool.kill()
         d.stop()
 
 
@@ -336,4 +368,4 @@ def test_metrics_parse_as_prometheus_text_with_live_values(root):
 if __name__ == "__main__":
     run([test_jobs_list_filters_and_job_detail, test_live_progress_metrics_series_downsampled_logs_events,
          test_posts_need_the_token_and_share_the_cli_code_path, test_sse_replay_with_last_event_id_loses_nothing,
-         test_metrics_parse_as_prometheus_text_with_live_values])
+         test_sse_pushes_live_progress_of_the_followed_job, test_metrics_parse_as_prometheus_text_with_live_values])
