@@ -1,13 +1,17 @@
 /* radlads-worker: runs the conversion stages. main is a small dispatcher:
  *   radlads-worker run --stage transfer ...   weight transfer (teacher -> initial student)
- * The trainer and worker-pools issues add stages and the daemon connection here. */
+ *   radlads-worker run --stage align|distill|extend|pretrain ...   training (trainer.h)
+ *   radlads-worker run --stage export ...     HF-style folder with the teacher's tokenizer files
+ * The worker-pools issue adds MPI and the daemon connection here. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobspec.h"
 #include "student.h"
+#include "trainer.h"
 
 static void usage(FILE *f)
 {
@@ -16,7 +20,51 @@ static void usage(FILE *f)
                "transfer: copies the teacher's weights into a RADLADS student and initialises the new time-mix\n"
                "tensors by their METHOD.md formulas (seeded); writes DIR/config.json and DIR/model.safetensors.\n"
                "--variant (RAD-RWKV7 only): b = state balancing (default), a = k_k/k_a + GroupNorm.\n"
-               "--attention-layers N keeps the last N layers as softmax attention (hybrid; default 0).\n");
+               "--attention-layers N keeps the last N layers as softmax attention (hybrid; default 0).\n"
+               "\n"
+               "usage: radlads-worker run --stage align|distill|extend|pretrain --student DIR [--teacher DIR]\n"
+               "         --data FILE[,FILE...] --out DIR [stage options] [--resume]\n"
+               "align (step 1): teacher-forced per-layer alignment, only time-mix tensors train (needs --teacher).\n"
+               "distill (step 2): forward KL against the frozen --teacher; every tensor trains.\n"
+               "extend (step 3): cross-entropy, no teacher; --train decay_shift is step 3a.\n"
+               "pretrain: cross-entropy of a softmax model (--student = a folder from `radlads init-model`).\n"
+               "stage options (job-spec names; defaults = METHOD.md step 1):\n"
+               "  --tokens 100M --seq-len 512 --batch 32 --micro-batch B --lr 1e-3[:1e-5] --lr2 I[:F]\n"
+               "  --schedule cos|linear|flat --lr-wait 0 --lr-endpoint 1 --warmup 50 --clip 1.0\n"
+               "  --weight-decay 0 --checkpoint-every 0 --keep-checkpoints 2 --kl-weight 1 --ce-weight 0\n"
+               "  --loss l2|mse --train all|decay_shift --seed 0 --log-every 10 --threads N --chunk-rows 512\n"
+               "  --stop-after STEP (return after STEP as if killed; tests)  --trace-samples (token ids in metrics)\n"
+               "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
+               "\n"
+               "usage: radlads-worker run --stage export --student DIR --out DIR [--teacher DIR]\n"
+               "export: an HF-style folder (config.json, model.safetensors, tokenizer files from --teacher).\n");
+}
+
+static int parse_double(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "radlads-worker: %s expects a number in [%g, %g], got \"%s\"\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "1e-3" or "1e-3:1e-5" (init:final; final defaults to init) */
+static int parse_lr_pair(const char *opt, const char *s, double *init, double *final)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *colon = strchr(buf, ':');
+    if (colon)
+        *colon = 0;
+    if (parse_double(opt, buf, 0, 10, init))
+        return -1;
+    *final = *init;
+    return colon ? parse_double(opt, colon + 1, 0, 10, final) : 0;
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out)
@@ -73,36 +121,121 @@ static int stage_transfer(const char *teacher, const char *arch_s, const char *v
     return rc ? 1 : 0;
 }
 
+static int stage_export(const char *student, const char *teacher, const char *out)
+{
+    char err[1024];
+    if (rl_export_model(student, out, teacher, err, sizeof err)) {
+        fprintf(stderr, "radlads-worker export: %s\n", err);
+        return 1;
+    }
+    printf("exported %s to %s\n", student, out);
+    return 0;
+}
+
+static int split_files(char *list, const char **files, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(list, ","); tok && n < max; tok = strtok(NULL, ","))
+        files[n++] = tok;
+    return n;
+}
+
 static int cmd_run(int argc, char **argv)
 {
-    enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP };
+    enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
+           O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
+           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
-        {"out", 1, 0, O_OUT}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
-    const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL;
-    long attn = 0, seed = 0;
-    int o;
+        {"out", 1, 0, O_OUT}, {"help", 0, 0, O_HELP}, {"student", 1, 0, O_STUDENT}, {"data", 1, 0, O_DATA},
+        {"tokens", 1, 0, O_TOKENS}, {"seq-len", 1, 0, O_SEQ}, {"batch", 1, 0, O_BATCH},
+        {"micro-batch", 1, 0, O_MICRO}, {"lr", 1, 0, O_LR}, {"lr2", 1, 0, O_LR2}, {"lr-wait", 1, 0, O_WAIT},
+        {"lr-endpoint", 1, 0, O_END}, {"schedule", 1, 0, O_SCHED}, {"warmup", 1, 0, O_WARM},
+        {"clip", 1, 0, O_CLIP}, {"weight-decay", 1, 0, O_WD}, {"checkpoint-every", 1, 0, O_CKPT},
+        {"keep-checkpoints", 1, 0, O_KEEP}, {"kl-weight", 1, 0, O_KL}, {"ce-weight", 1, 0, O_CE},
+        {"loss", 1, 0, O_LOSS}, {"train", 1, 0, O_TRAIN}, {"resume", 0, 0, O_RESUME},
+        {"stop-after", 1, 0, O_STOP}, {"log-every", 1, 0, O_LOG}, {"trace-samples", 0, 0, O_TRACE},
+        {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {0, 0, 0, 0}};
+    const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
+    char *data = NULL;
+    long attn = 0, seed = 0, v = 0;
+    rl_train_opts to;
+    rl_train_opts_defaults(&to);
+    char err[512];
+    int o, bad = 0;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while (!bad && (o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case O_STAGE: stage = optarg; break;
         case O_TEACHER: teacher = optarg; break;
+        case O_STUDENT: student = optarg; break;
+        case O_DATA: data = optarg; break;
         case O_ARCH: arch = optarg; break;
         case O_VARIANT: variant = optarg; break;
         case O_OUT: out = optarg; break;
-        case O_ATTN:
-            if (parse_int("--attention-layers", optarg, 0, 100000, &attn))
-                return 2;
+        case O_ATTN: bad = parse_int("--attention-layers", optarg, 0, 100000, &attn); break;
+        case O_SEED: bad = parse_int("--seed", optarg, 0, 0x7fffffffL, &seed); break;
+        case O_TOKENS:
+            if (rl_parse_count(optarg, &to.tokens, err, sizeof err) != 0) {
+                fprintf(stderr, "radlads-worker: --tokens: %s\n", err);
+                bad = 1;
+            }
             break;
-        case O_SEED:
-            if (parse_int("--seed", optarg, 0, 0x7fffffffL, &seed))
-                return 2;
+        case O_SEQ: bad = parse_int("--seq-len", optarg, 1, 1 << 24, &v), to.seq_len = (int)v; break;
+        case O_BATCH: bad = parse_int("--batch", optarg, 1, 1 << 20, &v), to.batch = (int)v; break;
+        case O_MICRO: bad = parse_int("--micro-batch", optarg, 1, 1 << 20, &v), to.micro_batch = (int)v; break;
+        case O_LR: bad = parse_lr_pair("--lr", optarg, &to.lr.lr_init, &to.lr.lr_final); break;
+        case O_LR2: bad = parse_lr_pair("--lr2", optarg, &to.lr.lr2_init, &to.lr.lr2_final); break;
+        case O_WAIT: bad = parse_double("--lr-wait", optarg, 0, 1, &to.lr.lr_wait); break;
+        case O_END: bad = parse_double("--lr-endpoint", optarg, 0, 1, &to.lr.lr_endpoint); break;
+        case O_SCHED:
+            if (!strcmp(optarg, "cos"))
+                to.lr.kind = RL_LR_COS;
+            else if (!strcmp(optarg, "linear"))
+                to.lr.kind = RL_LR_LINEAR;
+            else if (!strcmp(optarg, "flat"))
+                to.lr.kind = RL_LR_FLAT;
+            else {
+                fprintf(stderr, "radlads-worker: --schedule \"%s\" is not cos, linear or flat\n", optarg);
+                bad = 1;
+            }
             break;
+        case O_WARM: bad = parse_int("--warmup", optarg, 0, 1L << 30, &v), to.lr.warmup_steps = v; break;
+        case O_CLIP: bad = parse_double("--clip", optarg, 0, 1e9, &to.clip); break;
+        case O_WD: bad = parse_double("--weight-decay", optarg, 0, 10, &to.weight_decay); break;
+        case O_CKPT: bad = parse_int("--checkpoint-every", optarg, 0, 1L << 40, &v), to.checkpoint_every = v; break;
+        case O_KEEP: bad = parse_int("--keep-checkpoints", optarg, 1, 1000000, &v), to.keep_checkpoints = (int)v; break;
+        case O_KL: bad = parse_double("--kl-weight", optarg, 0, 1e6, &to.kl_weight); break;
+        case O_CE: bad = parse_double("--ce-weight", optarg, 0, 1e6, &to.ce_weight); break;
+        case O_LOSS:
+            if (!strcmp(optarg, "l2") || !strcmp(optarg, "mse"))
+                to.loss_mse = !strcmp(optarg, "mse");
+            else {
+                fprintf(stderr, "radlads-worker: --loss \"%s\" is not l2 or mse\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_TRAIN:
+            if (!strcmp(optarg, "all") || !strcmp(optarg, "decay_shift"))
+                to.train_decay_shift = !strcmp(optarg, "decay_shift");
+            else {
+                fprintf(stderr, "radlads-worker: --train \"%s\" is not all or decay_shift\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_RESUME: to.resume = 1; break;
+        case O_STOP: bad = parse_int("--stop-after", optarg, 1, 1L << 40, &v), to.stop_after = v; break;
+        case O_LOG: bad = parse_int("--log-every", optarg, 0, 1L << 30, &v), to.log_every = (int)v; break;
+        case O_TRACE: to.trace_samples = 1; break;
+        case O_THREADS: bad = parse_int("--threads", optarg, 1, 4096, &v), to.threads = (int)v; break;
+        case O_CHUNK: bad = parse_int("--chunk-rows", optarg, 1, 1 << 24, &v), to.chunk_rows = (int)v; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
+    if (bad)
+        return 2;
     if (!stage || optind < argc) {
         usage(stderr);
         return 2;
@@ -114,12 +247,37 @@ static int cmd_run(int argc, char **argv)
         }
         return stage_transfer(teacher, arch, variant, attn, seed, out);
     }
-    fprintf(stderr, "radlads-worker: stage \"%s\" is not known (available: transfer)\n", stage);
-    return 2;
+    if (strcmp(stage, "export") == 0) {
+        if (!student || !out) {
+            fprintf(stderr, "radlads-worker: --stage export needs --student and --out\n");
+            return 2;
+        }
+        return stage_export(student, teacher, out);
+    }
+    if (rl_train_stage_from_name(stage, &to.stage) != 0) {
+        fprintf(stderr, "radlads-worker: stage \"%s\" is not known (available: transfer, align, distill, extend, "
+                        "pretrain, export)\n", stage);
+        return 2;
+    }
+    if (to.train_decay_shift && to.stage != RL_TRAIN_EXTEND) {
+        fprintf(stderr, "radlads-worker: --train decay_shift applies to --stage extend only (step 3a)\n");
+        return 2;
+    }
+    const char *files[256];
+    to.n_data = data ? split_files(data, files, 256) : 0;
+    to.data = files, to.teacher = teacher, to.student = student, to.out = out, to.seed = (uint64_t)seed;
+    char terr[2048];
+    if (rl_train_run(&to, NULL, terr, sizeof terr) != 0) {
+        fprintf(stderr, "radlads-worker %s: %s\n", stage, terr);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
+    /* OpenMP threads that spin while OpenBLAS (or the other rank) works cost 13× on 2 cores. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     if (argc >= 2 && strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {

@@ -1,0 +1,289 @@
+/* stage_step.c — one micro-batch of each training stage: forward, loss, backward (gradients accumulate).
+ *
+ * align (METHOD.md step 1): the teacher runs its own forward, so the residual stream is the teacher's;
+ *   for each time-mix layer ℓ, u_ℓ = the teacher's attention input, y_T = its attention output,
+ *   y_S = StudentMix_ℓ(u_ℓ) (v_first from the student's own layer 0 on u_0), and
+ *     loss = mean over (ℓ, rows) of ‖y_T − y_S‖₂/√D        (or mean((y_T − y_S)²) with loss_mse)
+ *   The gradient reaches only the time-mix tensors; teacher tensors never change.
+ * distill (step 2): loss = kl_weight·KL(p_T ‖ p_S) + ce_weight·CE, both means over rows, through the student.
+ * extend (step 3) and pretrain: mean next-token CE.
+ * The student backward mirrors rl_model_backward with the time-mix in place of attention; dv_first collects
+ * the later layers' share of v_first's gradient and layer 0's backward consumes it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer_int.h"
+
+static int n_mix(const rl_student *s) { return s->base->cfg.layers - s->attention_layers; }
+
+/* Gradient pointer of parameter pointer p: the same offset in the matching gradient arena. */
+static float *grad_of(const rl__trainer *t, float *p)
+{
+    if (!p)
+        return NULL;
+    const rl_arena *pa = &t->m->params, *ta = t->s->tparams;
+    if (p >= pa->base && p < pa->base + pa->total)
+        return t->m->grads.base + (p - pa->base);
+    if (p >= ta->base && p < ta->base + ta->total)
+        return t->tgrads.base + (p - ta->base);
+    return NULL;
+}
+
+static int alloc_f(rl__trainer *t, float **p, size_t n, char *err, size_t errlen)
+{
+    rl_free(t->be, *p);
+    *p = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
+    if (!*p) {
+        rl_backend_status(t->be, err, errlen);
+        rl_backend_clear_error(t->be);
+        return RL_ENOMEM;
+    }
+    return 0;
+}
+
+int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
+{
+    const rl_train_opts *o = t->o;
+    const int B = t->micro, T = o->seq_len, chunk = o->chunk_rows;
+    int rc = rl_model_prepare(t->m, B, T, 1, chunk, err, errlen);
+    if (!rc && t->teacher)
+        rc = rl_model_prepare(t->teacher, B, T, 0, chunk, err, errlen);
+    if (rc || !t->s)
+        return rc;
+    rl_student *s = t->s;
+    const rl_model_config *c = &t->m->cfg;
+    const size_t RD = (size_t)B * T * c->hidden;
+    for (int l = 0; l < n_mix(s) && !rc; l++) {
+        rl_tmix_acts_free(t->be, &s->ta[l]);
+        s->td[l].batch = B, s->td[l].seq = T;
+        rc = rl_tmix_acts_alloc(t->be, &s->td[l], 1, &s->ta[l], err, errlen);
+    }
+    if (!rc)
+        rc = alloc_f(t, &s->v_first, RD, err, errlen);
+    if (!rc)
+        rc = alloc_f(t, &t->dv_first, RD, err, errlen);
+    if (!rc && !t->tgrads.base) {
+        rl_arena_init(&t->tgrads, "student grads");
+        for (int i = 0; i < s->tparams->n && !rc; i++) {
+            const rl_arena_entry *e = &s->tparams->entries[i];
+            rc = rl_arena_add(&t->tgrads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+        }
+        if (!rc)
+            rc = rl_arena_alloc(&t->tgrads, t->be, err, errlen);
+        free(t->tg);
+        t->tg = rc ? NULL : calloc((size_t)c->layers, sizeof *t->tg);
+        if (!rc && !t->tg)
+            rc = RL_ENOMEM;
+        /* rl_tmix_params is a struct of float pointers only */
+        for (int l = 0; l < n_mix(s) && !rc; l++) {
+            float **src = (float **)&s->tp[l], **dst = (float **)&t->tg[l];
+            for (size_t k = 0; k < sizeof(rl_tmix_params) / sizeof(float *); k++)
+                dst[k] = grad_of(t, src[k]);
+        }
+    }
+    if (!rc && o->stage == RL_TRAIN_ALIGN) {
+        rc = alloc_f(t, &t->y_s, RD, err, errlen);
+        if (!rc)
+            rc = alloc_f(t, &t->dy, RD * (size_t)n_mix(s), err, errlen);
+        if (!rc)
+            rc = alloc_f(t, &t->du, RD, err, errlen);
+        if (!rc)
+            rc = alloc_f(t, &t->row_losses, (size_t)B * T, err, errlen);
+    }
+    if (!rc && o->stage == RL_TRAIN_DISTILL && !(o->kl_weight == 1.0 && o->ce_weight == 0.0)) {
+        rc = alloc_f(t, &t->blend_h, RD, err, errlen);
+        if (!rc)
+            rc = alloc_f(t, &t->blend_w, (size_t)c->vocab * c->hidden, err, errlen);
+    }
+    if (rc == RL_ENOMEM && !err[0])
+        snprintf(err, errlen, "out of memory preparing %d×%d training activations", B, T);
+    return rc;
+}
+
+void rl__stage_release(rl__trainer *t)
+{
+    float **bufs[] = {&t->dv_first, &t->y_s, &t->dy, &t->du, &t->row_losses, &t->blend_h, &t->blend_w};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        rl_free(t->be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    if (t->tgrads.base || t->tgrads.n)
+        rl_arena_free(&t->tgrads, t->be);
+    free(t->tg);
+    t->tg = NULL;
+}
+
+static int tmix_forward(rl__trainer *t, int l, const float *u, float *y)
+{
+    rl_student *s = t->s;
+    const rl_model *rm = t->teacher && t->o->stage == RL_TRAIN_ALIGN ? t->teacher : t->m;
+    if (s->arch == RL_STUDENT_RWKV7)
+        return rl_tmix7_forward(t->be, &s->td[l], &s->tp[l], &s->ta[l], u, s->v_first, rm->rope_cos, rm->rope_sin, y);
+    return rl_tmix6_forward(t->be, &s->td[l], &s->tp[l], &s->ta[l], u, NULL, rm->rope_cos, rm->rope_sin, y);
+}
+
+static int tmix_backward(rl__trainer *t, int l, const float *u, const float *dy, float *du)
+{
+    rl_student *s = t->s;
+    const rl_model *rm = t->teacher && t->o->stage == RL_TRAIN_ALIGN ? t->teacher : t->m;
+    if (s->arch == RL_STUDENT_RWKV7)
+        return rl_tmix7_backward(t->be, &s->td[l], &s->tp[l], &t->tg[l], &s->ta[l], u, s->v_first, t->dv_first,
+                                 rm->rope_cos, rm->rope_sin, dy, du);
+    return rl_tmix6_backward(t->be, &s->td[l], &s->tp[l], &t->tg[l], &s->ta[l], u, NULL, rm->rope_cos, rm->rope_sin,
+                             dy, du);
+}
+
+static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss, char *err, size_t errlen)
+{
+    rl_backend *be = t->be;
+    const int R = t->micro * t->o->seq_len, D = t->m->cfg.hidden, L = n_mix(t->s);
+    const size_t RD = (size_t)R * D;
+    int rc = rl_model_forward(t->teacher, inputs, err, errlen);
+    if (rc)
+        return rc;
+    const float scale = 1.0f / ((float)R * (float)L);
+    double total = 0;
+    for (int l = 0; l < L && !rc; l++) {
+        const rl_layer_acts *ta = &t->teacher->layer_acts[l];
+        float *dy = t->dy + (size_t)l * RD;
+        rc |= tmix_forward(t, l, ta->ln1, t->y_s);
+        rc |= rl_zero(be, dy, RD * sizeof(float));
+        if (t->o->loss_mse) {
+            rc |= rl_mse_forward(be, t->row_losses, t->y_s, ta->attn_out, R, D);
+            rc |= rl_mse_backward(be, dy, t->y_s, ta->attn_out, scale, R, D);
+        } else {
+            rc |= rl_l2_distance_forward(be, t->row_losses, t->y_s, ta->attn_out, R, D);
+            rc |= rl_l2_distance_backward(be, dy, t->y_s, ta->attn_out, t->row_losses, scale, R, D);
+        }
+        double sum = 0;
+        rc |= rl_sum(be, &sum, t->row_losses, (size_t)R);
+        total += sum;
+    }
+    rc |= rl_zero(be, t->dv_first, RD * sizeof(float));
+    for (int l = L - 1; l >= 0 && !rc; l--) {
+        rc |= rl_zero(be, t->du, RD * sizeof(float));
+        rc |= tmix_backward(t, l, t->teacher->layer_acts[l].ln1, t->dy + (size_t)l * RD, t->du);
+    }
+    *loss = total / ((double)R * L);
+    if (rc && !rl_backend_status(be, err, errlen))
+        snprintf(err, errlen, "align step failed (error %d)", rc);
+    return rc;
+}
+
+/* Backpropagates m->gs.dln (∂L/∂lnf, set by a head loss) through the student into the gradients. */
+static int student_backward(rl__trainer *t)
+{
+    rl_model *m = t->m;
+    rl_backend *be = t->be;
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq, D = c->hidden;
+    const size_t RD = (size_t)R * D;
+    rl_grad_scratch *gs = &m->gs;
+    int rc = rl_zero(be, gs->dres, RD * sizeof(float));
+    rc |= rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out,
+                              m->p.final_norm, m->lnf_rstd, R, D);
+    rc |= rl_zero(be, t->dv_first, RD * sizeof(float));
+    for (int l = c->layers - 1; l >= 0; l--) {
+        const rl_layer_acts *la = &m->layer_acts[l];
+        const rl_layer_params *lp = &m->p.layers[l];
+        rl_layer_params *gp = &m->g.layers[l];
+        rc |= rl_zero(be, gs->dln, RD * sizeof(float));
+        rc |= rl_mlp_block_backward(m, lp, gp, la, gs->dres, gs->dln);
+        rc |= rl_rmsnorm_backward(be, gs->dres, gp->ln2_w, gs->dln, la->res_mid, lp->ln2_w, la->ln2_rstd, R, D);
+        rc |= rl_zero(be, gs->dln, RD * sizeof(float));
+        if (l >= n_mix(t->s))
+            rc |= rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
+        else
+            rc |= tmix_backward(t, l, la->ln1, gs->dres, gs->dln);
+        rc |= rl_rmsnorm_backward(be, gs->dres, gp->ln1_w, gs->dln, la->x_in, lp->ln1_w, la->ln1_rstd, R, D);
+    }
+    rc |= rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
+    return rc;
+}
+
+static rl_lm_head head_of(rl_model *m, float *dhidden, float *dweight)
+{
+    const int R = m->batch * m->seq;
+    rl_lm_head h = {.rows = R, .dim = m->cfg.hidden, .vocab = m->cfg.vocab, .chunk_rows = m->chunk_rows,
+                    .hidden = m->lnf, .weight = m->p.lm_head, .dhidden = dhidden, .dweight = dweight,
+                    .logits_buf = m->logits_chunk, .row_losses = m->row_losses};
+    return h;
+}
+
+/* kl_weight·KL + ce_weight·CE: each term's gradients land in scratch, scaled, then added. */
+static int distill_blend(rl__trainer *t, double *loss)
+{
+    rl_model *m = t->m, *tm = t->teacher;
+    rl_backend *be = t->be;
+    const double kw = t->o->kl_weight, cw = t->o->ce_weight;
+    const size_t RD = (size_t)m->batch * m->seq * m->cfg.hidden, VD = (size_t)m->cfg.vocab * m->cfg.hidden;
+    double kl = 0, ce = 0;
+    int rc = rl_zero(be, m->gs.dln, RD * sizeof(float));
+    if (kw != 0) {
+        rl_lm_head h = head_of(m, t->blend_h, t->blend_w);
+        rc |= rl_zero(be, t->blend_w, VD * sizeof(float));
+        rc |= rl_lm_head_kl(be, &h, tm->lnf, tm->p.lm_head, tm->logits_chunk, &kl);
+        rc |= rl_scale(be, t->blend_h, (float)kw, RD) | rl_scale(be, t->blend_w, (float)kw, VD);
+        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD) | rl_accumulate(be, m->g.lm_head, t->blend_w, VD);
+    }
+    if (cw != 0) {
+        rl_lm_head h = head_of(m, t->blend_h, t->blend_w);
+        rc |= rl_zero(be, t->blend_w, VD * sizeof(float));
+        rc |= rl_lm_head_cross_entropy(be, &h, m->targets, &ce);
+        rc |= rl_scale(be, t->blend_h, (float)cw, RD) | rl_scale(be, t->blend_w, (float)cw, VD);
+        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD) | rl_accumulate(be, m->g.lm_head, t->blend_w, VD);
+    }
+    *loss = kw * kl + cw * ce;
+    return rc;
+}
+
+int rl__stage_micro_step(rl__trainer *t, const int32_t *tokens, double *loss, char *err, size_t errlen)
+{
+    const int B = t->micro, T = t->o->seq_len;
+    int32_t *inputs = malloc(sizeof(int32_t) * (size_t)B * T * 2);
+    if (!inputs) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    int32_t *targets = inputs + (size_t)B * T;
+    for (int b = 0; b < B; b++) {
+        memcpy(inputs + (size_t)b * T, tokens + (size_t)b * (T + 1), sizeof(int32_t) * T);
+        memcpy(targets + (size_t)b * T, tokens + (size_t)b * (T + 1) + 1, sizeof(int32_t) * T);
+    }
+    int rc = 0;
+    rl_model *m = t->m;
+    switch (t->o->stage) {
+    case RL_TRAIN_ALIGN:
+        rc = align_micro_step(t, inputs, loss, err, errlen);
+        break;
+    case RL_TRAIN_PRETRAIN:
+        rc = rl_model_forward(m, inputs, err, errlen);
+        if (!rc)
+            rc = rl_model_loss(m, targets, 1, loss, err, errlen);
+        break;
+    case RL_TRAIN_EXTEND:
+    case RL_TRAIN_DISTILL:
+        rc = rl_student_forward(t->s, inputs, err, errlen);
+        if (!rc && t->o->stage == RL_TRAIN_DISTILL)
+            rc = rl_model_forward(t->teacher, inputs, err, errlen);
+        if (rc)
+            break;
+        rc = rl_upload(t->be, m->targets, targets, sizeof(int32_t) * (size_t)B * T);
+        if (t->o->stage == RL_TRAIN_EXTEND) {
+            rl_lm_head h = head_of(m, m->gs.dln, m->g.lm_head);
+            rc |= rl_lm_head_cross_entropy(t->be, &h, m->targets, loss);
+        } else if (t->blend_h) {
+            rc |= distill_blend(t, loss);
+        } else {
+            rl_lm_head h = head_of(m, m->gs.dln, m->g.lm_head);
+            rc |= rl_lm_head_kl(t->be, &h, t->teacher->lnf, t->teacher->p.lm_head, t->teacher->logits_chunk, loss);
+        }
+        rc |= student_backward(t);
+        if (rc && !rl_backend_status(t->be, err, errlen))
+            snprintf(err, errlen, "%s step failed (error %d)", rl_train_stage_name(t->o->stage), rc);
+        break;
+    }
+    free(inputs);
+    return rc ? (rc < 0 ? rc : RL_EINVAL) : 0;
+}

@@ -1,0 +1,659 @@
+/* trainer.c — the training loop shared by every stage: models and data in, optimizer steps with gradient
+ * accumulation, clipping and the LR schedule, checkpoints and resume, progress and metrics out.
+ *
+ * One optimizer step of global batch B (sequences of T tokens) on `world` ranks:
+ *   each rank runs A = (B/world)/micro_batch micro-batches; sample j of micro-batch a on rank r is the
+ *   sampler's global index  g = step·B + r·(B/world) + a·micro_batch + j;
+ *   gradients accumulate over micro-batches (each the gradient of its own mean loss) and are summed over
+ *   ranks, so the step's gradient is Σ/(A·world): that factor and the clip factor min(1, clip/‖g‖) are
+ *   folded into AdamW's grad_scale. ‖g‖ is the global L2 norm over the trainable tensors.
+ * Resume needs only the step: data position g = step·B, tokens = step·B·T, and the schedule are functions
+ * of it; weights and AdamW moments come from the checkpoint in fp32, so a resumed CPU run is bit-exact. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "trainer_int.h"
+
+static const char *const stage_names[] = {"align", "distill", "extend", "pretrain"};
+
+const char *rl_train_stage_name(rl_train_stage s) { return (unsigned)s < 4 ? stage_names[s] : "?"; }
+
+int rl_train_stage_from_name(const char *s, rl_train_stage *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, stage_names[i]) == 0) {
+            *out = (rl_train_stage)i;
+            return 0;
+        }
+    return RL_EINVAL;
+}
+
+void rl_train_opts_defaults(rl_train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->tokens = 100000000;
+    o->seq_len = 512, o->batch = 32;
+    o->lr = (rl_lr_schedule){.kind = RL_LR_COS, .lr_init = 1e-3, .lr_final = 1e-5, .lr2_init = -1, .lr2_final = -1,
+                             .lr_wait = 0, .lr_endpoint = 1, .warmup_steps = 50};
+    o->beta1 = 0.9, o->beta2 = 0.95, o->eps = 1e-8, o->weight_decay = 0, o->clip = 1.0;
+    o->kl_weight = 1.0, o->ce_weight = 0.0;
+    o->keep_checkpoints = 2, o->log_every = 10, o->chunk_rows = 512;
+    o->world = 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int mkdirs(const char *dir, char *err, size_t errlen)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *c = p + 1;; c++) {
+        if (*c == '/' || *c == 0) {
+            char keep = *c;
+            *c = 0;
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return fail(err, errlen, RL_EINVAL, "%s: cannot create folder: %s", p, strerror(errno));
+            *c = keep;
+            if (!keep)
+                break;
+        }
+    }
+    return 0;
+}
+
+/* ---- which tensors train ---- */
+
+static int is_time_mix(const rl__trainer *t, const char *name)
+{
+    int l;
+    char rest[96];
+    if (sscanf(name, "model.layers.%d.self_attn.%95s", &l, rest) != 2)
+        return 0;
+    return !t->s || l < t->m->cfg.layers - t->s->attention_layers;
+}
+
+/* METHOD.md step 3a: decay and token-shift tensors (RAD-RWKV6 time_decay*, time_maa_w*; RAD-RWKV7 w0/w1/w2). */
+static int is_decay_shift(const char *name)
+{
+    const char *p = strstr(name, ".self_attn.");
+    if (!p)
+        return 0;
+    p += strlen(".self_attn.");
+    return !strncmp(p, "time_decay", 10) || !strncmp(p, "time_maa_w", 10) || !strcmp(p, "w0") || !strcmp(p, "w1") ||
+           !strcmp(p, "w2");
+}
+
+static int trainable(const rl__trainer *t, const char *name)
+{
+    switch (t->o->stage) {
+    case RL_TRAIN_ALIGN: return is_time_mix(t, name);
+    case RL_TRAIN_EXTEND: return t->o->train_decay_shift ? is_decay_shift(name) : 1;
+    default: return 1;
+    }
+}
+
+static int build_tensors(rl__trainer *t, char *err, size_t errlen)
+{
+    const rl_arena *pa[2] = {&t->m->params, t->s ? t->s->tparams : NULL};
+    const rl_arena *ga[2] = {&t->m->grads, t->s ? &t->tgrads : NULL};
+    int cap = pa[0]->n + (pa[1] ? pa[1]->n : 0);
+    t->t = calloc((size_t)cap, sizeof *t->t);
+    if (!t->t)
+        return fail(err, errlen, RL_ENOMEM, "out of memory");
+    size_t off = 0;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; pa[k] && i < pa[k]->n; i++) {
+            const rl_arena_entry *e = &pa[k]->entries[i];
+            if (!trainable(t, e->name))
+                continue;
+            rl__tensor *x = &t->t[t->n_t++];
+            *x = (rl__tensor){.name = e->name, .param = pa[k]->base + e->offset, .grad = ga[k]->base + e->offset,
+                              .entry = e, .count = e->count, .moment_offset = off,
+                              .group = strstr(e->name, ".self_attn.") != NULL};
+            off += e->count;
+        }
+    if (t->n_t == 0)
+        return fail(err, errlen, RL_EINVAL, "%s: no tensor of this model trains in this stage (train=%s)",
+                    rl_train_stage_name(t->o->stage), t->o->train_decay_shift ? "decay_shift" : "all");
+    t->opt_n = off;
+    t->opt_m = rl_malloc(t->be, sizeof(float) * off);
+    t->opt_v = rl_malloc(t->be, sizeof(float) * off);
+    if (!t->opt_m || !t->opt_v) {
+        rl_backend_clear_error(t->be);
+        return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments (%zu floats)", off);
+    }
+    return rl_zero(t->be, t->opt_m, sizeof(float) * off) | rl_zero(t->be, t->opt_v, sizeof(float) * off);
+}
+
+/* ---- checkpoints ---- */
+
+static int save_model(const rl__trainer *t, const char *dir, char *err, size_t errlen)
+{
+    if (t->s)
+        return rl_student_save(t->s, dir, err, errlen);
+    return rl_model_save(t->m, dir, RL_DTYPE_F32, 0, err, errlen);
+}
+
+static int save_optimizer(const rl__trainer *t, const char *path, char *err, size_t errlen)
+{
+    rl_st_entry *ents = calloc((size_t)t->n_t * 2, sizeof *ents);
+    char (*names)[112] = calloc((size_t)t->n_t * 2, sizeof *names);
+    size_t maxc = 1;
+    int rc = ents && names ? 0 : fail(err, errlen, RL_ENOMEM, "out of memory");
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int i = 0; i < t->n_t; i++) {
+            const rl__tensor *x = &t->t[i];
+            int j = k * t->n_t + i;
+            snprintf(names[j], sizeof names[j], "%s.%s", k ? "exp_avg_sq" : "exp_avg", x->name);
+            ents[j] = (rl_st_entry){.name = names[j], .dtype = RL_DTYPE_F32, .ndim = x->entry->ndim};
+            memcpy(ents[j].shape, x->entry->shape, sizeof x->entry->shape);
+            maxc = x->count > maxc ? x->count : maxc;
+        }
+    rl_st_writer *w = NULL;
+    if (!rc)
+        rc = rl_st_writer_open(&w, path, ents, t->n_t * 2, NULL, 0, err, errlen);
+    float *h = rc ? NULL : malloc(sizeof(float) * maxc);
+    if (!rc && !h)
+        rc = fail(err, errlen, RL_ENOMEM, "out of memory");
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int i = 0; i < t->n_t && !rc; i++) {
+            const rl__tensor *x = &t->t[i];
+            rc = rl_download(t->be, h, (k ? t->opt_v : t->opt_m) + x->moment_offset, x->count * sizeof(float));
+            if (!rc)
+                rc = rl_st_writer_append(w, h, x->count, err, errlen);
+        }
+    if (w && rc)
+        rl_st_writer_abort(w);
+    else if (w)
+        rc = rl_st_writer_finish(w, err, errlen);
+    free(h), free(ents), free(names);
+    return rc;
+}
+
+static int load_optimizer(rl__trainer *t, const char *path, char *err, size_t errlen)
+{
+    rl_safetensors *st;
+    int rc = rl_st_open_file(&st, path, err, errlen);
+    if (rc)
+        return rc;
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int i = 0; i < t->n_t && !rc; i++) {
+            const rl__tensor *x = &t->t[i];
+            char name[112];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", x->name);
+            float *h = malloc(sizeof(float) * (x->count ? x->count : 1));
+            rc = h ? rl_st_read_f32(st, name, h, x->entry->ndim, x->entry->shape, err, errlen) : RL_ENOMEM;
+            if (!rc)
+                rc = rl_upload(t->be, (k ? t->opt_v : t->opt_m) + x->moment_offset, h, x->count * sizeof(float));
+            free(h);
+        }
+    rl_st_close(st);
+    return rc;
+}
+
+/* The options a resumed run must share with the run that wrote the checkpoint. */
+static json_t *run_identity(const rl_train_opts *o, int64_t total_tokens)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:i, s:f, s:f, s:I}", "stage",
+                     rl_train_stage_name(o->stage), "total_tokens", (json_int_t)total_tokens, "batch",
+                     (json_int_t)o->batch, "seq_len", (json_int_t)o->seq_len, "micro_batch",
+                     (json_int_t)o->micro_batch, "lr_init", o->lr.lr_init, "lr_final", o->lr.lr_final, "lr2_init",
+                     o->lr.lr2_init, "lr2_final", o->lr.lr2_final, "schedule", (int)o->lr.kind, "lr_wait",
+                     o->lr.lr_wait, "lr_endpoint", o->lr.lr_endpoint, "warmup", (json_int_t)o->lr.warmup_steps);
+}
+
+static int write_checkpoint(rl__trainer *t, const char *ckdir, int64_t step, int64_t tokens, int64_t total_tokens,
+                            double lr, double lr2, const rl_train_hooks *hooks, char *err, size_t errlen)
+{
+    char tmp[4096], path[4096], f[4200];
+    int rc = rl_ckpt_begin(ckdir, step, tmp, sizeof tmp, err, errlen);
+    if (rc)
+        return RL_EINVAL;
+    rc = save_model(t, tmp, err, errlen);
+    if (!rc) {
+        snprintf(f, sizeof f, "%s/optimizer.safetensors", tmp);
+        rc = save_optimizer(t, f, err, errlen);
+    }
+    if (!rc) {
+        json_t *j = json_pack("{s:o, s:f, s:f}", "run", run_identity(t->o, total_tokens), "lr", lr, "lr2", lr2);
+        snprintf(f, sizeof f, "%s/train_state.json", tmp);
+        if (!j || json_dump_file(j, f, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0)
+            rc = fail(err, errlen, RL_EINVAL, "%s: cannot write", f);
+        json_decref(j);
+    }
+    rl_ckpt_info info = {.step = step, .tokens = tokens, .sample = (uint64_t)step * (uint64_t)t->o->batch,
+                         .rng = t->o->seed};
+    snprintf(info.stage, sizeof info.stage, "%s", rl_train_stage_name(t->o->stage));
+    rl_ckpt_info written;
+    if (!rc && rl_ckpt_commit(tmp, &info, path, sizeof path, &written, err, errlen) != 0)
+        rc = RL_EINVAL;
+    if (rc) {
+        char e2[512];
+        snprintf(e2, sizeof e2, "%s", err);
+        return fail(err, errlen, rc, "checkpoint at step %lld: %s (earlier checkpoints are intact)", (long long)step,
+                    e2);
+    }
+    if (rl_ckpt_gc(ckdir, t->o->keep_checkpoints > 0 ? t->o->keep_checkpoints : 1, err, errlen) < 0)
+        return RL_EINVAL;
+    if (hooks && hooks->checkpoint)
+        hooks->checkpoint(hooks->ctx, &written, path);
+    return 0;
+}
+
+static int check_identity(const rl_train_opts *o, int64_t total_tokens, const char *ckpt, char *err, size_t errlen)
+{
+    char f[4200];
+    snprintf(f, sizeof f, "%s/train_state.json", ckpt);
+    json_t *j = json_load_file(f, 0, NULL);
+    json_t *want = run_identity(o, total_tokens);
+    int same = j && want && json_equal(json_object_get(j, "run"), want);
+    int rc = 0;
+    if (!same) {
+        char *have = j ? json_dumps(json_object_get(j, "run"), JSON_COMPACT) : NULL;
+        char *now = want ? json_dumps(want, JSON_COMPACT) : NULL;
+        rc = fail(err, errlen, RL_EINVAL, "%s was written by a run with other options (%s); this run has %s. Resume "
+                  "with the same options, or write to a new --out", ckpt, have ? have : "unreadable",
+                  now ? now : "?");
+        free(have), free(now);
+    }
+    json_decref(j), json_decref(want);
+    return rc;
+}
+
+/* ---- the loop ---- */
+
+static int find_nonfinite(rl__trainer *t, char *name, size_t len)
+{
+    for (int i = 0; i < t->n_t; i++) {
+        double ss = 0;
+        rl_sum_squares(t->be, &ss, t->t[i].grad, t->t[i].count);
+        if (!isfinite(ss)) {
+            snprintf(name, len, "%s", t->t[i].name);
+            return 1;
+        }
+    }
+    snprintf(name, len, "(none found)");
+    return 0;
+}
+
+static int read_batch(rl__trainer *t, const rl_sampler *smp, uint64_t g0, int32_t *buf, char *err, size_t errlen)
+{
+    const int T = t->o->seq_len, V = t->m->cfg.vocab;
+    for (int j = 0; j < t->micro; j++) {
+        int32_t *row = buf + (size_t)j * (T + 1);
+        if (rl_sampler_read(smp, g0 + (uint64_t)j, row, err, errlen) != 0)
+            return RL_EINVAL;
+        for (int i = 0; i <= T; i++)
+            if (row[i] < 0 || row[i] >= V)
+                return fail(err, errlen, RL_EINVAL, "token id %d in sample %llu is outside the model's vocabulary "
+                            "of %d: the data was tokenized for another vocabulary", row[i],
+                            (unsigned long long)(g0 + (uint64_t)j), V);
+    }
+    return 0;
+}
+
+static void trace_tokens(FILE *f, const int32_t *all, int n_rows, int T)
+{
+    fputs(", \"samples\": [", f);
+    for (int j = 0; j < n_rows; j++) {
+        fputs(j ? ", [" : "[", f);
+        for (int i = 0; i <= T; i++)
+            fprintf(f, i ? ",%d" : "%d", all[(size_t)j * (T + 1) + i]);
+        fputc(']', f);
+    }
+    fputc(']', f);
+}
+
+static int copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb");
+    if (!in)
+        return 1; /* absent: nothing to copy */
+    FILE *out = fopen(dst, "wb");
+    int rc = out ? 0 : -1;
+    char buf[65536];
+    size_t n;
+    while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        rc = fwrite(buf, 1, n, out) == n ? 0 : -1;
+    if (out && fclose(out) != 0)
+        rc = -1;
+    fclose(in);
+    return rc;
+}
+
+/* Tokenizer files travel with the model from stage to stage (the first source holding each wins). */
+static int copy_tokenizer_files(const char *out, const char *const *from, int n_from, char *err, size_t errlen)
+{
+    static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                        "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+                                        "generation_config.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        for (int k = 0; k < n_from; k++) {
+            if (!from[k] || !strcmp(from[k], out))
+                continue;
+            char s[4096], d[4096];
+            snprintf(s, sizeof s, "%s/%s", from[k], names[i]);
+            snprintf(d, sizeof d, "%s/%s", out, names[i]);
+            int rc = copy_file(s, d);
+            if (rc < 0)
+                return fail(err, errlen, RL_EINVAL, "copying %s to %s: %s", s, d, strerror(errno));
+            if (rc == 0)
+                break;
+        }
+    return 0;
+}
+
+static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t errlen)
+{
+    const rl_train_opts *o = t->o;
+    int rc;
+    if (o->stage == RL_TRAIN_PRETRAIN) {
+        if (rl_student_is_student_dir(model_dir))
+            return fail(err, errlen, RL_EINVAL, "%s is a RADLADS student; pretrain trains softmax-attention models "
+                        "(make one with `radlads init-model`)", model_dir);
+        rc = rl_model_load(&t->m, t->be, model_dir, 0, err, errlen);
+    } else {
+        if (!rl_student_is_student_dir(model_dir))
+            return fail(err, errlen, RL_EINVAL, "%s is not a RADLADS student folder; make one from the teacher with "
+                        "`radlads-worker run --stage transfer`", model_dir);
+        rc = rl_student_load(&t->s, t->be, model_dir, err, errlen);
+        if (!rc)
+            t->m = t->s->base;
+    }
+    if (rc || (o->stage != RL_TRAIN_ALIGN && o->stage != RL_TRAIN_DISTILL))
+        return rc;
+    rc = rl_model_load(&t->teacher, t->be, o->teacher, 0, err, errlen);
+    if (rc)
+        return rc;
+    const rl_model_config *a = &t->teacher->cfg, *b = &t->m->cfg;
+    if (a->hidden != b->hidden || a->layers != b->layers || a->vocab != b->vocab || a->heads != b->heads ||
+        a->kv_heads != b->kv_heads)
+        return fail(err, errlen, RL_EINVAL, "teacher %s (hidden %d, layers %d, heads %d/%d, vocab %d) does not match "
+                    "the student (hidden %d, layers %d, heads %d/%d, vocab %d): use the teacher it was transferred "
+                    "from", o->teacher, a->hidden, a->layers, a->heads, a->kv_heads, a->vocab, b->hidden, b->layers,
+                    b->heads, b->kv_heads, b->vocab);
+    return 0;
+}
+
+static int check_opts(const rl_train_opts *o, char *err, size_t errlen)
+{
+    const int world = o->world > 0 ? o->world : 1;
+    if (!o->student || !o->out || o->n_data < 1)
+        return fail(err, errlen, RL_EINVAL, "--stage %s needs --student, --data and --out", rl_train_stage_name(o->stage));
+    if ((o->stage == RL_TRAIN_ALIGN || o->stage == RL_TRAIN_DISTILL) && !o->teacher)
+        return fail(err, errlen, RL_EINVAL, "--stage %s needs --teacher (the softmax model the student came from)",
+                    rl_train_stage_name(o->stage));
+    if (o->tokens <= 0 || o->seq_len <= 0 || o->batch <= 0)
+        return fail(err, errlen, RL_EINVAL, "tokens, seq_len and batch must be positive");
+    if (o->batch % world)
+        return fail(err, errlen, RL_EINVAL, "batch %d is not a multiple of the %d ranks", o->batch, world);
+    const int local = o->batch / world, micro = o->micro_batch > 0 ? o->micro_batch : local;
+    if (local % micro)
+        return fail(err, errlen, RL_EINVAL, "micro_batch %d does not divide the per-rank batch %d (batch %d over %d "
+                    "ranks)", micro, local, o->batch, world);
+    if (o->lr.lr_wait < 0 || o->lr.lr_endpoint > 1 || o->lr.lr_wait >= o->lr.lr_endpoint)
+        return fail(err, errlen, RL_EINVAL, "lr_wait %g and lr_endpoint %g must satisfy 0 ≤ wait < endpoint ≤ 1",
+                    o->lr.lr_wait, o->lr.lr_endpoint);
+    if (o->kl_weight < 0 || o->ce_weight < 0 || o->kl_weight + o->ce_weight <= 0)
+        return fail(err, errlen, RL_EINVAL, "kl_weight %g and ce_weight %g must be ≥ 0 and not both 0", o->kl_weight,
+                    o->ce_weight);
+    return 0;
+}
+
+static void destroy(rl__trainer *t)
+{
+    rl__stage_release(t);
+    if (t->be) {
+        rl_free(t->be, t->opt_m);
+        rl_free(t->be, t->opt_v);
+    }
+    free(t->t);
+    if (t->s)
+        rl_student_destroy(t->s);
+    else
+        rl_model_destroy(t->m);
+    rl_model_destroy(t->teacher);
+    rl_backend_destroy(t->be);
+}
+
+int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *err, size_t errlen)
+{
+    err[0] = 0;
+    int rc = check_opts(opts, err, errlen);
+    if (rc)
+        return rc;
+    rl_train_opts o = *opts;
+    if (o.world < 1)
+        o.world = 1;
+    if (o.lr.lr2_init < 0)
+        o.lr.lr2_init = o.lr.lr_init;
+    if (o.lr.lr2_final < 0)
+        o.lr.lr2_final = o.lr.lr2_init == o.lr.lr_init ? o.lr.lr_final : o.lr.lr2_init;
+    const int local = o.batch / o.world;
+    if (o.micro_batch <= 0)
+        o.micro_batch = local;
+    const int A = local / o.micro_batch, T = o.seq_len;
+    const int64_t per_step = (int64_t)o.batch * T, total_steps = (o.tokens + per_step - 1) / per_step;
+    const int64_t total_tokens = total_steps * per_step;
+    o.lr.total_tokens = total_tokens;
+    o.lr.warmup_tokens = o.lr.warmup_steps * per_step;
+    if (o.lr.warmup_tokens >= total_tokens)
+        o.lr.warmup_tokens = 0; /* a run shorter than its warmup: progress counts from the start */
+
+    rl__trainer t = {.o = &o, .micro = o.micro_batch};
+    rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = o.threads};
+    if (rl_backend_create(&t.be, &bo, err, errlen))
+        return RL_EINVAL;
+    rl_sampler *smp = NULL;
+    FILE *metrics = NULL;
+    int32_t *batch_buf = NULL;
+    char ckdir[4096], ckpt[4096] = "", path[4200];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", o.out);
+    rl_ckpt_info info = {0};
+    rc = mkdirs(o.out, err, errlen);
+    if (!rc && o.resume) {
+        char skipped[1024] = "";
+        int r = rl_ckpt_latest(ckdir, ckpt, sizeof ckpt, &info, skipped, sizeof skipped, err, errlen);
+        if (r < 0)
+            rc = RL_EINVAL;
+        else if (r == 1)
+            ckpt[0] = 0;
+        if (skipped[0])
+            fprintf(stderr, "radlads-worker: skipped damaged checkpoints: %s\n", skipped);
+        if (!rc && ckpt[0] && strcmp(info.stage, rl_train_stage_name(o.stage)) != 0)
+            rc = fail(err, errlen, RL_EINVAL, "%s is a %s checkpoint, not %s", ckpt, info.stage,
+                      rl_train_stage_name(o.stage));
+        if (!rc && ckpt[0])
+            rc = check_identity(&o, total_tokens, ckpt, err, errlen);
+    }
+    if (!rc)
+        rc = load_models(&t, ckpt[0] ? ckpt : o.student, err, errlen);
+    if (!rc)
+        rc = rl__stage_prepare(&t, err, errlen);
+    if (!rc)
+        rc = build_tensors(&t, err, errlen);
+    if (!rc && ckpt[0]) {
+        snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+        rc = load_optimizer(&t, path, err, errlen);
+    }
+    if (!rc && rl_sampler_open(&smp, o.data, o.n_data, T, err, errlen) != 0)
+        rc = RL_EINVAL;
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
+        metrics = fopen(path, ckpt[0] ? "a" : "w");
+        batch_buf = malloc(sizeof(int32_t) * (size_t)local * (T + 1));
+        if (!metrics || !batch_buf)
+            rc = fail(err, errlen, RL_EINVAL, "%s: cannot open for writing (%s)", path, strerror(errno));
+    }
+    int64_t step = ckpt[0] ? info.step : 0;
+    if (!rc && o.rank == 0) {
+        int64_t n_train = 0;
+        for (int i = 0; i < t.n_t; i++)
+            n_train += (int64_t)t.t[i].count;
+        printf("%s: %s%lld steps × %d sequences × %d tokens = %lld tokens; %d micro-batches of %d; %lld trainable "
+               "parameters in %d tensors\n", rl_train_stage_name(o.stage), ckpt[0] ? "resuming; " : "",
+               (long long)total_steps, o.batch, T, (long long)total_tokens, A, o.micro_batch, (long long)n_train, t.n_t);
+        if (ckpt[0])
+            printf("%s: resumed from %s at step %lld\n", rl_train_stage_name(o.stage), ckpt, (long long)step);
+        fflush(stdout);
+    }
+    const double t0 = now_s();
+    const int64_t step0 = step;
+    double lr = 0, lr2 = 0;
+    while (!rc && step < total_steps) {
+        const int64_t tokens = step * per_step;
+        rc = rl_zero(t.be, t.m->grads.base, t.m->grads.total * sizeof(float));
+        if (t.tgrads.base)
+            rc |= rl_zero(t.be, t.tgrads.base, t.tgrads.total * sizeof(float));
+        double loss = 0;
+        for (int a = 0; a < A && !rc; a++) {
+            const uint64_t g0 = (uint64_t)step * o.batch + (uint64_t)o.rank * local + (uint64_t)a * o.micro_batch;
+            int32_t *buf = batch_buf + (size_t)a * o.micro_batch * (T + 1);
+            double l = 0;
+            rc = read_batch(&t, smp, g0, buf, err, errlen);
+            if (!rc)
+                rc = rl__stage_micro_step(&t, buf, &l, err, errlen);
+            loss += l / A;
+        }
+        if (!rc && hooks && hooks->allreduce_sum && o.world > 1) {
+            float lf = (float)loss;
+            for (int i = 0; i < t.n_t && !rc; i++)
+                rc = hooks->allreduce_sum(hooks->ctx, t.t[i].grad, t.t[i].count, err, errlen);
+            if (!rc)
+                rc = hooks->allreduce_sum(hooks->ctx, &lf, 1, err, errlen);
+            loss = (double)lf / o.world;
+        }
+        if (rc)
+            break;
+        if (!isfinite(loss)) {
+            rc = fail(err, errlen, RL_ERANGE, "step %lld: the loss is %g; stopping (the last checkpoint is intact; "
+                      "lower the learning rate or check the data)", (long long)step, loss);
+            break;
+        }
+        const double n_acc = (double)A * o.world;
+        double ss = 0;
+        for (int i = 0; i < t.n_t; i++) {
+            double s1 = 0;
+            rl_sum_squares(t.be, &s1, t.t[i].grad, t.t[i].count);
+            ss += s1;
+        }
+        const double norm = sqrt(ss) / n_acc;
+        if (!isfinite(norm)) {
+            char name[128];
+            find_nonfinite(&t, name, sizeof name);
+            rc = fail(err, errlen, RL_ERANGE, "step %lld: the gradient of %s is not finite; stopping (the last "
+                      "checkpoint is intact; lower the learning rate)", (long long)step, name);
+            break;
+        }
+        const double clip = o.clip > 0 && norm > o.clip ? o.clip / norm : 1.0;
+        const float gscale = (float)(clip / n_acc);
+        rl_lr_at(&o.lr, step, tokens, &lr, &lr2);
+        for (int i = 0; i < t.n_t; i++) {
+            const rl__tensor *x = &t.t[i];
+            rl_adamw_params hp = {.lr = (float)(x->group ? lr2 : lr), .beta1 = (float)o.beta1,
+                                  .beta2 = (float)o.beta2, .eps = (float)o.eps, .weight_decay = (float)o.weight_decay,
+                                  .step = step + 1};
+            rl_adamw_update(t.be, x->param, x->grad, t.opt_m + x->moment_offset, t.opt_v + x->moment_offset,
+                            x->count, &hp, gscale);
+        }
+        if (rl_backend_status(t.be, err, errlen)) {
+            rc = RL_EINVAL;
+            break;
+        }
+        step++;
+        const double el = now_s() - t0, tps = (double)(step - step0) * per_step / (el > 0 ? el : 1e-9);
+        rl_train_progress p = {.stage = rl_train_stage_name(o.stage), .step = step, .total_steps = total_steps,
+                               .tokens = step * per_step, .total_tokens = total_tokens, .loss = loss, .lr = lr,
+                               .lr2 = lr2, .grad_norm = norm, .tokens_per_s = tps,
+                               .eta_s = (double)(total_steps - step) * per_step / (tps > 0 ? tps : 1)};
+        if (o.rank == 0) {
+            fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
+                    "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g",
+                    p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2, norm, tps, el);
+            if (o.trace_samples)
+                trace_tokens(metrics, batch_buf, local, T);
+            fputs("}\n", metrics);
+            fflush(metrics);
+            if (o.log_every > 0 && (step % o.log_every == 0 || step == total_steps || step == step0 + 1)) {
+                printf("%s step %lld/%lld tokens %lld loss %.6f lr %.3e lr2 %.3e grad-norm %.4f tok/s %.0f eta "
+                       "%.0fs\n", p.stage, (long long)step, (long long)total_steps, (long long)p.tokens, loss, lr,
+                       lr2, norm, tps, p.eta_s);
+                fflush(stdout);
+            }
+            if (hooks && hooks->progress)
+                hooks->progress(hooks->ctx, &p);
+        }
+        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total_steps && o.rank == 0)
+            rc = write_checkpoint(&t, ckdir, step, step * per_step, total_tokens, lr, lr2, hooks, err, errlen);
+        if (!rc && o.stop_after > 0 && step >= o.stop_after)
+            break;
+    }
+    if (!rc && step >= total_steps && o.rank == 0) {
+        rc = save_model(&t, o.out, err, errlen);
+        const char *from[2] = {o.teacher, o.student};
+        if (!rc)
+            rc = copy_tokenizer_files(o.out, from, 2, err, errlen);
+        if (!rc) {
+            const double el = now_s() - t0;
+            printf("%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s); model in %s\n",
+                   rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
+                   (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), o.out);
+            fflush(stdout);
+        }
+    }
+    if (metrics)
+        fclose(metrics);
+    free(batch_buf);
+    rl_sampler_close(smp);
+    destroy(&t);
+    return rc;
+}
+
+int rl_export_model(const char *src, const char *out, const char *tokenizer_from, char *err, size_t errlen)
+{
+    rl_backend *be;
+    rl_backend_options bo = {.kind = RL_BACKEND_CPU};
+    if (rl_backend_create(&be, &bo, err, errlen))
+        return RL_EINVAL;
+    int rc = mkdirs(out, err, errlen);
+    if (!rc && rl_student_is_student_dir(src)) {
+        rl_student *s = NULL;
+        rc = rl_student_load(&s, be, src, err, errlen);
+        if (!rc)
+            rc = rl_student_save(s, out, err, errlen);
+        rl_student_destroy(s);
+    } else if (!rc) {
+        rl_model *m = NULL;
+        rc = rl_model_load(&m, be, src, 0, err, errlen);
+        if (!rc)
+            rc = rl_model_save(m, out, RL_DTYPE_F32, 0, err, errlen);
+        rl_model_destroy(m);
+    }
+    const char *from[2] = {tokenizer_from, src};
+    if (!rc)
+        rc = copy_tokenizer_files(out, from, 2, err, errlen);
+    rl_backend_destroy(be);
+    return rc;
+}

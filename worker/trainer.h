@@ -1,0 +1,82 @@
+/* trainer.h — the RADLADS training stages (METHOD.md §3–4) in one process:
+ *
+ *   align    (step 1)  teacher-forced per-layer alignment of each student time-mix to the teacher's
+ *                      attention output; only time-mix tensors train; loss mean over (layer, token) of
+ *                      ‖y_T − y_S‖₂/√D (or the per-token MSE)
+ *   distill  (step 2)  forward KL(teacher ‖ student) over the full vocabulary, every tensor trains;
+ *                      kl_weight·KL + ce_weight·CE when a blend is asked for
+ *   extend   (step 3)  next-token cross-entropy, no teacher; train=decay_shift is step 3a
+ *   pretrain           next-token cross-entropy of a softmax-attention model (how tiny teachers are made)
+ *
+ * Optimizer: AdamW (β, eps, weight decay) over the trainable tensors, global-norm clip, the METHOD.md LR
+ * schedule with two groups (tensors named *.self_attn.* follow lr2), gradient accumulation over
+ * micro-batches, stopping by tokens, crash-safe checkpoints and bit-exact resume (CPU).
+ *
+ * Multi-rank seams (the worker-pool issue fills them): the data are sliced by the sampler's global
+ * index g = step·batch + rank·(batch/world) + j; hooks.allreduce_sum sums gradients over ranks before
+ * the norm and the update (NULL = one rank); hooks.progress receives every optimizer step. */
+#ifndef RL_TRAINER_H
+#define RL_TRAINER_H
+
+#include <stdint.h>
+
+#include "train.h"
+
+typedef enum { RL_TRAIN_ALIGN, RL_TRAIN_DISTILL, RL_TRAIN_EXTEND, RL_TRAIN_PRETRAIN } rl_train_stage;
+
+const char *rl_train_stage_name(rl_train_stage s);
+int rl_train_stage_from_name(const char *s, rl_train_stage *out);
+
+typedef struct {
+    rl_train_stage stage;
+    const char *teacher;  /* align, distill: the frozen softmax teacher folder */
+    const char *student;  /* the model that trains (pretrain: a random teacher from `radlads init-model`) */
+    const char *out;      /* final model folder; checkpoints under out/checkpoints, metrics in out/metrics.jsonl */
+    const char *const *data;
+    int n_data;
+    int64_t tokens;       /* stop after this many tokens (rounded up to whole optimizer steps) */
+    int seq_len, batch, micro_batch; /* batch is global (all ranks); micro_batch rows per forward */
+    rl_lr_schedule lr;    /* lr2_* = time-mix group; total/warmup tokens are filled by the trainer */
+    double beta1, beta2, eps, weight_decay, clip;
+    double kl_weight, ce_weight; /* distill */
+    int loss_mse;         /* align: MSE instead of the per-token L2/√D */
+    int train_decay_shift; /* extend: only decay and token-shift tensors train (step 3a) */
+    int64_t checkpoint_every; /* optimizer steps; 0 = only the final model */
+    int keep_checkpoints;
+    uint64_t seed;
+    int resume;           /* continue from the newest valid checkpoint under out/checkpoints */
+    int64_t stop_after;   /* > 0: return after this step as if the process had been killed (tests) */
+    int log_every;        /* progress line every N steps (and the last) */
+    int trace_samples;    /* metrics lines carry each step's token ids (reference tests) */
+    int threads, chunk_rows;
+    int rank, world;
+} rl_train_opts;
+
+/* Defaults of METHOD.md step 1 for everything not set on the command line. */
+void rl_train_opts_defaults(rl_train_opts *o);
+
+typedef struct {
+    const char *stage;
+    int64_t step, total_steps, tokens, total_tokens;
+    double loss, lr, lr2, grad_norm, tokens_per_s, eta_s;
+} rl_train_progress;
+
+typedef struct {
+    void *ctx;
+    /* sums n floats over all ranks in place; 0 or a negative error with err filled */
+    int (*allreduce_sum)(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+    /* after every optimizer step (rank 0); must not block */
+    void (*progress)(void *ctx, const rl_train_progress *p);
+    /* after each checkpoint is committed */
+    void (*checkpoint)(void *ctx, const rl_ckpt_info *info, const char *path);
+} rl_train_hooks;
+
+/* Runs the stage to its token budget (or stop_after). 0, or a negative error with err saying what to fix;
+ * on error the last committed checkpoint is intact. */
+int rl_train_run(const rl_train_opts *o, const rl_train_hooks *hooks, char *err, size_t errlen);
+
+/* Writes an HF-style folder from a model or student folder: config.json, model.safetensors (fp32) and the
+ * tokenizer files found in tokenizer_from (may be NULL) or in the source folder. */
+int rl_export_model(const char *src, const char *out, const char *tokenizer_from, char *err, size_t errlen);
+
+#endif
