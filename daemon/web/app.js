@@ -253,6 +253,9 @@ function connectEvents() {
   const live = $("#live"), es = new EventSource("/api/events?after=" + lastEventId);
   es.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
   es.onmessage = (e) => { lastEventId = +e.lastEventId || lastEventId; refresh(); };
+  // Training progress is pushed as it happens; redraw at most twice a second.
+  let soon = null;
+  es.addEventListener("progress", () => { if (!soon) soon = setTimeout(() => { soon = null; refresh(); }, 500); });
   es.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
 }
 let lastEventId = 0;
