@@ -4,6 +4,8 @@
  * unread response bytes, and size limits in the parser.  Nothing here blocks: a client that stalls
  * mid-request only holds its own small buffers until its deadline. */
 #include "daemon.h"
+
+#include <arpa/inet.h>
 #include "http.h"
 
 #include <errno.h>
@@ -29,6 +31,7 @@ typedef struct http_server {
     int n_conns;
     int handles_open;        /* the struct is freed when the last of its handles has closed */
     char *addr_file;         /* DIR/http.addr: where we listen, for scripts and tests */
+    int loopback;            /* bound to a loopback address: Host must name loopback too */
 } http_server;
 
 struct http_conn {
@@ -230,6 +233,26 @@ int64_t http_stream_job(const http_conn *hc)
     return hc->stream_job;
 }
 
+/* On a loopback listener only loopback names are accepted in Host (with any port); no Host (HTTP/1.0
+ * tools) is accepted.  A listener on another address was exposed on purpose and any Host goes. */
+static int host_allowed(const http_server *srv, const char *host)
+{
+    if (!srv || !srv->loopback || !host[0]) return 1;
+    char name[256];
+    snprintf(name, sizeof name, "%s", host);
+    if (name[0] == '[') {
+        char *close = strchr(name, ']');
+        if (!close) return 0;
+        *close = 0;
+        return !strcmp(name + 1, "::1");
+    }
+    char *colon = strchr(name, ':');
+    if (colon) *colon = 0;
+    struct in_addr a;
+    if (inet_pton(AF_INET, name, &a) == 1) return (ntohl(a.s_addr) >> 24) == 127;
+    return !strcasecmp(name, "localhost");
+}
+
 static void record(rl_daemon *d, int route, int status, uint64_t start_ns)
 {
     int cls = status / 100;
@@ -280,7 +303,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         hc->head = req->method == HTTP_HEAD;
         if (!req->keep_alive) hc->close_after_write = 1;
         hc->status = 0;
-        int route = api_handle(d, hc, req);
+        int route;
+        if (!host_allowed(d->http, req->host)) {
+            /* DNS rebinding: a web page on evil.example whose name now resolves to 127.0.0.1 must not read
+             * the API through the user's browser.  Browsers always send the name they resolved. */
+            log_info("http: refused Host \"%.100s\" on a loopback listener", req->host);
+            http_respond_text(hc, 421, "Host header does not name this machine's loopback address; open the dashboard "
+                                       "as http://127.0.0.1:PORT/ or http://localhost:PORT/\n");
+            route = 0;
+        } else {
+            route = api_handle(d, hc, req);
+        }
         if (hc->closing) return;
         record(d, route, hc->status ? hc->status : 200, hc->req_start_ns);
         http_parser_next(&hc->hp);
@@ -438,6 +471,9 @@ int http_start(rl_daemon *d, char *err, size_t errlen)
     uv_timer_start(&srv->sweep, on_sweep, 250, 250);
     uv_timer_start(&srv->heartbeat, on_heartbeat, (uint64_t)d->sse_heartbeat_ms, (uint64_t)d->sse_heartbeat_ms);
     d->http = srv;
+    srv->loopback = ss.ss_family == AF_INET6
+                        ? IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr)
+                        : (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
     write_addr_file(srv);
     return 0;
 }

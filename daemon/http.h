@@ -27,6 +27,7 @@ typedef struct http_request {
     size_t url_len;
     char authorization[HTTP_MAX_VALUE];
     char last_event_id[64];
+    char host[256];                  /* Host header ("" when absent) */
     int auth_too_long;               /* a longer Authorization can never match the token */
     char *body;                      /* NUL-terminated; owned by the parser */
     size_t body_len, body_cap;

@@ -42,6 +42,7 @@ static int on_message_begin(llhttp_t *p)
     r->url[0] = 0;
     r->authorization[0] = 0;
     r->last_event_id[0] = 0;
+    r->host[0] = 0;
     r->auth_too_long = 0;
     r->body_len = 0;
     if (r->body) r->body[0] = 0;
@@ -100,6 +101,9 @@ static int on_header_value_complete(llhttp_t *p)
         if (!strcasecmp(hp->field, "authorization")) {
             snprintf(r->authorization, sizeof r->authorization, "%s", hp->value);
             r->auth_too_long = hp->value_overflow;
+        } else if (!strcasecmp(hp->field, "host")) {
+            if (hp->value_overflow || hp->value_len >= sizeof r->host) return refuse(hp, 400, "Host header too long");
+            memcpy(r->host, hp->value, hp->value_len + 1);
         } else if (!strcasecmp(hp->field, "last-event-id")) {
             if (hp->value_overflow || hp->value_len >= sizeof r->last_event_id)
                 return refuse(hp, 400, "Last-Event-ID is not an event id");
@@ -281,6 +285,7 @@ const char *http_status_text(int status)
     case 409: return "Conflict";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";

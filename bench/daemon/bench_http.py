@@ -47,7 +47,7 @@ def sse_clients(d, n, seconds):
     counts = {}
     for i in range(n):
         s = socket.create_connection((d.http_host, d.http_port))
-        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, i)
         counts[i] = 0

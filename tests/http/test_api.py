@@ -129,7 +129,7 @@ class SSE:
     def __init__(self, d, path, last_id=None):
         self.s = socket.create_connection((d.http_host, d.http_port), timeout=10)
         extra = f"Last-Event-ID: {last_id}\r\n" if last_id is not None else ""
-        self.s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+        self.s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
             self.buf += self.s.recv(4096)

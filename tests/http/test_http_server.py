@@ -40,7 +40,7 @@ def test_malformed_request_lines_and_headers_get_400_and_close(root):
         # A target that is not origin-form, and a broken percent escape.
         for target in [b"http://example.com/", b"/api/jobs/%zz"]:
             c = Raw(d)
-            c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.send(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
             st, _, body = c.response()
             assert st in (400, 404), (target, st, body)
             c.close()
@@ -53,19 +53,19 @@ def test_oversized_headers_431_body_413_target_414(root):
     d = start(root)
     try:
         c = Raw(d)
-        c.send(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20)) + b"\r\n")
+        c.send(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20)) + b"\r\n")
         st, hdr, _ = c.response()
         assert st == 431 and hdr["connection"] == "close", st
         c.close()
         # Declared too large: refused before the body is sent.
         c = Raw(d)
-        c.send(b"POST /api/jobs/1/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        c.send(b"POST /api/jobs/1/cancel HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n")
         st, _, _ = c.response()
         assert st == 413, st
         c.close()
         # Chunked, growing past the limit while it streams.
         c = Raw(d)
-        c.send(b"POST /api/jobs/1/cancel HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        c.send(b"POST /api/jobs/1/cancel HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"%x\r\n%s\r\n" % (32768, b"b" * 32768)
         try:
             for _ in range(4):
@@ -76,7 +76,7 @@ def test_oversized_headers_431_body_413_target_414(root):
         assert st == 413, st
         c.close()
         c = Raw(d)
-        c.send(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.send(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         st, _, _ = c.response()
         assert st == 414, st
         c.close()
@@ -90,12 +90,12 @@ def test_pipelined_requests_answered_in_order_on_one_connection(root):
     try:
         c = Raw(d)
         paths = ["/api/jobs", "/nope", "/api/daemon", "/metrics", "/api/jobs/999", "/"]
-        c.send(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in paths))
+        c.send(b"".join(b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % p.encode() for p in paths))
         statuses = [c.response() for _ in paths]
         assert [s[0] for s in statuses] == [200, 404, 200, 200, 404, 200], [s[0] for s in statuses]
         assert b'"jobs"' in statuses[0][2] and b"radlads_jobs" in statuses[3][2] and b"<html" in statuses[5][2].lower()
         # Keep-alive: the same connection still works afterwards; HTTP/1.0 closes after one.
-        c.send(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.send(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert c.response()[0] == 200
         c.close()
         c = Raw(d)
@@ -111,7 +111,7 @@ def test_stalled_half_request_does_not_block_others_and_times_out(root):
     d = start(root, "--http-timeout", "2")
     try:
         stalled = Raw(d)
-        stalled.send(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # ...and nothing more
+        stalled.send(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # ...and nothing more
         half_open = socket.create_connection((d.http_host, d.http_port))
         half_open.shutdown(socket.SHUT_WR)  # a client that closed its side without a request
         t0 = time.time()
@@ -129,7 +129,7 @@ def test_stalled_half_request_does_not_block_others_and_times_out(root):
         half_open.close()
         # An idle keep-alive connection is closed after the same timeout.
         idle = Raw(d)
-        idle.send(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.send(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert idle.response()[0] == 200
         assert idle.closed_by_peer(timeout=6)
         idle.close()
@@ -155,12 +155,26 @@ def test_unknown_paths_404_and_methods_405(root):
         d.stop()
 
 
+def test_dns_rebinding_foreign_host_refused_on_loopback(root):
+    d = start(root)
+    try:
+        for host in ("evil.example", "evil.example:8425", "127.0.0.1.evil.example", "[::2]:80"):
+            st, _, body = request(d, "GET", "/api/jobs", {"Host": host})
+            assert st == 421 and b"127.0.0.1" in body, (host, st, body)
+        for host in (f"127.0.0.1:{d.http_port}", f"localhost:{d.http_port}", "LOCALHOST", "[::1]:1", "127.0.0.2"):
+            st, _, _ = request(d, "GET", "/api/jobs", {"Host": host})
+            assert st == 200, (host, st)
+        still_serving(d)
+    finally:
+        d.stop()
+
+
 def test_connection_limit_refuses_with_503_and_recovers(root):
     d = start(root, "--http-max-connections", "4")
     try:
         held = [Raw(d) for _ in range(4)]
         for h in held:
-            h.send(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+            h.send(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert h.response()[0] == 200
         extra = Raw(d)
         st, hdr, _ = extra.response()
@@ -191,4 +205,5 @@ if __name__ == "__main__":
     run([test_malformed_request_lines_and_headers_get_400_and_close, test_oversized_headers_431_body_413_target_414,
          test_pipelined_requests_answered_in_order_on_one_connection,
          test_stalled_half_request_does_not_block_others_and_times_out, test_unknown_paths_404_and_methods_405,
-         test_connection_limit_refuses_with_503_and_recovers, test_http_off_and_bad_address])
+         test_dns_rebinding_foreign_host_refused_on_loopback, test_connection_limit_refuses_with_503_and_recovers,
+         test_http_off_and_bad_address])
