@@ -342,6 +342,7 @@ int main(void)
     for (int kind = 7; kind >= 6; kind--) {
         test_full_fd(kind, 2, 11, 2, 4, 4);  /* partial last chunk, B·H > threads */
         test_full_fd(kind, 1, 13, 1, 8, 16); /* one chunk longer than T; rows split over threads */
+        test_full_fd(kind, 1, 9, 1, 6, 4);   /* N not a multiple of the 4-row block */
         test_long(kind, 1, 100, 2, 16);
         test_pieces(kind, 2, 37, 20, 2, 8);
     }

@@ -24,7 +24,7 @@ def rope(x, theta):  # x [B, T, heads, N], rotate-half over all N, positions 0..
     T, N = x.shape[1], x.shape[-1]
     inv = 1.0 / theta ** (torch.arange(0, N, 2, dtype=torch.float64) / N)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
-    c, s = torch.cos(ang)[None, :, None, :], torch.sin(ang)[None, :, None, :]
+    c, s = torch.cos(ang)[None, :, None, :].to(x.dtype), torch.sin(ang)[None, :, None, :].to(x.dtype)
     x1, x2 = x[..., : N // 2], x[..., N // 2:]
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
