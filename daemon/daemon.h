@@ -135,6 +135,7 @@ struct pool {
     int64_t last_seen_ms, last_progress_ms;
     int64_t stop_sent_ms;      /* a CONTROL_STOP is outstanding */
     int restart_requested;     /* ...because the user restarted the job: not a failure */
+    int64_t launch_id;         /* started by our launcher (retired when idle); 0 = external */
     pool *next;
 };
 
@@ -206,6 +207,15 @@ void sched_set_launcher(const sched_launcher *l);
 /* Assigns runnable stages to idle pools, by priority then age; call after anything that may free a pool
  * or make a job runnable. */
 void sched_run(rl_daemon *d);
+
+/* ---- launcher.c ---- */
+/* kind: "local" (mpirun; worker = radlads-worker path or NULL to look next to radladsd) or "none". */
+int launcher_init(rl_daemon *d, const char *kind, const char *worker, char *err, size_t errlen);
+void launcher_pool_registered(rl_daemon *d, pool *p, int64_t launch_id, const int32_t *rank_pids, size_t n);
+/* Stops a launched pool's whole process tree (SIGTERM, SIGKILL after a grace period). */
+void launcher_retire(rl_daemon *d, int64_t launch_id, const char *why);
+void launcher_tick(rl_daemon *d);
+void launcher_close(rl_daemon *d);
 
 /* ---- pools.c ---- */
 void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env);

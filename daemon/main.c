@@ -34,6 +34,8 @@ static void usage(FILE *f)
             "  --http-timeout S       seconds a client gets to send a request, and an idle connection lives (default 30)\n"
             "  --http-max-connections N  HTTP connections at once (default 256)\n"
             "  --sse-heartbeat S      seconds between comment lines on idle event streams (default 15)\n"
+            "  --launcher local|none  start worker pools with mpirun when jobs need them (default local)\n"
+            "  --worker PATH          the radlads-worker the local launcher runs (default: next to radladsd)\n"
             "  --foreground           stay attached; log to stderr as well\n"
             "  --version, --help\n",
             rl_default_state_dir());
@@ -120,6 +122,7 @@ static void on_flush_check(uv_check_t *h)
 static void on_tick(uv_timer_t *t)
 {
     pools_tick(t->data);
+    launcher_tick(t->data);
 }
 
 static void shutdown_daemon(rl_daemon *d, const char *why)
@@ -132,6 +135,7 @@ static void shutdown_daemon(rl_daemon *d, const char *why)
     uv_check_stop(&d->flush_check);
     uv_close((uv_handle_t *)&d->flush_check, NULL);
     http_stop(d);
+    launcher_close(d);
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -166,11 +170,12 @@ int main(int argc, char **argv)
     d->cancel_timeout_ms = 30000;
     const char *state_dir = NULL, *socket_path = NULL, *db_path = NULL, *log_path = NULL;
     int foreground = 0;
+    const char *launcher_kind = "local", *worker_path = NULL;
     d->http_timeout_ms = 30000;
     d->http_max_conns = 256;
     d->sse_heartbeat_ms = 15000;
     enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
-           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB };
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -181,6 +186,7 @@ int main(int argc, char **argv)
         {"http", required_argument, 0, O_HTTP},             {"http-timeout", required_argument, 0, O_HTTP_TIMEOUT},
         {"http-max-connections", required_argument, 0, O_HTTP_MAX},
         {"sse-heartbeat", required_argument, 0, O_SSE_HB},
+        {"launcher", required_argument, 0, O_LAUNCHER},     {"worker", required_argument, 0, O_WORKER},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -229,6 +235,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_LAUNCHER: launcher_kind = optarg; break;
+        case O_WORKER: worker_path = optarg; break;
         case O_SSE_HB:
             if (parse_seconds("--sse-heartbeat", optarg, &d->sse_heartbeat_ms) < 0) return 2;
             if (d->sse_heartbeat_ms < 1000) {
@@ -321,6 +329,7 @@ int main(int argc, char **argv)
     if (rc == 0) rc = server_listen(d, err, sizeof err);
     int listening = rc == 0;
     if (rc == 0) rc = http_start(d, err, sizeof err);
+    if (rc == 0) rc = launcher_init(d, launcher_kind, worker_path, err, sizeof err);
     if (rc < 0) {
         if (listening) unlink(d->socket_path); /* ours: we hold the lock */
         log_error("%s", err);

@@ -360,6 +360,7 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
     c->pool = p;
     p->next = d->pools;
     d->pools = p;
+    launcher_pool_registered(d, p, m->launch_id, m->rank_pids, m->n_rank_pids);
     log_info("pool %lld registered: %d %s rank(s) on %s, name \"%s\"", (long long)p->id, p->ranks, p->device,
              p->host, p->name);
     Radlads__PoolRegistered r = RADLADS__POOL_REGISTERED__INIT;
@@ -436,6 +437,7 @@ void pools_conn_lost(rl_daemon *d, conn *c)
         store_event(d->db, 0, "pool", -1, "IDLE", "GONE", "pool disconnected");
         if (store_commit(d->db) < 0) store_rollback(d->db);
     }
+    if (p->launch_id && !d->stopping) launcher_retire(d, p->launch_id, "its connection ended");
     free(p);
     if (!d->stopping) {
         server_after_commit(d);

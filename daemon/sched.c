@@ -194,6 +194,9 @@ void sched_run(rl_daemon *d)
         changed = 1;
     }
     if (changed) server_after_commit(d);
+    /* A pool we launched that found nothing to run goes away (pools scale to zero). */
+    for (pool *p = d->pools; p; p = p->next)
+        if (!p->attempt_id && p->launch_id) launcher_retire(d, p->launch_id, "idle: no runnable job fits it");
     if (!launcher) return;
     /* Runnable work with no idle pool that fits: ask the launcher for one (it de-duplicates). */
     static const char sql[] =

@@ -26,7 +26,10 @@ class Daemon:
         self.proc = None
 
     def start(self, expect_ok=True, extra=()):
-        cmd = [DAEMON, "--state-dir", self.state, "--foreground", *self.args, *extra]
+        args = [*self.args, *extra]
+        if "--launcher" not in args:
+            args += ["--launcher", "none"]  # tests play pools with poolsim unless they test the launcher
+        cmd = [DAEMON, "--state-dir", self.state, "--foreground", *args]
         # stderr to a file, not a pipe: a chatty daemon must never block on a full pipe.
         self.stderr_path = os.path.join(self.root, f"radladsd-{time.time_ns()}.stderr")
         with open(self.stderr_path, "w") as err_file:

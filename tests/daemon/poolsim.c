@@ -2,10 +2,15 @@
  * tested before (and independently of) the real trainer: registers, takes assignments, reports
  * progress, writes a real checkpoint file (sha256 from sha256sum), and ends each stage as --mode says:
  *   ok | fail | fail-once (fail the first assignment, then ok) | disconnect (exit mid-stage) |
- *   hang (stop progressing, keep heartbeating).  A Control STOP ends the stage as stopped. */
+ *   hang (stop progressing, keep heartbeating).  A Control STOP ends the stage as stopped.
+ * It also accepts the command line radladsd's local launcher gives radlads-worker (`pool --connect
+ * unix:PATH --token-file F --launch-id N --device D [--name P]`, mode etc. from POOLSIM_MODE,
+ * POOLSIM_STEPS, POOLSIM_STEP_MS), so launching under real mpirun can be tested: rank 0 plays the pool,
+ * other ranks just wait to be killed. */
 #include "proto.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,8 +127,24 @@ int main(int argc, char **argv)
 {
     const char *socket_path = NULL, *token_file = NULL, *mode = "ok", *name = "", *device = "cpu";
     int ranks = 1, steps = 4, step_ms = 20, max_assignments = 1000000;
+    int64_t launch_id = 0;
+    if (getenv("POOLSIM_MODE")) mode = getenv("POOLSIM_MODE");
+    if (getenv("POOLSIM_STEPS")) steps = atoi(getenv("POOLSIM_STEPS"));
+    if (getenv("POOLSIM_STEP_MS")) step_ms = atoi(getenv("POOLSIM_STEP_MS"));
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE"), *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (world) ranks = atoi(world);
+    if (rank && atoi(rank) != 0) {
+        printf("poolsim: rank %s of %s waiting\n", rank, world);
+        fflush(stdout);
+        for (;;) pause(); /* a non-zero rank: the launcher's SIGTERM ends it */
+    }
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc) socket_path = argv[++i];
+        if (i == 1 && !strcmp(argv[i], "pool")) continue;
+        if (!strcmp(argv[i], "--connect") && i + 1 < argc) {
+            socket_path = argv[++i];
+            if (!strncmp(socket_path, "unix:", 5)) socket_path += 5;
+        } else if (!strcmp(argv[i], "--launch-id") && i + 1 < argc) launch_id = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--socket") && i + 1 < argc) socket_path = argv[++i];
         else if (!strcmp(argv[i], "--token-file") && i + 1 < argc) token_file = argv[++i];
         else if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
         else if (!strcmp(argv[i], "--name") && i + 1 < argc) name = argv[++i];
@@ -156,6 +177,7 @@ int main(int argc, char **argv)
     reg.host = "localhost";
     reg.rank_pids = pids;
     reg.n_rank_pids = 1;
+    reg.launch_id = launch_id;
     Radlads__Envelope env = RADLADS__ENVELOPE__INIT, *reply;
     env.msg_case = RADLADS__ENVELOPE__MSG_REGISTER_POOL;
     env.register_pool = &reg;
