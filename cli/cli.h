@@ -34,6 +34,10 @@ int cmd_action(int argc, char **argv); /* cancel, hold, release, restart */
 int cmd_events(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 int cmd_daemon_status(int argc, char **argv);
+int cmd_pools(int argc, char **argv);
+int cmd_checkpoints(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 #ifdef RL_HAVE_TEXT_TOOLS
 int cmd_tokenize(int argc, char **argv);

@@ -21,6 +21,10 @@ static const struct verb {
     {"restart", cmd_action, "restart ID                                                              run a job again (a finished one as a new job)"},
     {"events", cmd_events, "events ID [--follow] [--after N] [--json]                              a job's history"},
     {"wait", cmd_wait, "wait ID... [--timeout S]                                                wait for jobs to finish (exit 0 ok, 1 failure, 2 timeout)"},
+ {"watch", cmd_watch, "watch ID                                                                live per-stage progress (tokens, loss, tokens/s, ETA)"},
+    {"logs", cmd_logs, "logs ID [-f] [--stage S] [--rank R] [--tail N] [--json]                worker log lines of a job"},
+    {"checkpoints", cmd_checkpoints, "checkpoints ID [--json]                                                 a job's checkpoints (sha256, path)"},
+    {"pools", cmd_pools, "pools [--json]                                                          connected worker pools"},
     {"daemon-status", cmd_daemon_status, "daemon-status [--json]                                                  the daemon itself"},
 #ifdef RL_HAVE_TEXT_TOOLS
     {"tokenize", cmd_tokenize, "tokenize --tokenizer DIR --in FILES... --out PREFIX                    text -> token files"},

@@ -183,6 +183,7 @@ int jobs_act(rl_daemon *d, const jobs_actor *who, Radlads__JobAction action, int
 void jobs_handle_events(rl_daemon *d, conn *c, Radlads__EventsRequest *req);
 void jobs_handle_wait(rl_daemon *d, conn *c, Radlads__WaitRequest *req);
 void jobs_handle_daemon_status(rl_daemon *d, conn *c);
+void jobs_handle_logs(rl_daemon *d, conn *c, Radlads__LogsRequest *req);
 /* Fills a JobSummary from the current row of a statement selecting JOB_SUMMARY_COLUMNS. */
 int jobs_reconcile_at_start(rl_daemon *d);
 void jobs_drop_conn(rl_daemon *d, conn *c);
@@ -225,5 +226,6 @@ pool *pools_find_by_job(rl_daemon *d, int64_t job_id);
 /* Ends the running attempt of a job (cancel, restart): tells its pool to stop. */
 void pools_stop_job(rl_daemon *d, int64_t job_id, const char *why, int restart);
 int pools_count(rl_daemon *d);
+void pools_handle_list(rl_daemon *d, conn *c);
 
 #endif

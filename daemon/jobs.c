@@ -837,6 +837,60 @@ void jobs_drop_conn(rl_daemon *d, conn *c)
     }
 }
 
+/* ---- logs ---- */
+
+void jobs_handle_logs(rl_daemon *d, conn *c, Radlads__LogsRequest *req)
+{
+    Radlads__JobSummary j;
+    if (load_summary(d, req->job_id, &j) < 0) {
+        conn_send_error(c, RL_E_NOT_FOUND, "no job %lld", (long long)req->job_id);
+        return;
+    }
+    summary_free_strings(&j);
+    /* Newest `limit` lines after after_id (all of them when limit is 0), returned oldest first. */
+    static const char sql[] =
+        "SELECT * FROM (SELECT l.id, l.time, l.rank, l.level, l.text, COALESCE(a.stage_idx, -1), "
+        "COALESCE(l.attempt_id, 0) FROM logs l LEFT JOIN attempts a ON a.id = l.attempt_id "
+        "WHERE l.job_id = ?1 AND l.id > ?2 AND (?3 < 0 OR a.stage_idx = ?3) AND (?4 < 0 OR l.rank = ?4) "
+        "ORDER BY l.id DESC LIMIT ?5) ORDER BY 1";
+    sqlite3_stmt *st = store_stmt(d->db, sql);
+    sqlite3_bind_int64(st, 1, req->job_id);
+    sqlite3_bind_int64(st, 2, req->after_id);
+    sqlite3_bind_int(st, 3, req->stage_idx);
+    sqlite3_bind_int(st, 4, req->rank);
+    sqlite3_bind_int(st, 5, req->limit > 0 ? req->limit : 100000);
+    size_t cap = 64, n = 0;
+    Radlads__LogEntry *rows = malloc(cap * sizeof *rows);
+    while (rows && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            Radlads__LogEntry *nr = realloc(rows, 2 * cap * sizeof *rows);
+            if (!nr) break;
+            rows = nr, cap *= 2;
+        }
+        Radlads__LogEntry *e = &rows[n++];
+        radlads__log_entry__init(e);
+        e->id = sqlite3_column_int64(st, 0);
+        e->time_ms = sqlite3_column_int64(st, 1);
+        e->rank = sqlite3_column_int(st, 2);
+        e->level = col_dup(st, 3);
+        e->text = col_dup(st, 4);
+        e->stage_idx = sqlite3_column_int(st, 5);
+        e->attempt_id = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_reset(st);
+    Radlads__LogEntry **ptrs = calloc(n + 1, sizeof *ptrs);
+    for (size_t i = 0; ptrs && i < n; i++) ptrs[i] = &rows[i];
+    Radlads__LogsReply r = RADLADS__LOGS_REPLY__INIT;
+    r.n_lines = ptrs ? n : 0;
+    r.lines = ptrs;
+    Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
+    env.msg_case = RADLADS__ENVELOPE__MSG_LOGS_REPLY;
+    env.logs_reply = &r;
+    conn_send(c, &env);
+    for (size_t i = 0; i < n; i++) free(rows[i].level), free(rows[i].text);
+    free(rows), free(ptrs);
+}
+
 /* ---- daemon status ---- */
 
 void jobs_handle_daemon_status(rl_daemon *d, conn *c)

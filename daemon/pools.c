@@ -467,3 +467,47 @@ void pools_tick(rl_daemon *d)
         conn_close(p->c, why);
     }
 }
+
+void pools_handle_list(rl_daemon *d, conn *c)
+{
+    int n = pools_count(d), i = 0;
+    Radlads__PoolInfo *infos = calloc((size_t)n + 1, sizeof *infos);
+    Radlads__PoolInfo **ptrs = calloc((size_t)n + 1, sizeof *ptrs);
+    int32_t *pids = calloc((size_t)n * 64 + 1, sizeof *pids);
+    if (!infos || !ptrs || !pids) {
+        free(infos), free(ptrs), free(pids);
+        conn_send_error(c, RL_E_INTERNAL, "out of memory");
+        return;
+    }
+    static const char wsql[] = "SELECT pid FROM workers WHERE pool_id = ? ORDER BY rank LIMIT 64";
+    for (pool *p = d->pools; p && i < n; p = p->next, i++) {
+        Radlads__PoolInfo *in = &infos[i];
+        radlads__pool_info__init(in);
+        in->id = p->id;
+        in->name = p->name;
+        in->ranks = p->ranks;
+        in->device = p->device;
+        in->host = p->host;
+        in->state = p->attempt_id ? "BUSY" : "IDLE";
+        in->job_id = p->job_id;
+        in->stage_idx = p->attempt_id ? p->stage_idx : -1;
+        in->attempt_id = p->attempt_id;
+        in->last_seen_ms = p->last_seen_ms;
+        in->launch_id = p->launch_id;
+        in->rank_pids = pids + (size_t)i * 64;
+        sqlite3_stmt *st = store_stmt(d->db, wsql);
+        sqlite3_bind_int64(st, 1, p->id);
+        while (sqlite3_step(st) == SQLITE_ROW && in->n_rank_pids < 64)
+            in->rank_pids[in->n_rank_pids++] = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        ptrs[i] = in;
+    }
+    Radlads__PoolsReply r = RADLADS__POOLS_REPLY__INIT;
+    r.n_pools = (size_t)i;
+    r.pools = ptrs;
+    Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
+    env.msg_case = RADLADS__ENVELOPE__MSG_POOLS_REPLY;
+    env.pools_reply = &r;
+    conn_send(c, &env);
+    free(infos), free(ptrs), free(pids);
+}

@@ -170,6 +170,8 @@ static void dispatch_cli(rl_daemon *d, conn *c, Radlads__Envelope *env)
     case RADLADS__ENVELOPE__MSG_EVENTS: jobs_handle_events(d, c, env->events); break;
     case RADLADS__ENVELOPE__MSG_WAIT: jobs_handle_wait(d, c, env->wait); break;
     case RADLADS__ENVELOPE__MSG_DAEMON_STATUS: jobs_handle_daemon_status(d, c); break;
+    case RADLADS__ENVELOPE__MSG_POOLS: pools_handle_list(d, c); break;
+    case RADLADS__ENVELOPE__MSG_LOGS: jobs_handle_logs(d, c, env->logs); break;
     default:
         conn_send_error(c, RL_E_BAD_REQUEST, "message %d is not a CLI request", env->msg_case);
         conn_close(c, "unexpected message");

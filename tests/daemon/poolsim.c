@@ -121,6 +121,17 @@ static void checkpoint(const char *dir, int64_t step)
     env.msg_case = RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED;
     env.checkpoint_saved = &m;
     send_env(&env);
+    char text[4400];
+    snprintf(text, sizeof text, "checkpoint saved at step %lld: %s", (long long)step, path);
+    Radlads__LogLine line = RADLADS__LOG_LINE__INIT;
+    line.attempt_id = attempt_id;
+    line.rank = 0;
+    line.level = "info";
+    line.text = text;
+    Radlads__Envelope le = RADLADS__ENVELOPE__INIT;
+    le.msg_case = RADLADS__ENVELOPE__MSG_LOG;
+    le.log = &line;
+    send_env(&le);
 }
 
 int main(int argc, char **argv)

@@ -35,6 +35,21 @@ def test_job_runs_to_completion(root):
         assert ("checkpoint", "SAVED") in ev
         db = sqlite3.connect(os.path.join(d.state, "radlads.db"))
         assert db.execute("SELECT count(*) FROM metrics WHERE job_id = ?", (jid,)).fetchone()[0] == 12
+        # The watching verbs: checkpoints, logs (filtered by stage, tail), pools, watch.
+        cks = d.json("checkpoints", jid)["checkpoints"]
+        assert [c["stage"] for c in cks] == ["transfer", "align", "export"] and cks == sorted(cks, key=lambda c: c["id"])
+        assert "align" in d.cli("checkpoints", jid).stdout
+        lines = d.json("logs", jid)["lines"]
+        assert [l["stage_idx"] for l in lines] == [0, 1, 2] and "checkpoint saved at step 2" in lines[0]["text"]
+        assert [l["stage_idx"] for l in d.json("logs", jid, "--stage", "align")["lines"]] == [1]
+        assert [l["stage_idx"] for l in d.json("logs", jid, "--stage", "2")["lines"]] == [2]
+        assert len(d.json("logs", jid, "--tail", "1")["lines"]) == 1
+        assert d.cli("logs", jid, "--stage", "nope", check=False).returncode == 1
+        assert "checkpoint saved" in d.cli("logs", jid, "-f").stdout  # ends by itself: the job is done
+        pools = d.json("pools")["pools"]
+        assert len(pools) == 1 and pools[0]["state"] == "IDLE" and pools[0]["rank_pids"] == [pool.pid]
+        out = d.cli("watch", jid).stdout
+        assert "COMPLETED" in out and "align" in out and "100.0%" in out, out
         assert db.execute("SELECT state FROM pools").fetchone()[0] == "IDLE"
     finally:
         pool.kill()
