@@ -27,6 +27,8 @@ from test_tmix_vs_torch import rwkv6_tmix, rwkv7_tmix  # noqa: E402
 
 BUILD = os.environ.get("RADLADS_BUILD", "build")
 SRC = os.environ.get("RADLADS_SRC", ".")
+sys.path.insert(0, os.path.join(SRC, "tests"))
+from testdata import english_text  # noqa: E402
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
 failures = []
@@ -200,9 +202,7 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         text = os.path.join(tmp, "text.txt")
-        with open(os.path.join(SRC, "..", "shared", "corpora", "tinyshakespeare.txt"), "rb") as f:
-            data = f.read(40000)
-        open(text, "wb").write(data)
+        open(text, "wb").write(english_text(40000))
         tok = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json")
         run(RADLADS, "tokenize", "--tokenizer", tok, "--in", text, "--out", os.path.join(tmp, "data"), "--no-progress")
         data = os.path.join(tmp, "data.tok")

@@ -17,6 +17,8 @@ import time
 
 BUILD = os.environ.get("RADLADS_BUILD", "build")
 SRC = os.environ.get("RADLADS_SRC", ".")
+sys.path.insert(0, os.path.join(SRC, "tests"))
+from testdata import english_text  # noqa: E402
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
 failures = []
@@ -69,8 +71,7 @@ def main():
     rnd = random.Random(int(os.environ.get("RADLADS_TEST_SEED", time.time())))
     with tempfile.TemporaryDirectory() as tmp:
         text = os.path.join(tmp, "text.txt")
-        with open(os.path.join(SRC, "..", "shared", "corpora", "tinyshakespeare.txt"), "rb") as f:
-            open(text, "wb").write(f.read(60000))
+        open(text, "wb").write(english_text(60000))
         tok = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json")
         run(RADLADS, "tokenize", "--tokenizer", tok, "--in", text, "--out", os.path.join(tmp, "data"), "--no-progress")
         data = os.path.join(tmp, "data.tok")
