@@ -1,8 +1,12 @@
 """PyTorch peer for bench_teacher: the tests' reference teacher (tests/ref/teacher_ref.py) in float32, forward +
-cross-entropy + backward on random weights of the given shape. Prints one line: `torch_tokens_per_s X`
-(median of the timed steps).
+cross-entropy + backward on random weights of the given shape. Prints `torch_tokens_per_s X` (median of the
+timed steps).
 
-usage: bench_torch.py REF_DIR THREADS HIDDEN LAYERS HEADS KV_HEADS INTERMEDIATE VOCAB BATCH SEQ STEPS"""
+With --serve (how bench_teacher runs it), it warms up, prints `ready`, then runs one timed step per `step` line
+read from stdin and answers `step SECONDS`, so the C and PyTorch steps alternate under the same machine load;
+`quit` or end of input ends it.
+
+usage: bench_torch.py REF_DIR THREADS HIDDEN LAYERS HEADS KV_HEADS INTERMEDIATE VOCAB BATCH SEQ STEPS [--serve]"""
 import statistics
 import sys
 import time
@@ -35,17 +39,32 @@ def main():
         w[p + "mlp.down_proj.weight"] = torch.randn(D, F) * 0.02
     model = Teacher(cfg, w, dtype=torch.float32)
     ids = torch.randint(0, V, (B, T))
-    times = []
-    for step in range(steps + 1):  # step 0 warms up
+
+    def step():
         for p in model.p.values():
             p.grad = None
         t0 = time.perf_counter()
         loss = Teacher.next_token_loss(model.forward(ids), ids)
         loss.backward()
-        if step:
-            times.append(time.perf_counter() - t0)
-    print(f"torch_tokens_per_s {B * T / statistics.median(times):.1f}")
-    print(f"torch_loss {loss.item():.6f}")
+        return time.perf_counter() - t0, loss.item()
+
+    step()  # warm-up
+    times = []
+    if "--serve" in sys.argv[12:]:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            seconds, loss = step()
+            times.append(seconds)
+            print(f"step {seconds:.6f}", flush=True)
+    else:
+        for _ in range(steps):
+            seconds, loss = step()
+            times.append(seconds)
+    if times:
+        print(f"torch_tokens_per_s {B * T / statistics.median(times):.1f}")
+        print(f"torch_loss {loss:.6f}", flush=True)
 
 
 if __name__ == "__main__":
