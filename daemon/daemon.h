@@ -85,6 +85,7 @@ typedef struct rl_daemon {
     int max_running;           /* concurrent RUNNING/RECOVERING jobs; 0 = unlimited */
     int on_interrupted;        /* 0 requeue, 1 hold, 2 fail */
     int heartbeat_ms, heartbeat_timeout_ms, hang_timeout_ms, cancel_timeout_ms;
+    int reattach_grace_ms;     /* after a restart, how long RUNNING attempts wait for their pool */
     int64_t started_at_ms;
     uv_pipe_t listener;
     uv_check_t flush_check;    /* group commit of submits at the end of each loop iteration */
@@ -185,7 +186,7 @@ void jobs_handle_wait(rl_daemon *d, conn *c, Radlads__WaitRequest *req);
 void jobs_handle_daemon_status(rl_daemon *d, conn *c);
 void jobs_handle_logs(rl_daemon *d, conn *c, Radlads__LogsRequest *req);
 /* Fills a JobSummary from the current row of a statement selecting JOB_SUMMARY_COLUMNS. */
-int jobs_reconcile_at_start(rl_daemon *d);
+
 void jobs_drop_conn(rl_daemon *d, conn *c);
 void jobs_check_waiters(rl_daemon *d);
 
@@ -208,6 +209,15 @@ void sched_set_launcher(const sched_launcher *l);
 /* Assigns runnable stages to idle pools, by priority then age; call after anything that may free a pool
  * or make a job runnable. */
 void sched_run(rl_daemon *d);
+
+/* ---- reattach.c ---- */
+/* At start: attempts whose ranks are gone are LOST and their jobs INTERRUPTED (then --on-interrupted);
+ * attempts whose ranks may be alive wait reattach_grace_ms for their pool to register again. */
+int jobs_reconcile_at_start(rl_daemon *d);
+int reattach_pool(rl_daemon *d, pool *p, int64_t attempt_id);
+int reattach_pending(void);
+void reattach_tick(rl_daemon *d);
+void reattach_free(void);
 
 /* ---- launcher.c ---- */
 /* kind: "local" (mpirun; worker = radlads-worker path or NULL to look next to radladsd) or "none". */

@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "                         requeue (default), hold or fail\n"
             "  --heartbeat-timeout S  a pool silent this long is lost (default 30)\n"
             "  --hang-timeout S       an attempt with no step progress this long fails (default 1800; 0 = off)\n"
+            "  --reattach-grace S     after a restart, wait this long for pools still running an attempt to\n"
+            "                         re-attach before declaring it lost (default 30; 0 = never wait)\n"
             "  --http ADDR:PORT       dashboard, JSON API, SSE and /metrics (default 127.0.0.1:8425; off = none)\n"
             "  --http-timeout S       seconds a client gets to send a request, and an idle connection lives (default 30)\n"
             "  --http-max-connections N  HTTP connections at once (default 256)\n"
@@ -123,6 +125,7 @@ static void on_tick(uv_timer_t *t)
 {
     pools_tick(t->data);
     launcher_tick(t->data);
+    reattach_tick(t->data);
 }
 
 static void shutdown_daemon(rl_daemon *d, const char *why)
@@ -168,6 +171,7 @@ int main(int argc, char **argv)
     d->heartbeat_timeout_ms = 30000;
     d->hang_timeout_ms = 1800000;
     d->cancel_timeout_ms = 30000;
+    d->reattach_grace_ms = 30000;
     const char *state_dir = NULL, *socket_path = NULL, *db_path = NULL, *log_path = NULL;
     int foreground = 0;
     const char *launcher_kind = "local", *worker_path = NULL;
@@ -175,7 +179,7 @@ int main(int argc, char **argv)
     d->http_max_conns = 256;
     d->sse_heartbeat_ms = 15000;
     enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
-           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER };
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -187,6 +191,7 @@ int main(int argc, char **argv)
         {"http-max-connections", required_argument, 0, O_HTTP_MAX},
         {"sse-heartbeat", required_argument, 0, O_SSE_HB},
         {"launcher", required_argument, 0, O_LAUNCHER},     {"worker", required_argument, 0, O_WORKER},
+        {"reattach-grace", required_argument, 0, O_REATTACH},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -236,6 +241,9 @@ int main(int argc, char **argv)
             }
             break;
         case O_LAUNCHER: launcher_kind = optarg; break;
+        case O_REATTACH:
+            if (parse_seconds("--reattach-grace", optarg, &d->reattach_grace_ms) < 0) return 2;
+            break;
         case O_WORKER: worker_path = optarg; break;
         case O_SSE_HB:
             if (parse_seconds("--sse-heartbeat", optarg, &d->sse_heartbeat_ms) < 0) return 2;
@@ -364,6 +372,7 @@ int main(int argc, char **argv)
     }
     uv_run(d->loop, UV_RUN_DEFAULT);
     uv_loop_close(d->loop);
+    reattach_free();
     store_close(d->db);
     log_info("stopped");
     log_close();

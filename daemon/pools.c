@@ -361,6 +361,12 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
     p->next = d->pools;
     d->pools = p;
     launcher_pool_registered(d, p, m->launch_id, m->rank_pids, m->n_rank_pids);
+    if (m->attempt_id && reattach_pool(d, p, m->attempt_id)) {
+        static const char busy[] = "UPDATE pools SET state = 'BUSY' WHERE id = ?";
+        sqlite3_stmt *st = store_stmt(d->db, busy);
+        sqlite3_bind_int64(st, 1, p->id);
+        store_exec_stmt(d->db, st);
+    }
     log_info("pool %lld registered: %d %s rank(s) on %s, name \"%s\"", (long long)p->id, p->ranks, p->device,
              p->host, p->name);
     Radlads__PoolRegistered r = RADLADS__POOL_REGISTERED__INIT;

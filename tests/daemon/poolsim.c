@@ -20,8 +20,16 @@
 
 static rl_client c;
 static int heartbeat_ms = 1000;
+/* --reconnect: a lost daemon is retried (every 100 ms) and the pool registers again with its pool id and
+ * the attempt it is running, as a real worker does, so the daemon can re-attach it. */
+static int reconnect_mode;
+static int64_t pool_id;
+static const char *g_socket, *g_name, *g_device;
+static char g_token[128];
+static int g_ranks;
+static int64_t g_launch_id;
+static void register_pool(void);
 static int64_t last_hb;
-static int64_t attempt_id;
 static int stop_requested;
 
 static int64_t mono_ms(void)
@@ -31,12 +39,30 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t attempt_id;
+
+static void reconnect(void)
+{
+    rl_client_close(&c);
+    char err[512];
+    for (;;) {
+        usleep(100000);
+        if (rl_client_connect(&c, g_socket, RADLADS__ROLE__ROLE_POOL, g_token, err, sizeof err) == 0) break;
+    }
+    printf("poolsim: reconnected; re-registering pool %lld with attempt %lld\n", (long long)pool_id, (long long)attempt_id);
+    fflush(stdout);
+    register_pool();
+}
+
 static void send_env(Radlads__Envelope *env)
 {
     char err[512];
-    if (rl_client_send(&c, env, err, sizeof err) < 0) {
-        fprintf(stderr, "poolsim: %s\n", err);
-        exit(4);
+    while (rl_client_send(&c, env, err, sizeof err) < 0) {
+        if (!reconnect_mode) {
+            fprintf(stderr, "poolsim: %s\n", err);
+            exit(4);
+        }
+        reconnect();
     }
 }
 
@@ -76,7 +102,10 @@ static Radlads__Envelope *poll_msg(int ms)
         }
         if (rc != -RL_E_TIMEOUT) {
             printf("poolsim: connection ended: %s\n", err);
-            exit(0);
+            fflush(stdout);
+            if (!reconnect_mode) exit(0);
+            reconnect();
+            continue;
         }
         if (left == 0) return NULL;
     }
@@ -134,6 +163,34 @@ static void checkpoint(const char *dir, int64_t step)
     send_env(&le);
 }
 
+static void register_pool(void)
+{
+    char err[1024];
+    Radlads__RegisterPool reg = RADLADS__REGISTER_POOL__INIT;
+    int32_t pids[1] = {(int32_t)getpid()};
+    reg.name = (char *)g_name;
+    reg.ranks = g_ranks;
+    reg.device = (char *)g_device;
+    reg.host = "localhost";
+    reg.rank_pids = pids;
+    reg.n_rank_pids = 1;
+    reg.launch_id = g_launch_id;
+    reg.pool_id = pool_id;
+    reg.attempt_id = attempt_id;
+    Radlads__Envelope env = RADLADS__ENVELOPE__INIT, *reply;
+    env.msg_case = RADLADS__ENVELOPE__MSG_REGISTER_POOL;
+    env.register_pool = &reg;
+    if (rl_client_call(&c, &env, &reply, RADLADS__ENVELOPE__MSG_POOL_REGISTERED, err, sizeof err) < 0) {
+        fprintf(stderr, "poolsim: %s\n", err);
+        exit(3);
+    }
+    heartbeat_ms = reply->pool_registered->heartbeat_ms > 0 ? reply->pool_registered->heartbeat_ms : 1000;
+    pool_id = reply->pool_registered->pool_id;
+    printf("poolsim: registered pool %lld\n", (long long)pool_id);
+    fflush(stdout);
+    radlads__envelope__free_unpacked(reply, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const char *socket_path = NULL, *token_file = NULL, *mode = "ok", *name = "", *device = "cpu";
@@ -156,6 +213,7 @@ int main(int argc, char **argv)
             if (!strncmp(socket_path, "unix:", 5)) socket_path += 5;
         } else if (!strcmp(argv[i], "--launch-id") && i + 1 < argc) launch_id = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--socket") && i + 1 < argc) socket_path = argv[++i];
+        else if (!strcmp(argv[i], "--reconnect")) reconnect_mode = 1;
         else if (!strcmp(argv[i], "--token-file") && i + 1 < argc) token_file = argv[++i];
         else if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
         else if (!strcmp(argv[i], "--name") && i + 1 < argc) name = argv[++i];
@@ -180,26 +238,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "poolsim: %s\n", err);
         return 3;
     }
-    Radlads__RegisterPool reg = RADLADS__REGISTER_POOL__INIT;
-    int32_t pids[1] = {(int32_t)getpid()};
-    reg.name = (char *)name;
-    reg.ranks = ranks;
-    reg.device = (char *)device;
-    reg.host = "localhost";
-    reg.rank_pids = pids;
-    reg.n_rank_pids = 1;
-    reg.launch_id = launch_id;
-    Radlads__Envelope env = RADLADS__ENVELOPE__INIT, *reply;
-    env.msg_case = RADLADS__ENVELOPE__MSG_REGISTER_POOL;
-    env.register_pool = &reg;
-    if (rl_client_call(&c, &env, &reply, RADLADS__ENVELOPE__MSG_POOL_REGISTERED, err, sizeof err) < 0) {
-        fprintf(stderr, "poolsim: %s\n", err);
-        return 3;
-    }
-    heartbeat_ms = reply->pool_registered->heartbeat_ms > 0 ? reply->pool_registered->heartbeat_ms : 1000;
-    printf("poolsim: registered pool %lld\n", (long long)reply->pool_registered->pool_id);
-    fflush(stdout);
-    radlads__envelope__free_unpacked(reply, NULL);
+    g_socket = socket_path, g_name = name, g_device = device, g_ranks = ranks, g_launch_id = launch_id;
+    snprintf(g_token, sizeof g_token, "%s", token);
+    register_pool();
     int assignments = 0;
     while (assignments < max_assignments) {
         Radlads__Envelope *e = poll_msg(1000);

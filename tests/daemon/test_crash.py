@@ -35,6 +35,8 @@ def test_kill9_during_submit_storm(root):
         for rnd in range(ROUNDS):
             time.sleep(rng.uniform(0.05, 0.4))
             d.kill9()
+            if rnd == 0:
+                pool.wait(timeout=10)  # it exits when the daemon goes: its ranks are gone, so no re-attach wait
             d.start()
             acked = {int(x) for x in open(ids_out).read().split()}
             db = sqlite3.connect(os.path.join(d.state, "radlads.db"))

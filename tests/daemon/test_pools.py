@@ -162,6 +162,50 @@ def test_restart_of_a_running_job_resumes_without_using_a_restart(root):
         d.stop()
 
 
+def test_daemon_restart_reattaches_a_live_pool(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "ok", "--steps", "24", "--step-ms", "100", "--reconnect")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["stages"][0]["step"] >= 3, timeout=20, what="progress")
+        d.kill9()
+        time.sleep(0.3)
+        d.start()
+        # The pool is alive: its attempt is not lost, the job is not requeued, and it re-attaches.
+        assert d.json("show", jid)["state"] == "RUNNING"
+        r = d.cli("wait", jid, "--timeout", "60", check=False)
+        assert r.returncode == 0, r.stdout + d.log()[-2000:]
+        show = d.json("show", jid)
+        assert [a["state"] for a in show["attempts"]] == ["SUCCEEDED"] * 3, show["attempts"]
+        reasons = [e["reason"] for e in d.json("events", jid)["events"]]
+        assert any("re-attached after a daemon restart" in x for x in reasons), reasons
+        assert not any("INTERRUPTED" == e["to"] for e in d.json("events", jid)["events"])
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_pool_that_does_not_reattach_is_lost_after_the_grace(root):
+    spec = fixture(root)
+    d = Daemon(root, "--reattach-grace", "2").start()
+    pool = d.poolsim("--mode", "hang", "--steps", "6", "--step-ms", "100")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", what="RUNNING")
+        os.kill(pool.pid, signal.SIGSTOP)  # alive, but it will never come back
+        d.kill9()
+        d.start()
+        assert d.json("show", jid)["state"] == "RUNNING", "within the grace the attempt waits for its pool"
+        wait_for(lambda: d.json("show", jid)["state"] == "QUEUED", timeout=15, what="requeue after the grace")
+        a = d.json("show", jid)["attempts"][0]
+        assert a["state"] == "LOST" and "did not re-attach within 2 s" in a["failure_reason"], a
+        os.kill(pool.pid, signal.SIGKILL)
+    finally:
+        pool.kill()
+        d.stop()
+
+
 def test_priority_matching_and_max_running(root):
     spec = fixture(root)
     d = Daemon(root, "--max-running", "1").start()
@@ -190,4 +234,5 @@ def test_priority_matching_and_max_running(root):
 if __name__ == "__main__":
     run([test_job_runs_to_completion, test_failure_restarts_from_latest_checkpoint, test_exhausted_restarts_fail_the_job,
          test_lost_pool_and_hang_and_heartbeat, test_cancel_running_job_stops_the_pool,
-         test_restart_of_a_running_job_resumes_without_using_a_restart, test_priority_matching_and_max_running])
+         test_restart_of_a_running_job_resumes_without_using_a_restart, test_daemon_restart_reattaches_a_live_pool,
+         test_pool_that_does_not_reattach_is_lost_after_the_grace, test_priority_matching_and_max_running])
