@@ -282,21 +282,65 @@ static int dump_chunk(void *p, int row0, int rows, const float *logits, char *er
 static void score_usage(FILE *f)
 {
     fprintf(f, "usage: radlads score --model DIR (--tokens FILE | --ids 1,2,3,...) [--dump-logits OUT.safetensors]\n"
-               "         [--json] [--threads N] [--chunk-rows R]\n"
+               "         [--window W [--max-windows N]] [--json] [--threads N] [--chunk-rows R]\n"
                "Prints the mean next-token cross-entropy of the sequence (T-1 predictions) and its perplexity.\n"
-               "--dump-logits writes the fp32 logits [T, vocab] as the tensor \"logits\".\n");
+               "--window W: the sequence is cut into consecutive windows of W tokens (a last partial one is\n"
+               "  dropped), each scored on its own (W-1 predictions); the mean is over all predictions. This is\n"
+               "  how the trainer's validation loss is computed with W = its seq_len.\n"
+               "--dump-logits writes the fp32 logits [T, vocab] as the tensor \"logits\" (not with --window).\n");
+}
+
+/* Forward of B rows of W tokens; loss = mean CE over the targets that are not −1. */
+static int score_rows(rl_model *m, rl_student *stu, const int32_t *ids, const int32_t *targets, double *loss,
+                      char *err, size_t errlen)
+{
+    int rc = stu ? rl_student_forward(stu, ids, err, errlen) : rl_model_forward(m, ids, err, errlen);
+    return rc ? rc : rl_model_loss(m, targets, 0, loss, err, errlen);
+}
+
+/* --window: consecutive windows of W tokens, SCORE_BATCH per forward; a last short batch repeats window
+ * 0 with every target −1, so each window counts W−1 predictions and the mean is over all of them. */
+#define SCORE_BATCH 16
+static int score_windows(rl_model *m, rl_student *stu, const int32_t *all, int n_win, int W, double *loss,
+                         char *err, size_t errlen)
+{
+    const int B = n_win < SCORE_BATCH ? n_win : SCORE_BATCH;
+    int32_t *ids = malloc(sizeof *ids * (size_t)B * W * 2);
+    if (!ids) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    int32_t *targets = ids + (size_t)B * W;
+    double sum = 0;
+    int rc = 0;
+    for (int w0 = 0; w0 < n_win && !rc; w0 += B) {
+        const int n = n_win - w0 < B ? n_win - w0 : B;
+        for (int b = 0; b < B; b++) {
+            const int32_t *src = all + (size_t)(b < n ? w0 + b : 0) * W;
+            memcpy(ids + (size_t)b * W, src, sizeof *ids * (size_t)W);
+            for (int i = 0; i < W; i++)
+                targets[(size_t)b * W + i] = b < n && i + 1 < W ? src[i + 1] : -1;
+        }
+        double l = 0;
+        rc = score_rows(m, stu, ids, targets, &l, err, errlen);
+        sum += l * n;
+    }
+    *loss = sum / n_win;
+    free(ids);
+    return rc;
 }
 
 int cmd_score(int argc, char **argv)
 {
-    enum { O_MODEL = 1000, O_TOKENS, O_IDS, O_DUMP, O_JSON, O_THREADS, O_CHUNK, O_HELP };
+    enum { O_MODEL = 1000, O_TOKENS, O_IDS, O_DUMP, O_JSON, O_THREADS, O_CHUNK, O_WINDOW, O_MAXWIN, O_HELP };
     static const struct option opts[] = {{"model", 1, 0, O_MODEL},   {"tokens", 1, 0, O_TOKENS},
                                          {"ids", 1, 0, O_IDS},       {"dump-logits", 1, 0, O_DUMP},
                                          {"json", 0, 0, O_JSON},     {"threads", 1, 0, O_THREADS},
-                                         {"chunk-rows", 1, 0, O_CHUNK}, {"help", 0, 0, O_HELP},
+                                         {"chunk-rows", 1, 0, O_CHUNK}, {"window", 1, 0, O_WINDOW},
+                                         {"max-windows", 1, 0, O_MAXWIN}, {"help", 0, 0, O_HELP},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *tokens = NULL, *ids_arg = NULL, *dump = NULL;
-    int json = 0, threads = 0, chunk = 64, o;
+    int json = 0, threads = 0, chunk = 64, window = 0, max_windows = 0, o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -313,9 +357,21 @@ int cmd_score(int argc, char **argv)
             if (parse_int("--chunk-rows", optarg, 1, 1 << 20, &chunk))
                 return 2;
             break;
+        case O_WINDOW:
+            if (parse_int("--window", optarg, 2, 1 << 24, &window))
+                return 2;
+            break;
+        case O_MAXWIN:
+            if (parse_int("--max-windows", optarg, 1, 1 << 30, &max_windows))
+                return 2;
+            break;
         case O_HELP: score_usage(stdout); return 0;
         default: score_usage(stderr); return 2;
         }
+    }
+    if (window && dump) {
+        fprintf(stderr, "radlads score: --dump-logits and --window do not go together\n");
+        return 2;
     }
     if (!model_dir || (!tokens == !ids_arg) || optind < argc) {
         fprintf(stderr, "radlads score: give --model and exactly one of --tokens or --ids\n");
@@ -336,6 +392,16 @@ int cmd_score(int argc, char **argv)
         free(ids);
         return 2;
     }
+    int n_win = window ? T / window : 0;
+    if (window && max_windows && n_win > max_windows)
+        n_win = max_windows;
+    if (window && n_win < 1) {
+        fprintf(stderr, "radlads score: %d tokens hold no window of %d\n", T, window);
+        free(ids);
+        return 2;
+    }
+    /* rows × width of one forward */
+    const int rows = window ? (n_win < SCORE_BATCH ? n_win : SCORE_BATCH) : 1, width = window ? window : T;
     rl_backend *be = NULL;
     rl_model *m = NULL;
     rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = threads};
@@ -344,23 +410,21 @@ int cmd_score(int argc, char **argv)
     if (!rc && rl_student_is_student_dir(model_dir)) {
         rc = rl_student_load(&stu, be, model_dir, err, sizeof err);
         if (!rc)
-            m = stu->base, rc = rl_student_prepare(stu, 1, T, chunk, err, sizeof err);
-        if (!rc)
-            rc = rl_student_forward(stu, ids, err, sizeof err);
+            m = stu->base, rc = rl_student_prepare(stu, rows, width, chunk, err, sizeof err);
     } else {
         if (!rc)
             rc = rl_model_load(&m, be, model_dir, 0, err, sizeof err);
         if (!rc)
-            rc = rl_model_prepare(m, 1, T, 0, chunk, err, sizeof err);
-        if (!rc)
-            rc = rl_model_forward(m, ids, err, sizeof err);
+            rc = rl_model_prepare(m, rows, width, 0, chunk, err, sizeof err);
     }
     double loss = 0;
     int32_t *targets = malloc(sizeof *targets * (size_t)T);
-    if (!rc) {
+    if (!rc && window) {
+        rc = score_windows(m, stu, ids, n_win, window, &loss, err, sizeof err);
+    } else if (!rc) {
         for (int t = 0; t < T; t++)
             targets[t] = t + 1 < T ? ids[t + 1] : -1;
-        rc = rl_model_loss(m, targets, 0, &loss, err, sizeof err);
+        rc = score_rows(m, stu, ids, targets, &loss, err, sizeof err);
     }
     if (!rc && dump) {
         int64_t shape[2] = {T, m->cfg.vocab};
@@ -375,15 +439,23 @@ int cmd_score(int argc, char **argv)
         free(d.host);
     }
     if (!rc) {
+        const int scored = window ? n_win * window : T, predicted = window ? n_win * (window - 1) : T - 1;
         if (json) {
-            json_t *doc = json_pack("{s:s, s:i, s:i, s:f, s:f}", "model", model_dir, "tokens", T, "predicted", T - 1,
-                                    "mean_cross_entropy", loss, "perplexity", exp(loss));
+            json_t *doc = json_pack("{s:s, s:i, s:i, s:f, s:f}", "model", model_dir, "tokens", scored, "predicted",
+                                    predicted, "mean_cross_entropy", loss, "perplexity", exp(loss));
             if (dump)
                 json_object_set_new(doc, "logits", json_string(dump));
+            if (window) {
+                json_object_set_new(doc, "window", json_integer(window));
+                json_object_set_new(doc, "windows", json_integer(n_win));
+            }
             cli_print_json(doc);
         } else {
-            printf("tokens %d  predicted %d  mean cross-entropy %.6f nats  perplexity %.4f\n", T, T - 1, loss,
+            printf("tokens %d  predicted %d  mean cross-entropy %.6f nats  perplexity %.4f", scored, predicted, loss,
                    exp(loss));
+            if (window)
+                printf("  (%d windows of %d)", n_win, window);
+            putchar('\n');
         }
     } else {
         fprintf(stderr, "radlads score: %s\n", err);

@@ -12,9 +12,13 @@
 #include "tokenizer.h"
 
 static const char tokenize_usage[] =
-    "usage: radlads tokenize --tokenizer DIR|FILE --in FILE... --out PREFIX\n"
+    "usage: radlads tokenize --tokenizer DIR|FILE|bytes --in FILE... --out PREFIX\n"
     "                        [--format radlads|binidx] [--threads N] [--input-format auto|text|jsonl]\n"
     "                        [--text-field NAME] [--eos TOKEN|none] [--special] [--no-progress]\n"
+    "                        [--write-tokenizer DIR]\n"
+    "  --tokenizer bytes: the built-in byte vocabulary (id = byte, <|endoftext|> = 256, 257 ids).\n"
+    "  --write-tokenizer DIR: also write the tokenizer's tokenizer.json (+ tokenizer_config.json)\n"
+    "  into DIR, e.g. the folder of a model made with `radlads init-model --vocab 257`.\n"
     "  Inputs: plain text (each file is one document) or JSON lines (one document per line, its\n"
     "  text in --text-field, default \"text\"; chosen by a .json/.jsonl name unless --input-format),\n"
     "  either possibly zstd-compressed. Every document is followed by the EOS token (tokenizer_config\n"
@@ -22,12 +26,12 @@ static const char tokenize_usage[] =
     "  (radlads) or PREFIX.bin + PREFIX.idx (binidx), identical for every --threads value.\n"
     "  --special: special-token text in documents becomes the special token (default: plain text).\n";
 static const char encode_usage[] =
-    "usage: radlads encode --tokenizer DIR|FILE [--text S] [--special]\n"
+    "usage: radlads encode --tokenizer DIR|FILE|bytes [--text S] [--special]\n"
     "  Prints the ids of S (or of standard input) as a JSON array. Without --special, special\n"
     "  tokens written in the text are encoded as plain text; with it they become their ids, as\n"
     "  HuggingFace tokenizers' encode(text, add_special_tokens=False) does.\n";
 static const char decode_usage[] =
-    "usage: radlads decode --tokenizer DIR|FILE [--ids 1,2,3] [--skip-special]\n"
+    "usage: radlads decode --tokenizer DIR|FILE|bytes [--ids 1,2,3] [--skip-special]\n"
     "  Prints the text of the ids (or of a JSON array on standard input), exactly, with no newline\n"
     "  added; bytes that are not valid UTF-8 print as U+FFFD, as HuggingFace's decode does.\n";
 
@@ -39,7 +43,9 @@ static tok_tokenizer *load(const char *verb, const char *path)
     }
     char err[1024];
     tok_tokenizer *t;
-    if (tok_load(path, &t, err, sizeof err)) {
+    int rc = strcmp(path, TOK_BUILTIN_BYTES) == 0 ? tok_load_builtin(path, &t, err, sizeof err)
+                                                  : tok_load(path, &t, err, sizeof err);
+    if (rc) {
         fprintf(stderr, "radlads %s: %s\n", verb, err);
         return NULL;
     }
@@ -224,6 +230,55 @@ int cmd_decode(int argc, char **argv)
     return rc ? 1 : 0;
 }
 
+static int write_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(text, 1, len, f) == len;
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok) fprintf(stderr, "radlads tokenize: %s: cannot write: %s\n", path, strerror(errno));
+    return ok ? 0 : 1;
+}
+
+static int copy_into(const char *src, const char *dst)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f) return 0; /* an optional file that is not there */
+    tok_bytes b = {0};
+    char buf[65536];
+    size_t n;
+    int rc = 0;
+    while (!rc && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        rc = tok_bytes_append(&b, buf, n) ? 1 : 0;
+    fclose(f);
+    if (!rc) rc = write_file(dst, b.v ? b.v : "", b.n);
+    tok_bytes_free(&b);
+    return rc;
+}
+
+/* --write-tokenizer DIR: the tokenizer (a built-in's JSON, or the files it was loaded from) into DIR. */
+static int write_tokenizer(const char *tok_path, const char *dir)
+{
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/tokenizer.json", dir);
+    snprintf(b, sizeof b, "%s/tokenizer_config.json", dir);
+    if (strcmp(tok_path, TOK_BUILTIN_BYTES) == 0) {
+        char *cfg, *json = tok_builtin_json(tok_path, &cfg);
+        int rc = json ? write_file(a, json, strlen(json)) : 1;
+        if (!rc) rc = write_file(b, cfg, strlen(cfg));
+        free(json), free(cfg);
+        return rc;
+    }
+    char src[4096];
+    FILE *f = fopen(tok_path, "rb"); /* a file, or a folder (fopen of a folder fails on read, not here) */
+    int is_file = f && fread(src, 1, 1, f) == 1;
+    if (f) fclose(f);
+    if (is_file) return copy_into(tok_path, a);
+    snprintf(src, sizeof src, "%s/tokenizer.json", tok_path);
+    int rc = copy_into(src, a);
+    snprintf(src, sizeof src, "%s/tokenizer_config.json", tok_path);
+    return rc ? rc : copy_into(src, b);
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
@@ -236,9 +291,10 @@ int cmd_tokenize(int argc, char **argv)
                                          {"eos", required_argument, 0, 'e'},
                                          {"special", no_argument, 0, 's'},
                                          {"no-progress", no_argument, 0, 'n'},
+                                         {"write-tokenizer", required_argument, 0, 'w'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *tok_path = NULL, *eos = NULL;
+    const char *tok_path = NULL, *eos = NULL, *write_dir = NULL;
     tok_corpus_opts co = {.format = TOK_FORMAT_RADLADS, .text_field = "text"};
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     co.threads = ncpu > 0 ? (int)ncpu : 1;
@@ -270,6 +326,9 @@ int cmd_tokenize(int argc, char **argv)
             break;
         case 'n':
             co.progress = 0;
+            break;
+        case 'w':
+            write_dir = optarg;
             break;
         case 'f':
             if (strcmp(optarg, "radlads") == 0)
@@ -326,6 +385,7 @@ int cmd_tokenize(int argc, char **argv)
             rc = 2;
         }
     }
+    if (!rc && write_dir) rc = write_tokenizer(tok_path, write_dir);
     if (!rc) {
         co.inputs = inputs;
         co.n_inputs = n_inputs;

@@ -44,6 +44,15 @@ uint64_t rl_sampler_prime(const rl_sampler *s);
 uint64_t rl_sampler_offset(const rl_sampler *s, uint64_t g);
 /* Writes ctx+1 tokens of sample g into out (int32). */
 int rl_sampler_read(const rl_sampler *s, uint64_t g, int32_t *out, char *err, size_t errlen);
+/* Samples come only from the first n_tokens of the stream (the rest is a held-out validation tail);
+ * the slots and the prime are those of the shorter stream.  -1 with err when too few remain. */
+int rl_sampler_limit(rl_sampler *s, uint64_t n_tokens, char *err, size_t errlen);
+/* All tokens of the files, limited or not (rl_sampler_n_tokens is the sampled part). */
+uint64_t rl_sampler_stream_tokens(const rl_sampler *s);
+/* n tokens at stream position pos (anywhere in the stream, the held-out tail included). */
+int rl_sampler_read_at(const rl_sampler *s, uint64_t pos, size_t n, int32_t *out, char *err, size_t errlen);
+/* The largest vocabulary size a token file records (0: none records one, as binidx); its index to *file. */
+uint32_t rl_sampler_vocab_size(const rl_sampler *s, int *file);
 /* Largest prime p ≤ n with p ≡ 2 (mod 3); 0 when there is none (n < 2). */
 uint64_t rl_magic_prime(uint64_t n);
 

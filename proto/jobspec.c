@@ -350,9 +350,11 @@ static int get_lr(parser *p, json_t *n, const char *path, double *init, double *
     if (colon) *colon = 0;
     errno = 0;
     double a = strtod(buf, &end);
-    if (end == buf || *end || errno || !isfinite(a) || a <= 0 || a > 10)
+    if (end == buf || *end || errno || !isfinite(a))
         return fail(p, path, "expected a learning rate like 1e-3 or 1e-3:1e-5 (init:final), got \"%s%s%s\"",
                     buf, colon ? ":" : "", colon ? colon + 1 : "");
+    /* The same bounds as the {init, final} form, so the canonical JSON always parses back. */
+    if (a < 1e-12 || a > 10) return fail(p, path, "initial learning rate must be between 1e-12 and 10, got %s", buf);
     double b = a;
     if (colon) {
         b = strtod(colon + 1, &end);

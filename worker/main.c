@@ -34,6 +34,9 @@ static void usage(FILE *f)
                "  --weight-decay 0 --checkpoint-every 0 --keep-checkpoints 2 --kl-weight 1 --ce-weight 0\n"
                "  --loss l2|mse --train all|decay_shift --seed 0 --log-every 10 --threads N --chunk-rows 512\n"
                "  --stop-after STEP (return after STEP as if killed; tests)  --trace-samples (token ids in metrics)\n"
+               "  --valid FILE[,FILE...] | --valid-fraction F (held out from the end of --data, never trained on)\n"
+               "  --valid-windows 256 --valid-every N (default: --checkpoint-every): validation loss\n"
+               "  (next-token CE in windows of --seq-len, as `radlads score --window`) at those steps and the end\n"
                "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
                "\n"
                "usage: radlads-worker run --stage export --student DIR --out DIR [--teacher DIR]\n"
@@ -144,7 +147,7 @@ static int cmd_run(int argc, char **argv)
 {
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
-           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK };
+           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
@@ -156,7 +159,8 @@ static int cmd_run(int argc, char **argv)
         {"keep-checkpoints", 1, 0, O_KEEP}, {"kl-weight", 1, 0, O_KL}, {"ce-weight", 1, 0, O_CE},
         {"loss", 1, 0, O_LOSS}, {"train", 1, 0, O_TRAIN}, {"resume", 0, 0, O_RESUME},
         {"stop-after", 1, 0, O_STOP}, {"log-every", 1, 0, O_LOG}, {"trace-samples", 0, 0, O_TRACE},
-        {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {0, 0, 0, 0}};
+        {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {"valid", 1, 0, O_VALID},
+        {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {0, 0, 0, 0}};
     const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
     char *data = NULL;
     long attn = 0, seed = 0, v = 0;
@@ -230,6 +234,10 @@ static int cmd_run(int argc, char **argv)
         case O_TRACE: to.trace_samples = 1; break;
         case O_THREADS: bad = parse_int("--threads", optarg, 1, 4096, &v), to.threads = (int)v; break;
         case O_CHUNK: bad = parse_int("--chunk-rows", optarg, 1, 1 << 24, &v), to.chunk_rows = (int)v; break;
+        case O_VALID: to.valid_list = optarg; break;
+        case O_VFRAC: bad = parse_double("--valid-fraction", optarg, 0, 0.99, &to.valid_fraction); break;
+        case O_VWIN: bad = parse_int("--valid-windows", optarg, 0, 1L << 30, &v), to.valid_windows = (int)v; break;
+        case O_VEVERY: bad = parse_int("--valid-every", optarg, 0, 1L << 40, &v), to.valid_every = v; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "trainer_int.h"
+#include "validate.h"
 
 static const char *const stage_names[] = {"align", "distill", "extend", "pretrain"};
 
@@ -467,6 +468,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     if (rl_backend_create(&t.be, &bo, err, errlen))
         return RL_EINVAL;
     rl_sampler *smp = NULL;
+    rl__valid *valid = NULL; /* held-out windows (validate.c) */
     FILE *metrics = NULL;
     int32_t *batch_buf = NULL;
     char ckdir[4096], ckpt[4096] = "", path[4200];
@@ -500,6 +502,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     }
     if (!rc && rl_sampler_open(&smp, o.data, o.n_data, T, err, errlen) != 0)
         rc = RL_EINVAL;
+    if (!rc)
+        rc = rl__valid_open(&t, smp, &valid, err, errlen);
     if (!rc) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         metrics = fopen(path, ckpt[0] ? "a" : "w");
@@ -537,6 +541,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                 rc = rl__stage_micro_step(&t, buf, &l, err, errlen);
             loss += l / A;
         }
+        rl__fault_poison_grad(&t, step);
+        loss = rl__fault_poison_loss(step, loss);
         if (!rc && hooks && hooks->allreduce_sum && o.world > 1) {
             float lf = (float)loss;
             for (int i = 0; i < t.n_t && !rc; i++)
@@ -607,6 +613,12 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total_steps && o.rank == 0)
             rc = write_checkpoint(&t, ckdir, step, step * per_step, total_tokens, lr, lr2, hooks, err, errlen);
+        if (!rc && o.rank == 0 && rl__valid_due(valid, step, total_steps)) {
+            char vline[256];
+            rc = rl__valid_report(&t, valid, step, step * per_step, metrics, vline, sizeof vline, err, errlen);
+            if (!rc)
+                printf("%s\n", vline);
+        }
         if (!rc && o.stop_after > 0 && step >= o.stop_after)
             break;
     }
@@ -626,6 +638,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     if (metrics)
         fclose(metrics);
     free(batch_buf);
+    rl__valid_close(valid);
     rl_sampler_close(smp);
     destroy(&t);
     return rc;

@@ -48,6 +48,13 @@ typedef struct {
     int64_t stop_after;   /* > 0: return after this step as if the process had been killed (tests) */
     int log_every;        /* progress line every N steps (and the last) */
     int trace_samples;    /* metrics lines carry each step's token ids (reference tests) */
+    /* validation: windows of seq_len tokens from the files in valid_list (comma-separated), or the last
+     * valid_fraction of the data stream (then never sampled for training); at most valid_windows of them
+     * (0 = 256), after every valid_every steps (0 = every checkpoint_every) and at the end */
+    const char *valid_list;
+    double valid_fraction;
+    int valid_windows;
+    int64_t valid_every;
     int threads, chunk_rows;
     int rank, world;
 } rl_train_opts;

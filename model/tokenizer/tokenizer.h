@@ -95,6 +95,17 @@ long tok_utf8_repair(const char *in, size_t len, tok_bytes *out);
 /* Length of the valid UTF-8 prefix of in[0..len). */
 size_t tok_utf8_valid_prefix(const char *in, size_t len);
 
+/* ---- built-in vocabularies --------------------------------------------------------------------
+ * "bytes": id b = byte b (0..255) and <|endoftext|> = 256 (the EOS), vocabulary size 257 — for models
+ * made here, where no pretrained tokenizer is at hand.  It behaves as the tokenizer.json that
+ * tok_builtin_json returns (BPE over GPT-2's byte characters, no merges): text is UTF-8 (invalid
+ * sequences become U+FFFD's bytes, as for every tokenizer). */
+#define TOK_BUILTIN_BYTES "bytes"
+int tok_load_builtin(const char *name, tok_tokenizer **out, char *err, size_t errlen);
+/* The tokenizer.json text of a built-in (malloc'd; NULL for an unknown name or out of memory), and its
+ * tokenizer_config.json (eos_token) in *config_json. */
+char *tok_builtin_json(const char *name, char **config_json);
+
 /* ---- token files ---------------------------------------------------------------------------
  *
  * Two formats hold a tokenized corpus: a sequence of documents, each a sequence of token ids that

@@ -127,6 +127,8 @@ static void errors_name_the_field(void)
     expect_error("teacher: [unclosed\n", "invalid YAML");
     expect_error("- a\n- b\n", "expected a mapping, got a list");
     expect_error(BASE "priority: 5000\n", "priority: must be between -1000 and 1000");
+    /* Found by fuzz_jobspec: "1e-41" slipped through the string form but not the {init, final} form. */
+    expect_error(BASE "stages: [{stage: align, lr2: '1e-41:1e-5'}]\n", "between 1e-12 and 10");
     expect_error(BASE "name: 'has space'\n", "name: use letters");
     expect_error(BASE "x: &a 1\ny: *a\n", "YAML aliases");
     /* Found by fuzz_jobspec: libfyaml spins forever on a directive followed by malformed UTF-8. */

@@ -1,0 +1,44 @@
+/* fault.c — test-only fault injection (validate.h): a NaN gradient or an infinite loss at a chosen
+ * optimizer step, so the tests can prove that the stage stops, names the step and the tensor, and leaves
+ * the last checkpoint intact.  Read from RADLADS_TEST_POISON; without it every call is a no-op. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "validate.h"
+
+/* "grad:STEP[:TENSOR]" or "loss:STEP": 1 when spec asks for kind at step; the tensor name to name. */
+static int poison_at(const char *kind, int64_t step, char *tensor, size_t len)
+{
+    const char *spec = getenv("RADLADS_TEST_POISON");
+    size_t k = strlen(kind);
+    if (!spec || strncmp(spec, kind, k) != 0 || spec[k] != ':')
+        return 0;
+    char *end;
+    long long at = strtoll(spec + k + 1, &end, 10);
+    if (end == spec + k + 1 || at != step)
+        return 0;
+    snprintf(tensor, len, "%s", *end == ':' ? end + 1 : "");
+    return 1;
+}
+
+void rl__fault_poison_grad(rl__trainer *t, int64_t step)
+{
+    char name[160];
+    if (!poison_at("grad", step, name, sizeof name))
+        return;
+    for (int i = 0; i < t->n_t; i++)
+        if (!name[0] || strcmp(t->t[i].name, name) == 0) {
+            const float nan = NAN;
+            rl_upload(t->be, t->t[i].grad, &nan, sizeof nan);
+            return;
+        }
+    fprintf(stderr, "RADLADS_TEST_POISON: no trainable tensor \"%s\"\n", name);
+}
+
+double rl__fault_poison_loss(int64_t step, double loss)
+{
+    char name[8];
+    return poison_at("loss", step, name, sizeof name) ? INFINITY : loss;
+}

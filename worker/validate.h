@@ -1,0 +1,33 @@
+/* validate.h — the trainer's held-out data and data checks (validate.c), and test-only fault injection
+ * (fault.c).  Private to worker/, like trainer_int.h. */
+#ifndef RL_WORKER_VALIDATE_H
+#define RL_WORKER_VALIDATE_H
+
+#include <stdio.h>
+
+#include "trainer_int.h"
+
+/* Validation: consecutive windows of seq_len tokens (each scored on its own, seq_len−1 predictions), from
+ * the --valid files, or from the last valid_fraction of the training stream, which the sampler then never
+ * draws from.  The loss is the model's next-token cross-entropy — for every stage, the student's own (not
+ * the stage's training loss) — the number `radlads score --window seq_len` gives on the same tokens. */
+typedef struct rl__valid rl__valid;
+
+/* Checks the data against the model (recorded vocabulary sizes), applies the held-out fraction to the
+ * training sampler and opens the validation windows.  *out is NULL when no validation is asked for. */
+int rl__valid_open(rl__trainer *t, rl_sampler *train, rl__valid **out, char *err, size_t errlen);
+/* Whether validation runs after optimizer step `step` (1-based count of steps done). */
+int rl__valid_due(const rl__valid *v, int64_t step, int64_t total_steps);
+/* Runs the validation and reports it: a metrics line {"stage", "step", "tokens", "valid_loss",
+ * "valid_tokens", "valid_windows"}, and the progress line for the user in `line`. */
+int rl__valid_report(rl__trainer *t, rl__valid *v, int64_t step, int64_t tokens, FILE *metrics, char *line,
+                     size_t linelen, char *err, size_t errlen);
+void rl__valid_close(rl__valid *v);
+
+/* Fault injection for tests: RADLADS_TEST_POISON="grad:STEP[:TENSOR]" sets the first element of TENSOR's
+ * gradient (default: the first trainable tensor) to NaN after the micro-batches of optimizer step STEP
+ * (0-based); "loss:STEP" makes that step's loss +inf.  Unset: nothing happens. */
+void rl__fault_poison_grad(rl__trainer *t, int64_t step);
+double rl__fault_poison_loss(int64_t step, double loss);
+
+#endif
