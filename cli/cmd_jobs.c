@@ -564,6 +564,7 @@ int cmd_action(int argc, char **argv)
     if (!strcmp(argv[0], "cancel")) action = RADLADS__JOB_ACTION__ACTION_CANCEL;
     else if (!strcmp(argv[0], "hold")) action = RADLADS__JOB_ACTION__ACTION_HOLD;
     else if (!strcmp(argv[0], "release")) action = RADLADS__JOB_ACTION__ACTION_RELEASE;
+    else if (!strcmp(argv[0], "drain")) action = RADLADS__JOB_ACTION__ACTION_DRAIN;
     else action = RADLADS__JOB_ACTION__ACTION_RESTART;
     int json = has_flag(argc, argv, "--json");
     int64_t *ids = calloc((size_t)argc, sizeof *ids);

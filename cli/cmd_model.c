@@ -1,16 +1,20 @@
 /* cmd_model.c — model tools that work on files directly:
  *   radlads init-model  writes a random model as a HuggingFace folder
- *   radlads score       cross-entropy / perplexity of a token sequence, optional logits dump */
+ *   radlads score       cross-entropy / perplexity of a token sequence, optional logits dump
+ *   radlads inspect     summary of a model or checkpoint folder, checkpoints verified */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "model.h"
 #include "student.h"
+#include "train.h"
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 {
@@ -468,4 +472,328 @@ int cmd_score(int argc, char **argv)
         rl_model_destroy(m);
     rl_backend_destroy(be);
     return rc ? 1 : 0;
+}
+
+/* ---- inspect ---- */
+
+static void inspect_usage(FILE *f)
+{
+    fprintf(f, "usage: radlads inspect DIR [--json]\n"
+               "Summarises a model folder (teacher, RADLADS student, exported) or a checkpoint folder\n"
+               "(DIR/checkpoints/step-N): architecture, dimensions, parameter count, dtype, tensor count; for a\n"
+               "checkpoint also its manifest (stage, step, tokens) with every file's size and SHA-256 verified.\n"
+               "A training output folder also lists its checkpoints (each verified) and its last metrics.\n"
+               "Exit 1 when a checkpoint does not verify or the folder holds no model.\n");
+}
+
+static json_t *load_json_file(const char *dir, const char *name)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return json_load_file(path, 0, NULL);
+}
+
+/* The config.json fields a reader wants first, HF names kept. */
+static json_t *inspect_config(const json_t *cfg)
+{
+    static const char *const keys[] = {"model_type", "teacher_model_type", "variant", "hidden_size",
+                                       "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                                       "intermediate_size", "vocab_size", "num_attention_layers", "use_rope",
+                                       "decay_low_rank_dim", "a_low_rank_dim", "v_low_rank_dim", "gate_low_rank_dim",
+                                       "tokenshift_low_rank_dim", "tie_word_embeddings", "rope_theta",
+                                       "max_position_embeddings"};
+    json_t *o = json_object();
+    json_t *arch = json_array_get(json_object_get(cfg, "architectures"), 0);
+    if (arch)
+        json_object_set(o, "architecture", arch);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(cfg, keys[i]);
+        if (v)
+            json_object_set(o, keys[i], v);
+    }
+    return o;
+}
+
+/* Tensors, parameters and dtypes of the weights in dir (model.safetensors or its shards), or NULL. */
+static json_t *inspect_weights(const char *dir, const char *file, char *err, size_t errlen)
+{
+    rl_safetensors *st;
+    int rc;
+    if (file) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        rc = rl_st_open_file(&st, path, err, errlen);
+    } else {
+        rc = rl_st_open_dir(&st, dir, err, errlen);
+    }
+    if (rc)
+        return NULL;
+    json_t *dtypes = json_object();
+    long long params = 0;
+    for (int i = 0; i < rl_st_count(st); i++) {
+        const rl_st_tensor *t = rl_st_at(st, i);
+        long long n = 1;
+        for (int d = 0; d < t->ndim; d++)
+            n *= t->shape[d];
+        params += n;
+        const char *dn = rl_st_dtype_name(t->dtype);
+        json_object_set_new(dtypes, dn, json_integer(json_integer_value(json_object_get(dtypes, dn)) + 1));
+    }
+    json_t *o = json_pack("{s:i, s:I, s:o}", "tensors", rl_st_count(st), "parameters", (json_int_t)params, "dtypes",
+                          dtypes);
+    rl_st_close(st);
+    return o;
+}
+
+/* The manifest, verified: every file's size and SHA-256 recomputed (rl_ckpt_verify). */
+static json_t *inspect_checkpoint(const char *dir, int *ok)
+{
+    char err[1024] = "";
+    rl_ckpt_info info;
+    *ok = rl_ckpt_verify(dir, &info, err, sizeof err) == 0;
+    json_t *m = load_json_file(dir, "manifest.json");
+    json_t *o = json_object();
+    static const char *const keys[] = {"stage", "step", "tokens", "sample", "created_at_ms"};
+    for (size_t i = 0; m && i < sizeof keys / sizeof keys[0]; i++)
+        if (json_object_get(m, keys[i]))
+            json_object_set(o, keys[i], json_object_get(m, keys[i]));
+    if (*ok)
+        json_object_set_new(o, "manifest_sha256", json_string(info.sha256));
+    json_object_set_new(o, "verified", json_boolean(*ok));
+    if (!*ok)
+        json_object_set_new(o, "error", json_string(err));
+    json_t *files = json_object_get(m, "files"), *list = json_array();
+    const char *name;
+    json_t *f;
+    json_object_foreach(files, name, f)
+    {
+        json_array_append_new(list, json_pack("{s:s, s:O, s:O, s:b}", "name", name, "bytes",
+                                              json_object_get(f, "bytes"), "sha256", json_object_get(f, "sha256"),
+                                              "verified", *ok));
+    }
+    json_object_set_new(o, "files", list);
+    json_decref(m);
+    return o;
+}
+
+/* DIR/checkpoints/step-N, each verified. */
+static json_t *inspect_checkpoint_list(const char *dir, int *all_ok)
+{
+    char cdir[4200];
+    snprintf(cdir, sizeof cdir, "%s/checkpoints", dir);
+    struct dirent **names = NULL;
+    int n = scandir(cdir, &names, NULL, alphasort);
+    if (n < 0)
+        return NULL;
+    json_t *list = json_array();
+    for (int i = 0; i < n; i++) {
+        if (!strncmp(names[i]->d_name, "step-", 5)) {
+            char p[4500], err[512];
+            rl_ckpt_info info;
+            snprintf(p, sizeof p, "%s/%s", cdir, names[i]->d_name);
+            int ok = rl_ckpt_verify(p, &info, err, sizeof err) == 0;
+            *all_ok &= ok;
+            json_t *c = json_pack("{s:s, s:b}", "name", names[i]->d_name, "verified", ok);
+            if (ok)
+                json_object_update_new(c, json_pack("{s:s, s:I, s:I}", "stage", info.stage, "step",
+                                                    (json_int_t)info.step, "tokens", (json_int_t)info.tokens));
+            else
+                json_object_set_new(c, "error", json_string(err));
+            json_array_append_new(list, c);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return list;
+}
+
+/* The last training line and the last validation line of DIR/metrics.jsonl. */
+static json_t *inspect_metrics(const char *dir)
+{
+    char path[4200], line[8192];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    json_t *last = NULL, *valid = NULL;
+    long lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, JSON_DISABLE_EOF_CHECK, NULL);
+        if (!j)
+            continue;
+        lines++;
+        json_t **slot = json_object_get(j, "valid_loss") ? &valid : &last;
+        json_decref(*slot);
+        *slot = j;
+    }
+    fclose(f);
+    json_t *o = json_pack("{s:i}", "lines", (json_int_t)lines);
+    static const char *const keys[] = {"stage", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"};
+    for (size_t i = 0; last && i < sizeof keys / sizeof keys[0]; i++)
+        if (json_object_get(last, keys[i]))
+            json_object_set(o, keys[i], json_object_get(last, keys[i]));
+    if (valid) {
+        json_object_set(o, "valid_loss", json_object_get(valid, "valid_loss"));
+        json_object_set(o, "valid_step", json_object_get(valid, "step"));
+    }
+    json_decref(last), json_decref(valid);
+    return o;
+}
+
+static void print_inspect(const json_t *doc)
+{
+    const json_t *ck = json_object_get(doc, "checkpoint"), *cfg = json_object_get(doc, "config"),
+                 *w = json_object_get(doc, "weights"), *met = json_object_get(doc, "metrics");
+    printf("%s: %s\n", json_string_value(json_object_get(doc, "path")), json_string_value(json_object_get(doc, "kind")));
+    if (ck) {
+        printf("  checkpoint: stage %s, step %lld, tokens %lld, %s\n",
+               json_string_value(json_object_get(ck, "stage")) ? json_string_value(json_object_get(ck, "stage")) : "?",
+               (long long)json_integer_value(json_object_get(ck, "step")),
+               (long long)json_integer_value(json_object_get(ck, "tokens")),
+               json_is_true(json_object_get(ck, "verified")) ? "every file verified (size and SHA-256)" : "NOT VERIFIED");
+        if (json_object_get(ck, "error"))
+            printf("    error: %s\n", json_string_value(json_object_get(ck, "error")));
+        size_t i;
+        json_t *f;
+        json_array_foreach(json_object_get(ck, "files"), i, f)
+        {
+            printf("    %-26s %12lld bytes  sha256 %s\n", json_string_value(json_object_get(f, "name")),
+                   (long long)json_integer_value(json_object_get(f, "bytes")),
+                   json_string_value(json_object_get(f, "sha256")));
+        }
+    }
+    if (cfg) {
+        printf("  architecture: %s (%s)", json_string_value(json_object_get(cfg, "architecture")),
+               json_string_value(json_object_get(cfg, "model_type")));
+        if (json_object_get(cfg, "variant"))
+            printf(" variant %s", json_string_value(json_object_get(cfg, "variant")));
+        if (json_object_get(cfg, "teacher_model_type"))
+            printf(", from a %s teacher", json_string_value(json_object_get(cfg, "teacher_model_type")));
+        printf("\n  dimensions: hidden %lld, layers %lld, heads %lld/%lld, head_dim %lld, ffn %lld, vocab %lld\n",
+               (long long)json_integer_value(json_object_get(cfg, "hidden_size")),
+               (long long)json_integer_value(json_object_get(cfg, "num_hidden_layers")),
+               (long long)json_integer_value(json_object_get(cfg, "num_attention_heads")),
+               (long long)json_integer_value(json_object_get(cfg, "num_key_value_heads")),
+               (long long)json_integer_value(json_object_get(cfg, "head_dim")),
+               (long long)json_integer_value(json_object_get(cfg, "intermediate_size")),
+               (long long)json_integer_value(json_object_get(cfg, "vocab_size")));
+    }
+    if (w) {
+        printf("  weights: %lld parameters in %lld tensors, dtype", (long long)json_integer_value(json_object_get(w, "parameters")),
+               (long long)json_integer_value(json_object_get(w, "tensors")));
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)json_object_get(w, "dtypes"), k, v)
+        {
+            printf(" %s×%lld", k, (long long)json_integer_value(v));
+        }
+        putchar('\n');
+    }
+    if (json_object_get(doc, "weights_error"))
+        printf("  weights: %s\n", json_string_value(json_object_get(doc, "weights_error")));
+    if (json_object_get(doc, "optimizer"))
+        printf("  optimizer state: %lld tensors (AdamW moments)\n",
+               (long long)json_integer_value(json_object_get(json_object_get(doc, "optimizer"), "tensors")));
+    size_t i;
+    json_t *x;
+    if (json_array_size(json_object_get(doc, "tokenizer"))) {
+        printf("  tokenizer files:");
+        json_array_foreach(json_object_get(doc, "tokenizer"), i, x) printf(" %s", json_string_value(x));
+        putchar('\n');
+    }
+    json_array_foreach(json_object_get(doc, "checkpoints"), i, x)
+    {
+        if (json_is_true(json_object_get(x, "verified")))
+            printf("  checkpoint %s: %s step %lld, tokens %lld, verified\n", json_string_value(json_object_get(x, "name")),
+                   json_string_value(json_object_get(x, "stage")), (long long)json_integer_value(json_object_get(x, "step")),
+                   (long long)json_integer_value(json_object_get(x, "tokens")));
+        else
+            printf("  checkpoint %s: DAMAGED: %s\n", json_string_value(json_object_get(x, "name")),
+                   json_string_value(json_object_get(x, "error")));
+    }
+    if (met && json_object_get(met, "step"))
+        printf("  metrics: %s step %lld, tokens %lld, loss %.6f%s", json_string_value(json_object_get(met, "stage")),
+               (long long)json_integer_value(json_object_get(met, "step")),
+               (long long)json_integer_value(json_object_get(met, "tokens")),
+               json_real_value(json_object_get(met, "loss")), json_object_get(met, "valid_loss") ? "" : "\n");
+    if (met && json_object_get(met, "valid_loss"))
+        printf(", valid-loss %.6f (step %lld)\n", json_number_value(json_object_get(met, "valid_loss")),
+               (long long)json_integer_value(json_object_get(met, "valid_step")));
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int json = 0, o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (o == 'j')
+            json = 1;
+        else {
+            inspect_usage(o == 'h' ? stdout : stderr);
+            return o == 'h' ? 0 : 2;
+        }
+    }
+    if (optind != argc - 1) {
+        inspect_usage(stderr);
+        return 2;
+    }
+    const char *dir = argv[optind];
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "radlads inspect: %s is not a folder\n", dir);
+        return 1;
+    }
+    int ok = 1, ck_ok = 1;
+    json_t *doc = json_pack("{s:s}", "path", dir), *cfg = load_json_file(dir, "config.json");
+    json_t *manifest = load_json_file(dir, "manifest.json");
+    const int student = cfg && rl_student_is_student_dir(dir);
+    const char *kind = manifest ? "checkpoint" : student ? "RADLADS student" : cfg ? "softmax-attention model" : "folder";
+    json_object_set_new(doc, "kind", json_string(kind));
+    if (manifest) {
+        json_object_set_new(doc, "checkpoint", inspect_checkpoint(dir, &ck_ok));
+        ok &= ck_ok;
+    }
+    if (cfg)
+        json_object_set_new(doc, "config", inspect_config(cfg));
+    char err[1024] = "";
+    json_t *w = cfg ? inspect_weights(dir, NULL, err, sizeof err) : NULL;
+    if (w)
+        json_object_set_new(doc, "weights", w);
+    else if (cfg)
+        json_object_set_new(doc, "weights_error", json_string(err)), ok = 0;
+    char opt[4200];
+    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
+    json_t *ow = stat(opt, &sb) == 0 ? inspect_weights(dir, "optimizer.safetensors", err, sizeof err) : NULL;
+    if (ow)
+        json_object_set_new(doc, "optimizer", ow);
+    static const char *const tok_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                            "tokenizer.model", "special_tokens_map.json"};
+    json_t *toks = json_array();
+    for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
+        snprintf(opt, sizeof opt, "%s/%s", dir, tok_files[i]);
+        if (stat(opt, &sb) == 0)
+            json_array_append_new(toks, json_string(tok_files[i]));
+    }
+    json_object_set_new(doc, "tokenizer", toks);
+    int all_ck = 1;
+    json_t *cks = inspect_checkpoint_list(dir, &all_ck);
+    if (cks)
+        json_object_set_new(doc, "checkpoints", cks);
+    json_t *met = inspect_metrics(dir);
+    if (met)
+        json_object_set_new(doc, "metrics", met);
+    if (!cfg && !manifest && !cks) {
+        fprintf(stderr, "radlads inspect: %s holds no config.json, manifest.json or checkpoints/: not a model or "
+                        "checkpoint folder\n", dir);
+        ok = 0;
+    }
+    if (json)
+        cli_print_json(doc);
+    else {
+        print_inspect(doc);
+        json_decref(doc);
+    }
+    json_decref(cfg), json_decref(manifest);
+    return ok ? 0 : 1;
 }

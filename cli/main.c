@@ -18,6 +18,7 @@ static const struct verb {
     {"cancel", cmd_action, "cancel ID...                                                            stop and cancel jobs"},
     {"hold", cmd_action, "hold ID...                                                              keep queued jobs from starting"},
     {"release", cmd_action, "release ID...                                                           let held jobs start"},
+    {"drain", cmd_action, "drain ID...                                                             checkpoint, stop and hold running jobs"},
     {"restart", cmd_action, "restart ID                                                              run a job again (a finished one as a new job)"},
     {"events", cmd_events, "events ID [--follow] [--after N] [--json]                              a job's history"},
     {"wait", cmd_wait, "wait ID... [--timeout S]                                                wait for jobs to finish (exit 0 ok, 1 failure, 2 timeout)"},
@@ -34,6 +35,7 @@ static const struct verb {
 #ifdef RL_HAVE_MODEL_TOOLS
     {"init-model", cmd_init_model, "init-model --arch qwen2|qwen3|llama ... --out DIR                     write a random model"},
     {"score", cmd_score, "score --model DIR (--tokens FILE | --ids ...)                          cross-entropy / perplexity"},
+    {"inspect", cmd_inspect, "inspect DIR [--json]                                                    summary of a model or checkpoint folder (verified)"},
 #endif
 };
 

@@ -136,6 +136,7 @@ struct pool {
     int64_t last_seen_ms, last_progress_ms;
     int64_t stop_sent_ms;      /* a CONTROL_STOP is outstanding */
     int restart_requested;     /* ...because the user restarted the job: not a failure */
+    int drain_requested;       /* checkpoint, stop, and hold the job (not a failure) */
     int64_t launch_id;         /* started by our launcher (retired when idle); 0 = external */
     pool *next;
 };
@@ -237,5 +238,7 @@ pool *pools_find_by_job(rl_daemon *d, int64_t job_id);
 void pools_stop_job(rl_daemon *d, int64_t job_id, const char *why, int restart);
 int pools_count(rl_daemon *d);
 void pools_handle_list(rl_daemon *d, conn *c);
+/* Asks the pool running a job to checkpoint and stop; the job is then HELD. */
+void pools_drain_job(rl_daemon *d, int64_t job_id);
 
 #endif

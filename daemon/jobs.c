@@ -497,6 +497,7 @@ static const char *action_verb(Radlads__JobAction a)
     case RADLADS__JOB_ACTION__ACTION_HOLD: return "hold";
     case RADLADS__JOB_ACTION__ACTION_RELEASE: return "release";
     case RADLADS__JOB_ACTION__ACTION_RESTART: return "restart";
+    case RADLADS__JOB_ACTION__ACTION_DRAIN: return "drain";
     default: return "?";
     }
 }
@@ -627,6 +628,20 @@ int jobs_act(rl_daemon *d, const jobs_actor *who, Radlads__JobAction action, int
             snprintf(msg, sizeof msg, "job %lld is %s: nothing to restart", (long long)id, state);
             return -RL_E_STATE;
         }
+        break;
+    case RADLADS__JOB_ACTION__ACTION_DRAIN:
+        if ((!strcmp(state, "RUNNING") || !strcmp(state, "RECOVERING")) && pools_find_by_job(d, id)) {
+            pools_drain_job(d, id);
+            res->ok = 1;
+            snprintf(msg, sizeof msg, "job %lld: its pool checkpoints and stops; the job is then HELD and `radlads "
+                     "release %lld` resumes it from that checkpoint", (long long)id, (long long)id);
+            return 0;
+        }
+        if (strcmp(state, "QUEUED") && strcmp(state, "INTERRUPTED")) {
+            snprintf(msg, sizeof msg, "job %lld is %s: only a running or queued job can be drained", (long long)id, state);
+            return -RL_E_STATE;
+        }
+        to = "HELD"; /* nothing is running: draining it just keeps it from starting */
         break;
     default:
         snprintf(msg, sizeof msg, "unknown action %d", action);

@@ -45,6 +45,24 @@ void pools_stop_job(rl_daemon *d, int64_t job_id, const char *why, int restart)
     send_control(p, RADLADS__CONTROL_KIND__CONTROL_STOP);
 }
 
+void pools_drain_job(rl_daemon *d, int64_t job_id)
+{
+    pool *p = pools_find_by_job(d, job_id);
+    if (!p) return;
+    log_info("pool %lld: draining job %lld attempt %lld", (long long)p->id, (long long)job_id, (long long)p->attempt_id);
+    p->drain_requested = 1;
+    send_control(p, RADLADS__CONTROL_KIND__CONTROL_DRAIN);
+}
+
+/* A drained job waits, HELD, for a release (it resumes from the checkpoint the drain wrote). */
+static int hold_drained(rl_daemon *d, int64_t job_id, const char *state)
+{
+    if (strcmp(state, "RUNNING") && strcmp(state, "RECOVERING")) return 0;
+    int rc = job_transition(d->db, job_id, state, "INTERRUPTED", "drained: the pool checkpointed and stopped");
+    if (rc == 0) rc = job_transition(d->db, job_id, "INTERRUPTED", "HELD", "drained; release to resume from its checkpoint");
+    return rc;
+}
+
 static int job_state(rl_daemon *d, int64_t job_id, char *buf, size_t len)
 {
     static const char sql[] = "SELECT state FROM jobs WHERE id = ?";
@@ -66,6 +84,7 @@ static int set_attempt(rl_daemon *d, pool *p, const char *state, const char *rea
     sqlite3_bind_int64(st, 3, now_ms());
     if (reason) sqlite3_bind_text(st, 4, reason, -1, SQLITE_TRANSIENT);
     if (store_exec_stmt(d->db, st) < 0) return -1;
+    if (store_changes(d->db) != 1) return 0; /* already ended: no second event */
     return store_event(d->db, p->job_id, "attempt", p->stage_idx, "RUNNING", state, reason);
 }
 
@@ -95,6 +114,7 @@ static void pool_set_idle(rl_daemon *d, pool *p, const char *state)
     p->job_id = 0;
     p->stop_sent_ms = 0;
     p->restart_requested = 0;
+    p->drain_requested = 0;
 }
 
 /* The attempt ended without success (attempt_state FAILED, LOST or CANCELLED). */
@@ -107,6 +127,12 @@ static int attempt_failed(rl_daemon *d, pool *p, const char *attempt_state, cons
         rc = set_attempt(d, p, "CANCELLED", "job cancelled");
         if (rc == 0) rc = set_stage(d, p->job_id, p->stage_idx, "RUNNING", "CANCELLED", "job cancelled");
         if (rc == 0) rc = job_transition(d->db, p->job_id, "CANCELLING", "CANCELLED", "the pool stopped");
+        return rc;
+    }
+    if (p->drain_requested) {
+        rc = set_attempt(d, p, "CANCELLED", "drained");
+        if (rc == 0) rc = set_stage(d, p->job_id, p->stage_idx, "RUNNING", "PENDING", "drained");
+        if (rc == 0) rc = hold_drained(d, p->job_id, state);
         return rc;
     }
     rc = set_attempt(d, p, p->restart_requested ? "CANCELLED" : attempt_state,
@@ -188,6 +214,8 @@ static void stage_finished(rl_daemon *d, pool *p, Radlads__StageFinished *m)
     }
     if (rc == 0 && !strcmp(state, "CANCELLING")) {
         rc = job_transition(d->db, p->job_id, "CANCELLING", "CANCELLED", "the pool stopped");
+    } else if (rc == 0 && !finished && p->drain_requested) {
+        rc = hold_drained(d, p->job_id, state); /* the stage ended before the drain took effect */
     } else if (rc == 0 && finished) {
         static const char res[] = "UPDATE jobs SET result_path = ?2 WHERE id = ?1";
         sqlite3_stmt *st = store_stmt(d->db, res);
@@ -228,7 +256,9 @@ static void progress(rl_daemon *d, pool *p, Radlads__Progress *m)
         sqlite3_bind_int64(st, 3, m->tokens);
         rc = store_exec_stmt(d->db, st);
     }
-    if (rc == 0) {
+    /* Metrics are downsampled for long runs: every step up to 2,000, then about 2,000 more per doubling. */
+    int keep_metric = m->step <= 2000 || m->step % ((m->step + 1999) / 2000) == 0;
+    if (rc == 0 && keep_metric) {
         st = store_stmt(d->db, metric_sql);
         sqlite3_bind_int64(st, 1, p->job_id);
         sqlite3_bind_int(st, 2, p->stage_idx);
@@ -277,6 +307,19 @@ static void checkpoint_saved(rl_daemon *d, pool *p, Radlads__CheckpointSaved *m)
     char reason[160];
     snprintf(reason, sizeof reason, "step %lld, %lld tokens", (long long)m->step, (long long)m->tokens);
     if (rc == 0) rc = store_event(d->db, p->job_id, "checkpoint", p->stage_idx, NULL, "SAVED", reason);
+    /* Keep-last-N, as the stage's options say: older rows are marked deleted (the worker removes the files). */
+    static const char gc[] =
+        "UPDATE checkpoints SET deleted_at = ?3 WHERE job_id = ?1 AND stage_idx = ?2 AND deleted_at IS NULL AND id NOT IN "
+        "(SELECT id FROM checkpoints WHERE job_id = ?1 AND stage_idx = ?2 AND deleted_at IS NULL ORDER BY step DESC, id DESC "
+        "LIMIT max(1, COALESCE((SELECT json_extract(options_json, '$.keep_checkpoints') FROM stages "
+        "WHERE job_id = ?1 AND idx = ?2), 3)))";
+    if (rc == 0) {
+        st = store_stmt(d->db, gc);
+        sqlite3_bind_int64(st, 1, p->job_id);
+        sqlite3_bind_int(st, 2, p->stage_idx);
+        sqlite3_bind_int64(st, 3, now_ms());
+        rc = store_exec_stmt(d->db, st);
+    }
     if (rc < 0 || store_commit(d->db) < 0) store_rollback(d->db);
 }
 

@@ -30,7 +30,7 @@ static int g_ranks;
 static int64_t g_launch_id;
 static void register_pool(void);
 static int64_t last_hb;
-static int stop_requested;
+static int stop_requested, drain_requested;
 
 static int64_t mono_ms(void)
 {
@@ -95,6 +95,7 @@ static Radlads__Envelope *poll_msg(int ms)
                 printf("poolsim: control %d\n", e->control->kind);
                 fflush(stdout);
                 if (e->control->kind == RADLADS__CONTROL_KIND__CONTROL_STOP) stop_requested = 1;
+                if (e->control->kind == RADLADS__CONTROL_KIND__CONTROL_DRAIN) drain_requested = 1;
                 radlads__envelope__free_unpacked(e, NULL);
                 continue;
             }
@@ -251,7 +252,7 @@ int main(int argc, char **argv)
         }
         Radlads__StageAssignment *a = e->assignment;
         attempt_id = a->attempt_id;
-        stop_requested = 0;
+        stop_requested = drain_requested = 0;
         assignments++;
         printf("poolsim: assignment job=%lld stage=%d(%s) attempt=%lld resume_from=%s\n", (long long)a->job_id,
                a->stage_idx, a->stage, (long long)a->attempt_id, a->resume_from);
@@ -265,6 +266,11 @@ int main(int argc, char **argv)
             if (m) radlads__envelope__free_unpacked(m, NULL);
             if (stop_requested) {
                 stopped = 1;
+                break;
+            }
+            if (drain_requested) {
+                checkpoint(out, s); /* drain: checkpoint now, then stop */
+                stopped = 2;
                 break;
             }
             if (hang) {
@@ -292,7 +298,8 @@ int main(int argc, char **argv)
                 if (!strcmp(mode, "hang")) hang = 1;
             }
         }
-        if (stopped) finish(0, "stopped by the daemon", out);
+        if (stopped == 2) finish(0, "drained", out);
+        else if (stopped) finish(0, "stopped by the daemon", out);
         else if (!strcmp(mode, "fail") || (!strcmp(mode, "fail-once") && assignments == 1))
             finish(0, "simulated failure", out);
         else finish(1, "", out);

@@ -39,6 +39,7 @@ def test_job_runs_to_completion(root):
         cks = d.json("checkpoints", jid)["checkpoints"]
         assert [c["stage"] for c in cks] == ["transfer", "align", "export"] and cks == sorted(cks, key=lambda c: c["id"])
         assert "align" in d.cli("checkpoints", jid).stdout
+
         lines = d.json("logs", jid)["lines"]
         assert [l["stage_idx"] for l in lines] == [0, 1, 2] and "checkpoint saved at step 2" in lines[0]["text"]
         assert [l["stage_idx"] for l in d.json("logs", jid, "--stage", "align")["lines"]] == [1]
@@ -71,6 +72,28 @@ def test_failure_restarts_from_latest_checkpoint(root):
         assert a2["resumed_from_checkpoint"] == show["checkpoints"][0]["id"], (a2, show["checkpoints"])
         ev = [(e["kind"], e["to"], e["reason"]) for e in d.json("events", jid)["events"] if e["kind"] == "job"]
         assert ("job", "RECOVERING", "simulated failure (restart 1 of 2)") in ev, ev
+    finally:
+        pool.kill()
+        d.stop()
+
+
+def test_checkpoint_rows_keep_the_last_n_of_a_stage(root):
+    spec = fixture(root)
+    keep1 = os.path.join(root, "keep1.yaml")
+    with open(keep1, "w") as f:
+        f.write(open(spec).read().replace("  - transfer\n", "").replace('lr: "1e-3:1e-5"}', 'lr: "1e-3:1e-5", keep_checkpoints: 1}'))
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "fail-once", "--steps", "4")
+    try:
+        jid = int(d.cli("submit", keep1, "--print-id").stdout)
+        assert d.cli("wait", jid, "--timeout", "30", check=False).returncode == 0
+        # Two attempts of the align stage each saved one; keep_checkpoints 1 leaves the newer.
+        cks = d.json("checkpoints", jid)["checkpoints"]
+        assert [c["stage_idx"] for c in cks] == [0, 1], cks
+        db = sqlite3.connect(os.path.join(d.state, "radlads.db"))
+        rows = db.execute("SELECT id, deleted_at IS NOT NULL FROM checkpoints WHERE stage_idx = 0 ORDER BY id").fetchall()
+        assert [r[1] for r in rows] == [1, 0], rows
+        assert cks[0]["id"] == rows[1][0]
     finally:
         pool.kill()
         d.stop()
@@ -162,6 +185,30 @@ def test_restart_of_a_running_job_resumes_without_using_a_restart(root):
         d.stop()
 
 
+def test_drain_checkpoints_stops_and_holds_then_release_resumes(root):
+    spec = fixture(root)
+    d = Daemon(root).start()
+    pool = d.poolsim("--mode", "ok", "--steps", "40", "--step-ms", "50")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["stages"][0]["step"] >= 3, what="progress")
+        out = d.cli("drain", jid).stdout
+        assert "checkpoints and stops" in out, out
+        wait_for(lambda: d.json("show", jid)["state"] == "HELD", what="HELD after the drain")
+        show = d.json("show", jid)
+        assert show["attempts"][0]["state"] == "CANCELLED" and show["attempts"][0]["failure_reason"] == "drained"
+        assert show["restarts"] == 0
+        drained_ckpt = show["checkpoints"][-1]["id"]
+        d.cli("release", jid)
+        assert d.cli("wait", jid, "--timeout", "60", check=False).returncode == 0
+        a2 = d.json("show", jid)["attempts"][1]
+        assert a2["resumed_from_checkpoint"] == drained_ckpt, (a2, drained_ckpt)
+        assert d.cli("drain", jid, check=False).returncode == 1  # completed: nothing to drain
+    finally:
+        pool.kill()
+        d.stop()
+
+
 def test_daemon_restart_reattaches_a_live_pool(root):
     spec = fixture(root)
     d = Daemon(root).start()
@@ -232,7 +279,9 @@ def test_priority_matching_and_max_running(root):
 
 
 if __name__ == "__main__":
-    run([test_job_runs_to_completion, test_failure_restarts_from_latest_checkpoint, test_exhausted_restarts_fail_the_job,
+    run([test_job_runs_to_completion, test_failure_restarts_from_latest_checkpoint,
+         test_checkpoint_rows_keep_the_last_n_of_a_stage, test_exhausted_restarts_fail_the_job,
          test_lost_pool_and_hang_and_heartbeat, test_cancel_running_job_stops_the_pool,
-         test_restart_of_a_running_job_resumes_without_using_a_restart, test_daemon_restart_reattaches_a_live_pool,
+         test_restart_of_a_running_job_resumes_without_using_a_restart,
+         test_drain_checkpoints_stops_and_holds_then_release_resumes, test_daemon_restart_reattaches_a_live_pool,
          test_pool_that_does_not_reattach_is_lost_after_the_grace, test_priority_matching_and_max_running])
