@@ -6,7 +6,9 @@
  * model.layers.<l>.self_attn.<name> (RAD-RWKV7: w0 w1 w2 a0 a1 a2 v0 v1 v2 g1 g2
  * r_k [k_k k_a ln_x.weight ln_x.bias for variant a]; RAD-RWKV6: time_maa_x
  * time_maa_{r,k,v,w,g} time_maa_w1 time_maa_w2 time_decay time_decay_w1
- * time_decay_w2 gate.weight). q/k/v/o keep the teacher's names and values. */
+ * time_decay_w2 gate.weight). q/k/v/o (with their biases) and Qwen3's q_norm/k_norm
+ * keep the teacher's names and values. Per-channel tensors are A = heads·head_dim
+ * wide, LoRA inputs D = hidden wide (they differ for an explicit head_dim). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -46,21 +48,21 @@ static int add(rl_arena *a, int l, const char *name, int ndim, int64_t d0, int64
 static int build_table(rl_student *s)
 {
     const rl_model_config *c = &s->base->cfg;
-    const int64_t D = c->hidden;
+    const int64_t D = c->hidden, A = (int64_t)c->heads * c->head_dim;
     int rc = 0;
     for (int l = 0; l < student_layers(s) && rc >= 0; l++) {
         if (s->arch == RL_STUDENT_RWKV7) {
-            rc |= add(s->tparams, l, "w0", 1, D, 0, 0) | add(s->tparams, l, "w1", 2, D, s->rank_decay, 0);
-            rc |= add(s->tparams, l, "w2", 2, s->rank_decay, D, 0);
-            rc |= add(s->tparams, l, "a0", 1, D, 0, 0) | add(s->tparams, l, "a1", 2, D, s->rank_iclr, 0);
-            rc |= add(s->tparams, l, "a2", 2, s->rank_iclr, D, 0);
-            rc |= add(s->tparams, l, "v0", 1, D, 0, 0) | add(s->tparams, l, "v1", 2, D, s->rank_value, 0);
-            rc |= add(s->tparams, l, "v2", 2, s->rank_value, D, 0);
-            rc |= add(s->tparams, l, "g1", 2, D, s->rank_gate, 0) | add(s->tparams, l, "g2", 2, s->rank_gate, D, 0);
+            rc |= add(s->tparams, l, "w0", 1, A, 0, 0) | add(s->tparams, l, "w1", 2, D, s->rank_decay, 0);
+            rc |= add(s->tparams, l, "w2", 2, s->rank_decay, A, 0);
+            rc |= add(s->tparams, l, "a0", 1, A, 0, 0) | add(s->tparams, l, "a1", 2, D, s->rank_iclr, 0);
+            rc |= add(s->tparams, l, "a2", 2, s->rank_iclr, A, 0);
+            rc |= add(s->tparams, l, "v0", 1, A, 0, 0) | add(s->tparams, l, "v1", 2, D, s->rank_value, 0);
+            rc |= add(s->tparams, l, "v2", 2, s->rank_value, A, 0);
+            rc |= add(s->tparams, l, "g1", 2, D, s->rank_gate, 0) | add(s->tparams, l, "g2", 2, s->rank_gate, A, 0);
             rc |= add(s->tparams, l, "r_k", 2, c->heads, c->head_dim, 0);
             if (s->variant == 'a') {
-                rc |= add(s->tparams, l, "k_k", 1, D, 0, 0) | add(s->tparams, l, "k_a", 1, D, 0, 0);
-                rc |= add(s->tparams, l, "ln_x.weight", 1, D, 0, 0) | add(s->tparams, l, "ln_x.bias", 1, D, 0, 0);
+                rc |= add(s->tparams, l, "k_k", 1, A, 0, 0) | add(s->tparams, l, "k_a", 1, A, 0, 0);
+                rc |= add(s->tparams, l, "ln_x.weight", 1, A, 0, 0) | add(s->tparams, l, "ln_x.bias", 1, A, 0, 0);
             }
         } else {
             static const char *maa[] = {"time_maa_x", "time_maa_r", "time_maa_k", "time_maa_v", "time_maa_w",
@@ -69,10 +71,10 @@ static int build_table(rl_student *s)
                 rc |= add(s->tparams, l, maa[i], 1, D, 0, 0);
             rc |= add(s->tparams, l, "time_maa_w1", 2, D, 5 * s->rank_shift, 0);
             rc |= add(s->tparams, l, "time_maa_w2", 3, 5, s->rank_shift, D);
-            rc |= add(s->tparams, l, "time_decay", 1, D, 0, 0);
+            rc |= add(s->tparams, l, "time_decay", 1, A, 0, 0);
             rc |= add(s->tparams, l, "time_decay_w1", 2, D, s->rank_decay, 0);
-            rc |= add(s->tparams, l, "time_decay_w2", 2, s->rank_decay, D, 0);
-            rc |= add(s->tparams, l, "gate.weight", 2, D, D, 0);
+            rc |= add(s->tparams, l, "time_decay_w2", 2, s->rank_decay, A, 0);
+            rc |= add(s->tparams, l, "gate.weight", 2, A, D, 0);
         }
     }
     return rc < 0 ? RL_ENOMEM : 0;
@@ -94,7 +96,7 @@ static void bind(rl_student *s)
         const rl_arena *a = s->tparams;
         memset(p, 0, sizeof *p);
         p->q_w = b->q_w, p->q_b = b->q_b, p->k_w = b->k_w, p->k_b = b->k_b, p->v_w = b->v_w, p->v_b = b->v_b;
-        p->o_w = b->o_w;
+        p->o_w = b->o_w, p->o_b = b->o_b, p->q_norm_w = b->q_norm_w, p->k_norm_w = b->k_norm_w;
         p->w0 = tp_get(a, l, "w0"), p->w1 = tp_get(a, l, "w1"), p->w2 = tp_get(a, l, "w2");
         p->a0 = tp_get(a, l, "a0"), p->a1 = tp_get(a, l, "a1"), p->a2 = tp_get(a, l, "a2");
         p->v0 = tp_get(a, l, "v0"), p->v1 = tp_get(a, l, "v1"), p->v2 = tp_get(a, l, "v2");
@@ -113,7 +115,7 @@ static void bind(rl_student *s)
                             .kv_heads = c->kv_heads, .head_dim = c->head_dim, .layer = l, .layers = c->layers,
                             .rank_decay = s->rank_decay, .rank_iclr = s->rank_iclr, .rank_value = s->rank_value,
                             .rank_gate = s->rank_gate, .rank_shift = s->rank_shift, .qkv_bias = c->qkv_bias,
-                            .use_rope = s->use_rope};
+                            .use_rope = s->use_rope, .qk_norm = c->qk_norm, .norm_eps = (float)c->rms_norm_eps};
     }
 }
 
@@ -128,15 +130,10 @@ static int student_new(rl_student **out, rl_model *base, rl_student_arch arch, i
                  "(state balancing)", variant);
         return RL_EINVAL;
     }
-    if (c->heads * c->head_dim != c->hidden) {
-        snprintf(err, errlen, "heads×head_dim = %d×%d = %d differs from hidden_size %d; the time-mix layers need "
-                 "hidden_size = heads×head_dim", c->heads, c->head_dim, c->heads * c->head_dim, c->hidden);
+    if (c->heads <= 0 || c->kv_heads <= 0 || c->heads % c->kv_heads || c->head_dim <= 0 || c->head_dim % 2) {
+        snprintf(err, errlen, "heads=%d kv_heads=%d head_dim=%d: the time-mix layers need kv_heads dividing heads "
+                 "and an even head_dim", c->heads, c->kv_heads, c->head_dim);
         return RL_EINVAL;
-    }
-    if (c->qk_norm || c->o_bias) {
-        snprintf(err, errlen, "teacher has %s; the time-mix layers implement neither (Qwen2/Llama-style q/k/v/o)",
-                 c->qk_norm ? "per-head q/k RMSNorm (Qwen3)" : "an o_proj bias");
-        return RL_ENOTSUP;
     }
     if (attention_layers < 0 || attention_layers >= c->layers) {
         snprintf(err, errlen, "attention layers %d must lie in [0, %d) (num_hidden_layers=%d)", attention_layers,
@@ -243,27 +240,27 @@ static int init_tensor(const rl_student *s, const rl_arena_entry *e, float *h, u
     char name[64];
     if (sscanf(e->name, "model.layers.%d.self_attn.%63s", &l, name) != 2)
         return RL_EINVAL;
-    const int D = c->hidden;
+    const int n_ch = (int)e->count; /* 1-D tensors: A = heads·head_dim channels */
     const double frac_l = c->layers > 1 ? (double)l / (c->layers - 1) : 0.0;
     for (size_t i = 0; i < e->count; i++)
         h[i] = 0.0f;
     if (!strcmp(name, "w0")) {
-        for (int n = 0; n < D; n++)
-            h[n] = (float)(-7 + 5 * pow((double)n / (D > 1 ? D - 1 : 1), 0.85 + sqrt(frac_l)) + 0.5);
+        for (int n = 0; n < n_ch; n++)
+            h[n] = (float)(-7 + 5 * pow((double)n / (n_ch > 1 ? n_ch - 1 : 1), 0.85 + sqrt(frac_l)) + 0.5);
     } else if (!strcmp(name, "v0")) {
-        for (int n = 0; n < D; n++)
+        for (int n = 0; n < n_ch; n++)
             h[n] = 1.0f;
     } else if (!strcmp(name, "k_k") || !strcmp(name, "k_a") || !strcmp(name, "ln_x.weight")) {
-        for (int n = 0; n < D; n++)
+        for (int n = 0; n < n_ch; n++)
             h[n] = !strcmp(name, "k_k") ? 0.85f : 1.0f;
     } else if (!strcmp(name, "w2") || !strcmp(name, "a2") || !strcmp(name, "v2") || !strcmp(name, "g2")) {
         return orthogonal(h, (int)e->shape[0], (int)e->shape[1], 0.1, st);
     } else if (!strcmp(name, "time_maa_x")) {
-        for (int n = 0; n < D; n++)
+        for (int n = 0; n < n_ch; n++)
             h[n] = 1.0f;
     } else if (!strcmp(name, "time_decay")) {
-        for (int n = 0; n < D; n++)
-            h[n] = (float)(-6 + 5 * pow((double)n / (D > 1 ? D - 1 : 1), 0.7 + 1.3 * frac_l));
+        for (int n = 0; n < n_ch; n++)
+            h[n] = (float)(-6 + 5 * pow((double)n / (n_ch > 1 ? n_ch - 1 : 1), 0.7 + 1.3 * frac_l));
     } else if (!strcmp(name, "time_maa_w2") || !strcmp(name, "time_decay_w2")) {
         for (size_t i = 0; i < e->count; i++)
             h[i] = (float)(0.01 * (2 * uniform01(st) - 1));
@@ -424,9 +421,10 @@ int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err
             variant = v[0];
         }
     }
-    int rd = 0, ra = 0, rv = 0, rg = 0, rs = 0;
+    int rd = 0, ra = 0, rv = 0, rg = 0, rs = 0, head_size = 0;
     if (!rc)
         rc = get_int(o, "num_attention_layers", &attn, path, err, errlen) ||
+             get_int(o, "head_size", &head_size, path, err, errlen) ||
              get_int(o, "decay_low_rank_dim", &rd, path, err, errlen) ? RL_EINVAL : 0;
     if (!rc && arch == RL_STUDENT_RWKV7)
         rc = get_int(o, "a_low_rank_dim", &ra, path, err, errlen) || get_int(o, "v_low_rank_dim", &rv, path, err,
@@ -447,6 +445,12 @@ int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err
     if (!rc)
         rc = text ? rl_config_parse(&cfg, text, strlen(text), path, err, errlen) : RL_ENOMEM;
     free(text);
+    if (!rc && head_size != cfg.head_dim) {
+        snprintf(err, errlen, "%s: head_size=%d differs from head_dim=%d (hidden_size %d, %d heads); the time-mix "
+                 "state is head_dim×head_dim per head, so both must name the same head size", path, head_size,
+                 cfg.head_dim, cfg.hidden, cfg.heads);
+        rc = RL_EINVAL;
+    }
     if (rc)
         return rc;
     rl_model *base;
@@ -557,7 +561,7 @@ int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *
         rc = rl_tmix_acts_alloc(m->be, &s->td[l], 0, &s->ta[l], err, errlen);
     }
     rl_free(m->be, s->v_first);
-    s->v_first = rc ? NULL : rl_malloc(m->be, sizeof(float) * (size_t)batch * seq * m->cfg.hidden);
+    s->v_first = rc ? NULL : rl_malloc(m->be, sizeof(float) * (size_t)batch * seq * m->cfg.heads * m->cfg.head_dim);
     if (!rc && !s->v_first)
         rc = rl_backend_status(m->be, err, errlen);
     return rc;
@@ -602,20 +606,17 @@ int rl_student_state_create(rl_student_state **out, const rl_student *s, int bat
     const rl_model_config *c = &s->base->cfg;
     rl_backend *be = s->base->be;
     *out = NULL;
-    if (s->attention_layers > 0) {
-        snprintf(err, errlen, "recurrent inference: this student keeps %d softmax-attention layers, which need a KV "
-                 "cache (not implemented); run the parallel forward instead", s->attention_layers);
-        return RL_ENOTSUP;
-    }
     if (batch <= 0 || max_pos <= 0) {
         snprintf(err, errlen, "recurrent inference: batch=%d max_pos=%d must be positive", batch, max_pos);
         return RL_EINVAL;
     }
     rl_student_state *st = calloc(1, sizeof *st);
     if (!st || !(st->wkv = calloc((size_t)c->layers, sizeof *st->wkv)) ||
-        !(st->shift = calloc((size_t)c->layers, sizeof *st->shift))) {
+        !(st->shift = calloc((size_t)c->layers, sizeof *st->shift)) ||
+        !(st->kcache = calloc((size_t)c->layers, sizeof *st->kcache)) ||
+        !(st->vcache = calloc((size_t)c->layers, sizeof *st->vcache))) {
         if (st)
-            free(st->wkv);
+            free(st->wkv), free(st->shift), free(st->kcache);
         free(st);
         snprintf(err, errlen, "out of memory");
         return RL_ENOMEM;
@@ -632,6 +633,12 @@ int rl_student_state_create(rl_student_state **out, const rl_student *s, int bat
             rc = rl_zero(be, st->wkv[l], ns * sizeof(float));
         if (!rc && st->shift[l])
             rc = rl_zero(be, st->shift[l], (size_t)batch * c->hidden * sizeof(float));
+    }
+    const size_t nkv = (size_t)batch * max_pos * c->kv_heads * c->head_dim;
+    for (int l = student_layers(s); l < c->layers && !rc; l++) {
+        st->kcache[l] = rl_malloc(be, nkv * sizeof(float));
+        st->vcache[l] = rl_malloc(be, nkv * sizeof(float));
+        rc = st->kcache[l] && st->vcache[l] ? 0 : RL_ENOMEM;
     }
     float *host = rc ? NULL : malloc(sizeof(float) * 2 * (size_t)max_pos * half + 4);
     st->rope_cos = rl_malloc(be, sizeof(float) * (size_t)max_pos * half + 4);
@@ -661,11 +668,49 @@ void rl_student_state_destroy(const rl_student *s, rl_student_state *st)
     for (int l = 0; l < s->base->cfg.layers; l++) {
         rl_free(s->base->be, st->wkv[l]);
         rl_free(s->base->be, st->shift[l]);
+        rl_free(s->base->be, st->kcache[l]);
+        rl_free(s->base->be, st->vcache[l]);
     }
     rl_free(s->base->be, st->rope_cos);
     rl_free(s->base->be, st->rope_sin);
-    free(st->wkv), free(st->shift);
+    free(st->wkv), free(st->shift), free(st->kcache), free(st->vcache);
     free(st);
+}
+
+/* A hybrid's softmax-attention layer l on T new tokens at positions pos..pos+T−1: q, k
+ * as the teacher computes them (projection, q/k-norm, RoPE at the absolute positions),
+ * k and v appended to the layer's KV cache, attention of the new queries over every
+ * cached position up to their own, o_proj. Equals rl_attn_block_forward's rows. */
+static int attn_cached_forward(rl_student *s, rl_student_state *st, int l, const float *cs, const float *sn)
+{
+    rl_model *m = s->base;
+    rl_backend *be = m->be;
+    const rl_model_config *c = &m->cfg;
+    rl_layer_acts *la = &m->layer_acts[l];
+    const rl_layer_params *lp = &m->p.layers[l];
+    const int B = m->batch, T = m->seq, R = B * T, D = c->hidden, N = c->head_dim;
+    const int QD = c->heads * N, KD = c->kv_heads * N;
+    const float eps = (float)c->rms_norm_eps;
+    int rc = 0;
+    rc |= rl_linear_forward(be, c->qk_norm ? la->q_raw : la->q, la->ln1, lp->q_w, lp->q_b, R, D, QD);
+    rc |= rl_linear_forward(be, c->qk_norm ? la->k_raw : la->k, la->ln1, lp->k_w, lp->k_b, R, D, KD);
+    rc |= rl_linear_forward(be, la->v, la->ln1, lp->v_w, lp->v_b, R, D, KD);
+    if (c->qk_norm) {
+        rc |= rl_rmsnorm_forward(be, la->q, la->q_rstd, la->q_raw, lp->q_norm_w, R * c->heads, N, eps);
+        rc |= rl_rmsnorm_forward(be, la->k, la->k_rstd, la->k_raw, lp->k_norm_w, R * c->kv_heads, N, eps);
+    }
+    rc |= rl_rope_forward(be, la->q, cs, sn, B, T, c->heads, N);
+    rc |= rl_rope_forward(be, la->k, cs, sn, B, T, c->kv_heads, N);
+    for (int b = 0; b < B; b++) {
+        const size_t dst = ((size_t)b * st->max_pos + st->pos) * KD, src = (size_t)b * T * KD;
+        rc |= rl_copy(be, st->kcache[l] + dst, la->k + src, sizeof(float) * (size_t)T * KD);
+        rc |= rl_copy(be, st->vcache[l] + dst, la->v + src, sizeof(float) * (size_t)T * KD);
+    }
+    rl_attn_dims d = {.batch = B, .seq = T, .heads = c->heads, .kv_heads = c->kv_heads, .head_dim = N,
+                      .scale = 1.0f / sqrtf((float)N), .kv_seq = st->max_pos, .q_pos = st->pos};
+    rc |= rl_attention_forward(be, &d, la->att, la->lse, la->q, st->kcache[l], st->vcache[l]);
+    rc |= rl_linear_forward(be, la->attn_out, la->att, lp->o_w, lp->o_b, R, QD, D);
+    return rc;
 }
 
 int rl_student_forward_state(rl_student *s, rl_student_state *st, const int32_t *tokens, char *err, size_t errlen)
@@ -688,15 +733,19 @@ int rl_student_forward_state(rl_student *s, rl_student_state *st, const int32_t 
         rl_layer_acts *la = &m->layer_acts[l];
         const rl_layer_params *lp = &m->p.layers[l];
         rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
-        s->ta[l].wkv_state = st->wkv[l];
-        if (s->arch == RL_STUDENT_RWKV7) {
+        if (l >= student_layers(s)) {
+            attn_cached_forward(s, st, l, cs, sn);
+        } else if (s->arch == RL_STUDENT_RWKV7) {
+            s->ta[l].wkv_state = st->wkv[l];
             rl_tmix7_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, s->v_first, cs, sn, la->attn_out);
         } else {
+            s->ta[l].wkv_state = st->wkv[l];
             rl_tmix6_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, st->shift[l], cs, sn, la->attn_out);
             for (int b = 0; b < m->batch; b++) /* the shift state becomes each sequence's last input */
                 rl_copy(be, st->shift[l] + (size_t)b * D, la->ln1 + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         }
-        s->ta[l].wkv_state = NULL;
+        if (l < student_layers(s))
+            s->ta[l].wkv_state = NULL;
         rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
         rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
         rl_mlp_block_forward(m, lp, la, la->x_out);

@@ -1,9 +1,17 @@
 /* student.h — the RADLADS students' time-mix layers (METHOD.md §1–2) on a
  * kernels.h backend: RAD-RWKV7 (variants a and b) and RAD-RWKV6.
  *
- * Shapes: R = batch·seq rows; D = heads·N hidden; KD = kv_heads·N. u is the layer
- * input after the teacher's input RMSNorm, [R, D]. LoRA tensors are stored
- * [in, out] (x·W1), Linear weights [out, in] (x·Wᵀ), as in the reference release. */
+ * Shapes: R = batch·seq rows; D = hidden; A = heads·N, the attention width (equal
+ * to D except for teachers with an explicit head_dim, e.g. Qwen3-0.6B/4B);
+ * KD = kv_heads·N. u is the layer input after the teacher's input RMSNorm, [R, D];
+ * the per-channel tensors (w0, a0, v0, k_k, k_a, ln_x, time_decay and the LoRA
+ * outputs) are A wide and o_proj maps A back to D, as in the reference release's
+ * Qwen3 modules. LoRA tensors are stored [in, out] (x·W1), Linear weights
+ * [out, in] (x·Wᵀ).
+ *
+ * Where the teacher applies them, the student applies them at the same place:
+ * Qwen3's per-head RMSNorm of q and k (q_norm/k_norm, before RoPE, teacher eps)
+ * on r and k, and an o_proj bias. Those tensors keep the teacher's names. */
 #ifndef RL_STUDENT_H
 #define RL_STUDENT_H
 
@@ -19,6 +27,8 @@ typedef struct {
     int layer, layers; /* this layer's index; the model's depth (init formulas) */
     int rank_decay, rank_iclr, rank_value, rank_gate, rank_shift;
     int qkv_bias, use_rope;
+    int qk_norm;       /* per-head RMSNorm of r and k before RoPE (Qwen3) */
+    float norm_eps;    /* its epsilon: the teacher's rms_norm_eps */
     int batch, seq;
 } rl_tmix_dims;
 
@@ -28,6 +38,7 @@ int rl_lora_rank(int hidden, double e, double m);
 /* Pointers into a parameter (or gradient) arena; NULL where absent. */
 typedef struct {
     float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w;
+    float *o_b, *q_norm_w, *k_norm_w; /* o_proj bias [D]; Qwen3 q/k norms [N] */
     /* RAD-RWKV7 */
     float *w0, *w1, *w2, *a0, *a1, *a2, *v0, *v1, *v2, *g1, *g2, *k_k, *k_a, *r_k, *lnx_w, *lnx_b;
     /* RAD-RWKV6; maa[5] in the order r, k, v, w, g */
@@ -36,7 +47,8 @@ typedef struct {
 
 /* Activations saved by the forward and the backward's scratch (backend memory). */
 typedef struct {
-    float *r, *k, *vp;            /* projections after RoPE: [R,D], [R,KD], [R,KD] */
+    float *r, *k, *vp;            /* projections after q/k-norm and RoPE: [R,A], [R,KD], [R,KD] */
+    float *r_raw, *k_raw, *q_rstd, *k_rstd; /* qk_norm: before the norm [R,A], [R,KD]; rstd [R·H], [R·G] */
     float *hw, *dl, *ha, *al;     /* LoRA middles and outputs */
     float *hg, *gate, *hv, *nl;
     float *logw, *ka, *kb, *kt, *v; /* wkv inputs [R,D] */
@@ -45,6 +57,7 @@ typedef struct {
     /* backward scratch */
     float *d_r, *d_k, *d_vp, *d_mid, *d_pre, *d_dl, *d_al, *d_gate, *d_nl;
     float *d_logw, *d_ka, *d_kb, *d_kt, *d_v, *d_o, *d_og;
+    float *d_r_raw, *d_k_raw;     /* qk_norm */
     /* RAD-RWKV6: shifted input for the first LoRA, tanh of it [R, 5·rank_shift], x_r..x_g */
     float *xx, *smaa, *xc[5], *d_xx, *d_xc[5];
     /* recurrent inference: when set, wkv starts from and ends in this state
@@ -57,7 +70,7 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
                        size_t errlen);
 void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a);
 
-/* y [R,D] = RAD-RWKV7 time-mix of u. Layer 0 writes v_first [R,D]; later layers
+/* y [R,D] = RAD-RWKV7 time-mix of u. Layer 0 writes v_first [R,A]; later layers
  * read it. rope_cos/sin: [seq, N/2] tables (positions 0..seq−1). */
 int rl_tmix7_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, rl_tmix_acts *a,
                      const float *u, float *v_first, const float *rope_cos, const float *rope_sin, float *y);
@@ -89,7 +102,7 @@ typedef struct rl_student {
     rl_tmix_params *tp;      /* per layer; q/k/v/o point into base */
     rl_tmix_dims *td;        /* per layer */
     rl_tmix_acts *ta;        /* per layer, after rl_student_prepare */
-    float *v_first;          /* [R, D] */
+    float *v_first;          /* [R, A] */
 } rl_student;
 
 /* "rad-rwkv7" / "rad-rwkv6" */
@@ -115,17 +128,20 @@ int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t e
 
 /* ---- recurrent inference ------------------------------------------------------
  * O(1) state per time-mix layer: the wkv state [batch, heads, N, N] fp32, the
- * RWKV6 shift vector [batch, D], and the absolute position for RoPE. Feed a prompt
- * in parallel, then one token at a time; each call continues where the last ended
- * and equals the parallel forward over the whole sequence. */
+ * RWKV6 shift vector [batch, D], and the absolute position for RoPE. A hybrid's
+ * softmax-attention layers keep a KV cache instead: k (after q/k-norm and RoPE) and
+ * v of every position so far, [batch, max_pos, kv_heads, N] each. Feed a prompt in
+ * parallel, then one token at a time; each call continues where the last ended and
+ * equals the parallel forward over the whole sequence. */
 typedef struct {
     int batch, max_pos, pos;
-    float **wkv, **shift; /* per layer */
+    float **wkv, **shift;       /* per time-mix layer */
+    float **kcache, **vcache;   /* per attention layer */
     float *rope_cos, *rope_sin; /* [max_pos, N/2] */
 } rl_student_state;
 
-/* Zero state for batch sequences of up to max_pos tokens (hybrid students need a
- * KV cache for their attention layers and are refused). */
+/* Zero state for batch sequences of up to max_pos tokens (a hybrid's KV caches
+ * take 2·batch·max_pos·kv_heads·N floats per attention layer). */
 int rl_student_state_create(rl_student_state **out, const rl_student *s, int batch, int max_pos, char *err,
                             size_t errlen);
 void rl_student_state_destroy(const rl_student *s, rl_student_state *st);

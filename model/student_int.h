@@ -47,15 +47,15 @@ static inline int linear_backward(rl_backend *be, float *dx, float *dw, float *d
     return rc;
 }
 
-/* LoRA with an activation in the middle: out = f(x·W1)·W2, mid = f(x·W1) saved.
+/* LoRA with an activation in the middle: out [rows,out] = f(x·W1)·W2, mid = f(x·W1) saved.
  * Gradients: dmid = dout·W2ᵀ, dW2 += midᵀ·dout, dpre = dmid ⊙ f′, dx += dpre·W1ᵀ, dW1 += xᵀ·dpre. */
 static inline int lora2_backward(rl_backend *be, rl_tmix_acts *a, int act, float *dx, float *dw1, float *dw2,
                           const float *dout, const float *x, const float *mid, const float *w1, const float *w2,
-                          int rows, int in, int rank)
+                          int rows, int in, int rank, int out)
 {
     const size_t n = (size_t)rows * rank;
     int rc = rl_zero(be, a->d_mid, n * sizeof(float));
-    rc |= lora_backward(be, a->d_mid, dw2, dout, mid, w2, rows, rank, in);
+    rc |= lora_backward(be, a->d_mid, dw2, dout, mid, w2, rows, rank, out);
     const float *dpre = a->d_mid;
     if (act >= 0) {
         rc |= rl_zero(be, a->d_pre, n * sizeof(float));
@@ -65,5 +65,12 @@ static inline int lora2_backward(rl_backend *be, rl_tmix_acts *a, int act, float
     rc |= lora_backward(be, dx, dw1, dpre, x, w1, rows, in, rank);
     return rc;
 }
+
+/* The q/k projections with the teacher's q/k norms and RoPE (student_rwkv7.c). */
+int rl__tmix_qk_forward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, rl_tmix_acts *a,
+                        const float *xr, const float *xk, const float *rope_cos, const float *rope_sin);
+int rl__tmix_qk_backward(rl_backend *be, const rl_tmix_dims *d, const rl_tmix_params *p, const rl_tmix_params *g,
+                         rl_tmix_acts *a, float *dxr, float *dxk, const float *xr, const float *xk,
+                         const float *rope_cos, const float *rope_sin);
 
 #endif

@@ -16,6 +16,12 @@
 #include "trainer_int.h"
 
 static int n_mix(const rl_student *s) { return s->base->cfg.layers - s->attention_layers; }
+/* v_first is attention-width (heads·head_dim), which differs from hidden for an explicit head_dim */
+static size_t v_first_bytes(const rl__trainer *t)
+{
+    const rl_model_config *c = &t->m->cfg;
+    return sizeof(float) * (size_t)t->m->batch * t->m->seq * c->heads * c->head_dim;
+}
 
 /* Gradient pointer of parameter pointer p: the same offset in the matching gradient arena. */
 static float *grad_of(const rl__trainer *t, float *p)
@@ -60,9 +66,9 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
         rc = rl_tmix_acts_alloc(t->be, &s->td[l], 1, &s->ta[l], err, errlen);
     }
     if (!rc)
-        rc = alloc_f(t, &s->v_first, RD, err, errlen);
+        rc = alloc_f(t, &s->v_first, v_first_bytes(t) / sizeof(float), err, errlen);
     if (!rc)
-        rc = alloc_f(t, &t->dv_first, RD, err, errlen);
+        rc = alloc_f(t, &t->dv_first, v_first_bytes(t) / sizeof(float), err, errlen);
     if (!rc && !t->tgrads.base) {
         rl_arena_init(&t->tgrads, "student grads");
         for (int i = 0; i < s->tparams->n && !rc; i++) {
@@ -160,7 +166,7 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
         rc |= rl_sum(be, &sum, t->row_losses, (size_t)R);
         total += sum;
     }
-    rc |= rl_zero(be, t->dv_first, RD * sizeof(float));
+    rc |= rl_zero(be, t->dv_first, v_first_bytes(t));
     for (int l = L - 1; l >= 0 && !rc; l--) {
         rc |= rl_zero(be, t->du, RD * sizeof(float));
         rc |= tmix_backward(t, l, t->teacher->layer_acts[l].ln1, t->dy + (size_t)l * RD, t->du);
@@ -183,7 +189,7 @@ static int student_backward(rl__trainer *t)
     int rc = rl_zero(be, gs->dres, RD * sizeof(float));
     rc |= rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out,
                               m->p.final_norm, m->lnf_rstd, R, D);
-    rc |= rl_zero(be, t->dv_first, RD * sizeof(float));
+    rc |= rl_zero(be, t->dv_first, v_first_bytes(t));
     for (int l = c->layers - 1; l >= 0; l--) {
         const rl_layer_acts *la = &m->layer_acts[l];
         const rl_layer_params *lp = &m->p.layers[l];

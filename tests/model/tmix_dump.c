@@ -2,10 +2,12 @@
  * tensors given in a safetensors file and writes what a reference compares.
  *
  * usage: tmix_dump --in FILE --out FILE --arch 7|6 --variant a|b --layer L --batch B --heads H --kv-heads G
- *                  [--rope-theta T | --no-rope]
- * in:  u [R,D], dy [R,D]; layer > 0: v_first [R,D]; layer 0: dv_first [R,D] (the later
- *      layers' gradient of v_first); parameters by their names in the reference release
- *      (q_proj.weight, ..., w0, w1, ..., ln_x.weight). Ranks come from the tensor shapes.
+ *                  [--head-dim N] [--norm-eps E] [--rope-theta T | --no-rope]
+ * in:  u [R,D], dy [R,D]; layer > 0: v_first [R,A]; layer 0: dv_first [R,A] (the later
+ *      layers' gradient of v_first), A = heads·N (N = D/heads unless --head-dim); parameters
+ *      by their names in the reference release (q_proj.weight, ..., w0, w1, ..., ln_x.weight;
+ *      q_norm.weight and k_norm.weight turn on Qwen3's q/k norms, o_proj.bias the output
+ *      bias). Ranks come from the tensor shapes.
  * out: y, v_first (layer 0), grad.u, grad.v_first (layer > 0), grad.<parameter>. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,8 @@ typedef struct {
 int main(int argc, char **argv)
 {
     const char *inp = NULL, *outp = NULL;
-    int variant = 'b', layer = 0, batch = 1, heads = 0, kv = 0, rope = 1, arch = 7;
-    double theta = 1e6;
+    int variant = 'b', layer = 0, batch = 1, heads = 0, kv = 0, rope = 1, arch = 7, head_dim = 0;
+    double theta = 1e6, norm_eps = 1e-6;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--no-rope")) {
@@ -42,6 +44,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--heads")) heads = atoi(v);
         else if (!strcmp(a, "--kv-heads")) kv = atoi(v);
         else if (!strcmp(a, "--rope-theta")) theta = atof(v);
+        else if (!strcmp(a, "--head-dim")) head_dim = atoi(v);
+        else if (!strcmp(a, "--norm-eps")) norm_eps = atof(v);
         else {
             fprintf(stderr, "tmix_dump: unknown option %s\n", a);
             return 2;
@@ -59,10 +63,12 @@ int main(int argc, char **argv)
         return 1;
     }
     const rl_st_tensor *tu = rl_st_find(st, "u");
-    const int R = (int)tu->shape[0], D = (int)tu->shape[1], N = D / heads, T = R / batch;
-    rl_tmix_dims d = {.arch = arch == 6 ? RL_STUDENT_RWKV6 : RL_STUDENT_RWKV7, .variant = variant, .hidden = D, .heads = heads, .kv_heads = kv,
-                      .head_dim = N, .layer = layer, .layers = layer + 2, .qkv_bias = 1, .use_rope = rope,
-                      .batch = batch, .seq = T};
+    const int R = (int)tu->shape[0], D = (int)tu->shape[1], N = head_dim ? head_dim : D / heads, T = R / batch;
+    const int A = heads * N;
+    rl_tmix_dims d = {.arch = arch == 6 ? RL_STUDENT_RWKV6 : RL_STUDENT_RWKV7, .variant = variant, .hidden = D,
+                      .heads = heads, .kv_heads = kv, .head_dim = N, .layer = layer, .layers = layer + 2,
+                      .qkv_bias = 1, .use_rope = rope, .qk_norm = rl_st_find(st, "q_norm.weight") != NULL,
+                      .norm_eps = (float)norm_eps, .batch = batch, .seq = T};
 #define RANK(name, dim) (rl_st_find(st, name) ? (int)rl_st_find(st, name)->shape[dim] : 32)
     if (arch == 6) {
         d.rank_decay = RANK("time_decay_w1", 1);
@@ -75,7 +81,8 @@ int main(int argc, char **argv)
     slot slots[] = {
         {"q_proj.weight", &p.q_w, &g.q_w}, {"q_proj.bias", &p.q_b, &g.q_b}, {"k_proj.weight", &p.k_w, &g.k_w},
         {"k_proj.bias", &p.k_b, &g.k_b},  {"v_proj.weight", &p.v_w, &g.v_w}, {"v_proj.bias", &p.v_b, &g.v_b},
-        {"o_proj.weight", &p.o_w, &g.o_w}, {"w0", &p.w0, &g.w0}, {"w1", &p.w1, &g.w1}, {"w2", &p.w2, &g.w2},
+        {"o_proj.weight", &p.o_w, &g.o_w}, {"o_proj.bias", &p.o_b, &g.o_b},
+        {"q_norm.weight", &p.q_norm_w, &g.q_norm_w}, {"k_norm.weight", &p.k_norm_w, &g.k_norm_w}, {"w0", &p.w0, &g.w0}, {"w1", &p.w1, &g.w1}, {"w2", &p.w2, &g.w2},
         {"a0", &p.a0, &g.a0}, {"a1", &p.a1, &g.a1}, {"a2", &p.a2, &g.a2}, {"v0", &p.v0, &g.v0},
         {"v1", &p.v1, &g.v1}, {"v2", &p.v2, &g.v2}, {"g1", &p.g1, &g.g1}, {"g2", &p.g2, &g.g2},
         {"k_k", &p.k_k, &g.k_k}, {"k_a", &p.k_a, &g.k_a}, {"ln_x.weight", &p.lnx_w, &g.lnx_w},
@@ -104,16 +111,16 @@ int main(int argc, char **argv)
         counts[i] = n, present[i] = 1;
         rl_st_read_f32(st, slots[i].name, *slots[i].p, t->ndim, t->shape, err, sizeof err);
     }
-    const size_t RD = (size_t)R * D;
+    const size_t RD = (size_t)R * D, RA = (size_t)R * A;
     float *u = malloc(sizeof(float) * RD), *dy = malloc(sizeof(float) * RD), *y = malloc(sizeof(float) * RD);
-    float *vf = calloc(RD, sizeof(float)), *dvf = calloc(RD, sizeof(float)), *du = calloc(RD, sizeof(float));
-    int64_t shp[2] = {R, D};
+    float *vf = calloc(RA, sizeof(float)), *dvf = calloc(RA, sizeof(float)), *du = calloc(RD, sizeof(float));
+    int64_t shp[2] = {R, D}, shp_a[2] = {R, A};
     rl_st_read_f32(st, "u", u, 2, shp, err, sizeof err);
     rl_st_read_f32(st, "dy", dy, 2, shp, err, sizeof err);
-    if (layer > 0)
-        rl_st_read_f32(st, "v_first", vf, 2, shp, err, sizeof err);
-    else
-        rl_st_read_f32(st, "dv_first", dvf, 2, shp, err, sizeof err);
+    if (rl_st_read_f32(st, layer > 0 ? "v_first" : "dv_first", layer > 0 ? vf : dvf, 2, shp_a, err, sizeof err)) {
+        fprintf(stderr, "tmix_dump: %s\n", err);
+        return 1;
+    }
 
     rl_backend *be;
     rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = 2};
@@ -143,7 +150,7 @@ int main(int argc, char **argv)
     const char *xn[3] = {"y", layer ? "grad.v_first" : "v_first", "grad.u"};
     float *xp[3] = {y, layer ? dvf : vf, du};
     for (int i = 0; i < 3; i++)
-        ents[ne++] = (rl_st_entry){.name = xn[i], .dtype = RL_DTYPE_F32, .ndim = 2, .shape = {R, D}};
+        ents[ne++] = (rl_st_entry){.name = xn[i], .dtype = RL_DTYPE_F32, .ndim = 2, .shape = {R, i == 1 ? A : D}};
     char names[MAXT][64];
     for (int i = 0; i < ns; i++)
         if (present[i]) {
@@ -153,7 +160,7 @@ int main(int argc, char **argv)
     rl_st_writer *w;
     rc = rl_st_writer_open(&w, outp, ents, ne, NULL, 0, err, sizeof err);
     for (int i = 0; i < 3 && !rc; i++)
-        rc = rl_st_writer_append(w, xp[i], RD, err, sizeof err);
+        rc = rl_st_writer_append(w, xp[i], i == 1 ? RA : RD, err, sizeof err);
     for (int i = 0; i < ns && !rc; i++)
         if (present[i])
             rc = rl_st_writer_append(w, *slots[i].g, counts[i], err, sizeof err);

@@ -3,7 +3,9 @@ equal independent float64 PyTorch references written from METHOD.md §1–2: the
 gradient of every parameter, of the input u and of v_first.
 
 Loss: L = Σ y ⊙ dy (+ Σ v_first ⊙ dv_first at layer 0), so dy and dv_first are the incoming gradients.
-Random parameters (never zero), GQA 2, RoPE θ = 1e4, batch 2, T = 21 (not a multiple of the wkv chunk)."""
+Random parameters (never zero), GQA 2, RoPE θ = 1e4, batch 2, T = 21 (not a multiple of the wkv chunk).
+Qwen3 cases: an explicit head_dim (heads·head_dim = 48 ≠ hidden 32), the teacher's per-head q/k RMSNorm
+applied to r and k before RoPE, and an o_proj bias; their gradients are checked with the others."""
 import math
 import os
 import subprocess
@@ -29,18 +31,39 @@ def rope(x, theta):  # x [B, T, heads, N], rotate-half over all N, positions 0..
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
-def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta):
-    """METHOD.md §1, written as plainly as possible; recurrence per token with an explicit state."""
+def head_rmsnorm(x, w, eps):  # x [..., N]: Qwen3's q_norm / k_norm over each head
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def qk_norms(p, r, k, eps):  # r [B,T,H,N], k [B,T,G,N]; identity without the teacher's norms
+    if "q_norm.weight" in p:
+        r, k = head_rmsnorm(r, p["q_norm.weight"], eps), head_rmsnorm(k, p["k_norm.weight"], eps)
+    return r, k
+
+
+def proj(p, x, name):  # x·Wᵀ (+ b where the teacher has a bias)
+    y = x @ p[name + ".weight"].T
+    return y + p[name + ".bias"] if name + ".bias" in p else y
+
+
+def out_proj(p, x):
+    return proj(p, x, "o_proj")
+
+
+def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta, eps=1e-6):
+    """METHOD.md §1, written as plainly as possible; recurrence per token with an explicit state.
+    u is [B, T, D]; r, the LoRA outputs and the state read-out are A = H·N wide (A ≠ D for an explicit
+    head_dim); q/k norms (Qwen3) sit between the projections and RoPE, as in the teacher."""
     B, T, D = u.shape
-    N = D // H
-    r = u @ p["q_proj.weight"].T + p["q_proj.bias"]
-    k = u @ p["k_proj.weight"].T + p["k_proj.bias"]
-    vp = u @ p["v_proj.weight"].T + p["v_proj.bias"]
+    A = p["q_proj.weight"].shape[0]
+    N = A // H
+    r, k, vp = proj(p, u, "q_proj"), proj(p, u, "k_proj"), proj(p, u, "v_proj")
     d = p["w0"] + torch.tanh(u @ p["w1"]) @ p["w2"]
     a = torch.sigmoid(p["a0"] + (u @ p["a1"]) @ p["a2"])
     g = torch.sigmoid(u @ p["g1"]) @ p["g2"]
-    r = rope(r.view(B, T, H, N), theta)
-    k = rope(k.view(B, T, G, N), theta)
+    r, k = qk_norms(p, r.view(B, T, H, N), k.view(B, T, G, N), eps)
+    r = rope(r, theta)
+    k = rope(k, theta)
     k = k.repeat_interleave(H // G, dim=2)
     vp = vp.view(B, T, G, N).repeat_interleave(H // G, dim=2)
     logw = -math.exp(-0.5) * torch.sigmoid(d)
@@ -54,7 +77,7 @@ def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta):
         kt = k * (1 - w + a)
     if layer == 0:
         v = vp
-        v_first = v.reshape(B, T, D)
+        v_first = v.reshape(B, T, A)
     else:
         nu = torch.sigmoid(p["v0"] + (u @ p["v1"]) @ p["v2"]).view(B, T, H, N)
         v = vp + (v_first.view(B, T, H, N) - vp) * nu
@@ -69,17 +92,19 @@ def rwkv7_tmix(p, u, v_first, variant, layer, H, G, theta):
     if variant == "a":
         mu = o.mean(-1, keepdim=True)
         var = ((o - mu) ** 2).mean(-1, keepdim=True)
-        pp = ((o - mu) / torch.sqrt(var + N * 1e-5)).reshape(B, T, D) * p["ln_x.weight"] + p["ln_x.bias"]
+        pp = ((o - mu) / torch.sqrt(var + N * 1e-5)).reshape(B, T, A) * p["ln_x.weight"] + p["ln_x.bias"]
     else:
-        pp = (o / math.sqrt(N)).reshape(B, T, D)
-    y = (pp * g) @ p["o_proj.weight"].T
+        pp = (o / math.sqrt(N)).reshape(B, T, A)
+    y = out_proj(p, pp * g)
     return y, v_first
 
 
-def rwkv6_tmix(p, u, H, G, theta, use_rope=False):
-    """METHOD.md §2 (GLA form, no bonus), per-token recurrence with S[key j, value i] as METHOD writes it."""
+def rwkv6_tmix(p, u, H, G, theta, use_rope=False, eps=1e-6):
+    """METHOD.md §2 (GLA form, no bonus), per-token recurrence with S[key j, value i] as METHOD writes it.
+    Token shift over D = hidden; q, decay, gate and o are A = H·N wide; Qwen3's q/k norms before RoPE."""
     B, T, D = u.shape
-    N = D // H
+    A = p["q_proj.weight"].shape[0]
+    N = A // H
     prev = torch.cat([torch.zeros(B, 1, D, dtype=u.dtype), u[:, :-1]], dim=1)
     delta = prev - u
     s = torch.tanh((u + delta * p["time_maa_x"]) @ p["time_maa_w1"]).view(B, T, 5, -1)
@@ -88,11 +113,12 @@ def rwkv6_tmix(p, u, H, G, theta, use_rope=False):
         m = s[:, :, c] @ p["time_maa_w2"][c]
         xs.append(u + delta * (p["time_maa_" + name] + m))
     xr, xk, xv, xw, xg = xs
-    q = (xr @ p["q_proj.weight"].T + p["q_proj.bias"]).view(B, T, H, N)
-    k = (xk @ p["k_proj.weight"].T + p["k_proj.bias"]).view(B, T, G, N)
-    v = (xv @ p["v_proj.weight"].T + p["v_proj.bias"]).view(B, T, G, N)
+    q = proj(p, xr, "q_proj").view(B, T, H, N)
+    k = proj(p, xk, "k_proj").view(B, T, G, N)
+    v = proj(p, xv, "v_proj").view(B, T, G, N)
     d = p["time_decay"] + torch.tanh(xw @ p["time_decay_w1"]) @ p["time_decay_w2"]
     g = torch.sigmoid(xg @ p["gate.weight"].T)
+    q, k = qk_norms(p, q, k, eps)
     if use_rope:
         q, k = rope(q, theta), rope(k, theta)
     k = k.repeat_interleave(H // G, dim=2)
@@ -105,45 +131,54 @@ def rwkv6_tmix(p, u, H, G, theta, use_rope=False):
     for t in range(T):
         S = w[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
         outs.append(((q[:, t] / math.sqrt(N))[:, :, None, :] @ S).squeeze(-2))
-    o = torch.stack(outs, dim=1).reshape(B, T, D)
-    return (o * g) @ p["o_proj.weight"].T
+    o = torch.stack(outs, dim=1).reshape(B, T, A)
+    return out_proj(p, o * g)
 
 
-def make_params6(D, H, G, gen):
-    N = D // H
-    KD = G * N
+def qwen3_params(p, D, N, rnd):
+    """Qwen3 extras: the teacher's q/k norms (near 1) and an o_proj bias."""
+    p.update({"q_norm.weight": 1.0 + rnd(N, scale=0.3), "k_norm.weight": 1.0 + rnd(N, scale=0.3),
+              "o_proj.bias": rnd(D, scale=0.2)})
+
+
+def make_params6(D, H, G, gen, N=None):
+    N = N or D // H
+    A, KD = H * N, G * N
     rs, rd = 4, 8
 
     def rnd(*shape, scale=1.0):
         return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale
 
-    p = {"q_proj.weight": rnd(D, D, scale=0.3), "q_proj.bias": rnd(D, scale=0.2),
+    p = {"q_proj.weight": rnd(A, D, scale=0.3), "q_proj.bias": rnd(A, scale=0.2),
          "k_proj.weight": rnd(KD, D, scale=0.3), "k_proj.bias": rnd(KD, scale=0.2),
          "v_proj.weight": rnd(KD, D, scale=0.3), "v_proj.bias": rnd(KD, scale=0.2),
-         "o_proj.weight": rnd(D, D, scale=0.3),
+         "o_proj.weight": rnd(D, A, scale=0.3),
          "time_maa_x": 0.5 + rnd(D, scale=0.4),
          "time_maa_w1": rnd(D, 5 * rs, scale=0.5), "time_maa_w2": rnd(5, rs, D, scale=0.5),
          # decays over their whole range: e^(λ+lora) from ~e^-4 to past the −5 clamp
-         "time_decay": rnd(D, scale=3.0), "time_decay_w1": rnd(D, rd, scale=0.3),
-         "time_decay_w2": rnd(rd, D, scale=0.5), "gate.weight": rnd(D, D, scale=0.5)}
+         "time_decay": rnd(A, scale=3.0), "time_decay_w1": rnd(D, rd, scale=0.3),
+         "time_decay_w2": rnd(rd, A, scale=0.5), "gate.weight": rnd(A, D, scale=0.5)}
     for name in "rkvwg":
         p["time_maa_" + name] = rnd(D, scale=0.8)
+    if N != D // H:
+        qwen3_params(p, D, N, rnd)
     return {k: v.float().double() for k, v in p.items()}
 
 
-def run_case6(tag, tmp, failures):
+def run_case6(tag, tmp, failures, N=None):
     B, T, D, H, G, theta = 2, 19, 32, 4, 2, 1e4
-    gen = torch.Generator().manual_seed(4242)
-    p = make_params6(D, H, G, gen)
+    gen = torch.Generator().manual_seed(4242 + (N or 0))
+    p = make_params6(D, H, G, gen, N)
+    N = N or D // H
     u = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
     dy = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
     tensors = dict(p)
     tensors["u"], tensors["dy"] = u.reshape(B * T, D), dy.reshape(B * T, D)
-    tensors["dv_first"] = torch.zeros(B * T, D, dtype=torch.float64)
+    tensors["dv_first"] = torch.zeros(B * T, H * N, dtype=torch.float64)
     fin, fout = os.path.join(tmp, tag + ".in.safetensors"), os.path.join(tmp, tag + ".out.safetensors")
     st.write(fin, tensors)
     subprocess.run([DUMP, "--in", fin, "--out", fout, "--arch", "6", "--layer", "0", "--batch", str(B),
-                    "--heads", str(H), "--kv-heads", str(G), "--no-rope"], check=True)
+                    "--heads", str(H), "--kv-heads", str(G), "--head-dim", str(N), "--no-rope"], check=True)
     c = st.read(fout)
     leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
     u_ = u.clone().requires_grad_(True)
@@ -170,45 +205,48 @@ def compare(tag, name, got, ref, kind, failures):
         failures.append(f"{tag} {name}")
 
 
-def make_params(D, H, G, variant, layer, gen):
-    N = D // H
-    KD = G * N
+def make_params(D, H, G, variant, layer, gen, N=None):
+    N = N or D // H
+    A, KD = H * N, G * N
     rd, ra, rv, rg = 8, 8, 6, 12
 
     def rnd(*shape, scale=1.0):
         return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale
 
-    p = {"q_proj.weight": rnd(D, D, scale=0.3), "q_proj.bias": rnd(D, scale=0.2),
+    p = {"q_proj.weight": rnd(A, D, scale=0.3), "q_proj.bias": rnd(A, scale=0.2),
          "k_proj.weight": rnd(KD, D, scale=0.3), "k_proj.bias": rnd(KD, scale=0.2),
          "v_proj.weight": rnd(KD, D, scale=0.3), "v_proj.bias": rnd(KD, scale=0.2),
-         "o_proj.weight": rnd(D, D, scale=0.3),
-         "w0": rnd(D, scale=3.0), "w1": rnd(D, rd, scale=0.3), "w2": rnd(rd, D, scale=0.5),
-         "a0": rnd(D), "a1": rnd(D, ra, scale=0.3), "a2": rnd(ra, D, scale=0.5),
-         "g1": rnd(D, rg, scale=0.3), "g2": rnd(rg, D, scale=0.5)}
+         "o_proj.weight": rnd(D, A, scale=0.3),
+         "w0": rnd(A, scale=3.0), "w1": rnd(D, rd, scale=0.3), "w2": rnd(rd, A, scale=0.5),
+         "a0": rnd(A), "a1": rnd(D, ra, scale=0.3), "a2": rnd(ra, A, scale=0.5),
+         "g1": rnd(D, rg, scale=0.3), "g2": rnd(rg, A, scale=0.5)}
     if layer > 0:
-        p.update({"v0": rnd(D), "v1": rnd(D, rv, scale=0.3), "v2": rnd(rv, D, scale=0.5)})
+        p.update({"v0": rnd(A), "v1": rnd(D, rv, scale=0.3), "v2": rnd(rv, A, scale=0.5)})
     if variant == "a":
-        p.update({"k_k": 0.85 + rnd(D, scale=0.3), "k_a": 1.0 + rnd(D, scale=0.3),
-                  "ln_x.weight": 1.0 + rnd(D, scale=0.3), "ln_x.bias": rnd(D, scale=0.2)})
+        p.update({"k_k": 0.85 + rnd(A, scale=0.3), "k_a": 1.0 + rnd(A, scale=0.3),
+                  "ln_x.weight": 1.0 + rnd(A, scale=0.3), "ln_x.bias": rnd(A, scale=0.2)})
+    if N != D // H:
+        qwen3_params(p, D, N, rnd)
     # round to float32 so both sides see the same numbers
     return {k: v.float().double() for k, v in p.items()}
 
 
-def run_case(tag, variant, layer, tmp, failures):
+def run_case(tag, variant, layer, tmp, failures, N=None):
     B, T, D, H, G, theta = 2, 21, 32, 4, 2, 1e4
-    gen = torch.Generator().manual_seed(1234 + layer * 10 + ord(variant))
-    p = make_params(D, H, G, variant, layer, gen)
+    gen = torch.Generator().manual_seed(1234 + layer * 10 + ord(variant) + (N or 0))
+    p = make_params(D, H, G, variant, layer, gen, N)
+    N = N or D // H
     u = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
     dy = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
-    extra = ((torch.rand(B, T, D, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
+    extra = ((torch.rand(B, T, H * N, generator=gen, dtype=torch.float64) * 2 - 1)).float().double()
     tensors = dict(p)
     tensors["u"], tensors["dy"] = u.reshape(B * T, D), dy.reshape(B * T, D)
-    tensors["v_first" if layer else "dv_first"] = extra.reshape(B * T, D)
+    tensors["v_first" if layer else "dv_first"] = extra.reshape(B * T, H * N)
     fin, fout = os.path.join(tmp, tag + ".in.safetensors"), os.path.join(tmp, tag + ".out.safetensors")
     st.write(fin, tensors)
     subprocess.run([DUMP, "--in", fin, "--out", fout, "--arch", "7", "--variant", variant, "--layer", str(layer),
-                    "--batch", str(B), "--heads", str(H), "--kv-heads", str(G), "--rope-theta", str(theta)],
-                   check=True)
+                    "--batch", str(B), "--heads", str(H), "--kv-heads", str(G), "--head-dim", str(N),
+                    "--rope-theta", str(theta)], check=True)
     c = st.read(fout)
     leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
     u_ = u.clone().requires_grad_(True)
@@ -243,6 +281,11 @@ def main():
             for layer in (0, 1):
                 run_case(f"rwkv7{variant}_layer{layer}", variant, layer, tmp, failures)
         run_case6("rwkv6", tmp, failures)
+        # Qwen3 teachers: head_dim 12 (A = 48 ≠ D = 32), q/k norms, o_proj bias
+        for variant in ("a", "b"):
+            for layer in (0, 1):
+                run_case(f"rwkv7{variant}_qwen3_layer{layer}", variant, layer, tmp, failures, N=12)
+        run_case6("rwkv6_qwen3", tmp, failures, N=12)
     print("FAIL: " + ", ".join(failures) if failures else "PASS: C RAD-RWKV7/6 time-mix equals the PyTorch reference")
     return 1 if failures else 0
 
