@@ -292,6 +292,9 @@ static int attn_check(rl_backend *be, const rl_attn_dims *d)
           d->seq, d->head_dim);
     CHECK(d->heads > 0 && d->kv_heads > 0 && d->heads % d->kv_heads == 0,
           "rl_attention: kv_heads=%d must divide heads=%d", d->kv_heads, d->heads);
+    CHECK(d->q_pos >= 0 && (d->kv_seq == 0 ? d->q_pos == 0 : d->kv_seq >= d->q_pos + d->seq),
+          "rl_attention: a KV cache of %d rows cannot hold queries at positions %d..%d", d->kv_seq, d->q_pos,
+          d->q_pos + d->seq - 1);
     return 0;
 }
 int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,
@@ -309,6 +312,7 @@ int rl_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, floa
     int rc = attn_check(be, d);
     if (rc)
         return rc;
+    CHECK(d->kv_seq == 0, "rl_attention_backward: a KV cache (kv_seq=%d) is for inference only", d->kv_seq);
     TIMED("attention_backward", NULL, be->ops->attention_backward(be, d, dq, dk, dv, delta, dout, out, lse, q, k, v));
 }
 

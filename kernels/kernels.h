@@ -150,7 +150,7 @@ int rl_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *do
                        const float *up, size_t n);
 
 /* Causal softmax attention with GQA: query head h reads KV head h / (heads/kv_heads).
- * q, out: [batch, seq, heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim];
+ * q, out: [batch, seq, heads, head_dim]; k, v: [batch, kv_seq, kv_heads, head_dim];
  * lse: [batch, heads, seq] log-sum-exp of the scaled scores, saved for backward.
  *   s_ij = scale · q_i·k_j (j ≤ i),  p_ij = exp(s_ij − lse_i),  out_i = Σ_j p_ij v_j.
  * Backward recomputes p from lse (memory O(seq·head_dim) per head, no seq×seq
@@ -160,6 +160,11 @@ int rl_swiglu_backward(rl_backend *be, float *dgate, float *dup, const float *do
 typedef struct {
     int batch, seq, heads, kv_heads, head_dim;
     float scale; /* usually 1/sqrt(head_dim) */
+    /* KV cache (recurrent inference; forward only): the queries are the tokens at
+     * absolute positions q_pos..q_pos+seq−1 and k, v hold kv_seq ≥ q_pos + seq rows
+     * per sequence (a cache's capacity); query i sees keys j ≤ q_pos + i. 0, 0 (the
+     * default) = the ordinary case, kv_seq = seq and q_pos = 0. */
+    int kv_seq, q_pos;
 } rl_attn_dims;
 
 int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,

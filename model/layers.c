@@ -37,7 +37,8 @@ int rl_linear_backward(rl_backend *be, float *dx, float *dw, float *db, const fl
 static rl_attn_dims attn_dims(const rl_model *m)
 {
     const rl_model_config *c = &m->cfg;
-    rl_attn_dims d = {m->batch, m->seq, c->heads, c->kv_heads, c->head_dim, 1.0f / sqrtf((float)c->head_dim)};
+    rl_attn_dims d = {.batch = m->batch, .seq = m->seq, .heads = c->heads, .kv_heads = c->kv_heads,
+                      .head_dim = c->head_dim, .scale = 1.0f / sqrtf((float)c->head_dim)};
     return d;
 }
 

@@ -8,7 +8,8 @@
  * No seq×seq matrix exists: the largest score buffer is one tile per thread.
  *
  * Forward, per (b, h, query block I of FWD_BR rows), online softmax over key
- * blocks J of FWD_BC columns (J ≤ I causally):
+ * blocks J of FWD_BC columns (J ≤ I causally; with a KV cache the queries sit at
+ * absolute positions q_pos + i over kv_seq cached rows, and block J ≤ q_pos + I):
  *   S = scale·Q_I K_Jᵀ,  m' = max(m, rowmax S),  P = exp(S − m'),
  *   l ← l·e^{m−m'} + rowsum P,  O ← O·e^{m−m'} + P V_J;  finally O /= l, lse = m + log l.
  * Backward, per (b, h): delta_i = dout_i·out_i, then for each key block J and each
@@ -27,7 +28,8 @@
 #include "cpu_int.h"
 
 /* FWD_BC is a multiple of FWD_BR, so every key block a query block visits starts
- * at or before the block's first row: no row of a tile is entirely masked. */
+ * at or before the block's first row: no row of a tile is entirely masked. With a
+ * KV cache (q_pos not a multiple of FWD_BR) a row can be: it then keeps m, l and O. */
 enum { FWD_BR = 64, FWD_BC = 256, BWD_B = 64 };
 
 static inline float dot(const float *a, const float *b, int n)
@@ -47,6 +49,7 @@ static void softmax_tile(float *S, int br, int bc, int i0, int j0, float *m, flo
     for (int r = 0; r < br; r++) {
         float *row = S + (size_t)r * bc;
         int valid = i0 + r - j0 + 1 < bc ? i0 + r - j0 + 1 : bc;
+        valid = valid > 0 ? valid : 0; /* with a KV cache a row can end before a later block: corr = 1, P = 0 */
         float mx = m[r];
         for (int c = 0; c < valid; c++)
             mx = row[c] > mx ? row[c] : mx;
@@ -68,6 +71,7 @@ int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out,
 {
     const int B = d->batch, T = d->seq, H = d->heads, G = d->kv_heads, N = d->head_dim;
     const int rho = H / G, ldq = H * N, ldk = G * N;
+    const int KT = d->kv_seq ? d->kv_seq : T, P = d->q_pos; /* rows of k, v per sequence; first query's position */
     const float scale = d->scale;
     const int nqb = (T + FWD_BR - 1) / FWD_BR;
     const long long tasks = (long long)B * H * nqb;
@@ -86,15 +90,16 @@ int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out,
         float *S = scratch + per_thread * (size_t)omp_get_thread_num();
         float *m = S + (size_t)FWD_BR * FWD_BC, *l = m + FWD_BR, *corr = l + FWD_BR;
         const float *qi = q + (((size_t)b * T + i0) * H + h) * N;
-        const float *kb = k + ((size_t)b * T * G + g) * N, *vb = v + ((size_t)b * T * G + g) * N;
+        const float *kb = k + ((size_t)b * KT * G + g) * N, *vb = v + ((size_t)b * KT * G + g) * N;
         float *oi = out + (((size_t)b * T + i0) * H + h) * N;
         for (int r = 0; r < br; r++)
             m[r] = -INFINITY, l[r] = 0.0f;
-        for (int j0 = 0; j0 < i0 + br; j0 += FWD_BC) {
-            const int bc = i0 + br - j0 < FWD_BC ? i0 + br - j0 : FWD_BC;
+        const int p0 = P + i0; /* absolute position of the block's first query */
+        for (int j0 = 0; j0 < p0 + br; j0 += FWD_BC) {
+            const int bc = p0 + br - j0 < FWD_BC ? p0 + br - j0 : FWD_BC;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, br, bc, N, scale, qi, ldq,
                         kb + (size_t)j0 * ldk, ldk, 0.0f, S, bc);
-            softmax_tile(S, br, bc, i0, j0, m, l, corr);
+            softmax_tile(S, br, bc, p0, j0, m, l, corr);
             if (j0)
                 for (int r = 0; r < br; r++)
                     for (int n = 0; n < N; n++)

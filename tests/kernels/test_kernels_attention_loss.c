@@ -68,7 +68,7 @@ static void test_attention(int B, int T, int H, int G, int N)
     fill(q, nq, 1.5f), fill(k, nk, 1.5f), fill(v, nk, 1), fill(dout, nq, 1);
     fill(dq, nq, 0.1f), fill(dk, nk, 0.1f), fill(dv, nk, 0.1f);
     memcpy(dq0, dq, 4 * nq), memcpy(dk0, dk, 4 * nk), memcpy(dv0, dv, 4 * nk);
-    rl_attn_dims d = {B, T, H, G, N, 1.0f / sqrtf((float)N)};
+    rl_attn_dims d = {.batch = B, .seq = T, .heads = H, .kv_heads = G, .head_dim = N, .scale = 1.0f / sqrtf((float)N)};
     attn_ctx c = {to_double(q, nq), to_double(k, nk), to_double(v, nk), to_double(dout, nq), B, T, H, G, N,
                   1.0 / sqrt((double)N)};
     double *ref = malloc(8 * nq), *gq = malloc(8 * nq), *gk = malloc(8 * nk), *gv = malloc(8 * nk);
@@ -140,7 +140,7 @@ static void test_attention_tiles(int B, int T, int H, int G, int N)
     fill(q, nq, 1.5f), fill(k, nk, 1.5f), fill(v, nk, 1), fill(dout, nq, 1);
     fill(dq, nq, 0.1f), fill(dk, nk, 0.1f), fill(dv, nk, 0.1f);
     memcpy(dq0, dq, 4 * nq), memcpy(dk0, dk, 4 * nk), memcpy(dv0, dv, 4 * nk);
-    rl_attn_dims d = {B, T, H, G, N, 1.0f / sqrtf((float)N)};
+    rl_attn_dims d = {.batch = B, .seq = T, .heads = H, .kv_heads = G, .head_dim = N, .scale = 1.0f / sqrtf((float)N)};
     attn_ctx c = {to_double(q, nq), to_double(k, nk), to_double(v, nk), to_double(dout, nq), B, T, H, G, N,
                   1.0 / sqrt((double)N)};
     double *ref = malloc(8 * nq), *gq = calloc(nq, 8), *gk = calloc(nk, 8), *gv = calloc(nk, 8);

@@ -7,8 +7,13 @@
   (so every x_c = u: token shift is a no-op at init), U(−0.01, 0.01) second LoRA stages; same seed, same bytes.
 - `radlads score` on the student folder equals a float64 PyTorch student (teacher_ref's blocks with the
   time-mix references of test_tmix_vs_torch.py), at init and with every new tensor randomised; hybrid too.
-- Recurrent inference (parallel prompt, then O(1) state steps) equals the parallel forward over 1,000 tokens.
-- Bad input: unknown variant, head size that does not divide the hidden size, LoRA shapes that disagree
+- Recurrent inference (parallel prompt, then O(1) state steps) equals the parallel forward over 1,000 tokens;
+  for a hybrid the softmax-attention layers step from a KV cache (single tokens, and 333-token pieces whose
+  absolute positions are not block-aligned).
+- Qwen3 teachers (explicit head_dim with heads·head_dim ≠ hidden, per-head q/k RMSNorm, o_proj bias from
+  attention_bias): q_norm/k_norm/o_proj.bias are copied under the teacher's names, the per-channel tensors are
+  heads·head_dim wide, and the student applies the norms and the bias exactly where the teacher does.
+- Bad input: unknown variant, a config.json head size that disagrees with head_dim, LoRA shapes that disagree
   with config.json → clear errors."""
 import json
 import math
@@ -22,7 +27,7 @@ import torch  # noqa: E402
 
 import st  # noqa: E402
 from teacher_ref import inv_freq, rmsnorm  # noqa: E402
-from test_tmix_vs_torch import rwkv6_tmix, rwkv7_tmix  # noqa: E402
+from test_tmix_vs_torch import proj, qk_norms, rwkv6_tmix, rwkv7_tmix  # noqa: E402
 
 BUILD = os.environ.get("RADLADS_BUILD", "build")
 RADLADS = os.path.join(BUILD, "cli", "radlads")
@@ -53,10 +58,10 @@ def student_logits(cfg, w, ids):
     for l in range(L):
         pre = f"model.layers.{l}."
         h = rmsnorm(x, w[pre + "input_layernorm.weight"], eps)
+        p = {k[len(pre) + 10:]: t for k, t in w.items() if k.startswith(pre + "self_attn.")}
         if l >= L - n_attn:  # softmax attention, as the teacher
-            q = (h @ w[pre + "self_attn.q_proj.weight"].T + w[pre + "self_attn.q_proj.bias"]).view(B, T, H, N)
-            k = (h @ w[pre + "self_attn.k_proj.weight"].T + w[pre + "self_attn.k_proj.bias"]).view(B, T, G, N)
-            v = (h @ w[pre + "self_attn.v_proj.weight"].T + w[pre + "self_attn.v_proj.bias"]).view(B, T, G, N)
+            q, k = qk_norms(p, proj(p, h, "q_proj").view(B, T, H, N), proj(p, h, "k_proj").view(B, T, G, N), eps)
+            v = proj(p, h, "v_proj").view(B, T, G, N)
             ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq(cfg, N)[None, :]
             c, s = torch.cos(ang)[None, :, None, :], torch.sin(ang)[None, :, None, :]
             rot = lambda z: torch.cat([z[..., :N // 2] * c - z[..., N // 2:] * s, z[..., N // 2:] * c + z[..., :N // 2] * s], -1)  # noqa: E731
@@ -64,16 +69,15 @@ def student_logits(cfg, w, ids):
             v = v.repeat_interleave(H // G, 2)
             sc = torch.einsum("bihn,bjhn->bhij", q, k) / math.sqrt(N)
             sc = sc.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
-            o = torch.einsum("bhij,bjhn->bihn", torch.softmax(sc, -1), v).reshape(B, T, D)
-            y = o @ w[pre + "self_attn.o_proj.weight"].T
+            o = torch.einsum("bhij,bjhn->bihn", torch.softmax(sc, -1), v).reshape(B, T, H * N)
+            y = proj(p, o, "o_proj")
         else:
-            p = {k[len(pre) + 10:]: t for k, t in w.items() if k.startswith(pre + "self_attn.")}
             if cfg["model_type"] == "rad-rwkv7":
-                y, vf = rwkv7_tmix(p, h, v_first, cfg["variant"], l, H, G, theta)
+                y, vf = rwkv7_tmix(p, h, v_first, cfg["variant"], l, H, G, theta, eps)
                 if l == 0:
                     v_first = vf
             else:
-                y = rwkv6_tmix(p, h, H, G, theta)
+                y = rwkv6_tmix(p, h, H, G, theta, eps=eps)
         x = x + y
         n = rmsnorm(x, w[pre + "post_attention_layernorm.weight"], eps)
         x = x + (torch.nn.functional.silu(n @ w[pre + "mlp.gate_proj.weight"].T) * (n @ w[pre + "mlp.up_proj.weight"].T)) @ w[pre + "mlp.down_proj.weight"].T
@@ -117,24 +121,41 @@ def main():
         subprocess.run([RADLADS, "init-model", "--arch", "qwen2", "--hidden", "64", "--layers", "3", "--heads", "4",
                         "--kv-heads", "2", "--intermediate", "96", "--vocab", "61", "--seed", "2", "--init-std",
                         "0.2", "--randomize-all", "--out", teacher], check=True, stdout=subprocess.DEVNULL)
-        tw = st.read_dir(teacher)
+        # Qwen3: head_dim 24 (heads·head_dim = 96 ≠ hidden 64), q/k norms, attention_bias → q/k/v/o biases
+        qwen3 = os.path.join(tmp, "qwen3")
+        subprocess.run([RADLADS, "init-model", "--arch", "qwen3", "--hidden", "64", "--layers", "3", "--heads", "4",
+                        "--kv-heads", "2", "--head-dim", "24", "--intermediate", "96", "--vocab", "61", "--seed", "3",
+                        "--init-std", "0.2", "--randomize-all", "--attention-bias", "--untie", "--out", qwen3],
+                       check=True, stdout=subprocess.DEVNULL)
         D, L = 64, 3
         ids = torch.randint(0, 61, (17,), generator=gen).tolist()
         for tag, args in [("rad-rwkv7 a", ["--arch", "rad-rwkv7", "--variant", "a"]),
                           ("rad-rwkv7 b", ["--arch", "rad-rwkv7"]),
                           ("rad-rwkv6", ["--arch", "rad-rwkv6"]),
-                          ("rad-rwkv7 b hybrid 1", ["--arch", "rad-rwkv7", "--attention-layers", "1"])]:
+                          ("rad-rwkv7 b hybrid 1", ["--arch", "rad-rwkv7", "--attention-layers", "1"]),
+                          ("qwen3 rad-rwkv7 a", ["--arch", "rad-rwkv7", "--variant", "a"]),
+                          ("qwen3 rad-rwkv7 b", ["--arch", "rad-rwkv7"]),
+                          ("qwen3 rad-rwkv6", ["--arch", "rad-rwkv6"]),
+                          ("qwen3 rad-rwkv7 b hybrid 1", ["--arch", "rad-rwkv7", "--attention-layers", "1"])]:
             print(tag)
+            src = qwen3 if tag.startswith("qwen3") else teacher
+            tw = st.read_dir(src)
+            N = 24 if src == qwen3 else 16
+            A = 4 * N
             out = os.path.join(tmp, tag.replace(" ", "_"))
-            r = transfer(teacher, out, *args, "--seed", "9")
+            r = transfer(src, out, *args, "--seed", "9")
             check(f"{tag}: transfer exits 0", r.returncode == 0)
             sw = st.read_dir(out)
             cfg = json.load(open(os.path.join(out, "config.json")))
             same = all(k in sw and torch.equal(sw[k], v) for k, v in tw.items())
             check(f"{tag}: every teacher tensor (q/k/v/o, MLP, norms, head) copied exactly", same)
             seven = cfg["model_type"] == "rad-rwkv7"
+            if src == qwen3:
+                check(f"{tag}: q_norm, k_norm and o_proj.bias kept under the teacher's names",
+                      all(f"model.layers.{l}.self_attn.{z}" in sw for l in range(L)
+                          for z in ("q_norm.weight", "k_norm.weight", "o_proj.bias")))
             check(f"{tag}: config records arch, variant, ranks, head size, hybrid layers",
-                  cfg["model_type"] == args[1] and cfg["head_size"] == 16 and cfg["decay_low_rank_dim"] == rank(D, .5, 1.8)
+                  cfg["model_type"] == args[1] and cfg["head_size"] == N and cfg["decay_low_rank_dim"] == rank(D, .5, 1.8)
                   and cfg["num_attention_layers"] == (1 if "hybrid" in tag else 0)
                   and (not seven or (cfg["variant"] == ("a" if " a" in tag else "b") and cfg["a_low_rank_dim"] == rank(D, .5, 1.8)
                                      and cfg["v_low_rank_dim"] == rank(D, .5, 1.3) and cfg["gate_low_rank_dim"] == rank(D, .8, .6)))
@@ -142,16 +163,16 @@ def main():
             n_mix = L - cfg["num_attention_layers"]
             check(f"{tag}: no time-mix tensors in the attention layers",
                   not any(k.startswith(f"model.layers.{l}.self_attn.") and k.split("self_attn.")[1].split(".")[0]
-                          not in ("q_proj", "k_proj", "v_proj", "o_proj") for k in sw for l in range(n_mix, L)))
+                          not in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm") for k in sw for l in range(n_mix, L)))
             for l in range(n_mix):
                 p = f"model.layers.{l}.self_attn."
-                n = torch.arange(D, dtype=torch.float64) / (D - 1)
+                n = torch.arange(A, dtype=torch.float64) / (A - 1)  # per-channel curves run over heads·head_dim
                 if seven:
                     w0 = -7 + 5 * n ** (0.85 + math.sqrt(l / (L - 1))) + 0.5
                     ok = (sw[p + "w0"] - w0).abs().max() < 1e-6
                     ok &= all((sw[p + z] == 0).all() for z in ("w1", "a0", "a1", "v1", "g1", "r_k"))
                     ok &= bool((sw[p + "v0"] == 1).all())
-                    for z in ("w2", "a2", "v2", "g2"):  # [r, D], r < D: orthonormal rows × 0.1
+                    for z in ("w2", "a2", "v2", "g2"):  # [r, A], r < A: orthonormal rows × 0.1
                         m = sw[p + z]
                         ok &= bool((m @ m.T - 0.01 * torch.eye(m.shape[0], dtype=torch.float64)).abs().max() < 1e-6)
                     if cfg["variant"] == "a":
@@ -186,16 +207,17 @@ def main():
                     sw[k] = (torch.rand(sw[k].shape, generator=gen, dtype=torch.float64) * 2 - 1) * 0.5 + sw[k]
             st.write(os.path.join(out, "model.safetensors"), sw)
             check_score(tag + " randomised", out, ids)
-            if "hybrid" not in tag:
-                r = subprocess.run([STEPPER, "--model", out, "--tokens", "1000", "--prompt", "300"],
+            r = subprocess.run([STEPPER, "--model", out, "--tokens", "1000", "--prompt", "300"],
+                               capture_output=True, text=True)
+            print(r.stdout.rstrip(), r.stderr.rstrip())
+            check(f"{tag} randomised: prompt + 700 single steps equal the parallel forward over 1000 tokens",
+                  r.returncode == 0)
+            if "hybrid" in tag:
+                r = subprocess.run([STEPPER, "--model", out, "--tokens", "1000", "--prompt", "1", "--step", "333"],
                                    capture_output=True, text=True)
                 print(r.stdout.rstrip(), r.stderr.rstrip())
-                check(f"{tag} randomised: prompt + 700 single steps equal the parallel forward over 1000 tokens",
+                check(f"{tag} randomised: 1 token + 333-token pieces from the KV cache equal the parallel forward",
                       r.returncode == 0)
-            else:
-                r = subprocess.run([STEPPER, "--model", out], capture_output=True, text=True)
-                check(f"{tag}: recurrent inference of a hybrid is refused with a reason",
-                      r.returncode == 1 and "KV cache" in r.stderr)
         again = os.path.join(tmp, "again")
         transfer(teacher, again, "--arch", "rad-rwkv7", "--seed", "9")
         a1 = open(os.path.join(again, "model.safetensors"), "rb").read()
@@ -214,9 +236,17 @@ def main():
         subprocess.run([RADLADS, "init-model", "--arch", "llama", "--hidden", "64", "--layers", "1", "--heads", "4",
                         "--kv-heads", "2", "--head-dim", "12", "--vocab", "31", "--out", odd], check=True,
                        stdout=subprocess.DEVNULL)
-        r = transfer(odd, os.path.join(tmp, "x"), "--arch", "rad-rwkv7", ok=False)
-        check("a head size that does not tile the hidden size is refused", r.returncode == 1 and "head_dim" in r.stderr,
-              r.stderr.strip()[:90])
+        r = transfer(odd, os.path.join(tmp, "odd_student"), "--arch", "rad-rwkv7", "--seed", "4")
+        check("an explicit head_dim (4×12 = 48 ≠ hidden 64, Llama, no biases) transfers", r.returncode == 0)
+        check_score("llama head_dim 12", os.path.join(tmp, "odd_student"), [i % 31 for i in ids])
+        wrong = os.path.join(tmp, "odd_student", "config.json")
+        cfg = json.load(open(wrong))
+        cfg["head_size"] = 16
+        json.dump(cfg, open(wrong, "w"))
+        r = subprocess.run([RADLADS, "score", "--model", os.path.join(tmp, "odd_student"), "--ids", "1,2,3"],
+                           capture_output=True, text=True)
+        check("a config.json head_size that disagrees with head_dim is refused", r.returncode == 1
+              and "head_size=16" in r.stderr and "head_dim=12" in r.stderr, r.stderr.strip()[:100])
         bad = os.path.join(tmp, "rad-rwkv7_b")
         cfg = json.load(open(os.path.join(bad, "config.json")))
         cfg["decay_low_rank_dim"] = 64
