@@ -344,7 +344,11 @@ int main(void)
         test_full_fd(kind, 1, 13, 1, 8, 16); /* one chunk longer than T; rows split over threads */
         test_full_fd(kind, 1, 9, 1, 6, 4);   /* N not a multiple of the 4-row block */
         test_long(kind, 1, 100, 2, 16);
+        /* the vectorised forward: 32-column blocks plus leftover columns, split over both
+         * threads (B·H = 1: parts of 36 columns = 32 + 4) */
+        test_long(kind, 1, 40, 1, 72);
         test_pieces(kind, 2, 37, 20, 2, 8);
+        test_pieces(kind, 1, 37, 20, 2, 64); /* key-major checkpoints and states carried at N = 64 */
     }
     test_bad_input();
     rl_backend_destroy(be);
