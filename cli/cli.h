@@ -47,6 +47,7 @@ int cmd_decode(int argc, char **argv);
 #ifdef RL_HAVE_MODEL_TOOLS
 int cmd_init_model(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 #endif
 

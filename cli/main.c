@@ -35,6 +35,7 @@ static const struct verb {
 #ifdef RL_HAVE_MODEL_TOOLS
     {"init-model", cmd_init_model, "init-model --arch qwen2|qwen3|llama ... --out DIR                     write a random model"},
     {"score", cmd_score, "score --model DIR (--tokens FILE | --ids ...)                          cross-entropy / perplexity"},
+    {"generate", cmd_generate, "generate --model DIR --prompt TEXT [--max-tokens N --temperature T ...] stream text (teacher or student)"},
     {"inspect", cmd_inspect, "inspect DIR [--json]                                                    summary of a model or checkpoint folder (verified)"},
 #endif
 };
