@@ -8,7 +8,7 @@ an explicit head_dim, Llama with GQA), students from `radlads-worker run --stage
    in prefill chunks of 16 (so later chunks attend to cached keys) then 40 greedy single-token steps
    (generate_check; relative tolerance 1e-4).
 2. With a fixed seed the text is the same twice, for sampling (temperature, top-k, top-p) and greedy;
-   another seed gives other text.
+   another seed gives other text; the streamed text of random byte tokens is valid UTF-8.
 3. Bad arguments fail with exit 2 and a message naming the problem: no --model, a folder without
    config.json, top-p outside (0, 1], negative temperature, both or neither prompt options, bad lengths.
 4. --bench runs for a teacher and a student and prints its table; the student's state size is the same at
@@ -93,6 +93,12 @@ def main():
                       and len(a.stdout) > 0, f"{len(a.stdout)} bytes" + (a.stderr.decode()[-200:] if a.returncode
                                                                           else ""))
             a = gen(d, "--prompt", prompt, "--max-tokens", "48", "--seed", "11", "--ignore-eos", "--temperature", "2")
+            try:  # random bytes cut UTF-8 sequences anywhere; the stream repairs them as the final decode would
+                a.stdout.decode("utf-8", errors="strict")
+                valid = True
+            except UnicodeDecodeError:
+                valid = False
+            check(f"{name}: streamed text of random byte tokens is valid UTF-8", a.returncode == 0 and valid)
             b = gen(d, "--prompt", prompt, "--max-tokens", "48", "--seed", "12", "--ignore-eos", "--temperature", "2")
             check(f"{name}: another seed gives other text", a.returncode == 0 and a.stdout != b.stdout)
         # the prompt from a file, echoed; the summary names the tokenizer
