@@ -1,8 +1,9 @@
 /* radlads-worker: runs the conversion stages. main is a small dispatcher:
+ *   radlads-worker pool --connect ...         one rank of a pool that radladsd schedules stages onto (pool.c)
  *   radlads-worker run --stage transfer ...   weight transfer (teacher -> initial student)
- *   radlads-worker run --stage align|distill|extend|pretrain ...   training (trainer.h)
- *   radlads-worker run --stage export ...     HF-style folder with the teacher's tokenizer files
- * The worker-pools issue adds MPI and the daemon connection here. */
+ *   radlads-worker run --stage align|distill|extend|pretrain ...   training (trainer.h); under mpirun the
+ *                                             ranks train data parallel (gradients summed with MPI)
+ *   radlads-worker run --stage export ...     HF-style folder with the teacher's tokenizer files */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -11,11 +12,14 @@
 
 #include "jobspec.h"
 #include "student.h"
-#include "trainer.h"
+#include "worker.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: radlads-worker run --stage transfer --teacher DIR --arch rad-rwkv7|rad-rwkv6\n"
+    fprintf(f, "usage: radlads-worker pool --connect unix:PATH|tcp:HOST:PORT --token-file FILE [...]\n"
+               "pool: one rank of a worker pool under mpirun (radlads-worker pool --help)\n"
+               "\n"
+               "usage: radlads-worker run --stage transfer --teacher DIR --arch rad-rwkv7|rad-rwkv6\n"
                "         [--variant a|b] [--attention-layers N] [--seed N] --out DIR\n"
                "transfer: copies the teacher's weights into a RADLADS student and initialises the new time-mix\n"
                "tensors by their METHOD.md formulas (seeded); writes DIR/config.json and DIR/model.safetensors.\n"
@@ -37,7 +41,9 @@ static void usage(FILE *f)
                "  --valid FILE[,FILE...] | --valid-fraction F (held out from the end of --data, never trained on)\n"
                "  --valid-windows 256 --valid-every N (default: --checkpoint-every): validation loss\n"
                "  (next-token CE in windows of --seq-len, as `radlads score --window`) at those steps and the end\n"
+               "  --bucket-floats N (gradient all-reduce bucket size under mpirun; default 1048576)\n"
                "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
+               "Under mpirun every rank trains batch/ranks sequences of each step and the gradients are summed.\n"
                "\n"
                "usage: radlads-worker run --stage export --student DIR --out DIR [--teacher DIR]\n"
                "export: an HF-style folder (config.json, model.safetensors, tokenizer files from --teacher).\n");
@@ -143,11 +149,57 @@ static int split_files(char *list, const char **files, int max)
     return n;
 }
 
+/* One stage in this process; under mpirun every rank calls it (transfer and export act on rank 0). */
+static int run_stage(const char *stage, const char *teacher, const char *arch, const char *variant, long attn,
+                     long seed, const char *out, const char *student, char *data, rl_train_opts *to,
+                     rl_comm *comm)
+{
+    if (strcmp(stage, "transfer") == 0) {
+        if (!teacher || !arch || !out) {
+            fprintf(stderr, "radlads-worker: --stage transfer needs --teacher, --arch and --out\n");
+            return 2;
+        }
+        return comm->rank ? 0 : stage_transfer(teacher, arch, variant, attn, seed, out);
+    }
+    if (strcmp(stage, "export") == 0) {
+        if (!student || !out) {
+            fprintf(stderr, "radlads-worker: --stage export needs --student and --out\n");
+            return 2;
+        }
+        return comm->rank ? 0 : stage_export(student, teacher, out);
+    }
+    if (rl_train_stage_from_name(stage, &to->stage) != 0) {
+        fprintf(stderr, "radlads-worker: stage \"%s\" is not known (available: transfer, align, distill, extend, "
+                        "pretrain, export)\n", stage);
+        return 2;
+    }
+    if (to->train_decay_shift && to->stage != RL_TRAIN_EXTEND) {
+        fprintf(stderr, "radlads-worker: --train decay_shift applies to --stage extend only (step 3a)\n");
+        return 2;
+    }
+    const char *files[256];
+    to->n_data = data ? split_files(data, files, 256) : 0;
+    to->data = files, to->teacher = teacher, to->student = student, to->out = out, to->seed = (uint64_t)seed;
+    to->rank = comm->rank, to->world = comm->world;
+    if (!to->threads)
+        to->threads = comm->threads;
+    rl_train_hooks hooks = {.ctx = comm, .allreduce_sum = rl_comm_allreduce_sum};
+    char terr[2048];
+    if (rl_train_run(to, comm->world > 1 ? &hooks : NULL, terr, sizeof terr) != 0) {
+        if (comm->world > 1)
+            fprintf(stderr, "radlads-worker %s (rank %d of %d): %s\n", stage, comm->rank, comm->world, terr);
+        else
+            fprintf(stderr, "radlads-worker %s: %s\n", stage, terr);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
-           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY };
+           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
@@ -160,7 +212,8 @@ static int cmd_run(int argc, char **argv)
         {"loss", 1, 0, O_LOSS}, {"train", 1, 0, O_TRAIN}, {"resume", 0, 0, O_RESUME},
         {"stop-after", 1, 0, O_STOP}, {"log-every", 1, 0, O_LOG}, {"trace-samples", 0, 0, O_TRACE},
         {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {"valid", 1, 0, O_VALID},
-        {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {0, 0, 0, 0}};
+        {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {"bucket-floats", 1, 0, O_BUCKET},
+        {0, 0, 0, 0}};
     const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
     char *data = NULL;
     long attn = 0, seed = 0, v = 0;
@@ -238,6 +291,7 @@ static int cmd_run(int argc, char **argv)
         case O_VFRAC: bad = parse_double("--valid-fraction", optarg, 0, 0.99, &to.valid_fraction); break;
         case O_VWIN: bad = parse_int("--valid-windows", optarg, 0, 1L << 30, &v), to.valid_windows = (int)v; break;
         case O_VEVERY: bad = parse_int("--valid-every", optarg, 0, 1L << 40, &v), to.valid_every = v; break;
+        case O_BUCKET: bad = parse_int("--bucket-floats", optarg, 1, 1L << 40, &v), to.bucket_floats = (size_t)v; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -248,38 +302,17 @@ static int cmd_run(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(stage, "transfer") == 0) {
-        if (!teacher || !arch || !out) {
-            fprintf(stderr, "radlads-worker: --stage transfer needs --teacher, --arch and --out\n");
-            return 2;
-        }
-        return stage_transfer(teacher, arch, variant, attn, seed, out);
-    }
-    if (strcmp(stage, "export") == 0) {
-        if (!student || !out) {
-            fprintf(stderr, "radlads-worker: --stage export needs --student and --out\n");
-            return 2;
-        }
-        return stage_export(student, teacher, out);
-    }
-    if (rl_train_stage_from_name(stage, &to.stage) != 0) {
-        fprintf(stderr, "radlads-worker: stage \"%s\" is not known (available: transfer, align, distill, extend, "
-                        "pretrain, export)\n", stage);
-        return 2;
-    }
-    if (to.train_decay_shift && to.stage != RL_TRAIN_EXTEND) {
-        fprintf(stderr, "radlads-worker: --train decay_shift applies to --stage extend only (step 3a)\n");
-        return 2;
-    }
-    const char *files[256];
-    to.n_data = data ? split_files(data, files, 256) : 0;
-    to.data = files, to.teacher = teacher, to.student = student, to.out = out, to.seed = (uint64_t)seed;
-    char terr[2048];
-    if (rl_train_run(&to, NULL, terr, sizeof terr) != 0) {
-        fprintf(stderr, "radlads-worker %s: %s\n", stage, terr);
+    rl_comm comm;
+    if (!rl_comm_launched()) {
+        rl_comm_single(&comm);
+    } else if (rl_comm_init(&comm, NULL, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "radlads-worker: %s\n", err);
+        rl_comm_finalize(&comm);
         return 1;
     }
-    return 0;
+    int rc = run_stage(stage, teacher, arch, variant, attn, seed, out, student, data, &to, &comm);
+    rl_comm_finalize(&comm);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -288,6 +321,8 @@ int main(int argc, char **argv)
     setenv("OMP_WAIT_POLICY", "passive", 0);
     if (argc >= 2 && strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "pool") == 0)
+        return rl_pool_main(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
         usage(stdout);
         return 0;

@@ -66,6 +66,23 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     return rc;
 }
 
+/* A line for the user: stdout (or stderr for warnings), and the log hook (the daemon's job log). */
+static void say(const rl_train_hooks *hooks, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(const rl_train_hooks *hooks, const char *level, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    FILE *f = strcmp(level, "info") ? stderr : stdout;
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    if (hooks && hooks->log)
+        hooks->log(hooks->ctx, level, line);
+}
+
 static int mkdirs(const char *dir, char *err, size_t errlen)
 {
     char p[4096];
@@ -417,7 +434,8 @@ static int check_opts(const rl_train_opts *o, char *err, size_t errlen)
     if (o->lr.lr_wait < 0 || o->lr.lr_endpoint > 1 || o->lr.lr_wait >= o->lr.lr_endpoint)
         return fail(err, errlen, RL_EINVAL, "lr_wait %g and lr_endpoint %g must satisfy 0 ≤ wait < endpoint ≤ 1",
                     o->lr.lr_wait, o->lr.lr_endpoint);
-    if (o->kl_weight < 0 || o->ce_weight < 0 || o->kl_weight + o->ce_weight <= 0)
+    const int distill = o->stage == RL_TRAIN_DISTILL; /* the only stage the weights mean anything to */
+    if (distill && (o->kl_weight < 0 || o->ce_weight < 0 || o->kl_weight + o->ce_weight <= 0))
         return fail(err, errlen, RL_EINVAL, "kl_weight %g and ce_weight %g must be ≥ 0 and not both 0", o->kl_weight,
                     o->ce_weight);
     return 0;
@@ -426,6 +444,7 @@ static int check_opts(const rl_train_opts *o, char *err, size_t errlen)
 static void destroy(rl__trainer *t)
 {
     rl__stage_release(t);
+    rl__buckets_free(t);
     if (t->be) {
         rl_free(t->be, t->opt_m);
         rl_free(t->be, t->opt_v);
@@ -439,6 +458,33 @@ static void destroy(rl__trainer *t)
     rl_backend_destroy(t->be);
 }
 
+/* The per-step agreement between ranks: one all-reduce of a few scalars.  A rank that failed this step
+ * still takes part (with its flag set) so that no rank waits forever in the gradient all-reduce. */
+enum { AGREE_LOSS, AGREE_FAILED, AGREE_CKPT, AGREE_DRAIN, AGREE_STOP, AGREE_N };
+
+static int agree(const rl_train_opts *o, const rl_train_hooks *hooks, float *v, int n, char *err, size_t errlen)
+{
+    if (o->world <= 1)
+        return 0;
+    char e2[512] = "";
+    int rc = hooks->allreduce_sum(hooks->ctx, v, (size_t)n, e2, sizeof e2);
+    if (rc)
+        return fail(err, errlen, rc, "all-reduce between the %d ranks failed: %s", o->world, e2);
+    return 0;
+}
+
+/* After rank 0 wrote a checkpoint: every rank learns whether it worked. */
+static int agree_checkpoint(const rl_train_opts *o, const rl_train_hooks *hooks, int rc, char *err, size_t errlen)
+{
+    float failed = rc ? 1.0f : 0.0f;
+    int r2 = agree(o, hooks, &failed, 1, err, errlen);
+    if (r2)
+        return r2;
+    if (!rc && failed > 0)
+        return fail(err, errlen, RL_EINVAL, "rank 0 could not write a checkpoint (its log has the reason)");
+    return rc;
+}
+
 int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -448,6 +494,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     rl_train_opts o = *opts;
     if (o.world < 1)
         o.world = 1;
+    if (o.world > 1 && (!hooks || !hooks->allreduce_sum))
+        return fail(err, errlen, RL_EINVAL, "%d ranks need an all-reduce (hooks.allreduce_sum)", o.world);
     if (o.lr.lr2_init < 0)
         o.lr.lr2_init = o.lr.lr_init;
     if (o.lr.lr2_final < 0)
@@ -482,8 +530,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rc = RL_EINVAL;
         else if (r == 1)
             ckpt[0] = 0;
-        if (skipped[0])
-            fprintf(stderr, "radlads-worker: skipped damaged checkpoints: %s\n", skipped);
+        if (skipped[0] && o.rank == 0)
+            say(hooks, "warn", "radlads-worker: skipped damaged checkpoints: %s", skipped);
         if (!rc && ckpt[0] && strcmp(info.stage, rl_train_stage_name(o.stage)) != 0)
             rc = fail(err, errlen, RL_EINVAL, "%s is a %s checkpoint, not %s", ckpt, info.stage,
                       rl_train_stage_name(o.stage));
@@ -496,6 +544,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         rc = rl__stage_prepare(&t, err, errlen);
     if (!rc)
         rc = build_tensors(&t, err, errlen);
+    if (!rc && o.world > 1)
+        rc = rl__buckets_plan(&t, o.bucket_floats, err, errlen);
     if (!rc && ckpt[0]) {
         snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
         rc = load_optimizer(&t, path, err, errlen);
@@ -505,10 +555,14 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     if (!rc)
         rc = rl__valid_open(&t, smp, &valid, err, errlen);
     if (!rc) {
+        batch_buf = malloc(sizeof(int32_t) * (size_t)local * (T + 1));
+        if (!batch_buf)
+            rc = fail(err, errlen, RL_ENOMEM, "out of memory for a batch of %d × %d tokens", local, T + 1);
+    }
+    if (!rc && o.rank == 0) { /* one writer: the ranks share the output folder */
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         metrics = fopen(path, ckpt[0] ? "a" : "w");
-        batch_buf = malloc(sizeof(int32_t) * (size_t)local * (T + 1));
-        if (!metrics || !batch_buf)
+        if (!metrics)
             rc = fail(err, errlen, RL_EINVAL, "%s: cannot open for writing (%s)", path, strerror(errno));
     }
     int64_t step = ckpt[0] ? info.step : 0;
@@ -516,12 +570,31 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         int64_t n_train = 0;
         for (int i = 0; i < t.n_t; i++)
             n_train += (int64_t)t.t[i].count;
-        printf("%s: %s%lld steps × %d sequences × %d tokens = %lld tokens; %d micro-batches of %d; %lld trainable "
-               "parameters in %d tensors\n", rl_train_stage_name(o.stage), ckpt[0] ? "resuming; " : "",
-               (long long)total_steps, o.batch, T, (long long)total_tokens, A, o.micro_batch, (long long)n_train, t.n_t);
+        char ranks[160] = "";
+        if (o.world > 1)
+            snprintf(ranks, sizeof ranks, "; %d ranks × %d sequences, gradients summed in %d all-reduce buckets "
+                     "of ≤ %zu floats (%d packed)", o.world, local, t.buckets.n_buckets, t.buckets.bucket_floats,
+                     t.buckets.n_packed);
+        say(hooks, "info", "%s: %s%lld steps × %d sequences × %d tokens = %lld tokens; %d micro-batches of %d; %lld "
+            "trainable parameters in %d tensors%s", rl_train_stage_name(o.stage), ckpt[0] ? "resuming; " : "",
+            (long long)total_steps, o.batch, T, (long long)total_tokens, A, o.micro_batch, (long long)n_train, t.n_t,
+            ranks);
         if (ckpt[0])
-            printf("%s: resumed from %s at step %lld\n", rl_train_stage_name(o.stage), ckpt, (long long)step);
-        fflush(stdout);
+            say(hooks, "info", "%s: resumed from %s at step %lld", rl_train_stage_name(o.stage), ckpt,
+                (long long)step);
+    }
+    /* Every rank must know that every other one is ready before the first all-reduce: a rank that failed
+     * to load leaves the others with an error instead of a hang. */
+    if (o.world > 1) {
+        float v[AGREE_N] = {0};
+        v[AGREE_FAILED] = rc ? 1.0f : 0.0f;
+        char e2[512];
+        int r2 = agree(&o, hooks, v, AGREE_N, e2, sizeof e2);
+        if (r2 && !rc)
+            rc = r2, snprintf(err, errlen, "%s", e2);
+        else if (!rc && v[AGREE_FAILED] > 0)
+            rc = fail(err, errlen, RL_EINVAL, "%.0f other rank(s) could not start the stage (their log has the "
+                      "reason)", (double)v[AGREE_FAILED]);
     }
     const double t0 = now_s();
     const int64_t step0 = step;
@@ -543,15 +616,33 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         rl__fault_poison_grad(&t, step);
         loss = rl__fault_poison_loss(step, loss);
-        if (!rc && hooks && hooks->allreduce_sum && o.world > 1) {
-            float lf = (float)loss;
-            for (int i = 0; i < t.n_t && !rc; i++)
-                rc = hooks->allreduce_sum(hooks->ctx, t.t[i].grad, t.t[i].count, err, errlen);
-            if (!rc)
-                rc = hooks->allreduce_sum(hooks->ctx, &lf, 1, err, errlen);
-            loss = (double)lf / o.world;
+        int ctl = hooks && hooks->control ? hooks->control(hooks->ctx) : 0;
+        if (o.world > 1) {
+            float v[AGREE_N] = {(float)loss, rc ? 1.0f : 0.0f, (ctl & RL_TRAIN_CTL_CHECKPOINT) ? 1.0f : 0.0f,
+                                (ctl & RL_TRAIN_CTL_DRAIN) ? 1.0f : 0.0f, (ctl & RL_TRAIN_CTL_STOP) ? 1.0f : 0.0f};
+            char e2[512];
+            int r2 = agree(&o, hooks, v, AGREE_N, e2, sizeof e2);
+            if (r2 && !rc)
+                rc = r2, snprintf(err, errlen, "%s", e2);
+            if (rc)
+                break;
+            if (v[AGREE_FAILED] > 0) {
+                rc = fail(err, errlen, RL_EINVAL, "step %lld: %.0f other rank(s) failed (their log has the reason; "
+                          "the last checkpoint is intact)", (long long)step, (double)v[AGREE_FAILED]);
+                break;
+            }
+            ctl = (v[AGREE_CKPT] > 0 ? RL_TRAIN_CTL_CHECKPOINT : 0) | (v[AGREE_DRAIN] > 0 ? RL_TRAIN_CTL_DRAIN : 0) |
+                  (v[AGREE_STOP] > 0 ? RL_TRAIN_CTL_STOP : 0);
+            loss = (double)v[AGREE_LOSS] / o.world;
         }
         if (rc)
+            break;
+        if (ctl & RL_TRAIN_CTL_STOP) {
+            rc = fail(err, errlen, RL_TRAIN_ESTOPPED, "stopped by the daemon at step %lld of %lld (the last "
+                      "checkpoint is intact)", (long long)step, (long long)total_steps);
+            break;
+        }
+        if (o.world > 1 && (rc = rl__buckets_allreduce(&t, hooks, err, errlen)) != 0)
             break;
         if (!isfinite(loss)) {
             rc = fail(err, errlen, RL_ERANGE, "step %lld: the loss is %g; stopping (the last checkpoint is intact; "
@@ -602,22 +693,32 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                 trace_tokens(metrics, batch_buf, local, T);
             fputs("}\n", metrics);
             fflush(metrics);
-            if (o.log_every > 0 && (step % o.log_every == 0 || step == total_steps || step == step0 + 1)) {
-                printf("%s step %lld/%lld tokens %lld loss %.6f lr %.3e lr2 %.3e grad-norm %.4f tok/s %.0f eta "
-                       "%.0fs\n", p.stage, (long long)step, (long long)total_steps, (long long)p.tokens, loss, lr,
-                       lr2, norm, tps, p.eta_s);
-                fflush(stdout);
-            }
+            if (o.log_every > 0 && (step % o.log_every == 0 || step == total_steps || step == step0 + 1))
+                say(hooks, "info", "%s step %lld/%lld tokens %lld loss %.6f lr %.3e lr2 %.3e grad-norm %.4f tok/s %.0f "
+                    "eta %.0fs", p.stage, (long long)step, (long long)total_steps, (long long)p.tokens, loss, lr, lr2,
+                    norm, tps, p.eta_s);
             if (hooks && hooks->progress)
                 hooks->progress(hooks->ctx, &p);
         }
-        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total_steps && o.rank == 0)
-            rc = write_checkpoint(&t, ckdir, step, step * per_step, total_tokens, lr, lr2, hooks, err, errlen);
+        /* A checkpoint at the last step would duplicate the final model: the stage simply finishes. */
+        const int asked = (ctl & (RL_TRAIN_CTL_CHECKPOINT | RL_TRAIN_CTL_DRAIN)) != 0;
+        if (step < total_steps && ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || asked)) {
+            if (o.rank == 0) {
+                rc = write_checkpoint(&t, ckdir, step, step * per_step, total_tokens, lr, lr2, hooks, err, errlen);
+                if (!rc && asked)
+                    say(hooks, "info", "%s: checkpoint at step %lld written on request%s", p.stage, (long long)step,
+                        (ctl & RL_TRAIN_CTL_DRAIN) ? "; draining" : "");
+            }
+            rc = agree_checkpoint(&o, hooks, rc, err, errlen);
+            if (!rc && (ctl & RL_TRAIN_CTL_DRAIN))
+                rc = fail(err, errlen, RL_TRAIN_ESTOPPED, "drained by the daemon: stopped after the checkpoint at "
+                          "step %lld of %lld", (long long)step, (long long)total_steps);
+        }
         if (!rc && o.rank == 0 && rl__valid_due(valid, step, total_steps)) {
             char vline[256];
             rc = rl__valid_report(&t, valid, step, step * per_step, metrics, vline, sizeof vline, err, errlen);
             if (!rc)
-                printf("%s\n", vline);
+                say(hooks, "info", "%s", vline);
         }
         if (!rc && o.stop_after > 0 && step >= o.stop_after)
             break;
@@ -629,10 +730,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rc = copy_tokenizer_files(o.out, from, 2, err, errlen);
         if (!rc) {
             const double el = now_s() - t0;
-            printf("%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s); model in %s\n",
-                   rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
-                   (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), o.out);
-            fflush(stdout);
+            say(hooks, "info", "%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s); model in %s",
+                rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
+                (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), o.out);
         }
     }
     if (metrics)

@@ -12,9 +12,12 @@
  * schedule with two groups (tensors named *.self_attn.* follow lr2), gradient accumulation over
  * micro-batches, stopping by tokens, crash-safe checkpoints and bit-exact resume (CPU).
  *
- * Multi-rank seams (the worker-pool issue fills them): the data are sliced by the sampler's global
- * index g = step·batch + rank·(batch/world) + j; hooks.allreduce_sum sums gradients over ranks before
- * the norm and the update (NULL = one rank); hooks.progress receives every optimizer step. */
+ * Multi-rank: the data are sliced by the sampler's global index g = step·batch + rank·(batch/world) + j;
+ * hooks.allreduce_sum sums gradients over ranks before the norm and the update, in fixed-size buckets
+ * over the trainable gradients (grad_buckets.c: the same plan serves an MPI or a NCCL transport).
+ * Once per optimizer step the ranks also sum a few scalars (the loss, "this rank failed", and the
+ * control requests hooks.control returned on rank 0), so every rank takes the same decision: stop,
+ * drain or checkpoint now.  hooks.progress receives every optimizer step (rank 0). */
 #ifndef RL_TRAINER_H
 #define RL_TRAINER_H
 
@@ -57,7 +60,10 @@ typedef struct {
     int64_t valid_every;
     int threads, chunk_rows;
     int rank, world;
+    size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
 } rl_train_opts;
+
+#define RL_TRAIN_BUCKET_DEFAULT ((size_t)1 << 20) /* 4 MiB of fp32 gradients per all-reduce */
 
 /* Defaults of METHOD.md step 1 for everything not set on the command line. */
 void rl_train_opts_defaults(rl_train_opts *o);
@@ -68,18 +74,34 @@ typedef struct {
     double loss, lr, lr2, grad_norm, tokens_per_s, eta_s;
 } rl_train_progress;
 
+/* Requests a controller (the daemon) can make; hooks.control returns an OR of them. */
+enum {
+    RL_TRAIN_CTL_CHECKPOINT = 1, /* write a checkpoint after this step and go on */
+    RL_TRAIN_CTL_DRAIN = 2,      /* write a checkpoint after this step, then stop */
+    RL_TRAIN_CTL_STOP = 4,       /* stop at once: this step is not applied */
+};
+
+/* rl_train_run's return when it stopped because hooks.control asked it to (STOP or DRAIN). */
+#define RL_TRAIN_ESTOPPED (-125)
+
 typedef struct {
     void *ctx;
-    /* sums n floats over all ranks in place; 0 or a negative error with err filled */
+    /* sums n floats over all ranks in place (every rank calls it with the same n, in the same order);
+     * 0 or a negative error with err filled.  Required when world > 1. */
     int (*allreduce_sum)(void *ctx, float *buf, size_t n, char *err, size_t errlen);
     /* after every optimizer step (rank 0); must not block */
     void (*progress)(void *ctx, const rl_train_progress *p);
-    /* after each checkpoint is committed */
+    /* after each checkpoint is committed (rank 0); info->sha256 is the manifest's */
     void (*checkpoint)(void *ctx, const rl_ckpt_info *info, const char *path);
+    /* once per optimizer step on every rank, before the gradient all-reduce: pending RL_TRAIN_CTL_*
+     * requests, consumed (only rank 0 normally has any); must not block */
+    int (*control)(void *ctx);
+    /* every line the trainer prints (rank 0), without the newline; level "info" or "warn" */
+    void (*log)(void *ctx, const char *level, const char *text);
 } rl_train_hooks;
 
-/* Runs the stage to its token budget (or stop_after). 0, or a negative error with err saying what to fix;
- * on error the last committed checkpoint is intact. */
+/* Runs the stage to its token budget (or stop_after). 0, or a negative error with err saying what to fix
+ * (RL_TRAIN_ESTOPPED when hooks.control stopped it); on error the last committed checkpoint is intact. */
 int rl_train_run(const rl_train_opts *o, const rl_train_hooks *hooks, char *err, size_t errlen);
 
 /* Writes an HF-style folder from a model or student folder: config.json, model.safetensors (fp32) and the

@@ -14,6 +14,28 @@ typedef struct {
     int group; /* 0 main LR, 1 lr2 (time-mix: names containing ".self_attn.") */
 } rl__tensor;
 
+/* The gradient all-reduce plan (grad_buckets.c): the trainable gradients, end to end, cut into consecutive
+ * buckets of bucket_floats.  A bucket inside one run of adjacent tensors is one span, reduced in place; a
+ * bucket holding pieces of several runs is packed into `staging` (device memory), reduced, unpacked. */
+typedef struct {
+    float *ptr;
+    size_t n;
+} rl__span;
+
+typedef struct {
+    int first, count; /* spans[first .. first+count) */
+    size_t floats;
+} rl__bucket;
+
+typedef struct {
+    rl__span *spans;
+    int n_spans;
+    rl__bucket *buckets;
+    int n_buckets, n_packed; /* n_packed: buckets of several spans (through staging) */
+    float *staging;
+    size_t bucket_floats, total;
+} rl__grad_buckets;
+
 typedef struct {
     const rl_train_opts *o;
     rl_backend *be;
@@ -29,7 +51,14 @@ typedef struct {
     /* scratch: v_first's gradient, align outputs/gradients, du of the aligned layers */
     float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h, *blend_w;
     int micro;         /* rows of one forward = micro_batch sequences */
+    rl__grad_buckets buckets;
 } rl__trainer;
+
+/* grad_buckets.c: plans the buckets over t->t (call after the trainable tensors are known). */
+int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t errlen);
+/* Sums every trainable gradient over the ranks through hooks->allreduce_sum, bucket by bucket. */
+int rl__buckets_allreduce(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
+void rl__buckets_free(rl__trainer *t);
 
 /* Prepares activations (with backward) for micro × seq on every model of the stage. */
 int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen);

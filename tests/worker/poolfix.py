@@ -1,0 +1,186 @@
+"""Shared by the worker-pool tests: a tiny teacher and token file, mpirun, the process table, and a small
+protobuf codec for the pool messages (enough to play radladsd in a test)."""
+import os
+import struct
+import subprocess
+import sys
+
+BUILD = os.path.abspath(os.environ.get("RADLADS_BUILD", "build"))
+SRC = os.path.abspath(os.environ.get("RADLADS_SRC", "."))
+sys.path.insert(0, os.path.join(SRC, "tests"))
+sys.path.insert(0, os.path.join(SRC, "tests", "daemon"))
+from testdata import english_text  # noqa: E402
+
+RADLADS = os.path.join(BUILD, "cli", "radlads")
+WORKER = os.path.join(BUILD, "worker", "radlads-worker")
+TOKENIZER = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json")
+
+
+def run(*args, ok=True, **kw):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if ok and r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def mpirun(n):
+    """mpirun as the launcher runs it (root needs --allow-run-as-root)."""
+    cmd = ["mpirun"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += ["--oversubscribe", "--bind-to", "none", "-np", str(n)]
+    for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+        if var in os.environ:
+            cmd += ["-x", var]
+    return cmd
+
+
+def make_teacher(root, hidden=32, layers=2, seed=1):
+    """A random Qwen2-style teacher (GPT-2 fixture tokenizer, 293 ids) and a token file of English text."""
+    text = os.path.join(root, "text.txt")
+    with open(text, "wb") as f:
+        f.write(english_text(80000))
+    run(RADLADS, "tokenize", "--tokenizer", TOKENIZER, "--in", text, "--out", os.path.join(root, "data"),
+        "--no-progress")
+    teacher = os.path.join(root, "teacher")
+    run(RADLADS, "init-model", "--arch", "qwen2", "--hidden", hidden, "--layers", layers, "--heads", "2",
+        "--kv-heads", "1", "--intermediate", 2 * hidden, "--vocab", "293", "--seed", seed, "--out", teacher)
+    with open(TOKENIZER, "rb") as src, open(os.path.join(teacher, "tokenizer.json"), "wb") as dst:
+        dst.write(src.read())
+    return teacher, os.path.join(root, "data.tok")
+
+
+def processes(marker):
+    """(pid, cmdline) of live processes whose command line contains marker."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if marker in cmd and stat[0] != "Z":
+            out.append((int(pid), cmd))
+    return out
+
+
+def safetensors(path):
+    """{name: raw bytes} of a safetensors file."""
+    import json
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+
+
+# ---- protobuf: the pool messages of proto/radlads.proto ----
+ENV = dict(hello=1, hello_reply=2, error=3, register_pool=40, pool_registered=41, assignment=42, progress=43,
+           checkpoint_saved=44, log=45, stage_finished=46, heartbeat=47, control=48)
+ENV_NAME = {v: k for k, v in ENV.items()}
+# per message: field number -> (name, kind) with kind int | str | double | bool | ints (repeated varint)
+FIELDS = {
+    "hello": {1: ("protocol_version", "int"), 2: ("role", "int"), 3: ("token", "str"), 4: ("client", "str")},
+    "register_pool": {1: ("name", "str"), 2: ("ranks", "int"), 3: ("device", "str"), 4: ("host", "str"),
+                      5: ("rank_pids", "ints"), 6: ("pool_id", "int"), 7: ("attempt_id", "int"),
+                      8: ("launch_id", "int")},
+    "progress": {1: ("attempt_id", "int"), 2: ("step", "int"), 3: ("tokens", "int"), 4: ("loss", "double"),
+                 5: ("lr", "double"), 6: ("tokens_per_s", "double"), 7: ("grad_norm", "double"),
+                 8: ("time_ms", "int")},
+    "checkpoint_saved": {1: ("attempt_id", "int"), 2: ("step", "int"), 3: ("tokens", "int"), 4: ("path", "str"),
+                         5: ("sha256", "str")},
+    "log": {1: ("attempt_id", "int"), 2: ("rank", "int"), 3: ("level", "str"), 4: ("text", "str")},
+    "stage_finished": {1: ("attempt_id", "int"), 2: ("ok", "bool"), 3: ("reason", "str"), 4: ("output_dir", "str"),
+                       5: ("final_loss", "double")},
+    "heartbeat": {1: ("attempt_id", "int"), 2: ("step", "int")},
+}
+
+
+def _varint(n):
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num, value):
+    if isinstance(value, bool) or isinstance(value, int):
+        return _varint(num << 3) + _varint(int(value))
+    if isinstance(value, float):
+        return _varint(num << 3 | 1) + struct.pack("<d", value)
+    if isinstance(value, str):
+        value = value.encode()
+    return _varint(num << 3 | 2) + _varint(len(value)) + value
+
+
+def message(*fields):
+    """fields: (number, value) pairs; None values are left out."""
+    return b"".join(_field(n, v) for n, v in fields if v is not None)
+
+
+def envelope(kind, body):
+    payload = _field(ENV[kind], body)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def _read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def _raw_fields(buf):
+    i = 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _read_varint(buf, i)
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        elif wt == 2:
+            n, i = _read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError(f"wire type {wt}")
+        yield num, wt, v
+
+
+def decode(payload):
+    """An Envelope payload -> (kind, {field: value})."""
+    (num, _, body), = list(_raw_fields(payload))
+    kind = ENV_NAME.get(num, str(num))
+    spec, out = FIELDS.get(kind, {}), {}
+    for n, wt, v in _raw_fields(body):
+        name, typ = spec.get(n, (str(n), "raw"))
+        if typ == "str":
+            out[name] = v.decode()
+        elif typ == "double":
+            out[name] = struct.unpack("<d", v)[0]
+        elif typ == "bool":
+            out[name] = bool(v)
+        elif typ == "ints":
+            if wt == 2:  # packed
+                vals, i = [], 0
+                while i < len(v):
+                    x, i = _read_varint(v, i)
+                    vals.append(x)
+                out.setdefault(name, []).extend(vals)
+            else:
+                out.setdefault(name, []).append(v)
+        else:
+            out[name] = v
+    return kind, out

@@ -1,0 +1,161 @@
+/* comm.c — the ranks of a pool: MPI start-up, the gradient all-reduce hook, and the few collectives the
+ * pool's control flow needs.
+ *
+ * Open MPI's blocking collectives spin while they wait.  That is right inside a training step (the wait
+ * is short and the peer is working), but wrong where ranks wait for rank 0 for seconds or hours: for the
+ * daemon's next assignment, or while rank 0 alone writes a model.  Those waits use the non-blocking
+ * form and sleep between tests (50 µs, doubling to 5 ms), so an idle pool costs no CPU. */
+#include <mpi.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+static int mpi_fail(int code, const char *what, char *err, size_t errlen)
+{
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(code, msg, &len);
+    snprintf(err, errlen, "%s: %s", what, msg);
+    return -1;
+}
+
+int rl_comm_launched(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_STEP_ID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
+static int host_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Threads per rank: the host's cores split between the ranks on it (OMP_NUM_THREADS wins when set). */
+static int threads_for(int local_size)
+{
+    if (getenv("OMP_NUM_THREADS"))
+        return 0; /* the backend reads it */
+    int t = host_cores() / (local_size > 0 ? local_size : 1);
+    return t > 0 ? t : 1;
+}
+
+void rl_comm_single(rl_comm *c)
+{
+    memset(c, 0, sizeof *c);
+    c->world = c->local_size = 1;
+    c->threads = 0; /* backend default: every core */
+}
+
+int rl_comm_init(rl_comm *c, int *argc, char ***argv, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    int provided = 0, r = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Init_thread", err, errlen);
+    c->mpi = 1;
+    if (provided < MPI_THREAD_FUNNELED) {
+        snprintf(err, errlen, "this MPI library does not allow threads (MPI_THREAD_FUNNELED); the daemon link needs "
+                 "one");
+        return -1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->world);
+    MPI_Comm local;
+    r = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Comm_split_type", err, errlen);
+    MPI_Comm_rank(local, &c->local_rank);
+    MPI_Comm_size(local, &c->local_size);
+    MPI_Comm_free(&local);
+    c->threads = threads_for(c->local_size);
+    return 0;
+}
+
+void rl_comm_finalize(rl_comm *c)
+{
+    if (c->mpi)
+        MPI_Finalize();
+    c->mpi = 0;
+}
+
+void rl_comm_abort(rl_comm *c, int code)
+{
+    if (c->mpi)
+        MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)
+{
+    (void)ctx;
+    while (n > 0) {
+        int part = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        int r = MPI_Allreduce(MPI_IN_PLACE, buf, part, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (r != MPI_SUCCESS) {
+            mpi_fail(r, "MPI_Allreduce", err, errlen);
+            return RL_EINVAL;
+        }
+        buf += part, n -= (size_t)part;
+    }
+    return 0;
+}
+
+static int wait_sleeping(MPI_Request *req, const char *what, char *err, size_t errlen)
+{
+    long sleep_ns = 50000;
+    for (;;) {
+        int done = 0, r = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (r != MPI_SUCCESS)
+            return mpi_fail(r, what, err, errlen);
+        if (done)
+            return 0;
+        struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+        if (sleep_ns < 5000000)
+            sleep_ns *= 2;
+    }
+}
+
+int rl_comm_bcast(rl_comm *c, void *buf, size_t n, char *err, size_t errlen)
+{
+    if (c->world <= 1)
+        return 0;
+    if (n > (size_t)INT_MAX) {
+        snprintf(err, errlen, "broadcast of %zu bytes is larger than MPI allows in one call", n);
+        return -1;
+    }
+    MPI_Request req;
+    int r = MPI_Ibcast(buf, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Ibcast", err, errlen);
+    return wait_sleeping(&req, "MPI_Ibcast", err, errlen);
+}
+
+int rl_comm_gather(rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen)
+{
+    if (c->world <= 1) {
+        memcpy(recv, send, n);
+        return 0;
+    }
+    if (n > (size_t)INT_MAX) {
+        snprintf(err, errlen, "gather of %zu bytes per rank is larger than MPI allows in one call", n);
+        return -1;
+    }
+    MPI_Request req;
+    int r = MPI_Igather(send, (int)n, MPI_BYTE, recv, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Igather", err, errlen);
+    return wait_sleeping(&req, "MPI_Igather", err, errlen);
+}

@@ -1,0 +1,123 @@
+/* grad_buckets.c — the gradient all-reduce seam: fixed-size buckets over the trainable gradients.
+ *
+ * The trainable tensors sit in one or two gradient arenas (the model's, and the student's time-mix
+ * arena), in arena order.  Neighbouring tensors that are adjacent in memory merge into one run, so a
+ * stage where everything trains is one or two runs.  The runs, end to end, are cut into consecutive
+ * buckets of bucket_floats (as DDP and ZeRO cut one flat gradient buffer): a bucket that lies inside one
+ * run is reduced in place, with no copy; a bucket that holds pieces of several runs (the many small
+ * time-mix tensors align trains, or the seam between two arenas) is packed into a staging buffer,
+ * reduced, and unpacked.  The plan depends only on the model and the bucket size, so every rank (and every resumed
+ * run) reduces exactly the same element groups in the same order.  A NCCL transport reuses the plan as
+ * is: the staging buffer is backend memory and the packing uses rl_copy. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer_int.h"
+
+static int add_span(rl__grad_buckets *b, int *cap, float *ptr, size_t n)
+{
+    if (b->n_spans == *cap) {
+        int nc = *cap ? *cap * 2 : 16;
+        rl__span *ns = realloc(b->spans, sizeof *ns * (size_t)nc);
+        if (!ns)
+            return RL_ENOMEM;
+        b->spans = ns, *cap = nc;
+    }
+    b->spans[b->n_spans++] = (rl__span){.ptr = ptr, .n = n};
+    return 0;
+}
+
+int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t errlen)
+{
+    rl__grad_buckets *b = &t->buckets;
+    rl__buckets_free(t);
+    b->bucket_floats = bucket_floats ? bucket_floats : RL_TRAIN_BUCKET_DEFAULT;
+    const size_t B = b->bucket_floats;
+    /* The trainable gradients as one stream of coalesced runs, cut into consecutive buckets of B floats
+     * (the last one shorter): a run may straddle buckets, a bucket may hold pieces of several runs. */
+    int cap = 0, rc = 0, bcap = 0;
+    size_t fill = B; /* the current bucket is full: the next piece opens a new one */
+    for (int i = 0; i < t->n_t && !rc;) {
+        float *run = t->t[i].grad;
+        size_t run_n = 0;
+        while (i < t->n_t && t->t[i].grad == run + run_n)
+            run_n += t->t[i++].count;
+        b->total += run_n;
+        for (size_t off = 0; off < run_n && !rc;) {
+            if (fill == B) {
+                if (b->n_buckets == bcap) {
+                    bcap = bcap ? 2 * bcap : 16;
+                    rl__bucket *nb = realloc(b->buckets, sizeof *nb * (size_t)bcap);
+                    if (!nb) {
+                        rc = RL_ENOMEM;
+                        break;
+                    }
+                    b->buckets = nb;
+                }
+                b->buckets[b->n_buckets++] = (rl__bucket){.first = b->n_spans};
+                fill = 0;
+            }
+            size_t piece = run_n - off < B - fill ? run_n - off : B - fill;
+            rc = add_span(b, &cap, run + off, piece);
+            rl__bucket *cur = &b->buckets[b->n_buckets - 1];
+            cur->count++, cur->floats += piece;
+            off += piece, fill += piece;
+        }
+    }
+    if (rc) {
+        snprintf(err, errlen, "out of memory planning the gradient all-reduce buckets");
+        return RL_ENOMEM;
+    }
+    size_t staging = 0;
+    for (int k = 0; k < b->n_buckets; k++)
+        if (b->buckets[k].count > 1) {
+            b->n_packed++;
+            if (b->buckets[k].floats > staging)
+                staging = b->buckets[k].floats;
+        }
+    if (staging) {
+        b->staging = rl_malloc(t->be, sizeof(float) * staging);
+        if (!b->staging) {
+            rl_backend_clear_error(t->be);
+            snprintf(err, errlen, "out of memory for the all-reduce staging bucket (%zu floats)", staging);
+            return RL_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int rl__buckets_allreduce(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
+{
+    const rl__grad_buckets *b = &t->buckets;
+    int rc = 0;
+    for (int k = 0; k < b->n_buckets && !rc; k++) {
+        const rl__bucket *bk = &b->buckets[k];
+        const rl__span *s = &b->spans[bk->first];
+        if (bk->count == 1) {
+            rc = hooks->allreduce_sum(hooks->ctx, s->ptr, s->n, err, errlen);
+            continue;
+        }
+        size_t off = 0;
+        for (int i = 0; i < bk->count && !rc; off += s[i].n, i++)
+            rc = rl_copy(t->be, b->staging + off, s[i].ptr, sizeof(float) * s[i].n);
+        if (!rc)
+            rc = hooks->allreduce_sum(hooks->ctx, b->staging, bk->floats, err, errlen);
+        off = 0;
+        for (int i = 0; i < bk->count && !rc; off += s[i].n, i++)
+            rc = rl_copy(t->be, s[i].ptr, b->staging + off, sizeof(float) * s[i].n);
+        if (rc && !err[0])
+            rl_backend_status(t->be, err, errlen);
+    }
+    return rc;
+}
+
+void rl__buckets_free(rl__trainer *t)
+{
+    rl__grad_buckets *b = &t->buckets;
+    if (b->staging)
+        rl_free(t->be, b->staging);
+    free(b->spans);
+    free(b->buckets);
+    memset(b, 0, sizeof *b);
+}

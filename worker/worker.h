@@ -1,0 +1,101 @@
+/* worker.h — radlads-worker beyond the trainer: MPI between the ranks (comm.c), the daemon connection
+ * of rank 0 (link.c), what a StageAssignment means (assign.c) and the pool's main loop (pool.c).
+ * Internal to the worker program; trainer.h is the training API. */
+#ifndef RL_WORKER_H
+#define RL_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "kernels.h"
+#include "trainer.h"
+
+/* ---- comm.c: the ranks ------------------------------------------------------------------------
+ * One process per rank under mpirun (or srun).  Only the main thread calls MPI (MPI_THREAD_FUNNELED);
+ * the daemon link's thread never does. */
+typedef struct {
+    int rank, world;
+    int local_rank, local_size; /* among the ranks on this host */
+    int threads;                /* compute threads per rank: this host's cores shared by its ranks */
+    int mpi;                    /* MPI is initialised (and must be finalised) */
+} rl_comm;
+
+/* True when this process was started by an MPI launcher (mpirun, srun). */
+int rl_comm_launched(void);
+/* Initialises MPI and fills c.  0 or -1 with err. */
+int rl_comm_init(rl_comm *c, int *argc, char ***argv, char *err, size_t errlen);
+/* One process, no MPI (radlads-worker run without mpirun). */
+void rl_comm_single(rl_comm *c);
+void rl_comm_finalize(rl_comm *c);
+/* Ends every rank of the job at once (a rank that cannot go on). */
+void rl_comm_abort(rl_comm *c, int code);
+
+/* rl_train_hooks.allreduce_sum: MPI_Allreduce(MPI_IN_PLACE, MPI_SUM) on MPI_COMM_WORLD; ctx is the rl_comm. */
+int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+
+/* Collectives for the pool's control flow.  They sleep between polls instead of spinning, so that ranks
+ * waiting for rank 0 (for the daemon's next assignment, or while it writes a model) leave the cores
+ * free.  0 or -1 with err. */
+int rl_comm_bcast(rl_comm *c, void *buf, size_t n, char *err, size_t errlen);               /* from rank 0 */
+int rl_comm_gather(rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen); /* to rank 0 */
+
+/* ---- link.c: rank 0's connection to radladsd --------------------------------------------------
+ * A thread with its own libuv loop.  The training thread only queues messages (never blocks on the
+ * socket) and polls for assignments and control requests.  The link registers the pool, sends
+ * heartbeats every heartbeat_ms, and when the connection is lost it reconnects with backoff and
+ * registers again with the pool id and the running attempt, so the daemon can re-attach; messages
+ * queued meanwhile are kept (bounded: progress and log lines are dropped first). */
+typedef struct rl_link rl_link;
+
+typedef struct {
+    const char *connect; /* unix:PATH | tcp:HOST:PORT */
+    const char *token;
+    const char *name, *device, *host;
+    int ranks;
+    const int32_t *rank_pids;
+    int n_rank_pids;
+    int64_t launch_id;
+    int register_timeout_ms; /* give up when the first registration has not succeeded by then */
+    size_t queue_max;        /* queued frames while disconnected (0 = 4096) */
+} rl_link_opts;
+
+/* Starts the thread and waits for the first registration.  0, or -1 with err saying why (the daemon
+ * refused the token or the protocol version, or could not be reached in time). */
+int rl_link_start(rl_link **out, const rl_link_opts *o, char *err, size_t errlen);
+/* Flushes what is queued (up to flush_ms), closes the connection and joins the thread. */
+void rl_link_stop(rl_link *l, int flush_ms);
+
+int64_t rl_link_pool_id(rl_link *l);
+/* Queues an envelope (encoded now; the caller keeps ownership of env). Never blocks. */
+void rl_link_send(rl_link *l, const Radlads__Envelope *env);
+/* The next StageAssignment, packed (protobuf bytes, malloc'd: the pool broadcasts them to every rank):
+ * 1 with *buf and *len set, or 0 after timeout_ms (or once the link is fatal).  Its attempt is the running
+ * one from the moment it arrived (heartbeats, re-registration and Control requests refer to it). */
+int rl_link_next_assignment(rl_link *l, uint8_t **buf, size_t *len, int timeout_ms);
+/* The attempt ended (StageFinished queued): no attempt runs now. */
+void rl_link_end_attempt(rl_link *l);
+/* The step heartbeats report. */
+void rl_link_set_step(rl_link *l, int64_t step);
+/* Pending Control requests of the running attempt as RL_TRAIN_CTL_* bits; they are consumed. */
+int rl_link_take_control(rl_link *l);
+/* Milliseconds since the connection was lost (0 while registered); -1 once the link gave up for good
+ * (fatal: the daemon refused us), with the reason in err. */
+int64_t rl_link_disconnected_ms(rl_link *l, char *err, size_t errlen);
+
+/* ---- assign.c: running one StageAssignment on every rank --------------------------------------- */
+typedef struct {
+    const rl_comm *comm;
+    const rl_train_hooks *hooks; /* progress/checkpoint/control/log on rank 0; allreduce on every rank */
+    size_t bucket_floats;        /* 0 = default */
+} rl_stage_ctx;
+
+/* Maps the assignment (stage_json, spec_json, input/output dirs, resume_from) to a stage run and runs
+ * it on this rank.  transfer and export run on rank 0 only.  0 or a negative error with err. */
+int rl_assignment_run(const Radlads__StageAssignment *a, const rl_stage_ctx *ctx, char *err, size_t errlen);
+
+/* ---- pool.c ---- */
+/* radlads-worker pool --connect ... (argv[0] is "pool"); returns the process exit code. */
+int rl_pool_main(int argc, char **argv);
+
+#endif
