@@ -1,14 +1,18 @@
 """A whole RADLADS conversion at tiny scale, measured (CPU, fp32, one process per stage).
 
-  radlads init-model (softmax Qwen2-style teacher) -> pretrain on tinyshakespeare (byte-level BPE fixture,
-  tests/tokenizer/fixtures/gpt2_plain.json, 293 ids) -> transfer -> align -> distill -> export
-  (-> optional extend) ; held-out loss of teacher, untrained student and converted student.
+  radlads init-model (softmax Qwen2-style teacher) -> pretrain on tinyshakespeare -> transfer -> align ->
+  distill (-> optional extend) -> export ; held-out loss of teacher, untrained student and converted student.
 
-Held-out text: the last 10% of tinyshakespeare.txt (never in the training token file), scored in windows of
-the training sequence length with `radlads score --ids` (mean over windows of the mean next-token CE).
+Tokenizer: the built-in byte vocabulary (`radlads tokenize --tokenizer bytes`, 257 ids; default) or the
+byte-level BPE fixture tests/tokenizer/fixtures/gpt2_plain.json (293 ids, --tokenizer fixture).
+Held-out text: the last 10% of tinyshakespeare.txt, never in the training token file, scored with
+`radlads score --tokens held.tok --window SEQ` (every window of the training sequence length; mean next-token
+CE over all predictions) — the same number the trainer reports as its validation loss (--valid held.tok).
 Prints a table: per stage wall time, tokens, tokens/s, peak RSS; then the losses and their ratio.
 
-usage: /usr/bin/python3 bench/convert/bench_conversion.py [--scale small|small-long|medium] [--extend] [--build DIR] [--keep DIR]"""
+usage: /usr/bin/python3 bench/convert/bench_conversion.py [--scale small|small-long|medium|long]
+         [--pre N] [--align N] [--distill N] [--distill-lr I:F] [--extend] [--tokenizer bytes|fixture]
+         [--build DIR] [--keep DIR]"""
 import argparse
 import json
 import os
@@ -24,11 +28,14 @@ SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 SCALES = {
     # teacher dims, pretrain tokens, align tokens, distill tokens, seq, batch
     "small": dict(hidden=64, layers=2, heads=2, kv=1, ffn=192, pre="300K", align="12K", distill="24K", seq=64,
-                  batch=8, windows=40),
+                  batch=8),
     "small-long": dict(hidden=64, layers=2, heads=2, kv=1, ffn=192, pre="1M", align="12K", distill="36K", seq=64,
-                       batch=8, windows=40),
+                       batch=8),
     "medium": dict(hidden=128, layers=4, heads=4, kv=2, ffn=384, pre="1M", align="20K", distill="40K", seq=128,
-                   batch=16, windows=40),
+                   batch=16),
+    # a longer-trained teacher (2M tokens) and a conversion budget of 5 % of its tokens
+    "long": dict(hidden=64, layers=2, heads=2, kv=1, ffn=192, pre="2M", align="24K", distill="76K", seq=64,
+                 batch=8),
 }
 
 
@@ -45,13 +52,11 @@ def timed(args, log):
     return dt, rss, int(m.group(1)) if m else 0
 
 
-def score(radlads, model, windows):
-    tot = 0.0
-    for w in windows:
-        out = subprocess.run([radlads, "score", "--model", model, "--json", "--ids", ",".join(map(str, w))],
-                             check=True, capture_output=True, text=True).stdout
-        tot += json.loads(out)["mean_cross_entropy"]
-    return tot / len(windows)
+def score(radlads, model, held, seq):
+    out = subprocess.run([radlads, "score", "--model", model, "--json", "--tokens", held, "--window", str(seq)],
+                         check=True, capture_output=True, text=True).stdout
+    doc = json.loads(out)
+    return doc["mean_cross_entropy"], doc["windows"]
 
 
 def main():
@@ -60,54 +65,64 @@ def main():
     ap.add_argument("--build", default=os.path.join(SRC, "build"))
     ap.add_argument("--keep", default=None, help="keep the work folder here")
     ap.add_argument("--extend", action="store_true", help="also run a short step-3 extend at 2x seq")
+    ap.add_argument("--tokenizer", default="bytes", choices=["bytes", "fixture"])
+    ap.add_argument("--pre", help="teacher pretraining tokens (overrides the scale)")
+    ap.add_argument("--align", help="align tokens")
+    ap.add_argument("--distill", help="distill tokens")
+    ap.add_argument("--pre-lr", default="3e-3:1e-4")
+    ap.add_argument("--align-lr", default="1e-3:1e-5")
+    ap.add_argument("--distill-lr", default="1e-3:1e-4")
     a = ap.parse_args()
-    s = SCALES[a.scale]
+    s = dict(SCALES[a.scale])
+    for k in ("pre", "align", "distill"):
+        if getattr(a, k):
+            s[k] = getattr(a, k)
     radlads, worker = os.path.join(a.build, "cli", "radlads"), os.path.join(a.build, "worker", "radlads-worker")
     work = a.keep or tempfile.mkdtemp(prefix="radlads-convert-")
     os.makedirs(work, exist_ok=True)
     log = open(os.path.join(work, "log.txt"), "w")
-    tokjson = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json")
+    d = lambda n: os.path.join(work, n)  # noqa: E731
     text = open(os.path.join(SRC, "..", "shared", "corpora", "tinyshakespeare.txt"), "rb").read()
     cut = len(text) * 9 // 10
-    open(os.path.join(work, "train.txt"), "wb").write(text[:cut])
-    held = text[cut:]
-    subprocess.run([radlads, "tokenize", "--tokenizer", tokjson, "--in", os.path.join(work, "train.txt"), "--out",
-                    os.path.join(work, "train"), "--no-progress"], check=True, capture_output=True)
-    ids = json.loads(subprocess.run([radlads, "encode", "--tokenizer", tokjson], input=held.decode("utf-8", "replace"),
-                                    check=True, capture_output=True, text=True).stdout)
-    T = s["seq"]
-    step = max(T, (len(ids) - T) // s["windows"])
-    windows = [ids[i:i + T] for i in range(0, len(ids) - T, step)][: s["windows"]]
-    data = os.path.join(work, "train.tok")
-    d = lambda n: os.path.join(work, n)  # noqa: E731
+    open(d("train.txt"), "wb").write(text[:cut])
+    open(d("held.txt"), "wb").write(text[cut:])
+    if a.tokenizer == "bytes":
+        tok, vocab = "bytes", 257
+    else:
+        tok, vocab = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json"), 293
     subprocess.run([radlads, "init-model", "--arch", "qwen2", "--hidden", str(s["hidden"]), "--layers", str(s["layers"]),
-                    "--heads", str(s["heads"]), "--kv-heads", str(s["kv"]), "--intermediate", str(s["ffn"]), "--vocab", "293",
-                    "--seed", "1", "--out", d("init")], check=True, capture_output=True, text=True)
-    shutil.copy(tokjson, os.path.join(d("init"), "tokenizer.json"))
+                    "--heads", str(s["heads"]), "--kv-heads", str(s["kv"]), "--intermediate", str(s["ffn"]), "--vocab",
+                    str(vocab), "--seed", "1", "--out", d("init")], check=True, capture_output=True, text=True)
+    for name in ("train", "held"):
+        subprocess.run([radlads, "tokenize", "--tokenizer", tok, "--in", d(name + ".txt"), "--out", d(name),
+                        "--no-progress", "--write-tokenizer", d("init")], check=True, capture_output=True)
+    data, held = d("train.tok"), d("held.tok")
+    T = s["seq"]
     B = str(s["batch"])
-    common = ["--data", data, "--seq-len", str(T), "--batch", B, "--log-every", "50", "--checkpoint-every", "100"]
+    common = ["--data", data, "--valid", held, "--seq-len", str(T), "--batch", B, "--log-every", "200",
+              "--checkpoint-every", "1000"]
     rows = []
     t_all = time.time()
     dt, rss, n = timed([worker, "run", "--stage", "pretrain", "--student", d("init"), "--out", d("teacher"),
-                        "--tokens", s["pre"], "--lr", "3e-3:1e-4", "--warmup", "50", *common], log)
+                        "--tokens", s["pre"], "--lr", a.pre_lr, "--warmup", "50", *common], log)
     rows.append(("pretrain (teacher)", dt, n, rss))
     pre_tokens = n
     dt, rss, _ = timed([worker, "run", "--stage", "transfer", "--teacher", d("teacher"), "--arch", "rad-rwkv7",
                         "--out", d("s0")], log)
     rows.append(("transfer", dt, 0, rss))
     dt, rss, n = timed([worker, "run", "--stage", "align", "--teacher", d("teacher"), "--student", d("s0"), "--out",
-                        d("s1"), "--tokens", s["align"], "--lr", "1e-3:1e-5", "--warmup", "10", *common], log)
+                        d("s1"), "--tokens", s["align"], "--lr", a.align_lr, "--warmup", "10", *common], log)
     rows.append(("align (step 1)", dt, n, rss))
     conv = n
     dt, rss, n = timed([worker, "run", "--stage", "distill", "--teacher", d("teacher"), "--student", d("s1"), "--out",
-                        d("s2"), "--tokens", s["distill"], "--lr", "1e-3:1e-4", "--warmup", "10", *common], log)
+                        d("s2"), "--tokens", s["distill"], "--lr", a.distill_lr, "--warmup", "10", *common], log)
     rows.append(("distill (step 2)", dt, n, rss))
     conv += n
     final = d("s2")
     if a.extend:
         dt, rss, n = timed([worker, "run", "--stage", "extend", "--student", d("s2"), "--out", d("s3"), "--tokens",
-                            "8K", "--lr", "1e-4", "--schedule", "flat", "--warmup", "0", "--data", data, "--seq-len", str(2 * T),
-                            "--batch", str(s["batch"] // 2), "--log-every", "50"], log)
+                            "8K", "--lr", "1e-4", "--schedule", "flat", "--warmup", "0", "--data", data, "--seq-len",
+                            str(2 * T), "--batch", str(s["batch"] // 2), "--log-every", "50"], log)
         rows.append(("extend (step 3)", dt, n, rss))
         conv += n
         final = d("s3")
@@ -115,17 +130,18 @@ def main():
                         d("export")], log)
     rows.append(("export", dt, 0, rss))
     wall = time.time() - t_all
-    lt = score(radlads, d("teacher"), windows)
-    l0 = score(radlads, d("s0"), windows)
-    l1 = score(radlads, d("s1"), windows)
-    ls = score(radlads, d("export"), windows)
+    lt, nwin = score(radlads, d("teacher"), held, T)
+    l0, _ = score(radlads, d("s0"), held, T)
+    l1, _ = score(radlads, d("s1"), held, T)
+    ls, _ = score(radlads, d("export"), held, T)
     print(f"scale {a.scale}: teacher hidden {s['hidden']} layers {s['layers']} heads {s['heads']}/{s['kv']} "
-          f"ffn {s['ffn']} vocab 293; seq {T} batch {s['batch']}; work folder {work}")
+          f"ffn {s['ffn']} vocab {vocab} ({a.tokenizer}); seq {T} batch {s['batch']}; pretrain lr {a.pre_lr}, "
+          f"align lr {a.align_lr}, distill lr {a.distill_lr}; work folder {work}")
     print("| stage | wall s | tokens | tokens/s | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for name, dt, n, rss in rows:
         print(f"| {name} | {dt:.1f} | {n} | {n / dt if n else 0:.0f} | {rss:.0f} |")
-    print(f"\nheld-out ({len(windows)} windows of {T} tokens, mean CE in nats):")
+    print(f"\nheld-out ({nwin} windows of {T} tokens, mean CE in nats):")
     print(f"| model | loss |\n|---|---|\n| teacher | {lt:.4f} |\n| student after transfer (untrained) | {l0:.4f} |\n"
           f"| student after align | {l1:.4f} |\n| student after distill{' + extend' if a.extend else ''} (exported) | {ls:.4f} |")
     print(f"\nstudent/teacher loss ratio {ls / lt:.4f} (goal <= 1.03); conversion tokens {conv} = "
