@@ -1,60 +1,115 @@
 #!/usr/bin/env bash
-# The demo: builds radlads, starts radladsd on a demo state dir, makes a small real teacher model and
-# token data, and walks a conversion job through the queue (submit, status, show, hold/release, events,
-# cancel).  Training workers arrive with the worker-pools issue; until then no pool takes the job.
+# The demo: a whole RADLADS conversion through the job queue, on this machine's CPU.
+#
+#   ./scripts/demo.sh [--quick] [--no-build] [TEXT_FILE]
+#
+# Installs what is missing and builds; starts radladsd on ./demo-state (SQLite, local mpirun pools);
+# byte-tokenizes a text (default ../shared/corpora/tinyshakespeare.txt; the last 10 % is held out);
+# submits ONE job that pretrains a small softmax teacher (Qwen2-shaped, byte-level) from scratch on
+# 2 MPI ranks and then converts it: transfer -> align -> distill -> export into RAD-RWKV7; shows live
+# progress (radlads watch) and ends with a table: teacher vs student held-out loss and their ratio,
+# tokens and time per stage, and where the exported model is.  --quick is the < 3 minute version the
+# tests run; the full one takes about 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 BUILD=${RADLADS_BUILD:-build}
-scripts/install-deps.sh
-[ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" >/dev/null
-ninja -C "$BUILD" >/dev/null
-
+QUICK=0 BUILD_IT=1 TEXT=""
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD_IT=0 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -*) echo "demo: unknown option $a" >&2; exit 2 ;;
+    *) TEXT=$a ;;
+  esac
+done
+if [ $BUILD_IT = 1 ]; then
+  scripts/install-deps.sh
+  [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" >/dev/null
+  ninja -C "$BUILD" >/dev/null
+fi
+BUILD=$(cd "$BUILD" && pwd)
 DEMO=${RADLADS_DEMO_DIR:-$PWD/demo-state}
-rm -rf "$DEMO" && mkdir -p "$DEMO"
-RADLADS="$BUILD/cli/radlads --socket $DEMO/state/radladsd.sock"
+[ -n "$TEXT" ] || TEXT=${RADLADS_CORPORA:-../shared/corpora}/tinyshakespeare.txt
+if [ ! -s "$TEXT" ]; then
+  echo "demo: no text at $TEXT; using generated English-like text (give a file: ./scripts/demo.sh FILE)" >&2
+  mkdir -p "$DEMO.gen"
+  /usr/bin/python3 -c 'import sys; sys.path.insert(0, "tests"); from testdata import english_text; sys.stdout.buffer.write(english_text(1200000))' > "$DEMO.gen/text.txt"
+  TEXT=$DEMO.gen/text.txt
+fi
+
+if [ $QUICK = 1 ]; then PRE=400K ALIGN=10K DISTILL=30K; else PRE=3M ALIGN=40K DISTILL=110K; fi
+SEQ=64
+
+rm -rf "$DEMO" && mkdir -p "$DEMO/out"
+R="$BUILD/cli/radlads --socket $DEMO/state/radladsd.sock"
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-say "radladsd --state-dir $DEMO/state"
-"$BUILD/daemon/radladsd" --state-dir "$DEMO/state"
-trap 'kill $(head -1 "$DEMO/state/radlads.db.lock") 2>/dev/null || true' EXIT
+# Held-out text: the last 10 % of the file, never trained on.
+size=$(stat -c %s "$TEXT")
+head -c $((size * 9 / 10)) "$TEXT" > "$DEMO/train.txt"
+tail -c $((size - size * 9 / 10)) "$TEXT" > "$DEMO/valid.txt"
 
-# A teacher: a small random Qwen2 model written as a real HF folder (config.json + model.safetensors).
-if $RADLADS init-model --help >/dev/null 2>&1; then
-  say "radlads init-model --arch qwen2 --hidden 128 --layers 2 --heads 4 --kv-heads 2 --vocab 512 --out teacher"
-  $RADLADS init-model --arch qwen2 --hidden 128 --layers 2 --heads 4 --kv-heads 2 --intermediate 256 \
-    --vocab 512 --out "$DEMO/teacher" --seed 1
-else
-  mkdir -p "$DEMO/teacher"
-  echo '{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 128, "num_hidden_layers": 2}' > "$DEMO/teacher/config.json"
-fi
-# Training text: a real corpus, as bytes (token files proper come with the tokenizer).
-head -c 200000 ../shared/corpora/tinyshakespeare.txt > "$DEMO/train.txt" 2>/dev/null || head -c 200000 /dev/urandom > "$DEMO/train.txt"
+say "radladsd --state-dir $DEMO/state --http 127.0.0.1:0"
+"$BUILD/daemon/radladsd" --state-dir "$DEMO/state" --http 127.0.0.1:0 --worker "$BUILD/worker/radlads-worker"
+stop_daemon() { kill "$(head -1 "$DEMO/state/radlads.db.lock" 2>/dev/null)" 2>/dev/null || true; }
+trap stop_daemon EXIT
+for _ in $(seq 50); do [ -s "$DEMO/state/http.addr" ] && break; sleep 0.1; done
+[ -s "$DEMO/state/http.addr" ] && echo "dashboard: http://$(cat "$DEMO/state/http.addr")/"
+
+say "radlads init-model --arch qwen2 --hidden 64 --layers 2 --heads 2 --kv-heads 1 --vocab 257 --out teacher"
+$R init-model --arch qwen2 --hidden 64 --layers 2 --heads 2 --kv-heads 1 --intermediate 192 --vocab 257 \
+  --seed 1 --out "$DEMO/teacher" >/dev/null
+say "radlads tokenize --tokenizer bytes --in train.txt --out train   (and valid.txt)"
+$R tokenize --tokenizer bytes --in "$DEMO/train.txt" --out "$DEMO/train" --no-progress --write-tokenizer "$DEMO/teacher"
+$R tokenize --tokenizer bytes --in "$DEMO/valid.txt" --out "$DEMO/valid" --no-progress
 
 cat > "$DEMO/job.yaml" <<YAML
 name: demo-rwkv7
-teacher: teacher
+teacher: teacher                 # random init-model folder; the pretrain stage trains it
 student: {arch: rad-rwkv7, variant: b}
-data: {train: [train.txt]}
+data: {train: [train.tok], valid: [valid.tok]}
 stages:
+  - {stage: pretrain, tokens: $PRE, seq_len: $SEQ, batch: 8, micro_batch: 2, lr: "3e-3:3e-4", warmup: 20, checkpoint_every: 100}
   - transfer
-  - {stage: align, tokens: 2M, seq_len: 128, batch: 16, micro_batch: 4, lr: "1e-3:1e-5"}
-  - {stage: distill, tokens: 4M, seq_len: 128, batch: 16, micro_batch: 4, lr: 1e-5}
+  - {stage: align, tokens: $ALIGN, seq_len: $SEQ, batch: 8, micro_batch: 2, lr: "3e-3:1e-4", warmup: 5, checkpoint_every: 20}
+  - {stage: distill, tokens: $DISTILL, seq_len: $SEQ, batch: 8, micro_batch: 2, lr: "1e-3:1e-4", schedule: cos, warmup: 5, checkpoint_every: 20}
   - export
+resources: {ranks: 2, device: cpu}
 output: out/demo-rwkv7
 YAML
-mkdir -p "$DEMO/out"
 say "cat job.yaml"; cat "$DEMO/job.yaml"
 say "radlads submit job.yaml"
-ID=$($RADLADS submit "$DEMO/job.yaml" --print-id)
+ID=$($R submit "$DEMO/job.yaml" --print-id)
 echo "job $ID"
-say "radlads submit job.yaml --name demo-held --hold --priority 5"
-ID2=$($RADLADS submit "$DEMO/job.yaml" --name demo-held --hold --priority 5 --print-id)
-say "radlads status"; $RADLADS status
-say "radlads show $ID"; $RADLADS show "$ID"
-say "radlads release $ID2"; $RADLADS release "$ID2"
-say "radlads cancel $ID $ID2"; $RADLADS cancel "$ID" "$ID2"
-say "radlads events $ID"; $RADLADS events "$ID"
-say "radlads status --json"; $RADLADS status --json | head -25
-say "radlads daemon-status"; $RADLADS daemon-status
-echo; echo "demo finished; state kept in $DEMO"
+say "radlads watch $ID"
+$R watch "$ID" || true
+say "radlads status"; $R status
+STATE=$($R show "$ID" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+if [ "$STATE" != COMPLETED ]; then
+  echo "demo: the job ended $STATE"; $R show "$ID"; $R logs "$ID" --tail 20; exit 1
+fi
+
+OUT="$DEMO/out/demo-rwkv7"
+score() { $R score --model "$1" --tokens "$DEMO/valid.tok" --window $SEQ --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mean_cross_entropy"])'; }
+T_LOSS=$(score "$OUT/00-pretrain")
+S_LOSS=$(score "$OUT/04-export")
+$R show "$ID" --json > "$DEMO/show.json"
+python3 - "$DEMO/show.json" "$T_LOSS" "$S_LOSS" "$OUT/04-export" <<'PY'
+import json, sys
+show, t, s, export = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def count(n):
+    for unit, div in (("M", 1e6), ("K", 1e3)):
+        if n >= div: return f"{n / div:g}{unit}"
+    return str(n)
+print("\n%-9s %10s %9s  %s" % ("stage", "tokens", "time", "output"))
+for st in show["stages"]:
+    secs = (st["finished_at_ms"] - st["started_at_ms"]) / 1000 if st["finished_at_ms"] else 0
+    print("%-9s %10s %8.1fs  %s" % (st["kind"], count(st["tokens_total"]) if st["tokens_total"] else "-", secs, st["output_dir"]))
+pre = next(x["tokens_total"] for x in show["stages"] if x["kind"] == "pretrain")
+conv = sum(x["tokens_total"] for x in show["stages"] if x["kind"] in ("align", "distill", "extend"))
+print("\nheld-out loss (nats/byte):  teacher %.4f   student %.4f   ratio %.3f" % (t, s, s / t))
+print("conversion used %s tokens = %.1f %% of the teacher's pretraining" % (count(conv), 100 * conv / pre))
+print("exported RAD-RWKV7 model: %s" % export)
+PY
