@@ -88,6 +88,8 @@ typedef struct rl_daemon {
     int reattach_grace_ms;     /* after a restart, how long RUNNING attempts wait for their pool */
     int64_t started_at_ms;
     uv_pipe_t listener;
+    uv_tcp_t tcp_listener;     /* --worker-listen tcp:HOST:PORT: pools on other hosts (token required) */
+    const char *worker_listen; /* NULL = Unix socket only */
     uv_check_t flush_check;    /* group commit of submits at the end of each loop iteration */
     uv_timer_t tick;           /* heartbeat and hang checks */
     uv_signal_t sigterm, sigint;
@@ -109,7 +111,13 @@ typedef struct rl_daemon {
 extern rl_daemon *g_daemon;
 
 struct conn {
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe;        /* the Unix socket: CLI and local pools */
+        uv_tcp_t tcp;          /* --worker-listen: pools only */
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } h;
+    int over_tcp;
     rl_frame_reader reader;
     conn *next;
     int hello_done;

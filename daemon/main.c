@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "  --http-timeout S       seconds a client gets to send a request, and an idle connection lives (default 30)\n"
             "  --http-max-connections N  HTTP connections at once (default 256)\n"
             "  --sse-heartbeat S      seconds between comment lines on idle event streams (default 15)\n"
+            "  --worker-listen tcp:HOST:PORT  also accept pools over TCP (other hosts; the token file\n"
+            "                         authenticates them; the address is written to DIR/worker.addr)\n"
             "  --launcher local|none  start worker pools with mpirun when jobs need them (default local)\n"
             "  --worker PATH          the radlads-worker the local launcher runs (default: next to radladsd)\n"
             "  --foreground           stay attached; log to stderr as well\n"
@@ -179,7 +181,7 @@ int main(int argc, char **argv)
     d->http_max_conns = 256;
     d->sse_heartbeat_ms = 15000;
     enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
-           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH };
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH, O_WORKER_LISTEN };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -192,6 +194,7 @@ int main(int argc, char **argv)
         {"sse-heartbeat", required_argument, 0, O_SSE_HB},
         {"launcher", required_argument, 0, O_LAUNCHER},     {"worker", required_argument, 0, O_WORKER},
         {"reattach-grace", required_argument, 0, O_REATTACH},
+        {"worker-listen", required_argument, 0, O_WORKER_LISTEN},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -241,6 +244,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_LAUNCHER: launcher_kind = optarg; break;
+        case O_WORKER_LISTEN: d->worker_listen = optarg; break;
         case O_REATTACH:
             if (parse_seconds("--reattach-grace", optarg, &d->reattach_grace_ms) < 0) return 2;
             break;

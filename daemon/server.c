@@ -2,6 +2,7 @@
  * dispatch, and the fan-out of new events to followers.  A bad frame closes only its own connection. */
 #include "daemon.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <sqlite3.h>
@@ -38,7 +39,7 @@ void conn_send(conn *c, const Radlads__Envelope *env)
         conn_close(c, "out of memory encoding a reply");
         return;
     }
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) > MAX_WRITE_QUEUE) {
+    if (uv_stream_get_write_queue_size(&c->h.stream) > MAX_WRITE_QUEUE) {
         free(buf);
         conn_close(c, "client is not reading its replies (write queue over 256 MiB)");
         return;
@@ -50,7 +51,7 @@ void conn_send(conn *c, const Radlads__Envelope *env)
         return;
     }
     w->buf = uv_buf_init((char *)buf, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &w->buf, 1, on_write);
+    int rc = uv_write(&w->req, &c->h.stream, &w->buf, 1, on_write);
     if (rc < 0) {
         free(buf);
         free(w);
@@ -95,7 +96,7 @@ void conn_close(conn *c, const char *reason)
     d->n_conns--;
     if (c->pool) pools_conn_lost(d, c);
     jobs_drop_conn(d, c);
-    uv_close((uv_handle_t *)&c->pipe, on_close);
+    uv_close(&c->h.handle, on_close);
 }
 
 static int token_equal(const char *a, const char *b)
@@ -153,8 +154,15 @@ static void dispatch(rl_daemon *d, conn *c, Radlads__Envelope *env)
     }
     int role = c->role == RADLADS__ROLE__ROLE_POOL;
     uint64_t start = uv_hrtime();
-    if (role) pools_handle(d, c, env);
-    else dispatch_cli(d, c, env);
+    if (role) {
+        pools_handle(d, c, env);
+    } else if (c->over_tcp) { /* no SO_PEERCRED over TCP: the CLI must use the Unix socket */
+        conn_send_error(c, RL_E_PERMISSION, "CLI requests are only served on the Unix socket");
+        conn_close(c, "CLI request over TCP");
+        return;
+    } else {
+        dispatch_cli(d, c, env);
+    }
     /* Counted after the handler: `c` may be closed, but the daemon outlives it. */
     d->stats.socket_requests[role]++;
     rl_histogram_observe(&d->stats.socket_duration[role], (double)(uv_hrtime() - start) / 1e9);
@@ -230,10 +238,10 @@ static void on_connection(uv_stream_t *server, int status)
     }
     conn *c = calloc(1, sizeof *c);
     if (!c) return;
-    uv_pipe_init(d->loop, &c->pipe, 0);
-    c->pipe.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
-        uv_close((uv_handle_t *)&c->pipe, on_close);
+    uv_pipe_init(d->loop, &c->h.pipe, 0);
+    c->h.pipe.data = c;
+    if (uv_accept(server, &c->h.stream) < 0) {
+        uv_close(&c->h.handle, on_close);
         return;
     }
     rl_frame_reader_init(&c->reader, MAX_CLI_FRAME);
@@ -241,9 +249,9 @@ static void on_connection(uv_stream_t *server, int status)
     uv_os_fd_t fd;
     struct ucred cred;
     socklen_t len = sizeof cred;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    if (uv_fileno(&c->h.handle, &fd) < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
         log_warn("SO_PEERCRED failed: %s; refusing the connection", strerror(errno));
-        uv_close((uv_handle_t *)&c->pipe, on_close);
+        uv_close(&c->h.handle, on_close);
         return;
     }
     c->uid = cred.uid;
@@ -252,7 +260,83 @@ static void on_connection(uv_stream_t *server, int status)
     c->next = d->conns;
     d->conns = c;
     d->n_conns++;
-    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+}
+
+/* Pools on other hosts connect over TCP; they have no kernel-vouched identity, so only ROLE_POOL with the
+ * daemon's token is accepted there (handle_hello checks the token, dispatch refuses CLI requests). */
+static void on_tcp_connection(uv_stream_t *server, int status)
+{
+    rl_daemon *d = g_daemon;
+    if (status < 0) {
+        log_warn("accept (tcp): %s", uv_strerror(status));
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    uv_tcp_init(d->loop, &c->h.tcp);
+    c->h.tcp.data = c;
+    c->over_tcp = 1;
+    if (uv_accept(server, &c->h.stream) < 0) {
+        uv_close(&c->h.handle, on_close);
+        return;
+    }
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    uv_tcp_keepalive(&c->h.tcp, 1, 30);
+    rl_frame_reader_init(&c->reader, MAX_CLI_FRAME);
+    c->uid = (uid_t)-1;
+    c->gid = (gid_t)-1;
+    c->next = d->conns;
+    d->conns = c;
+    d->n_conns++;
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+}
+
+static int listen_tcp(rl_daemon *d, char *err, size_t errlen)
+{
+    const char *spec = d->worker_listen;
+    if (strncmp(spec, "tcp:", 4)) return rl_errf(err, errlen, "--worker-listen %s: expected tcp:HOST:PORT", spec);
+    char host[256];
+    snprintf(host, sizeof host, "%s", spec + 4);
+    char *colon = strrchr(host, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || *end || port < 0 || port > 65535)
+        return rl_errf(err, errlen, "--worker-listen %s: expected tcp:HOST:PORT", spec);
+    *colon = 0;
+    struct sockaddr_storage ss;
+    int rc = host[0] == '[' ? (host[strlen(host) - 1] = 0, uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)&ss))
+                            : uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss);
+    if (rc < 0) return rl_errf(err, errlen, "--worker-listen %s: not an IP address: %s", spec, uv_strerror(rc));
+    uv_tcp_init(d->loop, &d->tcp_listener);
+    rc = uv_tcp_bind(&d->tcp_listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&d->tcp_listener, 128, on_tcp_connection);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&d->tcp_listener, NULL);
+        return rl_errf(err, errlen, "--worker-listen %s: %s", spec, uv_strerror(rc));
+    }
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    char ip[64] = "?";
+    if (uv_tcp_getsockname(&d->tcp_listener, (struct sockaddr *)&got, &len) == 0) {
+        int p = 0;
+        if (got.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&got, ip, sizeof ip);
+            p = ntohs(((struct sockaddr_in6 *)&got)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&got, ip, sizeof ip);
+            p = ntohs(((struct sockaddr_in *)&got)->sin_port);
+        }
+        char path[4200];
+        snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "tcp:%s:%d\n", ip, p);
+            fclose(f);
+        }
+        log_info("pools may connect over TCP at tcp:%s:%d (token in %s)", ip, p, d->token_path);
+    }
+    return 0;
 }
 
 int server_listen(rl_daemon *d, char *err, size_t errlen)
@@ -276,13 +360,14 @@ int server_listen(rl_daemon *d, char *err, size_t errlen)
         return rl_errf(err, errlen, "cannot give %s to group %s: %s", d->socket_path, d->group, strerror(errno));
     rc = uv_listen((uv_stream_t *)&d->listener, 512, on_connection);
     if (rc < 0) return rl_errf(err, errlen, "listen on %s: %s", d->socket_path, uv_strerror(rc));
-    return 0;
+    return d->worker_listen ? listen_tcp(d, err, errlen) : 0;
 }
 
 void server_close_all(rl_daemon *d)
 {
     while (d->conns) conn_close(d->conns, "daemon shutting down");
     if (!uv_is_closing((uv_handle_t *)&d->listener)) uv_close((uv_handle_t *)&d->listener, NULL);
+    if (d->worker_listen && !uv_is_closing((uv_handle_t *)&d->tcp_listener)) uv_close((uv_handle_t *)&d->tcp_listener, NULL);
     unlink(d->socket_path);
 }
 

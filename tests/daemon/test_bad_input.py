@@ -88,6 +88,38 @@ def test_malformed_frames_close_only_that_connection(root):
         d.stop()
 
 
+def test_tcp_worker_listener_takes_only_pools_with_the_token(root):
+    import socket
+    d = Daemon(root, "--worker-listen", "tcp:127.0.0.1:0").start()
+    try:
+        addr = open(os.path.join(d.state, "worker.addr")).read().strip()
+        host, port = addr[len("tcp:"):].rsplit(":", 1)
+
+        def tcp():
+            return socket.create_connection((host, int(port)), timeout=10)
+        token = open(d.token_file).read().strip()
+        s = tcp()
+        s.sendall(hello(role=2, token="wrong"))
+        assert "pool token rejected" in error_of(read_frame(s))
+        s = tcp()
+        s.sendall(hello(role=1))
+        assert 2 in parse_fields(read_frame(s))  # the handshake itself is answered ...
+        s.sendall(frame(field(12, b"")))           # ... but no CLI request is served over TCP
+        assert "only served on the Unix socket" in error_of(read_frame(s))
+        s = tcp()
+        s.sendall(hello(role=2, token=token))
+        assert 2 in parse_fields(read_frame(s))
+        s.sendall(frame(field(40, field(2, 2) + field(3, "cpu") + field(4, "remote-host"))))  # RegisterPool
+        reply = parse_fields(read_frame(s))
+        assert 41 in reply, reply  # PoolRegistered
+        pools = d.json("pools")["pools"]
+        assert len(pools) == 1 and pools[0]["host"] == "remote-host" and pools[0]["ranks"] == 2
+        s.close()
+        still_serving(d)
+    finally:
+        d.stop()
+
+
 def test_invalid_specs_through_the_cli(root):
     spec = fixture(root)
     d = Daemon(root).start()
@@ -120,4 +152,5 @@ def test_invalid_specs_through_the_cli(root):
 
 
 if __name__ == "__main__":
-    run([test_malformed_frames_close_only_that_connection, test_invalid_specs_through_the_cli])
+    run([test_malformed_frames_close_only_that_connection, test_tcp_worker_listener_takes_only_pools_with_the_token,
+         test_invalid_specs_through_the_cli])
