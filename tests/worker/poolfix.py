@@ -14,11 +14,12 @@ from testdata import english_text  # noqa: E402
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
 TOKENIZER = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def run(*args, ok=True, **kw):
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
-    if ok and r.returncode != 0:
+    if ok and (r.returncode != 0 or any(m in r.stderr for m in SANITIZER_MARKS)):
         raise AssertionError(f"{' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
 
@@ -63,6 +64,15 @@ def processes(marker):
             continue
         if marker in cmd and stat[0] != "Z":
             out.append((int(pid), cmd))
+    return out
+
+
+def sanitizer_reports(*paths):
+    """Lines of sanitizer reports in these log files (sanitizer builds; empty otherwise)."""
+    out = []
+    for p in paths:
+        if os.path.exists(p):
+            out += [ln for ln in open(p, errors="replace") if any(m in ln for m in SANITIZER_MARKS)]
     return out
 
 

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from poolfix import RADLADS, WORKER, make_teacher, mpirun, processes, run as run_cmd, safetensors  # noqa: E402
+from poolfix import SANITIZER_MARKS, sanitizer_reports  # noqa: E402
 from harness import Daemon, run, wait_for  # noqa: E402
 
 
@@ -37,6 +38,14 @@ def train_stage(stage, steps, **kw):
 def start_daemon(root):
     d = Daemon(root, "--launcher", "local", "--worker", WORKER).start()
     return d
+
+
+def stop_daemon(d):
+    """Stops the daemon; the launched pools' logs must hold no sanitizer report."""
+    d.stop()
+    logs = os.path.join(d.state, "pools")
+    reports = sanitizer_reports(*[os.path.join(logs, n) for n in os.listdir(logs)]) if os.path.isdir(logs) else []
+    assert not reports, "".join(reports[:5])
 
 
 def pool_processes(d):
@@ -104,7 +113,7 @@ def test_full_job_on_two_rank_pool(root):
         # idle with nothing to run: the launched pool is retired, no process is left
         wait_for(lambda: not pool_processes(d), timeout=20, what="the idle pool to be retired")
     finally:
-        d.stop()
+        stop_daemon(d)
 
 
 def test_kill9_rank_resumes_bit_exact(root):
@@ -144,7 +153,7 @@ def test_kill9_rank_resumes_bit_exact(root):
               f"then resumed; exported weights byte-identical ({len(a)} bytes)")
         wait_for(lambda: not pool_processes(d), timeout=20, what="the pool to be retired")
     finally:
-        d.stop()
+        stop_daemon(d)
 
 
 def test_cancel_stops_every_rank(root):
@@ -172,7 +181,7 @@ def test_cancel_stops_every_rank(root):
         print(f"  CANCELLED {t_cancel:.1f} s after cancel; mpirun and 2 ranks gone after {t_gone:.1f} s")
         assert t_gone < 10
     finally:
-        d.stop()
+        stop_daemon(d)
 
 
 def test_wrong_token_is_refused(root):
@@ -187,16 +196,19 @@ def test_wrong_token_is_refused(root):
         dt = time.time() - t0
         assert r.returncode != 0, r
         assert "radladsd refused the pool: pool token rejected" in r.stderr and "--token-file" in r.stderr, r.stderr
+        clean = lambda text: not any(m in text for m in SANITIZER_MARKS)  # noqa: E731 (sanitizer builds)
+        assert clean(r.stderr), r.stderr[-3000:]
         print(f"  refused in {dt:.1f} s: {r.stderr.strip().splitlines()[0]}")
         assert d.json("pools")["pools"] == []
         # an unreadable token file and an unreachable daemon say what to fix
         r = subprocess.run(mpirun(1) + [WORKER, "pool", "--connect", "unix:" + d.sock, "--token-file",
                                         os.path.join(root, "missing")], capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and "STATE_DIR/token" in r.stderr, r.stderr
+        assert r.returncode != 0 and "STATE_DIR/token" in r.stderr and clean(r.stderr), r.stderr
         r = subprocess.run(mpirun(1) + [WORKER, "pool", "--connect", "unix:" + os.path.join(root, "nope.sock"),
                                         "--token-file", d.token_file, "--register-timeout", "2"],
                            capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and "could not register with radladsd" in r.stderr and "within 2 s" in r.stderr, r.stderr
+        assert r.returncode != 0 and "could not register with radladsd" in r.stderr and "within 2 s" in r.stderr \
+            and clean(r.stderr), r.stderr
         # the right token registers
         p = subprocess.Popen(mpirun(1) + [WORKER, "pool", "--connect", "unix:" + d.sock, "--token-file", d.token_file],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

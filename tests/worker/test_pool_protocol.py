@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import WORKER, decode, envelope, make_teacher, message, mpirun, processes, run  # noqa: E402
+from poolfix import WORKER, decode, envelope, make_teacher, message, mpirun, processes, run, sanitizer_reports  # noqa: E402,E501
 
 TOKEN = "f" * 64
 failures = []
@@ -237,6 +237,8 @@ def main():
             check("idle without a daemon for --reconnect-timeout 3: the pool exits and says why",
                   rc != 0 and "no daemon for" in text and dt < 15, f"rc {rc} after {dt:.1f} s")
             check("no rank is left", not processes(sock), str(processes(sock)))
+            reports = sanitizer_reports(os.path.join(tmp, "pool.log"))
+            check("no sanitizer report from any rank (sanitizer builds)", not reports, "".join(reports[:3]))
         finally:
             if pool.poll() is None:
                 os.killpg(pool.pid, signal.SIGKILL)
