@@ -37,6 +37,7 @@ typedef struct frame {
     uint8_t *buf;
     size_t len;
     int droppable; /* progress, log lines, heartbeats: superseded by later ones */
+    int64_t finishes;  /* a StageFinished: the attempt it ends */
 } frame;
 
 typedef struct {
@@ -80,6 +81,9 @@ struct rl_link {
     uint64_t dropped;
     int state, stopping, stop_flush_ms, heartbeat_ms, ctl_bits, ever_registered;
     int64_t pool_id, attempt_id, step, lost_at_ms;
+    /* The attempt a re-registration names: the running one, or one that ended while the daemon was away
+     * (its StageFinished still queued), so that the daemon re-attaches it and takes the result. */
+    int64_t unreported;
     char fatal[1024], last_error[512];
 };
 
@@ -116,6 +120,8 @@ static frame *frame_encode(const Radlads__Envelope *env)
     }
     f->droppable = env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS || env->msg_case == RADLADS__ENVELOPE__MSG_LOG ||
                    env->msg_case == RADLADS__ENVELOPE__MSG_HEARTBEAT;
+    if (env->msg_case == RADLADS__ENVELOPE__MSG_STAGE_FINISHED)
+        f->finishes = env->stage_finished->attempt_id;
     return f;
 }
 
@@ -143,6 +149,12 @@ static void on_write(uv_write_t *req, int status)
         append(&l->retry_head, &l->retry_tail, w->f); /* sent again after the next registration */
         pthread_mutex_unlock(&l->mu);
     } else {
+        if (w->f->finishes) {
+            pthread_mutex_lock(&l->mu);
+            if (l->unreported == w->f->finishes)
+                l->unreported = 0;
+            pthread_mutex_unlock(&l->mu);
+        }
         frame_free(w->f);
     }
     free(w);
@@ -377,6 +389,7 @@ static void handle(rl_link *l, Radlads__Envelope *e)
         pthread_mutex_lock(&l->mu);
         append(&l->a_head, &l->a_tail, f);
         l->attempt_id = e->assignment->attempt_id; /* controls for it may follow at once */
+        l->unreported = l->attempt_id;
         l->step = 0;
         l->ctl_bits = 0;
         pthread_mutex_unlock(&l->mu);
@@ -475,7 +488,7 @@ static void on_connect(uv_connect_t *req, int status)
     reg.launch_id = l->launch_id;
     pthread_mutex_lock(&l->mu);
     reg.pool_id = l->ever_registered ? l->pool_id : 0;
-    reg.attempt_id = l->ever_registered ? l->attempt_id : 0;
+    reg.attempt_id = !l->ever_registered ? 0 : l->attempt_id ? l->attempt_id : l->unreported;
     pthread_mutex_unlock(&l->mu);
     Radlads__Envelope renv = RADLADS__ENVELOPE__INIT;
     renv.msg_case = RADLADS__ENVELOPE__MSG_REGISTER_POOL;

@@ -17,6 +17,15 @@ TOKENIZER = os.path.join(SRC, "tests", "tokenizer", "fixtures", "gpt2_plain.json
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
+def sanitized():
+    """The worker is a sanitizer build (training runs several times slower: tests size their stages by it)."""
+    try:
+        with open(WORKER, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 def run(*args, ok=True, **kw):
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
     if ok and (r.returncode != 0 or any(m in r.stderr for m in SANITIZER_MARKS)):

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from poolfix import RADLADS, WORKER, make_teacher, mpirun, processes, run as run_cmd, safetensors  # noqa: E402
-from poolfix import SANITIZER_MARKS, sanitizer_reports  # noqa: E402
+from poolfix import SANITIZER_MARKS, sanitized, sanitizer_reports  # noqa: E402
 from harness import Daemon, run, wait_for  # noqa: E402
 
 
@@ -120,7 +120,10 @@ def test_kill9_rank_resumes_bit_exact(root):
     """kill -9 of rank 1 during align: the attempt fails, the next one resumes from the latest checkpoint on
     a new pool, and the result is byte-identical to an uninterrupted run with the same ranks."""
     teacher, data = make_teacher(root)
-    stages = ["transfer", train_stage("align", 240, lr="3e-3:1e-4", checkpoint_every=8), "export"]
+    # ~2 s of align (about 1,000 steps/s here, 150 under ASan): the kill lands mid-stage, after the first
+    # checkpoints
+    steps = 600 if sanitized() else 2400
+    stages = ["transfer", train_stage("align", steps, lr="3e-3:1e-4", checkpoint_every=steps // 24), "export"]
     d = start_daemon(root)
     try:
         ref = int(d.cli("submit", write_spec(root, "ref", teacher, data, stages, os.path.join(root, "ref")),
@@ -184,6 +187,45 @@ def test_cancel_stops_every_rank(root):
         stop_daemon(d)
 
 
+def test_daemon_kill9_and_restart_the_pool_reattaches(root):
+    """kill -9 of radladsd during align: the launched pool keeps training, reconnects to the restarted daemon
+    with its pool and attempt ids, and the job completes with the weights of an undisturbed run."""
+    teacher, data = make_teacher(root)
+    # ~3 s of align (about 1,000 steps/s here, 150 under ASan), so that the daemon is away and back within it
+    steps = 1200 if sanitized() else 3000
+    stages = ["transfer", train_stage("align", steps, lr="3e-3:1e-4", checkpoint_every=steps // 5), "export"]
+    d = start_daemon(root)
+    try:
+        ref = int(d.cli("submit", write_spec(root, "ref", teacher, data, stages, os.path.join(root, "ref")),
+                        "--print-id").stdout)
+        assert d.cli("wait", ref, "--timeout", "80", check=False).returncode == 0, d.log()[-3000:]
+        wait_for(lambda: not pool_processes(d), timeout=20, what="the first pool to be retired")
+        jid = int(d.cli("submit", write_spec(root, "re", teacher, data, stages, os.path.join(root, "re")),
+                        "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["stages"][1]["step"] >= 20, timeout=60, what="align to be training")
+        ranks = [pid for pid, cmd in pool_processes(d) if "radlads-worker" in cmd.split()[0]]
+        d.kill9()
+        time.sleep(1.0)
+        d.start()
+        step_back = d.json("show", jid)["stages"][1]["step"]
+        r = d.cli("wait", jid, "--timeout", "80", check=False)
+        show = d.json("show", jid)
+        assert show["state"] == "COMPLETED", (show, d.log()[-3000:])
+        align = [a for a in show["attempts"] if a["stage_idx"] == 1]
+        assert len(align) == 1 and align[0]["state"] == "SUCCEEDED", align
+        reasons = [e["reason"] or "" for e in d.json("events", jid)["events"]]
+        assert any("re-attached" in x for x in reasons), reasons
+        a = open(os.path.join(root, "ref", "02-export", "model.safetensors"), "rb").read()
+        b = open(os.path.join(root, "re", "02-export", "model.safetensors"), "rb").read()
+        assert a == b, "the re-attached run's weights differ from the undisturbed run's"
+        print(f"  the same 2 ranks ({ranks}) finished the attempt after the daemon restart (align at step "
+              f"{step_back} of {steps} when it came back); weights byte-identical")
+    finally:
+        for pid, _ in pool_processes(d):
+            os.kill(pid, signal.SIGKILL)
+        stop_daemon(d)
+
+
 def test_wrong_token_is_refused(root):
     d = Daemon(root).start()  # no launcher: the pool is started by hand
     try:
@@ -223,8 +265,38 @@ def test_wrong_token_is_refused(root):
         d.stop()
 
 
+def test_pool_over_tcp(root):
+    """A pool started by hand connects over TCP (--worker-listen) and runs a job."""
+    teacher, data = make_teacher(root)
+    d = Daemon(root, "--worker-listen", "tcp:127.0.0.1:0").start()
+    p = None
+    try:
+        addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
+                        open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
+        assert addr.startswith("tcp:127.0.0.1:"), addr
+        log = open(os.path.join(root, "pool.log"), "w")
+        p = subprocess.Popen(mpirun(2) + [WORKER, "pool", "--connect", addr, "--token-file", d.token_file, "--name",
+                                          "tcp-pool"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stages = ["transfer", train_stage("align", 12, lr="1e-3", checkpoint_every=5), "export"]
+        jid = int(d.cli("submit", write_spec(root, "tcp", teacher, data, stages, os.path.join(root, "out")),
+                        "--print-id").stdout)
+        r = d.cli("wait", jid, "--timeout", "60", check=False)
+        show = d.json("show", jid)
+        assert show["state"] == "COMPLETED", (show, open(os.path.join(root, "pool.log")).read()[-2000:])
+        pools = d.json("pools")["pools"]
+        assert len(pools) == 1 and pools[0]["name"] == "tcp-pool" and pools[0]["ranks"] == 2, pools
+        print(f"  pool over {addr}: job {jid} {show['state']}")
+    finally:
+        if p:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
+            reports = sanitizer_reports(os.path.join(root, "pool.log"))
+            assert not reports, "".join(reports[:5])
+        d.stop()
+
+
 TESTS = [test_full_job_on_two_rank_pool, test_kill9_rank_resumes_bit_exact, test_cancel_stops_every_rank,
-         test_wrong_token_is_refused]
+         test_daemon_kill9_and_restart_the_pool_reattaches, test_wrong_token_is_refused, test_pool_over_tcp]
 
 if __name__ == "__main__":
     names = sys.argv[1:]
