@@ -218,20 +218,50 @@ static int run_training(const Radlads__StageAssignment *a, json_t *spec, json_t 
     to.rank = ctx->comm->rank, to.world = ctx->comm->world, to.threads = ctx->comm->threads;
     to.bucket_floats = ctx->bucket_floats;
     to.resume = a->resume_from && *a->resume_from;
+    return rl_train_run(&to, ctx->hooks, err, errlen);
+}
+
+static int run_kind(const Radlads__StageAssignment *a, json_t *spec, json_t *st, const char *teacher,
+                    int pretrain_idx, const rl_stage_ctx *ctx, char *err, size_t errlen)
+{
+    const char *kind = a->stage ? a->stage : "";
+    if (!teacher && strcmp(kind, "extend"))
+        return fail(err, errlen, "spec_json has no teacher");
+    if (!strcmp(kind, "transfer"))
+        return ctx->comm->rank ? 0 : run_transfer(spec, st, teacher, a->output_dir, ctx, err, errlen);
+    if (strcmp(kind, "export"))
+        return run_training(a, spec, st, teacher, pretrain_idx, ctx, err, errlen);
+    if (!a->input_dir || !*a->input_dir)
+        return fail(err, errlen, "export has no previous stage to export");
+    if (ctx->comm->rank)
+        return 0;
+    int rc = rl_export_model(a->input_dir, a->output_dir, teacher, err, errlen);
+    if (!rc)
+        say(ctx, "export: wrote %s from %s (tokenizer files from %s)", a->output_dir, a->input_dir, teacher);
+    return rc;
+}
+
+/* What rank 0 alone does before a stage: its folder, and for a fresh training attempt the removal of
+ * checkpoints an earlier attempt left there without the daemon knowing. */
+static int prepare_on_rank0(const Radlads__StageAssignment *a, const rl_stage_ctx *ctx, char *err, size_t errlen)
+{
+    int rc = make_dirs(a->output_dir, err, errlen);
     char ckdir[4200];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", a->output_dir);
     struct stat sb;
-    if (to.resume) {
-        if (ctx->comm->rank == 0)
-            say(ctx, "%s: attempt %lld resumes from the newest valid checkpoint in %s (the daemon's latest record "
-                "is %s)", a->stage, (long long)a->attempt_id, ckdir, a->resume_from);
-    } else if (ctx->comm->rank == 0 && stat(ckdir, &sb) == 0) {
+    rl_train_stage kind;
+    if (rc || rl_train_stage_from_name(a->stage, &kind) != 0)
+        return rc;
+    if (a->resume_from && *a->resume_from) {
+        say(ctx, "%s: attempt %lld resumes from the newest valid checkpoint in %s (the daemon's latest record is "
+            "%s)", a->stage, (long long)a->attempt_id, ckdir, a->resume_from);
+    } else if (stat(ckdir, &sb) == 0) {
         if (nftw(ckdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
             return fail(err, errlen, "%s: cannot remove the checkpoints of an earlier attempt: %s", ckdir,
                         strerror(errno));
         say(ctx, "%s: fresh start: removed checkpoints an earlier attempt left in %s", a->stage, ckdir);
     }
-    return rl_train_run(&to, ctx->hooks, err, errlen);
+    return 0;
 }
 
 int rl_assignment_run(const Radlads__StageAssignment *a, const rl_stage_ctx *ctx, char *err, size_t errlen)
@@ -249,23 +279,22 @@ int rl_assignment_run(const Radlads__StageAssignment *a, const rl_stage_ctx *ctx
     char tbuf[4200];
     int pretrain_idx;
     const char *teacher = teacher_for(spec, a->stage_idx, tbuf, sizeof tbuf, &pretrain_idx);
-    const char *kind = a->stage ? a->stage : "";
     int rc = 0;
-    if (!a->output_dir || !*a->output_dir)
+    if (!a->output_dir || !*a->output_dir) {
         rc = fail(err, errlen, "the assignment has no output_dir");
-    else if (ctx->comm->rank == 0 && (rc = make_dirs(a->output_dir, err, errlen)) != 0)
-        ;
-    else if (!teacher && strcmp(kind, "extend"))
-        rc = fail(err, errlen, "spec_json has no teacher");
-    else if (!strcmp(kind, "transfer"))
-        rc = ctx->comm->rank ? 0 : run_transfer(spec, st, teacher, a->output_dir, ctx, err, errlen);
-    else if (!strcmp(kind, "export")) {
-        if (!a->input_dir || !*a->input_dir)
-            rc = fail(err, errlen, "export has no previous stage to export");
-        else if (ctx->comm->rank == 0 && !(rc = rl_export_model(a->input_dir, a->output_dir, teacher, err, errlen)))
-            say(ctx, "export: wrote %s from %s (tokenizer files from %s)", a->output_dir, a->input_dir, teacher);
-    } else
-        rc = run_training(a, spec, st, teacher, pretrain_idx, ctx, err, errlen);
+    } else {
+        /* Every rank learns whether rank 0's preparation worked before any of them starts the stage. */
+        int32_t prep = ctx->comm->rank == 0 ? prepare_on_rank0(a, ctx, err, errlen) : 0;
+        char berr[256];
+        if (rl_comm_bcast(ctx->comm, &prep, sizeof prep, berr, sizeof berr) < 0)
+            rc = fail(err, errlen, "%s", berr);
+        else if (prep && ctx->comm->rank != 0)
+            rc = fail(err, errlen, "rank 0 could not prepare %s (its log has the reason)", a->output_dir);
+        else
+            rc = prep;
+    }
+    if (!rc)
+        rc = run_kind(a, spec, st, teacher, pretrain_idx, ctx, err, errlen);
     json_decref(st);
     json_decref(spec);
     return rc;

@@ -162,7 +162,7 @@ static int wait_sleeping(MPI_Request *req, const char *what, char *err, size_t e
     }
 }
 
-int rl_comm_bcast(rl_comm *c, void *buf, size_t n, char *err, size_t errlen)
+int rl_comm_bcast(const rl_comm *c, void *buf, size_t n, char *err, size_t errlen)
 {
     if (c->world <= 1)
         return 0;
@@ -177,7 +177,7 @@ int rl_comm_bcast(rl_comm *c, void *buf, size_t n, char *err, size_t errlen)
     return wait_sleeping(&req, "MPI_Ibcast", err, errlen);
 }
 
-int rl_comm_gather(rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen)
+int rl_comm_gather(const rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen)
 {
     if (c->world <= 1) {
         memcpy(recv, send, n);

@@ -473,15 +473,17 @@ static int agree(const rl_train_opts *o, const rl_train_hooks *hooks, float *v, 
     return 0;
 }
 
-/* After rank 0 wrote a checkpoint: every rank learns whether it worked. */
-static int agree_checkpoint(const rl_train_opts *o, const rl_train_hooks *hooks, int rc, char *err, size_t errlen)
+/* After work only rank 0 does (a checkpoint, a validation): every rank learns whether it worked, so that
+ * none goes on to the next step's all-reduce alone. */
+static int agree_rank0(const rl_train_opts *o, const rl_train_hooks *hooks, int rc, const char *what, char *err,
+                       size_t errlen)
 {
     float failed = rc ? 1.0f : 0.0f;
     int r2 = agree(o, hooks, &failed, 1, err, errlen);
     if (r2)
         return r2;
     if (!rc && failed > 0)
-        return fail(err, errlen, RL_EINVAL, "rank 0 could not write a checkpoint (its log has the reason)");
+        return fail(err, errlen, RL_EINVAL, "rank 0 could not %s (its log has the reason)", what);
     return rc;
 }
 
@@ -709,16 +711,18 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                     say(hooks, "info", "%s: checkpoint at step %lld written on request%s", p.stage, (long long)step,
                         (ctl & RL_TRAIN_CTL_DRAIN) ? "; draining" : "");
             }
-            rc = agree_checkpoint(&o, hooks, rc, err, errlen);
+            rc = agree_rank0(&o, hooks, rc, "write a checkpoint", err, errlen);
             if (!rc && (ctl & RL_TRAIN_CTL_DRAIN))
                 rc = fail(err, errlen, RL_TRAIN_ESTOPPED, "drained by the daemon: stopped after the checkpoint at "
                           "step %lld of %lld", (long long)step, (long long)total_steps);
         }
-        if (!rc && o.rank == 0 && rl__valid_due(valid, step, total_steps)) {
+        if (!rc && rl__valid_due(valid, step, total_steps)) { /* the same steps on every rank */
             char vline[256];
-            rc = rl__valid_report(&t, valid, step, step * per_step, metrics, vline, sizeof vline, err, errlen);
-            if (!rc)
+            if (o.rank == 0)
+                rc = rl__valid_report(&t, valid, step, step * per_step, metrics, vline, sizeof vline, err, errlen);
+            if (!rc && o.rank == 0)
                 say(hooks, "info", "%s", vline);
+            rc = agree_rank0(&o, hooks, rc, "validate", err, errlen);
         }
         if (!rc && o.stop_after > 0 && step >= o.stop_after)
             break;

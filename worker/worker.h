@@ -37,8 +37,8 @@ int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t err
 /* Collectives for the pool's control flow.  They sleep between polls instead of spinning, so that ranks
  * waiting for rank 0 (for the daemon's next assignment, or while it writes a model) leave the cores
  * free.  0 or -1 with err. */
-int rl_comm_bcast(rl_comm *c, void *buf, size_t n, char *err, size_t errlen);               /* from rank 0 */
-int rl_comm_gather(rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen); /* to rank 0 */
+int rl_comm_bcast(const rl_comm *c, void *buf, size_t n, char *err, size_t errlen);               /* from rank 0 */
+int rl_comm_gather(const rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen); /* to rank 0 */
 
 /* ---- link.c: rank 0's connection to radladsd --------------------------------------------------
  * A thread with its own libuv loop.  The training thread only queues messages (never blocks on the

@@ -9,6 +9,7 @@ a real 2-rank pool under mpirun:
 - the daemon goes away mid-stage: training continues, the link reconnects with backoff and registers again
   with the pool id and the attempt id, and the reports queued meanwhile arrive; a stage that ended while the
   daemon was away is named in the re-registration and its StageFinished follows;
+- a stage rank 0 cannot prepare fails on every rank with the reason (no rank left waiting);
 - an idle pool without its daemon for --reconnect-timeout exits and says why."""
 import hashlib
 import json
@@ -237,6 +238,13 @@ def main():
             check("a stage finished while the daemon was away: RegisterPool names attempt 14, then its result",
                   reg3.get("attempt_id") == 14 and fin.get("attempt_id") == 14 and fin.get("ok"),
                   str({"register attempt": reg3.get("attempt_id"), "finished": fin.get("attempt_id")}))
+
+            # rank 0 cannot create the stage folder: every rank learns it, the stage fails at once, saying why
+            d.assign(15, 1, "align", spec, align, student, "/proc/radlads-no-such/01-align")
+            fin = d.expect("stage_finished", timeout=15)
+            check("an output folder rank 0 cannot create: StageFinished{ok: false} with the reason, no hang",
+                  fin.get("attempt_id") == 15 and not fin.get("ok") and "cannot create folder" in fin.get("reason", ""),
+                  fin.get("reason", "")[:70])
 
             # idle, and the daemon is gone for good: the pool exits after --reconnect-timeout
             t0 = time.time()
