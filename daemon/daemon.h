@@ -146,6 +146,7 @@ struct pool {
     int restart_requested;     /* ...because the user restarted the job: not a failure */
     int drain_requested;       /* checkpoint, stop, and hold the job (not a failure) */
     int64_t launch_id;         /* started by our launcher (retired when idle); 0 = external */
+    int64_t orphan_attempt;    /* re-registered still running an attempt we no longer own: stopped, not reused */
     pool *next;
 };
 

@@ -409,6 +409,13 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
         sqlite3_stmt *st = store_stmt(d->db, busy);
         sqlite3_bind_int64(st, 1, p->id);
         store_exec_stmt(d->db, st);
+    } else if (m->attempt_id) {
+        /* Its attempt was given up (lost, retried elsewhere): stop it, and give this pool no work until it
+         * has (its StageFinished for that attempt arrives, or the stop times out). */
+        p->orphan_attempt = m->attempt_id;
+        p->stop_sent_ms = now_ms();
+        log_info("pool %lld: still running attempt %lld, which is no longer current; stopping it", (long long)p->id,
+                 (long long)m->attempt_id);
     }
     log_info("pool %lld registered: %d %s rank(s) on %s, name \"%s\"", (long long)p->id, p->ranks, p->device,
              p->host, p->name);
@@ -419,6 +426,15 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
     env.msg_case = RADLADS__ENVELOPE__MSG_POOL_REGISTERED;
     env.pool_registered = &r;
     conn_send(c, &env);
+    if (p->orphan_attempt) {
+        Radlads__Control ctl = RADLADS__CONTROL__INIT;
+        ctl.kind = RADLADS__CONTROL_KIND__CONTROL_STOP;
+        ctl.attempt_id = p->orphan_attempt;
+        Radlads__Envelope ce = RADLADS__ENVELOPE__INIT;
+        ce.msg_case = RADLADS__ENVELOPE__MSG_CONTROL;
+        ce.control = &ctl;
+        conn_send(c, &ce);
+    }
     server_after_commit(d);
     sched_run(d);
 }
@@ -455,7 +471,13 @@ void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env)
         if (current_attempt(p, env->log->attempt_id)) log_line(d, p, env->log);
         break;
     case RADLADS__ENVELOPE__MSG_STAGE_FINISHED:
-        if (current_attempt(p, env->stage_finished->attempt_id)) {
+        if (p->orphan_attempt && env->stage_finished->attempt_id == p->orphan_attempt) {
+            log_info("pool %lld: orphaned attempt %lld ended (%s); the pool is free", (long long)p->id,
+                     (long long)p->orphan_attempt, env->stage_finished->ok ? "ok" : "stopped");
+            p->orphan_attempt = 0;
+            p->stop_sent_ms = 0;
+            sched_run(d);
+        } else if (current_attempt(p, env->stage_finished->attempt_id)) {
             stage_finished(d, p, env->stage_finished);
             server_after_commit(d);
             sched_run(d);

@@ -159,7 +159,7 @@ void sched_run(rl_daemon *d)
     if (d->stopping) return;
     int changed = 0;
     for (pool *p = d->pools; p; p = p->next) {
-        if (p->attempt_id || !p->c || p->c->closing) continue;
+        if (p->attempt_id || p->orphan_attempt || !p->c || p->c->closing) continue;
         int allow_new = d->max_running <= 0 || active_jobs(d) < d->max_running;
         char state[32];
         int64_t job_id = pick_job(d, p, allow_new, state, sizeof state);
@@ -196,7 +196,7 @@ void sched_run(rl_daemon *d)
     if (changed) server_after_commit(d);
     /* A pool we launched that found nothing to run goes away (pools scale to zero). */
     for (pool *p = d->pools; p; p = p->next)
-        if (!p->attempt_id && p->launch_id) launcher_retire(d, p->launch_id, "idle: no runnable job fits it");
+        if (!p->attempt_id && !p->orphan_attempt && p->launch_id) launcher_retire(d, p->launch_id, "idle: no runnable job fits it");
     if (!launcher) return;
     /* Runnable work with no idle pool that fits: ask the launcher for one (it de-duplicates). */
     static const char sql[] =

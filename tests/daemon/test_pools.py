@@ -253,6 +253,27 @@ def test_pool_that_does_not_reattach_is_lost_after_the_grace(root):
         d.stop()
 
 
+def test_pool_back_after_the_grace_stops_its_orphan_then_takes_work(root):
+    spec = fixture(root)
+    d = Daemon(root, "--reattach-grace", "1").start()
+    pool = d.poolsim("--mode", "hang", "--steps", "8", "--step-ms", "100", "--reconnect")
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", what="RUNNING")
+        os.kill(pool.pid, signal.SIGSTOP)
+        d.kill9()
+        d.start()
+        wait_for(lambda: d.json("show", jid)["state"] == "QUEUED", timeout=15, what="requeued after the grace")
+        os.kill(pool.pid, signal.SIGCONT)  # it comes back still running the attempt that was given up
+        wait_for(lambda: len(d.json("show", jid)["attempts"]) == 2, timeout=20, what="a new attempt on the same pool")
+        a1, a2 = d.json("show", jid)["attempts"]
+        assert a1["state"] == "LOST" and a2["state"] == "RUNNING", (a1, a2)
+        assert "orphaned attempt" in d.log() and "is free" in d.log()
+    finally:
+        pool.kill()
+        d.stop()
+
+
 def test_priority_matching_and_max_running(root):
     spec = fixture(root)
     d = Daemon(root, "--max-running", "1").start()
@@ -284,4 +305,5 @@ if __name__ == "__main__":
          test_lost_pool_and_hang_and_heartbeat, test_cancel_running_job_stops_the_pool,
          test_restart_of_a_running_job_resumes_without_using_a_restart,
          test_drain_checkpoints_stops_and_holds_then_release_resumes, test_daemon_restart_reattaches_a_live_pool,
-         test_pool_that_does_not_reattach_is_lost_after_the_grace, test_priority_matching_and_max_running])
+         test_pool_that_does_not_reattach_is_lost_after_the_grace,
+         test_pool_back_after_the_grace_stops_its_orphan_then_takes_work, test_priority_matching_and_max_running])
