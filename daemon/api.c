@@ -7,7 +7,7 @@
  *   GET  /api/jobs/ID/metrics?stage=I&points=N&after_step=S   one stage's series, downsampled to N points
  *   GET  /api/jobs/ID/logs?limit=N&after=LOGID
  *   GET  /api/jobs/ID/events?after=EVENTID
- *   POST /api/jobs/ID/cancel|hold|release|restart  needs "Authorization: Bearer TOKEN" (the token file)
+ *   POST /api/jobs/ID/cancel|hold|release|restart|drain  needs "Authorization: Bearer TOKEN" (the token file)
  *   GET  /api/events                    Server-Sent Events (sse.c)
  *   GET  /metrics                       Prometheus text (prom.c)
  *
@@ -628,6 +628,7 @@ static Radlads__JobAction action_named(const char *s)
     if (!strcmp(s, "hold")) return RADLADS__JOB_ACTION__ACTION_HOLD;
     if (!strcmp(s, "release")) return RADLADS__JOB_ACTION__ACTION_RELEASE;
     if (!strcmp(s, "restart")) return RADLADS__JOB_ACTION__ACTION_RESTART;
+    if (!strcmp(s, "drain")) return RADLADS__JOB_ACTION__ACTION_DRAIN;
     return (Radlads__JobAction)-1;
 }
 

@@ -203,7 +203,7 @@ function jobView(main, id) {
         ["submitted", fmtTime(j.submitted_at_ms)], ["output", j.result_path || j.output_dir],
         ...(j.failure_reason ? [["failure", el("span", { class: "err" }, j.failure_reason)]] : [])]
         .flatMap(([k, v]) => [el("span", { class: "muted" }, k), el("span", {}, v)])));
-    const verbs = { QUEUED: ["hold", "cancel"], HELD: ["release", "cancel"], RUNNING: ["cancel", "restart"], RECOVERING: ["cancel"],
+    const verbs = { QUEUED: ["hold", "cancel"], HELD: ["release", "cancel"], RUNNING: ["drain", "cancel", "restart"], RECOVERING: ["cancel"],
       INTERRUPTED: ["hold", "restart", "cancel"], COMPLETED: ["restart"], FAILED: ["restart"], CANCELLED: ["restart"] }[j.state] || [];
     actions.replaceChildren(...(token() ? verbs.map((v) => el("button", { "data-action": v, onclick: () => act(v) }, v)) : []));
     const shown = stageSel == null ? Math.min(j.current_stage_idx, j.stages.length - 1) : stageSel;

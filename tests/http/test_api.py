@@ -117,6 +117,10 @@ def test_posts_need_the_token_and_share_the_cli_code_path(root):
         new = get_json(d, f"/api/jobs/{doc['new_job_id']}")
         assert new["restart_of"] == jid and new["owner"] == get_json(d, f"/api/jobs/{jid}")["owner"]
         assert request(d, "POST", "/api/jobs/777/cancel", auth)[0] == 404
+        # drain of a queued job keeps it from starting (HELD); of a cancelled one it is refused
+        st, _, body = request(d, "POST", f"/api/jobs/{doc['new_job_id']}/drain", auth)
+        assert st == 200 and json.loads(body)["state"] == "HELD", body
+        assert request(d, "POST", f"/api/jobs/{jid}/drain", auth)[0] == 409
         reasons = [e["reason"] for e in d.json("events", jid)["events"]]
         assert "release by http (token)" in reasons and "cancel by http (token)" in reasons, reasons
     finally:
