@@ -96,7 +96,6 @@ typedef struct rl_daemon {
     conn *conns;               /* all open connections */
     int n_conns;
     pool *pools;               /* connected pools */
-    int64_t events_sent;       /* highest event id fanned out */
     struct pending_submit *submits, **submits_tail;
     struct waiter *waiters;
     int stopping;
@@ -130,7 +129,6 @@ struct conn {
     int64_t follow_job;        /* 0 = all */
     int64_t follow_after;      /* last event id sent */
     pool *pool;                /* ROLE_POOL */
-    int refs;                  /* pending submits and waiters that will write to it */
 };
 
 struct pool {

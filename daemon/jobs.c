@@ -78,6 +78,19 @@ static const char *owner_name(uid_t uid)
     return cache[slot].name;
 }
 
+/* Makes room for one more element in a malloc'd array of *cap elements holding n; 0 or -1 (out of memory). */
+static int grow(void *arrp, size_t *cap, size_t n, size_t elem)
+{
+    void **arr = arrp;
+    if (*arr && n < *cap) return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *na = realloc(*arr, ncap * elem);
+    if (!na) return -1;
+    *arr = na;
+    *cap = ncap;
+    return 0;
+}
+
 /* ---- summaries ---- */
 
 #define SUMMARY_SELECT                                                                                     \
@@ -188,7 +201,6 @@ void jobs_handle_submit(rl_daemon *d, conn *c, Radlads__SubmitRequest *req)
         return;
     }
     ps->uid = c->uid;
-    c->refs++;
     *d->submits_tail = ps;
     d->submits_tail = &ps->next;
 }
@@ -277,7 +289,6 @@ void jobs_flush_submits(rl_daemon *d)
     for (pending_submit *ps = batch, *next; ps; ps = next) {
         next = ps->next;
         if (ps->c) {
-            ps->c->refs--;
             if (ok) {
                 Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
                 Radlads__SubmitReply r = RADLADS__SUBMIT_REPLY__INIT;
@@ -404,17 +415,11 @@ void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req)
     static const char asql[] =
         "SELECT id, stage_idx, number, state, COALESCE(pool_id,0), started_at, COALESCE(finished_at,0), "
         "COALESCE(failure_reason,''), COALESCE(resumed_from,0) FROM attempts WHERE job_id = ? ORDER BY id";
-    size_t acap = 16;
-    Radlads__AttemptInfo *atts = malloc(acap * sizeof *atts);
+    size_t acap = 0;
+    Radlads__AttemptInfo *atts = NULL;
     st = store_stmt(d->db, asql);
     sqlite3_bind_int64(st, 1, req->job_id);
-    while (atts && sqlite3_step(st) == SQLITE_ROW) {
-        if (r.n_attempts == acap) {
-            acap *= 2;
-            Radlads__AttemptInfo *na = realloc(atts, acap * sizeof *atts);
-            if (!na) break;
-            atts = na;
-        }
+    while (sqlite3_step(st) == SQLITE_ROW && grow(&atts, &acap, r.n_attempts, sizeof *atts) == 0) {
         Radlads__AttemptInfo *a = &atts[r.n_attempts++];
         radlads__attempt_info__init(a);
         a->id = sqlite3_column_int64(st, 0);
@@ -435,17 +440,11 @@ void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req)
 
     static const char csql[] = "SELECT id, stage_idx, step, tokens, path, sha256, created_at FROM checkpoints "
                                "WHERE job_id = ? AND deleted_at IS NULL ORDER BY id";
-    size_t ccap = 16;
-    Radlads__CheckpointInfo *cks = malloc(ccap * sizeof *cks);
+    size_t ccap = 0;
+    Radlads__CheckpointInfo *cks = NULL;
     st = store_stmt(d->db, csql);
     sqlite3_bind_int64(st, 1, req->job_id);
-    while (cks && sqlite3_step(st) == SQLITE_ROW) {
-        if (r.n_checkpoints == ccap) {
-            ccap *= 2;
-            Radlads__CheckpointInfo *nc = realloc(cks, ccap * sizeof *cks);
-            if (!nc) break;
-            cks = nc;
-        }
+    while (sqlite3_step(st) == SQLITE_ROW && grow(&cks, &ccap, r.n_checkpoints, sizeof *cks) == 0) {
         Radlads__CheckpointInfo *k = &cks[r.n_checkpoints++];
         radlads__checkpoint_info__init(k);
         k->id = sqlite3_column_int64(st, 0);
@@ -814,9 +813,7 @@ void jobs_handle_wait(rl_daemon *d, conn *c, Radlads__WaitRequest *req)
     memcpy(w->ids, req->job_ids, req->n_job_ids * sizeof *w->ids);
     w->n = req->n_job_ids;
     w->c = c;
-    c->refs++;
     if (waiter_reply(d, w, 0)) {
-        c->refs--;
         free(w->ids);
         free(w);
         return;
@@ -836,7 +833,6 @@ void jobs_check_waiters(rl_daemon *d)
     for (waiter *w = d->waiters, *next; w; w = next) {
         next = w->next;
         if (waiter_reply(d, w, 0)) {
-            if (w->c) w->c->refs--;
             waiter_free(d, w);
         }
     }
