@@ -1,0 +1,88 @@
+/* cuda_ops.h — the CUDA launchers for the recurrence, attention and RAD-RWKV mix ops.
+ *
+ * Private to kernels/cuda/. Each launcher mirrors the rl__ops slot of the same name (kernels_int.h) with
+ * the backend replaced by the stream to enqueue on: all pointers are device pointers, nothing is
+ * synchronised, arguments were already checked by backend.c. A launcher returns cudaSuccess or the first
+ * launch error (cudaGetLastError after each launch); the backend turns that into its sticky error.
+ * Semantics (what is set, what is accumulated) are exactly those documented in kernels.h.
+ *
+ * Scratch: an op that needs device scratch beyond its arguments takes it from `ws`, a per-stream
+ * workspace the backend owns (rlc_workspace): the launcher asks rlc_ws_get for `bytes`, which grows the
+ * buffer when needed (a cudaMalloc outside any capture) and returns NULL on failure. */
+#ifndef RL_CUDA_OPS_H
+#define RL_CUDA_OPS_H
+
+#include <cuda_runtime.h>
+
+#include "../kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rlc_workspace {
+    void *ptr;
+    size_t bytes;
+} rlc_workspace;
+
+/* Grows ws to at least `bytes` (synchronising `st` before freeing the old buffer); NULL on failure. */
+void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes);
+
+/* ---- causal softmax attention with GQA (tiled, no seq×seq matrix) ---- */
+cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *out,
+                                  float *lse, const float *q, const float *k, const float *v);
+cudaError_t rlc_attention_backward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *dq,
+                                   float *dk, float *dv, float *delta, const float *dout, const float *out,
+                                   const float *lse, const float *q, const float *k, const float *v);
+
+/* ---- wkv7 / wkv6 recurrences, fp32 state ---- */
+cudaError_t rlc_wkv7_forward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, float *y,
+                             float *state_out, float *ckpt, const rl_wkv_in *in, const float *state_in);
+cudaError_t rlc_wkv7_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
+                              float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
+                              const float *state_in, const float *ckpt);
+cudaError_t rlc_wkv6_forward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, float *y,
+                             float *state_out, float *ckpt, const rl_wkv_in *in, const float *state_in);
+cudaError_t rlc_wkv6_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
+                              float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
+                              const float *state_in, const float *ckpt);
+
+/* ---- RAD-RWKV element-wise parts ---- */
+cudaError_t rlc_act_forward(cudaStream_t st, rl_act kind, float *y, const float *x, size_t n);
+cudaError_t rlc_act_backward(cudaStream_t st, rl_act kind, float *dx, const float *dy, const float *y, size_t n);
+cudaError_t rlc_rwkv7_mix_forward(cudaStream_t st, rlc_workspace *ws, const rl_rwkv7_mix_dims *d,
+                                  const rl_rwkv7_mix_out *out, float *v_first, const rl_rwkv7_mix_in *in);
+cudaError_t rlc_rwkv7_mix_backward(cudaStream_t st, rlc_workspace *ws, const rl_rwkv7_mix_dims *d,
+                                   const rl_rwkv7_mix_grad *g, float *dv_first, const rl_rwkv7_mix_out *dout,
+                                   const rl_rwkv7_mix_in *in, const float *v_first);
+cudaError_t rlc_readout_forward(cudaStream_t st, const rl_readout_dims *d, float *out, float *mean, float *rstd,
+                                const float *o, const float *g, const float *weight, const float *bias);
+cudaError_t rlc_readout_backward(cudaStream_t st, rlc_workspace *ws, const rl_readout_dims *d, float *d_o,
+                                 float *dg, float *dweight, float *dbias, const float *dout, const float *o,
+                                 const float *g, const float *weight, const float *bias, const float *mean,
+                                 const float *rstd);
+cudaError_t rlc_tokenshift_forward(cudaStream_t st, const rl_shift_dims *d, float *out, const float *u,
+                                   const float *state, const float *mix);
+cudaError_t rlc_tokenshift_backward(cudaStream_t st, rlc_workspace *ws, const rl_shift_dims *d, float *du,
+                                    float *dstate, float *dmix, const float *dout, const float *u,
+                                    const float *state, const float *mix);
+cudaError_t rlc_rwkv6_ddlerp_forward(cudaStream_t st, const rl_shift_dims *d, int rank, float *const x[5],
+                                     const float *u, const float *state, const float *const maa[5],
+                                     const float *s, const float *w2);
+cudaError_t rlc_rwkv6_ddlerp_backward(cudaStream_t st, rlc_workspace *ws, const rl_shift_dims *d, int rank,
+                                      float *du, float *dstate, float *const dmaa[5], float *ds, float *dw2,
+                                      const float *const dx[5], const float *u, const float *state,
+                                      const float *const maa[5], const float *s, const float *w2);
+cudaError_t rlc_rwkv6_mix_forward(cudaStream_t st, const rl_rwkv6_mix_dims *d, float *logw, float *kt,
+                                  float *vt, float *qt, const float *k, const float *v, const float *q,
+                                  const float *dlora, const float *decay);
+cudaError_t rlc_rwkv6_mix_backward(cudaStream_t st, rlc_workspace *ws, const rl_rwkv6_mix_dims *d, float *dk,
+                                   float *dv, float *dq, float *ddlora, float *ddecay, const float *dlogw,
+                                   const float *dkt, const float *dvt, const float *dqt, const float *k,
+                                   const float *dlora, const float *decay);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
