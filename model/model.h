@@ -128,6 +128,10 @@ typedef struct rl_model {
     rl_grad_scratch gs;
 } rl_model;
 
+/* Adds cfg's parameter size table (HF names and shapes, in on-disk order) to an
+ * arena that is not allocated; rl_model_create allocates exactly this table.
+ * Planning (model/plan.h) counts it without allocating. */
+int rl_model_param_table(rl_arena *a, const rl_model_config *cfg);
 /* Builds the parameter arena for cfg (zeroed). */
 int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
                     size_t errlen);

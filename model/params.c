@@ -56,6 +56,11 @@ static int build_table(rl_arena *a, const rl_model_config *c)
     return rc < 0 ? rc : 0;
 }
 
+int rl_model_param_table(rl_arena *a, const rl_model_config *c)
+{
+    return a->base ? RL_EINVAL : build_table(a, c);
+}
+
 /* Points p's fields at the tensors of arena a (params or grads: same layout). */
 int rl__bind_params(const rl_arena *a, const rl_model_config *c, rl_model_params *p)
 {

@@ -45,39 +45,53 @@ static int add(rl_arena *a, int l, const char *name, int ndim, int64_t d0, int64
     return rl_arena_add(a, n, ndim, shape);
 }
 
-static int build_table(rl_student *s)
+void rl_student_default_ranks(int hidden, rl_student_ranks *r)
 {
-    const rl_model_config *c = &s->base->cfg;
+    r->decay = r->iclr = r->shift = rl_lora_rank(hidden, 0.5, 1.8);
+    r->value = rl_lora_rank(hidden, 0.5, 1.3);
+    r->gate = rl_lora_rank(hidden, 0.8, 0.6);
+}
+
+int rl_student_param_table(rl_arena *ta, const rl_model_config *c, rl_student_arch arch, int variant,
+                           int attention_layers, const rl_student_ranks *r)
+{
     const int64_t D = c->hidden, A = (int64_t)c->heads * c->head_dim;
-    int rc = 0;
-    for (int l = 0; l < student_layers(s) && rc >= 0; l++) {
-        if (s->arch == RL_STUDENT_RWKV7) {
-            rc |= add(s->tparams, l, "w0", 1, A, 0, 0) | add(s->tparams, l, "w1", 2, D, s->rank_decay, 0);
-            rc |= add(s->tparams, l, "w2", 2, s->rank_decay, A, 0);
-            rc |= add(s->tparams, l, "a0", 1, A, 0, 0) | add(s->tparams, l, "a1", 2, D, s->rank_iclr, 0);
-            rc |= add(s->tparams, l, "a2", 2, s->rank_iclr, A, 0);
-            rc |= add(s->tparams, l, "v0", 1, A, 0, 0) | add(s->tparams, l, "v1", 2, D, s->rank_value, 0);
-            rc |= add(s->tparams, l, "v2", 2, s->rank_value, A, 0);
-            rc |= add(s->tparams, l, "g1", 2, D, s->rank_gate, 0) | add(s->tparams, l, "g2", 2, s->rank_gate, A, 0);
-            rc |= add(s->tparams, l, "r_k", 2, c->heads, c->head_dim, 0);
-            if (s->variant == 'a') {
-                rc |= add(s->tparams, l, "k_k", 1, A, 0, 0) | add(s->tparams, l, "k_a", 1, A, 0, 0);
-                rc |= add(s->tparams, l, "ln_x.weight", 1, A, 0, 0) | add(s->tparams, l, "ln_x.bias", 1, A, 0, 0);
+    int rc = ta->base ? RL_EINVAL : 0;
+    for (int l = 0; l < c->layers - attention_layers && rc >= 0; l++) {
+        if (arch == RL_STUDENT_RWKV7) {
+            rc |= add(ta, l, "w0", 1, A, 0, 0) | add(ta, l, "w1", 2, D, r->decay, 0);
+            rc |= add(ta, l, "w2", 2, r->decay, A, 0);
+            rc |= add(ta, l, "a0", 1, A, 0, 0) | add(ta, l, "a1", 2, D, r->iclr, 0);
+            rc |= add(ta, l, "a2", 2, r->iclr, A, 0);
+            rc |= add(ta, l, "v0", 1, A, 0, 0) | add(ta, l, "v1", 2, D, r->value, 0);
+            rc |= add(ta, l, "v2", 2, r->value, A, 0);
+            rc |= add(ta, l, "g1", 2, D, r->gate, 0) | add(ta, l, "g2", 2, r->gate, A, 0);
+            rc |= add(ta, l, "r_k", 2, c->heads, c->head_dim, 0);
+            if (variant == 'a') {
+                rc |= add(ta, l, "k_k", 1, A, 0, 0) | add(ta, l, "k_a", 1, A, 0, 0);
+                rc |= add(ta, l, "ln_x.weight", 1, A, 0, 0) | add(ta, l, "ln_x.bias", 1, A, 0, 0);
             }
         } else {
             static const char *maa[] = {"time_maa_x", "time_maa_r", "time_maa_k", "time_maa_v", "time_maa_w",
                                         "time_maa_g"};
             for (int i = 0; i < 6; i++)
-                rc |= add(s->tparams, l, maa[i], 1, D, 0, 0);
-            rc |= add(s->tparams, l, "time_maa_w1", 2, D, 5 * s->rank_shift, 0);
-            rc |= add(s->tparams, l, "time_maa_w2", 3, 5, s->rank_shift, D);
-            rc |= add(s->tparams, l, "time_decay", 1, A, 0, 0);
-            rc |= add(s->tparams, l, "time_decay_w1", 2, D, s->rank_decay, 0);
-            rc |= add(s->tparams, l, "time_decay_w2", 2, s->rank_decay, A, 0);
-            rc |= add(s->tparams, l, "gate.weight", 2, A, D, 0);
+                rc |= add(ta, l, maa[i], 1, D, 0, 0);
+            rc |= add(ta, l, "time_maa_w1", 2, D, 5 * r->shift, 0);
+            rc |= add(ta, l, "time_maa_w2", 3, 5, r->shift, D);
+            rc |= add(ta, l, "time_decay", 1, A, 0, 0);
+            rc |= add(ta, l, "time_decay_w1", 2, D, r->decay, 0);
+            rc |= add(ta, l, "time_decay_w2", 2, r->decay, A, 0);
+            rc |= add(ta, l, "gate.weight", 2, A, D, 0);
         }
     }
-    return rc < 0 ? RL_ENOMEM : 0;
+    return rc < 0 ? (ta->base ? RL_EINVAL : RL_ENOMEM) : 0;
+}
+
+static int build_table(rl_student *s)
+{
+    const rl_student_ranks r = {.decay = s->rank_decay, .iclr = s->rank_iclr, .value = s->rank_value,
+                                .gate = s->rank_gate, .shift = s->rank_shift};
+    return rl_student_param_table(s->tparams, &s->base->cfg, s->arch, s->variant, s->attention_layers, &r);
 }
 
 static float *tp_get(const rl_arena *a, int l, const char *name)
@@ -290,10 +304,10 @@ static int init_all(rl_student *s, uint64_t seed, char *err, size_t errlen)
 
 static void default_ranks(rl_student *s)
 {
-    const int D = s->base->cfg.hidden;
-    s->rank_decay = s->rank_iclr = s->rank_shift = rl_lora_rank(D, 0.5, 1.8);
-    s->rank_value = rl_lora_rank(D, 0.5, 1.3);
-    s->rank_gate = rl_lora_rank(D, 0.8, 0.6);
+    rl_student_ranks r;
+    rl_student_default_ranks(s->base->cfg.hidden, &r);
+    s->rank_decay = r.decay, s->rank_iclr = r.iclr, s->rank_value = r.value, s->rank_gate = r.gate;
+    s->rank_shift = r.shift;
 }
 
 int rl_student_transfer(rl_student **out, rl_backend *be, const char *teacher_dir, rl_student_arch arch, int variant,
@@ -324,6 +338,23 @@ int rl_student_transfer(rl_student **out, rl_backend *be, const char *teacher_di
     }
     *out = s;
     return 0;
+}
+
+/* ---- which tensors train ---- */
+
+int rl_tensor_trains(const char *name, rl_param_set set, int mix_layers)
+{
+    int l;
+    char rest[96];
+    const int self_attn = sscanf(name, "model.layers.%d.self_attn.%95s", &l, rest) == 2;
+    switch (set) {
+    case RL_TRAINS_TIME_MIX: return self_attn && l < mix_layers;
+    case RL_TRAINS_DECAY_SHIFT:
+        return self_attn && (!strncmp(rest, "time_decay", 10) || !strncmp(rest, "time_maa_w", 10) ||
+                             !strcmp(rest, "w0") || !strcmp(rest, "w1") || !strcmp(rest, "w2"));
+    case RL_TRAINS_ALL: break;
+    }
+    return 1;
 }
 
 /* ---- config.json: the teacher's fields plus the student's ---- */

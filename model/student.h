@@ -105,6 +105,27 @@ typedef struct rl_student {
     float *v_first;          /* [R, A] */
 } rl_student;
 
+/* The LoRA ranks of the new tensors; default: rl_lora_rank rules of METHOD.md
+ * (decay, ICLR and token-shift rank(0.5, 1.8), value rank(0.5, 1.3), gate rank(0.8, 0.6)). */
+typedef struct {
+    int decay, iclr, value, gate, shift;
+} rl_student_ranks;
+
+void rl_student_default_ranks(int hidden, rl_student_ranks *r);
+/* Adds the student's new tensors (the size table rl_student_transfer and rl_student_load
+ * allocate; names as in the file comment of student.c) to an arena that is not allocated.
+ * The rest of a student is the teacher's table (rl_model_param_table). */
+int rl_student_param_table(rl_arena *a, const rl_model_config *teacher, rl_student_arch arch, int variant,
+                           int attention_layers, const rl_student_ranks *r);
+
+/* Which tensors train in a stage (METHOD.md §3): step 1 (align) only the time-mix
+ * tensors model.layers.<l>.self_attn.* of layers l < mix_layers (the teacher-initialised
+ * q/k/v/o and their biases included); steps 2 and 3 all; step 3a (extend with
+ * train=decay_shift) the decay and token-shift tensors: RAD-RWKV6 time_decay* and
+ * time_maa_w*, RAD-RWKV7 w0/w1/w2. The trainer and the memory planner both ask this. */
+typedef enum { RL_TRAINS_ALL, RL_TRAINS_TIME_MIX, RL_TRAINS_DECAY_SHIFT } rl_param_set;
+int rl_tensor_trains(const char *name, rl_param_set set, int mix_layers);
+
 /* "rad-rwkv7" / "rad-rwkv6" */
 int rl_student_arch_from_name(const char *s, rl_student_arch *out);
 const char *rl_student_arch_name(rl_student_arch a);

@@ -103,33 +103,16 @@ static int mkdirs(const char *dir, char *err, size_t errlen)
 
 /* ---- which tensors train ---- */
 
-static int is_time_mix(const rl__trainer *t, const char *name)
-{
-    int l;
-    char rest[96];
-    if (sscanf(name, "model.layers.%d.self_attn.%95s", &l, rest) != 2)
-        return 0;
-    return !t->s || l < t->m->cfg.layers - t->s->attention_layers;
-}
-
-/* METHOD.md step 3a: decay and token-shift tensors (RAD-RWKV6 time_decay*, time_maa_w*; RAD-RWKV7 w0/w1/w2). */
-static int is_decay_shift(const char *name)
-{
-    const char *p = strstr(name, ".self_attn.");
-    if (!p)
-        return 0;
-    p += strlen(".self_attn.");
-    return !strncmp(p, "time_decay", 10) || !strncmp(p, "time_maa_w", 10) || !strcmp(p, "w0") || !strcmp(p, "w1") ||
-           !strcmp(p, "w2");
-}
-
+/* The rule is rl_tensor_trains (student.h), shared with the memory planner (model/plan.h). */
 static int trainable(const rl__trainer *t, const char *name)
 {
-    switch (t->o->stage) {
-    case RL_TRAIN_ALIGN: return is_time_mix(t, name);
-    case RL_TRAIN_EXTEND: return t->o->train_decay_shift ? is_decay_shift(name) : 1;
-    default: return 1;
-    }
+    const int mix_layers = t->s ? t->m->cfg.layers - t->s->attention_layers : t->m->cfg.layers;
+    rl_param_set set = RL_TRAINS_ALL;
+    if (t->o->stage == RL_TRAIN_ALIGN)
+        set = RL_TRAINS_TIME_MIX;
+    else if (t->o->stage == RL_TRAIN_EXTEND && t->o->train_decay_shift)
+        set = RL_TRAINS_DECAY_SHIFT;
+    return rl_tensor_trains(name, set, mix_layers);
 }
 
 static int build_tensors(rl__trainer *t, char *err, size_t errlen)
