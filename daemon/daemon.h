@@ -90,6 +90,7 @@ typedef struct rl_daemon {
     uv_pipe_t listener;
     uv_tcp_t tcp_listener;     /* --worker-listen tcp:HOST:PORT: pools on other hosts (token required) */
     const char *worker_listen; /* NULL = Unix socket only */
+    char worker_addr[300];     /* where pools on other hosts connect: tcp:IP:PORT once listening, else "" */
     uv_check_t flush_check;    /* group commit of submits at the end of each loop iteration */
     uv_timer_t tick;           /* heartbeat and hang checks */
     uv_signal_t sigterm, sigint;
@@ -228,8 +229,10 @@ void reattach_tick(rl_daemon *d);
 void reattach_free(void);
 
 /* ---- launcher.c ---- */
-/* kind: "local" (mpirun; worker = radlads-worker path or NULL to look next to radladsd) or "none". */
-int launcher_init(rl_daemon *d, const char *kind, const char *worker, char *err, size_t errlen);
+/* kind: "local" (mpirun), "slurm" (sbatch + srun) or "none"; worker = the radlads-worker path or NULL to look
+ * next to radladsd; slurm_args: extra sbatch options (split on blanks), NULL = none. */
+int launcher_init(rl_daemon *d, const char *kind, const char *worker, const char *slurm_args, char *err,
+                  size_t errlen);
 void launcher_pool_registered(rl_daemon *d, pool *p, int64_t launch_id, const int32_t *rank_pids, size_t n);
 /* Stops a launched pool's whole process tree (SIGTERM, SIGKILL after a grace period). */
 void launcher_retire(rl_daemon *d, int64_t launch_id, const char *why);

@@ -38,8 +38,11 @@ static void usage(FILE *f)
             "  --sse-heartbeat S      seconds between comment lines on idle event streams (default 15)\n"
             "  --worker-listen tcp:HOST:PORT  also accept pools over TCP (other hosts; the token file\n"
             "                         authenticates them; the address is written to DIR/worker.addr)\n"
-            "  --launcher local|none  start worker pools with mpirun when jobs need them (default local)\n"
-            "  --worker PATH          the radlads-worker the local launcher runs (default: next to radladsd)\n"
+            "  --launcher local|slurm|none  how pools start when jobs need them: local = mpirun on this\n"
+            "                         host (default), slurm = sbatch (ranks start with srun), none = by hand\n"
+            "  --worker PATH          the radlads-worker the launcher runs (default: next to radladsd; with\n"
+            "                         slurm it must be at the same path on the compute nodes)\n"
+            "  --slurm-args \"ARGS\"    extra sbatch options for launched pools, e.g. \"--partition gpu --time 1-0\"\n"
             "  --foreground           stay attached; log to stderr as well\n"
             "  --version, --help\n",
             rl_default_state_dir());
@@ -176,12 +179,12 @@ int main(int argc, char **argv)
     d->reattach_grace_ms = 30000;
     const char *state_dir = NULL, *socket_path = NULL, *db_path = NULL, *log_path = NULL;
     int foreground = 0;
-    const char *launcher_kind = "local", *worker_path = NULL;
+    const char *launcher_kind = "local", *worker_path = NULL, *slurm_args = NULL;
     d->http_timeout_ms = 30000;
     d->http_max_conns = 256;
     d->sse_heartbeat_ms = 15000;
     enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
-           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH, O_WORKER_LISTEN };
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH, O_WORKER_LISTEN, O_SLURM_ARGS };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -194,7 +197,7 @@ int main(int argc, char **argv)
         {"sse-heartbeat", required_argument, 0, O_SSE_HB},
         {"launcher", required_argument, 0, O_LAUNCHER},     {"worker", required_argument, 0, O_WORKER},
         {"reattach-grace", required_argument, 0, O_REATTACH},
-        {"worker-listen", required_argument, 0, O_WORKER_LISTEN},
+        {"worker-listen", required_argument, 0, O_WORKER_LISTEN}, {"slurm-args", required_argument, 0, O_SLURM_ARGS},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -249,6 +252,7 @@ int main(int argc, char **argv)
             if (parse_seconds("--reattach-grace", optarg, &d->reattach_grace_ms) < 0) return 2;
             break;
         case O_WORKER: worker_path = optarg; break;
+        case O_SLURM_ARGS: slurm_args = optarg; break;
         case O_SSE_HB:
             if (parse_seconds("--sse-heartbeat", optarg, &d->sse_heartbeat_ms) < 0) return 2;
             if (d->sse_heartbeat_ms < 1000) {
@@ -341,7 +345,7 @@ int main(int argc, char **argv)
     if (rc == 0) rc = server_listen(d, err, sizeof err);
     int listening = rc == 0;
     if (rc == 0) rc = http_start(d, err, sizeof err);
-    if (rc == 0) rc = launcher_init(d, launcher_kind, worker_path, err, sizeof err);
+    if (rc == 0) rc = launcher_init(d, launcher_kind, worker_path, slurm_args, err, sizeof err);
     if (rc < 0) {
         if (listening) unlink(d->socket_path); /* ours: we hold the lock */
         log_error("%s", err);

@@ -327,6 +327,14 @@ static int listen_tcp(rl_daemon *d, char *err, size_t errlen)
             uv_ip4_name((struct sockaddr_in *)&got, ip, sizeof ip);
             p = ntohs(((struct sockaddr_in *)&got)->sin_port);
         }
+        if (!strcmp(ip, "0.0.0.0") || !strcmp(ip, "::")) { /* any address: tell pools our host name */
+            char hn[64];
+            if (gethostname(hn, sizeof hn) == 0) {
+                hn[sizeof hn - 1] = 0;
+                memcpy(ip, hn, sizeof hn);
+            }
+        }
+        snprintf(d->worker_addr, sizeof d->worker_addr, "tcp:%s:%d", ip, p);
         char path[4200];
         snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
         FILE *f = fopen(path, "w");

@@ -14,6 +14,8 @@ PKGS=(
   python3 python3-torch python3-numpy util-linux procps
   # HTTP server (llhttp C sources) and the dashboard browser test
   node-llhttp chromium
+  # the Slurm launcher's tests: a one-node Slurm on localhost (scripts/slurm-local.sh starts it)
+  slurmctld slurmd slurm-client munge
   # benchmarks (bench/, not the tests)
   wrk
 )

@@ -6,7 +6,7 @@
  * It also accepts the command line radladsd's local launcher gives radlads-worker (`pool --connect
  * unix:PATH --token-file F --launch-id N --device D [--name P]`, mode etc. from POOLSIM_MODE,
  * POOLSIM_STEPS, POOLSIM_STEP_MS), so launching under real mpirun can be tested: rank 0 plays the pool,
- * other ranks just wait to be killed. */
+ * other ranks just wait to be killed.  Under srun the rank comes from SLURM_PROCID instead. */
 #include "proto.h"
 
 #include <errno.h>
@@ -201,6 +201,10 @@ int main(int argc, char **argv)
     if (getenv("POOLSIM_STEPS")) steps = atoi(getenv("POOLSIM_STEPS"));
     if (getenv("POOLSIM_STEP_MS")) step_ms = atoi(getenv("POOLSIM_STEP_MS"));
     const char *world = getenv("OMPI_COMM_WORLD_SIZE"), *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (!world && getenv("SLURM_STEP_ID")) { /* started by srun (the Slurm launcher) */
+        world = getenv("SLURM_NTASKS");
+        rank = getenv("SLURM_PROCID");
+    }
     if (world) ranks = atoi(world);
     if (rank && atoi(rank) != 0) {
         printf("poolsim: rank %s of %s waiting\n", rank, world);

@@ -1,0 +1,107 @@
+"""The Slurm launcher against a real one-node Slurm (slurmctld + slurmd + munge on localhost): radladsd
+--launcher slurm submits a pool with sbatch when a job needs one, the ranks start with srun, the pool runs the
+job and is scancel'ed when idle; cancel removes the Slurm job and every rank; a pool whose Slurm job fails
+before it registers holds the job with the reason.  poolsim stands in for radlads-worker (the real worker
+under Slurm is tests/worker/test_pool_slurm.py)."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import POOLSIM, Daemon, fixture, run, wait_for  # noqa: E402
+from slurmfix import ensure_slurm, slurm_jobs, slurm_state  # noqa: E402
+from test_launcher import launched_processes, with_mode  # noqa: E402
+
+
+def launches(d):
+    return [ln for ln in d.log().splitlines() if "is Slurm job" in ln]
+
+
+def slurm_id_of(d):
+    lines = launches(d)
+    return lines[-1].rsplit(" ", 1)[1] if lines else None
+
+
+def test_slurm_pool_runs_the_job_and_is_retired(root):
+    spec = fixture(root)
+    with_mode("ok")
+    d = Daemon(root, "--launcher", "slurm", "--worker", POOLSIM, "--slurm-args", "--time=10 --overcommit").start()
+    try:
+        jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
+        r = d.cli("wait", jid, "--timeout", "90", check=False)
+        assert r.returncode == 0, (r.stdout, d.log()[-3000:])
+        show = d.json("show", jid)
+        assert show["state"] == "COMPLETED" and len(show["attempts"]) == 3, show
+        sid = slurm_id_of(d)
+        assert sid, d.log()[-2000:]
+        script = [n for n in os.listdir(os.path.join(d.state, "pools")) if n.endswith(".sbatch")]
+        assert len(script) == 1, script
+        body = open(os.path.join(d.state, "pools", script[0])).read()
+        assert "exec srun --kill-on-bad-exit=1 " in body and "'--launch-id'" in body, body
+        # the pool's rank 0 ran under srun: its output is the Slurm job's log
+        log = open(os.path.join(d.state, "pools", script[0].replace(".sbatch", ".log"))).read()
+        assert "poolsim: rank 1 of 2 waiting" in log, log[-2000:]
+        # idle and nothing to run: scancel'ed, gone from the queue, no rank left
+        wait_for(lambda: sid not in slurm_jobs(), timeout=30, what=f"Slurm job {sid} to leave the queue")
+        wait_for(lambda: not launched_processes(d.state), timeout=15, what="every rank to exit")
+        print(f"  Slurm job {sid}: {slurm_state(sid) or 'purged'} after the pool was retired")
+        assert d.json("daemon-status")["pools"] == 0
+    finally:
+        d.stop()
+
+
+def test_cancel_scancels_the_pool(root):
+    spec = fixture(root)
+    with_mode("hang", steps="1000", step_ms="100")
+    d = Daemon(root, "--launcher", "slurm", "--worker", POOLSIM, "--slurm-args", "--overcommit").start()
+    try:
+        jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
+        sid = slurm_id_of(d)
+        assert slurm_jobs().get(sid) == "RUNNING", (sid, slurm_jobs())
+        procs = launched_processes(d.state)
+        assert len([p for p in procs if "poolsim" in p[1].split()[0]]) == 2, procs
+        t0 = time.time()
+        d.cli("cancel", jid)
+        wait_for(lambda: d.json("show", jid)["state"] == "CANCELLED", timeout=20, what="CANCELLED")
+        wait_for(lambda: sid not in slurm_jobs(), timeout=30, what=f"Slurm job {sid} to leave the queue")
+        wait_for(lambda: not launched_processes(d.state), timeout=15, what="every rank to exit")
+        print(f"  Slurm job {sid} and all {len(procs)} processes gone {time.time() - t0:.1f} s after cancel")
+        wait_for(lambda: f"(Slurm job {sid}) ended" in d.log(), timeout=15, what="the daemon to see the Slurm job end")
+    finally:
+        d.stop()
+
+
+def test_slurm_job_that_fails_holds_the_job(root):
+    spec = fixture(root)
+    d = Daemon(root, "--launcher", "slurm", "--worker", "/bin/false").start()
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "HELD", timeout=90, what="HELD after failed launches")
+        ev = [e for e in d.json("events", jid)["events"] if e["to"] == "HELD"]
+        reason = ev[-1]["reason"]
+        assert "failed to start 3 times" in reason and "Slurm job" in reason and "FAILED" in reason, reason
+        assert not slurm_jobs()
+    finally:
+        d.stop()
+
+
+def test_bad_sbatch_option_holds_the_job_with_sbatch_message(root):
+    spec = fixture(root)
+    d = Daemon(root, "--launcher", "slurm", "--worker", POOLSIM, "--slurm-args", "--partition=no-such-partition").start()
+    try:
+        jid = int(d.cli("submit", spec, "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "HELD", timeout=60, what="HELD after failed sbatch")
+        reason = [e for e in d.json("events", jid)["events"] if e["to"] == "HELD"][-1]["reason"]
+        assert "sbatch failed" in reason and "partition" in reason.lower(), reason
+    finally:
+        d.stop()
+
+
+if __name__ == "__main__":
+    why = ensure_slurm()
+    if why:
+        print("SKIP:", why)
+        sys.exit(77)
+    run([test_slurm_pool_runs_the_job_and_is_retired, test_cancel_scancels_the_pool,
+         test_slurm_job_that_fails_holds_the_job, test_bad_sbatch_option_holds_the_job_with_sbatch_message])
