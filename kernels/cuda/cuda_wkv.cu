@@ -1,0 +1,469 @@
+/* cuda_wkv.cu — the RWKV-7 and RAD-RWKV6 (GLA form) recurrences on the GPU, fp32 state.
+ *
+ * Math (kernels.h, cpu_wkv7.c, cpu_wkv6.c), per (batch b, head h), S[i][j]: i = value, j = key,
+ * d = exp(logw):
+ *   wkv7:  sa = S a;  S ← S diag(d) + sa bᵀ + v kᵀ;  y = S r
+ *   wkv6:             S ← S diag(d) + v kᵀ;          y = S r
+ * Backward (t = T−1..0, G = Ĝ + dy rᵀ with Ĝ = ∂L/∂S_t from the future):
+ *   dr = S_tᵀ dy,  dd = colsum(G ⊙ S_{t−1}),  dk = Gᵀ v,  dv = G k,  dlogw = dd ⊙ d,
+ *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
+ *   wkv6:                                               Ĝ ← G diag(d)
+ *
+ * One thread block per (b, h), one thread per state row (N = head_dim ≤ 128 threads).
+ *
+ * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
+ * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
+ * staged in shared memory by the whole block; every thread then reads them as broadcasts. The
+ * checkpoint (the state before every chunk of L tokens) is written key-major, ck[j][i] = S[i][j],
+ * exactly as the CPU backend lays it out: thread i writes column i of that matrix, so consecutive
+ * threads write consecutive addresses.
+ *
+ * Backward (chunk recompute, exact, no decay floor): chunks are walked last to first, each in
+ * segments of at most SEG tokens, also last to first. For a segment the block rebuilds the state at
+ * its start (checkpoint + replay of the earlier segments of the same chunk, only when L > SEG), then
+ * recomputes the segment forward with the row-per-thread step, storing the state BEFORE each token
+ * value-major in a per-block global buffer (SEG·N² floats, L1/L2 resident) and sa_i in shared memory.
+ * The reverse walk keeps the single copy of G = ∂L/∂S in shared memory ([N][N+1], padded so that both
+ * a row walk and a column walk by a warp are bank-conflict free) and splits every token in two phases:
+ *   phase A, thread i reads ROW i of G' = G + dy rᵀ:     dv_i = Σ_j G'_ij k_j,  dsa_i = Σ_j G'_ij b_j
+ *           (dsa goes to shared memory)                  — barrier —
+ *   phase B, thread i owns COLUMN i (key i):             dd_i = Σ_k G'_ki S_{t−1,ki},  dk_i = Σ_k G'_ki v_k,
+ *           db_i = Σ_k G'_ki sa_k,  da_i = Σ_k S_{t−1,ki} dsa_k, and rewrites the column
+ *           G_ki ← G'_ki d_i + dsa_k a_i                — barrier —
+ * so every key-indexed sum is a private loop of one thread and every G element has one writer per
+ * phase: no atomics, no shuffles, deterministic. dr needs S_t, which is rebuilt from S_{t−1} by
+ *   (S_tᵀ dy)_i = d_i (S_{t−1}ᵀ dy)_i + b_i (sa·dy) + k_i (v·dy)
+ * (the two dot products are computed redundantly by every thread from the staged vectors). Every
+ * gradient element of a token is written by exactly one thread (+=, kernels.h's accumulate rule). */
+#include <cuda_runtime.h>
+
+#include "cuda_ops.h"
+
+namespace {
+
+constexpr int SEG = 16; /* tokens staged per shared-memory tile; backward segment length */
+
+struct wkv_args {
+    int T, H, N, L;
+    const float *r, *logw, *k, *v, *a, *b;
+};
+
+struct wkv_grads {
+    float *r, *logw, *k, *v, *a, *b;
+};
+
+__device__ __forceinline__ size_t tok_off(const wkv_args &p, int b, int t, int h)
+{
+    return (((size_t)b * p.T + t) * p.H + h) * p.N;
+}
+
+/* Shared token-tile slots: forward and replay use the first NV_FWD, the backward all of them. */
+enum { V_R = 0, V_D = 1, V_K = 2, V_V = 3, V_A = 4, V_B = 5 };
+enum { BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7 };
+
+/* The whole block copies tokens t0..t0+nt−1 of head (b, h) into tile [nt][nv][N] with the slot order
+ * given by the caller's slot numbers (sl_* < 0 = skip). Consecutive threads read consecutive channels
+ * of one token: coalesced. The caller brackets this with barriers. */
+__device__ __forceinline__ void stage_tokens(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0,
+                                             int nt, bool seven, int sl_v, int sl_dy, const float *dy)
+{
+    const int sl_a = nv == 8 ? BV_A : V_A, sl_b = nv == 8 ? BV_B : V_B;
+    for (int e = threadIdx.x; e < nt * N; e += blockDim.x) {
+        const int tt = e / N, j = e - tt * N;
+        const size_t o = tok_off(p, b, t0 + tt, h) + j;
+        float *x = tile + (size_t)tt * nv * N;
+        x[V_R * N + j] = p.r[o];
+        x[V_D * N + j] = expf(p.logw[o]);
+        x[V_K * N + j] = p.k[o];
+        x[sl_v * N + j] = p.v[o];
+        if (seven) {
+            x[sl_a * N + j] = p.a[o];
+            x[sl_b * N + j] = p.b[o];
+        }
+        if (sl_dy >= 0)
+            x[sl_dy * N + j] = dy[o];
+    }
+}
+
+/* One token through row i of S (registers s[]), given the token's staged vectors. Returns sa_i (wkv7)
+ * and, when want_y, y_i. */
+template <int CAP, bool EXACT, bool SEVEN>
+__device__ __forceinline__ float row_step(float (&s)[CAP], int N, float vi, const float *r, const float *d,
+                                          const float *k, const float *a, const float *bb, bool want_y, float *y_out)
+{
+    float sa = 0.0f;
+    if (SEVEN) {
+#pragma unroll
+        for (int j = 0; j < CAP; j++)
+            if (EXACT || j < N)
+                sa += s[j] * a[j];
+    }
+    float y = 0.0f;
+#pragma unroll
+    for (int j = 0; j < CAP; j++)
+        if (EXACT || j < N) {
+            float e = s[j] * d[j] + vi * k[j];
+            if (SEVEN)
+                e += sa * bb[j];
+            s[j] = e;
+            if (want_y)
+                y += e * r[j];
+        }
+    if (want_y)
+        *y_out = y;
+    return sa;
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+/* state_in and state_out may be the same buffer: thread i reads only row i before the loop and
+ * writes only row i after it, so they carry no __restrict__. y == NULL: replay for the backward
+ * (checkpoints only). */
+template <int CAP, bool EXACT, bool SEVEN>
+__global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const float *state_in, float *y,
+                                                          float *state_out, float *ckpt)
+{
+    constexpr int NV = SEVEN ? 6 : 4;
+    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N] */
+    const int N = EXACT ? CAP : p.N;
+    const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    const int nc = (p.T + p.L - 1) / p.L;
+    float *ck = ckpt ? ckpt + (size_t)bh * nc * NN : nullptr;
+
+    float s[CAP];
+#pragma unroll
+    for (int j = 0; j < CAP; j++)
+        s[j] = ((EXACT || j < N) && state_in) ? state_in[soff + (size_t)i * N + j] : 0.0f;
+
+    for (int t0 = 0; t0 < p.T; t0 += SEG) {
+        const int nt = min(SEG, p.T - t0);
+        __syncthreads(); /* the previous tile is consumed */
+        stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
+        __syncthreads();
+        for (int tt = 0; tt < nt; tt++) {
+            const int t = t0 + tt;
+            const float *x = tile + (size_t)tt * NV * N;
+            if (ck && t % p.L == 0) {
+                float *c = ck + (size_t)(t / p.L) * NN + i;
+#pragma unroll
+                for (int j = 0; j < CAP; j++)
+                    if (EXACT || j < N)
+                        c[(size_t)j * N] = s[j];
+            }
+            float yi;
+            row_step<CAP, EXACT, SEVEN>(s, N, x[V_V * N + i], x + V_R * N, x + V_D * N, x + V_K * N,
+                                        x + V_A * N, x + V_B * N, y != nullptr, &yi);
+            if (y)
+                y[tok_off(p, b, t, h) + i] = yi;
+        }
+    }
+    if (state_out)
+#pragma unroll
+        for (int j = 0; j < CAP; j++)
+            if (EXACT || j < N)
+                state_out[soff + (size_t)i * N + j] = s[j];
+}
+
+/* ---- backward ------------------------------------------------------------------------------- */
+
+/* ws: per block SEG·N² floats, the value-major states before each token of the current segment.
+ * ckpt: the key-major chunk-start states (the forward's, or a replay's). */
+template <int CAP, bool EXACT, bool SEVEN>
+__global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads g, const float *dy,
+                                                           const float *dstate_out, const float *ckpt, float *ws,
+                                                           float *dstate_in)
+{
+    constexpr int NV = SEVEN ? 8 : 5;
+    constexpr int NVF = SEVEN ? 8 : 5; /* the replay stages into the same slot layout */
+    extern __shared__ __align__(16) float smem[];
+    const int N = EXACT ? CAP : p.N, GP = N + 1;
+    float *G = smem;                        /* [N][N+1]: ∂L/∂S, G[k*GP + i] = G_ki */
+    float *tile = G + (size_t)N * GP;       /* [SEG][NV][N] */
+    float *dsa = tile + (size_t)SEG * NV * N; /* [N] (wkv7) */
+    const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    const int nc = (p.T + p.L - 1) / p.L;
+    const float *ck = ckpt + (size_t)bh * nc * NN;
+    float *Sb = ws + (size_t)bh * SEG * NN;
+
+    for (int k = 0; k < N; k++) /* thread i fills column i (coalesced rows of dstate_out) */
+        G[k * GP + i] = dstate_out ? dstate_out[soff + (size_t)k * N + i] : 0.0f;
+
+    for (int c = nc - 1; c >= 0; c--) {
+        const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + SEG - 1) / SEG;
+        for (int q = nseg - 1; q >= 0; q--) {
+            const int s0 = cs + q * SEG, n = min(SEG, ce - s0);
+
+            /* 1. row i of the state at s0: the chunk checkpoint (key-major: ck[j][i] = S_ij), then a
+             * replay of this chunk's earlier segments (none when L ≤ SEG) */
+            float s[CAP];
+#pragma unroll
+            for (int j = 0; j < CAP; j++)
+                s[j] = (EXACT || j < N) ? ck[(size_t)c * NN + (size_t)j * N + i] : 0.0f;
+            for (int t0 = cs; t0 < s0; t0 += SEG) { /* s0 − cs is a multiple of SEG: full tiles */
+                __syncthreads();
+                stage_tokens(tile, NVF, p, N, b, h, t0, SEG, SEVEN, BV_V, -1, nullptr);
+                __syncthreads();
+                for (int tt = 0; tt < SEG; tt++) {
+                    const float *x = tile + (size_t)tt * NV * N;
+                    row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N, x + BV_K * N,
+                                                x + BV_A * N, x + BV_B * N, false, nullptr);
+                }
+            }
+
+            /* 2. the segment's tokens (with dy), and its states before each token into Sb */
+            __syncthreads();
+            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+            __syncthreads();
+            for (int tau = 0; tau < n; tau++) {
+                float *x = tile + (size_t)tau * NV * N;
+                float *row = Sb + (size_t)tau * NN + (size_t)i * N;
+#pragma unroll
+                for (int j = 0; j < CAP; j++)
+                    if (EXACT || j < N)
+                        row[j] = s[j];
+                const float sa = row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N,
+                                                             x + BV_K * N, x + BV_A * N, x + BV_B * N, false, nullptr);
+                if (SEVEN)
+                    x[BV_SA * N + i] = sa; /* slot written by thread i only */
+            }
+            __syncthreads(); /* Sb (global) and the sa slots are visible to the whole block */
+
+            /* 3. the reverse walk */
+            for (int tau = n - 1; tau >= 0; tau--) {
+                const float *x = tile + (size_t)tau * NV * N;
+                const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
+                const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
+                const float *Sp = Sb + (size_t)tau * NN; /* S_{t−1}, value-major */
+                const size_t o = tok_off(p, b, s0 + tau, h) + i;
+
+                /* phase A: row i of G' */
+                {
+                    const float dyi = dyt[i];
+                    const float *Gi = G + (size_t)i * GP;
+                    float dvi = 0.0f, dsai = 0.0f;
+                    for (int j = 0; j < N; j++) {
+                        const float gij = Gi[j] + dyi * r[j];
+                        dvi += gij * k[j];
+                        if (SEVEN)
+                            dsai += gij * bb[j];
+                    }
+                    g.v[o] += dvi;
+                    if (SEVEN)
+                        dsa[i] = dsai;
+                }
+                __syncthreads(); /* dsa complete; every row of G read before columns are rewritten */
+
+                /* phase B: column i (key i) */
+                {
+                    const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
+                    float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
+                    for (int kk = 0; kk < N; kk++) {
+                        const float dyk = dyt[kk], vk = v[kk];
+                        const float gk = G[kk * GP + i] + dyk * ri;
+                        const float sp = Sp[(size_t)kk * N + i];
+                        dd += gk * sp;
+                        dk += gk * vk;
+                        sdy += sp * dyk;
+                        vdy += vk * dyk;
+                        if (SEVEN) {
+                            const float sak = sav[kk], dsak = dsa[kk];
+                            db += gk * sak;
+                            da += sp * dsak;
+                            sady += sak * dyk;
+                            G[kk * GP + i] = gk * di + dsak * ai;
+                        } else {
+                            G[kk * GP + i] = gk * di;
+                        }
+                    }
+                    float dr = di * sdy + k[i] * vdy;
+                    if (SEVEN)
+                        dr += bb[i] * sady;
+                    g.r[o] += dr;
+                    g.logw[o] += dd * di;
+                    g.k[o] += dk;
+                    if (SEVEN) {
+                        g.b[o] += db;
+                        g.a[o] += da;
+                    }
+                }
+                __syncthreads(); /* columns rewritten before the next token reads rows; dsa consumed */
+            }
+        }
+    }
+    if (dstate_in)
+        for (int k = 0; k < N; k++)
+            dstate_in[soff + (size_t)k * N + i] += G[k * GP + i];
+}
+
+/* ---- launchers ------------------------------------------------------------------------------ */
+
+size_t fwd_smem(int N, bool seven) { return sizeof(float) * (size_t)SEG * (seven ? 6 : 4) * N; }
+size_t bwd_smem(int N, bool seven)
+{
+    return sizeof(float) * ((size_t)N * (N + 1) + (size_t)SEG * (seven ? 8 : 5) * N + (size_t)N);
+}
+
+template <int CAP, bool EXACT, bool SEVEN>
+cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                           float *state_out, float *ckpt)
+{
+    auto kern = wkv_forward_kernel<CAP, EXACT, SEVEN>;
+    const size_t sm = fwd_smem(p.N, SEVEN);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, p.N, sm, st>>>(p, state_in, y, state_out, ckpt);
+    return cudaGetLastError();
+}
+
+template <int CAP, bool EXACT, bool SEVEN>
+cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                            const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    auto kern = wkv_backward_kernel<CAP, EXACT, SEVEN>;
+    const size_t sm = bwd_smem(p.N, SEVEN);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, p.N, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return cudaGetLastError();
+}
+
+/* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */
+template <bool SEVEN>
+cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                             float *state_out, float *ckpt)
+{
+    if (p.N == 64)
+        return launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+    if (p.N == 128)
+        return launch_forward<128, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+    if (p.N <= 32)
+        return launch_forward<32, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+    if (p.N <= 64)
+        return launch_forward<64, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+    return launch_forward<128, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+}
+
+template <bool SEVEN>
+cudaError_t dispatch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                              const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    if (p.N == 64)
+        return launch_backward<64, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    if (p.N == 128)
+        return launch_backward<128, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    if (p.N <= 32)
+        return launch_backward<32, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    if (p.N <= 64)
+        return launch_backward<64, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return launch_backward<128, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+}
+
+bool dims_ok(const rl_wkv_dims *d)
+{
+    return d->batch > 0 && d->seq > 0 && d->heads > 0 && d->head_dim >= 1 && d->head_dim <= 128 && d->chunk >= 0 &&
+           (long long)d->batch * d->heads <= 0x7fffffffLL;
+}
+
+wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
+{
+    wkv_args p;
+    p.T = d->seq, p.H = d->heads, p.N = d->head_dim, p.L = d->chunk ? d->chunk : RL_WKV_DEFAULT_CHUNK;
+    p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
+    return p;
+}
+
+template <bool SEVEN>
+cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
+                        const rl_wkv_in *in, const float *state_in)
+{
+    if (!dims_ok(d))
+        return cudaErrorInvalidValue;
+    return dispatch_forward<SEVEN>(st, make_args(d, in), d->batch * d->heads, state_in, y, state_out, ckpt);
+}
+
+/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·SEG·N²]. */
+template <bool SEVEN>
+cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
+                         float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
+                         const float *state_in, const float *ckpt)
+{
+    if (!dims_ok(d))
+        return cudaErrorInvalidValue;
+    const int BH = d->batch * d->heads, N = d->head_dim;
+    const wkv_args p = make_args(d, in);
+    const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
+    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * SEG * NN;
+    float *buf = (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg));
+    if (!buf)
+        return cudaErrorMemoryAllocation;
+    if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states */
+        cudaError_t e = dispatch_forward<SEVEN>(st, p, BH, state_in, nullptr, nullptr, buf);
+        if (e != cudaSuccess)
+            return e;
+        ckpt = buf;
+    }
+    wkv_grads gr;
+    gr.r = g->r, gr.logw = g->logw, gr.k = g->k, gr.v = g->v, gr.a = g->a, gr.b = g->b;
+    return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in);
+}
+
+} // namespace
+
+extern "C" {
+
+void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes)
+{
+    if (bytes == 0)
+        bytes = 1;
+    if (ws->ptr && ws->bytes >= bytes)
+        return ws->ptr;
+    if (ws->ptr) { /* queued kernels may still read the old buffer */
+        if (cudaStreamSynchronize(st) != cudaSuccess)
+            return nullptr;
+        cudaFree(ws->ptr);
+        ws->ptr = nullptr, ws->bytes = 0;
+    }
+    const size_t mib = (size_t)1 << 20;
+    bytes = (bytes + mib - 1) / mib * mib; /* round up: fewer regrowths for slowly growing requests */
+    void *p = nullptr;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError(); /* the launcher reports cudaErrorMemoryAllocation itself */
+        return nullptr;
+    }
+    ws->ptr = p, ws->bytes = bytes;
+    return p;
+}
+
+cudaError_t rlc_wkv7_forward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, float *y, float *state_out,
+                             float *ckpt, const rl_wkv_in *in, const float *state_in)
+{
+    (void)ws;
+    return wkv_forward<true>(st, d, y, state_out, ckpt, in, state_in);
+}
+
+cudaError_t rlc_wkv7_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
+                              float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
+                              const float *state_in, const float *ckpt)
+{
+    return wkv_backward<true>(st, ws, d, g, dstate_in, dy, dstate_out, in, state_in, ckpt);
+}
+
+cudaError_t rlc_wkv6_forward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, float *y, float *state_out,
+                             float *ckpt, const rl_wkv_in *in, const float *state_in)
+{
+    (void)ws;
+    return wkv_forward<false>(st, d, y, state_out, ckpt, in, state_in);
+}
+
+cudaError_t rlc_wkv6_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
+                              float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
+                              const float *state_in, const float *ckpt)
+{
+    return wkv_backward<false>(st, ws, d, g, dstate_in, dy, dstate_out, in, state_in, ckpt);
+}
+
+} // extern "C"
