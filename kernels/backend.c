@@ -47,10 +47,17 @@ int rl_backend_create(rl_backend **out, const rl_backend_options *opt, char *err
     rl_backend_options dflt = {0};
     if (!opt)
         opt = &dflt;
-    if (opt->kind != RL_BACKEND_CPU) {
-        snprintf(err, errlen, "backend: CUDA is not built into this binary; use the CPU backend");
+    if (opt->kind != RL_BACKEND_CPU && opt->kind != RL_BACKEND_CUDA) {
+        snprintf(err, errlen, "backend: unknown backend kind %d", (int)opt->kind);
+        return RL_EINVAL;
+    }
+#ifndef RL_HAVE_CUDA
+    if (opt->kind == RL_BACKEND_CUDA) {
+        snprintf(err, errlen, "backend: CUDA is not built into this binary (configure with -Dcuda=enabled on a "
+                 "machine with nvcc); use the CPU backend");
         return RL_ENOTSUP;
     }
+#endif
     if (opt->num_threads < 0) {
         snprintf(err, errlen, "backend: num_threads=%d must be >= 0 (0 = OMP_NUM_THREADS or all cores)",
                  opt->num_threads);
@@ -61,7 +68,13 @@ int rl_backend_create(rl_backend **out, const rl_backend_options *opt, char *err
         snprintf(err, errlen, "backend: out of memory");
         return RL_ENOMEM;
     }
-    int rc = rl__cpu_init(be, opt, err, errlen);
+    int rc;
+#ifdef RL_HAVE_CUDA
+    if (opt->kind == RL_BACKEND_CUDA)
+        rc = rl__cuda_init(be, opt, err, errlen);
+    else
+#endif
+        rc = rl__cpu_init(be, opt, err, errlen);
     if (rc < 0) {
         free(be);
         return rc;
@@ -150,6 +163,7 @@ static void prof_add(rl_backend *be, const char *op, const rl_gemm *g, double se
     do {                                                                                                     \
         if (!be->profile)                                                                                    \
             return call;                                                                                     \
+        be->ops->sync(be); /* a device backend: earlier queued work is not this op's time */                \
         double t0_ = now_seconds();                                                                          \
         int rc_ = call;                                                                                      \
         be->ops->sync(be);                                                                                   \

@@ -117,5 +117,7 @@ struct rl_backend {
 int rl__fail(rl_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
+/* kernels/cuda/cuda_backend.cu; only in builds with RL_HAVE_CUDA */
+int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
 
 #endif
