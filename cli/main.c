@@ -36,6 +36,7 @@ static const struct verb {
     {"init-model", cmd_init_model, "init-model --arch qwen2|qwen3|llama ... --out DIR                     write a random model"},
     {"score", cmd_score, "score --model DIR (--tokens FILE | --ids ...)                          cross-entropy / perplexity"},
     {"generate", cmd_generate, "generate --model DIR --prompt TEXT [--max-tokens N --temperature T ...] stream text (teacher or student)"},
+    {"plan", cmd_plan, "plan --teacher DIR --arch rwkv7|rwkv6 --gpu-mem 80G [--ranks N --seq-len L ...]     memory per rank of steps 1-3"},
     {"inspect", cmd_inspect, "inspect DIR [--json]                                                    summary of a model or checkpoint folder (verified)"},
 #endif
 };
