@@ -15,15 +15,22 @@ def ensure_slurm():
     return None
 
 
-def slurm_jobs(name_prefix="radlads-pool-"):
-    """{slurm job id: state} of the queue's radlads pools (pending, running or completing)."""
-    r = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, check=True)
+def slurm_jobs(state_dir):
+    """{slurm job id: state} of the radlads pools in the queue (pending, running or completing) that the daemon
+    with this state dir submitted (their batch script lives in STATE/pools)."""
+    r = subprocess.run(["squeue", "-h", "-o", "%i %j %T %o"], capture_output=True, text=True, check=True)
     out = {}
     for line in r.stdout.splitlines():
-        jid, name, state = line.split()
-        if name.startswith(name_prefix):
+        jid, name, state, command = line.split(None, 3)
+        if name.startswith("radlads-pool-") and command.startswith(os.path.join(state_dir, "pools") + "/"):
             out[jid] = state
     return out
+
+
+def cancel_leftovers(state_dir):
+    """After a test: pools outlive their daemon by design (they re-attach to the next one); a test's must not."""
+    for jid in slurm_jobs(state_dir):
+        subprocess.run(["scancel", jid])
 
 
 def slurm_state(jid):

@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import POOLSIM, Daemon, fixture, run, wait_for  # noqa: E402
-from slurmfix import ensure_slurm, slurm_jobs, slurm_state  # noqa: E402
+from slurmfix import cancel_leftovers, ensure_slurm, slurm_jobs, slurm_state  # noqa: E402
 from test_launcher import launched_processes, with_mode  # noqa: E402
 
 
@@ -42,12 +42,13 @@ def test_slurm_pool_runs_the_job_and_is_retired(root):
         log = open(os.path.join(d.state, "pools", script[0].replace(".sbatch", ".log"))).read()
         assert "poolsim: rank 1 of 2 waiting" in log, log[-2000:]
         # idle and nothing to run: scancel'ed, gone from the queue, no rank left
-        wait_for(lambda: sid not in slurm_jobs(), timeout=30, what=f"Slurm job {sid} to leave the queue")
+        wait_for(lambda: sid not in slurm_jobs(d.state), timeout=30, what=f"Slurm job {sid} to leave the queue")
         wait_for(lambda: not launched_processes(d.state), timeout=15, what="every rank to exit")
         print(f"  Slurm job {sid}: {slurm_state(sid) or 'purged'} after the pool was retired")
         assert d.json("daemon-status")["pools"] == 0
     finally:
         d.stop()
+        cancel_leftovers(d.state)
 
 
 def test_cancel_scancels_the_pool(root):
@@ -58,18 +59,19 @@ def test_cancel_scancels_the_pool(root):
         jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
         wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
         sid = slurm_id_of(d)
-        assert slurm_jobs().get(sid) == "RUNNING", (sid, slurm_jobs())
+        assert slurm_jobs(d.state).get(sid) == "RUNNING", (sid, slurm_jobs(d.state))
         procs = launched_processes(d.state)
         assert len([p for p in procs if "poolsim" in p[1].split()[0]]) == 2, procs
         t0 = time.time()
         d.cli("cancel", jid)
         wait_for(lambda: d.json("show", jid)["state"] == "CANCELLED", timeout=20, what="CANCELLED")
-        wait_for(lambda: sid not in slurm_jobs(), timeout=30, what=f"Slurm job {sid} to leave the queue")
+        wait_for(lambda: sid not in slurm_jobs(d.state), timeout=30, what=f"Slurm job {sid} to leave the queue")
         wait_for(lambda: not launched_processes(d.state), timeout=15, what="every rank to exit")
         print(f"  Slurm job {sid} and all {len(procs)} processes gone {time.time() - t0:.1f} s after cancel")
         wait_for(lambda: f"(Slurm job {sid}) ended" in d.log(), timeout=15, what="the daemon to see the Slurm job end")
     finally:
         d.stop()
+        cancel_leftovers(d.state)
 
 
 def test_slurm_job_that_fails_holds_the_job(root):
@@ -81,9 +83,10 @@ def test_slurm_job_that_fails_holds_the_job(root):
         ev = [e for e in d.json("events", jid)["events"] if e["to"] == "HELD"]
         reason = ev[-1]["reason"]
         assert "failed to start 3 times" in reason and "Slurm job" in reason and "FAILED" in reason, reason
-        assert not slurm_jobs()
+        assert not slurm_jobs(d.state)
     finally:
         d.stop()
+        cancel_leftovers(d.state)
 
 
 def test_bad_sbatch_option_holds_the_job_with_sbatch_message(root):
@@ -96,6 +99,7 @@ def test_bad_sbatch_option_holds_the_job_with_sbatch_message(root):
         assert "sbatch failed" in reason and "partition" in reason.lower(), reason
     finally:
         d.stop()
+        cancel_leftovers(d.state)
 
 
 if __name__ == "__main__":
