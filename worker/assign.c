@@ -104,6 +104,11 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
     if (!sched || (strcmp(sched, "cos") && strcmp(sched, "linear") && strcmp(sched, "flat")))
         return fail(err, errlen, "stage_json: \"schedule\" must be cos, linear or flat");
     to->lr.kind = !strcmp(sched, "cos") ? RL_LR_COS : !strcmp(sched, "linear") ? RL_LR_LINEAR : RL_LR_FLAT;
+    double zero = 0; /* optional: stage JSON from before ZeRO-1 has none */
+    if (json_object_get(st, "zero") && (num_field(st, "zero", &zero) < 0 || (zero != 0 && zero != 1)))
+        return fail(err, errlen, "stage_json: \"zero\" must be 0 or 1 (1 = ZeRO-1: optimizer state sharded over the "
+                    "ranks)");
+    to->zero = (int)zero;
     const char *loss = str_field(st, "loss"), *train = str_field(st, "train");
     to->loss_mse = loss && !strcmp(loss, "mse");
     to->train_decay_shift = train && !strcmp(train, "decay_shift");

@@ -1,5 +1,5 @@
-/* comm.c — the ranks of a pool: MPI start-up, the gradient all-reduce hook, and the few collectives the
- * pool's control flow needs.
+/* comm.c — the ranks of a pool: MPI start-up, the gradient all-reduce hook (and ZeRO-1's reduce-scatter,
+ * all-gather and checkpoint gather), and the few collectives the pool's control flow needs.
  *
  * Open MPI's blocking collectives spin while they wait.  That is right inside a training step (the wait
  * is short and the peer is working), but wrong where ranks wait for rank 0 for seconds or hours: for the
@@ -144,6 +144,66 @@ int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t err
         buf += part, n -= (size_t)part;
     }
     return 0;
+}
+
+/* Per-rank counts and offsets as MPI's ints: every rank's piece and their sum must fit one. */
+static int mpi_counts(const size_t *counts, int **c, int **displs, char *err, size_t errlen)
+{
+    int world = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    *c = malloc(sizeof **c * (size_t)world), *displs = malloc(sizeof **displs * (size_t)world);
+    if (!*c || !*displs) {
+        free(*c), free(*displs);
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    size_t at = 0;
+    for (int r = 0; r < world; r++) {
+        (*c)[r] = (int)counts[r], (*displs)[r] = (int)at;
+        at += counts[r];
+        if (counts[r] > (size_t)INT_MAX || at > (size_t)INT_MAX) {
+            free(*c), free(*displs);
+            snprintf(err, errlen, "a collective of %zu floats is larger than MPI allows in one call: use smaller "
+                     "--bucket-floats (at most %d)", at, INT_MAX);
+            return RL_EINVAL;
+        }
+    }
+    return 0;
+}
+
+int rl_comm_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
+                               size_t errlen)
+{
+    (void)ctx;
+    int *c, *displs, rc = mpi_counts(counts, &c, &displs, err, errlen);
+    if (rc)
+        return rc;
+    int r = MPI_Reduce_scatter(buf, recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    free(c), free(displs);
+    return r == MPI_SUCCESS ? 0 : (mpi_fail(r, "MPI_Reduce_scatter", err, errlen), RL_EINVAL);
+}
+
+int rl_comm_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen)
+{
+    (void)ctx;
+    int *c, *displs, rc = mpi_counts(counts, &c, &displs, err, errlen);
+    if (rc)
+        return rc;
+    int r = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c, displs, MPI_FLOAT, MPI_COMM_WORLD);
+    free(c), free(displs);
+    return r == MPI_SUCCESS ? 0 : (mpi_fail(r, "MPI_Allgatherv", err, errlen), RL_EINVAL);
+}
+
+int rl_comm_gather_floats(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen)
+{
+    (void)ctx;
+    int rank = 0, *c, *displs, rc = mpi_counts(counts, &c, &displs, err, errlen);
+    if (rc)
+        return rc;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int r = MPI_Gatherv(send, c[rank], MPI_FLOAT, recv, c, displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    free(c), free(displs);
+    return r == MPI_SUCCESS ? 0 : (mpi_fail(r, "MPI_Gatherv", err, errlen), RL_EINVAL);
 }
 
 static int wait_sleeping(MPI_Request *req, const char *what, char *err, size_t errlen)

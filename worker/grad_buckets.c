@@ -8,14 +8,15 @@
  * time-mix tensors align trains, or the seam between two arenas) is packed into a staging buffer,
  * reduced, and unpacked.  The plan depends only on the model and the bucket size, so every rank (and every resumed
  * run) reduces exactly the same element groups in the same order.  A NCCL transport reuses the plan as
- * is: the staging buffer is backend memory and the packing uses rl_copy. */
+ * is: the staging buffer is backend memory and the packing uses rl_copy.  ZeRO-1 (zero.c) reduce-scatters
+ * and all-gathers the same buckets. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "trainer_int.h"
 
-static int add_span(rl__grad_buckets *b, int *cap, float *ptr, size_t n)
+static int add_span(rl__grad_buckets *b, int *cap, float *ptr, float *param, size_t n)
 {
     if (b->n_spans == *cap) {
         int nc = *cap ? *cap * 2 : 16;
@@ -24,7 +25,7 @@ static int add_span(rl__grad_buckets *b, int *cap, float *ptr, size_t n)
             return RL_ENOMEM;
         b->spans = ns, *cap = nc;
     }
-    b->spans[b->n_spans++] = (rl__span){.ptr = ptr, .n = n};
+    b->spans[b->n_spans++] = (rl__span){.ptr = ptr, .param = param, .n = n};
     return 0;
 }
 
@@ -39,9 +40,9 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
     int cap = 0, rc = 0, bcap = 0;
     size_t fill = B; /* the current bucket is full: the next piece opens a new one */
     for (int i = 0; i < t->n_t && !rc;) {
-        float *run = t->t[i].grad;
-        size_t run_n = 0;
-        while (i < t->n_t && t->t[i].grad == run + run_n)
+        float *run = t->t[i].grad, *prun = t->t[i].param;
+        size_t run_n = 0; /* a run is adjacent in the gradients and in the parameters (ZeRO-1 gathers those) */
+        while (i < t->n_t && t->t[i].grad == run + run_n && t->t[i].param == prun + run_n)
             run_n += t->t[i++].count;
         b->total += run_n;
         for (size_t off = 0; off < run_n && !rc;) {
@@ -59,7 +60,7 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
                 fill = 0;
             }
             size_t piece = run_n - off < B - fill ? run_n - off : B - fill;
-            rc = add_span(b, &cap, run + off, piece);
+            rc = add_span(b, &cap, run + off, prun + off, piece);
             rl__bucket *cur = &b->buckets[b->n_buckets - 1];
             cur->count++, cur->floats += piece;
             off += piece, fill += piece;

@@ -42,6 +42,7 @@ static void usage(FILE *f)
                "  --valid-windows 256 --valid-every N (default: --checkpoint-every): validation loss\n"
                "  (next-token CE in windows of --seq-len, as `radlads score --window`) at those steps and the end\n"
                "  --bucket-floats N (gradient all-reduce bucket size under mpirun; default 1048576)\n"
+               "  --zero 0|1 (1 = ZeRO-1 under mpirun: each rank keeps the AdamW state of its shard only)\n"
                "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
                "Under mpirun every rank trains batch/ranks sequences of each step and the gradients are summed.\n"
                "\n"
@@ -183,7 +184,9 @@ static int run_stage(const char *stage, const char *teacher, const char *arch, c
     to->rank = comm->rank, to->world = comm->world;
     if (!to->threads)
         to->threads = comm->threads;
-    rl_train_hooks hooks = {.ctx = comm, .allreduce_sum = rl_comm_allreduce_sum};
+    rl_train_hooks hooks = {.ctx = comm, .allreduce_sum = rl_comm_allreduce_sum,
+                            .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
+                            .gather = rl_comm_gather_floats};
     char terr[2048];
     if (rl_train_run(to, comm->world > 1 ? &hooks : NULL, terr, sizeof terr) != 0) {
         if (comm->world > 1)
@@ -199,7 +202,8 @@ static int cmd_run(int argc, char **argv)
 {
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
-           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET };
+           O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET,
+           O_ZERO };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
@@ -213,7 +217,7 @@ static int cmd_run(int argc, char **argv)
         {"stop-after", 1, 0, O_STOP}, {"log-every", 1, 0, O_LOG}, {"trace-samples", 0, 0, O_TRACE},
         {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {"valid", 1, 0, O_VALID},
         {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {"bucket-floats", 1, 0, O_BUCKET},
-        {0, 0, 0, 0}};
+        {"zero", 1, 0, O_ZERO}, {0, 0, 0, 0}};
     const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
     char *data = NULL;
     long attn = 0, seed = 0, v = 0;
@@ -292,6 +296,7 @@ static int cmd_run(int argc, char **argv)
         case O_VWIN: bad = parse_int("--valid-windows", optarg, 0, 1L << 30, &v), to.valid_windows = (int)v; break;
         case O_VEVERY: bad = parse_int("--valid-every", optarg, 0, 1L << 40, &v), to.valid_every = v; break;
         case O_BUCKET: bad = parse_int("--bucket-floats", optarg, 1, 1L << 40, &v), to.bucket_floats = (size_t)v; break;
+        case O_ZERO: bad = parse_int("--zero", optarg, 0, 1, &v), to.zero = (int)v; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

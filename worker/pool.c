@@ -187,7 +187,9 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
     Radlads__StageAssignment *a = radlads__stage_assignment__unpack(NULL, len, buf);
     rank_result mine = {0}, *all = NULL;
     rl_train_hooks hooks = {.ctx = p, .allreduce_sum = rl_comm_allreduce_sum, .progress = hook_progress,
-                            .checkpoint = hook_checkpoint, .control = hook_control, .log = hook_log};
+                            .checkpoint = hook_checkpoint, .control = hook_control, .log = hook_log,
+                            .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
+                            .gather = rl_comm_gather_floats};
     rl_stage_ctx sctx = {.comm = p->comm, .hooks = &hooks, .bucket_floats = bucket_floats};
     p->last_loss = 0, p->last_sent_ms = 0;
     if (!a) {

@@ -7,6 +7,7 @@
  *   gradients accumulate over micro-batches (each the gradient of its own mean loss) and are summed over
  *   ranks, so the step's gradient is Σ/(A·world): that factor and the clip factor min(1, clip/‖g‖) are
  *   folded into AdamW's grad_scale. ‖g‖ is the global L2 norm over the trainable tensors.
+ * With zero = 1 on several ranks the sum is a reduce-scatter and each rank updates its shard (zero.c).
  * Resume needs only the step: data position g = step·B, tokens = step·B·T, and the schedule are functions
  * of it; weights and AdamW moments come from the checkpoint in fp32, so a resumed CPU run is bit-exact. */
 #include <errno.h>
@@ -138,14 +139,17 @@ static int build_tensors(rl__trainer *t, char *err, size_t errlen)
     if (t->n_t == 0)
         return fail(err, errlen, RL_EINVAL, "%s: no tensor of this model trains in this stage (train=%s)",
                     rl_train_stage_name(t->o->stage), t->o->train_decay_shift ? "decay_shift" : "all");
-    t->opt_n = off;
-    t->opt_m = rl_malloc(t->be, sizeof(float) * off);
-    t->opt_v = rl_malloc(t->be, sizeof(float) * off);
+    int rc = rl__zero_shard(t, off, err, errlen);
+    if (rc)
+        return rc;
+    const size_t n = t->opt_n = t->zero.end - t->zero.begin;
+    t->opt_m = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
+    t->opt_v = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
     if (!t->opt_m || !t->opt_v) {
         rl_backend_clear_error(t->be);
-        return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments (%zu floats)", off);
+        return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments (%zu floats)", n);
     }
-    return rl_zero(t->be, t->opt_m, sizeof(float) * off) | rl_zero(t->be, t->opt_v, sizeof(float) * off);
+    return rl_zero(t->be, t->opt_m, sizeof(float) * n) | rl_zero(t->be, t->opt_v, sizeof(float) * n);
 }
 
 /* ---- checkpoints ---- */
@@ -157,42 +161,63 @@ static int save_model(const rl__trainer *t, const char *dir, char *err, size_t e
     return rl_model_save(t->m, dir, RL_DTYPE_F32, 0, err, errlen);
 }
 
-static int save_optimizer(const rl__trainer *t, const char *path, char *err, size_t errlen)
+/* optimizer.safetensors: exp_avg.NAME and exp_avg_sq.NAME of every trainable tensor, whole.  Unsharded,
+ * rank 0 alone calls it.  Sharded (ZeRO-1), every rank calls it and runs the same gathers, and rank 0
+ * writes what it gathers; path is NULL on the other ranks, and on rank 0 when the checkpoint already
+ * failed (it still takes part in the gathers, writes nothing, and the caller keeps its first error). */
+static int save_optimizer(rl__trainer *t, const rl_train_hooks *hooks, const char *path, char *err, size_t errlen)
 {
-    rl_st_entry *ents = calloc((size_t)t->n_t * 2, sizeof *ents);
-    char (*names)[112] = calloc((size_t)t->n_t * 2, sizeof *names);
-    size_t maxc = 1;
-    int rc = ents && names ? 0 : fail(err, errlen, RL_ENOMEM, "out of memory");
-    for (int k = 0; k < 2 && !rc; k++)
-        for (int i = 0; i < t->n_t; i++) {
-            const rl__tensor *x = &t->t[i];
-            int j = k * t->n_t + i;
-            snprintf(names[j], sizeof names[j], "%s.%s", k ? "exp_avg_sq" : "exp_avg", x->name);
-            ents[j] = (rl_st_entry){.name = names[j], .dtype = RL_DTYPE_F32, .ndim = x->entry->ndim};
-            memcpy(ents[j].shape, x->entry->shape, sizeof x->entry->shape);
-            maxc = x->count > maxc ? x->count : maxc;
-        }
+    const int sharded = t->zero.on, root = t->o->rank == 0 || !sharded;
+    size_t maxc = 1, maxown = 1;
+    for (int i = 0; i < t->n_t; i++) {
+        size_t first, own = rl__owned(t, &t->t[i], &first);
+        maxc = t->t[i].count > maxc ? t->t[i].count : maxc;
+        maxown = own > maxown ? own : maxown;
+    }
+    float *h = root ? malloc(sizeof(float) * maxc) : NULL, *send = sharded ? malloc(sizeof(float) * maxown) : NULL;
+    int crc = 0, wrc = 0; /* a collective failed (every rank stops); the file could not be written (rank 0) */
+    float nomem = (root && !h) || (sharded && !send) ? 1.0f : 0.0f;
+    if (sharded) /* a rank without its buffers cannot take part: all of them learn it before the gathers */
+        crc = hooks->allreduce_sum(hooks->ctx, &nomem, 1, err, errlen);
+    if (!crc && nomem > 0)
+        crc = fail(err, errlen, RL_ENOMEM, "out of memory gathering the optimizer state (%zu floats)", maxc);
     rl_st_writer *w = NULL;
-    if (!rc)
-        rc = rl_st_writer_open(&w, path, ents, t->n_t * 2, NULL, 0, err, errlen);
-    float *h = rc ? NULL : malloc(sizeof(float) * maxc);
-    if (!rc && !h)
-        rc = fail(err, errlen, RL_ENOMEM, "out of memory");
-    for (int k = 0; k < 2 && !rc; k++)
-        for (int i = 0; i < t->n_t && !rc; i++) {
+    if (!crc && path) {
+        rl_st_entry *ents = calloc((size_t)t->n_t * 2, sizeof *ents);
+        char (*names)[112] = calloc((size_t)t->n_t * 2, sizeof *names);
+        wrc = ents && names ? 0 : fail(err, errlen, RL_ENOMEM, "out of memory");
+        for (int k = 0; k < 2 && !wrc; k++)
+            for (int i = 0; i < t->n_t; i++) {
+                const rl__tensor *x = &t->t[i];
+                int j = k * t->n_t + i;
+                snprintf(names[j], sizeof names[j], "%s.%s", k ? "exp_avg_sq" : "exp_avg", x->name);
+                ents[j] = (rl_st_entry){.name = names[j], .dtype = RL_DTYPE_F32, .ndim = x->entry->ndim};
+                memcpy(ents[j].shape, x->entry->shape, sizeof x->entry->shape);
+            }
+        if (!wrc)
+            wrc = rl_st_writer_open(&w, path, ents, t->n_t * 2, NULL, 0, err, errlen);
+        free(ents), free(names);
+    }
+    for (int k = 0; k < 2 && !crc && (sharded || !wrc); k++)
+        for (int i = 0; i < t->n_t && !crc && (sharded || !wrc); i++) {
             const rl__tensor *x = &t->t[i];
-            rc = rl_download(t->be, h, (k ? t->opt_v : t->opt_m) + x->moment_offset, x->count * sizeof(float));
-            if (!rc)
-                rc = rl_st_writer_append(w, h, x->count, err, errlen);
+            const float *mom = k ? t->opt_v : t->opt_m;
+            if (sharded)
+                crc = rl__zero_gather_tensor(t, hooks, mom, x, send, h, err, errlen);
+            else
+                wrc = rl_download(t->be, h, mom + x->moment_offset, x->count * sizeof(float));
+            if (!crc && !wrc && w)
+                wrc = rl_st_writer_append(w, h, x->count, err, errlen);
         }
-    if (w && rc)
+    if (w && (crc || wrc))
         rl_st_writer_abort(w);
     else if (w)
-        rc = rl_st_writer_finish(w, err, errlen);
-    free(h), free(ents), free(names);
-    return rc;
+        wrc = rl_st_writer_finish(w, err, errlen);
+    free(h), free(send);
+    return crc ? crc : wrc;
 }
 
+/* Every rank reads the whole tensors and keeps the moments of its shard. */
 static int load_optimizer(rl__trainer *t, const char *path, char *err, size_t errlen)
 {
     rl_safetensors *st;
@@ -204,10 +229,14 @@ static int load_optimizer(rl__trainer *t, const char *path, char *err, size_t er
             const rl__tensor *x = &t->t[i];
             char name[112];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", x->name);
-            float *h = malloc(sizeof(float) * (x->count ? x->count : 1));
+            size_t first, n = rl__owned(t, x, &first);
+            if (!n)
+                continue;
+            float *h = malloc(sizeof(float) * x->count);
             rc = h ? rl_st_read_f32(st, name, h, x->entry->ndim, x->entry->shape, err, errlen) : RL_ENOMEM;
             if (!rc)
-                rc = rl_upload(t->be, (k ? t->opt_v : t->opt_m) + x->moment_offset, h, x->count * sizeof(float));
+                rc = rl_upload(t->be, (k ? t->opt_v : t->opt_m) + x->moment_offset + first - t->zero.begin,
+                               h + first, n * sizeof(float));
             free(h);
         }
     rl_st_close(st);
@@ -225,18 +254,24 @@ static json_t *run_identity(const rl_train_opts *o, int64_t total_tokens)
                      o->lr.lr_wait, "lr_endpoint", o->lr.lr_endpoint, "warmup", (json_int_t)o->lr.warmup_steps);
 }
 
+/* Rank 0 writes the checkpoint; sharded (ZeRO-1), the other ranks call it too, to send their moments. */
 static int write_checkpoint(rl__trainer *t, const char *ckdir, int64_t step, int64_t tokens, int64_t total_tokens,
                             double lr, double lr2, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
-    char tmp[4096], path[4096], f[4200];
-    int rc = rl_ckpt_begin(ckdir, step, tmp, sizeof tmp, err, errlen);
-    if (rc)
-        return RL_EINVAL;
-    rc = save_model(t, tmp, err, errlen);
-    if (!rc) {
+    char tmp[4096] = "", path[4096], f[4200];
+    const int root = t->o->rank == 0;
+    const int begun = !root || rl_ckpt_begin(ckdir, step, tmp, sizeof tmp, err, errlen) == 0;
+    int rc = begun ? 0 : RL_EINVAL;
+    if (root && !rc)
+        rc = save_model(t, tmp, err, errlen);
+    if (begun || t->zero.on) { /* a rank 0 that failed still takes part in the gathers, with its first error */
+        char e2[512] = "";
         snprintf(f, sizeof f, "%s/optimizer.safetensors", tmp);
-        rc = save_optimizer(t, f, err, errlen);
+        int r2 = save_optimizer(t, hooks, root && !rc ? f : NULL, rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
     }
+    if (!root || !begun)
+        return rc;
     if (!rc) {
         json_t *j = json_pack("{s:o, s:f, s:f}", "run", run_identity(t->o, total_tokens), "lr", lr, "lr2", lr2);
         snprintf(f, sizeof f, "%s/train_state.json", tmp);
@@ -428,6 +463,7 @@ static void destroy(rl__trainer *t)
 {
     rl__stage_release(t);
     rl__buckets_free(t);
+    rl__zero_free(t);
     if (t->be) {
         rl_free(t->be, t->opt_m);
         rl_free(t->be, t->opt_v);
@@ -481,6 +517,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         o.world = 1;
     if (o.world > 1 && (!hooks || !hooks->allreduce_sum))
         return fail(err, errlen, RL_EINVAL, "%d ranks need an all-reduce (hooks.allreduce_sum)", o.world);
+    if (o.world > 1 && o.zero && (!hooks->reduce_scatter_sum || !hooks->allgather || !hooks->gather))
+        return fail(err, errlen, RL_EINVAL, "zero=1 on %d ranks needs hooks.reduce_scatter_sum, allgather and gather",
+                    o.world);
     if (o.lr.lr2_init < 0)
         o.lr.lr2_init = o.lr.lr_init;
     if (o.lr.lr2_final < 0)
@@ -531,6 +570,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         rc = build_tensors(&t, err, errlen);
     if (!rc && o.world > 1)
         rc = rl__buckets_plan(&t, o.bucket_floats, err, errlen);
+    if (!rc && o.world > 1)
+        rc = rl__zero_plan(&t, err, errlen);
     if (!rc && ckpt[0]) {
         snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
         rc = load_optimizer(&t, path, err, errlen);
@@ -551,19 +592,33 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rc = fail(err, errlen, RL_EINVAL, "%s: cannot open for writing (%s)", path, strerror(errno));
     }
     int64_t step = ckpt[0] ? info.step : 0;
+    size_t opt_bytes = 0; /* the largest rank's AdamW moments: what each rank needs */
+    for (int r = 0; !rc && r < (t.zero.on ? o.world : 1); r++) {
+        size_t n = t.zero.on ? t.zero.bounds[r + 1] - t.zero.bounds[r] : t.opt_n;
+        opt_bytes = 2 * sizeof(float) * n > opt_bytes ? 2 * sizeof(float) * n : opt_bytes;
+    }
     if (!rc && o.rank == 0) {
         int64_t n_train = 0;
         for (int i = 0; i < t.n_t; i++)
             n_train += (int64_t)t.t[i].count;
-        char ranks[160] = "";
+        char ranks[192] = "";
         if (o.world > 1)
-            snprintf(ranks, sizeof ranks, "; %d ranks × %d sequences, gradients summed in %d all-reduce buckets "
-                     "of ≤ %zu floats (%d packed)", o.world, local, t.buckets.n_buckets, t.buckets.bucket_floats,
-                     t.buckets.n_packed);
+            snprintf(ranks, sizeof ranks, "; %d ranks × %d sequences, gradients summed in %d %s buckets of ≤ %zu "
+                     "floats (%d packed)", o.world, local, t.buckets.n_buckets,
+                     t.zero.on ? "reduce-scatter" : "all-reduce", t.buckets.bucket_floats, t.buckets.n_packed);
         say(hooks, "info", "%s: %s%lld steps × %d sequences × %d tokens = %lld tokens; %d micro-batches of %d; %lld "
             "trainable parameters in %d tensors%s", rl_train_stage_name(o.stage), ckpt[0] ? "resuming; " : "",
             (long long)total_steps, o.batch, T, (long long)total_tokens, A, o.micro_batch, (long long)n_train, t.n_t,
             ranks);
+        if (t.zero.on)
+            say(hooks, "info", "%s: optimizer state (AdamW m and v, fp32): %zu bytes per rank (ZeRO-1: each rank "
+                "keeps its shard of ≤ %zu of the %lld trainable floats; %lld bytes unsharded)",
+                rl_train_stage_name(o.stage), opt_bytes, opt_bytes / 8, (long long)n_train,
+                (long long)n_train * 8);
+        else
+            say(hooks, "info", "%s: optimizer state (AdamW m and v, fp32): %zu bytes per rank (%s)",
+                rl_train_stage_name(o.stage), opt_bytes, o.world > 1 ? "every rank keeps all of it; zero=1 shards it"
+                : o.zero ? "one rank: zero=1 has nothing to shard" : "one rank");
         if (ckpt[0])
             say(hooks, "info", "%s: resumed from %s at step %lld", rl_train_stage_name(o.stage), ckpt,
                 (long long)step);
@@ -627,7 +682,11 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                       "checkpoint is intact)", (long long)step, (long long)total_steps);
             break;
         }
-        if (o.world > 1 && (rc = rl__buckets_allreduce(&t, hooks, err, errlen)) != 0)
+        if (t.zero.on)
+            rc = rl__zero_reduce_scatter(&t, hooks, err, errlen);
+        else if (o.world > 1)
+            rc = rl__buckets_allreduce(&t, hooks, err, errlen);
+        if (rc)
             break;
         if (!isfinite(loss)) {
             rc = fail(err, errlen, RL_ERANGE, "step %lld: the loss is %g; stopping (the last checkpoint is intact; "
@@ -636,15 +695,23 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         const double n_acc = (double)A * o.world;
         double ss = 0;
-        for (int i = 0; i < t.n_t; i++) {
+        if (t.zero.on && (rc = rl__zero_norm_sq(&t, hooks, &ss, err, errlen)) != 0)
+            break;
+        for (int i = 0; i < t.n_t && !t.zero.on; i++) {
             double s1 = 0;
             rl_sum_squares(t.be, &s1, t.t[i].grad, t.t[i].count);
             ss += s1;
         }
         const double norm = sqrt(ss) / n_acc;
-        if (!isfinite(norm)) {
+        if (!isfinite(norm)) { /* the same on every rank: all of them stop here */
             char name[128];
-            find_nonfinite(&t, name, sizeof name);
+            int bad = -1;
+            if (!t.zero.on)
+                find_nonfinite(&t, name, sizeof name);
+            else if ((rc = rl__zero_first_nonfinite(&t, hooks, &bad, err, errlen)) != 0)
+                break;
+            else
+                snprintf(name, sizeof name, "%s", bad >= 0 ? t.t[bad].name : "(none found)");
             rc = fail(err, errlen, RL_ERANGE, "step %lld: the gradient of %s is not finite; stopping (the last "
                       "checkpoint is intact; lower the learning rate)", (long long)step, name);
             break;
@@ -652,18 +719,22 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         const double clip = o.clip > 0 && norm > o.clip ? o.clip / norm : 1.0;
         const float gscale = (float)(clip / n_acc);
         rl_lr_at(&o.lr, step, tokens, &lr, &lr2);
-        for (int i = 0; i < t.n_t; i++) {
+        for (int i = 0; i < t.n_t; i++) { /* the owned part of each tensor: all of it unsharded */
             const rl__tensor *x = &t.t[i];
             rl_adamw_params hp = {.lr = (float)(x->group ? lr2 : lr), .beta1 = (float)o.beta1,
                                   .beta2 = (float)o.beta2, .eps = (float)o.eps, .weight_decay = (float)o.weight_decay,
                                   .step = step + 1};
-            rl_adamw_update(t.be, x->param, x->grad, t.opt_m + x->moment_offset, t.opt_v + x->moment_offset,
-                            x->count, &hp, gscale);
+            size_t first, n = rl__owned(&t, x, &first);
+            const size_t mom = x->moment_offset + first - t.zero.begin;
+            if (n)
+                rl_adamw_update(t.be, x->param + first, x->grad + first, t.opt_m + mom, t.opt_v + mom, n, &hp, gscale);
         }
         if (rl_backend_status(t.be, err, errlen)) {
             rc = RL_EINVAL;
             break;
         }
+        if (t.zero.on && (rc = rl__zero_allgather(&t, hooks, err, errlen)) != 0)
+            break;
         step++;
         const double el = now_s() - t0, tps = (double)(step - step0) * per_step / (el > 0 ? el : 1e-9);
         rl_train_progress p = {.stage = rl_train_stage_name(o.stage), .step = step, .total_steps = total_steps,
@@ -672,8 +743,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                                .eta_s = (double)(total_steps - step) * per_step / (tps > 0 ? tps : 1)};
         if (o.rank == 0) {
             fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
-                    "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g",
-                    p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2, norm, tps, el);
+                    "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g, "
+                    "\"optimizer_bytes_per_rank\": %zu", p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2,
+                    norm, tps, el, opt_bytes);
             if (o.trace_samples)
                 trace_tokens(metrics, batch_buf, local, T);
             fputs("}\n", metrics);
@@ -688,9 +760,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         /* A checkpoint at the last step would duplicate the final model: the stage simply finishes. */
         const int asked = (ctl & (RL_TRAIN_CTL_CHECKPOINT | RL_TRAIN_CTL_DRAIN)) != 0;
         if (step < total_steps && ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || asked)) {
-            if (o.rank == 0) {
+            if (o.rank == 0 || t.zero.on) {
                 rc = write_checkpoint(&t, ckdir, step, step * per_step, total_tokens, lr, lr2, hooks, err, errlen);
-                if (!rc && asked)
+                if (!rc && asked && o.rank == 0)
                     say(hooks, "info", "%s: checkpoint at step %lld written on request%s", p.stage, (long long)step,
                         (ctl & RL_TRAIN_CTL_DRAIN) ? "; draining" : "");
             }

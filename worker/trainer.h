@@ -15,6 +15,12 @@
  * Multi-rank: the data are sliced by the sampler's global index g = step·batch + rank·(batch/world) + j;
  * hooks.allreduce_sum sums gradients over ranks before the norm and the update, in fixed-size buckets
  * over the trainable gradients (grad_buckets.c: the same plan serves an MPI or a NCCL transport).
+ * With opts.zero = 1 (ZeRO-1) the AdamW moments are sharded: the flat trainable space (the tensors end to
+ * end, the space the buckets cut) is split into `world` contiguous shards balanced by floats; the buckets
+ * are reduce-scattered so each rank gets the summed gradient of its shard, the clip norm is the sum of the
+ * ranks' shard sums of squares, each rank updates its shard of the parameters with its own m and v, and
+ * the parameters are all-gathered.  Checkpoints hold the whole state as before (rank 0 gathers the
+ * moments), so a run resumes with zero on or off and on any number of ranks (zero.c).
  * Once per optimizer step the ranks also sum a few scalars (the loss, "this rank failed", and the
  * control requests hooks.control returned on rank 0), so every rank takes the same decision: stop,
  * drain or checkpoint now.  hooks.progress receives every optimizer step (rank 0). */
@@ -61,6 +67,7 @@ typedef struct {
     int threads, chunk_rows;
     int rank, world;
     size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
+    int zero;             /* 1: ZeRO-1, AdamW moments sharded over the ranks (world > 1; no-op on one) */
 } rl_train_opts;
 
 #define RL_TRAIN_BUCKET_DEFAULT ((size_t)1 << 20) /* 4 MiB of fp32 gradients per all-reduce */
@@ -89,6 +96,18 @@ typedef struct {
     /* sums n floats over all ranks in place (every rank calls it with the same n, in the same order);
      * 0 or a negative error with err filled.  Required when world > 1. */
     int (*allreduce_sum)(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+    /* ZeRO-1 (opts.zero, world > 1; all three required then).  counts has one entry per rank and the
+     * ranks' pieces lie end to end in rank order, rank r's at offset counts[0] + … + counts[r-1].
+     * reduce_scatter_sum: buf holds every piece; recv (not overlapping buf) receives this rank's piece
+     *   summed over the ranks (MPI_Reduce_scatter; ncclReduce to each owner in one group).
+     * allgather: in place; every rank's own piece of buf goes to all ranks (MPI_Allgatherv IN_PLACE;
+     *   ncclBroadcast from each owner in one group).
+     * gather: rank r's counts[r] floats at send land at its offset in recv on rank 0 (host memory:
+     *   checkpoints only; recv is not used on other ranks). */
+    int (*reduce_scatter_sum)(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
+                              size_t errlen);
+    int (*allgather)(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
+    int (*gather)(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
     /* after every optimizer step (rank 0); must not block */
     void (*progress)(void *ctx, const rl_train_progress *p);
     /* after each checkpoint is committed (rank 0); info->sha256 is the manifest's */

@@ -18,7 +18,8 @@ typedef struct {
  * buckets of bucket_floats.  A bucket inside one run of adjacent tensors is one span, reduced in place; a
  * bucket holding pieces of several runs is packed into `staging` (device memory), reduced, unpacked. */
 typedef struct {
-    float *ptr;
+    float *ptr;   /* gradients */
+    float *param; /* the parameters at the same place (same arena layout): ZeRO-1 all-gathers them */
     size_t n;
 } rl__span;
 
@@ -36,6 +37,18 @@ typedef struct {
     size_t bucket_floats, total;
 } rl__grad_buckets;
 
+/* ZeRO-1 (zero.c).  Flat offsets count the trainable floats in t[] order (a tensor's is its
+ * moment_offset); this rank owns [begin, end) of them and keeps AdamW moments for those only:
+ * opt_m[0 .. end-begin).  Unsharded (zero off, or one rank) it owns everything: begin 0, end total. */
+typedef struct {
+    int on;            /* opts.zero and world > 1 */
+    size_t begin, end; /* this rank's shard */
+    size_t *bounds;    /* world+1: rank r owns [bounds[r], bounds[r+1]) */
+    size_t *counts;    /* n_buckets × world: floats of bucket k in rank r's shard */
+    size_t *scratch;   /* world counts for one collective */
+    float *recv;       /* this rank's reduced piece of one bucket (backend memory) */
+} rl__zero;
+
 typedef struct {
     const rl_train_opts *o;
     rl_backend *be;
@@ -47,7 +60,8 @@ typedef struct {
     rl__tensor *t;
     int n_t;
     float *opt_m, *opt_v;
-    size_t opt_n;
+    size_t opt_n;      /* floats in each moment buffer: the owned shard (all trainable floats unsharded) */
+    rl__zero zero;
     /* scratch: v_first's gradient, align outputs/gradients, du of the aligned layers */
     float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h, *blend_w;
     int micro;         /* rows of one forward = micro_batch sequences */
@@ -59,6 +73,33 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
 /* Sums every trainable gradient over the ranks through hooks->allreduce_sum, bucket by bucket. */
 int rl__buckets_allreduce(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
 void rl__buckets_free(rl__trainer *t);
+
+/* The part of tensor x this rank owns: n floats from x's element *first (0 and *first 0 when none).
+ * Its moments are at opt_m + moment_offset + *first - zero.begin. */
+static inline size_t rl__owned(const rl__trainer *t, const rl__tensor *x, size_t *first)
+{
+    size_t lo = x->moment_offset > t->zero.begin ? x->moment_offset : t->zero.begin;
+    size_t end = x->moment_offset + x->count, hi = end < t->zero.end ? end : t->zero.end;
+    *first = hi > lo ? lo - x->moment_offset : 0;
+    return hi > lo ? hi - lo : 0;
+}
+
+/* zero.c.  shard: this rank's range (every rank's bounds; unsharded when !on), before the moments are
+ * allocated; plan: the per-bucket counts (after rl__buckets_plan).  Each step: reduce_scatter instead
+ * of the all-reduce, norm_sq for the clip norm, allgather of the parameters after the update. */
+int rl__zero_shard(rl__trainer *t, size_t total, char *err, size_t errlen);
+int rl__zero_plan(rl__trainer *t, char *err, size_t errlen);
+int rl__zero_reduce_scatter(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
+/* Σ g² over every trainable gradient: the ranks' shard sums, added in rank order (the same on every rank). */
+int rl__zero_norm_sq(rl__trainer *t, const rl_train_hooks *hooks, double *ss, char *err, size_t errlen);
+int rl__zero_allgather(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
+/* The first tensor (t[] order) with a non-finite gradient in any rank's shard: its index or -1. */
+int rl__zero_first_nonfinite(rl__trainer *t, const rl_train_hooks *hooks, int *index, char *err, size_t errlen);
+/* Tensor x's moments (from `moments`, one of opt_m/opt_v) whole on rank 0 in h (x->count floats);
+ * send: host scratch of the largest owned piece.  Every rank calls it for the same tensors in order. */
+int rl__zero_gather_tensor(rl__trainer *t, const rl_train_hooks *hooks, const float *moments, const rl__tensor *x,
+                           float *send, float *h, char *err, size_t errlen);
+void rl__zero_free(rl__trainer *t);
 
 /* Prepares activations (with backward) for micro × seq on every model of the stage. */
 int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen);

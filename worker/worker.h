@@ -33,6 +33,12 @@ void rl_comm_abort(rl_comm *c, int code);
 
 /* rl_train_hooks.allreduce_sum: MPI_Allreduce(MPI_IN_PLACE, MPI_SUM) on MPI_COMM_WORLD; ctx is the rl_comm. */
 int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+/* ZeRO-1's hooks (trainer.h) on MPI_COMM_WORLD: MPI_Reduce_scatter, MPI_Allgatherv in place, MPI_Gatherv
+ * to rank 0; counts per rank as the hooks define them; ctx unused. */
+int rl_comm_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
+                               size_t errlen);
+int rl_comm_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
+int rl_comm_gather_floats(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
 
 /* Collectives for the pool's control flow.  They sleep between polls instead of spinning, so that ranks
  * waiting for rank 0 (for the daemon's next assignment, or while it writes a model) leave the cores
