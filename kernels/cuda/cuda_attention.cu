@@ -1,0 +1,483 @@
+/* cuda_attention.cu — causal softmax attention with GQA, fp32, tiled FlashAttention-2 style: no
+ * seq×seq matrix ever exists, only BR×BC score tiles in shared memory. Math as kernels.h and
+ * kernels/cpu/cpu_attention.c:
+ *   s_ij = scale·q_i·k_j (j ≤ q_pos + i),  p_ij = exp(s_ij − lse_i),  out_i = Σ_j p_ij v_j,
+ *   delta_i = dout_i·out_i (SET),  ds_ij = p_ij (dout_i·v_j − delta_i),
+ *   dq_i += scale Σ_j ds_ij k_j,  dk_j += scale Σ_i ds_ij q_i,  dv_j += Σ_i p_ij dout_i  (ACCUMULATED).
+ *
+ * Thread layout (all kernels): 256 threads as a 16×16 grid, ty = tid/16, tx = tid%16. A tile has
+ * BR = 16·TR rows; thread (ty, tx) owns rows ty·TR + a (a < TR) and, of a score tile, the columns
+ * tx + 16c (c < TR), and of a head_dim-wide accumulator the dims tx + 16e (e < DMAX/16). The 16
+ * threads sharing a row are the 16 lanes of one half-warp, so row max/sum are 4-step xor shuffles.
+ * Shared tiles are padded to DMAX+1 / BC+1 floats per row: a warp reading column d of 16 different
+ * rows hits 16 different banks.
+ *
+ * Forward: block per (query tile, head, batch); online softmax over key tiles j0 ≤ the tile's last
+ * visible key: m' = max(m, rowmax S), P = exp(S − m'), l ← l·e^{m−m'} + rowsum P, O ← O·e^{m−m'} + P V.
+ * Rows with no visible key in a tile (KV cache with q_pos not tile-aligned) keep m, l and O.
+ *
+ * Backward, deterministic (no atomics), three kernels on the stream:
+ *   1. delta_i = dout_i·out_i, a warp per (b, t, h).
+ *   2. dK, dV: block per (key tile, KV head g, batch). It loops over the rho query heads of g and all
+ *      query tiles at or after the key tile, recomputing P and dS, and keeps dK, dV in registers:
+ *      the GQA sum over the heads that share g happens inside one thread, in a fixed order.
+ *   3. dQ: block per (query tile, head, batch), recomputing P and dS for key tiles up to the diagonal.
+ * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.) */
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "cuda_ops.h"
+
+namespace {
+
+constexpr int THREADS = 256;
+
+struct attn_args {
+    int B, T, H, G, D, rho, KT, P; /* KT: key rows per sequence; P: absolute position of query 0 */
+    float scale;
+};
+
+__device__ __forceinline__ float half_max(float x)
+{
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1)
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+__device__ __forceinline__ float half_sum(float x)
+{
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1)
+        x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* tile[r][c] (row stride DP) = src row (r0 + r), dims c < D; rows ≥ nrows and dims ≥ D are 0. */
+template <int DMAX>
+__device__ __forceinline__ void load_tile(float *tile, int rows, const float *src, size_t ld, int r0, int nrows, int D)
+{
+    constexpr int DP = DMAX + 1;
+    for (int e = threadIdx.x; e < rows * DMAX; e += THREADS) {
+        const int r = e / DMAX, c = e % DMAX;
+        tile[r * DP + c] = (r0 + r < nrows && c < D) ? src[(size_t)(r0 + r) * ld + c] : 0.0f;
+    }
+}
+
+/* ---- forward -------------------------------------------------------------------------------------- */
+
+template <int DMAX, int TR>
+__global__ void __launch_bounds__(THREADS) attn_forward_kernel(attn_args p, float *out, float *lse, const float *q,
+                                                               const float *k, const float *v)
+{
+    constexpr int BR = 16 * TR, BC = BR, DE = DMAX / 16, DP = DMAX + 1, PP = BC + 1;
+    extern __shared__ float sm[];
+    float *Qs = sm, *KVs = Qs + BR * DP, *Ps = KVs + BC * DP;
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int i0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, g = h / p.rho;
+    const int T = p.T, D = p.D;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *qb = q + ((size_t)b * T * p.H + h) * D;
+    const float *kb = k + ((size_t)b * p.KT * p.G + g) * D, *vb = v + ((size_t)b * p.KT * p.G + g) * D;
+
+    load_tile<DMAX>(Qs, BR, qb, ldq, i0, T, D);
+    float m[TR], l[TR], o[TR][DE];
+#pragma unroll
+    for (int a = 0; a < TR; a++) {
+        m[a] = -INFINITY, l[a] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            o[a][e] = 0.0f;
+    }
+    const int last = p.P + min(T, i0 + BR) - 1; /* the last key any row of this tile sees */
+    for (int j0 = 0; j0 <= last; j0 += BC) {
+        __syncthreads(); /* Q loaded (first tile) / the previous V tile consumed */
+        load_tile<DMAX>(KVs, BC, kb, ldk, j0, p.KT, D);
+        __syncthreads();
+        float s[TR][TR];
+#pragma unroll
+        for (int a = 0; a < TR; a++)
+#pragma unroll
+            for (int c = 0; c < TR; c++)
+                s[a][c] = 0.0f;
+        for (int d = 0; d < DMAX; d++) {
+            float qa[TR], kc[TR];
+#pragma unroll
+            for (int a = 0; a < TR; a++)
+                qa[a] = Qs[(ty * TR + a) * DP + d];
+#pragma unroll
+            for (int c = 0; c < TR; c++)
+                kc[c] = KVs[(tx + 16 * c) * DP + d];
+#pragma unroll
+            for (int a = 0; a < TR; a++)
+#pragma unroll
+                for (int c = 0; c < TR; c++)
+                    s[a][c] += qa[a] * kc[c];
+        }
+#pragma unroll
+        for (int a = 0; a < TR; a++) {
+            const int qi = i0 + ty * TR + a, qabs = p.P + qi;
+            float mx = -INFINITY;
+#pragma unroll
+            for (int c = 0; c < TR; c++) {
+                const bool valid = qi < T && j0 + tx + 16 * c <= qabs;
+                s[a][c] = valid ? s[a][c] * p.scale : -INFINITY;
+                mx = fmaxf(mx, s[a][c]);
+            }
+            const float mnew = fmaxf(m[a], half_max(mx));
+            float corr = 1.0f, rs = 0.0f;
+            if (mnew != -INFINITY) { /* else: nothing visible yet, P = 0 and the row keeps its state */
+                corr = expf(m[a] - mnew); /* 0 when m = −inf */
+#pragma unroll
+                for (int c = 0; c < TR; c++) {
+                    s[a][c] = s[a][c] == -INFINITY ? 0.0f : expf(s[a][c] - mnew);
+                    rs += s[a][c];
+                }
+            } else {
+#pragma unroll
+                for (int c = 0; c < TR; c++)
+                    s[a][c] = 0.0f;
+            }
+            rs = half_sum(rs);
+            l[a] = l[a] * corr + rs;
+            m[a] = mnew;
+#pragma unroll
+            for (int e = 0; e < DE; e++)
+                o[a][e] *= corr;
+#pragma unroll
+            for (int c = 0; c < TR; c++)
+                Ps[(ty * TR + a) * PP + tx + 16 * c] = s[a][c];
+        }
+        __syncthreads(); /* every thread is done with K; P complete */
+        load_tile<DMAX>(KVs, BC, vb, ldk, j0, p.KT, D);
+        __syncthreads();
+        for (int jj = 0; jj < BC; jj++) {
+            float pa[TR];
+#pragma unroll
+            for (int a = 0; a < TR; a++)
+                pa[a] = Ps[(ty * TR + a) * PP + jj];
+#pragma unroll
+            for (int e = 0; e < DE; e++) {
+                const float ve = KVs[jj * DP + tx + 16 * e];
+#pragma unroll
+                for (int a = 0; a < TR; a++)
+                    o[a][e] += pa[a] * ve;
+            }
+        }
+    }
+#pragma unroll
+    for (int a = 0; a < TR; a++) {
+        const int qi = i0 + ty * TR + a;
+        if (qi >= T)
+            continue;
+        const float inv = 1.0f / l[a];
+        float *orow = out + ((size_t)b * T * p.H + h) * D + (size_t)qi * ldq;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            if (tx + 16 * e < D)
+                orow[tx + 16 * e] = o[a][e] * inv;
+        if (tx == 0)
+            lse[((size_t)b * p.H + h) * T + qi] = m[a] + logf(l[a]);
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------------------- */
+
+/* delta[b, h, i] = dout_i · out_i: one warp per (b, i, h) row. */
+__global__ void attn_delta_kernel(attn_args p, float *delta, const float *dout, const float *out)
+{
+    const long long w = (long long)blockIdx.x * (THREADS / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= (long long)p.B * p.T * p.H)
+        return;
+    const int h = (int)(w % p.H), i = (int)(w / p.H % p.T), b = (int)(w / p.H / p.T);
+    const size_t o = (size_t)w * p.D; /* rows of [B, T, H, D] in (b, i, h) order */
+    float s = 0.0f;
+    for (int d = lane; d < p.D; d += 32)
+        s += dout[o + d] * out[o + d];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0)
+        delta[((size_t)b * p.H + h) * p.T + i] = s;
+}
+
+/* Score and dP tile for rows R (stride DP) against columns C: s[a][c] = R_ra · C_cc,
+ * dp[a][c] = R2_ra · C2_cc, with ra = ty·TR + a, cc = tx + 16c. */
+template <int DMAX, int TR>
+__device__ __forceinline__ void two_products(float (&s)[TR][TR], float (&dp)[TR][TR], const float *R, const float *C,
+                                             const float *R2, const float *C2, int ty, int tx)
+{
+    constexpr int DP = DMAX + 1;
+#pragma unroll
+    for (int a = 0; a < TR; a++)
+#pragma unroll
+        for (int c = 0; c < TR; c++)
+            s[a][c] = 0.0f, dp[a][c] = 0.0f;
+    for (int d = 0; d < DMAX; d++) {
+        float ra[TR], r2[TR], cc[TR], c2[TR];
+#pragma unroll
+        for (int a = 0; a < TR; a++)
+            ra[a] = R[(ty * TR + a) * DP + d], r2[a] = R2[(ty * TR + a) * DP + d];
+#pragma unroll
+        for (int c = 0; c < TR; c++)
+            cc[c] = C[(tx + 16 * c) * DP + d], c2[c] = C2[(tx + 16 * c) * DP + d];
+#pragma unroll
+        for (int a = 0; a < TR; a++)
+#pragma unroll
+            for (int c = 0; c < TR; c++) {
+                s[a][c] += ra[a] * cc[c];
+                dp[a][c] += r2[a] * c2[c];
+            }
+    }
+}
+
+/* dK, dV for key tile j0 of KV head g: rows of the tiles here are KEYS (ty·TR + a), columns QUERIES. */
+template <int DMAX, int TR>
+__global__ void __launch_bounds__(THREADS) attn_dkv_kernel(attn_args p, float *dk, float *dv, const float *dout,
+                                                           const float *lse, const float *delta, const float *q,
+                                                           const float *k, const float *v)
+{
+    constexpr int BR = 16 * TR, BC = BR, DE = DMAX / 16, DP = DMAX + 1, PP = BR + 1;
+    extern __shared__ float sm[];
+    float *Ks = sm, *Vs = Ks + BC * DP, *Qs = Vs + BC * DP, *dOs = Qs + BR * DP;
+    float *Pt = dOs + BR * DP, *dSt = Pt + BC * PP, *ls = dSt + BC * PP, *dl = ls + BR;
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int j0 = blockIdx.x * BC, g = blockIdx.y, b = blockIdx.z, T = p.T, D = p.D;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *kb = k + ((size_t)b * T * p.G + g) * D, *vb = v + ((size_t)b * T * p.G + g) * D;
+
+    load_tile<DMAX>(Ks, BC, kb, ldk, j0, T, D);
+    load_tile<DMAX>(Vs, BC, vb, ldk, j0, T, D);
+    float dK[TR][DE], dV[TR][DE];
+#pragma unroll
+    for (int a = 0; a < TR; a++)
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            dK[a][e] = 0.0f, dV[a][e] = 0.0f;
+
+    for (int h = g * p.rho; h < (g + 1) * p.rho; h++) {
+        const float *qb = q + ((size_t)b * T * p.H + h) * D, *dob = dout + ((size_t)b * T * p.H + h) * D;
+        const float *lh = lse + ((size_t)b * p.H + h) * T, *dh = delta + ((size_t)b * p.H + h) * T;
+        for (int i0 = j0; i0 < T; i0 += BR) { /* BR == BC: query tiles from the diagonal on */
+            __syncthreads(); /* the previous query tile is consumed */
+            load_tile<DMAX>(Qs, BR, qb, ldq, i0, T, D);
+            load_tile<DMAX>(dOs, BR, dob, ldq, i0, T, D);
+            for (int r = tid; r < BR; r += THREADS) {
+                ls[r] = i0 + r < T ? lh[i0 + r] : 0.0f;
+                dl[r] = i0 + r < T ? dh[i0 + r] : 0.0f;
+            }
+            __syncthreads();
+            float s[TR][TR], dp[TR][TR];
+            two_products<DMAX, TR>(s, dp, Ks, Qs, Vs, dOs, ty, tx);
+#pragma unroll
+            for (int a = 0; a < TR; a++)
+#pragma unroll
+                for (int c = 0; c < TR; c++) {
+                    const int kr = ty * TR + a, qc = tx + 16 * c, i = i0 + qc, j = j0 + kr;
+                    const bool valid = i < T && j <= i;
+                    const float pv = valid ? expf(s[a][c] * p.scale - ls[qc]) : 0.0f;
+                    Pt[kr * PP + qc] = pv;
+                    dSt[kr * PP + qc] = pv * (dp[a][c] - dl[qc]);
+                }
+            __syncthreads();
+            for (int ii = 0; ii < BR; ii++) {
+                float pa[TR], sa[TR];
+#pragma unroll
+                for (int a = 0; a < TR; a++)
+                    pa[a] = Pt[(ty * TR + a) * PP + ii], sa[a] = dSt[(ty * TR + a) * PP + ii];
+#pragma unroll
+                for (int e = 0; e < DE; e++) {
+                    const float dov = dOs[ii * DP + tx + 16 * e], qv = Qs[ii * DP + tx + 16 * e];
+#pragma unroll
+                    for (int a = 0; a < TR; a++) {
+                        dV[a][e] += pa[a] * dov;
+                        dK[a][e] += sa[a] * qv;
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int a = 0; a < TR; a++) {
+        const int j = j0 + ty * TR + a;
+        if (j >= T)
+            continue;
+        const size_t ro = ((size_t)b * T * p.G + g) * D + (size_t)j * ldk;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            if (tx + 16 * e < D) {
+                dk[ro + tx + 16 * e] += p.scale * dK[a][e];
+                dv[ro + tx + 16 * e] += dV[a][e];
+            }
+    }
+}
+
+/* dQ for query tile i0 of head h: rows are QUERIES, columns KEYS. */
+template <int DMAX, int TR>
+__global__ void __launch_bounds__(THREADS) attn_dq_kernel(attn_args p, float *dq, const float *dout,
+                                                          const float *lse, const float *delta, const float *q,
+                                                          const float *k, const float *v)
+{
+    constexpr int BR = 16 * TR, BC = BR, DE = DMAX / 16, DP = DMAX + 1, PP = BC + 1;
+    extern __shared__ float sm[];
+    float *Qs = sm, *dOs = Qs + BR * DP, *Ks = dOs + BR * DP, *Vs = Ks + BC * DP;
+    float *dS = Vs + BC * DP, *ls = dS + BR * PP, *dl = ls + BR;
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int i0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, g = h / p.rho, T = p.T, D = p.D;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *qb = q + ((size_t)b * T * p.H + h) * D, *dob = dout + ((size_t)b * T * p.H + h) * D;
+    const float *kb = k + ((size_t)b * T * p.G + g) * D, *vb = v + ((size_t)b * T * p.G + g) * D;
+    const float *lh = lse + ((size_t)b * p.H + h) * T, *dh = delta + ((size_t)b * p.H + h) * T;
+
+    load_tile<DMAX>(Qs, BR, qb, ldq, i0, T, D);
+    load_tile<DMAX>(dOs, BR, dob, ldq, i0, T, D);
+    for (int r = tid; r < BR; r += THREADS) {
+        ls[r] = i0 + r < T ? lh[i0 + r] : 0.0f;
+        dl[r] = i0 + r < T ? dh[i0 + r] : 0.0f;
+    }
+    float dQ[TR][DE];
+#pragma unroll
+    for (int a = 0; a < TR; a++)
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            dQ[a][e] = 0.0f;
+    const int last = min(T, i0 + BR) - 1;
+    for (int j0 = 0; j0 <= last; j0 += BC) {
+        __syncthreads(); /* Q, dO loaded (first) / the previous K tile consumed */
+        load_tile<DMAX>(Ks, BC, kb, ldk, j0, T, D);
+        load_tile<DMAX>(Vs, BC, vb, ldk, j0, T, D);
+        __syncthreads();
+        float s[TR][TR], dp[TR][TR];
+        two_products<DMAX, TR>(s, dp, Qs, Ks, dOs, Vs, ty, tx);
+#pragma unroll
+        for (int a = 0; a < TR; a++)
+#pragma unroll
+            for (int c = 0; c < TR; c++) {
+                const int qr = ty * TR + a, kc = tx + 16 * c, i = i0 + qr, j = j0 + kc;
+                const bool valid = i < T && j <= i;
+                const float pv = valid ? expf(s[a][c] * p.scale - ls[qr]) : 0.0f;
+                dS[qr * PP + kc] = pv * (dp[a][c] - dl[qr]);
+            }
+        __syncthreads();
+        for (int jj = 0; jj < BC; jj++) {
+            float sa[TR];
+#pragma unroll
+            for (int a = 0; a < TR; a++)
+                sa[a] = dS[(ty * TR + a) * PP + jj];
+#pragma unroll
+            for (int e = 0; e < DE; e++) {
+                const float kv = Ks[jj * DP + tx + 16 * e];
+#pragma unroll
+                for (int a = 0; a < TR; a++)
+                    dQ[a][e] += sa[a] * kv;
+            }
+        }
+    }
+#pragma unroll
+    for (int a = 0; a < TR; a++) {
+        const int i = i0 + ty * TR + a;
+        if (i >= T)
+            continue;
+        float *row = dq + ((size_t)b * T * p.H + h) * D + (size_t)i * ldq;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            if (tx + 16 * e < D)
+                row[tx + 16 * e] += p.scale * dQ[a][e];
+    }
+}
+
+/* ---- launchers ------------------------------------------------------------------------------------ */
+
+constexpr int FWD_TR = 4;
+template <int DMAX> constexpr int bwd_tr() { return DMAX >= 128 ? 2 : 4; }
+
+template <int DMAX>
+cudaError_t forward_dmax(cudaStream_t st, const attn_args &p, float *out, float *lse, const float *q, const float *k,
+                         const float *v)
+{
+    constexpr int BR = 16 * FWD_TR, DP = DMAX + 1;
+    const size_t sm = sizeof(float) * ((size_t)2 * BR * DP + (size_t)BR * (BR + 1));
+    auto kern = attn_forward_kernel<DMAX, FWD_TR>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    dim3 grid((p.T + BR - 1) / BR, p.H, p.B);
+    kern<<<grid, THREADS, sm, st>>>(p, out, lse, q, k, v);
+    return cudaGetLastError();
+}
+
+template <int DMAX>
+cudaError_t backward_dmax(cudaStream_t st, const attn_args &p, float *dq, float *dk, float *dv, const float *delta,
+                          const float *dout, const float *lse, const float *q, const float *k, const float *v)
+{
+    constexpr int TR = bwd_tr<DMAX>(), BR = 16 * TR, DP = DMAX + 1, PP = BR + 1;
+    const size_t sm_kv = sizeof(float) * ((size_t)4 * BR * DP + (size_t)2 * BR * PP + 2 * BR);
+    const size_t sm_q = sizeof(float) * ((size_t)4 * BR * DP + (size_t)BR * PP + 2 * BR);
+    auto kkv = attn_dkv_kernel<DMAX, TR>;
+    auto kq = attn_dq_kernel<DMAX, TR>;
+    cudaError_t e = cudaFuncSetAttribute(kkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm_kv);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm_q);
+    if (e != cudaSuccess)
+        return e;
+    const int tiles = (p.T + BR - 1) / BR;
+    kkv<<<dim3(tiles, p.G, p.B), THREADS, sm_kv, st>>>(p, dk, dv, dout, lse, delta, q, k, v);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    kq<<<dim3(tiles, p.H, p.B), THREADS, sm_q, st>>>(p, dq, dout, lse, delta, q, k, v);
+    return cudaGetLastError();
+}
+
+bool make_args(const rl_attn_dims *d, attn_args *p)
+{
+    if (d->batch <= 0 || d->seq <= 0 || d->heads <= 0 || d->kv_heads <= 0 || d->heads % d->kv_heads ||
+        d->head_dim <= 0 || d->head_dim > 128 || d->heads > 65535 || d->batch > 65535)
+        return false;
+    p->B = d->batch, p->T = d->seq, p->H = d->heads, p->G = d->kv_heads, p->D = d->head_dim;
+    p->rho = d->heads / d->kv_heads;
+    p->KT = d->kv_seq ? d->kv_seq : d->seq;
+    p->P = d->q_pos;
+    p->scale = d->scale;
+    return p->KT >= p->P + p->T;
+}
+
+} // namespace
+
+extern "C" {
+
+cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *out, float *lse,
+                                  const float *q, const float *k, const float *v)
+{
+    (void)ws;
+    attn_args p;
+    if (!make_args(d, &p))
+        return cudaErrorInvalidValue;
+    if (p.D <= 32)
+        return forward_dmax<32>(st, p, out, lse, q, k, v);
+    if (p.D <= 64)
+        return forward_dmax<64>(st, p, out, lse, q, k, v);
+    return forward_dmax<128>(st, p, out, lse, q, k, v);
+}
+
+cudaError_t rlc_attention_backward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *dq, float *dk,
+                                   float *dv, float *delta, const float *dout, const float *out, const float *lse,
+                                   const float *q, const float *k, const float *v)
+{
+    (void)ws;
+    attn_args p;
+    if (!make_args(d, &p) || p.KT != p.T || p.P != 0) /* a KV cache is for inference only */
+        return cudaErrorInvalidValue;
+    const long long rows = (long long)p.B * p.T * p.H;
+    attn_delta_kernel<<<(unsigned)((rows + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0, st>>>(p, delta, dout, out);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return e;
+    if (p.D <= 32)
+        return backward_dmax<32>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
+    if (p.D <= 64)
+        return backward_dmax<64>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
+    return backward_dmax<128>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
+}
+
+} // extern "C"
