@@ -376,7 +376,7 @@ typedef struct stage_ctx {
 static const char *const stage_fields[] = {
     "stage", "tokens", "seq_len", "batch", "micro_batch", "lr", "lr2", "lr_wait", "lr_endpoint", "schedule",
     "warmup", "checkpoint_every", "keep_checkpoints", "clip", "kl_weight", "ce_weight", "loss", "train",
-    "seed", NULL};
+    "seed", "zero", NULL};
 
 static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
@@ -422,6 +422,15 @@ static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const 
         static const char *const sets[] = {"all", "decay_shift"};
         if (get_choice(p, v, path, sets, 2, &tmp) < 0) return -1;
         s->train = (rl_train_set)tmp;
+        return 0;
+    }
+    if (!strcmp(key, "zero")) {
+        char buf[32];
+        if (scalar(p, v, path, buf, sizeof buf) < 0) return -1;
+        if (strcmp(buf, "0") && strcmp(buf, "1"))
+            return fail(p, path, "must be 0 (every rank keeps the whole optimizer state) or 1 (ZeRO-1: the AdamW "
+                        "state sharded over the ranks), got \"%s\"", buf);
+        s->zero = buf[0] == '1';
         return 0;
     }
     if (!strcmp(key, "seed")) {
@@ -962,6 +971,7 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "clip", json_real(s->clip));
     json_object_set_new(o, "kl_weight", json_real(s->kl_weight));
     json_object_set_new(o, "ce_weight", json_real(s->ce_weight));
+    json_object_set_new(o, "zero", json_integer(s->zero));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));
     if (s->kind == RL_STAGE_EXTEND)
         json_object_set_new(o, "train", json_string(s->train == RL_TRAIN_DECAY_SHIFT ? "decay_shift" : "all"));

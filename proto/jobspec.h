@@ -39,6 +39,7 @@ typedef struct rl_stage_spec {
     rl_align_loss loss;      /* align only */
     rl_train_set train;      /* extend: all, or decay_shift (step 3a) */
     uint64_t seed;
+    int zero;                /* 1: ZeRO-1, optimizer state sharded over the ranks; 0: every rank keeps all */
 } rl_stage_spec;
 
 typedef enum rl_arch { RL_ARCH_RWKV7, RL_ARCH_RWKV6 } rl_arch;
