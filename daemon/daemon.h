@@ -86,6 +86,7 @@ typedef struct rl_daemon {
     int on_interrupted;        /* 0 requeue, 1 hold, 2 fail */
     int heartbeat_ms, heartbeat_timeout_ms, hang_timeout_ms, cancel_timeout_ms;
     int reattach_grace_ms;     /* after a restart, how long RUNNING attempts wait for their pool */
+    int reconnect_grace_ms;    /* a busy pool whose connection drops keeps its attempt this long */
     int64_t started_at_ms;
     uv_pipe_t listener;
     uv_tcp_t tcp_listener;     /* --worker-listen tcp:HOST:PORT: pools on other hosts (token required) */
@@ -146,6 +147,7 @@ struct pool {
     int drain_requested;       /* checkpoint, stop, and hold the job (not a failure) */
     int64_t launch_id;         /* started by our launcher (retired when idle); 0 = external */
     int64_t orphan_attempt;    /* re-registered still running an attempt we no longer own: stopped, not reused */
+    int64_t disconnected_ms;   /* c == NULL: its connection dropped mid-attempt; it may reconnect until the grace */
     pool *next;
 };
 
@@ -236,11 +238,15 @@ int launcher_init(rl_daemon *d, const char *kind, const char *worker, const char
 void launcher_pool_registered(rl_daemon *d, pool *p, int64_t launch_id, const int32_t *rank_pids, size_t n);
 /* Stops a launched pool's whole process tree (SIGTERM, SIGKILL after a grace period). */
 void launcher_retire(rl_daemon *d, int64_t launch_id, const char *why);
+/* 1 while a launch's processes (or its Slurm job) may still run; 0 when they ended or the id is unknown. */
+int launcher_alive(int64_t launch_id);
 void launcher_tick(rl_daemon *d);
 void launcher_close(rl_daemon *d);
 
 /* ---- pools.c ---- */
 void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env);
+/* A launched pool's processes ended: a pool of it waiting to reconnect will not; its attempt is lost now. */
+void pools_launch_ended(rl_daemon *d, int64_t launch_id);
 void pools_conn_lost(rl_daemon *d, conn *c);
 void pools_tick(rl_daemon *d);
 pool *pools_find_by_job(rl_daemon *d, int64_t job_id);

@@ -135,8 +135,12 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int signo)
                  signo ? " by signal " : "", signo ? strsignal(signo) : "");
         launch_failed(d, l, why);
     }
+    int64_t id = l->id;
     uv_close((uv_handle_t *)proc, launch_closed);
-    if (!d->stopping) sched_run(d);
+    if (!d->stopping) {
+        pools_launch_ended(d, id);
+        sched_run(d);
+    }
 }
 
 /* A new launch for `need`, or NULL when none should start now (one is on its way, --max-running, or the job
@@ -383,6 +387,7 @@ static void slurm_ended(rl_daemon *d, launch *l, const char *state)
         snprintf(why, sizeof why, "Slurm job %s ended (%s) before the pool registered", l->slurm_id, state);
         launch_failed(d, l, why);
     }
+    pools_launch_ended(d, l->id);
     sched_run(d);
 }
 
@@ -623,6 +628,12 @@ void launcher_pool_registered(rl_daemon *d, pool *p, int64_t launch_id, const in
     failures_of(l->job_id, -failures_of(l->job_id, 0));
     for (size_t i = 0; i < n && l->n_rank_pids < 64; i++)
         if (rank_pids[i] > 1) l->rank_pids[l->n_rank_pids++] = rank_pids[i];
+}
+
+int launcher_alive(int64_t launch_id)
+{
+    launch *l = launch_id ? find_launch(launch_id) : NULL;
+    return l && l->running;
 }
 
 static void signal_tree(launch *l, int sig)

@@ -32,6 +32,9 @@ static void usage(FILE *f)
             "  --hang-timeout S       an attempt with no step progress this long fails (default 1800; 0 = off)\n"
             "  --reattach-grace S     after a restart, wait this long for pools still running an attempt to\n"
             "                         re-attach before declaring it lost (default 30; 0 = never wait)\n"
+            "  --reconnect-grace S    a busy pool whose connection drops keeps its attempt this long while it\n"
+            "                         reconnects (default 15; 0 = lose the attempt at once); a launched pool\n"
+            "                         whose processes exit is lost at once\n"
             "  --http ADDR:PORT       dashboard, JSON API, SSE and /metrics (default 127.0.0.1:8425; off = none)\n"
             "  --http-timeout S       seconds a client gets to send a request, and an idle connection lives (default 30)\n"
             "  --http-max-connections N  HTTP connections at once (default 256)\n"
@@ -177,6 +180,7 @@ int main(int argc, char **argv)
     d->hang_timeout_ms = 1800000;
     d->cancel_timeout_ms = 30000;
     d->reattach_grace_ms = 30000;
+    d->reconnect_grace_ms = 15000;
     const char *state_dir = NULL, *socket_path = NULL, *db_path = NULL, *log_path = NULL;
     int foreground = 0;
     const char *launcher_kind = "local", *worker_path = NULL, *slurm_args = NULL;
@@ -184,7 +188,7 @@ int main(int argc, char **argv)
     d->http_max_conns = 256;
     d->sse_heartbeat_ms = 15000;
     enum { O_STATE = 256, O_SOCKET, O_DB, O_LOG, O_GROUP, O_MAXRUN, O_INTERRUPTED, O_HB, O_HANG, O_FG, O_VERSION,
-           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH, O_WORKER_LISTEN, O_SLURM_ARGS };
+           O_HTTP, O_HTTP_TIMEOUT, O_HTTP_MAX, O_SSE_HB, O_LAUNCHER, O_WORKER, O_REATTACH, O_WORKER_LISTEN, O_SLURM_ARGS, O_RECONNECT };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE},       {"socket", required_argument, 0, O_SOCKET},
         {"db", required_argument, 0, O_DB},                 {"log", required_argument, 0, O_LOG},
@@ -197,6 +201,7 @@ int main(int argc, char **argv)
         {"sse-heartbeat", required_argument, 0, O_SSE_HB},
         {"launcher", required_argument, 0, O_LAUNCHER},     {"worker", required_argument, 0, O_WORKER},
         {"reattach-grace", required_argument, 0, O_REATTACH},
+        {"reconnect-grace", required_argument, 0, O_RECONNECT},
         {"worker-listen", required_argument, 0, O_WORKER_LISTEN}, {"slurm-args", required_argument, 0, O_SLURM_ARGS},
         {"help", no_argument, 0, 'h'},                      {0, 0, 0, 0}};
     int c;
@@ -250,6 +255,9 @@ int main(int argc, char **argv)
         case O_WORKER_LISTEN: d->worker_listen = optarg; break;
         case O_REATTACH:
             if (parse_seconds("--reattach-grace", optarg, &d->reattach_grace_ms) < 0) return 2;
+            break;
+        case O_RECONNECT:
+            if (parse_seconds("--reconnect-grace", optarg, &d->reconnect_grace_ms) < 0) return 2;
             break;
         case O_WORKER: worker_path = optarg; break;
         case O_SLURM_ARGS: slurm_args = optarg; break;

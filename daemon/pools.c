@@ -337,6 +337,8 @@ static void log_line(rl_daemon *d, pool *p, Radlads__LogLine *m)
     store_exec_stmt(d->db, st);
 }
 
+static int reconnect_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m);
+
 static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
 {
     if (c->pool) {
@@ -354,6 +356,7 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
         conn_close(c, "bad RegisterPool");
         return;
     }
+    if (m->pool_id && m->attempt_id && reconnect_pool(d, c, m)) return;
     pool *p = calloc(1, sizeof *p);
     if (!p) {
         conn_close(c, "out of memory");
@@ -491,18 +494,17 @@ void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env)
     if (env->msg_case == RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED) server_after_commit(d);
 }
 
-void pools_conn_lost(rl_daemon *d, conn *c)
+/* Takes p out of the registry and frees it: its attempt (if any) ends as `attempt_state` with `why`. */
+static void pool_remove(rl_daemon *d, pool *p, const char *attempt_state, const char *why)
 {
-    pool *p = c->pool;
-    if (!p) return;
-    c->pool = NULL;
     for (pool **pp = &d->pools; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
             break;
         }
+    if (p->c) p->c->pool = NULL;
     if (p->attempt_id && !d->stopping) {
-        end_attempt(d, p, "LOST", "the pool's connection was lost", 0);
+        end_attempt(d, p, attempt_state, why, 0);
     } else if (!d->stopping && store_begin(d->db) == 0) {
         pool_set_idle(d, p, "GONE");
         store_event(d->db, 0, "pool", -1, "IDLE", "GONE", "pool disconnected");
@@ -516,12 +518,90 @@ void pools_conn_lost(rl_daemon *d, conn *c)
     }
 }
 
+void pools_conn_lost(rl_daemon *d, conn *c)
+{
+    pool *p = c->pool;
+    if (!p) return;
+    c->pool = NULL;
+    p->c = NULL;
+    /* A busy pool's ranks usually outlive a dropped connection (the worker reconnects within seconds and
+     * re-registers with its pool and attempt ids): keep the attempt for the grace instead of restarting it
+     * from a checkpoint.  Not when it was being stopped, nor when we know its processes are gone. */
+    int known_dead = p->launch_id && !launcher_alive(p->launch_id);
+    if (p->attempt_id && !d->stopping && d->reconnect_grace_ms > 0 && !p->stop_sent_ms && !known_dead) {
+        p->disconnected_ms = now_ms();
+        char why[160];
+        snprintf(why, sizeof why, "pool %lld's connection dropped; its attempt waits %d s for it to reconnect",
+                 (long long)p->id, d->reconnect_grace_ms / 1000);
+        log_info("job %lld: %s", (long long)p->job_id, why);
+        if (store_begin(d->db) == 0) {
+            if (store_event(d->db, p->job_id, "attempt", p->stage_idx, "RUNNING", "RUNNING", why) < 0 ||
+                store_commit(d->db) < 0)
+                store_rollback(d->db);
+        }
+        server_after_commit(d);
+        return;
+    }
+    pool_remove(d, p, "LOST", known_dead ? "the pool's connection was lost and its processes exited"
+                                         : "the pool's connection was lost");
+}
+
+void pools_launch_ended(rl_daemon *d, int64_t launch_id)
+{
+    for (pool *p = d->pools; p; p = p->next)
+        if (p->launch_id == launch_id && !p->c) {
+            pool_remove(d, p, "LOST", "the pool's connection was lost and its processes exited");
+            return;
+        }
+}
+
+/* A pool that lost its connection mid-attempt registers again with its pool id and that attempt: the same
+ * pool continues on the new connection.  Returns 1 when c was bound to such a pool. */
+static int reconnect_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
+{
+    pool *p = d->pools;
+    while (p && !(p->id == m->pool_id && !p->c && p->attempt_id && p->attempt_id == m->attempt_id)) p = p->next;
+    if (!p) return 0;
+    int64_t away = now_ms() - p->disconnected_ms;
+    p->c = c;
+    c->pool = p;
+    p->disconnected_ms = 0;
+    p->last_seen_ms = p->last_progress_ms = now_ms();
+    char why[160];
+    snprintf(why, sizeof why, "pool %lld reconnected after %.1f s; attempt %lld continues", (long long)p->id,
+             (double)away / 1000.0, (long long)p->attempt_id);
+    log_info("job %lld: %s", (long long)p->job_id, why);
+    if (store_begin(d->db) == 0) {
+        if (store_event(d->db, p->job_id, "attempt", p->stage_idx, "RUNNING", "RUNNING", why) < 0 ||
+            store_commit(d->db) < 0)
+            store_rollback(d->db);
+    }
+    Radlads__PoolRegistered r = RADLADS__POOL_REGISTERED__INIT;
+    r.pool_id = p->id;
+    r.heartbeat_ms = d->heartbeat_ms;
+    Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
+    env.msg_case = RADLADS__ENVELOPE__MSG_POOL_REGISTERED;
+    env.pool_registered = &r;
+    conn_send(c, &env);
+    if (p->drain_requested) send_control(p, RADLADS__CONTROL_KIND__CONTROL_DRAIN); /* asked while it was away */
+    server_after_commit(d);
+    return 1;
+}
+
 void pools_tick(rl_daemon *d)
 {
     int64_t now = now_ms();
     for (pool *p = d->pools, *next; p; p = next) {
         next = p->next;
         char why[160];
+        if (!p->c) { /* waiting to reconnect */
+            if (p->stop_sent_ms || now - p->disconnected_ms > d->reconnect_grace_ms) {
+                snprintf(why, sizeof why, "the pool's connection was lost and it did not reconnect within %d s",
+                         d->reconnect_grace_ms / 1000);
+                pool_remove(d, p, "LOST", p->stop_sent_ms ? "the pool's connection was lost while it was being stopped" : why);
+            }
+            continue;
+        }
         if (now - p->last_seen_ms > d->heartbeat_timeout_ms) {
             snprintf(why, sizeof why, "heartbeats stopped (none for %d ms)", d->heartbeat_timeout_ms);
         } else if (p->attempt_id && d->hang_timeout_ms > 0 && now - p->last_progress_ms > d->hang_timeout_ms) {
@@ -559,7 +639,7 @@ void pools_handle_list(rl_daemon *d, conn *c)
         in->ranks = p->ranks;
         in->device = p->device;
         in->host = p->host;
-        in->state = p->attempt_id ? "BUSY" : "IDLE";
+        in->state = !p->c ? "DISCONNECTED" : p->attempt_id ? "BUSY" : "IDLE";
         in->job_id = p->job_id;
         in->stage_idx = p->attempt_id ? p->stage_idx : -1;
         in->attempt_id = p->attempt_id;

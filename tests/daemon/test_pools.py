@@ -118,15 +118,19 @@ def test_exhausted_restarts_fail_the_job(root):
 
 def test_lost_pool_and_hang_and_heartbeat(root):
     spec = fixture(root)
-    d = Daemon(root, "--hang-timeout", "2", "--heartbeat-timeout", "3").start()
+    d = Daemon(root, "--hang-timeout", "2", "--heartbeat-timeout", "3", "--reconnect-grace", "2").start()
     try:
         jid = int(d.cli("submit", spec, "--print-id").stdout)
-        # A pool that dies mid-stage: the attempt is LOST, the job RECOVERING, and the next pool resumes it.
+        # A pool that dies mid-stage: its attempt waits the reconnect grace, then is LOST, the job RECOVERING,
+        # and the next pool resumes it.
         p1 = d.poolsim("--mode", "disconnect", "--steps", "4")
         p1.wait(timeout=20)
+        t0 = time.time()
         wait_for(lambda: state(d, jid) == "RECOVERING", what="RECOVERING")
+        assert time.time() - t0 > 0.5, "the attempt was lost before the reconnect grace ended"
         a = d.json("show", jid)["attempts"][0]
-        assert a["state"] == "LOST" and "connection was lost" in a["failure_reason"], a
+        assert a["state"] == "LOST" and "did not reconnect within 2 s" in a["failure_reason"], a
+        assert any("waits 2 s for it to reconnect" in (e["reason"] or "") for e in d.json("events", jid)["events"])
         # A pool that stops progressing is torn down after the hang timeout.
         p2 = d.poolsim("--mode", "hang", "--steps", "4")
         wait_for(lambda: len(d.json("show", jid)["attempts"]) == 2 and

@@ -1,0 +1,127 @@
+"""A network blip between a pool and radladsd: the pool connects over TCP through a proxy; mid-align the test
+cuts every proxied connection.  The worker reconnects and re-registers with its pool and attempt ids within
+the daemon's --reconnect-grace, so the SAME attempt continues (no restart is spent, nothing is recomputed),
+the pool keeps its id, the daemon records the drop and the reconnection as events, and the exported weights
+are byte-identical to an undisturbed run's."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from poolfix import WORKER, make_teacher, mpirun, sanitized, sanitizer_reports  # noqa: E402
+from harness import Daemon, run, wait_for  # noqa: E402
+from test_pool import train_stage, write_spec  # noqa: E402
+
+
+class Proxy:
+    """A TCP relay 127.0.0.1:port -> target whose live connections can be cut at once."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.live, self.lock, self.accepted = [], threading.Lock(), 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(self.target)
+            with self.lock:
+                self.live += [c, u]
+                self.accepted += 1
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                buf = src.recv(65536)
+                if not buf:
+                    break
+                dst.sendall(buf)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            for s in self.live:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.live = []
+
+
+def run_job(d, root, name, teacher, data, stages, proxy=None, victim_step=None):
+    jid = int(d.cli("submit", write_spec(root, name, teacher, data, stages, os.path.join(root, name)),
+                    "--print-id").stdout)
+    if proxy:
+        wait_for(lambda: d.json("show", jid)["stages"][1]["step"] >= victim_step, timeout=120,
+                 what=f"align step {victim_step}")
+        pool_before = d.json("pools")["pools"][0]["id"]
+        proxy.cut()
+        print(f"  cut the pool's connection at align step ~{d.json('show', jid)['stages'][1]['step']}")
+    r = d.cli("wait", jid, "--timeout", "240", check=False)
+    show = d.json("show", jid)
+    assert show["state"] == "COMPLETED", (show, d.log()[-3000:])
+    if proxy:
+        return show, pool_before
+    return show, None
+
+
+def test_connection_cut_mid_stage_same_attempt_continues(root):
+    teacher, data = make_teacher(root)
+    steps = 400 if sanitized() else 1500
+    stages = ["transfer", train_stage("align", steps, lr="3e-3:1e-4", checkpoint_every=steps // 5), "export"]
+    d = Daemon(root, "--worker-listen", "tcp:127.0.0.1:0", "--reconnect-grace", "60").start()
+    p = None
+    try:
+        addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
+                        open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
+        proxy = Proxy(int(addr.rsplit(":", 1)[1]))
+        log = open(os.path.join(root, "pool.log"), "w")
+        p = subprocess.Popen(mpirun(2) + [WORKER, "pool", "--connect", f"tcp:127.0.0.1:{proxy.port}", "--token-file",
+                                          d.token_file], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        ref, _ = run_job(d, root, "ref", teacher, data, stages)
+        show, pool_before = run_job(d, root, "cut", teacher, data, stages, proxy=proxy, victim_step=steps // 4)
+        align = [a for a in show["attempts"] if a["stage_idx"] == 1]
+        assert len(align) == 1 and align[0]["state"] == "SUCCEEDED", align
+        reasons = [e["reason"] or "" for e in d.json("events", show["id"])["events"]]
+        assert any("connection dropped; its attempt waits 60 s" in x for x in reasons), reasons
+        back = [x for x in reasons if "reconnected after" in x]
+        assert back and f"pool {pool_before} reconnected" in back[0], reasons
+        assert proxy.accepted >= 2, proxy.accepted
+        assert d.json("pools")["pools"][0]["id"] == pool_before
+        a = open(os.path.join(root, "ref", "02-export", "model.safetensors"), "rb").read()
+        b = open(os.path.join(root, "cut", "02-export", "model.safetensors"), "rb").read()
+        assert a == b, "the run whose connection was cut differs from the undisturbed run"
+        print(f"  {back[0]}; one align attempt; exported weights byte-identical ({len(a)} bytes)")
+    finally:
+        if p:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
+            reports = sanitizer_reports(os.path.join(root, "pool.log"))
+            assert not reports, "".join(reports[:5])
+        d.stop()
+
+
+if __name__ == "__main__":
+    run([test_connection_cut_mid_stage_same_attempt_continues])
