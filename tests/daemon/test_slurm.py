@@ -4,6 +4,7 @@ job and is scancel'ed when idle; cancel removes the Slurm job and every rank; a 
 before it registers holds the job with the reason.  poolsim stands in for radlads-worker (the real worker
 under Slurm is tests/worker/test_pool_slurm.py)."""
 import os
+import subprocess
 import sys
 import time
 
@@ -102,10 +103,45 @@ def test_bad_sbatch_option_holds_the_job_with_sbatch_message(root):
         cancel_leftovers(d.state)
 
 
+def test_hand_started_pool_from_the_deploy_template(root):
+    """deploy/slurm/pool.sbatch, submitted by hand with the daemon's address, registers a pool that runs a job;
+    a missing setting is refused with the fix.  (poolsim speaks Unix sockets only; the real worker over TCP is
+    tests/worker/test_pool.py's test_pool_over_tcp.)"""
+    spec = fixture(root)
+    with_mode("ok")
+    d = Daemon(root).start()  # no launcher
+    template = os.path.join(os.environ.get("RADLADS_SRC", "."), "deploy", "slurm", "pool.sbatch")
+    sid = None
+    try:
+        addr = "unix:" + d.sock
+        out = os.path.join(root, "pool-%j.log")
+        r = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--overcommit", f"--output={out}", template],
+                           capture_output=True, text=True, cwd=root)  # RADLADS_CONNECT unset
+        bad = r.stdout.strip()
+        wait_for(lambda: os.path.exists(out.replace("%j", bad)) and "RADLADS_CONNECT" in open(out.replace("%j", bad)).read(),
+                 timeout=30, what="the template to refuse a missing RADLADS_CONNECT")
+        env = dict(os.environ, RADLADS_CONNECT=addr, RADLADS_TOKEN_FILE=d.token_file, RADLADS_WORKER=POOLSIM,
+                   RADLADS_POOL_NAME="by-hand")
+        r = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--overcommit", f"--output={out}", template],
+                           capture_output=True, text=True, env=env, cwd=root, check=True)
+        sid = r.stdout.strip()
+        jid = int(d.cli("submit", spec, "--ranks", "2", "--pool", "by-hand", "--print-id").stdout)
+        r = d.cli("wait", jid, "--timeout", "60", check=False)
+        assert r.returncode == 0, (r.stdout, d.log()[-2000:])
+        pools = d.json("pools")["pools"]
+        assert len(pools) == 1 and pools[0]["name"] == "by-hand" and pools[0]["ranks"] == 2, pools
+        print(f"  Slurm job {sid} from deploy/slurm/pool.sbatch ran job {jid} over {addr}")
+    finally:
+        if sid:
+            subprocess.run(["scancel", sid])
+        d.stop()
+
+
 if __name__ == "__main__":
     why = ensure_slurm()
     if why:
         print("SKIP:", why)
         sys.exit(77)
     run([test_slurm_pool_runs_the_job_and_is_retired, test_cancel_scancels_the_pool,
-         test_slurm_job_that_fails_holds_the_job, test_bad_sbatch_option_holds_the_job_with_sbatch_message])
+         test_slurm_job_that_fails_holds_the_job, test_bad_sbatch_option_holds_the_job_with_sbatch_message,
+         test_hand_started_pool_from_the_deploy_template])
