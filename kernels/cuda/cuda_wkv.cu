@@ -58,8 +58,8 @@ __device__ __forceinline__ size_t tok_off(const wkv_args &p, int b, int t, int h
 }
 
 /* Shared token-tile slots: forward and replay use the first NV_FWD, the backward all of them. */
-enum { V_R = 0, V_D = 1, V_K = 2, V_V = 3, V_A = 4, V_B = 5 };
-enum { BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7 };
+constexpr int V_R = 0, V_D = 1, V_K = 2, V_V = 3, V_A = 4, V_B = 5;
+constexpr int BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7;
 
 /* The whole block copies tokens t0..t0+nt−1 of head (b, h) into tile [nt][nv][N] with the slot order
  * given by the caller's slot numbers (sl_* < 0 = skip). Consecutive threads read consecutive channels
@@ -298,6 +298,11 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
 }
 
 /* ---- launchers ------------------------------------------------------------------------------ */
+/* tests/gpu/wkv_cuda_logic_check.cpp compiles the kernels above on the host (a std::thread per GPU
+ * thread, a barrier for __syncthreads) and leaves the launchers out. */
+#ifdef RLC_WKV_HOST_EMULATION
+} // namespace
+#else
 
 size_t fwd_smem(int N, bool seven) { return sizeof(float) * (size_t)SEG * (seven ? 6 : 4) * N; }
 size_t bwd_smem(int N, bool seven)
@@ -467,3 +472,5 @@ cudaError_t rlc_wkv6_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_d
 }
 
 } // extern "C"
+
+#endif /* RLC_WKV_HOST_EMULATION */
