@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH=/usr/local/cuda/bin:$PATH
 BUILD=${RL_GPU_BUILD:-build-gpu}
+SETUP_LOG=${TMPDIR:-/tmp}/radlads-gpu-setup.log
 
 echo "== GPU"
 if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; then
@@ -18,14 +19,14 @@ if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
   scripts/install-deps.sh || { echo "run.sh: FAIL: installing the build dependencies failed" >&2; exit 1; }
 fi
 if [ -d "$BUILD" ]; then
-  meson setup --reconfigure "$BUILD" -Dcuda=enabled >"$BUILD.setup.log" 2>&1
+  meson setup --reconfigure "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
 else
-  meson setup "$BUILD" -Dcuda=enabled >"$BUILD.setup.log" 2>&1
+  meson setup "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
 fi
 if [ $? -ne 0 ]; then
   # a machine with meson but without every library the project configures against
-  scripts/install-deps.sh && meson setup --wipe "$BUILD" -Dcuda=enabled >"$BUILD.setup.log" 2>&1 ||
-    { tail -30 "$BUILD.setup.log"; echo "run.sh: FAIL: meson setup" >&2; exit 1; }
+  scripts/install-deps.sh && meson setup --wipe "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1 ||
+    { tail -30 "$SETUP_LOG"; echo "run.sh: FAIL: meson setup" >&2; exit 1; }
 fi
 ninja -C "$BUILD" tests/gpu/gpu_ops_check tests/gpu/gpu_bench || { echo "run.sh: FAIL: build" >&2; exit 1; }
 
