@@ -1,0 +1,266 @@
+"""`radlads plan`: device memory per rank of steps 1-3 from a teacher's config.json.
+
+1. The planner's parameter counts equal the tensors in the safetensors files the real tools write: tiny
+   teachers from `radlads init-model` (Qwen2, Qwen3 with an explicit head_dim, Llama tied and untied with
+   attention bias) and students from `radlads-worker run --stage transfer` (RAD-RWKV7 b and a, RAD-RWKV6, a
+   hybrid keeping one attention layer): teacher and student totals, and the trainable set of each stage
+   (align: the time-mix layers' self_attn tensors; distill and extend: all; extend --train decay_shift: the
+   decay and token-shift tensors), counted here from the tensor names in the files.
+2. Qwen2.5-7B (tests/fixtures/qwen2.5-7b, a folder holding only config.json) has 7,615,616,512 parameters
+   and Qwen3-8B 8,190,735,360, exactly.
+3. Qwen2.5-7B -> RAD-RWKV7 on 8 x 80G at seq 512 fits in every stage (extend at METHOD.md's 16384 with
+   recompute); on one rank distill does not fit, and the verdict names the unsharded optimizer state and
+   the number of ranks that makes it fit.
+4. --json parses, carries schema_version, and every stage's total is the sum of its roles; the table's
+   total row equals the sum of its role rows (to rounding).
+5. Bad inputs give exit 2 (usage) or 1 (files) and a message naming the problem: a bad --gpu-mem size, a
+   folder without config.json, an unknown --arch, --stage, --zero, --recompute."""
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+SRC = os.environ.get("RADLADS_SRC", ".")
+BUILD = os.environ.get("RADLADS_BUILD", "build")
+RADLADS = os.path.join(BUILD, "cli", "radlads")
+WORKER = os.path.join(BUILD, "worker", "radlads-worker")
+QWEN25_7B = os.path.join(SRC, "tests", "fixtures", "qwen2.5-7b")
+QWEN3_8B = os.path.join(SRC, "tests", "fixtures", "qwen3-8b")
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(f"  {name:78s} {'ok' if ok else 'FAIL'} {detail}")
+    sys.stdout.flush()
+    if not ok:
+        failures.append(name)
+
+
+def run(args):
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def tensors(d):
+    """{name: element count} of every safetensors file in folder d (header only)."""
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        with open(os.path.join(d, f), "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, e in header.items():
+            if name != "__metadata__":
+                count = 1
+                for s in e["shape"]:
+                    count *= s
+                out[name] = count
+    return out
+
+
+def plan_json(*args):
+    r = run([RADLADS, "plan", "--json", *args])
+    if r.returncode != 0:
+        raise SystemExit(f"plan {args} failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+DECAY_SHIFT = re.compile(r"\.self_attn\.(time_decay.*|time_maa_w.*|w0|w1|w2)$")
+
+
+def check_counts(label, teacher_dir, student_dir, arch, variant, attn, layers):
+    t, s = tensors(teacher_dir), tensors(student_dir)
+    args = ["--teacher", teacher_dir, "--arch", arch, "--gpu-mem", "1G", "--seq-len", "32",
+            "--attention-layers", str(attn)]
+    if variant:
+        args += ["--variant", variant]
+    doc = plan_json(*args)
+    st = {x["stage"]: x for x in doc["stages"]}
+    mix = layers - attn
+    time_mix = 0
+    for name, n in s.items():
+        m = re.match(r"model\.layers\.(\d+)\.self_attn\.", name)
+        if m and int(m.group(1)) < mix:
+            time_mix += n
+    total_s, total_t = sum(s.values()), sum(t.values())
+    check(f"{label}: teacher parameters = init-model's file", doc["teacher"]["params"] == total_t,
+          f"{doc['teacher']['params']} vs {total_t}")
+    check(f"{label}: student parameters = transfer's file", doc["student"]["params"] == total_s,
+          f"{doc['student']['params']} vs {total_s}")
+    check(f"{label}: align trains the time-mix layers' self_attn tensors", st["align"]["trainable_params"] == time_mix,
+          f"{st['align']['trainable_params']} vs {time_mix}")
+    check(f"{label}: distill and extend train every tensor",
+          st["distill"]["trainable_params"] == total_s and st["extend"]["trainable_params"] == total_s)
+    resident = total_t - t.get("lm_head.weight", 0)
+    check(f"{label}: align keeps the teacher without its lm_head, distill all of it",
+          st["align"]["teacher_resident_params"] == resident and st["distill"]["teacher_resident_params"] == total_t
+          and st["extend"]["teacher_resident_params"] == 0)
+    ds = sum(n for name, n in s.items() if DECAY_SHIFT.search(name))
+    d3a = plan_json(*args, "--stage", "extend", "--train", "decay_shift")["stages"][0]
+    check(f"{label}: extend --train decay_shift trains the decay/token-shift tensors",
+          d3a["trainable_params"] == ds and ds > 0, f"{d3a['trainable_params']} vs {ds}")
+    for x in doc["stages"]:
+        want = st["align"]["trainable_params"] if x["stage"] == "align" else total_s
+        weights = doc["student"]["params"] * 2
+        check(f"{label} {x['stage']}: bf16 weights, grads of the trainable set only",
+              x["bytes"]["student_weights"] == weights and x["bytes"]["student_grads"] == want * 2)
+
+
+def check_table_sums(text):
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^(.*?)\s{2,}(-?\d+\.\d\d)\s+(-?\d+\.\d\d)\s+(-?\d+\.\d\d)\s*$", line)
+        if m:
+            rows[m.group(1).strip()] = [float(m.group(i)) for i in (2, 3, 4)]
+    roles = [k for k in rows if k not in ("total", "budget")]
+    ok = "total" in rows and len(roles) == 11
+    for col in range(3):
+        s = sum(rows[k][col] for k in roles) if ok else 0
+        ok = ok and abs(s - rows["total"][col]) <= 0.005 * len(roles) + 1e-9
+    return ok, f"{len(roles)} role rows"
+
+
+def main():
+    for exe in (RADLADS, WORKER):
+        if not os.path.exists(exe):
+            print(f"missing {exe}: build first")
+            return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        print("1. parameter counts equal the tensors in the files init-model and transfer write")
+
+        def teacher(name, *args):
+            d = os.path.join(tmp, name)
+            subprocess.run([RADLADS, "init-model", "--vocab", "300", "--seed", "1", "--out", d, *args], check=True,
+                           stdout=subprocess.DEVNULL)
+            return d
+
+        def student(name, src, *args):
+            d = os.path.join(tmp, name)
+            r = run([WORKER, "run", "--stage", "transfer", "--teacher", src, "--out", d, *args])
+            if r.returncode != 0:
+                raise SystemExit(f"transfer {name} failed: {r.stderr}")
+            return d
+
+        qwen2 = teacher("qwen2", "--arch", "qwen2", "--hidden", "64", "--layers", "3", "--heads", "4",
+                        "--kv-heads", "2")
+        qwen3 = teacher("qwen3", "--arch", "qwen3", "--hidden", "48", "--layers", "2", "--heads", "4",
+                        "--kv-heads", "2", "--head-dim", "16")
+        llama_tied = teacher("llama_tied", "--arch", "llama", "--hidden", "64", "--layers", "2", "--heads", "8",
+                             "--kv-heads", "2", "--attention-bias", "--tie")
+        cases = [
+            ("qwen2 -> rad-rwkv7 b", qwen2, student("s7b", qwen2, "--arch", "rad-rwkv7"), "rwkv7", "b", 0, 3),
+            ("qwen2 -> rad-rwkv7 a", qwen2, student("s7a", qwen2, "--arch", "rad-rwkv7", "--variant", "a"),
+             "rwkv7", "a", 0, 3),
+            ("qwen2 -> rad-rwkv6", qwen2, student("s6", qwen2, "--arch", "rad-rwkv6"), "rwkv6", None, 0, 3),
+            ("qwen2 -> rad-rwkv7 hybrid (1 attention layer)", qwen2,
+             student("s7h", qwen2, "--arch", "rad-rwkv7", "--attention-layers", "1"), "rwkv7", "b", 1, 3),
+            ("qwen3 (head_dim 16) -> rad-rwkv7 a", qwen3,
+             student("q3s7", qwen3, "--arch", "rad-rwkv7", "--variant", "a"), "rwkv7", "a", 0, 2),
+            ("qwen3 (head_dim 16) -> rad-rwkv6", qwen3, student("q3s6", qwen3, "--arch", "rad-rwkv6"),
+             "rwkv6", None, 0, 2),
+            ("llama tied, attention bias -> rad-rwkv7 b", llama_tied,
+             student("ls7", llama_tied, "--arch", "rad-rwkv7"), "rwkv7", "b", 0, 2),
+        ]
+        for c in cases:
+            check_counts(*c)
+
+        print("2. real teachers from config.json alone")
+        check("fixture folder holds only config.json", sorted(os.listdir(QWEN25_7B)) == ["config.json"])
+        doc = plan_json("--teacher", QWEN25_7B, "--arch", "rwkv7", "--gpu-mem", "80G")
+        check("Qwen2.5-7B has 7,615,616,512 parameters", doc["teacher"]["params"] == 7615616512,
+              str(doc["teacher"]["params"]))
+        doc3 = plan_json("--teacher", QWEN3_8B, "--arch", "rwkv7", "--gpu-mem", "80G")
+        check("Qwen3-8B has 8,190,735,360 parameters", doc3["teacher"]["params"] == 8190735360,
+              str(doc3["teacher"]["params"]))
+        # a copy in a fresh folder: nothing but config.json is read
+        only = os.path.join(tmp, "only-config")
+        os.mkdir(only)
+        shutil.copy(os.path.join(QWEN25_7B, "config.json"), only)
+        check("a folder with only config.json plans", run([RADLADS, "plan", "--teacher", only, "--arch", "rwkv6",
+                                                           "--gpu-mem", "80G"]).returncode == 0)
+
+        print("3. Qwen2.5-7B -> RAD-RWKV7 on 8 x 80G, and on one rank")
+        base = ["--teacher", QWEN25_7B, "--arch", "rwkv7", "--gpu-mem", "80G", "--seq-len", "512"]
+        doc8 = plan_json(*base, "--ranks", "8")
+        st = {x["stage"]: x for x in doc8["stages"]}
+        for name in ("align", "distill", "extend"):
+            check(f"8 x 80G: {name} fits", st[name]["fits"] and st[name]["verdict"].startswith("fits"),
+                  f"{st[name]['total_bytes'] / 2**30:.2f} GiB: {st[name]['verdict']}")
+        check("8 x 80G: align and distill at seq 512", st["align"]["seq_len"] == 512 and st["distill"]["seq_len"] == 512)
+        check("8 x 80G: extend at 16384 with recompute", st["extend"]["seq_len"] == 16384 and st["extend"]["recompute"])
+        check("8 x 80G: ZeRO-1 shards master weights and moments by 8",
+              st["distill"]["bytes"]["adam_m"] == -(-st["distill"]["trainable_params"] // 8) * 4 and
+              st["distill"]["bytes"]["master_weights"] == st["distill"]["bytes"]["adam_m"])
+        text8 = run([RADLADS, "plan", *base, "--ranks", "8"]).stdout
+        check("8 x 80G table: three verdicts say fits", len(re.findall(r"^step \d \w+: fits", text8, re.M)) == 3)
+        r1 = run([RADLADS, "plan", *base, "--ranks", "1"])
+        line = next((x for x in r1.stdout.splitlines() if x.startswith("step 2 distill:")), "")
+        check("1 x 80G: distill does not fit", "does not fit by" in line, line)
+        check("1 x 80G: the verdict names the optimizer state and the fix",
+              "master weights" in line and re.search(r"fits with --ranks \d+", line) is not None)
+        doc1 = plan_json(*base, "--ranks", "1", "--stage", "distill")
+        x = doc1["stages"][0]
+        check("1 x 80G json: fits false, short_by = total - budget",
+              not x["fits"] and x["short_by_bytes"] == x["total_bytes"] - doc1["budget_bytes"] > 0)
+        r0 = run([RADLADS, "plan", *base, "--ranks", "8", "--zero", "0", "--stage", "distill"])
+        check("8 x 80G without ZeRO-1: distill names --zero 1", "fits with --zero 1" in r0.stdout, r0.stdout[-200:])
+
+        print("4. --json totals are the sums of the roles; the table's too")
+        ok = "schema_version" in doc8 and all(
+            x["total_bytes"] == sum(x["bytes"].values()) and len(x["bytes"]) == 11 for x in doc8["stages"])
+        check("json: schema_version, 11 roles, total = sum of roles", ok)
+        ok, detail = check_table_sums(text8)
+        check("table: total row = sum of role rows", ok, detail)
+        fp32 = plan_json(*base, "--ranks", "8", "--dtype", "fp32")
+        check("fp32 policy: no master copy, 4-byte weights",
+              all(x["bytes"]["master_weights"] == 0 and x["bytes"]["student_weights"] == 4 * fp32["student"]["params"]
+                  for x in fp32["stages"]))
+        on = plan_json(*base, "--ranks", "8", "--stage", "align", "--recompute", "on")["stages"][0]
+        off = plan_json(*base, "--ranks", "8", "--stage", "align", "--recompute", "off")["stages"][0]
+        check("recompute keeps one layer's wkv checkpoints instead of 28",
+              off["bytes"]["wkv_checkpoints"] == 28 * on["bytes"]["wkv_checkpoints"] > 0)
+        check("recompute shrinks the activations", on["bytes"]["activations"] < off["bytes"]["activations"])
+
+        print("5. bad inputs")
+        bad = [
+            (["--gpu-mem", "80X"], 2, "--gpu-mem: expected a size like 80G, got '80X'"),
+            (["--gpu-mem", "-5G"], 2, "--gpu-mem: expected a size like 80G, got '-5G'"),
+            (["--gpu-mem", "80Gx"], 2, "--gpu-mem: expected a size like 80G, got '80Gx'"),
+            (["--arch", "mamba"], 2, "--arch 'mamba' is not a student architecture; use rwkv7 or rwkv6"),
+            (["--stage", "pretrain"], 2, "--stage expects align, distill, extend or all, got 'pretrain'"),
+            (["--zero", "2"], 2, "--zero expects an integer in [0, 1], got '2'"),
+            (["--recompute", "maybe"], 2, "--recompute expects auto, on or off, got 'maybe'"),
+            (["--ranks", "0"], 2, "--ranks expects an integer in [1, 65536], got '0'"),
+            (["--teacher", tmp], 1, "no readable config.json there"),
+        ]
+        for extra, code, msg in bad:
+            args = ["--teacher", QWEN25_7B, "--arch", "rwkv7", "--gpu-mem", "80G"]
+            for i in range(0, len(extra), 2):  # replace or append each option
+                if extra[i] in args:
+                    args[args.index(extra[i]) + 1] = extra[i + 1]
+                else:
+                    args += extra[i:i + 2]
+            r = run([RADLADS, "plan", *args])
+            check(f"{' '.join(extra)[:40]}: exit {code} and a clear message",
+                  r.returncode == code and msg in r.stderr, (r.stderr.strip().splitlines() or [""])[0][:90])
+        r = run([RADLADS, "plan", "--teacher", QWEN25_7B, "--arch", "rwkv7"])
+        check("no --gpu-mem: exit 2 naming the required options",
+              r.returncode == 2 and "--gpu-mem are required" in r.stderr)
+        broken = os.path.join(tmp, "broken")
+        os.mkdir(broken)
+        with open(os.path.join(broken, "config.json"), "w") as f:
+            f.write('{"architectures": ["GPT2LMHeadModel"], "hidden_size": 8}')
+        r = run([RADLADS, "plan", "--teacher", broken, "--arch", "rwkv7", "--gpu-mem", "8G"])
+        check("unsupported teacher architecture: exit 1 naming it", r.returncode == 1 and "GPT2LMHeadModel" in r.stderr,
+              r.stderr.strip()[:90])
+
+    print(f"{'FAIL: ' + ', '.join(failures) if failures else 'all passed'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
