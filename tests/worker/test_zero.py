@@ -10,6 +10,7 @@
   added in another order): losses rel < 1e-5, weights max abs diff < 1e-5.
 - optimizer-state bytes per rank, as printed at stage start and in metrics.jsonl: half with 2 ranks.
 - 1 rank with zero=1: a no-op, bit-identical to zero=0.
+- a NaN gradient in either rank's shard stops both ranks naming the tensor (the owners' flags are summed).
 - stop after step 5 (--stop-after) and kill -9 of a rank at a random moment, then --resume: bit-exact against
   the uninterrupted zero=1 run (weights, optimizer state of a later checkpoint, every step's metrics); a zero=1
   checkpoint resumed with zero=0 is bit-exact too (the format is the unsharded one), and on 1 rank it runs.
@@ -112,6 +113,16 @@ def test_sharded_equals_unsharded(tmp):
               read(os.path.join(out["r1z0"], "model.safetensors")) == read(os.path.join(out["r1z1"], "model.safetensors"))
               and [v[:4] for v in metrics(out["r1z0"]).values()] == [v[:4] for v in metrics(out["r1z1"]).values()]
               and "nothing to shard" in r.stdout)
+    # a NaN gradient (injected at step 4) in rank 0's shard and in rank 1's: every rank stops naming the tensor
+    args = stage_args("distill", teacher, data, student)
+    for tensor in ("model.embed_tokens.weight", "model.layers.1.self_attn.r_k"):
+        out = os.path.join(tmp, f"poison-{tensor}")
+        r = run(*mpirun(2), "-x", "RADLADS_TEST_POISON", WORKER, "run", *args, "--out", out, "--zero", "1", ok=False,
+                env=dict(os.environ, RADLADS_TEST_POISON=f"grad:4:{tensor}"))
+        named = [ln for ln in r.stderr.splitlines() if f"step 4: the gradient of {tensor} is not finite" in ln]
+        check(f"NaN gradient of {tensor.split('.', 1)[1]} under zero=1: both ranks stop naming it",
+              r.returncode != 0 and len(named) == 2 and sorted(os.listdir(os.path.join(out, "checkpoints"))) ==
+              ["step-00000002", "step-00000004"], named[0][:60] if named else r.stderr[-200:])
     # three ranks: shards of 1/3 each, the middle one owning neither end
     args = stage_args("distill", teacher, data, student, batch=6)
     o3 = {k: os.path.join(tmp, f"distill3-{k}") for k in ("z0", "z1")}
