@@ -303,7 +303,7 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
         add(&tacts, teacher_layer);
         add(&tacts, (elems){0, s.T * s.N});
         /* student: dy per layer, the time-mix saved set of every layer (one with recompute) */
-        add(&acts, (elems){(uint64_t)mix * RD + 2 * RD, 2 * s.R + s.R * 2}); /* dy, y_s du, row_losses tokens */
+        add(&acts, (elems){(uint64_t)mix * RD + 2 * RD, 3 * s.R}); /* dy per layer, y_s, du; row_losses, tokens */
         add(&acts, times(tmix_saved(&s), rec ? 1 : (uint64_t)mix));
         add(&acts, tmix_scratch(&s));
         add(&acts, v_first);
