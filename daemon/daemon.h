@@ -148,6 +148,7 @@ struct pool {
     int64_t launch_id;         /* started by our launcher (retired when idle); 0 = external */
     int64_t orphan_attempt;    /* re-registered still running an attempt we no longer own: stopped, not reused */
     int64_t disconnected_ms;   /* c == NULL: its connection dropped mid-attempt; it may reconnect until the grace */
+    int64_t last_seq;          /* highest Progress/LogLine seq stored from it */
     pool *next;
 };
 

@@ -449,6 +449,16 @@ static int current_attempt(pool *p, int64_t attempt_id)
     return p->attempt_id && attempt_id == p->attempt_id;
 }
 
+/* Progress and log lines carry a per-pool sequence number; after a reconnect the pool sends again those
+ * after the last one we had, so a line we already stored (seq ≤ last_seq) is a duplicate. */
+static int fresh_seq(pool *p, int64_t seq)
+{
+    if (seq <= 0) return 1; /* an older worker: no numbering */
+    if (seq <= p->last_seq) return 0;
+    p->last_seq = seq;
+    return 1;
+}
+
 void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env)
 {
     if (env->msg_case == RADLADS__ENVELOPE__MSG_REGISTER_POOL) {
@@ -465,12 +475,14 @@ void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env)
     switch (env->msg_case) {
     case RADLADS__ENVELOPE__MSG_HEARTBEAT: break;
     case RADLADS__ENVELOPE__MSG_PROGRESS:
+        if (!fresh_seq(p, env->progress->seq)) break;
         if (current_attempt(p, env->progress->attempt_id)) progress(d, p, env->progress);
         break;
     case RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED:
         if (current_attempt(p, env->checkpoint_saved->attempt_id)) checkpoint_saved(d, p, env->checkpoint_saved);
         break;
     case RADLADS__ENVELOPE__MSG_LOG:
+        if (!fresh_seq(p, env->log->seq)) break;
         if (current_attempt(p, env->log->attempt_id)) log_line(d, p, env->log);
         break;
     case RADLADS__ENVELOPE__MSG_STAGE_FINISHED:
@@ -579,6 +591,7 @@ static int reconnect_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
     Radlads__PoolRegistered r = RADLADS__POOL_REGISTERED__INIT;
     r.pool_id = p->id;
     r.heartbeat_ms = d->heartbeat_ms;
+    r.last_seq = p->last_seq; /* it sends again what came after: lines the dropped connection swallowed */
     Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
     env.msg_case = RADLADS__ENVELOPE__MSG_POOL_REGISTERED;
     env.pool_registered = &r;

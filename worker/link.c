@@ -9,7 +9,10 @@
  * Reporting never blocks a step: the training thread only takes the mutex for a queue append.  The queue
  * is bounded (queue_max frames): when full, the oldest progress, log or heartbeat frame is dropped; the
  * frames that carry state (CheckpointSaved, StageFinished) are never dropped, and one whose write failed
- * is sent again after the next registration.
+ * is sent again after the next registration.  Progress and log frames carry a sequence number; the last
+ * SENT_KEEP written are kept, and when a reconnect's PoolRegistered says which seq the daemon stored last,
+ * the ones after it (swallowed with the old connection: in its socket buffers or a proxy's) are sent again
+ * first; the daemon ignores a seq it already has.
  *
  * Connection states: CONNECTING → (Hello + RegisterPool written at once) → REGISTERED on PoolRegistered.
  * A lost connection goes to DISCONNECTED and is retried after a backoff (200 ms doubling to 5 s); the
@@ -30,6 +33,7 @@ enum { L_CONNECTING, L_REGISTERED, L_DISCONNECTED, L_FATAL };
 
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 5000
+#define SENT_KEEP 1024 /* progress/log frames kept after writing, to send again after a reconnect */
 #define REGISTER_ANSWER_MS 15000 /* a connection whose RegisterPool gets no answer is dropped and retried */
 
 typedef struct frame {
@@ -38,6 +42,7 @@ typedef struct frame {
     size_t len;
     int droppable; /* progress, log lines, heartbeats: superseded by later ones */
     int64_t finishes;  /* a StageFinished: the attempt it ends */
+    int64_t seq;       /* progress and log lines: their sequence number (0 = none) */
 } frame;
 
 typedef struct {
@@ -70,6 +75,8 @@ struct rl_link {
     int gai_pending;
     rl_frame_reader reader;
     int backoff_ms, writes_pending, shutting_down;
+    frame *sent_head, *sent_tail; /* the last SENT_KEEP numbered frames written, oldest first */
+    size_t sent_len;
     int64_t last_warn_ms;
     char slab[65536];
 
@@ -80,7 +87,7 @@ struct rl_link {
     size_t q_len;
     uint64_t dropped;
     int state, stopping, stop_flush_ms, heartbeat_ms, ctl_bits, ever_registered;
-    int64_t pool_id, attempt_id, step, lost_at_ms;
+    int64_t pool_id, attempt_id, step, lost_at_ms, seq;
     /* The attempt a re-registration names: the running one, or one that ended while the daemon was away
      * (its StageFinished still queued), so that the daemon re-attaches it and takes the result. */
     int64_t unreported;
@@ -139,6 +146,44 @@ static void append(frame **head, frame **tail, frame *f)
 
 static void lost(rl_link *l, const char *why);
 
+/* Keeps a written progress/log frame (loop thread only) so a reconnect can send it again. */
+static void keep_sent(rl_link *l, frame *f)
+{
+    append(&l->sent_head, &l->sent_tail, f);
+    if (++l->sent_len > SENT_KEEP) {
+        frame *old = l->sent_head;
+        l->sent_head = old->next;
+        frame_free(old);
+        l->sent_len--;
+    }
+}
+
+/* After a (re)registration: the kept frames the daemon does not have (seq > last_seq) go to the front of
+ * `*head`; the rest are freed.  last_seq 0 = the daemon knows nothing of us (a new pool): none go again. */
+static size_t resend_after(rl_link *l, int64_t last_seq, frame **head, frame **tail)
+{
+    frame *keep_h = NULL, *keep_t = NULL;
+    size_t n = 0;
+    for (frame *f = l->sent_head, *next; f; f = next) {
+        next = f->next;
+        if (last_seq > 0 && f->seq > last_seq) {
+            append(&keep_h, &keep_t, f);
+            n++;
+        } else {
+            frame_free(f);
+        }
+    }
+    l->sent_head = l->sent_tail = NULL;
+    l->sent_len = 0;
+    if (keep_h) {
+        keep_t->next = *head;
+        if (!*tail)
+            *tail = keep_t;
+        *head = keep_h;
+    }
+    return n;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
@@ -148,6 +193,8 @@ static void on_write(uv_write_t *req, int status)
         pthread_mutex_lock(&l->mu);
         append(&l->retry_head, &l->retry_tail, w->f); /* sent again after the next registration */
         pthread_mutex_unlock(&l->mu);
+    } else if (w->f->seq) {
+        keep_sent(l, w->f);
     } else {
         if (w->f->finishes) {
             pthread_mutex_lock(&l->mu);
@@ -184,6 +231,8 @@ static void write_frame(rl_link *l, frame *f)
             pthread_mutex_lock(&l->mu);
             append(&l->retry_head, &l->retry_tail, f);
             pthread_mutex_unlock(&l->mu);
+        } else if (f->seq) {
+            keep_sent(l, f);
         } else {
             frame_free(f);
         }
@@ -357,20 +406,23 @@ static void handle(rl_link *l, Radlads__Envelope *e)
                 l->q_tail = l->retry_tail;
             l->q_head = l->retry_head;
             l->retry_head = l->retry_tail = NULL;
-            size_t n = 0;
-            for (frame *f = l->q_head; f; f = f->next)
-                n++;
-            l->q_len = n;
         }
+        /* ...after the numbered ones the old connection may have swallowed */
+        size_t resent = resend_after(l, e->pool_registered->last_seq, &l->q_head, &l->q_tail);
+        size_t n = 0;
+        for (frame *f = l->q_head; f; f = f->next)
+            n++;
+        l->q_len = n;
         int hb = l->heartbeat_ms;
         pthread_mutex_unlock(&l->mu);
         pthread_cond_broadcast(&l->cv);
         l->backoff_ms = BACKOFF_MIN_MS;
         uv_timer_stop(&l->answer_timer);
         if (again)
-            fprintf(stderr, "radlads-worker: registered again with radladsd as pool %lld after %.1f s without it%s\n",
-                    (long long)e->pool_registered->pool_id, (double)down / 1000.0,
-                    dropped ? " (some progress and log lines were dropped meanwhile)" : "");
+            fprintf(stderr, "radlads-worker: registered again with radladsd as pool %lld after %.1f s without it"
+                    "%s; %zu progress/log lines sent again\n", (long long)e->pool_registered->pool_id,
+                    (double)down / 1000.0, dropped ? " (some progress and log lines were dropped meanwhile)" : "",
+                    resent);
         uv_timer_start(&l->hb_timer, on_heartbeat, (uint64_t)hb, (uint64_t)hb);
         flush(l);
         break;
@@ -631,7 +683,7 @@ static char *dup_or_empty(const char *s)
 static void link_free(rl_link *l)
 {
     free(l->connect), free(l->token), free(l->name), free(l->device), free(l->host), free(l->pids);
-    list_free(l->q_head), list_free(l->retry_head), list_free(l->a_head);
+    list_free(l->q_head), list_free(l->retry_head), list_free(l->a_head), list_free(l->sent_head);
     rl_frame_reader_free(&l->reader);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
@@ -738,10 +790,28 @@ int64_t rl_link_pool_id(rl_link *l)
 
 void rl_link_send(rl_link *l, const Radlads__Envelope *env)
 {
-    frame *f = frame_encode(env);
-    if (!f)
-        return;
+    /* progress and log lines are numbered in queue order: number and append under one lock */
+    Radlads__Envelope copy = *env;
+    Radlads__Progress pr;
+    Radlads__LogLine lg;
+    int numbered = env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS || env->msg_case == RADLADS__ENVELOPE__MSG_LOG;
     pthread_mutex_lock(&l->mu);
+    int64_t seq = numbered ? ++l->seq : 0;
+    if (env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS) {
+        pr = *env->progress;
+        pr.seq = seq;
+        copy.progress = &pr;
+    } else if (env->msg_case == RADLADS__ENVELOPE__MSG_LOG) {
+        lg = *env->log;
+        lg.seq = seq;
+        copy.log = &lg;
+    }
+    frame *f = frame_encode(&copy);
+    if (!f) {
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    f->seq = seq;
     if (l->q_len >= l->queue_max) { /* full: drop the oldest droppable frame */
         frame *prev = NULL;
         for (frame *x = l->q_head; x; prev = x, x = x->next)

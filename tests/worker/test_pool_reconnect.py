@@ -1,8 +1,9 @@
 """A network blip between a pool and radladsd: the pool connects over TCP through a proxy; mid-align the test
 cuts every proxied connection.  The worker reconnects and re-registers with its pool and attempt ids within
 the daemon's --reconnect-grace, so the SAME attempt continues (no restart is spent, nothing is recomputed),
-the pool keeps its id, the daemon records the drop and the reconnection as events, and the exported weights
-are byte-identical to an undisturbed run's."""
+the pool keeps its id, the daemon records the drop and the reconnection as events, the job's log has every
+progress line exactly once (those the cut swallowed are sent again), and the exported weights are
+byte-identical to an undisturbed run's."""
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ class Proxy:
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(16)
         self.port = self.lsock.getsockname()[1]
-        self.live, self.lock, self.accepted = [], threading.Lock(), 0
+        self.live, self.lock, self.accepted, self.swallow = [], threading.Lock(), 0, False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -40,16 +41,17 @@ class Proxy:
             with self.lock:
                 self.live += [c, u]
                 self.accepted += 1
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, up in ((c, u, True), (u, c, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, upstream):
         try:
             while True:
                 buf = src.recv(65536)
                 if not buf:
                     break
+                if upstream and self.swallow:
+                    continue  # in flight when the link died: the worker wrote it, the daemon never sees it
                 dst.sendall(buf)
         except OSError:
             pass
@@ -59,8 +61,13 @@ class Proxy:
             except OSError:
                 pass
 
-    def cut(self):
+    def cut(self, swallow_s=1.0):
+        """For swallow_s the pool's frames vanish on the way (as in a dying link's buffers), then every
+        connection is closed."""
+        self.swallow = True
+        time.sleep(swallow_s)
         with self.lock:
+            self.swallow = False
             for s in self.live:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -110,6 +117,17 @@ def test_connection_cut_mid_stage_same_attempt_continues(root):
         assert back and f"pool {pool_before} reconnected" in back[0], reasons
         assert proxy.accepted >= 2, proxy.accepted
         assert d.json("pools")["pools"][0]["id"] == pool_before
+        # no log line was lost with the cut connection, none arrived twice: the lines the old connection
+        # swallowed were sent again (numbered), duplicates ignored
+        def step_lines(jid):
+            return [ln["text"].split()[2] for ln in d.json("logs", jid, "--stage", "align")["lines"]
+                    if ln["text"].startswith("align step ")]
+        want, got = step_lines(ref["id"]), step_lines(show["id"])
+        assert got == want, (len(want), len(got), sorted(set(want) ^ set(got))[:10])
+        pool_log = open(os.path.join(root, "pool.log")).read()
+        again = [ln for ln in pool_log.splitlines() if "progress/log lines sent again" in ln]
+        assert again and int(again[0].split("; ")[-1].split()[0]) > 0, (again, pool_log[-2000:])
+        print("  worker:", again[0].split("; ")[-1], f"; {len(got)} align progress lines, as in the undisturbed run")
         a = open(os.path.join(root, "ref", "02-export", "model.safetensors"), "rb").read()
         b = open(os.path.join(root, "cut", "02-export", "model.safetensors"), "rb").read()
         assert a == b, "the run whose connection was cut differs from the undisturbed run"
