@@ -1,6 +1,7 @@
 """Shared by the worker-pool tests: a tiny teacher and token file, mpirun, the process table, and a small
 protobuf codec for the pool messages (enough to play radladsd in a test)."""
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -43,6 +44,23 @@ def mpirun(n):
         if var in os.environ:
             cmd += ["-x", var]
     return cmd
+
+
+def start_hand_pool(root, ranks, addr, token_file, *extra):
+    """A pool started by hand under mpirun (not by the daemon's launcher); output in ROOT/pool.log."""
+    log = open(os.path.join(root, "pool.log"), "w")
+    return subprocess.Popen(mpirun(ranks) + [WORKER, "pool", "--connect", addr, "--token-file", token_file, *extra],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_hand_pool(root, p):
+    """Stops a start_hand_pool() pool (its whole session) and asserts its log holds no sanitizer report."""
+    if p is None:
+        return
+    os.killpg(p.pid, signal.SIGTERM)
+    p.wait(timeout=20)
+    reports = sanitizer_reports(os.path.join(root, "pool.log"))
+    assert not reports, "".join(reports[:5])
 
 
 def make_teacher(root, hidden=32, layers=2, seed=1):

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from poolfix import RADLADS, WORKER, make_teacher, mpirun, processes, run as run_cmd, safetensors  # noqa: E402
-from poolfix import SANITIZER_MARKS, sanitized, sanitizer_reports  # noqa: E402
+from poolfix import SANITIZER_MARKS, sanitized, sanitizer_reports, start_hand_pool, stop_hand_pool  # noqa: E402
 from harness import Daemon, run, wait_for  # noqa: E402
 
 
@@ -274,9 +274,7 @@ def test_pool_over_tcp(root):
         addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
                         open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
         assert addr.startswith("tcp:127.0.0.1:"), addr
-        log = open(os.path.join(root, "pool.log"), "w")
-        p = subprocess.Popen(mpirun(2) + [WORKER, "pool", "--connect", addr, "--token-file", d.token_file, "--name",
-                                          "tcp-pool"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = start_hand_pool(root, 2, addr, d.token_file, "--name", "tcp-pool")
         stages = ["transfer", train_stage("align", 12, lr="1e-3", checkpoint_every=5), "export"]
         jid = int(d.cli("submit", write_spec(root, "tcp", teacher, data, stages, os.path.join(root, "out")),
                         "--print-id").stdout)
@@ -287,11 +285,7 @@ def test_pool_over_tcp(root):
         assert len(pools) == 1 and pools[0]["name"] == "tcp-pool" and pools[0]["ranks"] == 2, pools
         print(f"  pool over {addr}: job {jid} {show['state']}")
     finally:
-        if p:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=20)
-            reports = sanitizer_reports(os.path.join(root, "pool.log"))
-            assert not reports, "".join(reports[:5])
+        stop_hand_pool(root, p)
         d.stop()
 
 

@@ -5,15 +5,13 @@ the pool keeps its id, the daemon records the drop and the reconnection as event
 progress line exactly once (those the cut swallowed are sent again), and the exported weights are
 byte-identical to an undisturbed run's."""
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import WORKER, make_teacher, mpirun, sanitized, sanitizer_reports  # noqa: E402
+from poolfix import make_teacher, sanitized, start_hand_pool, stop_hand_pool  # noqa: E402
 from harness import Daemon, run, wait_for  # noqa: E402
 from test_pool import train_stage, write_spec  # noqa: E402
 
@@ -104,9 +102,7 @@ def test_connection_cut_mid_stage_same_attempt_continues(root):
         addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
                         open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
         proxy = Proxy(int(addr.rsplit(":", 1)[1]))
-        log = open(os.path.join(root, "pool.log"), "w")
-        p = subprocess.Popen(mpirun(2) + [WORKER, "pool", "--connect", f"tcp:127.0.0.1:{proxy.port}", "--token-file",
-                                          d.token_file], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = start_hand_pool(root, 2, f"tcp:127.0.0.1:{proxy.port}", d.token_file)
         ref, _ = run_job(d, root, "ref", teacher, data, stages)
         show, pool_before = run_job(d, root, "cut", teacher, data, stages, proxy=proxy, victim_step=steps // 4)
         align = [a for a in show["attempts"] if a["stage_idx"] == 1]
@@ -133,11 +129,7 @@ def test_connection_cut_mid_stage_same_attempt_continues(root):
         assert a == b, "the run whose connection was cut differs from the undisturbed run"
         print(f"  {back[0]}; one align attempt; exported weights byte-identical ({len(a)} bytes)")
     finally:
-        if p:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=20)
-            reports = sanitizer_reports(os.path.join(root, "pool.log"))
-            assert not reports, "".join(reports[:5])
+        stop_hand_pool(root, p)
         d.stop()
 
 
