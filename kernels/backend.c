@@ -94,6 +94,26 @@ void rl_backend_destroy(rl_backend *be)
 const char *rl_backend_name(const rl_backend *be) { return be->name; }
 int rl_backend_num_threads(const rl_backend *be) { return be->num_threads; }
 
+void *rl_backend_stream(rl_backend *be)
+{
+#ifdef RL_HAVE_CUDA
+    return rl__cuda_stream_ptr(be);
+#else
+    (void)be;
+    return NULL;
+#endif
+}
+
+int rl_backend_device(const rl_backend *be)
+{
+#ifdef RL_HAVE_CUDA
+    return rl__cuda_device(be);
+#else
+    (void)be;
+    return -1;
+#endif
+}
+
 int rl_backend_status(rl_backend *be, char *err, size_t errlen)
 {
     be->ops->sync(be);

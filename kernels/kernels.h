@@ -22,6 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA sources (C++) include this too */
+#endif
+
 enum {
     RL_OK = 0,
     RL_ENOMEM = -12,
@@ -66,6 +70,10 @@ int rl_backend_num_threads(const rl_backend *be);
  * message into err. */
 int rl_backend_status(rl_backend *be, char *err, size_t errlen);
 void rl_backend_clear_error(rl_backend *be);
+/* CUDA: the stream (a cudaStream_t) every op of `be` is queued on, so that a caller's own device work (NCCL
+ * collectives) is ordered with the ops; and the device ordinal.  NULL and -1 for the CPU backend. */
+void *rl_backend_stream(rl_backend *be);
+int rl_backend_device(const rl_backend *be);
 
 /* ---- profiling ------------------------------------------------------------
  * Off by default. When on, every op is timed (synchronously) and summed per op
@@ -347,5 +355,9 @@ int rl_rwkv6_mix_forward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *logw
 int rl_rwkv6_mix_backward(rl_backend *be, const rl_rwkv6_mix_dims *d, float *dk, float *dv, float *dq,
                           float *ddlora, float *ddecay, const float *dlogw, const float *dkt, const float *dvt,
                           const float *dqt, const float *k, const float *dlora, const float *decay);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

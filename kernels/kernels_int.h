@@ -119,5 +119,8 @@ int rl__fail(rl_backend *be, int code, const char *fmt, ...) __attribute__((form
 int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
 /* kernels/cuda/cuda_backend.cu; only in builds with RL_HAVE_CUDA */
 int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
+/* rl_backend_stream / rl_backend_device for a CUDA backend (NULL / -1 for any other). */
+void *rl__cuda_stream_ptr(rl_backend *be);
+int rl__cuda_device(const rl_backend *be);
 
 #endif

@@ -221,6 +221,7 @@ static int run_training(const Radlads__StageAssignment *a, json_t *spec, json_t 
             to.teacher = teacher;
     }
     to.rank = ctx->comm->rank, to.world = ctx->comm->world, to.threads = ctx->comm->threads;
+    to.cuda = ctx->cuda, to.gpu = ctx->comm->local_rank;
     to.bucket_floats = ctx->bucket_floats;
     to.resume = a->resume_from && *a->resume_from;
     return rl_train_run(&to, ctx->hooks, err, errlen);

@@ -119,6 +119,7 @@ int rl_comm_init(rl_comm *c, int *argc, char ***argv, char *err, size_t errlen)
 
 void rl_comm_finalize(rl_comm *c)
 {
+    rl_nccl_finalize(); /* a CUDA pool's communicator, before MPI goes */
     pin_mpi_plugins(); /* and those loaded since MPI_Init */
     if (c->mpi)
         MPI_Finalize();

@@ -37,6 +37,7 @@ static void usage(FILE *f)
                "  --schedule cos|linear|flat --lr-wait 0 --lr-endpoint 1 --warmup 50 --clip 1.0\n"
                "  --weight-decay 0 --checkpoint-every 0 --keep-checkpoints 2 --kl-weight 1 --ce-weight 0\n"
                "  --loss l2|mse --train all|decay_shift --seed 0 --log-every 10 --threads N --chunk-rows 512\n"
+               "  --device cpu|cuda (cuda: one GPU per rank by its local index, NCCL between ranks)\n"
                "  --stop-after STEP (return after STEP as if killed; tests)  --trace-samples (token ids in metrics)\n"
                "  --valid FILE[,FILE...] | --valid-fraction F (held out from the end of --data, never trained on)\n"
                "  --valid-windows 256 --valid-every N (default: --checkpoint-every): validation loss\n"
@@ -187,6 +188,10 @@ static int run_stage(const char *stage, const char *teacher, const char *arch, c
     rl_train_hooks hooks = {.ctx = comm, .allreduce_sum = rl_comm_allreduce_sum,
                             .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
                             .gather = rl_comm_gather_floats};
+    if (to->cuda) {
+        to->gpu = comm->local_rank;
+        rl_worker_use_nccl(&hooks, comm);
+    }
     char terr[2048];
     if (rl_train_run(to, comm->world > 1 ? &hooks : NULL, terr, sizeof terr) != 0) {
         if (comm->world > 1)
@@ -203,10 +208,11 @@ static int cmd_run(int argc, char **argv)
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
            O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET,
-           O_ZERO };
+           O_ZERO, O_DEVICE };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
+        {"device", 1, 0, O_DEVICE},
         {"out", 1, 0, O_OUT}, {"help", 0, 0, O_HELP}, {"student", 1, 0, O_STUDENT}, {"data", 1, 0, O_DATA},
         {"tokens", 1, 0, O_TOKENS}, {"seq-len", 1, 0, O_SEQ}, {"batch", 1, 0, O_BATCH},
         {"micro-batch", 1, 0, O_MICRO}, {"lr", 1, 0, O_LR}, {"lr2", 1, 0, O_LR2}, {"lr-wait", 1, 0, O_WAIT},
@@ -297,6 +303,13 @@ static int cmd_run(int argc, char **argv)
         case O_VEVERY: bad = parse_int("--valid-every", optarg, 0, 1L << 40, &v), to.valid_every = v; break;
         case O_BUCKET: bad = parse_int("--bucket-floats", optarg, 1, 1L << 40, &v), to.bucket_floats = (size_t)v; break;
         case O_ZERO: bad = parse_int("--zero", optarg, 0, 1, &v), to.zero = (int)v; break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "radlads-worker: --device: expected cpu or cuda, got \"%s\"\n", optarg);
+                return 2;
+            }
+            to.cuda = !strcmp(optarg, "cuda");
+            break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -40,6 +40,7 @@ typedef struct {
     int64_t attempt_id, last_sent_ms;
     int progress_ms;
     double last_loss;
+    int cuda; /* --device cuda: CUDA backend, NCCL between ranks */
 } pool_ctx;
 
 static int64_t mono_ms(void)
@@ -138,7 +139,7 @@ static void hook_log(void *ctx, const char *level, const char *text)
 static void pool_usage(FILE *f)
 {
     fprintf(f, "usage: radlads-worker pool --connect unix:PATH|tcp:HOST:PORT --token-file FILE [--launch-id N]\n"
-               "         [--device cpu] [--name NAME] [--progress-ms 200] [--reconnect-timeout 600]\n"
+               "         [--device cpu|cuda] [--name NAME] [--progress-ms 200] [--reconnect-timeout 600]\n"
                "         [--register-timeout 60] [--bucket-floats N]\n"
                "Run under mpirun (one process per rank): rank 0 registers the pool with radladsd and every rank\n"
                "trains the stages the daemon assigns, data parallel.  --token-file is the daemon's STATE_DIR/token.\n"
@@ -190,7 +191,9 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
                             .checkpoint = hook_checkpoint, .control = hook_control, .log = hook_log,
                             .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
                             .gather = rl_comm_gather_floats};
-    rl_stage_ctx sctx = {.comm = p->comm, .hooks = &hooks, .bucket_floats = bucket_floats};
+    if (p->cuda)
+        rl_worker_use_nccl(&hooks, p->comm);
+    rl_stage_ctx sctx = {.comm = p->comm, .hooks = &hooks, .bucket_floats = bucket_floats, .cuda = p->cuda};
     p->last_loss = 0, p->last_sent_ms = 0;
     if (!a) {
         mine.rc = RL_EINVAL;
@@ -293,11 +296,17 @@ int rl_pool_main(int argc, char **argv)
         pool_usage(stderr);
         return 2;
     }
-    if (strcmp(device, "cpu")) {
-        fprintf(stderr, "radlads-worker pool: --device %s: this worker trains on the CPU backend only; start the "
-                "pool with --device cpu (jobs with resources.device: cpu)\n", device);
+    if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "radlads-worker pool: --device: expected cpu or cuda, got \"%s\"\n", device);
         return 2;
     }
+#ifndef RL_HAVE_CUDA
+    if (!strcmp(device, "cuda")) {
+        fprintf(stderr, "radlads-worker pool: --device cuda: this radlads-worker was built without CUDA (nvcc was not "
+                "found when it was configured); rebuild on a machine with the CUDA toolkit, or run a CPU pool\n");
+        return 2;
+    }
+#endif
     /* A daemon that closes the socket must be an EPIPE for the link to handle, not the end of rank 0. */
     signal(SIGPIPE, SIG_IGN);
     char err[1100] = "";
@@ -318,7 +327,7 @@ int rl_pool_main(int argc, char **argv)
         rc = rl_comm_gather(&comm, &pid, sizeof pid, pids, err, sizeof err);
     if (!rc)
         rc = rl_comm_gather(&comm, host, sizeof host, hosts, err, sizeof err);
-    pool_ctx p = {.comm = &comm, .progress_ms = (int)progress_ms};
+    pool_ctx p = {.comm = &comm, .progress_ms = (int)progress_ms, .cuda = !strcmp(device, "cuda")};
     int32_t status = rc ? 1 : 0;
     if (comm.rank == 0 && !rc) {
         char token[256], hostlist[512];

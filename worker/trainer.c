@@ -536,9 +536,14 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         o.lr.warmup_tokens = 0; /* a run shorter than its warmup: progress counts from the start */
 
     rl__trainer t = {.o = &o, .micro = o.micro_batch};
-    rl_backend_options bo = {.kind = RL_BACKEND_CPU, .num_threads = o.threads};
+    rl_backend_options bo = {.kind = o.cuda ? RL_BACKEND_CUDA : RL_BACKEND_CPU, .num_threads = o.threads,
+                             .device = o.gpu};
     if (rl_backend_create(&t.be, &bo, err, errlen))
         return RL_EINVAL;
+    if (hooks && hooks->backend_ready && hooks->backend_ready(hooks->ctx, t.be, err, errlen)) {
+        rl_backend_destroy(t.be);
+        return RL_EINVAL;
+    }
     rl_sampler *smp = NULL;
     rl__valid *valid = NULL; /* held-out windows (validate.c) */
     FILE *metrics = NULL;

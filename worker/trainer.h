@@ -65,6 +65,7 @@ typedef struct {
     int valid_windows;
     int64_t valid_every;
     int threads, chunk_rows;
+    int cuda, gpu;        /* cuda: the CUDA backend on device `gpu` (bf16-capable GEMMs, fp32 state); else CPU */
     int rank, world;
     size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
     int zero;             /* 1: ZeRO-1, AdamW moments sharded over the ranks (world > 1; no-op on one) */
@@ -108,6 +109,9 @@ typedef struct {
                               size_t errlen);
     int (*allgather)(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
     int (*gather)(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
+    /* every rank, once the stage's backend exists, before any collective (NCCL binds to its stream);
+     * NULL = nothing to do */
+    int (*backend_ready)(void *ctx, rl_backend *be, char *err, size_t errlen);
     /* after every optimizer step (rank 0); must not block */
     void (*progress)(void *ctx, const rl_train_progress *p);
     /* after each checkpoint is committed (rank 0); info->sha256 is the manifest's */

@@ -40,6 +40,21 @@ int rl_comm_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const s
 int rl_comm_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
 int rl_comm_gather_floats(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
 
+/* ---- nccl.c: a CUDA pool's collectives ----
+ * rl_nccl_attach: on every rank at once, after the stage's CUDA backend exists: makes the NCCL
+ * communicator the first time (id from rank 0 over MPI) and queues later collectives on the backend's
+ * stream.  The hooks take device buffers through NCCL and host buffers through the rl_comm_* MPI hooks. */
+int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen);
+void rl_nccl_finalize(void);
+/* Points the trainer hooks' collectives at NCCL (device buffers; host ones still go through MPI) and binds
+ * NCCL to each stage's backend (hooks->backend_ready) for the ranks of `c`. */
+void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c);
+int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
+                               size_t errlen);
+int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
+int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
+
 /* Collectives for the pool's control flow.  They sleep between polls instead of spinning, so that ranks
  * waiting for rank 0 (for the daemon's next assignment, or while it writes a model) leave the cores
  * free.  0 or -1 with err. */
@@ -94,6 +109,7 @@ typedef struct {
     const rl_comm *comm;
     const rl_train_hooks *hooks; /* progress/checkpoint/control/log on rank 0; allreduce on every rank */
     size_t bucket_floats;        /* 0 = default */
+    int cuda;                    /* train on the CUDA backend, GPU = the rank's local index; NCCL between ranks */
 } rl_stage_ctx;
 
 /* Maps the assignment (stage_json, spec_json, input/output dirs, resume_from) to a stage run and runs

@@ -518,6 +518,16 @@ extern "C" cudaStream_t rl__cuda_stream(rl_backend *be)
     return be && be->ops == &cuda_ops ? rlc_of(be)->stream : (cudaStream_t)0;
 }
 
+extern "C" void *rl__cuda_stream_ptr(rl_backend *be)
+{
+    return (void *)rl__cuda_stream(be);
+}
+
+extern "C" int rl__cuda_device(const rl_backend *be)
+{
+    return be && be->ops == &cuda_ops ? ((const rlc_backend *)be->impl)->device : -1;
+}
+
 /* Device `opt->device`, one non-blocking stream for every op, a cuBLASLt handle with its scratch. The
  * device is made current for the calling thread; a backend used from another thread needs cudaSetDevice
  * there first (one device per process is the intended use: one MPI rank per GPU). */

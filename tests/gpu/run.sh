@@ -28,7 +28,8 @@ if [ $? -ne 0 ]; then
   scripts/install-deps.sh && meson setup --wipe "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1 ||
     { tail -30 "$SETUP_LOG"; echo "run.sh: FAIL: meson setup" >&2; exit 1; }
 fi
-ninja -C "$BUILD" tests/gpu/gpu_ops_check tests/gpu/gpu_bench || { echo "run.sh: FAIL: build" >&2; exit 1; }
+ninja -C "$BUILD" tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker ||
+  { echo "run.sh: FAIL: build" >&2; exit 1; }
 
 echo "== every op: CUDA vs CPU"
 "$BUILD/tests/gpu/gpu_ops_check"
@@ -42,20 +43,26 @@ esac
 echo "== kernel timings"
 bench_rc=0
 if [ $check_rc -ne 77 ]; then
-  timeout 420 "$BUILD/tests/gpu/gpu_bench"
+  timeout 270 "$BUILD/tests/gpu/gpu_bench"
   bench_rc=$?
 fi
 
-echo "== end-to-end"
-echo "run.sh: the tiny end-to-end GPU conversion is NOT part of this run yet: the worker does not use the CUDA backend"
+echo "== end-to-end: a tiny conversion on the GPU against the same run on the CPU"
+e2e_rc=77
+if [ $check_rc -ne 77 ]; then
+  timeout 240 /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py "$BUILD"
+  e2e_rc=$?
+fi
 
 echo "== summary"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 echo "ops check: $check_msg"
 [ $check_rc -eq 77 ] || echo "benchmark: $([ $bench_rc -eq 0 ] && echo ok || echo "FAILED (rc $bench_rc)")"
+[ $check_rc -eq 77 ] || echo "end-to-end: $([ $e2e_rc -eq 0 ] && echo ok || echo "FAILED (rc $e2e_rc)")"
 if [ $check_rc -ne 0 ] && [ $check_rc -ne 77 ]; then
   echo "run.sh: ******** GPU OPS CHECK FAILED ********" >&2
   exit 1
 fi
 [ $check_rc -eq 77 ] && exit 77
+[ $e2e_rc -ne 0 ] && exit 1
 exit $bench_rc

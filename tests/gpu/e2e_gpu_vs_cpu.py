@@ -1,0 +1,114 @@
+"""A tiny conversion on the GPU against the same run on the CPU (tests/gpu/run.sh's end-to-end part).
+
+pretrain (a few hundred steps, CPU) -> transfer -> align -> distill, the last two once with --device cpu and
+once with --device cuda from the same student, seed and data: every step's loss on the GPU must follow the
+CPU's (relative difference per step ≤ 2e-3: fp32 on both, different summation orders, compounding over
+the steps) and the GPU student's held-out loss must be within 1 % of the CPU student's.  With two or more
+GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2 CPU ranks (MPI).
+
+usage: /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py BUILD_DIR     exit 0 ok, 1 mismatch, 77 no GPU
+RL_GPU_E2E_DEVICE=cpu runs the "GPU" side on the CPU too (a dry run of this script where there is no GPU)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(SRC, "tests"))
+from testdata import english_text  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(SRC, "build-gpu"))
+RADLADS, WORKER = os.path.join(BUILD, "cli", "radlads"), os.path.join(BUILD, "worker", "radlads-worker")
+failures = []
+
+
+def run(*args, **kw):
+    t0 = time.time()
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        print(r.stdout[-3000:], r.stderr[-3000:])
+        raise SystemExit(f"FAIL: {' '.join(map(str, args))} -> {r.returncode}")
+    return r, time.time() - t0
+
+
+def losses(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(ln)["loss"] for ln in f if '"loss"' in ln and '"step"' in ln]
+
+
+def score(model, held):
+    r, _ = run(RADLADS, "score", "--model", model, "--tokens", held, "--window", "64", "--json")
+    return json.loads(r.stdout)["mean_cross_entropy"]
+
+
+def gpus():
+    r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return len([ln for ln in r.stdout.splitlines() if ln.startswith("GPU ")]) if r.returncode == 0 else 0
+
+
+def compare(what, cpu, gpu, tol=2e-3):
+    worst = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(cpu, gpu)), default=float("inf"))
+    ok = len(cpu) == len(gpu) > 0 and worst <= tol
+    print(f"  {what}: {len(gpu)} steps, first loss cpu {cpu[0]:.6f} gpu {gpu[0]:.6f}, last cpu {cpu[-1]:.6f} "
+          f"gpu {gpu[-1]:.6f}, worst step rel diff {worst:.2e} (tol {tol:g})  {'ok' if ok else 'FAIL'}")
+    if not ok:
+        failures.append(what)
+
+
+DEV = os.environ.get("RL_GPU_E2E_DEVICE", "cuda")
+
+
+def main():
+    n_gpu = gpus() if DEV == "cuda" else 2
+    if n_gpu == 0:
+        print("SKIP: no GPU (nvidia-smi lists none)")
+        return 77
+    with tempfile.TemporaryDirectory() as tmp:
+        d = lambda n: os.path.join(tmp, n)  # noqa: E731
+        text = english_text(300000)
+        cut = len(text) * 9 // 10
+        open(d("train.txt"), "wb").write(text[:cut])
+        open(d("held.txt"), "wb").write(text[cut:])
+        run(RADLADS, "init-model", "--arch", "qwen2", "--hidden", "128", "--layers", "2", "--heads", "2",
+            "--kv-heads", "1", "--intermediate", "384", "--vocab", "257", "--seed", "1", "--out", d("init"))
+        run(RADLADS, "tokenize", "--tokenizer", "bytes", "--in", d("train.txt"), "--out", d("train"),
+            "--no-progress", "--write-tokenizer", d("init"))
+        run(RADLADS, "tokenize", "--tokenizer", "bytes", "--in", d("held.txt"), "--out", d("held"), "--no-progress")
+        common = ["--data", d("train.tok"), "--seq-len", "64", "--batch", "16", "--log-every", "50"]
+        run(WORKER, "run", "--stage", "pretrain", "--student", d("init"), "--out", d("teacher"), "--tokens", "150K",
+            "--lr", "3e-3:1e-4", "--warmup", "20", *common)
+        run(WORKER, "run", "--stage", "transfer", "--teacher", d("teacher"), "--arch", "rad-rwkv7", "--out", d("s0"))
+        secs = {}
+        for side, dev in (("cpu", "cpu"), ("cuda", DEV)):
+            _, secs["align " + side] = run(WORKER, "run", "--device", dev, "--stage", "align", "--teacher",
+                                           d("teacher"), "--student", d("s0"), "--out", d("align-" + side),
+                                           "--tokens", "16K", "--lr", "1e-3:1e-5", "--warmup", "5", *common)
+            _, secs["distill " + side] = run(WORKER, "run", "--device", dev, "--stage", "distill", "--teacher",
+                                             d("teacher"), "--student", d("align-" + side), "--out",
+                                             d("distill-" + side), "--tokens", "32K", "--lr", "1e-3:1e-4",
+                                             "--warmup", "5", *common)
+        print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+        compare("align, per-step loss, GPU vs CPU", losses(d("align-cpu")), losses(d("align-cuda")))
+        compare("distill, per-step loss, GPU vs CPU", losses(d("distill-cpu")), losses(d("distill-cuda")))
+        lc, lg, lt = score(d("distill-cpu"), d("held.tok")), score(d("distill-cuda"), d("held.tok")), score(d("teacher"), d("held.tok"))
+        ok = abs(lg - lc) <= 0.01 * lc
+        print(f"  held-out CE: teacher {lt:.4f}, student trained on CPU {lc:.4f}, on GPU {lg:.4f}  {'ok' if ok else 'FAIL'}")
+        if not ok:
+            failures.append("held-out loss GPU vs CPU")
+        if n_gpu >= 2:
+            mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
+            for side, dev in (("cpu", "cpu"), ("cuda", DEV)):
+                run(*mpi, WORKER, "run", "--device", dev, "--stage", "distill", "--teacher", d("teacher"), "--student",
+                    d("align-cpu"), "--out", d("ddp-" + side), "--tokens", "32K", "--lr", "1e-3:1e-4", "--warmup", "5",
+                    *common)
+            compare("distill on 2 ranks, NCCL vs MPI", losses(d("ddp-cpu")), losses(d("ddp-cuda")))
+        else:
+            print("  (one GPU: the 2-rank NCCL comparison needs two)")
+    print("end-to-end: " + ("all checks passed" if not failures else f"FAILED: {', '.join(failures)}"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+/* nccl.c — the gradient collectives of a CUDA pool: NCCL between the ranks' GPUs, one GPU per rank (the
+ * rank's local index on its host), the communicator made once per process from a unique id that rank 0
+ * creates and broadcasts over MPI.
+ *
+ * The trainer's hooks receive device buffers (gradient buckets, ZeRO-1 shards, parameters) and host
+ * buffers (a few scalars per step, checkpoint gathers of moments already downloaded).  Each hook looks at
+ * the pointer: device memory goes through NCCL on the backend's own stream — so a collective is ordered
+ * after the ops that produced the buffer — and the hook waits for it before returning (the trainer reads
+ * the result next: the norm, the update); host memory goes through MPI as on CPU pools.
+ *
+ * ZeRO-1's pieces differ in size by rank (contiguous float-balanced shards), which NCCL's ReduceScatter and
+ * AllGather do not allow: the reduce-scatter is one ncclReduce per owner and the all-gather one
+ * ncclBroadcast per owner, each set fused into one NCCL group.
+ *
+ * Not yet: overlapping a bucket's all-reduce with the rest of the backward (a second stream and an event
+ * per bucket); the seam (grad_buckets.c) already cuts the buckets. */
+#include "worker.h"
+
+#include <stdio.h>
+
+static const rl_comm *g_comm;
+
+static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
+{
+    (void)ctx;
+    return g_comm && g_comm->world > 1 ? rl_nccl_attach(g_comm, be, err, errlen) : 0;
+}
+
+#ifdef RL_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <string.h>
+
+static struct {
+    ncclComm_t comm;
+    cudaStream_t stream;
+    int on, rank, world;
+} N;
+
+static int nccl_error(ncclResult_t r, const char *what, char *err, size_t errlen)
+{
+    const char *detail = ncclGetLastError(N.on ? N.comm : NULL);
+    snprintf(err, errlen, "%s: %s%s%s", what, ncclGetErrorString(r), detail && *detail ? ": " : "",
+             detail ? detail : "");
+    return RL_EINVAL;
+}
+
+/* Waits for the collective just queued: the trainer uses its result next. */
+static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
+{
+    if (r != ncclSuccess)
+        return nccl_error(r, what, err, errlen);
+    cudaError_t e = cudaStreamSynchronize(N.stream);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "%s: %s", what, cudaGetErrorString(e));
+        return RL_EINVAL;
+    }
+    return 0;
+}
+
+static int on_device(const void *p)
+{
+    struct cudaPointerAttributes a;
+    if (!N.on || !p)
+        return 0;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError(); /* clear it: not a pointer CUDA knows, i.e. ordinary host memory */
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
+{
+    if (!rl_backend_stream(be)) {
+        snprintf(err, errlen, "NCCL needs the CUDA backend");
+        return RL_EINVAL;
+    }
+    N.stream = (cudaStream_t)rl_backend_stream(be); /* a new backend per stage: follow its stream */
+    if (N.on)
+        return 0;
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    ncclResult_t r = c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    int ok = r == ncclSuccess, all_ok = 0;
+    /* every rank learns whether rank 0 has an id before any of them waits in ncclCommInitRank */
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok)
+        return c->rank == 0 ? nccl_error(r, "ncclGetUniqueId", err, errlen)
+                            : (snprintf(err, errlen, "rank 0 could not create the NCCL id"), RL_EINVAL);
+    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    cudaError_t e = cudaSetDevice(rl_backend_device(be));
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "cudaSetDevice(%d): %s", rl_backend_device(be), cudaGetErrorString(e));
+        return RL_EINVAL;
+    }
+    r = ncclCommInitRank(&N.comm, c->world, id, c->rank);
+    if (r != ncclSuccess)
+        return nccl_error(r, "ncclCommInitRank", err, errlen);
+    N.on = 1, N.rank = c->rank, N.world = c->world;
+    return 0;
+}
+
+void rl_nccl_finalize(void)
+{
+    if (N.on)
+        ncclCommDestroy(N.comm);
+    N.on = 0;
+}
+
+int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)
+{
+    if (!on_device(buf))
+        return rl_comm_allreduce_sum(ctx, buf, n, err, errlen);
+    return finish(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, N.stream), "ncclAllReduce", err, errlen);
+}
+
+int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
+                               size_t errlen)
+{
+    if (!on_device(buf))
+        return rl_comm_reduce_scatter_sum(ctx, buf, recv, counts, err, errlen);
+    ncclResult_t r = ncclGroupStart();
+    size_t at = 0;
+    for (int owner = 0; owner < N.world && r == ncclSuccess; owner++) {
+        /* recvbuff is only written on the owner; the others pass theirs, never touched */
+        r = ncclReduce(buf + at, recv, counts[owner], ncclFloat, ncclSum, owner, N.comm, N.stream);
+        at += counts[owner];
+    }
+    ncclResult_t g = ncclGroupEnd();
+    return finish(r != ncclSuccess ? r : g, "ncclReduce (ZeRO-1 reduce-scatter)", err, errlen);
+}
+
+int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen)
+{
+    if (!on_device(buf))
+        return rl_comm_allgather(ctx, buf, counts, err, errlen);
+    ncclResult_t r = ncclGroupStart();
+    size_t at = 0;
+    for (int owner = 0; owner < N.world && r == ncclSuccess; owner++) {
+        r = ncclBroadcast(buf + at, buf + at, counts[owner], ncclFloat, owner, N.comm, N.stream);
+        at += counts[owner];
+    }
+    ncclResult_t g = ncclGroupEnd();
+    return finish(r != ncclSuccess ? r : g, "ncclBroadcast (ZeRO-1 all-gather)", err, errlen);
+}
+
+int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen)
+{
+    if (!on_device(send))
+        return rl_comm_gather_floats(ctx, send, recv, counts, err, errlen);
+    ncclResult_t r = ncclGroupStart();
+    if (N.rank != 0) {
+        r = ncclSend(send, counts[N.rank], ncclFloat, 0, N.comm, N.stream);
+    } else {
+        size_t at = counts[0];
+        if (counts[0] && cudaMemcpyAsync(recv, send, counts[0] * sizeof(float), cudaMemcpyDefault, N.stream) != cudaSuccess)
+            r = ncclUnhandledCudaError;
+        for (int src = 1; src < N.world && r == ncclSuccess; src++) {
+            r = ncclRecv(recv + at, counts[src], ncclFloat, src, N.comm, N.stream);
+            at += counts[src];
+        }
+    }
+    ncclResult_t g = ncclGroupEnd();
+    return finish(r != ncclSuccess ? r : g, "ncclSend/ncclRecv (gather to rank 0)", err, errlen);
+}
+
+void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
+{
+    g_comm = c;
+    hooks->backend_ready = ready;
+    hooks->allreduce_sum = rl_nccl_allreduce_sum;
+    hooks->reduce_scatter_sum = rl_nccl_reduce_scatter_sum;
+    hooks->allgather = rl_nccl_allgather;
+    hooks->gather = rl_nccl_gather;
+}
+
+#else /* a build without CUDA: the CUDA backend refuses first, with its reason */
+
+int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
+{
+    (void)c, (void)be;
+    snprintf(err, errlen, "this radlads-worker was built without CUDA (no nvcc when it was configured)");
+    return RL_ENOTSUP;
+}
+
+void rl_nccl_finalize(void) {}
+
+void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
+{
+    g_comm = c;
+    hooks->backend_ready = ready;
+}
+
+#endif
