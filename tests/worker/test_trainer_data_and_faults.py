@@ -9,6 +9,8 @@
 - NaN gradient / infinite loss injected at step K (RADLADS_TEST_POISON): the stage stops with exit 1 and an
   error naming the step (and the tensor); no final model; the last checkpoint verifies (`radlads inspect`)
   and a resume from it finishes with the same model as a run that never failed.
+- `--device` other than cpu|cuda is refused; `--device cuda` where no GPU (or no CUDA build) is at hand
+  stops with the reason.
 - `radlads inspect` summarises teacher, student, exported and checkpoint folders; a damaged checkpoint
   fails verification (exit 1)."""
 import json
@@ -126,6 +128,18 @@ def main():
                 d("g.tok"), "--out", d("e4"), "--tokens", "1K", *common, ok=False)
         check("--valid data of another vocabulary: clear error", r.returncode == 1 and "validation data" in r.stderr
               and "293" in r.stderr, r.stderr.strip()[:110])
+
+        print("devices")
+        r = run(WORKER, "run", "--device", "tpu", "--stage", "pretrain", "--student", d("init"), "--data",
+                d("data.tok"), "--out", d("e5"), "--tokens", "1K", *common, ok=False)
+        check("--device tpu is refused naming the choices", r.returncode == 2 and "cpu or cuda" in r.stderr,
+              r.stderr.strip()[:80])
+        has_gpu = subprocess.run(["sh", "-c", "nvidia-smi -L"], capture_output=True).returncode == 0
+        if not has_gpu:
+            r = run(WORKER, "run", "--device", "cuda", "--stage", "pretrain", "--student", d("init"), "--data",
+                    d("data.tok"), "--out", d("e6"), "--tokens", "1K", *common, ok=False)
+            check("--device cuda without a GPU (or without CUDA built in): exit 1 with the reason",
+                  r.returncode == 1 and "CUDA" in r.stderr and "CPU backend" in r.stderr, r.stderr.strip()[:100])
 
         print("NaN / inf")
         ck = ["--data", d("data.tok"), "--tokens", str(12 * 4 * 32), "--checkpoint-every", "2", "--keep-checkpoints",
