@@ -356,7 +356,7 @@ static void register_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
         conn_close(c, "bad RegisterPool");
         return;
     }
-    if (m->pool_id && m->attempt_id && reconnect_pool(d, c, m)) return;
+    if (m->pool_id && reconnect_pool(d, c, m)) return;
     pool *p = calloc(1, sizeof *p);
     if (!p) {
         conn_close(c, "out of memory");
@@ -449,8 +449,8 @@ static int current_attempt(pool *p, int64_t attempt_id)
     return p->attempt_id && attempt_id == p->attempt_id;
 }
 
-/* Progress and log lines carry a per-pool sequence number; after a reconnect the pool sends again those
- * after the last one we had, so a line we already stored (seq ≤ last_seq) is a duplicate. */
+/* Progress, log lines, checkpoints and stage ends carry a per-pool sequence number; after a reconnect the
+ * pool sends again those after the last one we had, so one we already took (seq ≤ last_seq) is a duplicate. */
 static int fresh_seq(pool *p, int64_t seq)
 {
     if (seq <= 0) return 1; /* an older worker: no numbering */
@@ -472,17 +472,20 @@ void pools_handle(rl_daemon *d, conn *c, Radlads__Envelope *env)
         return;
     }
     p->last_seen_ms = now_ms();
+    int64_t seq = env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS ? env->progress->seq
+                : env->msg_case == RADLADS__ENVELOPE__MSG_LOG ? env->log->seq
+                : env->msg_case == RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED ? env->checkpoint_saved->seq
+                : env->msg_case == RADLADS__ENVELOPE__MSG_STAGE_FINISHED ? env->stage_finished->seq : 0;
+    if (!fresh_seq(p, seq)) return; /* sent again after a reconnect, but we had it */
     switch (env->msg_case) {
     case RADLADS__ENVELOPE__MSG_HEARTBEAT: break;
     case RADLADS__ENVELOPE__MSG_PROGRESS:
-        if (!fresh_seq(p, env->progress->seq)) break;
         if (current_attempt(p, env->progress->attempt_id)) progress(d, p, env->progress);
         break;
     case RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED:
         if (current_attempt(p, env->checkpoint_saved->attempt_id)) checkpoint_saved(d, p, env->checkpoint_saved);
         break;
     case RADLADS__ENVELOPE__MSG_LOG:
-        if (!fresh_seq(p, env->log->seq)) break;
         if (current_attempt(p, env->log->attempt_id)) log_line(d, p, env->log);
         break;
     case RADLADS__ENVELOPE__MSG_STAGE_FINISHED:
@@ -572,7 +575,11 @@ void pools_launch_ended(rl_daemon *d, int64_t launch_id)
 static int reconnect_pool(rl_daemon *d, conn *c, Radlads__RegisterPool *m)
 {
     pool *p = d->pools;
-    while (p && !(p->id == m->pool_id && !p->c && p->attempt_id && p->attempt_id == m->attempt_id)) p = p->next;
+    /* attempt 0: the pool believes it reported the attempt's end, but that StageFinished went down with the
+     * connection; it comes again (numbered) after PoolRegistered */
+    while (p && !(p->id == m->pool_id && !p->c && p->attempt_id &&
+                  (p->attempt_id == m->attempt_id || m->attempt_id == 0)))
+        p = p->next;
     if (!p) return 0;
     int64_t away = now_ms() - p->disconnected_ms;
     p->c = c;

@@ -9,10 +9,10 @@
  * Reporting never blocks a step: the training thread only takes the mutex for a queue append.  The queue
  * is bounded (queue_max frames): when full, the oldest progress, log or heartbeat frame is dropped; the
  * frames that carry state (CheckpointSaved, StageFinished) are never dropped, and one whose write failed
- * is sent again after the next registration.  Progress and log frames carry a sequence number; the last
- * SENT_KEEP written are kept, and when a reconnect's PoolRegistered says which seq the daemon stored last,
- * the ones after it (swallowed with the old connection: in its socket buffers or a proxy's) are sent again
- * first; the daemon ignores a seq it already has.
+ * is sent again after the next registration.  Progress, log, checkpoint and stage-end frames carry a
+ * sequence number; the last SENT_KEEP written are kept, and when a reconnect's PoolRegistered says which seq
+ * the daemon took last, the ones after it (swallowed with the old connection: in its socket buffers or a
+ * proxy's) are sent again first; the daemon ignores a seq it already has.
  *
  * Connection states: CONNECTING → (Hello + RegisterPool written at once) → REGISTERED on PoolRegistered.
  * A lost connection goes to DISCONNECTED and is retried after a backoff (200 ms doubling to 5 s); the
@@ -33,7 +33,7 @@ enum { L_CONNECTING, L_REGISTERED, L_DISCONNECTED, L_FATAL };
 
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 5000
-#define SENT_KEEP 1024 /* progress/log frames kept after writing, to send again after a reconnect */
+#define SENT_KEEP 1024 /* numbered frames kept after writing, to send again after a reconnect */
 #define REGISTER_ANSWER_MS 15000 /* a connection whose RegisterPool gets no answer is dropped and retried */
 
 typedef struct frame {
@@ -42,7 +42,7 @@ typedef struct frame {
     size_t len;
     int droppable; /* progress, log lines, heartbeats: superseded by later ones */
     int64_t finishes;  /* a StageFinished: the attempt it ends */
-    int64_t seq;       /* progress and log lines: their sequence number (0 = none) */
+    int64_t seq;       /* progress, log, checkpoint, stage end: their sequence number (0 = none) */
 } frame;
 
 typedef struct {
@@ -193,16 +193,17 @@ static void on_write(uv_write_t *req, int status)
         pthread_mutex_lock(&l->mu);
         append(&l->retry_head, &l->retry_tail, w->f); /* sent again after the next registration */
         pthread_mutex_unlock(&l->mu);
-    } else if (w->f->seq) {
-        keep_sent(l, w->f);
     } else {
-        if (w->f->finishes) {
+        if (status >= 0 && w->f->finishes) {
             pthread_mutex_lock(&l->mu);
             if (l->unreported == w->f->finishes)
                 l->unreported = 0;
             pthread_mutex_unlock(&l->mu);
         }
-        frame_free(w->f);
+        if (w->f->seq)
+            keep_sent(l, w->f); /* written is not received: kept until a reconnect says */
+        else
+            frame_free(w->f);
     }
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
@@ -420,7 +421,7 @@ static void handle(rl_link *l, Radlads__Envelope *e)
         uv_timer_stop(&l->answer_timer);
         if (again)
             fprintf(stderr, "radlads-worker: registered again with radladsd as pool %lld after %.1f s without it"
-                    "%s; %zu progress/log lines sent again\n", (long long)e->pool_registered->pool_id,
+                    "%s; %zu reports sent again\n", (long long)e->pool_registered->pool_id,
                     (double)down / 1000.0, dropped ? " (some progress and log lines were dropped meanwhile)" : "",
                     resent);
         uv_timer_start(&l->hb_timer, on_heartbeat, (uint64_t)hb, (uint64_t)hb);
@@ -794,7 +795,11 @@ void rl_link_send(rl_link *l, const Radlads__Envelope *env)
     Radlads__Envelope copy = *env;
     Radlads__Progress pr;
     Radlads__LogLine lg;
-    int numbered = env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS || env->msg_case == RADLADS__ENVELOPE__MSG_LOG;
+    Radlads__CheckpointSaved cs;
+    Radlads__StageFinished sf;
+    int numbered = env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS || env->msg_case == RADLADS__ENVELOPE__MSG_LOG ||
+                   env->msg_case == RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED ||
+                   env->msg_case == RADLADS__ENVELOPE__MSG_STAGE_FINISHED;
     pthread_mutex_lock(&l->mu);
     int64_t seq = numbered ? ++l->seq : 0;
     if (env->msg_case == RADLADS__ENVELOPE__MSG_PROGRESS) {
@@ -805,6 +810,14 @@ void rl_link_send(rl_link *l, const Radlads__Envelope *env)
         lg = *env->log;
         lg.seq = seq;
         copy.log = &lg;
+    } else if (env->msg_case == RADLADS__ENVELOPE__MSG_CHECKPOINT_SAVED) {
+        cs = *env->checkpoint_saved;
+        cs.seq = seq;
+        copy.checkpoint_saved = &cs;
+    } else if (env->msg_case == RADLADS__ENVELOPE__MSG_STAGE_FINISHED) {
+        sf = *env->stage_finished;
+        sf.seq = seq;
+        copy.stage_finished = &sf;
     }
     frame *f = frame_encode(&copy);
     if (!f) {
