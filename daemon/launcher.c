@@ -17,7 +17,12 @@
  * launch (its state and log named), and retiring it is `scancel` (then `scancel --full -s KILL` after the
  * grace).  Ranks may run on other hosts: the pool connects to --worker-listen's address when the daemon has
  * one, else to the Unix socket (same host); the worker binary and the token file must be at the same paths
- * there.  All Slurm commands run asynchronously: the loop never waits for the controller. */
+ * there.  All Slurm commands run asynchronously: the loop never waits for the controller.
+ *
+ * Every launch is a row of the store's launches table until it ends, so a daemon that restarts (after a
+ * crash, or with another --launcher) adopts the launches still alive: their pools re-attach and are retired
+ * when idle like any other, one that never comes back is retired after the reattach grace, and one that dies
+ * is noticed (an adopted mpirun is not our child: its pid is polled). */
 #include "daemon.h"
 
 #include <errno.h>
@@ -34,6 +39,7 @@
 #define LAUNCH_MAX_FAILURES 3
 #define LAUNCH_REGISTER_TIMEOUT_MS 120000 /* mpirun + MPI_Init + model load on a busy machine */
 #define RETIRE_GRACE_MS 5000
+#define LAUNCH_REATTACH_SLACK_MS 10000 /* an adopted pool gets the reattach grace and this to register again */
 
 #define SLURM_POLL_MS 2000
 
@@ -55,6 +61,7 @@ typedef struct launch {
     int64_t next_poll_ms;
     int refs;                  /* Slurm commands in flight that point at this launch */
     int killed;                /* scancel -s KILL sent */
+    int adopted;               /* started by an earlier daemon: no process handle (local: the pid is polled) */
     struct launch *next;
 } launch;
 
@@ -99,6 +106,49 @@ static void launch_closed(uv_handle_t *h)
     launch_free(h->data);
 }
 
+/* The launches table (sql/002_launches.sql): one row per launch while it may run. */
+static void launch_record(rl_daemon *d, const launch *l)
+{
+    static const char sql[] = "INSERT OR REPLACE INTO launches(id, job_id, kind, pid, slurm_id, ranks, device, "
+                              "started_at) VALUES (?1, ?2, ?3, NULLIF(?4, 0), NULLIF(?5, ''), ?6, ?7, ?8)";
+    sqlite3_stmt *st = store_stmt(d->db, sql);
+    if (!st) return;
+    sqlite3_bind_int64(st, 1, l->id);
+    sqlite3_bind_int64(st, 2, l->job_id);
+    sqlite3_bind_text(st, 3, l->slurm ? "slurm" : "local", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, (int)l->pid);
+    sqlite3_bind_text(st, 5, l->slurm_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, l->ranks);
+    sqlite3_bind_text(st, 7, l->device, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, now_ms());
+    if (store_exec_stmt(d->db, st) < 0) log_warn("launcher: could not record launch %lld", (long long)l->id);
+}
+
+static void launch_record_end(rl_daemon *d, int64_t id)
+{
+    static const char sql[] = "UPDATE launches SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL";
+    sqlite3_stmt *st = store_stmt(d->db, sql);
+    if (!st) return;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, now_ms());
+    store_exec_stmt(d->db, st);
+}
+
+/* A process that exists and is not a zombie (an adopted mpirun is reaped by whoever inherited it). */
+static int pid_alive(pid_t pid)
+{
+    if (pid <= 1 || (kill(pid, 0) < 0 && errno != EPERM)) return 0;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')');
+    return !(paren && paren[1] == ' ' && paren[2] == 'Z');
+}
+
 /* The launch never registered a pool: hold the job after repeated failures so it does not loop. */
 static void launch_failed(rl_daemon *d, launch *l, const char *why)
 {
@@ -136,6 +186,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int signo)
         launch_failed(d, l, why);
     }
     int64_t id = l->id;
+    if (!d->stopping) launch_record_end(d, id);
     uv_close((uv_handle_t *)proc, launch_closed);
     if (!d->stopping) {
         pools_launch_ended(d, id);
@@ -240,6 +291,7 @@ static int local_launch(rl_daemon *d, const sched_need *need, void *ctx)
     l->started_ms = now_ms();
     l->next = L.all;
     L.all = l;
+    launch_record(d, l);
     log_info("launcher: launch %lld for job %lld: mpirun -np %d %s (pid %d, log %s)", (long long)l->id,
              (long long)l->job_id, l->ranks, L.worker, (int)l->pid, logpath);
     return 0;
@@ -381,6 +433,7 @@ static void slurm_cancel(rl_daemon *d, launch *l, int kill_now)
 static void slurm_ended(rl_daemon *d, launch *l, const char *state)
 {
     l->running = 0;
+    launch_record_end(d, l->id);
     log_info("launcher: launch %lld (Slurm job %s) ended: %s", (long long)l->id, l->slurm_id, state);
     if (!l->registered && !l->retire_ms) {
         char why[160];
@@ -434,6 +487,7 @@ static void on_sbatch(rl_daemon *d, launch *l, int64_t status, const char *out)
     size_t digits = strspn(line, "0123456789");
     if (status != 0 || !digits || digits >= sizeof l->slurm_id) {
         l->running = 0;
+        launch_record_end(d, l->id);
         char why[300];
         snprintf(why, sizeof why, "sbatch failed (status %lld): %s", (long long)status, line);
         launch_failed(d, l, why);
@@ -442,6 +496,7 @@ static void on_sbatch(rl_daemon *d, launch *l, int64_t status, const char *out)
     }
     memcpy(l->slurm_id, line, digits);
     l->slurm_id[digits] = 0;
+    launch_record(d, l);
     l->next_poll_ms = now_ms() + 500;
     log_info("launcher: launch %lld for job %lld is Slurm job %s", (long long)l->id, (long long)l->job_id,
              l->slurm_id);
@@ -523,6 +578,7 @@ static int slurm_launch(rl_daemon *d, const sched_need *need, void *ctx)
         launch_free(l);
         return -1;
     }
+    launch_record(d, l);
     log_info("launcher: launch %lld for job %lld: sbatch --ntasks %d %s (log %s)", (long long)l->id,
              (long long)l->job_id, l->ranks, script, logpath);
     return 0;
@@ -568,8 +624,57 @@ static char *find_worker(void)
     return NULL;
 }
 
+/* Launches an earlier daemon left running (rows without ended_at): watched again, retired when idle. */
+static void adopt_launches(rl_daemon *d)
+{
+    static const char sql[] = "SELECT id, job_id, kind, COALESCE(pid, 0), COALESCE(slurm_id, ''), ranks, device "
+                              "FROM launches WHERE ended_at IS NULL";
+    sqlite3_stmt *st = store_stmt(d->db, sql);
+    int64_t gone[64];
+    int n_gone = 0;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        launch *l = calloc(1, sizeof *l);
+        if (!l) break;
+        l->id = sqlite3_column_int64(st, 0);
+        l->job_id = sqlite3_column_int64(st, 1);
+        l->slurm = !strcmp((const char *)sqlite3_column_text(st, 2), "slurm");
+        l->pid = (pid_t)sqlite3_column_int(st, 3);
+        snprintf(l->slurm_id, sizeof l->slurm_id, "%s", (const char *)sqlite3_column_text(st, 4));
+        l->ranks = sqlite3_column_int(st, 5);
+        snprintf(l->device, sizeof l->device, "%s", (const char *)sqlite3_column_text(st, 6));
+        int alive = l->slurm ? l->slurm_id[0] != 0 : pid_alive(l->pid);
+        if (!alive) {
+            if (n_gone < 64) gone[n_gone++] = l->id;
+            free(l);
+            continue;
+        }
+        l->adopted = l->running = 1;
+        l->started_ms = now_ms();
+        l->next = L.all;
+        L.all = l;
+        if (l->slurm) log_info("launcher: adopted launch %lld (job %lld, Slurm job %s) from before the restart",
+                               (long long)l->id, (long long)l->job_id, l->slurm_id);
+        else log_info("launcher: adopted launch %lld (job %lld, mpirun pid %d) from before the restart",
+                      (long long)l->id, (long long)l->job_id, (int)l->pid);
+    }
+    if (st) sqlite3_reset(st);
+    for (int i = 0; i < n_gone; i++) launch_record_end(d, gone[i]);
+    if (n_gone) log_info("launcher: %d launch(es) from before the restart had already ended", n_gone);
+}
+
+static int init_kind(rl_daemon *d, const char *kind, const char *worker, const char *slurm_args, char *err,
+                     size_t errlen);
+
 int launcher_init(rl_daemon *d, const char *kind, const char *worker, const char *slurm_args, char *err,
                   size_t errlen)
+{
+    int rc = init_kind(d, kind, worker, slurm_args, err, errlen);
+    if (rc == 0) adopt_launches(d); /* whatever this daemon's launcher is: they must still be retired */
+    return rc;
+}
+
+static int init_kind(rl_daemon *d, const char *kind, const char *worker, const char *slurm_args, char *err,
+                     size_t errlen)
 {
     if (!kind || !strcmp(kind, "none")) {
         log_info("launcher: none (pools must be started by hand: radlads-worker pool --connect unix:%s)", d->socket_path);
@@ -663,6 +768,9 @@ void launcher_tick(rl_daemon *d)
     for (launch *l = L.all, *next; l; l = next) {
         next = l->next;
         if (!l->running) continue;
+        if (l->adopted && !l->registered && !l->retire_ms &&
+            now - l->started_ms > (int64_t)d->reattach_grace_ms + LAUNCH_REATTACH_SLACK_MS)
+            launcher_retire(d, l->id, "its pool did not re-attach after the daemon restart");
         if (l->slurm) {
             if (!l->slurm_id[0]) continue; /* sbatch still running */
             if (l->retire_ms && !l->killed && now - l->retire_ms > RETIRE_GRACE_MS) {
@@ -670,7 +778,8 @@ void launcher_tick(rl_daemon *d)
                 slurm_cancel(d, l, 1);
             }
             int pending = strncmp(l->slurm_state, "RUNNING", 7) != 0;
-            if (!l->registered && !l->retire_ms && !pending && now - l->started_ms > LAUNCH_REGISTER_TIMEOUT_MS) {
+            if (!l->adopted && !l->registered && !l->retire_ms && !pending &&
+                now - l->started_ms > LAUNCH_REGISTER_TIMEOUT_MS) {
                 launch_failed(d, l, "no pool registered within 120 s of the Slurm job starting");
                 launcher_retire(d, l->id, "registration timeout");
                 l->registered = 1; /* counted once */
@@ -683,8 +792,19 @@ void launcher_tick(rl_daemon *d)
             }
             continue;
         }
+        if (l->adopted && !pid_alive(l->pid)) { /* not our child: no exit callback */
+            log_info("launcher: adopted launch %lld (pid %d) ended", (long long)l->id, (int)l->pid);
+            l->running = 0;
+            launch_record_end(d, l->id);
+            pools_launch_ended(d, l->id);
+            launch_free(l);
+            sched_run(d);
+            continue;
+        }
         if (l->retire_ms && now - l->retire_ms > RETIRE_GRACE_MS) {
             signal_tree(l, SIGKILL);
+        } else if (l->adopted) {
+            ; /* its registration is the re-attach below */
         } else if (!l->registered && !l->retire_ms && now - l->started_ms > LAUNCH_REGISTER_TIMEOUT_MS) {
             launch_failed(d, l, "no pool registered within 120 s");
             launcher_retire(d, l->id, "registration timeout");
@@ -703,8 +823,8 @@ void launcher_close(rl_daemon *d)
     }
     for (launch *l = L.all, *next; l; l = next) {
         next = l->next;
-        if (l->slurm) {
-            launch_free(l); /* commands in flight no longer call back (d->stopping) */
+        if (l->slurm || l->adopted) {
+            launch_free(l); /* no process handle; Slurm commands in flight no longer call back (d->stopping) */
             continue;
         }
         if (l->running && !uv_is_closing((uv_handle_t *)&l->proc)) {

@@ -83,6 +83,33 @@ def test_pool_that_never_starts_holds_the_job(root):
         d.stop()
 
 
+def test_pools_of_a_crashed_daemon_are_adopted_and_retired(root):
+    """kill -9 of radladsd while its launched pool runs: the next daemon finds the launch in the store, and when
+    the pool does not re-attach (poolsim's rank 0 exits with the connection; mpirun and rank 1 stay) it is
+    retired after the reattach grace — no process of it is left — and the requeued job gets a new pool."""
+    spec = fixture(root)
+    with_mode("hang", steps="1000", step_ms="100")
+    d = Daemon(root, "--launcher", "local", "--worker", POOLSIM, "--reattach-grace", "2").start()
+    try:
+        jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
+        old = {pid for pid, _ in launched_processes(d.state)}
+        assert len(old) == 3, old  # mpirun and 2 ranks
+        d.kill9()
+        d.start()
+        assert "adopted launch" in d.log(), d.log()[-2000:]
+        t0 = time.time()
+        wait_for(lambda: not old & {pid for pid, _ in launched_processes(d.state)}, timeout=60,
+                 what="the adopted pool's processes to be gone")
+        assert "did not re-attach after the daemon restart" in d.log()
+        print(f"  the crashed daemon's pool (3 processes) retired {time.time() - t0:.1f} s after the restart")
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="the job running again")
+        d.cli("cancel", jid)
+        wait_for(lambda: not launched_processes(d.state), timeout=20, what="the new pool to stop")
+    finally:
+        d.stop()
+
+
 if __name__ == "__main__":
     run([test_launched_pool_runs_the_job_and_is_retired, test_cancel_leaves_no_rank_and_no_mpirun,
-         test_pool_that_never_starts_holds_the_job])
+         test_pool_that_never_starts_holds_the_job, test_pools_of_a_crashed_daemon_are_adopted_and_retired])

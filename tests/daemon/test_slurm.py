@@ -105,6 +105,29 @@ def test_bad_sbatch_option_holds_the_job_with_sbatch_message(root):
         cancel_leftovers(d.state)
 
 
+def test_slurm_pool_of_a_crashed_daemon_is_adopted_and_cancelled(root):
+    """kill -9 of radladsd while its Slurm pool runs: the next daemon adopts the launch from the store and,
+    since the pool does not re-attach, scancels it after the reattach grace (no allocation is left behind)."""
+    spec = fixture(root)
+    with_mode("hang", steps="1000", step_ms="100")
+    d = Daemon(root, "--launcher", "slurm", "--worker", POOLSIM, "--slurm-args", "--overcommit",
+               "--reattach-grace", "2").start()
+    try:
+        jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
+        wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
+        sid = slurm_id_of(d)
+        d.kill9()
+        d.start()
+        assert f"Slurm job {sid}) from before the restart" in d.log(), d.log()[-2000:]
+        t0 = time.time()
+        wait_for(lambda: sid not in slurm_jobs(d.state), timeout=60, what=f"Slurm job {sid} to be cancelled")
+        print(f"  Slurm job {sid} of the crashed daemon cancelled {time.time() - t0:.1f} s after the restart")
+        d.cli("cancel", jid)
+    finally:
+        d.stop()
+        cancel_leftovers(d.state)
+
+
 def test_hand_started_pool_from_the_deploy_template(root):
     """deploy/slurm/pool.sbatch, submitted by hand with the daemon's address, registers a pool that runs a job;
     a missing setting is refused with the fix.  (poolsim speaks Unix sockets only; the real worker over TCP is
@@ -146,4 +169,4 @@ if __name__ == "__main__":
         sys.exit(77)
     run([test_slurm_pool_runs_the_job_and_is_retired, test_cancel_scancels_the_pool,
          test_slurm_job_that_fails_holds_the_job, test_bad_sbatch_option_holds_the_job_with_sbatch_message,
-         test_hand_started_pool_from_the_deploy_template])
+         test_hand_started_pool_from_the_deploy_template, test_slurm_pool_of_a_crashed_daemon_is_adopted_and_cancelled])

@@ -10,6 +10,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import CLI, DAEMON, Daemon, fixture, run  # noqa: E402
 
+SRC = os.environ.get("RADLADS_SRC", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 
 def test_migrations_pragmas_and_clean_shutdown(root):
     fixture(root)
@@ -19,11 +21,35 @@ def test_migrations_pragmas_and_clean_shutdown(root):
     assert not os.path.exists(d.sock), "socket removed on SIGTERM"
     assert "stopped" in d.log()
     db = sqlite3.connect(db_path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    migrations = sorted(n for n in os.listdir(os.path.join(SRC, "sql")) if n.endswith(".sql"))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(migrations) >= 2, migrations
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"jobs", "stages", "attempts", "checkpoints", "events", "metrics", "pools", "workers"} <= tables, tables
+    assert {"jobs", "stages", "attempts", "checkpoints", "events", "metrics", "pools", "workers",
+            "launches"} <= tables, tables
     assert oct(os.stat(os.path.join(d.state, "token")).st_mode & 0o777) == "0o600"
+
+
+def test_version_1_database_is_migrated_keeping_its_jobs(root):
+    """A database written by a daemon before migration 002 (schema 1): the next daemon applies 002 (launches)
+    and every job is still there."""
+    spec = fixture(root)
+    d = Daemon(root).start()
+    jid = int(d.cli("submit", spec, "--hold", "--print-id").stdout)
+    assert d.stop() == 0
+    db_path = os.path.join(d.state, "radlads.db")
+    db = sqlite3.connect(db_path)
+    db.execute("DROP TABLE launches")  # back to what schema 1 was
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    d.start()
+    assert d.json("show", jid)["state"] == "HELD"
+    assert "applied migration 002_launches.sql" in d.log()
+    assert d.stop() == 0
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] >= 2
+    assert db.execute("SELECT count(*) FROM launches").fetchone()[0] == 0
 
 
 def test_newer_database_is_refused(root):
@@ -98,5 +124,6 @@ def test_daemonized_start(root):
 
 
 if __name__ == "__main__":
-    run([test_migrations_pragmas_and_clean_shutdown, test_newer_database_is_refused, test_damaged_database_is_refused,
+    run([test_migrations_pragmas_and_clean_shutdown, test_version_1_database_is_migrated_keeping_its_jobs,
+         test_newer_database_is_refused, test_damaged_database_is_refused,
          test_one_daemon_per_database, test_schema_guards, test_daemonized_start])

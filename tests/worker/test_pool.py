@@ -220,6 +220,8 @@ def test_daemon_kill9_and_restart_the_pool_reattaches(root):
         assert a == b, "the re-attached run's weights differ from the undisturbed run's"
         print(f"  the same 2 ranks ({ranks}) finished the attempt after the daemon restart (align at step "
               f"{step_back} of {steps} when it came back); weights byte-identical")
+        # the restarted daemon adopted the launch: idle, the pool is retired like one it started itself
+        wait_for(lambda: not pool_processes(d), timeout=30, what="the re-attached pool to be retired when idle")
     finally:
         for pid, _ in pool_processes(d):
             os.kill(pid, signal.SIGKILL)
