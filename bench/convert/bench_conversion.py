@@ -10,7 +10,7 @@ Held-out text: the last 10% of tinyshakespeare.txt, never in the training token 
 CE over all predictions) — the same number the trainer reports as its validation loss (--valid held.tok).
 Prints a table: per stage wall time, tokens, tokens/s, peak RSS; then the losses and their ratio.
 
-usage: /usr/bin/python3 bench/convert/bench_conversion.py [--scale small|small-long|medium|long|long-tuned|long-8m]
+usage: /usr/bin/python3 bench/convert/bench_conversion.py [--scale small|small-long|medium|long|long-tuned|long-8m|wide-tuned]
          [--pre N] [--align N] [--distill N] [--align-lr I:F] [--distill-lr I:F] [--distill-lr2 I:F]
          [--conv-batch N] [--extend] [--tokenizer bytes|fixture]
          [--build DIR] [--keep DIR]"""
@@ -49,6 +49,11 @@ SCALES = {
     "long-8m": dict(hidden=64, layers=2, heads=2, kv=1, ffn=192, pre="8M", align="96000", distill="304000",
                     seq=64, batch=8, conv_batch=1, align_lr="1e-2:1e-4", distill_lr="3e-4:3e-5",
                     distill_lr2="1e-3:1e-4"),
+    # a ~2M-parameter teacher (hidden 192, 4 layers, GQA 4/2) with the same recipe: does it carry over to a
+    # teacher 15x larger?  2M pretraining tokens, 5 % conversion budget in whole steps
+    "wide-tuned": dict(hidden=192, layers=4, heads=4, kv=2, ffn=576, pre="2M", align="23936", distill="76032",
+                       seq=64, batch=8, conv_batch=1, align_lr="1e-2:1e-4", distill_lr="3e-4:3e-5",
+                       distill_lr2="1e-3:1e-4"),
 }
 
 
