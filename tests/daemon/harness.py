@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import socket
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def run(tests):
 
 # ---- a minimal protobuf wire codec, enough to speak the protocol raw in the bad-input tests ----
 def varint(n):
+    n &= (1 << 64) - 1  # negative ints as protobuf's 10-byte two's complement
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -165,9 +167,11 @@ def varint(n):
 
 
 def field(num, value):
-    """A protobuf field: int -> varint, bytes/str -> length-delimited."""
-    if isinstance(value, int):
-        return varint(num << 3) + varint(value)
+    """A protobuf field: int/bool -> varint, float -> fixed64 double, bytes/str -> length-delimited."""
+    if isinstance(value, (bool, int)):
+        return varint(num << 3) + varint(int(value))
+    if isinstance(value, float):
+        return varint(num << 3 | 1) + struct.pack("<d", value)
     if isinstance(value, str):
         value = value.encode()
     return varint(num << 3 | 2) + varint(len(value)) + value
@@ -181,24 +185,35 @@ def hello(version=1, role=1, token=""):
     return frame(field(1, field(1, version) + field(2, role) + (field(3, token) if token else b"")))
 
 
-def parse_fields(buf):
-    """Top-level fields of a message: {num: [values]} (varints as int, others as bytes)."""
-    out, i = {}, 0
+def raw_fields(buf):
+    """(number, wire type, value) of each field of a message: varints as int, the rest as bytes."""
+    i = 0
     while i < len(buf):
-        key, i = _read_varint(buf, i)
+        key, i = read_varint(buf, i)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            v, i = _read_varint(buf, i)
+            v, i = read_varint(buf, i)
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
         elif wt == 2:
-            n, i = _read_varint(buf, i)
+            n, i = read_varint(buf, i)
             v, i = buf[i:i + n], i + n
         else:
             raise ValueError(f"wire type {wt}")
+        yield num, wt, v
+
+
+def parse_fields(buf):
+    """Top-level fields of a message: {num: [values]}."""
+    out = {}
+    for num, _, v in raw_fields(buf):
         out.setdefault(num, []).append(v)
     return out
 
 
-def _read_varint(buf, i):
+def read_varint(buf, i):
     shift = n = 0
     while True:
         b = buf[i]

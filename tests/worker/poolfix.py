@@ -11,6 +11,7 @@ SRC = os.path.abspath(os.environ.get("RADLADS_SRC", "."))
 sys.path.insert(0, os.path.join(SRC, "tests"))
 sys.path.insert(0, os.path.join(SRC, "tests", "daemon"))
 from testdata import english_text  # noqa: E402
+from harness import field, raw_fields, read_varint  # noqa: E402  (the protobuf wire codec)
 
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
@@ -125,83 +126,33 @@ FIELDS = {
                       8: ("launch_id", "int")},
     "progress": {1: ("attempt_id", "int"), 2: ("step", "int"), 3: ("tokens", "int"), 4: ("loss", "double"),
                  5: ("lr", "double"), 6: ("tokens_per_s", "double"), 7: ("grad_norm", "double"),
-                 8: ("time_ms", "int")},
+                 8: ("time_ms", "int"), 9: ("seq", "int")},
     "checkpoint_saved": {1: ("attempt_id", "int"), 2: ("step", "int"), 3: ("tokens", "int"), 4: ("path", "str"),
-                         5: ("sha256", "str")},
-    "log": {1: ("attempt_id", "int"), 2: ("rank", "int"), 3: ("level", "str"), 4: ("text", "str")},
+                         5: ("sha256", "str"), 6: ("seq", "int")},
+    "log": {1: ("attempt_id", "int"), 2: ("rank", "int"), 3: ("level", "str"), 4: ("text", "str"),
+            5: ("seq", "int")},
     "stage_finished": {1: ("attempt_id", "int"), 2: ("ok", "bool"), 3: ("reason", "str"), 4: ("output_dir", "str"),
-                       5: ("final_loss", "double")},
+                       5: ("final_loss", "double"), 6: ("seq", "int")},
     "heartbeat": {1: ("attempt_id", "int"), 2: ("step", "int")},
 }
 
 
-def _varint(n):
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(num, value):
-    if isinstance(value, bool) or isinstance(value, int):
-        return _varint(num << 3) + _varint(int(value))
-    if isinstance(value, float):
-        return _varint(num << 3 | 1) + struct.pack("<d", value)
-    if isinstance(value, str):
-        value = value.encode()
-    return _varint(num << 3 | 2) + _varint(len(value)) + value
-
-
 def message(*fields):
     """fields: (number, value) pairs; None values are left out."""
-    return b"".join(_field(n, v) for n, v in fields if v is not None)
+    return b"".join(field(n, v) for n, v in fields if v is not None)
 
 
 def envelope(kind, body):
-    payload = _field(ENV[kind], body)
+    payload = field(ENV[kind], body)
     return len(payload).to_bytes(4, "big") + payload
-
-
-def _read_varint(buf, i):
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
-def _raw_fields(buf):
-    i = 0
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _read_varint(buf, i)
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = buf[i:i + 4], i + 4
-        elif wt == 2:
-            n, i = _read_varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        else:
-            raise ValueError(f"wire type {wt}")
-        yield num, wt, v
 
 
 def decode(payload):
     """An Envelope payload -> (kind, {field: value})."""
-    (num, _, body), = list(_raw_fields(payload))
+    (num, _, body), = list(raw_fields(payload))
     kind = ENV_NAME.get(num, str(num))
     spec, out = FIELDS.get(kind, {}), {}
-    for n, wt, v in _raw_fields(body):
+    for n, wt, v in raw_fields(body):
         name, typ = spec.get(n, (str(n), "raw"))
         if typ == "str":
             out[name] = v.decode()
@@ -213,7 +164,7 @@ def decode(payload):
             if wt == 2:  # packed
                 vals, i = [], 0
                 while i < len(v):
-                    x, i = _read_varint(v, i)
+                    x, i = read_varint(v, i)
                     vals.append(x)
                 out.setdefault(name, []).extend(vals)
             else:
