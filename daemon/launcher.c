@@ -421,11 +421,9 @@ static const char *first_line(const char *out, char *buf, size_t len)
 
 static void slurm_cancel(rl_daemon *d, launch *l, int kill_now)
 {
-    char *argv[] = {"scancel", kill_now ? "--full" : NULL, "-s", "KILL", NULL, NULL};
-    int n = kill_now ? 4 : 0;
-    char *plain[] = {"scancel", l->slurm_id, NULL};
-    if (kill_now) argv[n] = l->slurm_id;
-    int rc = cmd_run(d, l, kill_now ? argv : plain, NULL);
+    char *term[] = {"scancel", l->slurm_id, NULL};                            /* SIGTERM, KillWait, SIGKILL */
+    char *kill9[] = {"scancel", "--full", "-s", "KILL", l->slurm_id, NULL}; /* every step and the batch shell */
+    int rc = cmd_run(d, l, kill_now ? kill9 : term, NULL);
     if (rc < 0) log_warn("launcher: cannot run scancel for Slurm job %s: %s", l->slurm_id, uv_strerror(rc));
 }
 
@@ -630,8 +628,8 @@ static void adopt_launches(rl_daemon *d)
     static const char sql[] = "SELECT id, job_id, kind, COALESCE(pid, 0), COALESCE(slurm_id, ''), ranks, device "
                               "FROM launches WHERE ended_at IS NULL";
     sqlite3_stmt *st = store_stmt(d->db, sql);
-    int64_t gone[64];
-    int n_gone = 0;
+    int64_t *gone = NULL;
+    size_t n_gone = 0, cap = 0;
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         launch *l = calloc(1, sizeof *l);
         if (!l) break;
@@ -644,7 +642,15 @@ static void adopt_launches(rl_daemon *d)
         snprintf(l->device, sizeof l->device, "%s", (const char *)sqlite3_column_text(st, 6));
         int alive = l->slurm ? l->slurm_id[0] != 0 : pid_alive(l->pid);
         if (!alive) {
-            if (n_gone < 64) gone[n_gone++] = l->id;
+            if (n_gone == cap) {
+                void *g = realloc(gone, (cap = cap ? 2 * cap : 16) * sizeof *gone);
+                if (!g) { /* the rest are looked at again at the next start */
+                    free(l);
+                    break;
+                }
+                gone = g;
+            }
+            gone[n_gone++] = l->id;
             free(l);
             continue;
         }
@@ -658,8 +664,9 @@ static void adopt_launches(rl_daemon *d)
                       (long long)l->id, (long long)l->job_id, (int)l->pid);
     }
     if (st) sqlite3_reset(st);
-    for (int i = 0; i < n_gone; i++) launch_record_end(d, gone[i]);
-    if (n_gone) log_info("launcher: %d launch(es) from before the restart had already ended", n_gone);
+    for (size_t i = 0; i < n_gone; i++) launch_record_end(d, gone[i]);
+    if (n_gone) log_info("launcher: %zu launch(es) from before the restart had already ended", n_gone);
+    free(gone);
 }
 
 static int init_kind(rl_daemon *d, const char *kind, const char *worker, const char *slurm_args, char *err,
