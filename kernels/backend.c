@@ -87,7 +87,12 @@ void rl_backend_destroy(rl_backend *be)
 {
     if (!be)
         return;
+    for (int i = 0; i < be->n_weights; i++)
+        rl_free(be, be->weights[i].copy);
+    rl_free(be, be->cast_scratch[0]);
+    rl_free(be, be->cast_scratch[1]);
     be->ops->destroy(be);
+    free(be->slots);
     free(be);
 }
 
@@ -193,12 +198,98 @@ static void prof_add(rl_backend *be, const char *op, const rl_gemm *g, double se
 
 /* ---- memory ---- */
 
-void *rl_malloc(rl_backend *be, size_t bytes) { return be->ops->malloc(be, bytes); }
+/* ---- allocation accounting: pointer -> size in an open-addressing table (linear probing, tombstone-free
+ * deletion by re-inserting the rest of the cluster), grown at half load. */
+static size_t slot_of(const rl_backend *be, const void *p)
+{
+    uint64_t h = (uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (be->n_slots - 1);
+}
+
+static void track_insert(rl_backend *be, void *p, size_t bytes)
+{
+    size_t i = slot_of(be, p);
+    while (be->slots[i].p)
+        i = (i + 1) & (be->n_slots - 1);
+    be->slots[i].p = p, be->slots[i].bytes = bytes;
+}
+
+static int track_add(rl_backend *be, void *p, size_t bytes)
+{
+    if (2 * (be->n_live + 1) > be->n_slots) {
+        size_t old_n = be->n_slots, n = old_n ? 2 * old_n : 256;
+        struct rl__alloc_slot *old = be->slots, *fresh = calloc(n, sizeof *fresh);
+        if (!fresh)
+            return RL_ENOMEM;
+        be->slots = fresh, be->n_slots = n;
+        for (size_t i = 0; i < old_n; i++)
+            if (old[i].p)
+                track_insert(be, old[i].p, old[i].bytes);
+        free(old);
+    }
+    track_insert(be, p, bytes);
+    be->n_live++;
+    be->live_bytes += bytes;
+    if (be->live_bytes > be->peak_bytes)
+        be->peak_bytes = be->live_bytes;
+    return 0;
+}
+
+static void track_remove(rl_backend *be, const void *p)
+{
+    if (!be->n_slots)
+        return;
+    size_t i = slot_of(be, p);
+    while (be->slots[i].p && be->slots[i].p != p)
+        i = (i + 1) & (be->n_slots - 1);
+    if (!be->slots[i].p)
+        return; /* not ours: freed twice or never allocated here; the backend's free reports it */
+    be->live_bytes -= be->slots[i].bytes;
+    be->n_live--;
+    be->slots[i].p = NULL;
+    /* re-seat the rest of the cluster so that lookups never stop at the hole */
+    for (size_t j = (i + 1) & (be->n_slots - 1); be->slots[j].p; j = (j + 1) & (be->n_slots - 1)) {
+        struct rl__alloc_slot s = be->slots[j];
+        be->slots[j].p = NULL;
+        track_insert(be, s.p, s.bytes);
+    }
+}
+
+void *rl_malloc(rl_backend *be, size_t bytes)
+{
+    void *p = be->ops->malloc(be, bytes);
+    if (p && track_add(be, p, bytes)) {
+        be->ops->free(be, p);
+        rl__fail(be, RL_ENOMEM, "rl_malloc: out of host memory for the allocation table");
+        return NULL;
+    }
+    return p;
+}
+
 void rl_free(rl_backend *be, void *p)
 {
-    if (p)
-        be->ops->free(be, p);
+    if (!p)
+        return;
+    for (int i = 0; i < be->n_weights; i++)
+        if (be->weights[i].base == p) { /* registered weights: forget them with their copy */
+            void *copy = be->weights[i].copy;
+            be->weights[i] = be->weights[--be->n_weights];
+            rl_free(be, copy);
+            break;
+        }
+    track_remove(be, p);
+    be->ops->free(be, p);
 }
+
+void rl_backend_memory(const rl_backend *be, size_t *live_bytes, size_t *peak_bytes)
+{
+    if (live_bytes)
+        *live_bytes = be->live_bytes;
+    if (peak_bytes)
+        *peak_bytes = be->peak_bytes;
+}
+
+void rl_backend_reset_peak(rl_backend *be) { be->peak_bytes = be->live_bytes; }
 
 #define CHECK(cond, ...)                                                                                     \
     do {                                                                                                     \
@@ -249,11 +340,128 @@ int rl_sum_squares(rl_backend *be, double *out, const float *x, size_t n)
 
 /* ---- matmul ---- */
 
+/* ---- mixed precision ---- */
+
+int rl_backend_set_autocast(rl_backend *be, rl_dtype dt)
+{
+    CHECK(dt == RL_DTYPE_F32 || dt == RL_DTYPE_BF16, "rl_backend_set_autocast: %s is not supported (BF16, or F32 "
+          "for off)", rl_dtype_name(dt));
+    be->autocast = dt;
+    return 0;
+}
+
+rl_dtype rl_backend_autocast(const rl_backend *be) { return be->autocast; }
+
+int rl_backend_weights(rl_backend *be, const float *base, size_t n)
+{
+    CHECK(base && n, "rl_backend_weights: empty range");
+    for (int i = 0; i < be->n_weights; i++) {
+        const struct rl__weights *w = &be->weights[i];
+        CHECK(base + n <= w->base || base >= w->base + w->n, "rl_backend_weights: the range overlaps one "
+              "registered before");
+    }
+    CHECK(be->n_weights < (int)(sizeof be->weights / sizeof be->weights[0]),
+          "rl_backend_weights: at most %d ranges", (int)(sizeof be->weights / sizeof be->weights[0]));
+    be->weights[be->n_weights++] = (struct rl__weights){.base = base, .n = n, .stale = 1};
+    return 0;
+}
+
+void rl_backend_weights_changed(rl_backend *be, const float *base)
+{
+    for (int i = 0; i < be->n_weights; i++)
+        if (!base || be->weights[i].base == base)
+            be->weights[i].stale = 1;
+}
+
+/* The element type matmuls read autocast operands in, and its size. */
+static rl_dtype low_dtype(const rl_backend *be) { return be->gemm_bf16 ? RL_DTYPE_BF16 : RL_DTYPE_F32; }
+
+static void *grow_scratch(rl_backend *be, int slot, size_t bytes)
+{
+    if (be->cast_scratch_bytes[slot] < bytes) {
+        rl_free(be, be->cast_scratch[slot]);
+        be->cast_scratch_bytes[slot] = 0;
+        be->cast_scratch[slot] = rl_malloc(be, bytes);
+        if (!be->cast_scratch[slot])
+            return NULL;
+        be->cast_scratch_bytes[slot] = bytes;
+    }
+    return be->cast_scratch[slot];
+}
+
+/* dst[0..n) = src rounded to bf16, in low_dtype: one cast, or (F32 matmuls) F32 → BF16 → F32 through a
+ * bf16 staging buffer a chunk at a time. */
+#define ROUND_CHUNK ((size_t)1 << 20)
+static int round_bf16(rl_backend *be, void *dst, const float *src, size_t n)
+{
+    if (be->gemm_bf16)
+        return be->ops->cast(be, dst, RL_DTYPE_BF16, src, RL_DTYPE_F32, n);
+    uint16_t *tmp = be->ops->malloc(be, sizeof(uint16_t) * (n < ROUND_CHUNK ? n : ROUND_CHUNK));
+    if (!tmp)
+        return be->status ? be->status : RL_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i += ROUND_CHUNK) {
+        const size_t k = n - i < ROUND_CHUNK ? n - i : ROUND_CHUNK;
+        rc = be->ops->cast(be, tmp, RL_DTYPE_BF16, src + i, RL_DTYPE_F32, k);
+        if (!rc)
+            rc = be->ops->cast(be, (float *)dst + i, RL_DTYPE_F32, tmp, RL_DTYPE_BF16, k);
+    }
+    be->ops->sync(be);
+    be->ops->free(be, tmp);
+    return rc;
+}
+
+/* The autocast form of an F32 operand of n elements: its weights copy, or a cast into scratch `slot`. */
+static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, const void **out)
+{
+    const size_t esz = rl_dtype_size(low_dtype(be));
+    for (int i = 0; i < be->n_weights; i++) {
+        struct rl__weights *w = &be->weights[i];
+        if (p < w->base || p + n > w->base + w->n)
+            continue;
+        if (!w->copy && !(w->copy = rl_malloc(be, esz * w->n)))
+            return be->status;
+        if (w->stale) {
+            int rc = round_bf16(be, w->copy, w->base, w->n);
+            if (rc)
+                return rc;
+            w->stale = 0;
+        }
+        *out = (const char *)w->copy + (size_t)(p - w->base) * esz;
+        return 0;
+    }
+    void *dst = grow_scratch(be, slot, esz * n);
+    if (!dst)
+        return be->status;
+    *out = dst;
+    return round_bf16(be, dst, p, n);
+}
+
+static int matmul_autocast(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b,
+                           const float *bias)
+{
+    const int batch = g->batch > 1 ? g->batch : 1;
+    const size_t na = (size_t)(batch - 1) * (size_t)g->stride_a + (size_t)g->M * (size_t)g->K;
+    const size_t nb = (size_t)(batch - 1) * (size_t)g->stride_b + (size_t)g->K * (size_t)g->N;
+    const void *la = NULL, *lb = NULL;
+    int rc = autocast_operand(be, 0, a, na, &la);
+    if (!rc)
+        rc = autocast_operand(be, 1, b, nb, &lb);
+    if (rc)
+        return rc;
+    rl_gemm lg = *g;
+    lg.dtype_a = lg.dtype_b = low_dtype(be);
+    return be->ops->matmul(be, &lg, c, la, lb, bias);
+}
+
 int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
 {
     CHECK(g->M > 0 && g->N > 0 && g->K > 0, "rl_matmul: M=%d N=%d K=%d must all be positive", g->M, g->N, g->K);
     CHECK(g->batch >= 0, "rl_matmul: batch=%d is negative", g->batch);
     CHECK(a && b && c, "rl_matmul: NULL operand");
+    if (be->autocast == RL_DTYPE_BF16 && g->dtype_a == RL_DTYPE_F32 && g->dtype_b == RL_DTYPE_F32 &&
+        g->dtype_c == RL_DTYPE_F32)
+        TIMED("matmul", g, matmul_autocast(be, g, c, a, b, bias));
     TIMED("matmul", g, be->ops->matmul(be, g, c, a, b, bias));
 }
 int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols)

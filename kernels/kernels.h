@@ -75,6 +75,23 @@ void rl_backend_clear_error(rl_backend *be);
 void *rl_backend_stream(rl_backend *be);
 int rl_backend_device(const rl_backend *be);
 
+/* ---- mixed precision --------------------------------------------------------
+ * Autocast (as torch.autocast): with RL_DTYPE_BF16, every rl_matmul whose operands and output are F32 computes
+ * with both operands rounded to bf16 and fp32 accumulation and output. An operand inside a range registered
+ * with rl_backend_weights reads that range's bf16 copy, made once and again only after
+ * rl_backend_weights_changed (call it after an optimizer step); any other operand is cast into backend scratch
+ * first. Everything else (norms, attention, the recurrences and their state, losses, AdamW on the fp32
+ * weights) stays fp32. A backend whose matmul has no BF16 inputs (CPU) multiplies the bf16-rounded values in
+ * fp32, which is the same arithmetic, so a CPU run predicts a GPU run's numerics. RL_DTYPE_F32 turns it off
+ * (the default). */
+int rl_backend_set_autocast(rl_backend *be, rl_dtype dt);
+rl_dtype rl_backend_autocast(const rl_backend *be);
+/* Registers n floats at base (device memory from rl_malloc; at most 8 ranges) as weights; rl_free of base
+ * forgets it. The copy takes 2 bytes per float (4 on a backend without BF16 matmuls). */
+int rl_backend_weights(rl_backend *be, const float *base, size_t n);
+/* The range at base (NULL: every range) changed: its copy is made again before its next use. */
+void rl_backend_weights_changed(rl_backend *be, const float *base);
+
 /* ---- profiling ------------------------------------------------------------
  * Off by default. When on, every op is timed (synchronously) and summed per op
  * name, and matmuls per distinct shape, so benchmarks can report where time goes. */
@@ -93,6 +110,10 @@ int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max); /* retu
 
 void *rl_malloc(rl_backend *be, size_t bytes); /* device memory; NULL + sticky error on failure */
 void rl_free(rl_backend *be, void *p);
+/* Bytes held through rl_malloc now, and the most held at once since the backend was created or the last
+ * rl_backend_reset_peak (which sets the peak to what is held now). */
+void rl_backend_memory(const rl_backend *be, size_t *live_bytes, size_t *peak_bytes);
+void rl_backend_reset_peak(rl_backend *be);
 int rl_upload(rl_backend *be, void *dst_dev, const void *src_host, size_t bytes);
 int rl_download(rl_backend *be, void *dst_host, const void *src_dev, size_t bytes);
 int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes);

@@ -110,6 +110,22 @@ struct rl_backend {
     int profile;
     int n_stats;
     rl_op_stat stats[128];
+    /* mixed precision (rl_backend_set_autocast): weight ranges with their low-precision copies, and the
+     * scratch operands of other matmul inputs are cast into */
+    rl_dtype autocast;
+    int gemm_bf16; /* set by the backend: its matmul takes BF16 operands (else autocast rounds in F32) */
+    struct rl__weights {
+        const float *base;
+        size_t n;
+        void *copy; /* n elements: BF16, or F32 rounded to bf16 where !gemm_bf16 */
+        int stale;
+    } weights[8];
+    int n_weights;
+    void *cast_scratch[2];
+    size_t cast_scratch_bytes[2];
+    /* allocation accounting (rl_backend_memory): live pointers -> sizes, open addressing */
+    struct rl__alloc_slot { void *p; size_t bytes; } *slots;
+    size_t n_slots, n_live, live_bytes, peak_bytes;
 };
 
 /* Records the first error (later ones are dropped: the first is the cause) and

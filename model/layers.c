@@ -115,7 +115,8 @@ int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *
     rc |= rl_linear_forward(be, la->gate, la->ln2, lp->gate_w, NULL, R, D, F);
     rc |= rl_linear_forward(be, la->up, la->ln2, lp->up_w, NULL, R, D, F);
     rc |= rl_swiglu_forward(be, la->act, la->gate, la->up, (size_t)R * F);
-    rc |= rl_linear_forward(be, out, la->act, lp->down_w, NULL, R, F, D);
+    if (out)
+        rc |= rl_linear_forward(be, out, la->act, lp->down_w, NULL, R, F, D);
     return rc;
 }
 

@@ -114,6 +114,26 @@ typedef struct {
 
 /* ---- model ------------------------------------------------------------------ */
 
+/* What rl_model_prepare keeps per layer (the rest is one shared working set that every layer overwrites):
+ *   ALL         every layer's activations (a backward without recomputation; tests read any of them)
+ *   BOUNDARIES  each layer's input x_in; the backward recomputes a layer's forward from it just before the
+ *               layer's backward (activation recomputation: memory of one layer instead of all, one more
+ *               forward of the layers; gradients bit-identical to ALL)
+ *   CAPTURE     forward only: each layer's ln1 and attn_out (the attention input and output align reads)
+ *   NONE        forward only: nothing per layer (a distillation teacher, evaluation)
+ * x_in/x_out ping-pong between two buffers when no layer's input is kept. */
+typedef enum { RL_ACTS_ALL = 0, RL_ACTS_BOUNDARIES, RL_ACTS_CAPTURE, RL_ACTS_NONE } rl_acts_keep;
+
+/* The sequence mixer of layers [0, layers): a student's time-mix in place of softmax attention (the rest keep
+ * attention). forward: attn_out = Mixer_l(ln1); backward: accumulates dln1 and the mixer's parameter
+ * gradients from dattn_out (NULL for a forward-only model). */
+typedef struct {
+    int layers;
+    void *ctx;
+    int (*forward)(void *ctx, int layer, const float *ln1, float *attn_out);
+    int (*backward)(void *ctx, int layer, const float *ln1, const float *dattn_out, float *dln1);
+} rl_mixer;
+
 typedef struct rl_model {
     rl_model_config cfg;
     rl_backend *be;
@@ -121,6 +141,8 @@ typedef struct rl_model {
     rl_model_params p, g; /* g valid after rl_model_prepare(..., backward=1) */
     /* sized by rl_model_prepare */
     int batch, seq, chunk_rows, has_backward;
+    rl_acts_keep keep;
+    const rl_mixer *mixer; /* NULL: every layer softmax attention */
     rl_arena acts;
     rl_layer_acts *layer_acts;
     float *lnf, *lnf_rstd, *logits_chunk, *row_losses, *rope_cos, *rope_sin;
@@ -150,6 +172,11 @@ int64_t rl_model_num_params(const rl_model *m);
 /* Allocates activations for batch×seq (and gradients + scratch when backward).
  * chunk_rows bounds the fp32 logits buffer to chunk_rows×vocab. */
 int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_rows, char *err, size_t errlen);
+/* The same with a choice of what is kept per layer (rl_model_prepare keeps ALL). A backward needs ALL or
+ * BOUNDARIES; CAPTURE and NONE with backward = 1 still get gradients and one layer's backward scratch (a
+ * caller that runs its own backward, like align). */
+int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chunk_rows, rl_acts_keep keep,
+                          char *err, size_t errlen);
 
 /* tokens [batch·seq] host ints. Runs embedding → layers → final norm; leaves each
  * layer's ln1 (attention input) and attn_out (attention output) in layer_acts. */
@@ -161,7 +188,8 @@ int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errle
 int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mean_loss, char *err,
                   size_t errlen);
 /* Backpropagates the final-norm gradient left in m->gs.dln by a loss through
- * all layers into m->grads. rl_model_loss(backward=1) calls it. */
+ * all layers into m->grads (through m->mixer's backward for its layers; with BOUNDARIES each layer's
+ * forward is recomputed first). rl_model_loss(backward=1) calls it. */
 int rl_model_backward(rl_model *m, char *err, size_t errlen);
 void rl_model_zero_grads(rl_model *m);
 
@@ -208,7 +236,8 @@ int rl_attn_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts 
 /* from dattn_out: accumulates dln1 (m->gs.dln) and the block's parameter grads */
 int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                            const float *dattn_out, float *dln1);
-/* mlp_out = down(silu(gate(ln2)) ⊙ up(ln2)), written to out */
+/* mlp_out = down(silu(gate(ln2)) ⊙ up(ln2)), written to out; out NULL stops after act (what the backward
+ * reads: a recomputation) */
 int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la, float *out);
 int rl_mlp_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                           const float *dout, float *dln2);

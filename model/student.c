@@ -183,7 +183,7 @@ void rl_student_destroy(rl_student *s)
     if (!s)
         return;
     if (s->base) {
-        for (int l = 0; l < s->base->cfg.layers && s->ta; l++)
+        for (int l = s->base->cfg.layers - 1; l >= 0 && s->ta; l--) /* sharing layers before layer 0 */
             rl_tmix_acts_free(s->base->be, &s->ta[l]);
         rl_free(s->base->be, s->v_first);
         if (s->tparams)
@@ -584,12 +584,20 @@ int rl_student_save(const rl_student *s, const char *dir, char *err, size_t errl
 
 int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *err, size_t errlen)
 {
+    return rl_student_prepare_keep(s, batch, seq, chunk_rows, 0, RL_ACTS_NONE, 0, err, errlen);
+}
+
+int rl_student_prepare_keep(rl_student *s, int batch, int seq, int chunk_rows, int backward, rl_acts_keep keep,
+                            int mix_own, char *err, size_t errlen)
+{
     rl_model *m = s->base;
-    int rc = rl_model_prepare(m, batch, seq, 0, chunk_rows, err, errlen);
-    for (int l = 0; l < student_layers(s) && !rc; l++) {
+    int rc = rl_model_prepare_keep(m, batch, seq, backward, chunk_rows, keep, err, errlen);
+    for (int l = student_layers(s) - 1; l >= 0; l--)
         rl_tmix_acts_free(m->be, &s->ta[l]);
+    for (int l = 0; l < student_layers(s) && !rc; l++) {
         s->td[l].batch = batch, s->td[l].seq = seq;
-        rc = rl_tmix_acts_alloc(m->be, &s->td[l], 0, &s->ta[l], err, errlen);
+        rc = rl_tmix_acts_alloc_shared(m->be, &s->td[l], backward, l ? &s->ta[0] : NULL, !mix_own,
+                                       &s->ta[l], err, errlen);
     }
     rl_free(m->be, s->v_first);
     s->v_first = rc ? NULL : rl_malloc(m->be, sizeof(float) * (size_t)batch * seq * m->cfg.heads * m->cfg.head_dim);
@@ -598,35 +606,25 @@ int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *
     return rc;
 }
 
-/* As rl_model_forward, with the time-mix in place of attention below the hybrid layers. */
-int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t errlen)
+int rl_student_mix_forward(rl_student *s, int l, const float *u, float *y)
 {
     rl_model *m = s->base;
-    rl_backend *be = m->be;
-    const rl_model_config *c = &m->cfg;
-    const int R = m->batch * m->seq, D = c->hidden;
-    const float eps = (float)c->rms_norm_eps;
-    rl_upload(be, m->tokens, tokens, sizeof(int32_t) * (size_t)R);
-    rl_embedding_forward(be, m->layer_acts[0].x_in, m->tokens, m->p.embed, R, c->vocab, D);
-    for (int l = 0; l < c->layers; l++) {
-        rl_layer_acts *la = &m->layer_acts[l];
-        const rl_layer_params *lp = &m->p.layers[l];
-        rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
-        if (l >= student_layers(s))
-            rl_attn_block_forward(m, lp, la);
-        else if (s->arch == RL_STUDENT_RWKV7)
-            rl_tmix7_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, s->v_first, m->rope_cos, m->rope_sin,
-                             la->attn_out);
-        else
-            rl_tmix6_forward(be, &s->td[l], &s->tp[l], &s->ta[l], la->ln1, NULL, m->rope_cos, m->rope_sin,
-                             la->attn_out);
-        rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
-        rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
-        rl_mlp_block_forward(m, lp, la, la->x_out);
-        rl_accumulate(be, la->x_out, la->res_mid, (size_t)R * D);
-    }
-    rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D, eps);
-    return rl_backend_status(be, err, errlen);
+    if (s->arch == RL_STUDENT_RWKV7)
+        return rl_tmix7_forward(m->be, &s->td[l], &s->tp[l], &s->ta[l], u, s->v_first, m->rope_cos, m->rope_sin, y);
+    return rl_tmix6_forward(m->be, &s->td[l], &s->tp[l], &s->ta[l], u, NULL, m->rope_cos, m->rope_sin, y);
+}
+
+static int mixer_forward(void *ctx, int l, const float *ln1, float *attn_out)
+{
+    return rl_student_mix_forward(ctx, l, ln1, attn_out);
+}
+
+/* rl_model_forward with the time-mix in place of attention below the hybrid layers. */
+int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t errlen)
+{
+    s->mixer = (rl_mixer){.layers = student_layers(s), .ctx = s, .forward = mixer_forward};
+    s->base->mixer = &s->mixer;
+    return rl_model_forward(s->base, tokens, err, errlen);
 }
 
 /* ---- recurrent inference ---- */

@@ -46,7 +46,7 @@ typedef struct {
 } rl_tmix_params;
 
 /* Activations saved by the forward and the backward's scratch (backend memory). */
-typedef struct {
+typedef struct rl_tmix_acts {
     float *r, *k, *vp;            /* projections after q/k-norm and RoPE: [R,A], [R,KD], [R,KD] */
     float *r_raw, *k_raw, *q_rstd, *k_rstd; /* qk_norm: before the norm [R,A], [R,KD]; rstd [R·H], [R·G] */
     float *hw, *dl, *ha, *al;     /* LoRA middles and outputs */
@@ -64,10 +64,16 @@ typedef struct {
      * [batch, heads, N, N] (no checkpoints are written) */
     float *wkv_state;
     int has_backward;
+    const struct rl_tmix_acts *shared_from; /* buffers equal to this one's are its (not freed here) */
 } rl_tmix_acts;
 
 int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_tmix_acts *a, char *err,
                        size_t errlen);
+/* The same, taking buffers from another layer's `from` instead of allocating them: its backward scratch
+ * (backward), and with share_saved its saved activations too (forward-only, or recomputation: one layer's
+ * activations exist at a time). Free the sharing layers before `from`. */
+int rl_tmix_acts_alloc_shared(rl_backend *be, const rl_tmix_dims *d, int backward, const rl_tmix_acts *from,
+                              int share_saved, rl_tmix_acts *a, char *err, size_t errlen);
 void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a);
 
 /* y [R,D] = RAD-RWKV7 time-mix of u. Layer 0 writes v_first [R,A]; later layers
@@ -101,8 +107,10 @@ typedef struct rl_student {
     rl_arena *tparams;       /* the new tensors, reference-release names */
     rl_tmix_params *tp;      /* per layer; q/k/v/o point into base */
     rl_tmix_dims *td;        /* per layer */
-    rl_tmix_acts *ta;        /* per layer, after rl_student_prepare */
+    rl_tmix_acts *ta;        /* per layer, after rl_student_prepare; layers > 0 share layer 0's buffers
+                              * (scratch always, everything unless every layer's activations are kept) */
     float *v_first;          /* [R, A] */
+    rl_mixer mixer;          /* forward only: the time-mix as base's sequence mixer (rl_student_forward) */
 } rl_student;
 
 /* The LoRA ranks of the new tensors; default: rl_lora_rank rules of METHOD.md
@@ -143,6 +151,13 @@ void rl_student_destroy(rl_student *s);
 
 /* Activations for batch×seq (forward only). */
 int rl_student_prepare(rl_student *s, int batch, int seq, int chunk_rows, char *err, size_t errlen);
+/* Activations for training or forward: the base model's per `keep` (rl_model_prepare_keep); the time-mix
+ * layers' saved sets one per layer (mix_own) or one shared by every layer (forward only, recomputation),
+ * their backward scratch always one. */
+int rl_student_prepare_keep(rl_student *s, int batch, int seq, int chunk_rows, int backward, rl_acts_keep keep,
+                            int mix_own, char *err, size_t errlen);
+/* y = TimeMix_l(u) with the base model's RoPE tables (prepared for the same batch and seq). */
+int rl_student_mix_forward(rl_student *s, int l, const float *u, float *y);
 /* Embedding → layers → final norm into s->base->lnf; then rl_model_loss(s->base, …)
  * and rl_model_logits work as for a teacher. */
 int rl_student_forward(rl_student *s, const int32_t *tokens, char *err, size_t errlen);

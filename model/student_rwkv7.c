@@ -31,10 +31,17 @@ static int max4(int a, int b, int c, int d)
     return m > d ? m : d;
 }
 
-int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_tmix_acts *a, char *err,
-                       size_t errlen)
+typedef struct {
+    float **p;
+    size_t n;
+    int bwd; /* backward scratch */
+} acts_field;
+
+#define MAX_ACTS_FIELDS 64
+
+/* Every buffer of a's with its size for d (n = 0: not used by this architecture/teacher). */
+static int acts_table(rl_tmix_acts *a, const rl_tmix_dims *d, acts_field *out)
 {
-    memset(a, 0, sizeof *a);
     /* D here is the attention width A; U = hidden is the width of RWKV6's shifted inputs */
     const size_t R = (size_t)d->batch * d->seq, D = (size_t)d->heads * d->head_dim, U = (size_t)d->hidden;
     const size_t KD = (size_t)d->kv_heads * d->head_dim, qn = d->qk_norm ? 1 : 0;
@@ -42,11 +49,7 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
                                      ? d->rank_gate : d->rank_shift * 5);
     rl_wkv_dims wd = {d->batch, d->seq, d->heads, d->head_dim, 0};
     const int rwkv6 = d->arch == RL_STUDENT_RWKV6;
-    struct {
-        float **p;
-        size_t n;
-        int bwd;
-    } t[] = {
+    const acts_field t[] = {
         {&a->r, R * D, 0},  {&a->k, R * KD, 0}, {&a->vp, R * KD, 0},
         {&a->hw, R * (size_t)(d->rank_decay ? d->rank_decay : 1), 0},
         {&a->dl, R * D, 0}, {&a->ha, R * (size_t)(d->rank_iclr ? d->rank_iclr : 1), 0}, {&a->al, R * D, 0},
@@ -54,7 +57,7 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
         {&a->hv, R * (size_t)(d->rank_value ? d->rank_value : 1), 0}, {&a->nl, R * D, 0},
         {&a->logw, R * D, 0}, {&a->ka, R * D, 0}, {&a->kb, R * D, 0}, {&a->kt, R * D, 0}, {&a->v, R * D, 0},
         {&a->o, R * D, 0}, {&a->og, R * D, 0}, {&a->mean, R * (size_t)d->heads, 0},
-        {&a->rstd, R * (size_t)d->heads, 0}, {&a->ckpt, rl_wkv_checkpoint_floats(&wd), 0},
+        {&a->rstd, R * (size_t)d->heads, 0}, {&a->ckpt, R ? rl_wkv_checkpoint_floats(&wd) : 0, 0},
         {&a->d_r, R * D, 1}, {&a->d_k, R * KD, 1}, {&a->d_vp, R * KD, 1}, {&a->d_mid, R * rmax, 1},
         {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, R * D, 1}, {&a->d_gate, R * D, 1},
         {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, R * D, 1}, {&a->d_kb, R * D, 1},
@@ -70,10 +73,39 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
         {&a->r_raw, qn * R * D, 0}, {&a->k_raw, qn * R * KD, 0}, {&a->q_rstd, qn * R * (size_t)d->heads, 0},
         {&a->k_rstd, qn * R * (size_t)d->kv_heads, 0}, {&a->d_r_raw, qn * R * D, 1}, {&a->d_k_raw, qn * R * KD, 1},
     };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    const int n = (int)(sizeof t / sizeof t[0]);
+    _Static_assert(sizeof t / sizeof t[0] <= MAX_ACTS_FIELDS, "raise MAX_ACTS_FIELDS");
+    memcpy(out, t, sizeof t);
+    return n;
+}
+
+int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_tmix_acts *a, char *err,
+                       size_t errlen)
+{
+    return rl_tmix_acts_alloc_shared(be, d, backward, NULL, 0, a, err, errlen);
+}
+
+int rl_tmix_acts_alloc_shared(rl_backend *be, const rl_tmix_dims *d, int backward, const rl_tmix_acts *from,
+                              int share_saved, rl_tmix_acts *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    if (from && backward && !from->has_backward) {
+        snprintf(err, errlen, "time-mix activations: the layer they would share scratch with has none");
+        return RL_EINVAL;
+    }
+    acts_field t[MAX_ACTS_FIELDS], f[MAX_ACTS_FIELDS];
+    const int n = acts_table(a, d, t);
+    if (from)
+        acts_table((rl_tmix_acts *)from, d, f);
+    a->shared_from = from;
+    for (int i = 0; i < n; i++) {
         if ((t[i].bwd && !backward) || t[i].n == 0 /* not used by this architecture */)
             continue;
-        *t[i].p = rl_malloc(be, sizeof(float) * (t[i].n ? t[i].n : 1));
+        if (from && (t[i].bwd || share_saved)) {
+            *t[i].p = *f[i].p;
+            continue;
+        }
+        *t[i].p = rl_malloc(be, sizeof(float) * t[i].n);
         if (!*t[i].p) {
             rl_backend_status(be, err, errlen);
             rl_backend_clear_error(be);
@@ -87,17 +119,18 @@ int rl_tmix_acts_alloc(rl_backend *be, const rl_tmix_dims *d, int backward, rl_t
 
 void rl_tmix_acts_free(rl_backend *be, rl_tmix_acts *a)
 {
-    float **all[] = {&a->r, &a->k, &a->vp, &a->hw, &a->dl, &a->ha, &a->al, &a->hg, &a->gate, &a->hv, &a->nl,
-                     &a->logw, &a->ka, &a->kb, &a->kt, &a->v, &a->o, &a->og, &a->mean, &a->rstd, &a->ckpt,
-                     &a->d_r, &a->d_k, &a->d_vp, &a->d_mid, &a->d_pre, &a->d_dl, &a->d_al, &a->d_gate,
-                     &a->d_nl, &a->d_logw, &a->d_ka, &a->d_kb, &a->d_kt, &a->d_v, &a->d_o, &a->d_og,
-                     &a->xx, &a->smaa, &a->xc[0], &a->xc[1], &a->xc[2], &a->xc[3], &a->xc[4], &a->d_xx,
-                     &a->d_xc[0], &a->d_xc[1], &a->d_xc[2], &a->d_xc[3], &a->d_xc[4],
-                     &a->r_raw, &a->k_raw, &a->q_rstd, &a->k_rstd, &a->d_r_raw, &a->d_k_raw};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        rl_free(be, *all[i]);
-        *all[i] = NULL;
+    const rl_tmix_dims none = {0};
+    acts_field t[MAX_ACTS_FIELDS], f[MAX_ACTS_FIELDS];
+    const int n = acts_table(a, &none, t);
+    if (a->shared_from)
+        acts_table((rl_tmix_acts *)a->shared_from, &none, f);
+    for (int i = 0; i < n; i++) {
+        if (!a->shared_from || *t[i].p != *f[i].p)
+            rl_free(be, *t[i].p);
+        *t[i].p = NULL;
     }
+    a->shared_from = NULL;
+    a->has_backward = 0;
 }
 
 /* ---- RAD-RWKV7 ---- */

@@ -27,9 +27,19 @@ enum { A_XIN, A_LN1, A_LN1R, A_Q, A_K, A_V, A_QRAW, A_KRAW, A_QR, A_KR, A_ATT, A
 
 int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_rows, char *err, size_t errlen)
 {
+    return rl_model_prepare_keep(m, batch, seq, backward, chunk_rows, RL_ACTS_ALL, err, errlen);
+}
+
+int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chunk_rows, rl_acts_keep keep,
+                          char *err, size_t errlen)
+{
     const rl_model_config *c = &m->cfg;
     if (batch <= 0 || seq <= 0 || chunk_rows <= 0) {
         snprintf(err, errlen, "prepare: batch=%d seq=%d chunk_rows=%d must be positive", batch, seq, chunk_rows);
+        return RL_EINVAL;
+    }
+    if ((unsigned)keep > RL_ACTS_NONE) {
+        snprintf(err, errlen, "prepare: unknown activation policy %d", (int)keep);
         return RL_EINVAL;
     }
     if (c->sliding_window > 0 && seq > c->sliding_window) {
@@ -54,8 +64,23 @@ int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_ro
         snprintf(err, errlen, "out of memory");
         return RL_ENOMEM;
     }
+    /* Layer 0 gets every tensor; a later layer gets its own only where `keep` keeps it, else layer 0's. */
+    const int keep_x = keep == RL_ACTS_ALL || keep == RL_ACTS_BOUNDARIES;
     for (int l = 0; l < c->layers; l++) {
         int *i = ix[l];
+        if (l > 0) {
+            memcpy(i, ix[0], sizeof ix[0]);
+            if (keep_x)
+                bad |= act(a, &i[A_XIN], "layer%d.x_in", l, R, D);
+            else if (l == 1)
+                bad |= act(a, &i[A_XIN], "x_pingpong%d", 1, R, D);
+            else
+                i[A_XIN] = ix[l % 2][A_XIN];
+            if (keep == RL_ACTS_CAPTURE)
+                bad |= act(a, &i[A_LN1], "layer%d.ln1", l, R, D) | act(a, &i[A_OUT], "layer%d.attn_out", l, R, D);
+            if (keep != RL_ACTS_ALL)
+                continue;
+        }
         bad |= act(a, &i[A_XIN], "layer%d.x_in", l, R, D) | act(a, &i[A_LN1], "layer%d.ln1", l, R, D);
         bad |= act(a, &i[A_LN1R], "layer%d.ln1_rstd", l, R, 1);
         bad |= act(a, &i[A_Q], "layer%d.q", l, R, QD) | act(a, &i[A_K], "layer%d.k", l, R, KD);
@@ -73,7 +98,11 @@ int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_ro
         bad |= act(a, &i[A_GATE], "layer%d.gate", l, R, F) | act(a, &i[A_UP], "layer%d.up", l, R, F);
         bad |= act(a, &i[A_ACT], "layer%d.act", l, R, F);
     }
-    bad |= act(a, &xlast, "x_final%d", 0, R, D) | act(a, &lnf, "lnf%d", 0, R, D) | act(a, &lnfr, "lnf_rstd%d", 0, R, 1);
+    if (keep_x || c->layers == 1)
+        bad |= act(a, &xlast, "x_final%d", 0, R, D);
+    else
+        xlast = ix[c->layers % 2][A_XIN];
+    bad |= act(a, &lnf, "lnf%d", 0, R, D) | act(a, &lnfr, "lnf_rstd%d", 0, R, 1);
     bad |= act(a, &logits, "logits_chunk%d", 0, chunk_rows < R ? chunk_rows : R, c->vocab);
     bad |= act(a, &losses, "row_losses%d", 0, R, 1);
     bad |= act(a, &rc_, "rope_cos%d", 0, seq, N / 2) | act(a, &rs_, "rope_sin%d", 0, seq, N / 2);
@@ -138,6 +167,7 @@ int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_ro
     }
     m->batch = batch, m->seq = seq, m->chunk_rows = chunk_rows < R ? chunk_rows : (int)R;
     m->has_backward = backward;
+    m->keep = keep;
     /* RoPE tables are computed once on the host in float64 and uploaded. */
     float *cs = malloc(sizeof(float) * (size_t)seq * (size_t)(N / 2) * 2 + 4);
     if (!cs) {
@@ -151,26 +181,52 @@ int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_ro
     return rl_backend_status(m->be, err, errlen);
 }
 
-int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errlen)
+/* The backend's sticky error if there is one, else a failure a mixer reported without one. */
+static int finish(rl_model *m, int rc, const char *what, char *err, size_t errlen)
+{
+    int st = rl_backend_status(m->be, err, errlen);
+    if (st || !rc)
+        return st;
+    snprintf(err, errlen, "%s failed (error %d)", what, rc);
+    return rc < 0 ? rc : RL_EINVAL;
+}
+
+/* Layer l's forward from its x_in. recompute: only what the layer's backward reads (the MLP stops at act;
+ * x_out, the next layer's kept input, is not written again). */
+static int layer_forward(rl_model *m, int l, int recompute)
 {
     rl_backend *be = m->be;
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
     const float eps = (float)c->rms_norm_eps;
+    rl_layer_acts *la = &m->layer_acts[l];
+    const rl_layer_params *lp = &m->p.layers[l];
+    int rc = rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
+    if (m->mixer && l < m->mixer->layers)
+        rc |= m->mixer->forward(m->mixer->ctx, l, la->ln1, la->attn_out);
+    else
+        rc |= rl_attn_block_forward(m, lp, la);
+    rc |= rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
+    rc |= rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
+    rc |= rl_mlp_block_forward(m, lp, la, recompute ? NULL : la->x_out);
+    if (!recompute)
+        rc |= rl_accumulate(be, la->x_out, la->res_mid, (size_t)R * D);
+    return rc;
+}
+
+int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errlen)
+{
+    rl_backend *be = m->be;
+    const rl_model_config *c = &m->cfg;
+    const int R = m->batch * m->seq, D = c->hidden;
     rl_upload(be, m->tokens, tokens, sizeof(int32_t) * (size_t)R);
     rl_embedding_forward(be, m->layer_acts[0].x_in, m->tokens, m->p.embed, R, c->vocab, D);
-    for (int l = 0; l < c->layers; l++) {
-        rl_layer_acts *la = &m->layer_acts[l];
-        const rl_layer_params *lp = &m->p.layers[l];
-        rl_rmsnorm_forward(be, la->ln1, la->ln1_rstd, la->x_in, lp->ln1_w, R, D, eps);
-        rl_attn_block_forward(m, lp, la);
-        rl_add(be, la->res_mid, la->x_in, la->attn_out, (size_t)R * D);
-        rl_rmsnorm_forward(be, la->ln2, la->ln2_rstd, la->res_mid, lp->ln2_w, R, D, eps);
-        rl_mlp_block_forward(m, lp, la, la->x_out);
-        rl_accumulate(be, la->x_out, la->res_mid, (size_t)R * D);
-    }
-    rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D, eps);
-    return rl_backend_status(be, err, errlen);
+    int rc = 0;
+    for (int l = 0; l < c->layers; l++)
+        rc |= layer_forward(m, l, 0);
+    rl_rmsnorm_forward(be, m->lnf, m->lnf_rstd, m->layer_acts[c->layers - 1].x_out, m->p.final_norm, R, D,
+                       (float)c->rms_norm_eps);
+    return finish(m, rc, "forward", err, errlen);
 }
 
 /* Starts from dlnf in m->gs.dln (set by a loss); dres carries ∂L/∂x down the
@@ -181,11 +237,17 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
     const size_t RD = (size_t)R * D;
-    if (!m->has_backward) {
-        snprintf(err, errlen, "backward: the model was prepared without backward buffers");
+    if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES)) {
+        snprintf(err, errlen, "backward: the model was prepared without %s",
+                 m->has_backward ? "the activations a backward needs (keep ALL or BOUNDARIES)" : "backward buffers");
+        return RL_EINVAL;
+    }
+    if (m->mixer && m->mixer->layers > 0 && !m->mixer->backward) {
+        snprintf(err, errlen, "backward: the model's sequence mixer has no backward");
         return RL_EINVAL;
     }
     rl_grad_scratch *gs = &m->gs;
+    int rc = 0;
     rl_zero(be, gs->dres, RD * sizeof(float));
     rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out, m->p.final_norm,
                         m->lnf_rstd, R, D);
@@ -193,17 +255,22 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
         const rl_layer_acts *la = &m->layer_acts[l];
         const rl_layer_params *lp = &m->p.layers[l];
         rl_layer_params *gp = &m->g.layers[l];
+        if (m->keep == RL_ACTS_BOUNDARIES && l != c->layers - 1) /* the last layer's are still there */
+            rc |= layer_forward(m, l, 1);
         /* x_out = res_mid + MLP(ln2(res_mid)) */
         rl_zero(be, gs->dln, RD * sizeof(float));
         rl_mlp_block_backward(m, lp, gp, la, gs->dres, gs->dln);
         rl_rmsnorm_backward(be, gs->dres, gp->ln2_w, gs->dln, la->res_mid, lp->ln2_w, la->ln2_rstd, R, D);
-        /* res_mid = x_in + Attention(ln1(x_in)) */
+        /* res_mid = x_in + Mixer(ln1(x_in)) */
         rl_zero(be, gs->dln, RD * sizeof(float));
-        rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
+        if (m->mixer && l < m->mixer->layers)
+            rc |= m->mixer->backward(m->mixer->ctx, l, la->ln1, gs->dres, gs->dln);
+        else
+            rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
         rl_rmsnorm_backward(be, gs->dres, gp->ln1_w, gs->dln, la->x_in, lp->ln1_w, la->ln1_rstd, R, D);
     }
     rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
-    return rl_backend_status(be, err, errlen);
+    return finish(m, rc, "backward", err, errlen);
 }
 
 void rl_model_zero_grads(rl_model *m)

@@ -376,7 +376,18 @@ typedef struct stage_ctx {
 static const char *const stage_fields[] = {
     "stage", "tokens", "seq_len", "batch", "micro_batch", "lr", "lr2", "lr_wait", "lr_endpoint", "schedule",
     "warmup", "checkpoint_every", "keep_checkpoints", "clip", "kl_weight", "ce_weight", "loss", "train",
-    "seed", "zero", NULL};
+    "seed", "zero", "recompute", "precision", NULL};
+
+/* A 0/1 switch; `meaning` says what each value does. */
+static int get_switch(parser *p, json_t *v, const char *path, const char *meaning, int *out)
+{
+    char buf[32];
+    if (scalar(p, v, path, buf, sizeof buf) < 0) return -1;
+    if (strcmp(buf, "0") && strcmp(buf, "1"))
+        return fail(p, path, "must be %s, got \"%s\"", meaning, buf);
+    *out = buf[0] == '1';
+    return 0;
+}
 
 static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const char *path)
 {
@@ -424,15 +435,19 @@ static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const 
         s->train = (rl_train_set)tmp;
         return 0;
     }
-    if (!strcmp(key, "zero")) {
-        char buf[32];
-        if (scalar(p, v, path, buf, sizeof buf) < 0) return -1;
-        if (strcmp(buf, "0") && strcmp(buf, "1"))
-            return fail(p, path, "must be 0 (every rank keeps the whole optimizer state) or 1 (ZeRO-1: the AdamW "
-                        "state sharded over the ranks), got \"%s\"", buf);
-        s->zero = buf[0] == '1';
+    if (!strcmp(key, "zero"))
+        return get_switch(p, v, path, "0 (every rank keeps the whole optimizer state) or 1 (ZeRO-1: the AdamW "
+                          "state sharded over the ranks)", &s->zero);
+    if (!strcmp(key, "precision")) {
+        static const char *const names[] = {"fp32", "bf16"};
+        if (get_choice(p, v, path, names, 2, &tmp) < 0) return -1;
+        s->bf16 = tmp == 1;
         return 0;
     }
+    if (!strcmp(key, "recompute"))
+        return get_switch(p, v, path, "0 (every layer's activations kept for the backward) or 1 (only layer "
+                          "inputs kept, each layer's forward run again in the backward: less memory, same result)",
+                          &s->recompute);
     if (!strcmp(key, "seed")) {
         int64_t seed;
         char buf[32];
@@ -972,6 +987,8 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "kl_weight", json_real(s->kl_weight));
     json_object_set_new(o, "ce_weight", json_real(s->ce_weight));
     json_object_set_new(o, "zero", json_integer(s->zero));
+    json_object_set_new(o, "recompute", json_integer(s->recompute));
+    json_object_set_new(o, "precision", json_string(s->bf16 ? "bf16" : "fp32"));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));
     if (s->kind == RL_STAGE_EXTEND)
         json_object_set_new(o, "train", json_string(s->train == RL_TRAIN_DECAY_SHIFT ? "decay_shift" : "all"));

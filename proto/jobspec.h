@@ -40,6 +40,8 @@ typedef struct rl_stage_spec {
     rl_train_set train;      /* extend: all, or decay_shift (step 3a) */
     uint64_t seed;
     int zero;                /* 1: ZeRO-1, optimizer state sharded over the ranks; 0: every rank keeps all */
+    int recompute;           /* 1: activation recomputation (layer inputs kept, layers rerun in the backward) */
+    int bf16;                /* precision: bf16 = GEMMs on bf16 operands, fp32 accumulation and master weights */
 } rl_stage_spec;
 
 typedef enum rl_arch { RL_ARCH_RWKV7, RL_ARCH_RWKV6 } rl_arch;

@@ -76,7 +76,7 @@ stages:
   - {stage: pretrain, tokens: $PRE, seq_len: $SEQ, batch: 8, micro_batch: 2, lr: "3e-3:3e-4", warmup: 20, checkpoint_every: 100}
   - transfer
   - {stage: align, tokens: $ALIGN, seq_len: $SEQ, batch: 2, micro_batch: 1, lr: "1e-2:1e-4", warmup: 10, checkpoint_every: 100}
-  - {stage: distill, tokens: $DISTILL, seq_len: $SEQ, batch: 2, micro_batch: 1, lr: "3e-4:3e-5", lr2: "1e-3:1e-4", schedule: cos, warmup: 10, checkpoint_every: 100}
+  - {stage: distill, tokens: $DISTILL, seq_len: $SEQ, batch: 2, micro_batch: 1, lr: "3e-4:3e-5", lr2: "1e-3:1e-4", schedule: cos, warmup: 10, checkpoint_every: 100, recompute: 1}
   - export
 resources: {ranks: 2, device: cpu}
 output: out/demo-rwkv7

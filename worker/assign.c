@@ -109,6 +109,16 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
         return fail(err, errlen, "stage_json: \"zero\" must be 0 or 1 (1 = ZeRO-1: optimizer state sharded over the "
                     "ranks)");
     to->zero = (int)zero;
+    double recompute = 0;
+    if (json_object_get(st, "recompute") &&
+        (num_field(st, "recompute", &recompute) < 0 || (recompute != 0 && recompute != 1)))
+        return fail(err, errlen, "stage_json: \"recompute\" must be 0 or 1 (1 = keep only layer inputs and "
+                    "recompute each layer's forward in the backward)");
+    to->recompute = (int)recompute;
+    const char *precision = str_field(st, "precision");
+    if (json_object_get(st, "precision") && (!precision || (strcmp(precision, "fp32") && strcmp(precision, "bf16"))))
+        return fail(err, errlen, "stage_json: \"precision\" must be \"fp32\" or \"bf16\"");
+    to->bf16 = precision && !strcmp(precision, "bf16");
     const char *loss = str_field(st, "loss"), *train = str_field(st, "train");
     to->loss_mse = loss && !strcmp(loss, "mse");
     to->train_decay_shift = train && !strcmp(train, "decay_shift");

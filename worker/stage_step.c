@@ -48,25 +48,28 @@ static int alloc_f(rl__trainer *t, float **p, size_t n, char *err, size_t errlen
     return 0;
 }
 
+static int mixer_forward(void *ctx, int l, const float *u, float *y);
+static int mixer_backward(void *ctx, int l, const float *u, const float *dy, float *du);
+
+/* What the forward keeps (rl_acts_keep): the model that trains keeps every layer's activations, or with
+ * recompute its layer inputs only; align's student needs none of its own blocks (the teacher's stream feeds
+ * the time-mix layers), the teacher keeps what align reads, a distillation teacher nothing. */
 int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
 {
     const rl_train_opts *o = t->o;
     const int B = t->micro, T = o->seq_len, chunk = o->chunk_rows;
-    int rc = rl_model_prepare(t->m, B, T, 1, chunk, err, errlen);
+    const int align = o->stage == RL_TRAIN_ALIGN;
+    const rl_acts_keep keep = align ? RL_ACTS_NONE : o->recompute ? RL_ACTS_BOUNDARIES : RL_ACTS_ALL;
+    int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, 1, keep, !o->recompute, err, errlen)
+                  : rl_model_prepare_keep(t->m, B, T, 1, chunk, keep, err, errlen);
     if (!rc && t->teacher)
-        rc = rl_model_prepare(t->teacher, B, T, 0, chunk, err, errlen);
+        rc = rl_model_prepare_keep(t->teacher, B, T, 0, chunk, align ? RL_ACTS_CAPTURE : RL_ACTS_NONE, err, errlen);
     if (rc || !t->s)
         return rc;
     rl_student *s = t->s;
     const rl_model_config *c = &t->m->cfg;
     const size_t RD = (size_t)B * T * c->hidden;
-    for (int l = 0; l < n_mix(s) && !rc; l++) {
-        rl_tmix_acts_free(t->be, &s->ta[l]);
-        s->td[l].batch = B, s->td[l].seq = T;
-        rc = rl_tmix_acts_alloc(t->be, &s->td[l], 1, &s->ta[l], err, errlen);
-    }
-    if (!rc)
-        rc = alloc_f(t, &s->v_first, v_first_bytes(t) / sizeof(float), err, errlen);
+    t->mixer = (rl_mixer){.layers = n_mix(s), .ctx = t, .forward = mixer_forward, .backward = mixer_backward};
     if (!rc)
         rc = alloc_f(t, &t->dv_first, v_first_bytes(t) / sizeof(float), err, errlen);
     if (!rc && !t->tgrads.base) {
@@ -120,26 +123,27 @@ void rl__stage_release(rl__trainer *t)
     t->tg = NULL;
 }
 
-static int tmix_forward(rl__trainer *t, int l, const float *u, float *y)
+static int mixer_forward(void *ctx, int l, const float *u, float *y)
 {
-    rl_student *s = t->s;
-    const rl_model *rm = t->teacher && t->o->stage == RL_TRAIN_ALIGN ? t->teacher : t->m;
-    if (s->arch == RL_STUDENT_RWKV7)
-        return rl_tmix7_forward(t->be, &s->td[l], &s->tp[l], &s->ta[l], u, s->v_first, rm->rope_cos, rm->rope_sin, y);
-    return rl_tmix6_forward(t->be, &s->td[l], &s->tp[l], &s->ta[l], u, NULL, rm->rope_cos, rm->rope_sin, y);
+    rl__trainer *t = ctx;
+    return rl_student_mix_forward(t->s, l, u, y);
 }
 
-static int tmix_backward(rl__trainer *t, int l, const float *u, const float *dy, float *du)
+static int mixer_backward(void *ctx, int l, const float *u, const float *dy, float *du)
 {
+    rl__trainer *t = ctx;
     rl_student *s = t->s;
-    const rl_model *rm = t->teacher && t->o->stage == RL_TRAIN_ALIGN ? t->teacher : t->m;
+    const rl_model *m = s->base;
     if (s->arch == RL_STUDENT_RWKV7)
         return rl_tmix7_backward(t->be, &s->td[l], &s->tp[l], &t->tg[l], &s->ta[l], u, s->v_first, t->dv_first,
-                                 rm->rope_cos, rm->rope_sin, dy, du);
-    return rl_tmix6_backward(t->be, &s->td[l], &s->tp[l], &t->tg[l], &s->ta[l], u, NULL, rm->rope_cos, rm->rope_sin,
+                                 m->rope_cos, m->rope_sin, dy, du);
+    return rl_tmix6_backward(t->be, &s->td[l], &s->tp[l], &t->tg[l], &s->ta[l], u, NULL, m->rope_cos, m->rope_sin,
                              dy, du);
 }
 
+/* The time-mix layers see the teacher's stream; each layer's loss gradient dy_ℓ is kept until the backward,
+ * which runs last layer first (layer 0's v_first gradient collects the later layers' shares). With recompute
+ * the layers share one activation set and each layer's forward runs again just before its backward. */
 static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss, char *err, size_t errlen)
 {
     rl_backend *be = t->be;
@@ -153,7 +157,7 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
     for (int l = 0; l < L && !rc; l++) {
         const rl_layer_acts *ta = &t->teacher->layer_acts[l];
         float *dy = t->dy + (size_t)l * RD;
-        rc |= tmix_forward(t, l, ta->ln1, t->y_s);
+        rc |= mixer_forward(t, l, ta->ln1, t->y_s);
         rc |= rl_zero(be, dy, RD * sizeof(float));
         if (t->o->loss_mse) {
             rc |= rl_mse_forward(be, t->row_losses, t->y_s, ta->attn_out, R, D);
@@ -168,8 +172,11 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
     }
     rc |= rl_zero(be, t->dv_first, v_first_bytes(t));
     for (int l = L - 1; l >= 0 && !rc; l--) {
+        const float *u = t->teacher->layer_acts[l].ln1;
+        if (t->o->recompute && l != L - 1) /* the last layer's activations are still there */
+            rc |= mixer_forward(t, l, u, t->y_s);
         rc |= rl_zero(be, t->du, RD * sizeof(float));
-        rc |= tmix_backward(t, l, t->teacher->layer_acts[l].ln1, t->dy + (size_t)l * RD, t->du);
+        rc |= mixer_backward(t, l, u, t->dy + (size_t)l * RD, t->du);
     }
     *loss = total / ((double)R * L);
     if (rc && !rl_backend_status(be, err, errlen))
@@ -178,34 +185,10 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
 }
 
 /* Backpropagates m->gs.dln (∂L/∂lnf, set by a head loss) through the student into the gradients. */
-static int student_backward(rl__trainer *t)
+static int student_backward(rl__trainer *t, char *err, size_t errlen)
 {
-    rl_model *m = t->m;
-    rl_backend *be = t->be;
-    const rl_model_config *c = &m->cfg;
-    const int R = m->batch * m->seq, D = c->hidden;
-    const size_t RD = (size_t)R * D;
-    rl_grad_scratch *gs = &m->gs;
-    int rc = rl_zero(be, gs->dres, RD * sizeof(float));
-    rc |= rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out,
-                              m->p.final_norm, m->lnf_rstd, R, D);
-    rc |= rl_zero(be, t->dv_first, v_first_bytes(t));
-    for (int l = c->layers - 1; l >= 0; l--) {
-        const rl_layer_acts *la = &m->layer_acts[l];
-        const rl_layer_params *lp = &m->p.layers[l];
-        rl_layer_params *gp = &m->g.layers[l];
-        rc |= rl_zero(be, gs->dln, RD * sizeof(float));
-        rc |= rl_mlp_block_backward(m, lp, gp, la, gs->dres, gs->dln);
-        rc |= rl_rmsnorm_backward(be, gs->dres, gp->ln2_w, gs->dln, la->res_mid, lp->ln2_w, la->ln2_rstd, R, D);
-        rc |= rl_zero(be, gs->dln, RD * sizeof(float));
-        if (l >= n_mix(t->s))
-            rc |= rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
-        else
-            rc |= tmix_backward(t, l, la->ln1, gs->dres, gs->dln);
-        rc |= rl_rmsnorm_backward(be, gs->dres, gp->ln1_w, gs->dln, la->x_in, lp->ln1_w, la->ln1_rstd, R, D);
-    }
-    rc |= rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
-    return rc;
+    int rc = rl_zero(t->be, t->dv_first, v_first_bytes(t));
+    return rc ? rc : rl_model_backward(t->m, err, errlen);
 }
 
 static rl_lm_head head_of(rl_model *m, float *dhidden, float *dweight)
@@ -270,7 +253,8 @@ int rl__stage_micro_step(rl__trainer *t, const int32_t *tokens, double *loss, ch
         break;
     case RL_TRAIN_EXTEND:
     case RL_TRAIN_DISTILL:
-        rc = rl_student_forward(t->s, inputs, err, errlen);
+        m->mixer = &t->mixer; /* (an evaluation may have left the forward-only one) */
+        rc = rl_model_forward(m, inputs, err, errlen);
         if (!rc && t->o->stage == RL_TRAIN_DISTILL)
             rc = rl_model_forward(t->teacher, inputs, err, errlen);
         if (rc)
@@ -285,8 +269,9 @@ int rl__stage_micro_step(rl__trainer *t, const int32_t *tokens, double *loss, ch
             rl_lm_head h = head_of(m, m->gs.dln, m->g.lm_head);
             rc |= rl_lm_head_kl(t->be, &h, t->teacher->lnf, t->teacher->p.lm_head, t->teacher->logits_chunk, loss);
         }
-        rc |= student_backward(t);
-        if (rc && !rl_backend_status(t->be, err, errlen))
+        if (!rc)
+            rc = student_backward(t, err, errlen);
+        if (rc && !err[0] && !rl_backend_status(t->be, err, errlen))
             snprintf(err, errlen, "%s step failed (error %d)", rl_train_stage_name(t->o->stage), rc);
         break;
     }

@@ -433,6 +433,19 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
     return 0;
 }
 
+/* Mixed precision: every GEMM with bf16 operands and fp32 accumulation (rl_backend_set_autocast); the
+ * models' weights (fp32, what AdamW updates: the master copy) are registered so that their bf16 copies are
+ * made once per optimizer step. */
+static int use_bf16(rl__trainer *t, char *err, size_t errlen)
+{
+    const rl_arena *w[] = {&t->m->params, t->s ? t->s->tparams : NULL, t->teacher ? &t->teacher->params : NULL};
+    int rc = rl_backend_set_autocast(t->be, RL_DTYPE_BF16);
+    for (size_t i = 0; i < sizeof w / sizeof w[0] && !rc; i++)
+        if (w[i] && w[i]->total)
+            rc = rl_backend_weights(t->be, w[i]->base, w[i]->total);
+    return rc ? rl_backend_status(t->be, err, errlen) : 0;
+}
+
 static int check_opts(const rl_train_opts *o, char *err, size_t errlen)
 {
     const int world = o->world > 0 ? o->world : 1;
@@ -569,6 +582,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     }
     if (!rc)
         rc = load_models(&t, ckpt[0] ? ckpt : o.student, err, errlen);
+    if (!rc && o.bf16)
+        rc = use_bf16(&t, err, errlen);
     if (!rc)
         rc = rl__stage_prepare(&t, err, errlen);
     if (!rc)
@@ -624,6 +639,12 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             say(hooks, "info", "%s: optimizer state (AdamW m and v, fp32): %zu bytes per rank (%s)",
                 rl_train_stage_name(o.stage), opt_bytes, o.world > 1 ? "every rank keeps all of it; zero=1 shards it"
                 : o.zero ? "one rank: zero=1 has nothing to shard" : "one rank");
+        size_t live = 0;
+        rl_backend_memory(t.be, &live, NULL);
+        say(hooks, "info", "%s: %.1f MiB held on the %s backend after setup (%s)", rl_train_stage_name(o.stage),
+            (double)live / 1048576.0, rl_backend_name(t.be),
+            o.recompute ? "recompute: layer inputs kept, each layer's forward rerun in the backward"
+                        : "every layer's activations kept; recompute=1 keeps only layer inputs");
         if (ckpt[0])
             say(hooks, "info", "%s: resumed from %s at step %lld", rl_train_stage_name(o.stage), ckpt,
                 (long long)step);
@@ -740,6 +761,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         if (t.zero.on && (rc = rl__zero_allgather(&t, hooks, err, errlen)) != 0)
             break;
+        rl_backend_weights_changed(t.be, t.m->params.base); /* bf16: the GEMM copies are made again */
+        if (t.s)
+            rl_backend_weights_changed(t.be, t.s->tparams->base);
         step++;
         const double el = now_s() - t0, tps = (double)(step - step0) * per_step / (el > 0 ? el : 1e-9);
         rl_train_progress p = {.stage = rl_train_stage_name(o.stage), .step = step, .total_steps = total_steps,
@@ -747,10 +771,12 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                                .lr2 = lr2, .grad_norm = norm, .tokens_per_s = tps,
                                .eta_s = (double)(total_steps - step) * per_step / (tps > 0 ? tps : 1)};
         if (o.rank == 0) {
+            size_t peak = 0;
+            rl_backend_memory(t.be, NULL, &peak);
             fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
                     "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g, "
-                    "\"optimizer_bytes_per_rank\": %zu", p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2,
-                    norm, tps, el, opt_bytes);
+                    "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu", p.stage, (long long)step,
+                    (long long)p.tokens, loss, lr, lr2, norm, tps, el, opt_bytes, peak);
             if (o.trace_samples)
                 trace_tokens(metrics, batch_buf, local, T);
             fputs("}\n", metrics);
@@ -794,9 +820,11 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rc = copy_tokenizer_files(o.out, from, 2, err, errlen);
         if (!rc) {
             const double el = now_s() - t0;
-            say(hooks, "info", "%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s); model in %s",
-                rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
-                (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), o.out);
+            size_t peak = 0;
+            rl_backend_memory(t.be, NULL, &peak);
+            say(hooks, "info", "%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s), backend memory peak "
+                "%.1f MiB; model in %s", rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
+                (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), (double)peak / 1048576.0, o.out);
         }
     }
     if (metrics)

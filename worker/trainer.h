@@ -69,6 +69,9 @@ typedef struct {
     int rank, world;
     size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
     int zero;             /* 1: ZeRO-1, AdamW moments sharded over the ranks (world > 1; no-op on one) */
+    int recompute;        /* 1: activation recomputation (layer inputs kept; gradients bit-identical to 0) */
+    int bf16;             /* 1: mixed precision: GEMMs on bf16 operands with fp32 accumulation, fp32 master
+                           * weights, optimizer state, norms, attention, recurrent state and losses */
 } rl_train_opts;
 
 #define RL_TRAIN_BUCKET_DEFAULT ((size_t)1 << 20) /* 4 MiB of fp32 gradients per all-reduce */

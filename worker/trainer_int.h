@@ -65,6 +65,7 @@ typedef struct {
     /* scratch: v_first's gradient, align outputs/gradients, du of the aligned layers */
     float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h, *blend_w;
     int micro;         /* rows of one forward = micro_batch sequences */
+    rl_mixer mixer;    /* the student's time-mix with its backward, as m's sequence mixer */
     rl__grad_buckets buckets;
 } rl__trainer;
 

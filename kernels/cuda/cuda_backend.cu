@@ -556,6 +556,7 @@ extern "C" int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char
     be->ops = &cuda_ops;
     be->name = "cuda";
     be->num_threads = 1;
+    be->gemm_bf16 = 1; /* cuBLASLt BF16 × BF16 → F32 with fp32 accumulation: the autocast GEMMs */
     const char *step = "cudaSetDevice";
     e = cudaSetDevice(c->device);
     if (e == cudaSuccess)

@@ -172,3 +172,25 @@ def decode(payload):
         else:
             out[name] = v
     return kind, out
+
+
+# ---- the checks' bookkeeping, shared by the worker test scripts ----
+failures = []
+
+
+def check(what, ok, detail="", width=92):
+    """Prints one check line and remembers a failure; the script ends with `return report()`."""
+    print(f"  {what:{width}s} {detail} {'ok' if ok else 'FAIL'}")
+    if not ok:
+        failures.append(what)
+    return ok
+
+
+def report():
+    print(f"{len(failures)} failures: " + "; ".join(failures) if failures else "all checks passed")
+    return 1 if failures else 0
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()

@@ -13,15 +13,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import WORKER, make_teacher, mpirun, run  # noqa: E402
+from poolfix import WORKER, check, failures, make_teacher, mpirun, run  # noqa: E402
 
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"  {what:90s} {detail} {'ok' if ok else 'FAIL'}")
-    if not ok:
-        failures.append(what)
 
 
 def losses(out):

@@ -31,15 +31,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import WORKER, make_teacher, mpirun, processes, run, safetensors  # noqa: E402
+from poolfix import (WORKER, check, failures, make_teacher, mpirun, processes, read_bytes, run,  # noqa: E402
+                     safetensors)
 
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"  {what:92s} {detail} {'ok' if ok else 'FAIL'}")
-    if not ok:
-        failures.append(what)
 
 
 def metrics(out):
@@ -51,10 +45,6 @@ def metrics(out):
             by_step[m["step"]] = (m["loss"], m["grad_norm"], m["lr"], m["lr2"], m["optimizer_bytes_per_rank"])
     return by_step
 
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def opt_bytes(stdout):
@@ -95,10 +85,10 @@ def test_sharded_equals_unsharded(tmp):
         worst = max(abs(m0[s][0] - m1[s][0]) / abs(m0[s][0]) for s in m0)
         check(f"{stage}: 2 ranks zero=1 (default and 700-float buckets) vs zero=0: every step's loss and grad norm "
               "bit-identical", same, f"8 steps, max rel loss diff {worst:.1e}")
-        w = {k: read(os.path.join(out[k], "model.safetensors")) for k in ("z0", "z1", "z1b")}
+        w = {k: read_bytes(os.path.join(out[k], "model.safetensors")) for k in ("z0", "z1", "z1b")}
         check(f"{stage}: final weights bit-identical", w["z0"] == w["z1"] == w["z1b"])
         ck = "checkpoints/step-00000006/optimizer.safetensors"
-        o = {k: read(os.path.join(out[k], ck)) for k in ("z0", "z1", "z1b")}
+        o = {k: read_bytes(os.path.join(out[k], ck)) for k in ("z0", "z1", "z1b")}
         check(f"{stage}: the gathered optimizer state of a checkpoint is the unsharded one, byte for byte",
               o["z0"] == o["z1"] == o["z1b"])
         b0, b1 = opt_bytes(r0.stdout), opt_bytes(r1.stdout)
@@ -110,7 +100,7 @@ def test_sharded_equals_unsharded(tmp):
         run(WORKER, "run", *args, "--out", out["r1z0"])
         r = run(WORKER, "run", *args, "--out", out["r1z1"], "--zero", "1")
         check(f"{stage}: 1 rank with zero=1 is a no-op: bit-identical weights and metrics, says so",
-              read(os.path.join(out["r1z0"], "model.safetensors")) == read(os.path.join(out["r1z1"], "model.safetensors"))
+              read_bytes(os.path.join(out["r1z0"], "model.safetensors")) == read_bytes(os.path.join(out["r1z1"], "model.safetensors"))
               and [v[:4] for v in metrics(out["r1z0"]).values()] == [v[:4] for v in metrics(out["r1z1"]).values()]
               and "nothing to shard" in r.stdout)
     # a NaN gradient (injected at step 4) in rank 0's shard and in rank 1's: every rank stops naming the tensor
@@ -140,12 +130,12 @@ def test_sharded_equals_unsharded(tmp):
 
 
 def same_run(tag, a, b):
-    check(f"{tag}: final weights byte-identical", read(os.path.join(a, "model.safetensors")) ==
-          read(os.path.join(b, "model.safetensors")))
+    check(f"{tag}: final weights byte-identical", read_bytes(os.path.join(a, "model.safetensors")) ==
+          read_bytes(os.path.join(b, "model.safetensors")))
     ck = "checkpoints/step-00000006/optimizer.safetensors"
     pa, pb = os.path.join(a, ck), os.path.join(b, ck)
     check(f"{tag}: optimizer state at step 6 byte-identical", os.path.exists(pa) and os.path.exists(pb) and
-          read(pa) == read(pb))
+          read_bytes(pa) == read_bytes(pb))
     ma, mb = metrics(a), metrics(b)
     check(f"{tag}: every step's loss, grad norm and lr identical", [v[:4] for v in ma.values()] ==
           [v[:4] for v in mb.values()] and sorted(ma) == sorted(mb) == list(range(1, 9)))
