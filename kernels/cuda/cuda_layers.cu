@@ -12,7 +12,9 @@
 #define ROW_THREADS 256
 #define VOCAB_THREADS 512
 
-/* ---- block reductions (blockDim.x a multiple of 32, at most 1024) ---- */
+/* ---- block reductions (blockDim.x a multiple of 32, at most 1024) ----
+ * Function-scope shared arrays are written `static __shared__` (what __shared__ implies anyway): the host
+ * emulation of tests/gpu/cuda_emu.h needs the `static` to share them between a block's threads. */
 
 template <typename T> __device__ static T warp_sum(T v)
 {
@@ -24,7 +26,7 @@ template <typename T> __device__ static T warp_sum(T v)
 /* Every thread gets the block's total. Safe to call repeatedly in one kernel. */
 template <typename T> __device__ static T block_sum(T v)
 {
-    __shared__ T warp_part[32];
+    static __shared__ T warp_part[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     v = warp_sum(v);
     __syncthreads(); /* an earlier call may still be reading warp_part */
@@ -66,8 +68,8 @@ __device__ static void block_lse(const float *z, int n, float &m_out, double &s_
         double s2 = __shfl_xor_sync(0xffffffffu, sd, o);
         lse_merge(m, sd, m2, s2);
     }
-    __shared__ float wm[32];
-    __shared__ double ws[32];
+    static __shared__ float wm[32];
+    static __shared__ double ws[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     __syncthreads();
     if (lane == 0)
@@ -287,7 +289,7 @@ __global__ static void rmsnorm_backward_kernel(float *din, const float *dout, co
 __global__ static void rmsnorm_dweight_kernel(float *dw, const float *dout, const float *in, const float *rstd,
                                               int rows, int dim)
 {
-    __shared__ float part[COL_ROWS][33];
+    static __shared__ float part[COL_ROWS][33];
     const int j = blockIdx.x * 32 + threadIdx.x;
     float acc = 0.0f;
     if (j < dim)

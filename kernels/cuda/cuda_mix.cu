@@ -454,7 +454,7 @@ constexpr int DD_KT = 16, DD_RT = 32;
 __global__ void ddlerp_backward_params_kernel(ddlerp_args a, const float *u, const float *state, const float *s,
                                               float *part, int rps, int ktiles)
 {
-    __shared__ float st[DD_RT][DD_KT];
+    static __shared__ float st[DD_RT][DD_KT]; /* static: see cuda_layers.cu's block reductions */
     const int D = a.D, rank = a.rank, T = a.T;
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     const int c = blockIdx.y / ktiles, k0 = (blockIdx.y % ktiles) * DD_KT, slot = blockIdx.z;

@@ -3,8 +3,11 @@
 pretrain (a few hundred steps, CPU) -> transfer -> align -> distill, the last two once with --device cpu and
 once with --device cuda from the same student, seed and data: every step's loss on the GPU must follow the
 CPU's (relative difference per step ≤ 2e-3: fp32 on both, different summation orders, compounding over
-the steps) and the GPU student's held-out loss must be within 1 % of the CPU student's.  With two or more
-GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2 CPU ranks (MPI).
+the steps) and the GPU student's held-out loss must be within 1 % of the CPU student's.  Then distill in
+bf16 mixed precision (--precision bf16: cuBLASLt BF16 GEMMs on the GPU; the same bf16-rounded operands
+multiplied in fp32 on the CPU) with recomputation on the GPU side: per step within 2e-3 of the CPU's bf16 run
+and within 1e-2 of fp32.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
+CPU ranks (MPI).
 
 usage: /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py BUILD_DIR     exit 0 ok, 1 mismatch, 77 no GPU
 RL_GPU_E2E_DEVICE=cpu runs the "GPU" side on the CPU too (a dry run of this script where there is no GPU)."""
@@ -97,6 +100,17 @@ def main():
         print(f"  held-out CE: teacher {lt:.4f}, student trained on CPU {lc:.4f}, on GPU {lg:.4f}  {'ok' if ok else 'FAIL'}")
         if not ok:
             failures.append("held-out loss GPU vs CPU")
+        for side, dev, extra in (("cpu", "cpu", []), ("cuda", DEV, ["--recompute", "1"])):
+            _, secs["distill bf16 " + side] = run(WORKER, "run", "--device", dev, "--stage", "distill", "--teacher",
+                                                  d("teacher"), "--student", d("align-cpu"), "--out",
+                                                  d("bf16-" + side), "--tokens", "32K", "--lr", "1e-3:1e-4",
+                                                  "--warmup", "5", "--precision", "bf16", *extra, *common)
+        run(WORKER, "run", "--device", "cpu", "--stage", "distill", "--teacher", d("teacher"), "--student",
+            d("align-cpu"), "--out", d("fp32-ref"), "--tokens", "32K", "--lr", "1e-3:1e-4", "--warmup", "5", *common)
+        print(f"  seconds: distill bf16 cpu {secs['distill bf16 cpu']:.1f}, gpu (recompute) "
+              f"{secs['distill bf16 cuda']:.1f}")
+        compare("distill bf16 (GPU with recompute) vs bf16 CPU", losses(d("bf16-cpu")), losses(d("bf16-cuda")))
+        compare("distill bf16 GPU vs fp32 CPU", losses(d("fp32-ref")), losses(d("bf16-cuda")), tol=1e-2)
         if n_gpu >= 2:
             mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
             for side, dev in (("cpu", "cpu"), ("cuda", DEV)):

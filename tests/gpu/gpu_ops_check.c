@@ -447,6 +447,41 @@ static void check_matmul(void)
                1e-2);
     check_gemm("matmul_bf16_bf16_tn", (rl_gemm){100, 64, 300, 1, 0, 1.0f, 0.0f, 0, 0, 0, 0, H, H, H}, 0, 0, 1e-2);
 
+    /* Autocast (--precision bf16): F32 operands rounded to bf16, fp32 accumulation. The CPU does the same
+     * arithmetic on the rounded values, so only the summation order differs. The weight operand is a
+     * registered range (its bf16 copy), the other is cast into scratch; then the weights change and the copy
+     * is refreshed after rl_backend_weights_changed. */
+    op_begin("matmul_autocast_bf16", 1e-4, "x[300,512]·W[384,512]ᵀ + b, W registered");
+    {
+        pair x = sym(300 * 512, 1), w = sym(384 * 512, 0.05f), b = sym(384, 0.1f), y = poisoned(300 * 384);
+        rl_gemm lg = {300, 384, 512, 0, 1, 1.0f, 0.0f, 0, 0, 0, 0, RL_DTYPE_F32, RL_DTYPE_F32, RL_DTYPE_F32};
+        rl_backend *both[2] = {cpu, gpu};
+        for (int side = 0; side < 2; side++) {
+            float *wp = side ? w.g : w.c;
+            rl_backend_set_autocast(both[side], RL_DTYPE_BF16);
+            rl_backend_weights(both[side], wp, w.n);
+            rl_matmul(both[side], &lg, side ? y.g : y.c, side ? x.g : x.c, wp, side ? b.g : b.c);
+        }
+        cmp("y", y);
+        for (size_t i = 0; i < w.n; i++)
+            w.c[i] *= -0.5f;
+        rl_upload(gpu, w.g, w.c, w.n * sizeof(float));
+        for (int side = 0; side < 2; side++) {
+            rl_backend_weights_changed(both[side], side ? w.g : w.c);
+            rl_matmul(both[side], &lg, side ? y.g : y.c, side ? x.g : x.c, side ? w.g : w.c, side ? b.g : b.c);
+        }
+        cmp("y after the weights changed", y);
+        /* a backward product: both operands through scratch */
+        pair dw = sym(384 * 512, 1);
+        rl_gemm wg = {384, 512, 300, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, RL_DTYPE_F32, RL_DTYPE_F32, RL_DTYPE_F32};
+        rl_matmul(cpu, &wg, dw.c, y.c, x.c, NULL);
+        rl_matmul(gpu, &wg, dw.g, y.g, x.g, NULL);
+        cmp("dW += yᵀ·x", dw);
+        rl_backend_set_autocast(cpu, RL_DTYPE_F32);
+        rl_backend_set_autocast(gpu, RL_DTYPE_F32);
+    }
+    op_end(); /* frees w: the registered ranges are forgotten with it */
+
     op_begin("matmul_f16_refused", 0, "F16 x F16 -> F32 must be RL_ENOTSUP");
     pair a = sym(64, 1);
     rl_gemm g = {4, 4, 4, 0, 0, 1.0f, 0.0f, 0, 0, 0, 0, RL_DTYPE_F16, RL_DTYPE_F16, RL_DTYPE_F32};
