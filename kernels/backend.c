@@ -337,6 +337,16 @@ int rl_sum_squares(rl_backend *be, double *out, const float *x, size_t n)
 {
     return be->ops->sum(be, out, x, n, 1);
 }
+int rl_sum_squares_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count)
+{
+    CHECK(count >= 0 && (count == 0 || (out && x && n)), "rl_sum_squares_many: count=%d with NULL arrays", count);
+    if (be->ops->sum_many)
+        return be->ops->sum_many(be, out, x, n, count, 1);
+    int rc = 0;
+    for (int i = 0; i < count && !rc; i++)
+        rc = be->ops->sum(be, &out[i], x[i], n[i], 1);
+    return rc;
+}
 
 /* ---- matmul ---- */
 

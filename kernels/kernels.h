@@ -129,6 +129,10 @@ int rl_scale(rl_backend *be, float *x, float s, size_t n);                      
 /* Synchronous reductions into a host double (accumulated in double). */
 int rl_sum(rl_backend *be, double *out_host, const float *x, size_t n);
 int rl_sum_squares(rl_backend *be, double *out_host, const float *x, size_t n);
+/* out_host[i] = rl_sum_squares of x[i][0..n[i]) for i < count, each bit-identical to its own rl_sum_squares,
+ * with one wait for a device per few hundred ranges instead of one per range (a global gradient norm over
+ * every tensor). */
+int rl_sum_squares_many(rl_backend *be, double *out_host, const float *const *x, const size_t *n, int count);
 
 /* ---- matrix products ---------------------------------------------------- */
 

@@ -23,6 +23,8 @@ typedef struct rl__ops {
     int (*accumulate)(rl_backend *be, float *y, const float *x, size_t n);
     int (*scale)(rl_backend *be, float *x, float s, size_t n);
     int (*sum)(rl_backend *be, double *out, const float *x, size_t n, int squares);
+    /* optional: count sums with one wait for the device (NULL: sum is called per range) */
+    int (*sum_many)(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares);
 
     int (*matmul)(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);
     int (*bias_backward)(rl_backend *be, float *dbias, const float *dout, int rows, int cols);

@@ -322,15 +322,16 @@ static int check_identity(const rl_train_opts *o, int64_t total_tokens, const ch
 
 static int find_nonfinite(rl__trainer *t, char *name, size_t len)
 {
-    for (int i = 0; i < t->n_t; i++) {
-        double ss = 0;
-        rl_sum_squares(t->be, &ss, t->t[i].grad, t->t[i].count);
-        if (!isfinite(ss)) {
+    char err[256] = "";
+    double *sq = rl__grad_sq(t, 0, err, sizeof err);
+    for (int i = 0; sq && i < t->n_t; i++)
+        if (!isfinite(sq[i])) {
             snprintf(name, len, "%s", t->t[i].name);
+            free(sq);
             return 1;
         }
-    }
-    snprintf(name, len, "(none found)");
+    snprintf(name, len, "%s", sq ? "(none found)" : err);
+    free(sq);
     return 0;
 }
 
@@ -723,10 +724,15 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         double ss = 0;
         if (t.zero.on && (rc = rl__zero_norm_sq(&t, hooks, &ss, err, errlen)) != 0)
             break;
-        for (int i = 0; i < t.n_t && !t.zero.on; i++) {
-            double s1 = 0;
-            rl_sum_squares(t.be, &s1, t.t[i].grad, t.t[i].count);
-            ss += s1;
+        if (!t.zero.on) { /* every tensor's Σg² with one wait for the device, added in tensor order */
+            double *sq = rl__grad_sq(&t, 0, err, errlen);
+            if (!sq) {
+                rc = RL_EINVAL;
+                break;
+            }
+            for (int i = 0; i < t.n_t; i++)
+                ss += sq[i];
+            free(sq);
         }
         const double norm = sqrt(ss) / n_acc;
         if (!isfinite(norm)) { /* the same on every rank: all of them stop here */

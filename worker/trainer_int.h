@@ -69,6 +69,10 @@ typedef struct {
     rl__grad_buckets buckets;
 } rl__trainer;
 
+/* zero.c: Σg² of every trainable gradient (owned: this rank's shard of it), sq[i] for tensor i, one device
+ * wait (rl_sum_squares_many); NULL with err filled on failure; free() it. */
+double *rl__grad_sq(rl__trainer *t, int owned, char *err, size_t errlen);
+
 /* grad_buckets.c: plans the buckets over t->t (call after the trainable tensors are known). */
 int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t errlen);
 /* Sums every trainable gradient over the ranks through hooks->allreduce_sum, bucket by bucket. */

@@ -150,17 +150,38 @@ int rl__zero_allgather(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
     return rc;
 }
 
+double *rl__grad_sq(rl__trainer *t, int owned, char *err, size_t errlen)
+{
+    double *sq = calloc((size_t)t->n_t + 1, sizeof *sq);
+    const float **x = calloc((size_t)t->n_t + 1, sizeof *x);
+    size_t *n = calloc((size_t)t->n_t + 1, sizeof *n);
+    int rc = sq && x && n ? 0 : RL_ENOMEM;
+    for (int i = 0; i < t->n_t && !rc; i++) {
+        size_t first = 0;
+        n[i] = owned ? rl__owned(t, &t->t[i], &first) : t->t[i].count;
+        x[i] = t->t[i].grad + first;
+    }
+    if (!rc && (rc = rl_sum_squares_many(t->be, sq, x, n, t->n_t)) != 0)
+        rl_backend_status(t->be, err, errlen);
+    else if (rc)
+        snprintf(err, errlen, "out of memory");
+    free(x), free(n);
+    if (rc) {
+        free(sq);
+        return NULL;
+    }
+    return sq;
+}
+
 int rl__zero_norm_sq(rl__trainer *t, const rl_train_hooks *hooks, double *ss, char *err, size_t errlen)
 {
     const int world = t->o->world;
-    double mine = 0;
-    for (int i = 0; i < t->n_t; i++) {
-        size_t first, n = rl__owned(t, &t->t[i], &first);
-        double s1 = 0;
-        if (n)
-            rl_sum_squares(t->be, &s1, t->t[i].grad + first, n);
-        mine += s1;
-    }
+    double mine = 0, *sq = rl__grad_sq(t, 1, err, errlen);
+    if (!sq)
+        return RL_EINVAL;
+    for (int i = 0; i < t->n_t; i++)
+        mine += sq[i];
+    free(sq);
     /* Each rank's double travels as three floats through the all-gather: its mantissa m ∈ [0.5, 1) as
      * hi + lo (48 bits) and its binary exponent (exact), so every rank adds the same W numbers in the same
      * order.  A non-finite sum travels as itself. */
@@ -185,18 +206,17 @@ int rl__zero_norm_sq(rl__trainer *t, const rl_train_hooks *hooks, double *ss, ch
 
 int rl__zero_first_nonfinite(rl__trainer *t, const rl_train_hooks *hooks, int *index, char *err, size_t errlen)
 {
-    float *bad = calloc((size_t)t->n_t, sizeof *bad);
-    if (!bad) {
-        snprintf(err, errlen, "out of memory");
+    float *bad = calloc((size_t)t->n_t + 1, sizeof *bad);
+    double *sq = bad ? rl__grad_sq(t, 1, err, errlen) : NULL;
+    if (!sq) {
+        free(bad);
+        if (!err[0])
+            snprintf(err, errlen, "out of memory");
         return RL_ENOMEM;
     }
-    for (int i = 0; i < t->n_t; i++) {
-        size_t first, n = rl__owned(t, &t->t[i], &first);
-        double s1 = 0;
-        if (n)
-            rl_sum_squares(t->be, &s1, t->t[i].grad + first, n);
-        bad[i] = isfinite(s1) ? 0.0f : 1.0f;
-    }
+    for (int i = 0; i < t->n_t; i++)
+        bad[i] = isfinite(sq[i]) ? 0.0f : 1.0f;
+    free(sq);
     int rc = hooks->allreduce_sum(hooks->ctx, bad, (size_t)t->n_t, err, errlen);
     *index = -1;
     for (int i = 0; i < t->n_t && !rc && *index < 0; i++)

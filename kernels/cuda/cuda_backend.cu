@@ -477,6 +477,7 @@ static const rl__ops cuda_ops = {
     .accumulate = rl__cuda_accumulate,
     .scale = rl__cuda_scale,
     .sum = rl__cuda_sum,
+    .sum_many = rl__cuda_sum_many,
     .matmul = rl__cuda_matmul,
     .bias_backward = rl__cuda_bias_backward,
     .embedding_forward = rl__cuda_embedding_forward,
@@ -566,11 +567,11 @@ extern "C" int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char
     if (e == cudaSuccess)
         step = "cudaMalloc (error flag)", e = cudaMalloc((void **)&c->bad_dev, sizeof(int) * RLC_FLAG_INTS);
     if (e == cudaSuccess)
-        step = "cudaMalloc (sum partials)", e = cudaMalloc((void **)&c->partials, sizeof(double) * (RLC_SUM_BLOCKS + 1));
+        step = "cudaMalloc (sum partials)", e = cudaMalloc((void **)&c->partials, sizeof(double) * (RLC_SUM_BLOCKS + RLC_SUM_MANY));
     if (e == cudaSuccess)
         step = "cudaMallocHost", e = cudaMallocHost((void **)&c->bad_host, sizeof(int) * RLC_FLAG_INTS);
     if (e == cudaSuccess)
-        e = cudaMallocHost((void **)&c->sum_host, sizeof(double));
+        e = cudaMallocHost((void **)&c->sum_host, sizeof(double) * RLC_SUM_MANY);
     if (e == cudaSuccess)
         step = "cudaMemset", e = cudaMemsetAsync(c->bad_dev, 0, sizeof(int) * RLC_FLAG_INTS, c->stream);
     if (e == cudaSuccess)

@@ -21,6 +21,7 @@ enum { RLC_BAD_NONE = 0, RLC_BAD_EMBED_FWD, RLC_BAD_EMBED_BWD, RLC_BAD_CE_TARGET
 /* Blocks of the first pass of rl_sum: a fixed count, so the reduction order (and the result) does not
  * depend on the device. */
 #define RLC_SUM_BLOCKS 1024
+#define RLC_SUM_MANY 256 /* totals one rl_sum_squares_many wait brings back */
 #define RLC_LT_WORKSPACE (32u << 20) /* cuBLASLt scratch; 32 MiB is what Hopper kernels ask for */
 
 typedef struct rlc_gemm_cache_entry rlc_gemm_cache_entry;
@@ -33,8 +34,8 @@ typedef struct rlc_backend {
     rlc_workspace ws;        /* scratch for the launchers (cuda_ops.h) */
     int *bad_dev;            /* RLC_FLAG_INTS ints: input errors found on the device */
     int *bad_host;           /* pinned mirror, read at every sync */
-    double *partials;        /* RLC_SUM_BLOCKS partials + the total, for rl_sum */
-    double *sum_host;        /* pinned: the reduction's result */
+    double *partials;        /* RLC_SUM_BLOCKS partials + RLC_SUM_MANY totals, for rl_sum(_squares_many) */
+    double *sum_host;        /* pinned: the reductions' results, RLC_SUM_MANY */
     rlc_gemm_cache_entry *gemm_cache; /* heuristic results per shape (cuda_gemm.cu) */
     int gemm_cache_n;
 } rlc_backend;
@@ -65,6 +66,7 @@ int rl__cuda_add(rl_backend *be, float *out, const float *a, const float *b, siz
 int rl__cuda_accumulate(rl_backend *be, float *y, const float *x, size_t n);
 int rl__cuda_scale(rl_backend *be, float *x, float s, size_t n);
 int rl__cuda_sum(rl_backend *be, double *out, const float *x, size_t n, int squares);
+int rl__cuda_sum_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares);
 int rl__cuda_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows,
                                int vocab, int dim);
 int rl__cuda_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,

@@ -166,30 +166,59 @@ __global__ static void sum_final_kernel(double *out, const double *partials, int
         *out = acc;
 }
 
-int rl__cuda_sum(rl_backend *be, double *out, const float *x, size_t n, int squares)
+/* Queues Σ of x[0..n) into partials[RLC_SUM_BLOCKS + slot] (0 when n is 0). */
+static int queue_sum(rl_backend *be, int slot, const float *x, size_t n, int squares)
 {
     rlc_backend *c = rlc_of(be);
-    *out = 0.0;
+    const char *op = squares ? "rl_sum_squares" : "rl_sum";
     if (n) {
         sum_partials_kernel<<<RLC_SUM_BLOCKS, 256, 0, c->stream>>>(c->partials, x, n, squares);
-        int rc = rlc_launched(be, squares ? "rl_sum_squares" : "rl_sum");
+        int rc = rlc_launched(be, op);
         if (rc)
             return rc;
-        /* partials[RLC_SUM_BLOCKS] (one past the partials) receives the total */
-        sum_final_kernel<<<1, 1024, 0, c->stream>>>(c->partials + RLC_SUM_BLOCKS, c->partials, RLC_SUM_BLOCKS);
-        rc = rlc_launched(be, squares ? "rl_sum_squares" : "rl_sum");
-        if (rc)
-            return rc;
-        cudaError_t e = cudaMemcpyAsync(c->sum_host, c->partials + RLC_SUM_BLOCKS, sizeof(double),
-                                        cudaMemcpyDeviceToHost, c->stream);
-        if (e != cudaSuccess)
-            return rlc_fail_cuda(be, e, "rl_sum");
     }
+    /* the partials of one sum are read before the next sum's partials kernel runs: one stream */
+    sum_final_kernel<<<1, 1024, 0, c->stream>>>(c->partials + RLC_SUM_BLOCKS + slot, c->partials,
+                                                n ? RLC_SUM_BLOCKS : 0);
+    return rlc_launched(be, op);
+}
+
+/* Brings back totals [0, count) of the queued sums: one copy, one wait. */
+static int fetch_sums(rl_backend *be, double *out, int count)
+{
+    rlc_backend *c = rlc_of(be);
+    cudaError_t e = cudaMemcpyAsync(c->sum_host, c->partials + RLC_SUM_BLOCKS, sizeof(double) * (size_t)count,
+                                    cudaMemcpyDeviceToHost, c->stream);
+    if (e != cudaSuccess)
+        return rlc_fail_cuda(be, e, "rl_sum");
     int rc = be->ops->sync(be);
     if (rc)
         return rc;
-    if (n)
-        *out = *c->sum_host;
+    for (int i = 0; i < count; i++)
+        out[i] = c->sum_host[i];
+    return 0;
+}
+
+int rl__cuda_sum(rl_backend *be, double *out, const float *x, size_t n, int squares)
+{
+    *out = 0.0;
+    int rc = queue_sum(be, 0, x, n, squares);
+    return rc ? rc : fetch_sums(be, out, 1);
+}
+
+int rl__cuda_sum_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares)
+{
+    for (int base = 0; base < count; base += RLC_SUM_MANY) {
+        const int k = count - base < RLC_SUM_MANY ? count - base : RLC_SUM_MANY;
+        for (int j = 0; j < k; j++) {
+            int rc = queue_sum(be, j, x[base + j], n[base + j], squares);
+            if (rc)
+                return rc;
+        }
+        int rc = fetch_sums(be, out + base, k);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 

@@ -22,7 +22,7 @@ static rl__ops emu_ops;
 static rlc_backend emu_impl;
 static rl_backend emu_be;
 static int bad_flags[RLC_FLAG_INTS];
-static double partials[RLC_SUM_BLOCKS + 1], sum_host;
+static double partials[RLC_SUM_BLOCKS + RLC_SUM_MANY], sum_host[RLC_SUM_MANY];
 
 int emu_rlc_fail_cuda(rl_backend *, cudaError_t e, const char *op)
 {
@@ -35,7 +35,7 @@ int emu_rlc_fail_cuda(rl_backend *, cudaError_t e, const char *op)
 static rl_backend *gpu()
 {
     emu_ops.sync = emu_sync;
-    emu_impl.bad_dev = bad_flags, emu_impl.partials = partials, emu_impl.sum_host = &sum_host;
+    emu_impl.bad_dev = bad_flags, emu_impl.partials = partials, emu_impl.sum_host = sum_host;
     emu_be.ops = &emu_ops, emu_be.impl = &emu_impl;
     return &emu_be;
 }
@@ -61,6 +61,21 @@ static void check_elementwise(rl_backend *cpu, size_t n)
         rc = (sq ? rl_sum_squares(cpu, &s_ref, a.data(), n) : rl_sum(cpu, &s_ref, a.data(), n)) |
              rl__cuda_sum(gpu(), &s, a.data(), n, sq);
         report(sq ? "sum_squares" : "sum", std::fabs(s - s_ref) / (1 + std::fabs(s_ref)), 1e-12, rc);
+        static bool many_done; /* once: 1024 emulated blocks per sum */
+        if (!sq || many_done)
+            continue;
+        many_done = true;
+        /* several ranges (one empty) with one fetch: each total bit-identical to its own rl__cuda_sum */
+        const float *xs[3] = {a.data(), b.data(), a.data() + n / 2};
+        const size_t ns[3] = {n, 0, n - n / 2};
+        double many[3] = {NAN, NAN, NAN}, one[3];
+        rc = rl__cuda_sum_many(gpu(), many, xs, ns, 3, 1);
+        for (int i = 0; i < 3; i++)
+            rc |= rl__cuda_sum(gpu(), &one[i], xs[i], ns[i], 1);
+        double worst = 0;
+        for (int i = 0; i < 3; i++)
+            worst = std::fmax(worst, many[i] == one[i] ? 0.0 : 1.0);
+        report("sum_squares_many (= each rl_sum_squares)", worst, 0.0, rc);
     }
     fvec g = randv(n, -4, 4), u = randv(n, -2, 2), dout = randv(n, -1, 1);
     rc = rl_swiglu_forward(cpu, ref.data(), g.data(), u.data(), n) |
