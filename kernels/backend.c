@@ -206,12 +206,35 @@ static size_t slot_of(const rl_backend *be, const void *p)
     return (size_t)(h >> 17) & (be->n_slots - 1);
 }
 
-static void track_insert(rl_backend *be, void *p, size_t bytes)
+static void track_insert(rl_backend *be, void *p, size_t bytes, int tag)
 {
     size_t i = slot_of(be, p);
     while (be->slots[i].p)
         i = (i + 1) & (be->n_slots - 1);
-    be->slots[i].p = p, be->slots[i].bytes = bytes;
+    be->slots[i].p = p, be->slots[i].bytes = bytes, be->slots[i].tag = tag;
+}
+
+const char *rl_backend_mem_tag(rl_backend *be, const char *tag)
+{
+    if (!be->n_tags)
+        be->tags[be->n_tags++].tag = "other";
+    const char *prev = be->cur_tag ? be->tags[be->cur_tag].tag : NULL;
+    int t = 0;
+    for (int i = 1; tag && i < be->n_tags && !t; i++)
+        if (!strcmp(be->tags[i].tag, tag))
+            t = i;
+    if (tag && !t && be->n_tags < (int)(sizeof be->tags / sizeof be->tags[0]))
+        be->tags[t = be->n_tags++] = (rl_mem_role){.tag = tag};
+    be->cur_tag = t; /* (more than 15 distinct tags: the rest count as "other") */
+    return prev;
+}
+
+int rl_backend_mem_roles(const rl_backend *be, rl_mem_role *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < be->n_tags && n < max; i++)
+        out[n++] = be->tags[i];
+    return n;
 }
 
 static int track_add(rl_backend *be, void *p, size_t bytes)
@@ -224,14 +247,20 @@ static int track_add(rl_backend *be, void *p, size_t bytes)
         be->slots = fresh, be->n_slots = n;
         for (size_t i = 0; i < old_n; i++)
             if (old[i].p)
-                track_insert(be, old[i].p, old[i].bytes);
+                track_insert(be, old[i].p, old[i].bytes, old[i].tag);
         free(old);
     }
-    track_insert(be, p, bytes);
+    if (!be->n_tags)
+        be->tags[be->n_tags++].tag = "other";
+    track_insert(be, p, bytes, be->cur_tag);
     be->n_live++;
     be->live_bytes += bytes;
     if (be->live_bytes > be->peak_bytes)
         be->peak_bytes = be->live_bytes;
+    rl_mem_role *r = &be->tags[be->cur_tag];
+    r->live += bytes;
+    if (r->live > r->peak)
+        r->peak = r->live;
     return 0;
 }
 
@@ -245,13 +274,14 @@ static void track_remove(rl_backend *be, const void *p)
     if (!be->slots[i].p)
         return; /* not ours: freed twice or never allocated here; the backend's free reports it */
     be->live_bytes -= be->slots[i].bytes;
+    be->tags[be->slots[i].tag].live -= be->slots[i].bytes;
     be->n_live--;
     be->slots[i].p = NULL;
     /* re-seat the rest of the cluster so that lookups never stop at the hole */
     for (size_t j = (i + 1) & (be->n_slots - 1); be->slots[j].p; j = (j + 1) & (be->n_slots - 1)) {
         struct rl__alloc_slot s = be->slots[j];
         be->slots[j].p = NULL;
-        track_insert(be, s.p, s.bytes);
+        track_insert(be, s.p, s.bytes, s.tag);
     }
 }
 
@@ -386,12 +416,21 @@ void rl_backend_weights_changed(rl_backend *be, const float *base)
 /* The element type matmuls read autocast operands in, and its size. */
 static rl_dtype low_dtype(const rl_backend *be) { return be->gemm_bf16 ? RL_DTYPE_BF16 : RL_DTYPE_F32; }
 
+/* rl_malloc under the backend's own tag */
+static void *malloc_tagged(rl_backend *be, size_t bytes, const char *tag)
+{
+    const char *prev = rl_backend_mem_tag(be, tag);
+    void *p = rl_malloc(be, bytes);
+    rl_backend_mem_tag(be, prev);
+    return p;
+}
+
 static void *grow_scratch(rl_backend *be, int slot, size_t bytes)
 {
     if (be->cast_scratch_bytes[slot] < bytes) {
         rl_free(be, be->cast_scratch[slot]);
         be->cast_scratch_bytes[slot] = 0;
-        be->cast_scratch[slot] = rl_malloc(be, bytes);
+        be->cast_scratch[slot] = malloc_tagged(be, bytes, "GEMM cast scratch");
         if (!be->cast_scratch[slot])
             return NULL;
         be->cast_scratch_bytes[slot] = bytes;
@@ -429,7 +468,7 @@ static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, 
         struct rl__weights *w = &be->weights[i];
         if (p < w->base || p + n > w->base + w->n)
             continue;
-        if (!w->copy && !(w->copy = rl_malloc(be, esz * w->n)))
+        if (!w->copy && !(w->copy = malloc_tagged(be, esz * w->n, "bf16 GEMM copies")))
             return be->status;
         if (w->stale) {
             int rc = round_bf16(be, w->copy, w->base, w->n);

@@ -114,6 +114,16 @@ void rl_free(rl_backend *be, void *p);
  * rl_backend_reset_peak (which sets the peak to what is held now). */
 void rl_backend_memory(const rl_backend *be, size_t *live_bytes, size_t *peak_bytes);
 void rl_backend_reset_peak(rl_backend *be);
+/* Memory by role: rl_malloc counts an allocation under the tag set when it was made (NULL or none:
+ * "other") until it is freed; the backend tags its own autocast buffers "bf16 GEMM copies" and "GEMM cast
+ * scratch". Returns the previous tag so that a callee can restore it. A tag is a string that outlives the
+ * backend (a literal); at most 15 distinct ones. */
+const char *rl_backend_mem_tag(rl_backend *be, const char *tag);
+typedef struct {
+    const char *tag;
+    size_t live, peak; /* bytes held now, and the most held at once */
+} rl_mem_role;
+int rl_backend_mem_roles(const rl_backend *be, rl_mem_role *out, int max); /* returns the number filled */
 int rl_upload(rl_backend *be, void *dst_dev, const void *src_host, size_t bytes);
 int rl_download(rl_backend *be, void *dst_host, const void *src_dev, size_t bytes);
 int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes);

@@ -126,8 +126,11 @@ struct rl_backend {
     void *cast_scratch[2];
     size_t cast_scratch_bytes[2];
     /* allocation accounting (rl_backend_memory): live pointers -> sizes, open addressing */
-    struct rl__alloc_slot { void *p; size_t bytes; } *slots;
+    struct rl__alloc_slot { void *p; size_t bytes; int tag; } *slots;
     size_t n_slots, n_live, live_bytes, peak_bytes;
+    /* by role (rl_backend_mem_tag): tag 0 is "other" */
+    int cur_tag, n_tags;
+    rl_mem_role tags[16];
 };
 
 /* Records the first error (later ones are dropped: the first is the cause) and

@@ -143,6 +143,12 @@ typedef struct rl_model {
     int batch, seq, chunk_rows, has_backward;
     rl_acts_keep keep;
     const rl_mixer *mixer; /* NULL: every layer softmax attention */
+    int mixer_only;        /* set before prepare: every layer will have a mixer, no attention buffers */
+    /* Optional: told as the backward finishes gradients (rl_model_grads_event): event 0 after the final norm
+     * (with the head's gradients), L − l after layer l, L + 1 after the embedding. A non-zero return fails
+     * the backward. */
+    int (*grads_ready)(void *ctx, int event);
+    void *grads_ready_ctx;
     rl_arena acts;
     rl_layer_acts *layer_acts;
     float *lnf, *lnf_rstd, *logits_chunk, *row_losses, *rope_cos, *rope_sin;
@@ -173,8 +179,10 @@ int64_t rl_model_num_params(const rl_model *m);
  * chunk_rows bounds the fp32 logits buffer to chunk_rows×vocab. */
 int rl_model_prepare(rl_model *m, int batch, int seq, int backward, int chunk_rows, char *err, size_t errlen);
 /* The same with a choice of what is kept per layer (rl_model_prepare keeps ALL). A backward needs ALL or
- * BOUNDARIES; CAPTURE and NONE with backward = 1 still get gradients and one layer's backward scratch (a
- * caller that runs its own backward, like align). */
+ * BOUNDARIES and backward = 1; backward = RL_PREP_GRADS_ONLY allocates the gradient arena and no backward
+ * scratch (a caller that runs its own backward into m->grads, like align). CAPTURE has no vocabulary head
+ * (rl_model_loss and rl_model_logits refuse). */
+#define RL_PREP_GRADS_ONLY 2
 int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chunk_rows, rl_acts_keep keep,
                           char *err, size_t errlen);
 
@@ -192,6 +200,9 @@ int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mea
  * forward is recomputed first). rl_model_loss(backward=1) calls it. */
 int rl_model_backward(rl_model *m, char *err, size_t errlen);
 void rl_model_zero_grads(rl_model *m);
+/* The backward event after which tensor `name`'s gradient is final (see grads_ready): 0 for the final norm and
+ * an untied lm_head, L − l for model.layers.<l>.*, L + 1 for everything else (the embedding). */
+int rl_model_grads_event(const char *name, int layers);
 
 /* Calls fn for each chunk of logits rows [row0, row0+rows) × vocab after a forward. */
 typedef int (*rl_logits_fn)(void *ctx, int row0, int rows, const float *logits, char *err, size_t errlen);

@@ -591,12 +591,13 @@ int rl_student_prepare_keep(rl_student *s, int batch, int seq, int chunk_rows, i
                             int mix_own, char *err, size_t errlen)
 {
     rl_model *m = s->base;
+    m->mixer_only = s->attention_layers == 0; /* no softmax-attention buffers for an all-time-mix student */
     int rc = rl_model_prepare_keep(m, batch, seq, backward, chunk_rows, keep, err, errlen);
     for (int l = student_layers(s) - 1; l >= 0; l--)
         rl_tmix_acts_free(m->be, &s->ta[l]);
     for (int l = 0; l < student_layers(s) && !rc; l++) {
         s->td[l].batch = batch, s->td[l].seq = seq;
-        rc = rl_tmix_acts_alloc_shared(m->be, &s->td[l], backward, l ? &s->ta[0] : NULL, !mix_own,
+        rc = rl_tmix_acts_alloc_shared(m->be, &s->td[l], backward != 0, l ? &s->ta[0] : NULL, !mix_own,
                                        &s->ta[l], err, errlen);
     }
     rl_free(m->be, s->v_first);

@@ -49,18 +49,21 @@ static int acts_table(rl_tmix_acts *a, const rl_tmix_dims *d, acts_field *out)
                                      ? d->rank_gate : d->rank_shift * 5);
     rl_wkv_dims wd = {d->batch, d->seq, d->heads, d->head_dim, 0};
     const int rwkv6 = d->arch == RL_STUDENT_RWKV6;
+    /* x7: RAD-RWKV7 only (ICLR/value LoRAs, k̃ parts, their gradients); gn: the GroupNorm read-out (variant a) */
+    const size_t x7 = rwkv6 ? 0 : 1, gn = !rwkv6 && d->variant == 'a' ? 1 : 0;
     const acts_field t[] = {
         {&a->r, R * D, 0},  {&a->k, R * KD, 0}, {&a->vp, R * KD, 0},
         {&a->hw, R * (size_t)(d->rank_decay ? d->rank_decay : 1), 0},
-        {&a->dl, R * D, 0}, {&a->ha, R * (size_t)(d->rank_iclr ? d->rank_iclr : 1), 0}, {&a->al, R * D, 0},
-        {&a->hg, R * (size_t)(d->rank_gate ? d->rank_gate : 1), 0}, {&a->gate, R * D, 0},
-        {&a->hv, R * (size_t)(d->rank_value ? d->rank_value : 1), 0}, {&a->nl, R * D, 0},
-        {&a->logw, R * D, 0}, {&a->ka, R * D, 0}, {&a->kb, R * D, 0}, {&a->kt, R * D, 0}, {&a->v, R * D, 0},
-        {&a->o, R * D, 0}, {&a->og, R * D, 0}, {&a->mean, R * (size_t)d->heads, 0},
-        {&a->rstd, R * (size_t)d->heads, 0}, {&a->ckpt, R ? rl_wkv_checkpoint_floats(&wd) : 0, 0},
+        {&a->dl, R * D, 0}, {&a->ha, x7 * R * (size_t)(d->rank_iclr ? d->rank_iclr : 1), 0},
+        {&a->al, x7 * R * D, 0}, {&a->hg, x7 * R * (size_t)(d->rank_gate ? d->rank_gate : 1), 0},
+        {&a->gate, R * D, 0}, {&a->hv, x7 * R * (size_t)(d->rank_value ? d->rank_value : 1), 0},
+        {&a->nl, x7 * R * D, 0}, {&a->logw, R * D, 0}, {&a->ka, x7 * R * D, 0}, {&a->kb, R * D, 0},
+        {&a->kt, R * D, 0}, {&a->v, R * D, 0}, {&a->o, R * D, 0}, {&a->og, R * D, 0},
+        {&a->mean, gn * R * (size_t)d->heads, 0}, {&a->rstd, gn * R * (size_t)d->heads, 0},
+        {&a->ckpt, R ? rl_wkv_checkpoint_floats(&wd) : 0, 0},
         {&a->d_r, R * D, 1}, {&a->d_k, R * KD, 1}, {&a->d_vp, R * KD, 1}, {&a->d_mid, R * rmax, 1},
-        {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, R * D, 1}, {&a->d_gate, R * D, 1},
-        {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, R * D, 1}, {&a->d_kb, R * D, 1},
+        {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, x7 * R * D, 1}, {&a->d_gate, R * D, 1},
+        {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, x7 * R * D, 1}, {&a->d_kb, R * D, 1},
         {&a->d_kt, R * D, 1}, {&a->d_v, R * D, 1}, {&a->d_o, R * D, 1}, {&a->d_og, R * D, 1},
         /* RAD-RWKV6 only (n = 0 skips) */
         {&a->xx, rwkv6 ? R * U : 0, 0}, {&a->smaa, rwkv6 ? R * 5 * (size_t)d->rank_shift : 0, 0},
@@ -105,7 +108,10 @@ int rl_tmix_acts_alloc_shared(rl_backend *be, const rl_tmix_dims *d, int backwar
             *t[i].p = *f[i].p;
             continue;
         }
+        const char *prev = t[i].p == &a->ckpt ? rl_backend_mem_tag(be, "wkv checkpoints") : NULL;
         *t[i].p = rl_malloc(be, sizeof(float) * t[i].n);
+        if (t[i].p == &a->ckpt)
+            rl_backend_mem_tag(be, prev);
         if (!*t[i].p) {
             rl_backend_status(be, err, errlen);
             rl_backend_clear_error(be);

@@ -83,16 +83,21 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         }
         bad |= act(a, &i[A_XIN], "layer%d.x_in", l, R, D) | act(a, &i[A_LN1], "layer%d.ln1", l, R, D);
         bad |= act(a, &i[A_LN1R], "layer%d.ln1_rstd", l, R, 1);
-        bad |= act(a, &i[A_Q], "layer%d.q", l, R, QD) | act(a, &i[A_K], "layer%d.k", l, R, KD);
-        bad |= act(a, &i[A_V], "layer%d.v", l, R, KD);
-        if (c->qk_norm) {
+        if (m->mixer_only) { /* no softmax attention in any layer */
+            for (int k = A_Q; k <= A_LSE; k++)
+                i[k] = -1;
+        } else {
+            bad |= act(a, &i[A_Q], "layer%d.q", l, R, QD) | act(a, &i[A_K], "layer%d.k", l, R, KD);
+            bad |= act(a, &i[A_V], "layer%d.v", l, R, KD);
+            bad |= act(a, &i[A_ATT], "layer%d.att", l, R, QD) | act(a, &i[A_LSE], "layer%d.lse", l, BHT, 1);
+        }
+        if (c->qk_norm && !m->mixer_only) {
             bad |= act(a, &i[A_QRAW], "layer%d.q_raw", l, R, QD) | act(a, &i[A_KRAW], "layer%d.k_raw", l, R, KD);
             bad |= act(a, &i[A_QR], "layer%d.q_rstd", l, R, c->heads);
             bad |= act(a, &i[A_KR], "layer%d.k_rstd", l, R, c->kv_heads);
         } else {
             i[A_QRAW] = i[A_KRAW] = i[A_QR] = i[A_KR] = -1;
         }
-        bad |= act(a, &i[A_ATT], "layer%d.att", l, R, QD) | act(a, &i[A_LSE], "layer%d.lse", l, BHT, 1);
         bad |= act(a, &i[A_OUT], "layer%d.attn_out", l, R, D) | act(a, &i[A_MID], "layer%d.res_mid", l, R, D);
         bad |= act(a, &i[A_LN2], "layer%d.ln2", l, R, D) | act(a, &i[A_LN2R], "layer%d.ln2_rstd", l, R, 1);
         bad |= act(a, &i[A_GATE], "layer%d.gate", l, R, F) | act(a, &i[A_UP], "layer%d.up", l, R, F);
@@ -103,18 +108,26 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
     else
         xlast = ix[c->layers % 2][A_XIN];
     bad |= act(a, &lnf, "lnf%d", 0, R, D) | act(a, &lnfr, "lnf_rstd%d", 0, R, 1);
-    bad |= act(a, &logits, "logits_chunk%d", 0, chunk_rows < R ? chunk_rows : R, c->vocab);
-    bad |= act(a, &losses, "row_losses%d", 0, R, 1);
+    logits = losses = -1; /* CAPTURE: the captured activations are the output, no vocabulary head */
+    if (keep != RL_ACTS_CAPTURE) {
+        bad |= act(a, &logits, "logits_chunk%d", 0, chunk_rows < R ? chunk_rows : R, c->vocab);
+        bad |= act(a, &losses, "row_losses%d", 0, R, 1);
+    }
     bad |= act(a, &rc_, "rope_cos%d", 0, seq, N / 2) | act(a, &rs_, "rope_sin%d", 0, seq, N / 2);
     bad |= act(a, &tok, "tokens%d", 0, R, 1) | act(a, &tgt, "targets%d", 0, R, 1);
-    int g[11] = {0};
-    if (backward) {
+    int g[11];
+    for (int k = 0; k < 11; k++)
+        g[k] = -1;
+    if (backward == 1) { /* (RL_PREP_GRADS_ONLY: the gradient arena without backward scratch) */
         bad |= act(a, &g[0], "grad.dres%d", 0, R, D) | act(a, &g[1], "grad.dln%d", 0, R, D);
-        bad |= act(a, &g[2], "grad.dq%d", 0, R, QD) | act(a, &g[3], "grad.dk%d", 0, R, KD);
-        bad |= act(a, &g[4], "grad.dv%d", 0, R, KD) | act(a, &g[5], "grad.datt%d", 0, R, QD);
-        bad |= act(a, &g[6], "grad.delta%d", 0, BHT, 1) | act(a, &g[7], "grad.dgate%d", 0, R, F);
+        if (!m->mixer_only) {
+            bad |= act(a, &g[2], "grad.dq%d", 0, R, QD) | act(a, &g[3], "grad.dk%d", 0, R, KD);
+            bad |= act(a, &g[4], "grad.dv%d", 0, R, KD) | act(a, &g[5], "grad.datt%d", 0, R, QD);
+            bad |= act(a, &g[6], "grad.delta%d", 0, BHT, 1);
+        }
+        bad |= act(a, &g[7], "grad.dgate%d", 0, R, F);
         bad |= act(a, &g[8], "grad.dup%d", 0, R, F) | act(a, &g[9], "grad.dact%d", 0, R, F);
-        if (c->qk_norm)
+        if (c->qk_norm && !m->mixer_only)
             bad |= act(a, &g[10], "grad.dqk_raw%d", 0, R, QD + KD);
     }
     int rc = bad ? RL_ENOMEM : rl_arena_alloc(a, m->be, err, errlen);
@@ -124,8 +137,11 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         for (int i = 0; i < m->params.n && !rc; i++)
             rc = rl_arena_add(&m->grads, m->params.entries[i].name, m->params.entries[i].ndim,
                               m->params.entries[i].shape) < 0 ? RL_ENOMEM : 0;
-        if (!rc)
+        if (!rc) {
+            const char *prev = rl_backend_mem_tag(m->be, "gradients");
             rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
+            rl_backend_mem_tag(m->be, prev);
+        }
         if (!rc)
             rl__bind_params(&m->grads, c, &m->g);
     }
@@ -155,18 +171,18 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
     m->rope_cos = rl_arena_ptr(a, rc_), m->rope_sin = rl_arena_ptr(a, rs_);
     m->tokens = (int32_t *)rl_arena_ptr(a, tok), m->targets = (int32_t *)rl_arena_ptr(a, tgt);
     memset(&m->gs, 0, sizeof m->gs);
-    if (backward) {
+    if (backward == 1) {
         m->gs.dres = rl_arena_ptr(a, g[0]), m->gs.dln = rl_arena_ptr(a, g[1]);
         m->gs.dq = rl_arena_ptr(a, g[2]), m->gs.dk = rl_arena_ptr(a, g[3]), m->gs.dv = rl_arena_ptr(a, g[4]);
         m->gs.datt = rl_arena_ptr(a, g[5]), m->gs.delta = rl_arena_ptr(a, g[6]);
         m->gs.dgate = rl_arena_ptr(a, g[7]), m->gs.dup = rl_arena_ptr(a, g[8]), m->gs.dact = rl_arena_ptr(a, g[9]);
-        if (c->qk_norm) {
+        if (c->qk_norm && !m->mixer_only) {
             m->gs.dq_raw = rl_arena_ptr(a, g[10]);
             m->gs.dk_raw = m->gs.dq_raw + R * QD;
         }
     }
     m->batch = batch, m->seq = seq, m->chunk_rows = chunk_rows < R ? chunk_rows : (int)R;
-    m->has_backward = backward;
+    m->has_backward = backward == 1;
     m->keep = keep;
     /* RoPE tables are computed once on the host in float64 and uploaded. */
     float *cs = malloc(sizeof(float) * (size_t)seq * (size_t)(N / 2) * 2 + 4);
@@ -251,6 +267,8 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     rl_zero(be, gs->dres, RD * sizeof(float));
     rl_rmsnorm_backward(be, gs->dres, m->g.final_norm, gs->dln, m->layer_acts[c->layers - 1].x_out, m->p.final_norm,
                         m->lnf_rstd, R, D);
+    if (m->grads_ready)
+        rc |= m->grads_ready(m->grads_ready_ctx, 0);
     for (int l = c->layers - 1; l >= 0; l--) {
         const rl_layer_acts *la = &m->layer_acts[l];
         const rl_layer_params *lp = &m->p.layers[l];
@@ -268,9 +286,26 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
         else
             rl_attn_block_backward(m, lp, gp, la, gs->dres, gs->dln);
         rl_rmsnorm_backward(be, gs->dres, gp->ln1_w, gs->dln, la->x_in, lp->ln1_w, la->ln1_rstd, R, D);
+        if (m->grads_ready)
+            rc |= m->grads_ready(m->grads_ready_ctx, c->layers - l);
     }
     rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
+    if (m->grads_ready)
+        rc |= m->grads_ready(m->grads_ready_ctx, c->layers + 1);
     return finish(m, rc, "backward", err, errlen);
+}
+
+int rl_model_grads_event(const char *name, int layers)
+{
+    if (!strncmp(name, "model.layers.", 13)) {
+        char *end;
+        long l = strtol(name + 13, &end, 10);
+        if (end != name + 13 && *end == '.' && l >= 0 && l < layers)
+            return layers - (int)l;
+    }
+    if (!strncmp(name, "model.norm.", 11) || !strncmp(name, "lm_head.", 8))
+        return 0;
+    return layers + 1;
 }
 
 void rl_model_zero_grads(rl_model *m)
@@ -283,6 +318,10 @@ int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mea
 {
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq;
+    if (!m->logits_chunk) {
+        snprintf(err, errlen, "loss: the model was prepared to capture activations only (no vocabulary head)");
+        return RL_EINVAL;
+    }
     if (backward && !m->has_backward) {
         snprintf(err, errlen, "loss: the model was prepared without backward buffers");
         return RL_EINVAL;
@@ -302,6 +341,10 @@ int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mea
 
 int rl_model_logits(rl_model *m, rl_logits_fn fn, void *ctx, char *err, size_t errlen)
 {
+    if (!m->logits_chunk) {
+        snprintf(err, errlen, "logits: the model was prepared to capture activations only (no vocabulary head)");
+        return RL_EINVAL;
+    }
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq;
     for (int r0 = 0; r0 < R; r0 += m->chunk_rows) {

@@ -147,6 +147,58 @@ int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t err
     return 0;
 }
 
+/* Non-blocking all-reduces in flight (the gradient buckets of one step), by request id. */
+#define MAX_INFLIGHT 4096
+static MPI_Request inflight[MAX_INFLIGHT];
+static int n_inflight_ids; /* ids handed out since the last time every request was waited for */
+static int n_open;
+
+int rl_comm_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen)
+{
+    (void)ctx;
+    if (n > (size_t)INT_MAX) {
+        snprintf(err, errlen, "an all-reduce of %zu floats is larger than MPI allows in one call: use smaller "
+                 "--bucket-floats (at most %d)", n, INT_MAX);
+        return RL_EINVAL;
+    }
+    if (!n_open)
+        n_inflight_ids = 0;
+    if (n_inflight_ids == MAX_INFLIGHT) {
+        snprintf(err, errlen, "more than %d gradient buckets in flight: use larger --bucket-floats", MAX_INFLIGHT);
+        return RL_EINVAL;
+    }
+    /* give the ones already started a chance to progress (Open MPI progresses inside MPI calls) */
+    for (int k = 0; k < n_inflight_ids; k++)
+        if (inflight[k] != MPI_REQUEST_NULL) {
+            int done = 0;
+            MPI_Test(&inflight[k], &done, MPI_STATUS_IGNORE);
+        }
+    *req = n_inflight_ids++;
+    int r = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &inflight[*req]);
+    if (r != MPI_SUCCESS) {
+        mpi_fail(r, "MPI_Iallreduce", err, errlen);
+        return RL_EINVAL;
+    }
+    n_open++;
+    return 0;
+}
+
+int rl_comm_allreduce_wait(void *ctx, int req, char *err, size_t errlen)
+{
+    (void)ctx;
+    if (req < 0 || req >= n_inflight_ids) {
+        snprintf(err, errlen, "all-reduce request %d was not started", req);
+        return RL_EINVAL;
+    }
+    int r = MPI_Wait(&inflight[req], MPI_STATUS_IGNORE); /* (a request MPI_Test completed is MPI_REQUEST_NULL) */
+    n_open--;
+    if (r != MPI_SUCCESS) {
+        mpi_fail(r, "MPI_Wait (all-reduce)", err, errlen);
+        return RL_EINVAL;
+    }
+    return 0;
+}
+
 /* Per-rank counts and offsets as MPI's ints: every rank's piece and their sum must fit one. */
 static int mpi_counts(const size_t *counts, int **c, int **displs, char *err, size_t errlen)
 {

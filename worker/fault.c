@@ -23,6 +23,18 @@ static int poison_at(const char *kind, int64_t step, char *tensor, size_t len)
     return 1;
 }
 
+int rl__fault_backward_fails(int64_t step, int rank)
+{
+    char r[32];
+    return poison_at("backward", step, r, sizeof r) && atoi(r) == rank;
+}
+
+int rl__fault_poisons_grad(int64_t step)
+{
+    char name[160];
+    return poison_at("grad", step, name, sizeof name);
+}
+
 void rl__fault_poison_grad(rl__trainer *t, int64_t step)
 {
     char name[160];

@@ -118,7 +118,116 @@ void rl__buckets_free(rl__trainer *t)
     rl__grad_buckets *b = &t->buckets;
     if (b->staging)
         rl_free(t->be, b->staging);
+    if (b->ostaging)
+        rl_free(t->be, b->ostaging);
     free(b->spans);
     free(b->buckets);
+    free(b->order);
     memset(b, 0, sizeof *b);
+}
+
+/* ---- overlap with the backward ----
+ * The backward tells when gradients are final (rl_model_grads_event: the head first, then the layers from
+ * the last, the embedding at the end). A bucket can start once the last of its tensors is final; the
+ * buckets start in one fixed order (ready event, then index), so every rank issues the same collectives in
+ * the same order even when its own backward failed half-way (finish starts whatever is left). */
+
+static int bucket_ready(const rl__trainer *t, const rl__bucket *bk)
+{
+    int ready = 0;
+    for (int s = bk->first; s < bk->first + bk->count; s++) {
+        const rl__span *sp = &t->buckets.spans[s];
+        for (int i = 0; i < t->n_t; i++) {
+            const rl__tensor *x = &t->t[i];
+            if (x->grad < sp->ptr + sp->n && x->grad + x->count > sp->ptr) {
+                int e = rl_model_grads_event(x->name, t->m->cfg.layers);
+                ready = e > ready ? e : ready;
+            }
+        }
+    }
+    return ready;
+}
+
+int rl__buckets_overlap_plan(rl__trainer *t, char *err, size_t errlen)
+{
+    rl__grad_buckets *b = &t->buckets;
+    b->order = malloc(sizeof *b->order * (size_t)(b->n_buckets ? b->n_buckets : 1));
+    if (!b->order) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ENOMEM;
+    }
+    size_t packed = 0;
+    for (int k = 0; k < b->n_buckets; k++) {
+        rl__bucket *bk = &b->buckets[k];
+        bk->ready = bucket_ready(t, bk);
+        bk->stage_off = packed;
+        if (bk->count > 1)
+            packed += bk->floats;
+        /* insertion into the start order: by ready event, ties by index */
+        int at = k;
+        while (at > 0 && b->buckets[b->order[at - 1]].ready > bk->ready) {
+            b->order[at] = b->order[at - 1];
+            at--;
+        }
+        b->order[at] = k;
+    }
+    if (packed && !(b->ostaging = rl_malloc(t->be, sizeof(float) * packed))) {
+        rl_backend_clear_error(t->be);
+        snprintf(err, errlen, "out of memory for the overlapped all-reduce staging (%zu floats)", packed);
+        return RL_ENOMEM;
+    }
+    return 0;
+}
+
+void rl__buckets_begin(rl__trainer *t) { t->buckets.next = t->buckets.early = 0; }
+
+static int start_next(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
+{
+    rl__grad_buckets *b = &t->buckets;
+    rl__bucket *bk = &b->buckets[b->order[b->next++]];
+    const rl__span *s = &b->spans[bk->first];
+    if (bk->count == 1)
+        return hooks->allreduce_start(hooks->ctx, s->ptr, s->n, &bk->req, err, errlen);
+    float *dst = b->ostaging + bk->stage_off;
+    int rc = 0;
+    for (int i = 0; i < bk->count && !rc; dst += s[i].n, i++)
+        rc = rl_copy(t->be, dst, s[i].ptr, sizeof(float) * s[i].n);
+    if (rc) {
+        rl_backend_status(t->be, err, errlen);
+        return rc;
+    }
+    return hooks->allreduce_start(hooks->ctx, b->ostaging + bk->stage_off, bk->floats, &bk->req, err, errlen);
+}
+
+int rl__buckets_event(rl__trainer *t, const rl_train_hooks *hooks, int event, char *err, size_t errlen)
+{
+    rl__grad_buckets *b = &t->buckets;
+    int rc = 0;
+    while (!rc && b->next < b->n_buckets && b->buckets[b->order[b->next]].ready <= event) {
+        rc = start_next(t, hooks, err, errlen);
+        b->early += event < b->buckets[b->order[b->n_buckets - 1]].ready; /* before the last gradients */
+    }
+    return rc;
+}
+
+int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
+{
+    rl__grad_buckets *b = &t->buckets;
+    int rc = 0;
+    while (!rc && b->next < b->n_buckets)
+        rc = start_next(t, hooks, err, errlen);
+    for (int j = 0; j < b->next; j++) { /* every started one is waited for, even after an error */
+        rl__bucket *bk = &b->buckets[b->order[j]];
+        char e2[256];
+        int r2 = hooks->allreduce_wait(hooks->ctx, bk->req, e2, sizeof e2);
+        if (r2 && !rc)
+            rc = r2, snprintf(err, errlen, "%s", e2);
+        const rl__span *s = &b->spans[bk->first];
+        const float *src = b->ostaging + bk->stage_off;
+        for (int i = 0; bk->count > 1 && i < bk->count && !rc; src += s[i].n, i++)
+            rc = rl_copy(t->be, s[i].ptr, src, sizeof(float) * s[i].n);
+    }
+    if (rc && !err[0])
+        rl_backend_status(t->be, err, errlen);
+    return rc;
 }

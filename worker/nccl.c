@@ -12,8 +12,9 @@
  * AllGather do not allow: the reduce-scatter is one ncclReduce per owner and the all-gather one
  * ncclBroadcast per owner, each set fused into one NCCL group.
  *
- * Not yet: overlapping a bucket's all-reduce with the rest of the backward (a second stream and an event
- * per bucket); the seam (grad_buckets.c) already cuts the buckets. */
+ * The gradient buckets overlap the backward (rl_nccl_allreduce_start/wait): each goes on a second stream
+ * after an event recorded on the backend's stream, and its completion is an event the backend's stream
+ * waits for, so neither the backward nor the host waits for the network. */
 #include "worker.h"
 
 #include <stdio.h>
@@ -102,11 +103,82 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
     return 0;
 }
 
+/* Overlapped all-reduces: a second stream for the collectives, two events per request (the backend's
+ * stream has produced the bucket; the collective is done). Request ids restart once all are waited for. */
+#define MAX_OVERLAP 4096
+static struct {
+    cudaStream_t stream;
+    cudaEvent_t produced[MAX_OVERLAP], done[MAX_OVERLAP];
+    int n_events, n_ids, n_open;
+} O;
+
 void rl_nccl_finalize(void)
 {
+    if (O.stream)
+        cudaStreamSynchronize(O.stream), cudaStreamDestroy(O.stream);
+    for (int k = 0; k < O.n_events; k++)
+        cudaEventDestroy(O.produced[k]), cudaEventDestroy(O.done[k]);
+    memset(&O, 0, sizeof O);
     if (N.on)
         ncclCommDestroy(N.comm);
     N.on = 0;
+}
+
+static int cuda_fail(cudaError_t e, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", what, cudaGetErrorString(e));
+    return RL_EINVAL;
+}
+
+/* Host buffers go through MPI's non-blocking all-reduce: their ids are MAX_OVERLAP + MPI's id. */
+int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen)
+{
+    if (!on_device(buf)) {
+        int rc = rl_comm_allreduce_start(ctx, buf, n, req, err, errlen);
+        *req += MAX_OVERLAP;
+        return rc;
+    }
+    cudaError_t e = cudaSuccess;
+    if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess)
+        return cuda_fail(e, "cudaStreamCreate (the all-reduce stream)", err, errlen);
+    if (!O.n_open)
+        O.n_ids = 0;
+    if (O.n_ids == MAX_OVERLAP) {
+        snprintf(err, errlen, "more than %d gradient buckets in flight: use larger --bucket-floats", MAX_OVERLAP);
+        return RL_EINVAL;
+    }
+    const int k = O.n_ids;
+    if (k == O.n_events) {
+        if ((e = cudaEventCreateWithFlags(&O.produced[k], cudaEventDisableTiming)) != cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&O.done[k], cudaEventDisableTiming)) != cudaSuccess)
+            return cuda_fail(e, "cudaEventCreate", err, errlen);
+        O.n_events++;
+    }
+    if ((e = cudaEventRecord(O.produced[k], N.stream)) != cudaSuccess ||
+        (e = cudaStreamWaitEvent(O.stream, O.produced[k], 0)) != cudaSuccess)
+        return cuda_fail(e, "ordering the all-reduce after the backward", err, errlen);
+    ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, O.stream);
+    if (r != ncclSuccess)
+        return nccl_error(r, "ncclAllReduce (overlapped)", err, errlen);
+    if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess)
+        return cuda_fail(e, "cudaEventRecord", err, errlen);
+    *req = k;
+    O.n_ids++, O.n_open++;
+    return 0;
+}
+
+/* The backend's stream waits for the collective; the host does not. */
+int rl_nccl_allreduce_wait(void *ctx, int req, char *err, size_t errlen)
+{
+    if (req >= MAX_OVERLAP)
+        return rl_comm_allreduce_wait(ctx, req - MAX_OVERLAP, err, errlen);
+    if (req < 0 || req >= O.n_ids) {
+        snprintf(err, errlen, "all-reduce request %d was not started", req);
+        return RL_EINVAL;
+    }
+    O.n_open--;
+    cudaError_t e = cudaStreamWaitEvent(N.stream, O.done[req], 0);
+    return e == cudaSuccess ? 0 : cuda_fail(e, "cudaStreamWaitEvent (all-reduce done)", err, errlen);
 }
 
 int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)
@@ -171,6 +243,8 @@ void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
     g_comm = c;
     hooks->backend_ready = ready;
     hooks->allreduce_sum = rl_nccl_allreduce_sum;
+    hooks->allreduce_start = rl_nccl_allreduce_start;
+    hooks->allreduce_wait = rl_nccl_allreduce_wait;
     hooks->reduce_scatter_sum = rl_nccl_reduce_scatter_sum;
     hooks->allgather = rl_nccl_allgather;
     hooks->gather = rl_nccl_gather;

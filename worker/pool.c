@@ -187,7 +187,8 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
 {
     Radlads__StageAssignment *a = radlads__stage_assignment__unpack(NULL, len, buf);
     rank_result mine = {0}, *all = NULL;
-    rl_train_hooks hooks = {.ctx = p, .allreduce_sum = rl_comm_allreduce_sum, .progress = hook_progress,
+    rl_train_hooks hooks = {.ctx = p, .allreduce_sum = rl_comm_allreduce_sum,
+                            .allreduce_start = rl_comm_allreduce_start, .allreduce_wait = rl_comm_allreduce_wait, .progress = hook_progress,
                             .checkpoint = hook_checkpoint, .control = hook_control, .log = hook_log,
                             .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
                             .gather = rl_comm_gather_floats};

@@ -60,10 +60,15 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
     const int B = t->micro, T = o->seq_len, chunk = o->chunk_rows;
     const int align = o->stage == RL_TRAIN_ALIGN;
     const rl_acts_keep keep = align ? RL_ACTS_NONE : o->recompute ? RL_ACTS_BOUNDARIES : RL_ACTS_ALL;
-    int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, 1, keep, !o->recompute, err, errlen)
+    rl_backend_mem_tag(t->be, "activations");
+    /* align runs its own backward into the gradients: no block backward scratch */
+    const int backward = align ? RL_PREP_GRADS_ONLY : 1;
+    int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, backward, keep, !o->recompute, err, errlen)
                   : rl_model_prepare_keep(t->m, B, T, 1, chunk, keep, err, errlen);
+    rl_backend_mem_tag(t->be, "teacher activations");
     if (!rc && t->teacher)
         rc = rl_model_prepare_keep(t->teacher, B, T, 0, chunk, align ? RL_ACTS_CAPTURE : RL_ACTS_NONE, err, errlen);
+    rl_backend_mem_tag(t->be, "activations"); /* the stage's own buffers below */
     if (rc || !t->s)
         return rc;
     rl_student *s = t->s;
@@ -78,8 +83,11 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
             const rl_arena_entry *e = &s->tparams->entries[i];
             rc = rl_arena_add(&t->tgrads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
         }
-        if (!rc)
+        if (!rc) {
+            const char *prev = rl_backend_mem_tag(t->be, "gradients");
             rc = rl_arena_alloc(&t->tgrads, t->be, err, errlen);
+            rl_backend_mem_tag(t->be, prev);
+        }
         free(t->tg);
         t->tg = rc ? NULL : calloc((size_t)c->layers, sizeof *t->tg);
         if (!rc && !t->tg)
@@ -177,6 +185,8 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
             rc |= mixer_forward(t, l, u, t->y_s);
         rc |= rl_zero(be, t->du, RD * sizeof(float));
         rc |= mixer_backward(t, l, u, t->dy + (size_t)l * RD, t->du);
+        if (t->m->grads_ready) /* layer l's time-mix gradients are final (the same events as the backward's) */
+            rc |= t->m->grads_ready(t->m->grads_ready_ctx, t->m->cfg.layers - l);
     }
     *loss = total / ((double)R * L);
     if (rc && !rl_backend_status(be, err, errlen))

@@ -47,7 +47,7 @@ void rl_train_opts_defaults(rl_train_opts *o)
     o->beta1 = 0.9, o->beta2 = 0.95, o->eps = 1e-8, o->weight_decay = 0, o->clip = 1.0;
     o->kl_weight = 1.0, o->ce_weight = 0.0;
     o->keep_checkpoints = 2, o->log_every = 10, o->chunk_rows = 512;
-    o->world = 1;
+    o->world = 1, o->overlap = 1;
 }
 
 static double now_s(void)
@@ -143,8 +143,10 @@ static int build_tensors(rl__trainer *t, char *err, size_t errlen)
     if (rc)
         return rc;
     const size_t n = t->opt_n = t->zero.end - t->zero.begin;
+    const char *prev = rl_backend_mem_tag(t->be, "optimizer state");
     t->opt_m = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
     t->opt_v = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
+    rl_backend_mem_tag(t->be, prev);
     if (!t->opt_m || !t->opt_v) {
         rl_backend_clear_error(t->be);
         return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments (%zu floats)", n);
@@ -406,6 +408,7 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
 {
     const rl_train_opts *o = t->o;
     int rc;
+    rl_backend_mem_tag(t->be, "student weights");
     if (o->stage == RL_TRAIN_PRETRAIN) {
         if (rl_student_is_student_dir(model_dir))
             return fail(err, errlen, RL_EINVAL, "%s is a RADLADS student; pretrain trains softmax-attention models "
@@ -421,7 +424,9 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
     }
     if (rc || (o->stage != RL_TRAIN_ALIGN && o->stage != RL_TRAIN_DISTILL))
         return rc;
+    rl_backend_mem_tag(t->be, "teacher weights");
     rc = rl_model_load(&t->teacher, t->be, o->teacher, 0, err, errlen);
+    rl_backend_mem_tag(t->be, NULL);
     if (rc)
         return rc;
     const rl_model_config *a = &t->teacher->cfg, *b = &t->m->cfg;
@@ -432,6 +437,33 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
                     "from", o->teacher, a->hidden, a->layers, a->heads, a->kv_heads, a->vocab, b->hidden, b->layers,
                     b->heads, b->kv_heads, b->vocab);
     return 0;
+}
+
+/* The model's grads_ready during the last micro-batch: start the buckets whose gradients are final. */
+static int grads_ready(void *ctx, int event)
+{
+    rl__trainer *t = ctx;
+    if (event >= 2 && rl__fault_backward_fails(t->step, t->o->rank)) {
+        snprintf(t->ov_err, sizeof t->ov_err, "RADLADS_TEST_POISON: the backward of step %lld fails at its gradient "
+                 "event %d on rank %d", (long long)t->step, event, t->o->rank);
+        return RL_EINVAL;
+    }
+    return rl__buckets_event(t, t->hooks, event, t->ov_err, sizeof t->ov_err);
+}
+
+/* "student weights 1.2 MiB, gradients 1.2 MiB, …": the backend's memory by role, held now or peak. */
+static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
+{
+    rl_mem_role r[16];
+    const int n = rl_backend_mem_roles(be, r, 16);
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && used < len; i++) {
+        const size_t b = peak ? r[i].peak : r[i].live;
+        if (b)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s %.2f MiB", used ? ", " : "", r[i].tag,
+                                     (double)b / 1048576.0);
+    }
 }
 
 /* Mixed precision: every GEMM with bf16 operands and fp32 accumulation (rl_backend_set_autocast); the
@@ -589,10 +621,18 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         rc = rl__stage_prepare(&t, err, errlen);
     if (!rc)
         rc = build_tensors(&t, err, errlen);
+    rl_backend_mem_tag(t.be, "communication");
     if (!rc && o.world > 1)
         rc = rl__buckets_plan(&t, o.bucket_floats, err, errlen);
     if (!rc && o.world > 1)
         rc = rl__zero_plan(&t, err, errlen);
+    /* the all-reduce overlaps the last micro-batch's backward (not with ZeRO-1's reduce-scatter) */
+    const int overlap = o.world > 1 && !t.zero.on && o.overlap && hooks && hooks->allreduce_start &&
+                        hooks->allreduce_wait;
+    t.hooks = hooks;
+    if (!rc && overlap)
+        rc = rl__buckets_overlap_plan(&t, err, errlen);
+    rl_backend_mem_tag(t.be, NULL);
     if (!rc && ckpt[0]) {
         snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
         rc = load_optimizer(&t, path, err, errlen);
@@ -640,12 +680,14 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             say(hooks, "info", "%s: optimizer state (AdamW m and v, fp32): %zu bytes per rank (%s)",
                 rl_train_stage_name(o.stage), opt_bytes, o.world > 1 ? "every rank keeps all of it; zero=1 shards it"
                 : o.zero ? "one rank: zero=1 has nothing to shard" : "one rank");
+        char roles[1024];
         size_t live = 0;
         rl_backend_memory(t.be, &live, NULL);
-        say(hooks, "info", "%s: %.1f MiB held on the %s backend after setup (%s)", rl_train_stage_name(o.stage),
+        mem_roles(t.be, 0, roles, sizeof roles);
+        say(hooks, "info", "%s: %.1f MiB held on the %s backend after setup (%s): %s", rl_train_stage_name(o.stage),
             (double)live / 1048576.0, rl_backend_name(t.be),
             o.recompute ? "recompute: layer inputs kept, each layer's forward rerun in the backward"
-                        : "every layer's activations kept; recompute=1 keeps only layer inputs");
+                        : "every layer's activations kept; recompute=1 keeps only layer inputs", roles);
         if (ckpt[0])
             say(hooks, "info", "%s: resumed from %s at step %lld", rl_train_stage_name(o.stage), ckpt,
                 (long long)step);
@@ -672,14 +714,33 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         if (t.tgrads.base)
             rc |= rl_zero(t.be, t.tgrads.base, t.tgrads.total * sizeof(float));
         double loss = 0;
+        /* (a step that poisons a gradient for the tests reduces after the poisoning, as without overlap) */
+        const int overlap_now = overlap && !rl__fault_poisons_grad(step);
+        t.step = step;
+        rl__buckets_begin(&t);
         for (int a = 0; a < A && !rc; a++) {
             const uint64_t g0 = (uint64_t)step * o.batch + (uint64_t)o.rank * local + (uint64_t)a * o.micro_batch;
             int32_t *buf = batch_buf + (size_t)a * o.micro_batch * (T + 1);
             double l = 0;
             rc = read_batch(&t, smp, g0, buf, err, errlen);
+            if (!rc && overlap_now && a == A - 1) /* the last micro-batch: gradients become final */
+                t.m->grads_ready = grads_ready, t.m->grads_ready_ctx = &t, t.ov_err[0] = 0;
             if (!rc)
                 rc = rl__stage_micro_step(&t, buf, &l, err, errlen);
+            if (rc && t.ov_err[0])
+                snprintf(err, errlen, "%s", t.ov_err);
+            t.m->grads_ready = NULL;
             loss += l / A;
+        }
+        if (overlap_now) { /* every rank, whatever happened above: the same collectives in the same order */
+            char e2[256] = "";
+            int r2 = rl__buckets_finish(&t, hooks, e2, sizeof e2);
+            if (r2 && !rc)
+                rc = r2, snprintf(err, errlen, "%s", e2);
+            if (step == step0 && o.rank == 0 && !rc)
+                say(hooks, "info", "%s: %d of %d gradient buckets started their all-reduce during the backward "
+                    "(overlapped), the rest after it", rl_train_stage_name(o.stage), t.buckets.early,
+                    t.buckets.n_buckets);
         }
         rl__fault_poison_grad(&t, step);
         loss = rl__fault_poison_loss(step, loss);
@@ -711,7 +772,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         if (t.zero.on)
             rc = rl__zero_reduce_scatter(&t, hooks, err, errlen);
-        else if (o.world > 1)
+        else if (o.world > 1 && !overlap_now)
             rc = rl__buckets_allreduce(&t, hooks, err, errlen);
         if (rc)
             break;
@@ -781,8 +842,13 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rl_backend_memory(t.be, NULL, &peak);
             fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
                     "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g, "
-                    "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu", p.stage, (long long)step,
-                    (long long)p.tokens, loss, lr, lr2, norm, tps, el, opt_bytes, peak);
+                    "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu, \"backend_peak_by_role\": {",
+                    p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2, norm, tps, el, opt_bytes, peak);
+            rl_mem_role roles[16];
+            const int nr = rl_backend_mem_roles(t.be, roles, 16);
+            for (int i = 0; i < nr; i++)
+                fprintf(metrics, "%s\"%s\": %zu", i ? ", " : "", roles[i].tag, roles[i].peak);
+            fputc('}', metrics);
             if (o.trace_samples)
                 trace_tokens(metrics, batch_buf, local, T);
             fputs("}\n", metrics);
@@ -827,10 +893,13 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         if (!rc) {
             const double el = now_s() - t0;
             size_t peak = 0;
+            char roles[1024];
             rl_backend_memory(t.be, NULL, &peak);
+            mem_roles(t.be, 1, roles, sizeof roles);
             say(hooks, "info", "%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s), backend memory peak "
-                "%.1f MiB; model in %s", rl_train_stage_name(o.stage), (long long)step, (long long)total_tokens, el,
-                (double)(step - step0) * per_step / (el > 0 ? el : 1e-9), (double)peak / 1048576.0, o.out);
+                "%.1f MiB (peak by role: %s); model in %s", rl_train_stage_name(o.stage), (long long)step,
+                (long long)total_tokens, el, (double)(step - step0) * per_step / (el > 0 ? el : 1e-9),
+                (double)peak / 1048576.0, roles, o.out);
         }
     }
     if (metrics)

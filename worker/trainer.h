@@ -70,6 +70,8 @@ typedef struct {
     size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
     int zero;             /* 1: ZeRO-1, AdamW moments sharded over the ranks (world > 1; no-op on one) */
     int recompute;        /* 1: activation recomputation (layer inputs kept; gradients bit-identical to 0) */
+    int overlap;          /* 1 (default): a gradient bucket's all-reduce starts during the last micro-batch's
+                           * backward as soon as its layers are done (world > 1, zero off, hooks given) */
     int bf16;             /* 1: mixed precision: GEMMs on bf16 operands with fp32 accumulation, fp32 master
                            * weights, optimizer state, norms, attention, recurrent state and losses */
 } rl_train_opts;
@@ -111,6 +113,12 @@ typedef struct {
     int (*reduce_scatter_sum)(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
                               size_t errlen);
     int (*allgather)(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);
+    /* Optional (both or neither), to overlap the gradient all-reduce with the backward: start sums n floats
+     * in place over all ranks without waiting and returns a request id in *req; wait completes it (on a
+     * device: the backend's stream waits, the host does not). Every rank starts the same sums in the same
+     * order. */
+    int (*allreduce_start)(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen);
+    int (*allreduce_wait)(void *ctx, int req, char *err, size_t errlen);
     int (*gather)(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen);
     /* every rank, once the stage's backend exists, before any collective (NCCL binds to its stream);
      * NULL = nothing to do */

@@ -26,6 +26,9 @@ typedef struct {
 typedef struct {
     int first, count; /* spans[first .. first+count) */
     size_t floats;
+    int ready;        /* overlap: the backward event after which every gradient in it is final */
+    size_t stage_off; /* overlap, packed buckets: its own place in `ostaging` */
+    int req;          /* overlap: the started all-reduce */
 } rl__bucket;
 
 typedef struct {
@@ -35,6 +38,12 @@ typedef struct {
     int n_buckets, n_packed; /* n_packed: buckets of several spans (through staging) */
     float *staging;
     size_t bucket_floats, total;
+    /* overlap (rl__buckets_overlap_plan): the buckets in start order (by ready event, then index), how many
+     * of them have started this step and how many of those during the backward, and one staging place per
+     * packed bucket (several are in flight at once); `early` counts the ones started before the backward's
+     * last gradients were done (the overlap) */
+    int *order, next, early;
+    float *ostaging;
 } rl__grad_buckets;
 
 /* ZeRO-1 (zero.c).  Flat offsets count the trainable floats in t[] order (a tensor's is its
@@ -66,6 +75,9 @@ typedef struct {
     float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h, *blend_w;
     int micro;         /* rows of one forward = micro_batch sequences */
     rl_mixer mixer;    /* the student's time-mix with its backward, as m's sequence mixer */
+    const rl_train_hooks *hooks;
+    int64_t step;      /* the optimizer step being computed */
+    char ov_err[256];  /* a failed all-reduce start during the backward */
     rl__grad_buckets buckets;
 } rl__trainer;
 
@@ -78,6 +90,14 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
 /* Sums every trainable gradient over the ranks through hooks->allreduce_sum, bucket by bucket. */
 int rl__buckets_allreduce(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
 void rl__buckets_free(rl__trainer *t);
+/* Overlap of the all-reduce with the backward (hooks.allreduce_start/wait): the plan (after rl__buckets_plan);
+ * begin (before the last micro-batch's backward); event (from the model's grads_ready: starts every bucket
+ * whose gradients are final); finish (starts the rest, in the same order on every rank whatever happened in
+ * its backward, then waits for all and unpacks). */
+int rl__buckets_overlap_plan(rl__trainer *t, char *err, size_t errlen);
+void rl__buckets_begin(rl__trainer *t);
+int rl__buckets_event(rl__trainer *t, const rl_train_hooks *hooks, int event, char *err, size_t errlen);
+int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen);
 
 /* The part of tensor x this rank owns: n floats from x's element *first (0 and *first 0 when none).
  * Its moments are at opt_m + moment_offset + *first - zero.begin. */

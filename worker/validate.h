@@ -27,6 +27,11 @@ void rl__valid_close(rl__valid *v);
 /* Fault injection for tests: RADLADS_TEST_POISON="grad:STEP[:TENSOR]" sets the first element of TENSOR's
  * gradient (default: the first trainable tensor) to NaN after the micro-batches of optimizer step STEP
  * (0-based); "loss:STEP" makes that step's loss +inf.  Unset: nothing happens. */
+/* "backward:STEP:RANK": that rank's last backward of step STEP fails half-way (after the second gradient
+ * event: some buckets started, the rest not), to prove the other ranks are not left waiting. */
+int rl__fault_backward_fails(int64_t step, int rank);
+/* 1 when RADLADS_TEST_POISON poisons a gradient at this step (the step reduces after the poisoning). */
+int rl__fault_poisons_grad(int64_t step);
 void rl__fault_poison_grad(rl__trainer *t, int64_t step);
 double rl__fault_poison_loss(int64_t step, double loss);
 

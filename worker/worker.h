@@ -33,6 +33,9 @@ void rl_comm_abort(rl_comm *c, int code);
 
 /* rl_train_hooks.allreduce_sum: MPI_Allreduce(MPI_IN_PLACE, MPI_SUM) on MPI_COMM_WORLD; ctx is the rl_comm. */
 int rl_comm_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+/* MPI_Iallreduce in place / MPI_Wait: rl_train_hooks.allreduce_start and allreduce_wait */
+int rl_comm_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen);
+int rl_comm_allreduce_wait(void *ctx, int req, char *err, size_t errlen);
 /* ZeRO-1's hooks (trainer.h) on MPI_COMM_WORLD: MPI_Reduce_scatter, MPI_Allgatherv in place, MPI_Gatherv
  * to rank 0; counts per rank as the hooks define them; ctx unused. */
 int rl_comm_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
@@ -50,6 +53,8 @@ void rl_nccl_finalize(void);
  * NCCL to each stage's backend (hooks->backend_ready) for the ranks of `c`. */
 void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c);
 int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen);
+int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen);
+int rl_nccl_allreduce_wait(void *ctx, int req, char *err, size_t errlen);
 int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
                                size_t errlen);
 int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen);

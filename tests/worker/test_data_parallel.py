@@ -1,7 +1,10 @@
 """Data parallel training under real mpirun: one rank and two ranks with the same global batch give the same
 loss curve within fp32 reduction error (pretrain, align, distill), and the bucketed gradient all-reduce
 gives bit-identical results whatever the bucket size (in-place buckets, packed buckets of small tensors,
-one bucket for everything): the buckets change how the sums travel, never what is summed.
+one bucket for everything): the buckets change how the sums travel, never what is summed.  The same with
+the all-reduce overlapped with the backward (the default: a bucket starts once its layers' gradients are
+final) and without (--overlap 0): bit-identical; and a rank whose backward fails half-way with buckets in
+flight stops both ranks with the reason instead of leaving the other waiting.
 
 Each rank reads its own slice of every step's batch (global sample g = step·batch + rank·batch/ranks + j);
 the two-rank run sums the two halves' gradients with MPI_Allreduce, the one-rank run accumulates the same
@@ -33,15 +36,26 @@ def main():
                   ("align", ["--teacher", teacher, "--student", student, "--lr", "3e-3:1e-4"]),
                   ("distill", ["--teacher", teacher, "--student", student, "--lr", "1e-3:1e-4"])]
         for stage, extra in stages:
-            out = {k: os.path.join(tmp, f"{stage}-{k}") for k in ("r1", "r2", "r2b", "r2c")}
+            out = {k: os.path.join(tmp, f"{stage}-{k}") for k in ("r1", "r2", "r2b", "r2c", "r2n", "r2bn")}
             run(WORKER, "run", "--stage", stage, *extra, *common, "--out", out["r1"])
             r = run(*mpirun(2), WORKER, "run", "--stage", stage, *extra, *common, "--out", out["r2"])
+            ov = re.search(r"(\d+) of (\d+) gradient buckets started their all-reduce during the backward", r.stdout)
+            check(f"{stage}: overlap (default): reported (one bucket: it starts when the backward ends)",
+                  ov is not None, ov.group(0) if ov else r.stdout[-300:])
+            r = run(*mpirun(2), WORKER, "run", "--stage", stage, *extra, *common, "--out", out["r2n"], "--overlap", "0")
+            check(f"{stage}: --overlap 0: no bucket starts during the backward",
+                  "during the backward" not in r.stdout)
             m = re.search(r"(\d+) all-reduce buckets of ≤ (\d+) floats \((\d+) packed\)", r.stdout)
             check(f"{stage}: 2 ranks report their gradient buckets", m is not None, m.group(0) if m else r.stdout[-300:])
             # small buckets: large tensors cut into pieces, small ones packed together
             r = run(*mpirun(2), WORKER, "run", "--stage", stage, *extra, *common, "--out", out["r2b"],
                     "--bucket-floats", "700")
             mb = re.search(r"(\d+) all-reduce buckets of ≤ 700 floats \((\d+) packed\)", r.stdout)
+            ov = re.search(r"(\d+) of (\d+) gradient buckets started their all-reduce during the backward", r.stdout)
+            check(f"{stage}: 700-float buckets overlapped: the later layers' start during the backward",
+                  ov is not None and int(ov.group(2)) > int(ov.group(1)) > 0, ov.group(0) if ov else "")
+            run(*mpirun(2), WORKER, "run", "--stage", stage, *extra, *common, "--out", out["r2bn"],
+                "--bucket-floats", "700", "--overlap", "0")
             # pretrain trains one run (all of the model); align and distill pack across runs or arenas
             check(f"{stage}: 700-float buckets: many buckets{'' if stage == 'pretrain' else ', some packed'}",
                   mb is not None and int(mb.group(1)) > 10 and (stage == "pretrain" or int(mb.group(2)) > 0),
@@ -55,6 +69,17 @@ def main():
             w = {k: open(os.path.join(v, "model.safetensors"), "rb").read() for k, v in out.items()}
             check(f"{stage}: bucket sizes default / 700 / 64: losses and final weights bit-identical",
                   losses(out["r2"]) == losses(out["r2b"]) == losses(out["r2c"]) and w["r2"] == w["r2b"] == w["r2c"])
+            check(f"{stage}: overlapped and not (default and 700-float buckets): bit-identical",
+                  losses(out["r2"]) == losses(out["r2n"]) == losses(out["r2bn"]) and w["r2"] == w["r2n"] == w["r2bn"])
+        # a rank whose backward fails half-way (some buckets started, the rest not) leaves nobody waiting:
+        # it still starts the rest in the common order, then both ranks stop at the step's agreement
+        env = dict(os.environ, RADLADS_TEST_POISON="backward:3:1")
+        r = run(*mpirun(2), WORKER, "run", "--stage", "distill", "--teacher", teacher, "--student", student,
+                "--lr", "1e-3:1e-4", *common, "--bucket-floats", "700", "--out", os.path.join(tmp, "fails"), ok=False,
+                env=env, timeout=120)
+        check("a rank failing mid-backward with buckets in flight: both stop, naming it, no hang",
+              r.returncode != 0 and "fails at its gradient event" in r.stderr and "other rank(s) failed" in r.stderr,
+              r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
         # a rank count that does not divide the batch is refused by every rank with the reason
         r = run(*mpirun(2), WORKER, "run", "--stage", "pretrain", "--student", teacher, "--data", data, "--tokens",
                 "384", "--seq-len", "32", "--batch", "3", "--out", os.path.join(tmp, "odd"), ok=False)

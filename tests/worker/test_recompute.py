@@ -23,7 +23,15 @@ arithmetic as the GPU's bf16 tensor-core GEMMs):
   a bf16 run stopped at step 4 and resumed is byte-identical to an uninterrupted one (the weights' bf16 copies
   are made again from the loaded master weights).
 
-usage: test_recompute.py [case ...]   (default: all but bf16; `bf16` runs the precision checks)"""
+`plan`: the trainer's memory by role (metrics.jsonl `backend_peak_by_role`: rl_malloc counts every allocation
+under the role it was made for) against `radlads plan --dtype fp32` for the same shapes, stage and recompute
+setting: student weights, optimizer state and wkv checkpoints equal exactly, and gradients and teacher
+weights in distill and extend; activations (student + teacher + logits chunks) within 5 % above the plan in
+distill and extend. In align the trainer keeps more than the plan counts, by what it documents: gradients
+and the teacher's lm_head for every student tensor (not just the trainable ones), and the student's forward
+working set and a logits chunk for validation (activations within 1.0–1.5× the plan).
+
+usage: test_recompute.py [case ...]   (default: all but bf16 and plan, which are named to run)"""
 import json
 import os
 import sys
@@ -183,6 +191,39 @@ def test_bf16(root, data):
         compare("bf16 stopped at 4 and resumed", b16, split)
 
 
+def test_plan(root, data):
+    for arch in ("rad-rwkv7", "rad-rwkv6"):
+        print(f"{arch}: the trainer's memory by role against `radlads plan --dtype fp32`")
+        teacher, student = make_case(root, "plan-" + arch, "qwen2", arch, "b" if arch == "rad-rwkv7" else None, 0,
+                                     hidden=64)
+        for stage in ("align", "distill", "extend"):
+            for rec in (0, 1):
+                out = os.path.join(root, f"plan-{arch}-{stage}-{rec}")
+                train(stage, student, teacher if stage != "extend" else None, data, out, rec)
+                got = metrics(out)[STEPS]["backend_peak_by_role"]
+                r = run(RADLADS, "plan", "--teacher", teacher, "--arch", arch.replace("rad-", ""), "--gpu-mem",
+                        "1G", "--seq-len", SEQ, "--micro-batch", MICRO, "--stage", stage, "--recompute",
+                        "on" if rec else "off", "--dtype", "fp32", "--json")
+                want = json.loads(r.stdout)["stages"][0]["bytes"]
+                label = f"{arch} {stage} recompute={rec}"
+                exact = [("student weights", want["student_weights"]),
+                         ("optimizer state", want["adam_m"] + want["adam_v"]),
+                         ("wkv checkpoints", want["wkv_checkpoints"])]
+                if stage != "align":
+                    exact += [("gradients", want["student_grads"]), ("teacher weights", want["teacher_weights"])]
+                for role, b in exact:
+                    check(f"{label}: {role} = plan", got.get(role, 0) == b, f"({got.get(role, 0)} vs {b} B)")
+                if stage == "align":
+                    check(f"{label}: gradients, teacher weights >= plan (every tensor's)",
+                          got["gradients"] >= want["student_grads"] and
+                          got["teacher weights"] >= want["teacher_weights"])
+                acts = got.get("activations", 0) + got.get("teacher activations", 0)
+                plan_acts = want["activations"] + want["teacher_activations"] + want["logits_chunks"]
+                hi = 1.5 if stage == "align" else 1.05
+                check(f"{label}: activations within 1.0-{hi}x of the plan", plan_acts <= acts <= hi * plan_acts,
+                      f"({acts} vs {plan_acts} B, {acts / plan_acts:.3f}x)")
+
+
 def main():
     wanted = sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="rl-recompute-") as root:
@@ -197,6 +238,8 @@ def main():
             test_resume_switches(root, data)
         if "bf16" in wanted:
             test_bf16(root, data)
+        if "plan" in wanted:
+            test_plan(root, data)
     return report()
 
 
