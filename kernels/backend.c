@@ -386,6 +386,8 @@ int rl_backend_set_autocast(rl_backend *be, rl_dtype dt)
 {
     CHECK(dt == RL_DTYPE_F32 || dt == RL_DTYPE_BF16, "rl_backend_set_autocast: %s is not supported (BF16, or F32 "
           "for off)", rl_dtype_name(dt));
+    CHECK(dt == RL_DTYPE_F32 || be->gemm_bf16, "rl_backend_set_autocast: the %s backend has no BF16 matmul",
+          be->name);
     be->autocast = dt;
     return 0;
 }
@@ -395,14 +397,25 @@ rl_dtype rl_backend_autocast(const rl_backend *be) { return be->autocast; }
 int rl_backend_weights(rl_backend *be, const float *base, size_t n)
 {
     CHECK(base && n, "rl_backend_weights: empty range");
-    for (int i = 0; i < be->n_weights; i++) {
+    const char *lo = (const char *)base, *hi = lo + n * sizeof(float);
+    for (int i = 0; i < be->n_weights; i++) { /* in bytes: a native range counts bf16 elements */
         const struct rl__weights *w = &be->weights[i];
-        CHECK(base + n <= w->base || base >= w->base + w->n, "rl_backend_weights: the range overlaps one "
-              "registered before");
+        const char *wlo = (const char *)w->base, *whi = wlo + w->n * (w->native ? sizeof(uint16_t) : sizeof(float));
+        CHECK(hi <= wlo || lo >= whi, "rl_backend_weights: the range overlaps one registered before");
     }
     CHECK(be->n_weights < (int)(sizeof be->weights / sizeof be->weights[0]),
           "rl_backend_weights: at most %d ranges", (int)(sizeof be->weights / sizeof be->weights[0]));
     be->weights[be->n_weights++] = (struct rl__weights){.base = base, .n = n, .stale = 1};
+    return 0;
+}
+
+int rl_backend_weights_bf16(rl_backend *be, const uint16_t *bf16, size_t n)
+{
+    int rc = rl_backend_weights(be, (const float *)(const void *)bf16, (n + 1) / 2); /* (checks overlap, room) */
+    if (rc)
+        return rc;
+    struct rl__weights *w = &be->weights[be->n_weights - 1];
+    w->n = n, w->native = 1, w->stale = 0, w->copy = NULL;
     return 0;
 }
 
@@ -412,9 +425,6 @@ void rl_backend_weights_changed(rl_backend *be, const float *base)
         if (!base || be->weights[i].base == base)
             be->weights[i].stale = 1;
 }
-
-/* The element type matmuls read autocast operands in, and its size. */
-static rl_dtype low_dtype(const rl_backend *be) { return be->gemm_bf16 ? RL_DTYPE_BF16 : RL_DTYPE_F32; }
 
 /* rl_malloc under the backend's own tag */
 static void *malloc_tagged(rl_backend *be, size_t bytes, const char *tag)
@@ -438,52 +448,36 @@ static void *grow_scratch(rl_backend *be, int slot, size_t bytes)
     return be->cast_scratch[slot];
 }
 
-/* dst[0..n) = src rounded to bf16, in low_dtype: one cast, or (F32 matmuls) F32 → BF16 → F32 through a
- * bf16 staging buffer a chunk at a time. */
-#define ROUND_CHUNK ((size_t)1 << 20)
-static int round_bf16(rl_backend *be, void *dst, const float *src, size_t n)
-{
-    if (be->gemm_bf16)
-        return be->ops->cast(be, dst, RL_DTYPE_BF16, src, RL_DTYPE_F32, n);
-    uint16_t *tmp = be->ops->malloc(be, sizeof(uint16_t) * (n < ROUND_CHUNK ? n : ROUND_CHUNK));
-    if (!tmp)
-        return be->status ? be->status : RL_ENOMEM;
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i += ROUND_CHUNK) {
-        const size_t k = n - i < ROUND_CHUNK ? n - i : ROUND_CHUNK;
-        rc = be->ops->cast(be, tmp, RL_DTYPE_BF16, src + i, RL_DTYPE_F32, k);
-        if (!rc)
-            rc = be->ops->cast(be, (float *)dst + i, RL_DTYPE_F32, tmp, RL_DTYPE_BF16, k);
-    }
-    be->ops->sync(be);
-    be->ops->free(be, tmp);
-    return rc;
-}
-
-/* The autocast form of an F32 operand of n elements: its weights copy, or a cast into scratch `slot`. */
+/* The autocast form of an F32 operand of n elements: its weights' bf16 data, or a cast into scratch `slot`. */
 static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, const void **out)
 {
-    const size_t esz = rl_dtype_size(low_dtype(be));
     for (int i = 0; i < be->n_weights; i++) {
         struct rl__weights *w = &be->weights[i];
+        if (w->native) { /* bf16 data addressed as float*: compare as bf16 elements */
+            const uint16_t *b16 = (const uint16_t *)(const void *)w->base, *q = (const uint16_t *)(const void *)p;
+            if (q < b16 || q + n > b16 + w->n)
+                continue;
+            *out = q;
+            return 0;
+        }
         if (p < w->base || p + n > w->base + w->n)
             continue;
-        if (!w->copy && !(w->copy = malloc_tagged(be, esz * w->n, "bf16 GEMM copies")))
+        if (!w->copy && !(w->copy = malloc_tagged(be, sizeof(uint16_t) * w->n, "bf16 GEMM copies")))
             return be->status;
         if (w->stale) {
-            int rc = round_bf16(be, w->copy, w->base, w->n);
+            int rc = be->ops->cast(be, w->copy, RL_DTYPE_BF16, w->base, RL_DTYPE_F32, w->n);
             if (rc)
                 return rc;
             w->stale = 0;
         }
-        *out = (const char *)w->copy + (size_t)(p - w->base) * esz;
+        *out = (const uint16_t *)w->copy + (size_t)(p - w->base);
         return 0;
     }
-    void *dst = grow_scratch(be, slot, esz * n);
+    void *dst = grow_scratch(be, slot, sizeof(uint16_t) * n);
     if (!dst)
         return be->status;
     *out = dst;
-    return round_bf16(be, dst, p, n);
+    return be->ops->cast(be, dst, RL_DTYPE_BF16, p, RL_DTYPE_F32, n);
 }
 
 static int matmul_autocast(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b,
@@ -499,7 +493,7 @@ static int matmul_autocast(rl_backend *be, const rl_gemm *g, void *c, const void
     if (rc)
         return rc;
     rl_gemm lg = *g;
-    lg.dtype_a = lg.dtype_b = low_dtype(be);
+    lg.dtype_a = lg.dtype_b = RL_DTYPE_BF16;
     return be->ops->matmul(be, &lg, c, la, lb, bias);
 }
 

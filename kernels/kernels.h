@@ -81,16 +81,22 @@ int rl_backend_device(const rl_backend *be);
  * with rl_backend_weights reads that range's bf16 copy, made once and again only after
  * rl_backend_weights_changed (call it after an optimizer step); any other operand is cast into backend scratch
  * first. Everything else (norms, attention, the recurrences and their state, losses, AdamW on the fp32
- * weights) stays fp32. A backend whose matmul has no BF16 inputs (CPU) multiplies the bf16-rounded values in
- * fp32, which is the same arithmetic, so a CPU run predicts a GPU run's numerics. RL_DTYPE_F32 turns it off
- * (the default). */
+ * weights) stays fp32. The CPU backend widens the bf16 operands to fp32 (exact) and multiplies them in fp32,
+ * which is the same arithmetic, so a CPU run predicts a GPU run's numerics. RL_DTYPE_F32 turns it off (the
+ * default). */
 int rl_backend_set_autocast(rl_backend *be, rl_dtype dt);
 rl_dtype rl_backend_autocast(const rl_backend *be);
-/* Registers n floats at base (device memory from rl_malloc; at most 8 ranges) as weights; rl_free of base
- * forgets it. The copy takes 2 bytes per float (4 on a backend without BF16 matmuls). */
+/* Registers n floats at base (device memory from rl_malloc; at most 16 ranges) as weights; rl_free of base
+ * forgets it. The copy takes 2 bytes per float. */
 int rl_backend_weights(rl_backend *be, const float *base, size_t n);
 /* The range at base (NULL: every range) changed: its copy is made again before its next use. */
 void rl_backend_weights_changed(rl_backend *be, const float *base);
+/* Frozen weights stored in bf16 only (a teacher: no fp32 copy at all): n bf16 elements at bf16 (from
+ * rl_malloc). The model addresses tensor i at (float *)(bf16 + offset_i), a pointer that only rl_matmul under
+ * autocast may receive; it reads the bf16 data as they are. rl_free(bf16) forgets it. */
+int rl_backend_weights_bf16(rl_backend *be, const uint16_t *bf16, size_t n);
+/* The float* address of element `offset` of such a range. */
+static inline float *rl_bf16_as_f32ptr(uint16_t *bf16, size_t offset) { return (float *)(void *)(bf16 + offset); }
 
 /* ---- profiling ------------------------------------------------------------
  * Off by default. When on, every op is timed (synchronously) and summed per op

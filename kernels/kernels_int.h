@@ -115,13 +115,13 @@ struct rl_backend {
     /* mixed precision (rl_backend_set_autocast): weight ranges with their low-precision copies, and the
      * scratch operands of other matmul inputs are cast into */
     rl_dtype autocast;
-    int gemm_bf16; /* set by the backend: its matmul takes BF16 operands (else autocast rounds in F32) */
+    int gemm_bf16; /* set by the backend: its matmul takes BF16 operands (every backend does) */
     struct rl__weights {
-        const float *base;
-        size_t n;
-        void *copy; /* n elements: BF16, or F32 rounded to bf16 where !gemm_bf16 */
-        int stale;
-    } weights[8];
+        const float *base; /* native: the bf16 data itself, addressed as float* by the model */
+        size_t n;          /* elements */
+        void *copy;        /* n BF16 elements (native: base) */
+        int stale, native;
+    } weights[16];
     int n_weights;
     void *cast_scratch[2];
     size_t cast_scratch_bytes[2];

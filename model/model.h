@@ -138,6 +138,8 @@ typedef struct rl_model {
     rl_model_config cfg;
     rl_backend *be;
     rl_arena params, grads;
+    rl_arena frozen;     /* rl_model_freeze_bf16: the table of the matrices kept in bf16 only (no allocation) */
+    uint16_t *frozen16;  /* their data */
     rl_model_params p, g; /* g valid after rl_model_prepare(..., backward=1) */
     /* sized by rl_model_prepare */
     int batch, seq, chunk_rows, has_backward;
@@ -149,6 +151,11 @@ typedef struct rl_model {
      * the backward. */
     int (*grads_ready)(void *ctx, int event);
     void *grads_ready_ctx;
+    /* Optional, set before the first prepare with backward: which parameters get a gradient (the gradient
+     * arena holds only those; m->g's pointers of the others are NULL). NULL: every parameter. For a caller
+     * that runs its own backward (align); rl_model_backward needs every gradient. */
+    int (*grad_wanted)(void *ctx, const char *name);
+    void *grad_wanted_ctx;
     rl_arena acts;
     rl_layer_acts *layer_acts;
     float *lnf, *lnf_rstd, *logits_chunk, *row_losses, *rope_cos, *rope_sin;
@@ -164,6 +171,14 @@ int rl_model_param_table(rl_arena *a, const rl_model_config *cfg);
 int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
                     size_t errlen);
 void rl_model_destroy(rl_model *m);
+/* A frozen model (a teacher) under autocast: its GEMM-only matrices (*_proj.weight, an untied lm_head) are kept
+ * in bf16 only, registered with rl_backend_weights_bf16 (the same bf16 values autocast would make from the
+ * fp32 weights, so results are bit-identical), and their fp32 storage is released; the embedding and every
+ * vector stay fp32 in m->params. Only rl_matmul under BF16 autocast may read those matrices; the model can no
+ * longer be saved or trained. */
+int rl_model_freeze_bf16(rl_model *m, char *err, size_t errlen);
+/* 1 for the tensors rl_model_freeze_bf16 keeps in bf16 only (the planner counts them the same way). */
+int rl_model_gemm_only(const rl_model_config *c, const char *name);
 /* Loads every parameter from a model folder (config.json + safetensors),
  * checking names and shapes. */
 int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, char *err, size_t errlen);

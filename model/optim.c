@@ -9,7 +9,7 @@
 int rl_model_adamw_step(rl_model *m, float *opt_m, float *opt_v, const rl_adamw_params *hp, float clip,
                         double *grad_norm, char *err, size_t errlen)
 {
-    if (!m->grads.base) {
+    if (!m->grads.base || m->grads.total != m->params.total) {
         snprintf(err, errlen, "adamw: no gradients (prepare the model with backward=1)");
         return RL_EINVAL;
     }

@@ -62,15 +62,31 @@ int rl_model_param_table(rl_arena *a, const rl_model_config *c)
 }
 
 /* Points p's fields at the tensors of arena a (params or grads: same layout). */
+/* The tensor called name: in the fp32 arena a, else (frozen bf16 weights) in the table f16 over b16. */
+static float *lookup(const rl_arena *a, const rl_arena *f16, uint16_t *b16, const char *name)
+{
+    int i = rl_arena_find(a, name);
+    if (i >= 0 || !f16)
+        return rl_arena_ptr(a, i);
+    i = rl_arena_find(f16, name);
+    return i >= 0 ? rl_bf16_as_f32ptr(b16, f16->entries[i].offset) : NULL;
+}
+
 int rl__bind_params(const rl_arena *a, const rl_model_config *c, rl_model_params *p)
 {
+    return rl__bind_params2(a, NULL, NULL, c, p);
+}
+
+int rl__bind_params2(const rl_arena *a, const rl_arena *f16, uint16_t *b16, const rl_model_config *c,
+                     rl_model_params *p)
+{
     char n[96];
-    p->embed = rl_arena_ptr(a, rl_arena_find(a, "model.embed_tokens.weight"));
-    p->final_norm = rl_arena_ptr(a, rl_arena_find(a, "model.norm.weight"));
-    p->lm_head = c->tie_word_embeddings ? p->embed : rl_arena_ptr(a, rl_arena_find(a, "lm_head.weight"));
+    p->embed = lookup(a, f16, b16, "model.embed_tokens.weight");
+    p->final_norm = lookup(a, f16, b16, "model.norm.weight");
+    p->lm_head = c->tie_word_embeddings ? p->embed : lookup(a, f16, b16, "lm_head.weight");
     for (int l = 0; l < c->layers; l++) {
         rl_layer_params *lp = &p->layers[l];
-#define G(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), rl_arena_ptr(a, rl_arena_find(a, n)))
+#define G(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), lookup(a, f16, b16, n))
         lp->ln1_w = G("input_layernorm.weight");
         lp->q_w = G("self_attn.q_proj.weight"), lp->q_b = G("self_attn.q_proj.bias");
         lp->k_w = G("self_attn.k_proj.weight"), lp->k_b = G("self_attn.k_proj.bias");
@@ -121,10 +137,67 @@ int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, 
     return 0;
 }
 
+/* GEMM-only matrices: what a frozen model keeps in bf16 alone (the embedding, also a lookup table, and every
+ * vector stay fp32). */
+int rl_model_gemm_only(const rl_model_config *c, const char *name)
+{
+    const size_t n = strlen(name), k = strlen("_proj.weight");
+    return (n > k && !strcmp(name + n - k, "_proj.weight")) ||
+           (!c->tie_word_embeddings && !strcmp(name, "lm_head.weight"));
+}
+
+int rl_model_freeze_bf16(rl_model *m, char *err, size_t errlen)
+{
+    if (m->frozen16) {
+        snprintf(err, errlen, "freeze: the model is frozen already");
+        return RL_EINVAL;
+    }
+    rl_arena keep, f16;
+    rl_arena_init(&keep, "params (fp32 part)");
+    rl_arena_init(&f16, "frozen bf16 matrices");
+    int rc = 0;
+    for (int i = 0; i < m->params.n && !rc; i++) {
+        const rl_arena_entry *e = &m->params.entries[i];
+        rc = rl_arena_add(rl_model_gemm_only(&m->cfg, e->name) ? &f16 : &keep, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+    }
+    uint16_t *b16 = NULL;
+    if (!rc)
+        rc = rl_arena_alloc(&keep, m->be, err, errlen);
+    if (!rc && !(b16 = rl_malloc(m->be, sizeof(uint16_t) * (f16.total ? f16.total : 1))))
+        rc = rl_backend_status(m->be, err, errlen), rl_backend_clear_error(m->be);
+    for (int i = 0; i < m->params.n && !rc; i++) {
+        const rl_arena_entry *e = &m->params.entries[i];
+        const float *src = m->params.base + e->offset;
+        const int k = rl_arena_find(&keep, e->name);
+        rc = k >= 0 ? rl_copy(m->be, rl_arena_ptr(&keep, k), src, sizeof(float) * e->count)
+                    : rl_cast(m->be, b16 + f16.entries[rl_arena_find(&f16, e->name)].offset, RL_DTYPE_BF16, src,
+                              RL_DTYPE_F32, e->count);
+    }
+    if (!rc)
+        rc = rl_backend_status(m->be, err, errlen);
+    if (!rc && f16.total)
+        rc = rl_backend_weights_bf16(m->be, b16, f16.total) ? rl_backend_status(m->be, err, errlen) : 0;
+    if (rc) {
+        rl_free(m->be, b16);
+        rl_arena_free(&keep, m->be), rl_arena_free(&f16, NULL);
+        return rc ? rc : RL_EINVAL;
+    }
+    rl_arena_free(&m->params, m->be);
+    m->params = keep;
+    m->frozen = f16;
+    m->frozen16 = b16;
+    rl__bind_params2(&m->params, &m->frozen, b16, &m->cfg, &m->p);
+    return 0;
+}
+
 void rl_model_destroy(rl_model *m)
 {
     if (!m)
         return;
+    if (m->frozen16) {
+        rl_free(m->be, m->frozen16);
+        rl_arena_free(&m->frozen, NULL);
+    }
     rl_arena_free(&m->params, m->be);
     rl_arena_free(&m->grads, m->be);
     rl_arena_free(&m->acts, m->be);
@@ -139,6 +212,8 @@ int64_t rl_model_num_params(const rl_model *m)
     int64_t n = 0;
     for (int i = 0; i < m->params.n; i++)
         n += (int64_t)m->params.entries[i].count;
+    for (int i = 0; i < m->frozen.n; i++)
+        n += (int64_t)m->frozen.entries[i].count;
     return n;
 }
 
@@ -276,6 +351,11 @@ static int save_range(const rl_model *m, const char *path, int first, int last, 
 int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t shard_bytes, char *err,
                   size_t errlen)
 {
+    if (m->frozen16) {
+        snprintf(err, errlen, "save: the model's matrices are frozen in bf16 only (rl_model_freeze_bf16); save it "
+                 "before freezing");
+        return RL_EINVAL;
+    }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "%s: cannot create folder: %s", dir, strerror(errno));
         return RL_EINVAL;

@@ -33,7 +33,7 @@
 static const char *const stage_names[] = {"align", "distill", "extend"};
 static const char *const role_keys[RL_ROLE_N] = {
     "student_weights", "student_grads", "master_weights", "adam_m", "adam_v", "teacher_weights",
-    "activations", "teacher_activations", "wkv_checkpoints", "logits_chunks", "workspace"};
+    "activations", "teacher_activations", "wkv_checkpoints", "logits_chunks", "bf16_gemm_copies", "workspace"};
 
 const char *rl_plan_stage_name(rl_plan_stage s) { return (unsigned)s < 3 ? stage_names[s] : "?"; }
 const char *rl_plan_role_key(rl_plan_role r) { return (unsigned)r < RL_ROLE_N ? role_keys[r] : "?"; }
@@ -47,11 +47,14 @@ const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d)
     case RL_ROLE_MASTER: return "master weights (fp32)";
     case RL_ROLE_ADAM_M: return "AdamW m (fp32)";
     case RL_ROLE_ADAM_V: return "AdamW v (fp32)";
-    case RL_ROLE_TEACHER: return bf ? "teacher weights (bf16)" : "teacher weights (fp32)";
+    case RL_ROLE_TEACHER:
+        return bf ? "teacher weights (bf16)" : d == RL_PLAN_AUTOCAST ? "teacher weights (bf16 matrices)"
+                                                                    : "teacher weights (fp32)";
     case RL_ROLE_ACTS: return "activations";
     case RL_ROLE_TEACHER_ACTS: return "teacher activations";
     case RL_ROLE_WKV_CKPT: return "wkv checkpoints (fp32)";
     case RL_ROLE_LOGITS: return "logits chunks (fp32)";
+    case RL_ROLE_GEMM_COPIES: return "bf16 GEMM copies";
     case RL_ROLE_WORKSPACE: return "workspace";
     default: return "?";
     }
@@ -205,6 +208,16 @@ static int64_t table_count(const rl_arena *a, rl_param_set set, int mix_layers, 
     return n;
 }
 
+/* The teacher's GEMM-only matrices (what a frozen teacher keeps in bf16 alone), less `skip`. */
+static int64_t gemm_only_count(const rl_arena *a, const rl_model_config *c, const char *skip)
+{
+    int64_t n = 0;
+    for (int i = 0; i < a->n; i++)
+        if (rl_model_gemm_only(c, a->entries[i].name) && !(skip && !strcmp(a->entries[i].name, skip)))
+            n += (int64_t)a->entries[i].count;
+    return n;
+}
+
 static int check_opts(const rl_model_config *c, const rl_plan_opts *o, char *err, size_t errlen)
 {
     if ((unsigned)o->stage > RL_PLAN_EXTEND) {
@@ -265,6 +278,9 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     p->teacher_resident_params = o->stage == RL_PLAN_EXTEND ? 0
                                  : o->stage == RL_PLAN_ALIGN ? table_count(&base, RL_TRAINS_ALL, mix, "lm_head.weight")
                                                              : p->teacher_params;
+    /* autocast: a resident teacher keeps its GEMM-only matrices in bf16 alone (rl_model_freeze_bf16) */
+    const int64_t frozen = o->stage == RL_PLAN_EXTEND ? 0
+                           : gemm_only_count(&base, c, o->stage == RL_PLAN_ALIGN ? "lm_head.weight" : NULL);
     rl_arena_free(&base, NULL), rl_arena_free(&tmix, NULL);
     if (p->trainable_params == 0) {
         snprintf(err, errlen, "plan: no tensor trains in %s with these options", rl_plan_stage_name(o->stage));
@@ -277,6 +293,15 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     b[RL_ROLE_MASTER] = o->dtypes == RL_PLAN_BF16 ? shard(p->trainable_params, o) * 4 : 0;
     b[RL_ROLE_ADAM_M] = b[RL_ROLE_ADAM_V] = shard(p->trainable_params, o) * 4;
     b[RL_ROLE_TEACHER] = (uint64_t)p->teacher_resident_params * wb;
+    b[RL_ROLE_GEMM_COPIES] = 0;
+    if (o->dtypes == RL_PLAN_AUTOCAST) {
+        /* the teacher's matrices in bf16, the rest (embedding, vectors) fp32; bf16 copies of the student's
+         * weights, and in distill of the teacher's fp32 part when its tied embedding is the LM head */
+        const uint64_t rest = (uint64_t)(p->teacher_resident_params - frozen);
+        b[RL_ROLE_TEACHER] = 2 * (uint64_t)frozen + 4 * rest;
+        b[RL_ROLE_GEMM_COPIES] = 2 * (uint64_t)p->student_params +
+                                 (o->stage == RL_PLAN_DISTILL && c->tie_word_embeddings ? 2 * rest : 0);
+    }
     b[RL_ROLE_WORKSPACE] = workspace_bytes(o->dtypes, o->ranks);
 
     /* activations */

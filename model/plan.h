@@ -19,6 +19,8 @@
  *   wkv_ckpt         fp32 wkv state checkpoints, batch·heads·ceil(T/16)·N² per time-mix layer
  *                    (one layer's with recompute)
  *   logits           fp32 logits row chunks, chunk_rows × vocab (distill: student and teacher; extend: one)
+ *   gemm_copies      AUTOCAST only: bf16 copies of every student weight (and in distill of a tied teacher's
+ *                    fp32 part, whose embedding is its LM head)
  *   workspace        a fixed allowance, stated in rl_plan_workspace_note
  * With recompute only each layer's input (the layer boundary) is kept and a layer's saved set exists for one
  * layer at a time during the backward. */
@@ -32,8 +34,11 @@
 
 typedef enum { RL_PLAN_ALIGN, RL_PLAN_DISTILL, RL_PLAN_EXTEND } rl_plan_stage;
 /* BF16: bf16 weights, grads and activations, fp32 master weights, AdamW moments, statistics, wkv state and
- * logits (the CUDA backend). FP32: everything fp32, no master copy (the CPU backend). */
-typedef enum { RL_PLAN_BF16, RL_PLAN_FP32 } rl_plan_dtypes;
+ * logits (the target layout of the CUDA backend). FP32: everything fp32, no master copy (the CPU backend).
+ * AUTOCAST: what the trainer does today with `precision: bf16` on a GPU: fp32 student weights (they are the
+ * master copy), grads and activations, bf16 copies of the student's weights for the GEMMs, and the frozen
+ * teacher's matrices in bf16 only (its embedding and vectors fp32). */
+typedef enum { RL_PLAN_BF16, RL_PLAN_FP32, RL_PLAN_AUTOCAST } rl_plan_dtypes;
 typedef enum { RL_RECOMPUTE_AUTO = -1, RL_RECOMPUTE_OFF = 0, RL_RECOMPUTE_ON = 1 } rl_plan_recompute;
 
 typedef enum {
@@ -47,6 +52,7 @@ typedef enum {
     RL_ROLE_TEACHER_ACTS,
     RL_ROLE_WKV_CKPT,
     RL_ROLE_LOGITS,
+    RL_ROLE_GEMM_COPIES, /* AUTOCAST: bf16 copies of the weights the GEMMs read */
     RL_ROLE_WORKSPACE,
     RL_ROLE_N
 } rl_plan_role;

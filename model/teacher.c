@@ -134,9 +134,11 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
     if (bad)
         snprintf(err, errlen, "out of memory building the activation table");
     if (!rc && backward && !m->grads.base) {
-        for (int i = 0; i < m->params.n && !rc; i++)
-            rc = rl_arena_add(&m->grads, m->params.entries[i].name, m->params.entries[i].ndim,
-                              m->params.entries[i].shape) < 0 ? RL_ENOMEM : 0;
+        for (int i = 0; i < m->params.n && !rc; i++) {
+            const rl_arena_entry *e = &m->params.entries[i];
+            if (!m->grad_wanted || m->grad_wanted(m->grad_wanted_ctx, e->name))
+                rc = rl_arena_add(&m->grads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+        }
         if (!rc) {
             const char *prev = rl_backend_mem_tag(m->be, "gradients");
             rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
@@ -253,7 +255,8 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
     const size_t RD = (size_t)R * D;
-    if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES)) {
+    if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES) ||
+        m->grads.total != m->params.total) {
         snprintf(err, errlen, "backward: the model was prepared without %s",
                  m->has_backward ? "the activations a backward needs (keep ALL or BOUNDARIES)" : "backward buffers");
         return RL_EINVAL;

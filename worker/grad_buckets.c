@@ -222,9 +222,11 @@ int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
         int r2 = hooks->allreduce_wait(hooks->ctx, bk->req, e2, sizeof e2);
         if (r2 && !rc)
             rc = r2, snprintf(err, errlen, "%s", e2);
+        if (bk->count == 1)
+            continue;
         const rl__span *s = &b->spans[bk->first];
         const float *src = b->ostaging + bk->stage_off;
-        for (int i = 0; bk->count > 1 && i < bk->count && !rc; src += s[i].n, i++)
+        for (int i = 0; i < bk->count && !rc; src += s[i].n, i++)
             rc = rl_copy(t->be, s[i].ptr, src, sizeof(float) * s[i].n);
     }
     if (rc && !err[0])

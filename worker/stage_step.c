@@ -23,17 +23,27 @@ static size_t v_first_bytes(const rl__trainer *t)
     return sizeof(float) * (size_t)t->m->batch * t->m->seq * c->heads * c->head_dim;
 }
 
-/* Gradient pointer of parameter pointer p: the same offset in the matching gradient arena. */
+/* Gradient pointer of parameter pointer p: the tensor of the same name in the matching gradient arena (NULL
+ * when that arena holds no gradient for it: align's frozen tensors). */
 static float *grad_of(const rl__trainer *t, float *p)
 {
     if (!p)
         return NULL;
-    const rl_arena *pa = &t->m->params, *ta = t->s->tparams;
-    if (p >= pa->base && p < pa->base + pa->total)
-        return t->m->grads.base + (p - pa->base);
-    if (p >= ta->base && p < ta->base + ta->total)
-        return t->tgrads.base + (p - ta->base);
+    const rl_arena *pa[2] = {&t->m->params, t->s->tparams}, *ga[2] = {&t->m->grads, &t->tgrads};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < pa[k]->n; i++) {
+            const rl_arena_entry *e = &pa[k]->entries[i];
+            if (p >= pa[k]->base + e->offset && p < pa[k]->base + e->offset + e->count)
+                return rl_arena_ptr(ga[k], rl_arena_find(ga[k], e->name)) + (p - pa[k]->base - e->offset);
+        }
     return NULL;
+}
+
+/* align: only the trainable tensors (the time-mix layers' q/k/v/o and norms of the base model) get a
+ * gradient; the rest of the model never runs a backward in this stage. */
+static int grad_wanted(void *ctx, const char *name)
+{
+    return rl__trainable(ctx, name);
 }
 
 static int alloc_f(rl__trainer *t, float **p, size_t n, char *err, size_t errlen)
@@ -61,8 +71,10 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
     const int align = o->stage == RL_TRAIN_ALIGN;
     const rl_acts_keep keep = align ? RL_ACTS_NONE : o->recompute ? RL_ACTS_BOUNDARIES : RL_ACTS_ALL;
     rl_backend_mem_tag(t->be, "activations");
-    /* align runs its own backward into the gradients: no block backward scratch */
+    /* align runs its own backward into the gradients: no block backward scratch, no frozen gradients */
     const int backward = align ? RL_PREP_GRADS_ONLY : 1;
+    if (align)
+        t->m->grad_wanted = grad_wanted, t->m->grad_wanted_ctx = t;
     int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, backward, keep, !o->recompute, err, errlen)
                   : rl_model_prepare_keep(t->m, B, T, 1, chunk, keep, err, errlen);
     rl_backend_mem_tag(t->be, "teacher activations");

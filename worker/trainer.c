@@ -105,7 +105,7 @@ static int mkdirs(const char *dir, char *err, size_t errlen)
 /* ---- which tensors train ---- */
 
 /* The rule is rl_tensor_trains (student.h), shared with the memory planner (model/plan.h). */
-static int trainable(const rl__trainer *t, const char *name)
+int rl__trainable(const rl__trainer *t, const char *name)
 {
     const int mix_layers = t->s ? t->m->cfg.layers - t->s->attention_layers : t->m->cfg.layers;
     rl_param_set set = RL_TRAINS_ALL;
@@ -128,10 +128,13 @@ static int build_tensors(rl__trainer *t, char *err, size_t errlen)
     for (int k = 0; k < 2; k++)
         for (int i = 0; pa[k] && i < pa[k]->n; i++) {
             const rl_arena_entry *e = &pa[k]->entries[i];
-            if (!trainable(t, e->name))
+            if (!rl__trainable(t, e->name))
                 continue;
             rl__tensor *x = &t->t[t->n_t++];
-            *x = (rl__tensor){.name = e->name, .param = pa[k]->base + e->offset, .grad = ga[k]->base + e->offset,
+            float *grad = rl_arena_ptr(ga[k], rl_arena_find(ga[k], e->name));
+            if (!grad)
+                return fail(err, errlen, RL_EINVAL, "%s trains but has no gradient buffer", e->name);
+            *x = (rl__tensor){.name = e->name, .param = pa[k]->base + e->offset, .grad = grad,
                               .entry = e, .count = e->count, .moment_offset = off,
                               .group = strstr(e->name, ".self_attn.") != NULL};
             off += e->count;
@@ -468,11 +471,18 @@ static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
 
 /* Mixed precision: every GEMM with bf16 operands and fp32 accumulation (rl_backend_set_autocast); the
  * models' weights (fp32, what AdamW updates: the master copy) are registered so that their bf16 copies are
- * made once per optimizer step. */
+ * made once per optimizer step; the frozen teacher keeps its matrices in bf16 only (rl_model_freeze_bf16). */
 static int use_bf16(rl__trainer *t, char *err, size_t errlen)
 {
-    const rl_arena *w[] = {&t->m->params, t->s ? t->s->tparams : NULL, t->teacher ? &t->teacher->params : NULL};
     int rc = rl_backend_set_autocast(t->be, RL_DTYPE_BF16);
+    if (!rc && t->teacher) { /* frozen: its matrices live in bf16 only, the rest below */
+        const char *prev = rl_backend_mem_tag(t->be, "teacher weights");
+        rc = rl_model_freeze_bf16(t->teacher, err, errlen);
+        rl_backend_mem_tag(t->be, prev);
+        if (rc)
+            return rc;
+    }
+    const rl_arena *w[] = {&t->m->params, t->s ? t->s->tparams : NULL, t->teacher ? &t->teacher->params : NULL};
     for (size_t i = 0; i < sizeof w / sizeof w[0] && !rc; i++)
         if (w[i] && w[i]->total)
             rc = rl_backend_weights(t->be, w[i]->base, w[i]->total);
@@ -848,6 +858,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             const int nr = rl_backend_mem_roles(t.be, roles, 16);
             for (int i = 0; i < nr; i++)
                 fprintf(metrics, "%s\"%s\": %zu", i ? ", " : "", roles[i].tag, roles[i].peak);
+            fputs("}, \"backend_live_by_role\": {", metrics);
+            for (int i = 0; i < nr; i++)
+                fprintf(metrics, "%s\"%s\": %zu", i ? ", " : "", roles[i].tag, roles[i].live);
             fputc('}', metrics);
             if (o.trace_samples)
                 trace_tokens(metrics, batch_buf, local, T);

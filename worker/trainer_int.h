@@ -81,6 +81,9 @@ typedef struct {
     rl__grad_buckets buckets;
 } rl__trainer;
 
+/* trainer.c: whether tensor `name` trains in this stage (METHOD.md §3; rl_tensor_trains). */
+int rl__trainable(const rl__trainer *t, const char *name);
+
 /* zero.c: Σg² of every trainable gradient (owned: this rank's shard of it), sq[i] for tensor i, one device
  * wait (rl_sum_squares_many); NULL with err filled on failure; free() it. */
 double *rl__grad_sq(rl__trainer *t, int owned, char *err, size_t errlen);

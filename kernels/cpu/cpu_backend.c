@@ -221,5 +221,6 @@ int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_
     be->ops = &cpu_ops;
     be->name = "cpu-fp32";
     be->num_threads = n;
+    be->gemm_bf16 = 1; /* BF16 operands are widened to F32 (exact) before sgemm */
     return 0;
 }

@@ -4,6 +4,8 @@
  * (rows when M ≥ N, else columns), each a single-threaded sgemm: one thread pool
  * instead of OpenMP's and OpenBLAS's taking turns on the same cores, and no
  * sleeping OpenBLAS workers to wake per call. */
+#include <stdlib.h>
+
 #include "cpu_blas.h"
 #include "cpu_int.h"
 
@@ -38,18 +40,46 @@ static void sgemm_split(int nthreads, int trans_a, int trans_b, int M, int N, in
     rl__cpu_blas_single_end(saved);
 }
 
+/* A BF16 operand of n elements widened to F32 (exact: every bf16 is an fp32), or the F32 operand itself. */
+static const float *as_f32(const void *x, rl_dtype dt, size_t n, float **owned)
+{
+    *owned = NULL;
+    if (dt == RL_DTYPE_F32)
+        return x;
+    float *w = malloc(sizeof(float) * (n ? n : 1));
+    if (!w)
+        return NULL;
+    const uint16_t *h = x;
+    const long long nn = (long long)n;
+#pragma omp parallel for if (nn > 65536)
+    for (long long i = 0; i < nn; i++)
+        w[i] = rl_bf16_to_f32(h[i]);
+    return *owned = w;
+}
+
 int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
 {
-    if (g->dtype_a != RL_DTYPE_F32 || g->dtype_b != RL_DTYPE_F32 || g->dtype_c != RL_DTYPE_F32)
+    const int in_ok = (g->dtype_a == RL_DTYPE_F32 || g->dtype_a == RL_DTYPE_BF16) &&
+                      (g->dtype_b == RL_DTYPE_F32 || g->dtype_b == RL_DTYPE_BF16);
+    if (!in_ok || g->dtype_c != RL_DTYPE_F32)
         return rl__fail(be, RL_ENOTSUP,
-                        "rl_matmul: the CPU backend computes in F32 only (got %s x %s -> %s); "
-                        "cast operands to F32 first",
+                        "rl_matmul: the CPU backend takes F32 or BF16 operands into an F32 result (got %s x %s -> "
+                        "%s); cast to F32 first",
                         rl_dtype_name(g->dtype_a), rl_dtype_name(g->dtype_b), rl_dtype_name(g->dtype_c));
     const int M = g->M, N = g->N, K = g->K;
     const int lda = g->trans_a ? M : K;
     const int ldb = g->trans_b ? K : N;
     const int batch = g->batch > 0 ? g->batch : 1;
-    const float *A = a, *B = b;
+    /* BF16 operands (autocast): widened once per call, then the same sgemm as F32 ones */
+    float *own_a, *own_b;
+    const size_t na = (size_t)(batch - 1) * (size_t)g->stride_a + (size_t)M * K;
+    const size_t nb = (size_t)(batch - 1) * (size_t)g->stride_b + (size_t)K * N;
+    const float *A = as_f32(a, g->dtype_a, na, &own_a), *B = as_f32(b, g->dtype_b, nb, &own_b);
+    if (!A || !B) {
+        free(own_a), free(own_b);
+        return rl__fail(be, RL_ENOMEM, "rl_matmul: out of memory widening BF16 operands (%zu + %zu floats)",
+                        g->dtype_a == RL_DTYPE_BF16 ? na : 0, g->dtype_b == RL_DTYPE_BF16 ? nb : 0);
+    }
     float *C = c;
     for (int i = 0; i < batch; i++) {
         float *Ci = C + i * g->stride_c;
@@ -71,6 +101,7 @@ int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, con
         sgemm_split(be->num_threads, g->trans_a, g->trans_b, M, N, K, g->alpha, A + i * g->stride_a, lda,
                     B + i * g->stride_b, ldb, beta, Ci);
     }
+    free(own_a), free(own_b);
     return 0;
 }
 

@@ -117,7 +117,7 @@ def check_table_sums(text):
         if m:
             rows[m.group(1).strip()] = [float(m.group(i)) for i in (2, 3, 4)]
     roles = [k for k in rows if k not in ("total", "budget")]
-    ok = "total" in rows and len(roles) == 11
+    ok = "total" in rows and len(roles) == 12
     for col in range(3):
         s = sum(rows[k][col] for k in roles) if ok else 0
         ok = ok and abs(s - rows["total"][col]) <= 0.005 * len(roles) + 1e-9
@@ -211,14 +211,25 @@ def main():
 
         print("4. --json totals are the sums of the roles; the table's too")
         ok = "schema_version" in doc8 and all(
-            x["total_bytes"] == sum(x["bytes"].values()) and len(x["bytes"]) == 11 for x in doc8["stages"])
-        check("json: schema_version, 11 roles, total = sum of roles", ok)
+            x["total_bytes"] == sum(x["bytes"].values()) and len(x["bytes"]) == 12 for x in doc8["stages"])
+        check("json: schema_version, 12 roles, total = sum of roles", ok)
         ok, detail = check_table_sums(text8)
         check("table: total row = sum of role rows", ok, detail)
         fp32 = plan_json(*base, "--ranks", "8", "--dtype", "fp32")
         check("fp32 policy: no master copy, 4-byte weights",
               all(x["bytes"]["master_weights"] == 0 and x["bytes"]["student_weights"] == 4 * fp32["student"]["params"]
                   for x in fp32["stages"]))
+        ac = plan_json(*base, "--ranks", "8", "--dtype", "autocast")
+        check("autocast policy (today's trainer): fp32 weights and grads, bf16 copies of the student's, a "
+              "teacher between 2 and 4 bytes a parameter",
+              ac["dtypes"] == "autocast" and all(
+                  x["bytes"]["student_weights"] == 4 * ac["student"]["params"] and x["bytes"]["master_weights"] == 0
+                  and x["bytes"]["bf16_gemm_copies"] >= 2 * ac["student"]["params"]
+                  and 2 * x["teacher_resident_params"] <= x["bytes"]["teacher_weights"] < 4 * x["teacher_resident_params"]
+                  + (x["stage"] == "extend")
+                  and x["bytes"]["student_grads"] == 4 * x["trainable_params"] for x in ac["stages"]))
+        check("bf16 and fp32 policies have no GEMM copies",
+              all(x["bytes"]["bf16_gemm_copies"] == 0 for d in (doc8, fp32) for x in d["stages"]))
         on = plan_json(*base, "--ranks", "8", "--stage", "align", "--recompute", "on")["stages"][0]
         off = plan_json(*base, "--ranks", "8", "--stage", "align", "--recompute", "off")["stages"][0]
         check("recompute keeps one layer's wkv checkpoints instead of 28",

@@ -155,11 +155,47 @@ int main(void)
     one_case(be, "batched strided (3 × 9×70 · 70×11)", g, 0, 0);
     g = base, g.M = 1, g.N = 1, g.K = 1000;
     one_case(be, "a 1×1 dot product of 1000", g, 0, 0);
+    {
+        /* frozen weights stored in bf16 only: the same products, bit for bit, as fp32 weights' bf16 copies */
+        const int M = 23, N = 40, K = 96;
+        float *A = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * (N * K + 32)), *y1 = malloc(4 * M * N),
+              *y2 = malloc(4 * M * N);
+        uint16_t *W16 = malloc(2 * (size_t)(N * K + 32));
+        fill(A, (size_t)M * K, 1.0f), fill(W, (size_t)N * K + 32, 0.2f);
+        for (int i = 0; i < N * K + 32; i++) {
+            float r = round_bf16(W[i]);
+            uint32_t u;
+            memcpy(&u, &r, 4);
+            W16[i] = (uint16_t)(u >> 16);
+        }
+        float *dA = dev(be, A, (size_t)M * K), *dW = dev(be, W, (size_t)N * K + 32), *dy = rl_malloc(be, 4 * M * N);
+        uint16_t *dW16 = rl_malloc(be, 2 * (size_t)(N * K + 32));
+        rl_upload(be, dW16, W16, 2 * (size_t)(N * K + 32));
+        rl_gemm lg = base;
+        lg.M = M, lg.N = N, lg.K = K, lg.trans_b = 1;
+        check_true("fp32 weights register", rl_backend_weights(be, dW, (size_t)N * K + 32) == 0);
+        check_true("bf16-only weights register", rl_backend_weights_bf16(be, dW16, (size_t)N * K + 32) == 0);
+        rl_matmul(be, &lg, dy, dA, dW + 32, NULL); /* a tensor 32 elements into each range */
+        rl_download(be, y1, dy, 4 * M * N);
+        rl_matmul(be, &lg, dy, dA, rl_bf16_as_f32ptr(dW16, 32), NULL);
+        rl_download(be, y2, dy, 4 * M * N);
+        check_true("bf16-only weights: the product equals the fp32 weights' under autocast, bit for bit",
+                   rl_backend_status(be, err, sizeof err) == 0 && memcmp(y1, y2, 4 * M * N) == 0);
+        double *ref = malloc(sizeof(double) * M * N);
+        reference(&lg, A, W + 32, NULL, NULL, 1, ref);
+        check_close("  ... and float64 on the rounded operands", y2, ref, (size_t)M * N, 2e-5, 2e-5);
+        check_true("a range overlapping a bf16-only one is refused", rl_backend_weights(be, (float *)(void *)dW16, 4) != 0);
+        rl_backend_clear_error(be);
+        rl_free(be, dA), rl_free(be, dW), rl_free(be, dW16), rl_free(be, dy);
+        free(A), free(W), free(W16), free(y1), free(y2), free(ref);
+    }
     size_t live = 0;
     rl_backend_memory(be, &live, NULL);
     printf("  backend memory held after the cases: %zu B (scratch of the largest cast operands)\n", live - live0);
-    /* slot 0 holds the largest A cast (37×300), slot 1 the largest B (300×29); registered B needs none */
-    check_true("the cast scratch held is the largest A plus the largest B", live - live0 == 4 * (37 * 300 + 300 * 29));
+    /* slot 0 holds the largest A cast (37×300), slot 1 the largest B (300×29), in bf16; registered B needs
+     * none */
+    check_true("the cast scratch held is the largest A plus the largest B, 2 bytes each",
+               live - live0 == 2 * (37 * 300 + 300 * 29));
     rl_backend_set_autocast(be, RL_DTYPE_F32);
     g = base, g.M = 5, g.N = 7, g.K = 40;
     float A[200], B[280], C[35];
