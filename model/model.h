@@ -138,7 +138,7 @@ typedef struct rl_model {
     rl_model_config cfg;
     rl_backend *be;
     rl_arena params, grads;
-    rl_arena frozen;     /* rl_model_freeze_bf16: the table of the matrices kept in bf16 only (no allocation) */
+    rl_arena frozen;     /* rl_model_load_ex(frozen_bf16): the matrices kept in bf16 only (table, no allocation) */
     uint16_t *frozen16;  /* their data */
     rl_model_params p, g; /* g valid after rl_model_prepare(..., backward=1) */
     /* sized by rl_model_prepare */
@@ -171,17 +171,18 @@ int rl_model_param_table(rl_arena *a, const rl_model_config *cfg);
 int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
                     size_t errlen);
 void rl_model_destroy(rl_model *m);
-/* A frozen model (a teacher) under autocast: its GEMM-only matrices (*_proj.weight, an untied lm_head) are kept
- * in bf16 only, registered with rl_backend_weights_bf16 (the same bf16 values autocast would make from the
- * fp32 weights, so results are bit-identical), and their fp32 storage is released; the embedding and every
- * vector stay fp32 in m->params. Only rl_matmul under BF16 autocast may read those matrices; the model can no
- * longer be saved or trained. */
-int rl_model_freeze_bf16(rl_model *m, char *err, size_t errlen);
-/* 1 for the tensors rl_model_freeze_bf16 keeps in bf16 only (the planner counts them the same way). */
+/* 1 for the tensors a frozen bf16 model keeps in bf16 only (the planner counts them the same way). */
 int rl_model_gemm_only(const rl_model_config *c, const char *name);
 /* Loads every parameter from a model folder (config.json + safetensors),
  * checking names and shapes. */
 int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, char *err, size_t errlen);
+/* frozen_bf16 (a teacher under autocast): the GEMM-only matrices (*_proj.weight, an untied lm_head) are read
+ * straight into bf16 (rounded as rl_cast rounds, so products equal autocast's from fp32 weights bit for bit),
+ * in m->frozen16 with the table m->frozen, registered with rl_backend_weights_bf16; no fp32 copy of them ever
+ * exists on the device. The embedding and every vector stay fp32 in m->params. Only rl_matmul under BF16
+ * autocast may read those matrices; such a model cannot be saved or trained. */
+int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbose, int frozen_bf16, char *err,
+                     size_t errlen);
 /* Random weights: N(0, initializer_range) matrices and embeddings; biases 0 and
  * norm weights 1, unless randomize_all (tests), which makes them random too. */
 void rl_model_init_random(rl_model *m, uint64_t seed, int randomize_all);

@@ -101,31 +101,40 @@ int rl__bind_params2(const rl_arena *a, const rl_arena *f16, uint16_t *b16, cons
     return 0;
 }
 
-int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
-                    size_t errlen)
+/* A model with its parameter size table built, nothing allocated. */
+static rl_model *model_new(rl_backend *be, const rl_model_config *cfg, char *err, size_t errlen)
 {
-    *out = NULL;
-    int rc = rl_config_validate(cfg, err, errlen);
-    if (rc)
-        return rc;
+    if (rl_config_validate(cfg, err, errlen))
+        return NULL;
     rl_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
-        return RL_ENOMEM;
+        return NULL;
     }
     m->cfg = *cfg;
     m->be = be;
     rl_arena_init(&m->params, "params");
     rl_arena_init(&m->grads, "grads");
     rl_arena_init(&m->acts, "activations");
+    rl_arena_init(&m->frozen, "frozen bf16 matrices");
     m->p.layers = calloc((size_t)cfg->layers, sizeof *m->p.layers);
     m->g.layers = calloc((size_t)cfg->layers, sizeof *m->g.layers);
     if (!m->p.layers || !m->g.layers || build_table(&m->params, cfg)) {
         snprintf(err, errlen, "out of memory building the parameter table");
         rl_model_destroy(m);
-        return RL_ENOMEM;
+        return NULL;
     }
-    rc = rl_arena_alloc(&m->params, be, err, errlen);
+    return m;
+}
+
+int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    rl_model *m = model_new(be, cfg, err, errlen);
+    if (!m)
+        return err[0] && strstr(err, "out of memory") ? RL_ENOMEM : RL_EINVAL;
+    int rc = rl_arena_alloc(&m->params, be, err, errlen);
     if (rc) {
         rl_model_destroy(m);
         return rc;
@@ -146,58 +155,41 @@ int rl_model_gemm_only(const rl_model_config *c, const char *name)
            (!c->tie_word_embeddings && !strcmp(name, "lm_head.weight"));
 }
 
-int rl_model_freeze_bf16(rl_model *m, char *err, size_t errlen)
+/* Frozen bf16 storage: moves the GEMM-only entries of m->params' table (not allocated yet) into m->frozen,
+ * then allocates the fp32 rest and the bf16 matrices. */
+static int frozen_alloc(rl_model *m, char *err, size_t errlen)
 {
-    if (m->frozen16) {
-        snprintf(err, errlen, "freeze: the model is frozen already");
-        return RL_EINVAL;
-    }
-    rl_arena keep, f16;
-    rl_arena_init(&keep, "params (fp32 part)");
-    rl_arena_init(&f16, "frozen bf16 matrices");
+    rl_arena all = m->params;
+    rl_arena_init(&m->params, "params (fp32 part)");
     int rc = 0;
-    for (int i = 0; i < m->params.n && !rc; i++) {
-        const rl_arena_entry *e = &m->params.entries[i];
-        rc = rl_arena_add(rl_model_gemm_only(&m->cfg, e->name) ? &f16 : &keep, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+    for (int i = 0; i < all.n && !rc; i++) {
+        const rl_arena_entry *e = &all.entries[i];
+        rl_arena *to = rl_model_gemm_only(&m->cfg, e->name) ? &m->frozen : &m->params;
+        rc = rl_arena_add(to, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
     }
-    uint16_t *b16 = NULL;
-    if (!rc)
-        rc = rl_arena_alloc(&keep, m->be, err, errlen);
-    if (!rc && !(b16 = rl_malloc(m->be, sizeof(uint16_t) * (f16.total ? f16.total : 1))))
-        rc = rl_backend_status(m->be, err, errlen), rl_backend_clear_error(m->be);
-    for (int i = 0; i < m->params.n && !rc; i++) {
-        const rl_arena_entry *e = &m->params.entries[i];
-        const float *src = m->params.base + e->offset;
-        const int k = rl_arena_find(&keep, e->name);
-        rc = k >= 0 ? rl_copy(m->be, rl_arena_ptr(&keep, k), src, sizeof(float) * e->count)
-                    : rl_cast(m->be, b16 + f16.entries[rl_arena_find(&f16, e->name)].offset, RL_DTYPE_BF16, src,
-                              RL_DTYPE_F32, e->count);
-    }
-    if (!rc)
-        rc = rl_backend_status(m->be, err, errlen);
-    if (!rc && f16.total)
-        rc = rl_backend_weights_bf16(m->be, b16, f16.total) ? rl_backend_status(m->be, err, errlen) : 0;
+    rl_arena_free(&all, NULL);
     if (rc) {
-        rl_free(m->be, b16);
-        rl_arena_free(&keep, m->be), rl_arena_free(&f16, NULL);
-        return rc ? rc : RL_EINVAL;
+        snprintf(err, errlen, "out of memory building the parameter tables");
+        return rc;
     }
-    rl_arena_free(&m->params, m->be);
-    m->params = keep;
-    m->frozen = f16;
-    m->frozen16 = b16;
-    rl__bind_params2(&m->params, &m->frozen, b16, &m->cfg, &m->p);
-    return 0;
+    rc = rl_arena_alloc(&m->params, m->be, err, errlen);
+    if (!rc && !(m->frozen16 = rl_malloc(m->be, sizeof(uint16_t) * (m->frozen.total ? m->frozen.total : 1)))) {
+        rc = rl_backend_status(m->be, err, errlen) ? RL_ENOMEM : RL_ENOMEM;
+        rl_backend_clear_error(m->be);
+    }
+    if (!rc && m->frozen.total && rl_backend_weights_bf16(m->be, m->frozen16, m->frozen.total))
+        rc = rl_backend_status(m->be, err, errlen);
+    if (!rc)
+        rl__bind_params2(&m->params, &m->frozen, m->frozen16, &m->cfg, &m->p);
+    return rc;
 }
 
 void rl_model_destroy(rl_model *m)
 {
     if (!m)
         return;
-    if (m->frozen16) {
-        rl_free(m->be, m->frozen16);
-        rl_arena_free(&m->frozen, NULL);
-    }
+    rl_free(m->be, m->frozen16);
+    rl_arena_free(&m->frozen, NULL);
     rl_arena_free(&m->params, m->be);
     rl_arena_free(&m->grads, m->be);
     rl_arena_free(&m->acts, m->be);
@@ -257,6 +249,19 @@ void rl_model_init_random(rl_model *m, uint64_t seed, int randomize_all)
 
 int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, char *err, size_t errlen)
 {
+    return rl_model_load_ex(out, be, dir, verbose, 0, err, errlen);
+}
+
+/* The tensors of m, fp32 and (frozen) bf16 tables alike, in on-disk order. */
+static const rl_arena_entry *entry_at(const rl_model *m, int i, int *frozen)
+{
+    *frozen = i >= m->params.n;
+    return *frozen ? &m->frozen.entries[i - m->params.n] : &m->params.entries[i];
+}
+
+int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbose, int frozen_bf16, char *err,
+                     size_t errlen)
+{
     *out = NULL;
     char path[4096];
     rl_model_config cfg;
@@ -268,31 +273,45 @@ int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, 
     rc = rl_st_open_dir(&st, dir, err, errlen);
     if (rc)
         return rc;
-    rl_model *m;
-    rc = rl_model_create(&m, be, &cfg, verbose, err, errlen);
+    rl_model *m = NULL;
+    if (!frozen_bf16)
+        rc = rl_model_create(&m, be, &cfg, verbose, err, errlen);
+    else if (!(m = model_new(be, &cfg, err, errlen)))
+        rc = RL_EINVAL;
+    else
+        rc = frozen_alloc(m, err, errlen);
     if (rc) {
+        rl_model_destroy(m);
         rl_st_close(st);
         return rc;
     }
+    const int n_all = m->params.n + m->frozen.n;
     size_t maxc = 0;
-    for (int i = 0; i < m->params.n; i++)
-        maxc = m->params.entries[i].count > maxc ? m->params.entries[i].count : maxc;
+    for (int i = 0, fz; i < n_all; i++)
+        maxc = entry_at(m, i, &fz)->count > maxc ? entry_at(m, i, &fz)->count : maxc;
     float *stage = malloc(maxc * sizeof *stage + 4);
-    if (!stage) {
+    uint16_t *half = frozen_bf16 ? malloc(maxc * sizeof *half + 4) : NULL;
+    if (!stage || (frozen_bf16 && !half)) {
         snprintf(err, errlen, "out of memory staging a %zu-float tensor", maxc);
         rc = RL_ENOMEM;
     }
-    for (int i = 0; i < m->params.n && !rc; i++) {
-        const rl_arena_entry *e = &m->params.entries[i];
+    for (int i = 0, fz; i < n_all && !rc; i++) {
+        const rl_arena_entry *e = entry_at(m, i, &fz);
         rc = rl_st_read_f32(st, e->name, stage, e->ndim, e->shape, err, errlen);
-        if (!rc)
+        if (!rc && !fz)
             rc = rl_upload(be, m->params.base + e->offset, stage, e->count * sizeof *stage);
+        else if (!rc) { /* rounded on the host exactly as rl_cast rounds on any backend */
+            for (size_t k = 0; k < e->count; k++)
+                half[k] = rl_f32_to_bf16(stage[k]);
+            rc = rl_upload(be, m->frozen16 + e->offset, half, e->count * sizeof *half);
+        }
     }
     /* Anything in the checkpoint we do not map would be silently dropped: refuse,
      * except a duplicate lm_head of a tied model and RoPE buffers. */
     for (int i = 0; i < rl_st_count(st) && !rc; i++) {
         const char *name = rl_st_at(st, i)->name;
-        if (rl_arena_find(&m->params, name) >= 0 || strstr(name, "rotary_emb.inv_freq") ||
+        if (rl_arena_find(&m->params, name) >= 0 || rl_arena_find(&m->frozen, name) >= 0 ||
+            strstr(name, "rotary_emb.inv_freq") ||
             (cfg.tie_word_embeddings && strcmp(name, "lm_head.weight") == 0))
             continue;
         snprintf(err, errlen, "%s: tensor \"%s\" is not part of a %s model with this config.json (wrong "
@@ -300,6 +319,7 @@ int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, 
         rc = RL_EINVAL;
     }
     free(stage);
+    free(half);
     rl_st_close(st);
     if (rc) {
         rl_model_destroy(m);
@@ -352,8 +372,8 @@ int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t sha
                   size_t errlen)
 {
     if (m->frozen16) {
-        snprintf(err, errlen, "save: the model's matrices are frozen in bf16 only (rl_model_freeze_bf16); save it "
-                 "before freezing");
+        snprintf(err, errlen, "save: the model's matrices were loaded in bf16 only (frozen_bf16); load it without "
+                 "that to save it");
         return RL_EINVAL;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {

@@ -279,7 +279,7 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     p->teacher_resident_params = o->stage == RL_PLAN_EXTEND ? 0
                                  : o->stage == RL_PLAN_ALIGN ? table_count(&base, RL_TRAINS_ALL, mix, "lm_head.weight")
                                                              : p->teacher_params;
-    /* autocast: a resident teacher keeps its GEMM-only matrices in bf16 alone (rl_model_freeze_bf16) */
+    /* autocast: a resident teacher keeps its GEMM-only matrices in bf16 alone (rl_model_load_ex) */
     const int64_t frozen = o->stage == RL_PLAN_EXTEND ? 0
                            : gemm_only_count(&base, c, o->stage == RL_PLAN_ALIGN ? "lm_head.weight" : NULL);
     rl_arena_free(&base, NULL), rl_arena_free(&tmix, NULL);

@@ -427,8 +427,8 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
     }
     if (rc || (o->stage != RL_TRAIN_ALIGN && o->stage != RL_TRAIN_DISTILL))
         return rc;
-    rl_backend_mem_tag(t->be, "teacher weights");
-    rc = rl_model_load(&t->teacher, t->be, o->teacher, 0, err, errlen);
+    rl_backend_mem_tag(t->be, "teacher weights"); /* (bf16: its matrices in bf16 only, never in fp32) */
+    rc = rl_model_load_ex(&t->teacher, t->be, o->teacher, 0, o->bf16, err, errlen);
     rl_backend_mem_tag(t->be, NULL);
     if (rc)
         return rc;
@@ -471,17 +471,10 @@ static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
 
 /* Mixed precision: every GEMM with bf16 operands and fp32 accumulation (rl_backend_set_autocast); the
  * models' weights (fp32, what AdamW updates: the master copy) are registered so that their bf16 copies are
- * made once per optimizer step; the frozen teacher keeps its matrices in bf16 only (rl_model_freeze_bf16). */
+ * made once per optimizer step; the frozen teacher was loaded with its matrices in bf16 only (load_models). */
 static int use_bf16(rl__trainer *t, char *err, size_t errlen)
 {
     int rc = rl_backend_set_autocast(t->be, RL_DTYPE_BF16);
-    if (!rc && t->teacher) { /* frozen: its matrices live in bf16 only, the rest below */
-        const char *prev = rl_backend_mem_tag(t->be, "teacher weights");
-        rc = rl_model_freeze_bf16(t->teacher, err, errlen);
-        rl_backend_mem_tag(t->be, prev);
-        if (rc)
-            return rc;
-    }
     const rl_arena *w[] = {&t->m->params, t->s ? t->s->tparams : NULL, t->teacher ? &t->teacher->params : NULL};
     for (size_t i = 0; i < sizeof w / sizeof w[0] && !rc; i++)
         if (w[i] && w[i]->total)
