@@ -21,7 +21,8 @@ arithmetic as the GPU's bf16 tensor-core GEMMs):
   (`radlads score`) within 1 % of the fp32 student's;
 - bf16 is deterministic (two runs byte-identical), bf16 with recompute is byte-identical to bf16 without, and
   a bf16 run stopped at step 4 and resumed is byte-identical to an uninterrupted one (the weights' bf16 copies
-  are made again from the loaded master weights).
+  are made again from the loaded master weights); on 2 MPI ranks (overlapped all-reduce, 700-float buckets)
+  ZeRO-1 and not are byte-identical and follow the 1-rank run within fp32 summation order.
 
 `plan`: with --precision bf16, the memory held by role equals `radlads plan --dtype autocast` (student
 weights, gradients, optimizer state, bf16 GEMM copies, and the frozen teacher's bf16 matrices + fp32 rest);
@@ -40,7 +41,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import RADLADS, TOKENIZER, WORKER, check, make_teacher, read_bytes, report, run  # noqa: E402
+from poolfix import RADLADS, TOKENIZER, WORKER, check, make_teacher, mpirun, read_bytes, report, run  # noqa: E402
 
 
 
@@ -191,6 +192,19 @@ def test_bf16(root, data):
         train(stage, student, t, data, split, 0, extra=bf + ("--stop-after", "4"))
         train(stage, student, t, data, split, 0, extra=bf + ("--resume",))
         compare("bf16 stopped at 4 and resumed", b16, split)
+        # 2 ranks: the copies are refreshed after ZeRO-1's all-gather too; overlapped all-reduce on
+        r2 = {z: os.path.join(root, f"bf-{stage}-2r-zero{z}") for z in (0, 1)}
+        for z, out in r2.items():
+            args = [WORKER, "run", "--stage", stage, "--student", student, "--teacher", t, "--data", data,
+                    "--out", out, "--tokens", STEPS * BATCH * SEQ, "--seq-len", SEQ, "--batch", BATCH,
+                    "--micro-batch", MICRO // 2, "--lr", "1e-3:1e-4", "--warmup", "2", "--checkpoint-every", "4",
+                    "--keep-checkpoints", "3", "--log-every", "0", "--threads", "1", "--precision", "bf16",
+                    "--zero", z, "--bucket-floats", "700"]
+            run(*mpirun(2), *args)
+        compare("bf16 on 2 ranks: ZeRO-1 vs not", r2[0], r2[1])
+        m1, m2 = metrics(b16), metrics(r2[0])
+        worst = max(abs(m1[k]["loss"] - m2[k]["loss"]) / abs(m1[k]["loss"]) for k in m1)
+        check("bf16 on 2 ranks follows 1 rank (fp32 summation order only)", worst < 1e-4, f"(max rel {worst:.2e})")
 
 
 def test_plan_autocast(root, data):
