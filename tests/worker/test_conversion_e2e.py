@@ -22,13 +22,8 @@ from testdata import english_text  # noqa: E402
 RADLADS = os.path.join(BUILD, "cli", "radlads")
 WORKER = os.path.join(BUILD, "worker", "radlads-worker")
 SEQ, BATCH = 64, 8
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"  {what:88s} {detail} {'ok' if ok else 'FAIL'}")
-    if not ok:
-        failures.append(what)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from poolfix import check, failures  # noqa: E402  (the checks' bookkeeping)
 
 
 def run(*args):

@@ -24,18 +24,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poolfix import WORKER, decode, envelope, make_teacher, message, mpirun, processes, run, sanitizer_reports  # noqa: E402,E501
+from poolfix import WORKER, check, decode, envelope, failures, make_teacher, message, mpirun, processes, run, sanitizer_reports  # noqa: E402,E501
 
 TOKEN = "f" * 64
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"  {what:92s} {detail} {'ok' if ok else 'FAIL'}")
-    if not ok:
-        failures.append(what)
-
-
 class ScriptedDaemon:
     """Accepts pool connections, answers the handshake, records every message (conn number, kind, fields, time)."""
 
