@@ -1,11 +1,46 @@
 #!/usr/bin/env python3
-"""Reads meson's testlog.json and prints the one-line summary, with the reason of every skip."""
+"""Reads meson's testlog.json and prints the one-line summary, with the reason of every skip.
+
+usage: test-summary.py TESTLOG [RERUN_TESTLOG]
+       test-summary.py --sanitizer-crashes TESTLOG
+
+A rerun's log (scripts/test.sh reruns tests that failed only because LeakSanitizer itself crashed) replaces the
+first run's result of the tests it holds; the summary says how many were rerun and why.
+--sanitizer-crashes prints the names of the failed tests whose output shows that crash and nothing else
+wrong: LeakSanitizer's tracer dying ("LeakSanitizer has encountered a fatal error") with no leak, sanitizer
+report or failed check in the output."""
 import json
 import sys
 
+LSAN_CRASH = "LeakSanitizer has encountered a fatal error"
+REAL_TROUBLE = ("detected memory leaks", "ERROR: AddressSanitizer", "runtime error:", "FAIL", "Traceback")
+
+
+def load(path):
+    with open(path) as f:
+        return {t["name"]: t for t in map(json.loads, f)}
+
+
+def lsan_crash_only(t):
+    out = (t.get("stdout") or "") + (t.get("stderr") or "")
+    if t["result"] in ("OK", "EXPECTEDFAIL", "SKIP") or LSAN_CRASH not in out:
+        return False
+    # the crash must be the only trouble: no leak report, no sanitizer finding, no failed check, no traceback
+    return not any(m in out for m in REAL_TROUBLE)
+
+
+if sys.argv[1] == "--sanitizer-crashes":
+    # bare test names, as `meson test NAME` takes them ("project:suite / name" in the log)
+    print("\n".join(n.split(" / ")[-1] for n, t in load(sys.argv[2]).items() if lsan_crash_only(t)))
+    sys.exit(0)
+
+tests = load(sys.argv[1])
+rerun = load(sys.argv[2]) if len(sys.argv) > 2 else {}
+for name, t in rerun.items():
+    print(f"rerun {name} (LeakSanitizer's tracer crashed the first time): {t['result']}")
+    tests[name] = t
 counts = {"passed": 0, "failed": 0, "skipped": 0}
-for line in open(sys.argv[1]):
-    t = json.loads(line)
+for t in tests.values():
     r = t["result"]
     if r in ("OK", "EXPECTEDFAIL"):
         counts["passed"] += 1
