@@ -68,6 +68,7 @@ int rl_backend_create(rl_backend **out, const rl_backend_options *opt, char *err
         snprintf(err, errlen, "backend: out of memory");
         return RL_ENOMEM;
     }
+    be->tags[be->n_tags++].tag = "other"; /* tag 0: allocations made with no tag set */
     int rc;
 #ifdef RL_HAVE_CUDA
     if (opt->kind == RL_BACKEND_CUDA)
@@ -216,8 +217,6 @@ static void track_insert(rl_backend *be, void *p, size_t bytes, int tag)
 
 const char *rl_backend_mem_tag(rl_backend *be, const char *tag)
 {
-    if (!be->n_tags)
-        be->tags[be->n_tags++].tag = "other";
     const char *prev = be->cur_tag ? be->tags[be->cur_tag].tag : NULL;
     int t = 0;
     for (int i = 1; tag && i < be->n_tags && !t; i++)
@@ -250,8 +249,6 @@ static int track_add(rl_backend *be, void *p, size_t bytes)
                 track_insert(be, old[i].p, old[i].bytes, old[i].tag);
         free(old);
     }
-    if (!be->n_tags)
-        be->tags[be->n_tags++].tag = "other";
     track_insert(be, p, bytes, be->cur_tag);
     be->n_live++;
     be->live_bytes += bytes;
@@ -318,8 +315,6 @@ void rl_backend_memory(const rl_backend *be, size_t *live_bytes, size_t *peak_by
     if (peak_bytes)
         *peak_bytes = be->peak_bytes;
 }
-
-void rl_backend_reset_peak(rl_backend *be) { be->peak_bytes = be->live_bytes; }
 
 #define CHECK(cond, ...)                                                                                     \
     do {                                                                                                     \
@@ -448,6 +443,13 @@ static void *grow_scratch(rl_backend *be, int slot, size_t bytes)
     return be->cast_scratch[slot];
 }
 
+/* Whether p points into native (bf16-only) range w. */
+static int in_native(const struct rl__weights *w, const void *p)
+{
+    const uint16_t *b16 = (const uint16_t *)(const void *)w->base, *q = p;
+    return q >= b16 && q < b16 + w->n;
+}
+
 /* The autocast form of an F32 operand of n elements: its weights' bf16 data, or a cast into scratch `slot`. */
 static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, const void **out)
 {
@@ -455,8 +457,10 @@ static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, 
         struct rl__weights *w = &be->weights[i];
         if (w->native) { /* bf16 data addressed as float*: compare as bf16 elements */
             const uint16_t *b16 = (const uint16_t *)(const void *)w->base, *q = (const uint16_t *)(const void *)p;
-            if (q < b16 || q + n > b16 + w->n)
+            if (!in_native(w, p))
                 continue;
+            if (q + n > b16 + w->n)
+                return rl__fail(be, RL_EINVAL, "rl_matmul: an operand runs past the end of its bf16-only weights");
             *out = q;
             return 0;
         }
@@ -483,13 +487,10 @@ static int autocast_operand(rl_backend *be, int slot, const float *p, size_t n, 
 static int matmul_autocast(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b,
                            const float *bias)
 {
-    const int batch = g->batch > 1 ? g->batch : 1;
-    const size_t na = (size_t)(batch - 1) * (size_t)g->stride_a + (size_t)g->M * (size_t)g->K;
-    const size_t nb = (size_t)(batch - 1) * (size_t)g->stride_b + (size_t)g->K * (size_t)g->N;
     const void *la = NULL, *lb = NULL;
-    int rc = autocast_operand(be, 0, a, na, &la);
+    int rc = autocast_operand(be, 0, a, rl__gemm_extent_a(g), &la);
     if (!rc)
-        rc = autocast_operand(be, 1, b, nb, &lb);
+        rc = autocast_operand(be, 1, b, rl__gemm_extent_b(g), &lb);
     if (rc)
         return rc;
     rl_gemm lg = *g;
@@ -505,6 +506,10 @@ int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const vo
     if (be->autocast == RL_DTYPE_BF16 && g->dtype_a == RL_DTYPE_F32 && g->dtype_b == RL_DTYPE_F32 &&
         g->dtype_c == RL_DTYPE_F32)
         TIMED("matmul", g, matmul_autocast(be, g, c, a, b, bias));
+    for (int i = 0; i < be->n_weights; i++) /* bf16-only weights are read as they are by autocast alone */
+        CHECK(!be->weights[i].native || (!in_native(&be->weights[i], a) && !in_native(&be->weights[i], b)),
+              "rl_matmul: an operand is a bf16-only weight (rl_backend_weights_bf16), which only an F32 matmul "
+              "under BF16 autocast may read; turn autocast on (rl_backend_set_autocast)");
     TIMED("matmul", g, be->ops->matmul(be, g, c, a, b, bias));
 }
 int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols)

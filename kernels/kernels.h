@@ -116,10 +116,8 @@ int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max); /* retu
 
 void *rl_malloc(rl_backend *be, size_t bytes); /* device memory; NULL + sticky error on failure */
 void rl_free(rl_backend *be, void *p);
-/* Bytes held through rl_malloc now, and the most held at once since the backend was created or the last
- * rl_backend_reset_peak (which sets the peak to what is held now). */
+/* Bytes held through rl_malloc now, and the most held at once since the backend was created. */
 void rl_backend_memory(const rl_backend *be, size_t *live_bytes, size_t *peak_bytes);
-void rl_backend_reset_peak(rl_backend *be);
 /* Memory by role: rl_malloc counts an allocation under the tag set when it was made (NULL or none:
  * "other") until it is freed; the backend tags its own autocast buffers "bf16 GEMM copies" and "GEMM cast
  * scratch". Returns the previous tag so that a callee can restore it. A tag is a string that outlives the

@@ -133,6 +133,16 @@ struct rl_backend {
     rl_mem_role tags[16];
 };
 
+/* Elements an operand of g spans, batches included: op(A) is M×K and op(B) K×N however they are stored. */
+static inline size_t rl__gemm_extent_a(const rl_gemm *g)
+{
+    return (size_t)(g->batch > 1 ? g->batch - 1 : 0) * (size_t)g->stride_a + (size_t)g->M * (size_t)g->K;
+}
+static inline size_t rl__gemm_extent_b(const rl_gemm *g)
+{
+    return (size_t)(g->batch > 1 ? g->batch - 1 : 0) * (size_t)g->stride_b + (size_t)g->K * (size_t)g->N;
+}
+
 /* Records the first error (later ones are dropped: the first is the cause) and
  * returns code, so backends can write `return rl__fail(be, RL_EINVAL, "...")`. */
 int rl__fail(rl_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -72,8 +72,7 @@ int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, con
     const int batch = g->batch > 0 ? g->batch : 1;
     /* BF16 operands (autocast): widened once per call, then the same sgemm as F32 ones */
     float *own_a, *own_b;
-    const size_t na = (size_t)(batch - 1) * (size_t)g->stride_a + (size_t)M * K;
-    const size_t nb = (size_t)(batch - 1) * (size_t)g->stride_b + (size_t)K * N;
+    const size_t na = rl__gemm_extent_a(g), nb = rl__gemm_extent_b(g);
     const float *A = as_f32(a, g->dtype_a, na, &own_a), *B = as_f32(b, g->dtype_b, nb, &own_b);
     if (!A || !B) {
         free(own_a), free(own_b);

@@ -186,6 +186,18 @@ int main(void)
         check_close("  ... and float64 on the rounded operands", y2, ref, (size_t)M * N, 2e-5, 2e-5);
         check_true("a range overlapping a bf16-only one is refused", rl_backend_weights(be, (float *)(void *)dW16, 4) != 0);
         rl_backend_clear_error(be);
+        rl_gemm past = lg; /* an operand that starts inside the bf16-only range and runs past its end */
+        past.N = N + 1;
+        check_true("a bf16-only operand running past its range is refused",
+                   rl_matmul(be, &past, dy, dA, rl_bf16_as_f32ptr(dW16, 32), NULL) == RL_EINVAL);
+        rl_backend_clear_error(be);
+        rl_backend_set_autocast(be, RL_DTYPE_F32);
+        check_true("without autocast a bf16-only operand is refused (it would be read as fp32)",
+                   rl_matmul(be, &lg, dy, dA, rl_bf16_as_f32ptr(dW16, 32), NULL) == RL_EINVAL);
+        rl_backend_status(be, err, sizeof err);
+        check_true("  ... saying to turn autocast on", strstr(err, "autocast") != NULL);
+        rl_backend_clear_error(be);
+        rl_backend_set_autocast(be, RL_DTYPE_BF16);
         rl_free(be, dA), rl_free(be, dW), rl_free(be, dW16), rl_free(be, dy);
         free(A), free(W), free(W16), free(y1), free(y2), free(ref);
     }

@@ -78,6 +78,14 @@ class Proxy:
             self.live = []
 
 
+def proxied_pool(root, d):
+    """A hand-started 2-rank pool that reaches daemon d's TCP worker listener through a Proxy."""
+    addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
+                    open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
+    proxy = Proxy(int(addr.rsplit(":", 1)[1]))
+    return proxy, start_hand_pool(root, 2, f"tcp:127.0.0.1:{proxy.port}", d.token_file)
+
+
 def run_job(d, root, name, teacher, data, stages, proxy=None, victim_step=None):
     jid = int(d.cli("submit", write_spec(root, name, teacher, data, stages, os.path.join(root, name)),
                     "--print-id").stdout)
@@ -103,10 +111,7 @@ def test_connection_cut_mid_stage_same_attempt_continues(root):
     d = Daemon(root, "--worker-listen", "tcp:127.0.0.1:0", "--reconnect-grace", "60").start()
     p = None
     try:
-        addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
-                        open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
-        proxy = Proxy(int(addr.rsplit(":", 1)[1]))
-        p = start_hand_pool(root, 2, f"tcp:127.0.0.1:{proxy.port}", d.token_file)
+        proxy, p = proxied_pool(root, d)
         ref, _ = run_job(d, root, "ref", teacher, data, stages)
         show, pool_before = run_job(d, root, "cut", teacher, data, stages, proxy=proxy, victim_step=steps // 4)
         align = [a for a in show["attempts"] if a["stage_idx"] == 1]
@@ -146,10 +151,7 @@ def test_stage_end_swallowed_by_the_cut_is_sent_again(root):
     d = Daemon(root, "--worker-listen", "tcp:127.0.0.1:0", "--reconnect-grace", "120").start()
     p = None
     try:
-        addr = wait_for(lambda: os.path.exists(os.path.join(d.state, "worker.addr")) and
-                        open(os.path.join(d.state, "worker.addr")).read().strip(), timeout=10, what="worker.addr")
-        proxy = Proxy(int(addr.rsplit(":", 1)[1]))
-        p = start_hand_pool(root, 2, f"tcp:127.0.0.1:{proxy.port}", d.token_file)
+        proxy, p = proxied_pool(root, d)
         jid = int(d.cli("submit", write_spec(root, "end", teacher, data, stages, os.path.join(root, "end")),
                         "--print-id").stdout)
         wait_for(lambda: d.json("show", jid)["stages"][1]["step"] >= steps // 8, timeout=240, what="align to train")
