@@ -102,14 +102,16 @@ int rl__bind_params2(const rl_arena *a, const rl_arena *f16, uint16_t *b16, cons
 }
 
 /* A model with its parameter size table built, nothing allocated. */
-static rl_model *model_new(rl_backend *be, const rl_model_config *cfg, char *err, size_t errlen)
+static int model_new(rl_model **out, rl_backend *be, const rl_model_config *cfg, char *err, size_t errlen)
 {
-    if (rl_config_validate(cfg, err, errlen))
-        return NULL;
+    *out = NULL;
+    int rc = rl_config_validate(cfg, err, errlen);
+    if (rc)
+        return rc;
     rl_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return RL_ENOMEM;
     }
     m->cfg = *cfg;
     m->be = be;
@@ -122,19 +124,20 @@ static rl_model *model_new(rl_backend *be, const rl_model_config *cfg, char *err
     if (!m->p.layers || !m->g.layers || build_table(&m->params, cfg)) {
         snprintf(err, errlen, "out of memory building the parameter table");
         rl_model_destroy(m);
-        return NULL;
+        return RL_ENOMEM;
     }
-    return m;
+    *out = m;
+    return 0;
 }
 
 int rl_model_create(rl_model **out, rl_backend *be, const rl_model_config *cfg, int verbose, char *err,
                     size_t errlen)
 {
     *out = NULL;
-    rl_model *m = model_new(be, cfg, err, errlen);
-    if (!m)
-        return err[0] && strstr(err, "out of memory") ? RL_ENOMEM : RL_EINVAL;
-    int rc = rl_arena_alloc(&m->params, be, err, errlen);
+    rl_model *m;
+    int rc = model_new(&m, be, cfg, err, errlen);
+    if (!rc)
+        rc = rl_arena_alloc(&m->params, be, err, errlen);
     if (rc) {
         rl_model_destroy(m);
         return rc;
@@ -174,8 +177,9 @@ static int frozen_alloc(rl_model *m, char *err, size_t errlen)
     }
     rc = rl_arena_alloc(&m->params, m->be, err, errlen);
     if (!rc && !(m->frozen16 = rl_malloc(m->be, sizeof(uint16_t) * (m->frozen.total ? m->frozen.total : 1)))) {
-        rc = rl_backend_status(m->be, err, errlen) ? RL_ENOMEM : RL_ENOMEM;
+        rl_backend_status(m->be, err, errlen);
         rl_backend_clear_error(m->be);
+        rc = RL_ENOMEM;
     }
     if (!rc && m->frozen.total && rl_backend_weights_bf16(m->be, m->frozen16, m->frozen.total))
         rc = rl_backend_status(m->be, err, errlen);
@@ -276,9 +280,7 @@ int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbos
     rl_model *m = NULL;
     if (!frozen_bf16)
         rc = rl_model_create(&m, be, &cfg, verbose, err, errlen);
-    else if (!(m = model_new(be, &cfg, err, errlen)))
-        rc = RL_EINVAL;
-    else
+    else if (!(rc = model_new(&m, be, &cfg, err, errlen)))
         rc = frozen_alloc(m, err, errlen);
     if (rc) {
         rl_model_destroy(m);

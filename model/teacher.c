@@ -237,6 +237,11 @@ int rl_model_forward(rl_model *m, const int32_t *tokens, char *err, size_t errle
     rl_backend *be = m->be;
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
+    if (m->mixer_only && (!m->mixer || m->mixer->layers < c->layers)) {
+        snprintf(err, errlen, "forward: the model was prepared without attention buffers (mixer_only) but %s",
+                 m->mixer ? "its mixer does not cover every layer" : "has no sequence mixer");
+        return RL_EINVAL;
+    }
     rl_upload(be, m->tokens, tokens, sizeof(int32_t) * (size_t)R);
     rl_embedding_forward(be, m->layer_acts[0].x_in, m->tokens, m->p.embed, R, c->vocab, D);
     int rc = 0;
@@ -258,7 +263,9 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES) ||
         m->grads.total != m->params.total) {
         snprintf(err, errlen, "backward: the model was prepared without %s",
-                 m->has_backward ? "the activations a backward needs (keep ALL or BOUNDARIES)" : "backward buffers");
+                 !m->has_backward                      ? "backward buffers"
+                 : m->grads.total != m->params.total ? "a gradient for every parameter (grad_wanted)"
+                                                     : "the activations a backward needs (keep ALL or BOUNDARIES)");
         return RL_EINVAL;
     }
     if (m->mixer && m->mixer->layers > 0 && !m->mixer->backward) {

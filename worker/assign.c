@@ -78,6 +78,16 @@ static int num_field(json_t *o, const char *key, double *out)
     return 0;
 }
 
+/* An optional 0/1 field of a stage object: 0 when absent, -1 when it is anything but 0 or 1. */
+static int opt_switch(json_t *st, const char *key, int *out)
+{
+    double v = 0;
+    if (json_object_get(st, key) && (num_field(st, key, &v) < 0 || (v != 0 && v != 1)))
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
 /* Every option a training stage needs; the daemon's canonical stage JSON has all of them. */
 static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen)
 {
@@ -104,17 +114,13 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
     if (!sched || (strcmp(sched, "cos") && strcmp(sched, "linear") && strcmp(sched, "flat")))
         return fail(err, errlen, "stage_json: \"schedule\" must be cos, linear or flat");
     to->lr.kind = !strcmp(sched, "cos") ? RL_LR_COS : !strcmp(sched, "linear") ? RL_LR_LINEAR : RL_LR_FLAT;
-    double zero = 0; /* optional: stage JSON from before ZeRO-1 has none */
-    if (json_object_get(st, "zero") && (num_field(st, "zero", &zero) < 0 || (zero != 0 && zero != 1)))
+    /* optional switches: stage JSON from before them has none */
+    if (opt_switch(st, "zero", &to->zero) < 0)
         return fail(err, errlen, "stage_json: \"zero\" must be 0 or 1 (1 = ZeRO-1: optimizer state sharded over the "
                     "ranks)");
-    to->zero = (int)zero;
-    double recompute = 0;
-    if (json_object_get(st, "recompute") &&
-        (num_field(st, "recompute", &recompute) < 0 || (recompute != 0 && recompute != 1)))
+    if (opt_switch(st, "recompute", &to->recompute) < 0)
         return fail(err, errlen, "stage_json: \"recompute\" must be 0 or 1 (1 = keep only layer inputs and "
                     "recompute each layer's forward in the backward)");
-    to->recompute = (int)recompute;
     const char *precision = str_field(st, "precision");
     if (json_object_get(st, "precision") && (!precision || (strcmp(precision, "fp32") && strcmp(precision, "bf16"))))
         return fail(err, errlen, "stage_json: \"precision\" must be \"fp32\" or \"bf16\"");

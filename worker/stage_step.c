@@ -33,8 +33,10 @@ static float *grad_of(const rl__trainer *t, float *p)
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < pa[k]->n; i++) {
             const rl_arena_entry *e = &pa[k]->entries[i];
-            if (p >= pa[k]->base + e->offset && p < pa[k]->base + e->offset + e->count)
-                return rl_arena_ptr(ga[k], rl_arena_find(ga[k], e->name)) + (p - pa[k]->base - e->offset);
+            if (p >= pa[k]->base + e->offset && p < pa[k]->base + e->offset + e->count) {
+                const int g = rl_arena_find(ga[k], e->name);
+                return g < 0 ? NULL : rl_arena_ptr(ga[k], g) + (p - pa[k]->base - e->offset);
+            }
         }
     return NULL;
 }

@@ -446,7 +446,7 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
 static int grads_ready(void *ctx, int event)
 {
     rl__trainer *t = ctx;
-    if (event >= 2 && rl__fault_backward_fails(t->step, t->o->rank)) {
+    if (event >= 2 && t->fail_backward) {
         snprintf(t->ov_err, sizeof t->ov_err, "RADLADS_TEST_POISON: the backward of step %lld fails at its gradient "
                  "event %d on rank %d", (long long)t->step, event, t->o->rank);
         return RL_EINVAL;
@@ -467,6 +467,17 @@ static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
             used += (size_t)snprintf(buf + used, len - used, "%s%s %.2f MiB", used ? ", " : "", r[i].tag,
                                      (double)b / 1048576.0);
     }
+}
+
+/* {"student weights": 123, …}: the backend's memory by role in bytes, peak or held now, as a JSON object. */
+static void json_roles(FILE *f, const rl_backend *be, int peak)
+{
+    rl_mem_role r[16];
+    const int n = rl_backend_mem_roles(be, r, 16);
+    fputc('{', f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"%s\": %zu", i ? ", " : "", r[i].tag, peak ? r[i].peak : r[i].live);
+    fputc('}', f);
 }
 
 /* Mixed precision: every GEMM with bf16 operands and fp32 accumulation (rl_backend_set_autocast); the
@@ -719,7 +730,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         double loss = 0;
         /* (a step that poisons a gradient for the tests reduces after the poisoning, as without overlap) */
         const int overlap_now = overlap && !rl__fault_poisons_grad(step);
-        t.step = step;
+        t.step = step, t.fail_backward = rl__fault_backward_fails(step, o.rank);
         rl__buckets_begin(&t);
         for (int a = 0; a < A && !rc; a++) {
             const uint64_t g0 = (uint64_t)step * o.batch + (uint64_t)o.rank * local + (uint64_t)a * o.micro_batch;
@@ -845,16 +856,11 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             rl_backend_memory(t.be, NULL, &peak);
             fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
                     "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g, "
-                    "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu, \"backend_peak_by_role\": {",
+                    "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu, \"backend_peak_by_role\": ",
                     p.stage, (long long)step, (long long)p.tokens, loss, lr, lr2, norm, tps, el, opt_bytes, peak);
-            rl_mem_role roles[16];
-            const int nr = rl_backend_mem_roles(t.be, roles, 16);
-            for (int i = 0; i < nr; i++)
-                fprintf(metrics, "%s\"%s\": %zu", i ? ", " : "", roles[i].tag, roles[i].peak);
-            fputs("}, \"backend_live_by_role\": {", metrics);
-            for (int i = 0; i < nr; i++)
-                fprintf(metrics, "%s\"%s\": %zu", i ? ", " : "", roles[i].tag, roles[i].live);
-            fputc('}', metrics);
+            json_roles(metrics, t.be, 1);
+            fputs(", \"backend_live_by_role\": ", metrics);
+            json_roles(metrics, t.be, 0);
             if (o.trace_samples)
                 trace_tokens(metrics, batch_buf, local, T);
             fputs("}\n", metrics);

@@ -77,6 +77,7 @@ typedef struct {
     rl_mixer mixer;    /* the student's time-mix with its backward, as m's sequence mixer */
     const rl_train_hooks *hooks;
     int64_t step;      /* the optimizer step being computed */
+    int fail_backward; /* tests (RADLADS_TEST_POISON=backward:…): this step's last backward fails half-way */
     char ov_err[256];  /* a failed all-reduce start during the backward */
     rl__grad_buckets buckets;
 } rl__trainer;
