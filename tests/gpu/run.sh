@@ -8,12 +8,22 @@ cd "$(dirname "$0")/../.."
 export PATH=/usr/local/cuda/bin:$PATH
 BUILD=${RL_GPU_BUILD:-build-gpu}
 SETUP_LOG=${TMPDIR:-/tmp}/radlads-gpu-setup.log
+# RL_GPU_PREBUILT=1: $BUILD already holds the four programs (tests/gpu/prebuilt.sh: a GPU machine without the
+# build's libraries); RL_PYTHON: the interpreter for the end-to-end script; RL_GPU_T_*: each part's time limit.
+PY=${RL_PYTHON:-/usr/bin/python3}
+[ -x "$PY" ] || PY=python3
 
 echo "== GPU"
 if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; then
   echo "run.sh: nvidia-smi failed: no usable GPU here; the check below will say SKIP" >&2
 fi
 
+if [ "${RL_GPU_PREBUILT:-0}" = 1 ]; then
+  echo "== prebuilt programs in $BUILD (not building)"
+  for p in tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker; do
+    [ -x "$BUILD/$p" ] || { echo "run.sh: FAIL: RL_GPU_PREBUILT=1 but $BUILD/$p is missing" >&2; exit 1; }
+  done
+else
 echo "== build ($BUILD, -Dcuda=enabled)"
 if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
   scripts/install-deps.sh || { echo "run.sh: FAIL: installing the build dependencies failed" >&2; exit 1; }
@@ -30,9 +40,10 @@ if [ $? -ne 0 ]; then
 fi
 ninja -C "$BUILD" tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker ||
   { echo "run.sh: FAIL: build" >&2; exit 1; }
+fi
 
 echo "== every op: CUDA vs CPU"
-"$BUILD/tests/gpu/gpu_ops_check"
+timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check"
 check_rc=$?
 case $check_rc in
   0) check_msg="all ops PASS" ;;
@@ -43,14 +54,14 @@ esac
 echo "== kernel timings"
 bench_rc=0
 if [ $check_rc -ne 77 ]; then
-  timeout 270 "$BUILD/tests/gpu/gpu_bench"
+  timeout "${RL_GPU_T_BENCH:-270}" "$BUILD/tests/gpu/gpu_bench"
   bench_rc=$?
 fi
 
 echo "== end-to-end: a tiny conversion on the GPU against the same run on the CPU"
 e2e_rc=77
 if [ $check_rc -ne 77 ]; then
-  timeout 240 /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py "$BUILD"
+  timeout "${RL_GPU_T_E2E:-240}" "$PY" tests/gpu/e2e_gpu_vs_cpu.py "$BUILD"
   e2e_rc=$?
 fi
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tests/gpu/prebuilt.sh — tests/gpu/run.sh on a GPU machine that cannot build the project (no network, none of
+# the libraries the build configures against), from programs built on this machine.
+#
+#   tests/gpu/prebuilt.sh pack DIR     here: builds the four programs run.sh runs (build dir $RL_BUILD, default
+#                                      build, CUDA enabled), strips them, and writes DIR/gpupack.tar.xz with them,
+#                                      the shared libraries they need that are not glibc's or CUDA's, and
+#                                      ../shared/corpora/tinyshakespeare.txt (the end-to-end run's text)
+#   tests/gpu/prebuilt.sh run DIR      there (x86-64, CUDA 13 driver): unpacks DIR/gpupack.tar.xz into
+#                                      /tmp/radlads-gpu, finds libcudart/libcublasLt/libnccl on that machine
+#                                      (the CUDA toolkit or PyTorch's wheels), runs tests/gpu/run.sh on the
+#                                      unpacked programs, then bench/train/bench_gpu_step.py; exits with run.sh's
+#                                      status.  RL_GPU_T_STEP limits the step benchmark (default 150 s).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-}
+dir=${2:-}
+[ -n "$mode" ] && [ -n "$dir" ] || { sed -n 2,15p "$0"; exit 2; }
+PROGS="tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker"
+
+case $mode in
+pack)
+  b=${RL_BUILD:-build}
+  ninja -C "$b" $PROGS || { echo "prebuilt.sh: build failed" >&2; exit 1; }
+  ldd "$b/worker/radlads-worker" | grep -q libcudart ||
+    { echo "prebuilt.sh: $b is built without CUDA (meson configure $b -Dcuda=enabled)" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  for p in $PROGS; do
+    mkdir -p "$tmp/build/$(dirname "$p")"
+    cp "$b/$p" "$tmp/build/$p" && strip "$tmp/build/$p"
+  done
+  mkdir -p "$tmp/lib" "$tmp/corpora"
+  # every shared library the programs load except glibc's, the C++/GCC runtime's and CUDA's own
+  for p in $PROGS; do ldd "$b/$p"; done | awk '/=> \//{print $3}' | sort -u |
+    grep -v -E '/usr/local/cuda|/lib(c|m|pthread|dl|rt|stdc\+\+|gcc_s)\.so' |
+    while read -r f; do cp -L "$f" "$tmp/lib/"; done
+  corpora=${RADLADS_CORPORA:-../shared/corpora}
+  [ -f "$corpora/tinyshakespeare.txt" ] && cp "$corpora/tinyshakespeare.txt" "$tmp/corpora/"
+  mkdir -p "$dir"
+  tar -C "$tmp" -cJf "$dir/gpupack.tar.xz" build lib corpora || exit 1
+  ls -la "$dir/gpupack.tar.xz"
+  ;;
+run)
+  u=/tmp/radlads-gpu
+  rm -rf "$u" && mkdir -p "$u" && tar -C "$u" -xJf "$dir/gpupack.tar.xz" || { echo "prebuilt.sh: unpack failed" >&2; exit 1; }
+  libdirs=$u/lib
+  for name in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
+    f=$(find /usr/local/cuda/ /usr/local/cuda/lib64/ /usr/lib/x86_64-linux-gnu/ /opt/ /usr/local/lib/ \
+          -name "$name" 2>/dev/null | head -1)
+    [ -n "$f" ] && libdirs=$libdirs:$(dirname "$f") || echo "prebuilt.sh: $name not found on this machine" >&2
+  done
+  export LD_LIBRARY_PATH=$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  for p in $PROGS; do
+    ldd "$u/build/$p" | grep "not found" && echo "prebuilt.sh: $p misses the libraries above" >&2
+  done
+  [ -f "$u/corpora/tinyshakespeare.txt" ] && export RADLADS_CORPORA=$u/corpora
+  RL_GPU_BUILD=$u/build RL_GPU_PREBUILT=1 tests/gpu/run.sh
+  rc=$?
+  echo "== training step throughput and MFU (bench/train/bench_gpu_step.py)"
+  py=/usr/bin/python3
+  python3 -c "import torch" 2>/dev/null && py=python3
+  PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP:-150}" "$py" bench/train/bench_gpu_step.py --build "$u/build" ||
+    echo "prebuilt.sh: the step benchmark failed or ran out of time (rc $?)"
+  exit $rc
+  ;;
+*)
+  echo "prebuilt.sh: the mode is pack or run, not '$mode'" >&2
+  exit 2
+  ;;
+esac
