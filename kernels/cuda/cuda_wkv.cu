@@ -22,7 +22,10 @@
  * segments of at most SEG tokens, also last to first. For a segment the block rebuilds the state at
  * its start (checkpoint + replay of the earlier segments of the same chunk, only when L > SEG), then
  * recomputes the segment forward with the row-per-thread step, storing the state BEFORE each token
- * value-major in a per-block global buffer (SEG·N² floats, L1/L2 resident) and sa_i in shared memory.
+ * key-major in a per-block global buffer (SEG·N² floats; thread i writes column i, so a warp's stores are
+ * coalesced) and sa_i in shared memory. Each token of the reverse walk first loads column i of its
+ * S_{t−1} (a contiguous row of the key-major copy, float4 loads) into registers, so that phase B reads
+ * no memory for it and the loads overlap phase A.
  * The reverse walk keeps the single copy of G = ∂L/∂S in shared memory ([N][N+1], padded so that both
  * a row walk and a column walk by a warp are bank-conflict free) and splits every token in two phases:
  *   phase A, thread i reads ROW i of G' = G + dy rᵀ:     dv_i = Σ_j G'_ij k_j,  dsa_i = Σ_j G'_ij b_j
@@ -167,7 +170,7 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
 
 /* ---- backward ------------------------------------------------------------------------------- */
 
-/* ws: per block SEG·N² floats, the value-major states before each token of the current segment.
+/* ws: per block SEG·N² floats, the key-major states before each token of the current segment.
  * ckpt: the key-major chunk-start states (the forward's, or a replay's). */
 template <int CAP, bool EXACT, bool SEVEN>
 __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads g, const float *dy,
@@ -218,11 +221,11 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
             __syncthreads();
             for (int tau = 0; tau < n; tau++) {
                 float *x = tile + (size_t)tau * NV * N;
-                float *row = Sb + (size_t)tau * NN + (size_t)i * N;
+                float *col = Sb + (size_t)tau * NN + i; /* key-major: Sb[j][i] = S_ij, coalesced over i */
 #pragma unroll
                 for (int j = 0; j < CAP; j++)
                     if (EXACT || j < N)
-                        row[j] = s[j];
+                        col[(size_t)j * N] = s[j];
                 const float sa = row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N,
                                                              x + BV_K * N, x + BV_A * N, x + BV_B * N, false, nullptr);
                 if (SEVEN)
@@ -235,8 +238,25 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                 const float *x = tile + (size_t)tau * NV * N;
                 const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
                 const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
-                const float *Sp = Sb + (size_t)tau * NN; /* S_{t−1}, value-major */
                 const size_t o = tok_off(p, b, s0 + tau, h) + i;
+
+                /* column i of S_{t−1} (row i of the key-major copy: contiguous for this thread) into
+                 * registers; the loads are in flight during phase A */
+                float sp[CAP];
+                {
+                    const float *Sp = Sb + (size_t)tau * NN + (size_t)i * N;
+                    if (EXACT && CAP % 4 == 0) {
+#pragma unroll
+                        for (int q = 0; q < CAP / 4; q++) {
+                            const float4 f = reinterpret_cast<const float4 *>(Sp)[q];
+                            sp[4 * q] = f.x, sp[4 * q + 1] = f.y, sp[4 * q + 2] = f.z, sp[4 * q + 3] = f.w;
+                        }
+                    } else {
+#pragma unroll
+                        for (int kk = 0; kk < CAP; kk++)
+                            sp[kk] = (EXACT || kk < N) ? Sp[kk] : 0.0f;
+                    }
+                }
 
                 /* phase A: row i of G' */
                 {
@@ -259,18 +279,21 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                 {
                     const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
                     float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
-                    for (int kk = 0; kk < N; kk++) {
+#pragma unroll
+                    for (int kk = 0; kk < CAP; kk++) {
+                        if (!EXACT && kk >= N)
+                            break;
                         const float dyk = dyt[kk], vk = v[kk];
                         const float gk = G[kk * GP + i] + dyk * ri;
-                        const float sp = Sp[(size_t)kk * N + i];
-                        dd += gk * sp;
+                        const float spk = sp[kk];
+                        dd += gk * spk;
                         dk += gk * vk;
-                        sdy += sp * dyk;
+                        sdy += spk * dyk;
                         vdy += vk * dyk;
                         if (SEVEN) {
                             const float sak = sav[kk], dsak = dsa[kk];
                             db += gk * sak;
-                            da += sp * dsak;
+                            da += spk * dsak;
                             sady += sak * dyk;
                             G[kk * GP + i] = gk * di + dsak * ai;
                         } else {

@@ -187,7 +187,9 @@ static void cmp(const char *what, pair p)
     free(h);
 }
 
-static void op_end(void)
+/* The op's line; its buffers stay for the next op of the same group (a backward reusing its forward's
+ * inputs); op_end releases them. */
+static void op_end_keep(void)
 {
     char err[512];
     int rc = rl_backend_status(gpu, err, sizeof err);
@@ -207,6 +209,11 @@ static void op_end(void)
         n_fail++;
     else
         n_pass++;
+}
+
+static void op_end(void)
+{
+    op_end_keep();
     release_all();
 }
 
@@ -782,7 +789,7 @@ static void check_rwkv7_mix(int variant, int first)
         cmp(on[i], o[i]);
     if (first)
         cmp("v_first", vf);
-    op_end();
+    op_end_keep(); /* the backward below reads the same inputs */
 
     snprintf(name, sizeof name, "rwkv7_mix_backward_%c%s", variant, first ? "_first" : "");
     op_begin(name, 1e-5, "rows=%zu H=%d KVH=%d N=%d", R, d.heads, d.kv_heads, d.head_dim);
@@ -842,14 +849,14 @@ static void check_rwkv6_parts(void)
     pair u = sym(R * D, 1), st = sym((size_t)d.batch * D, 1), mix = sym(D, 1), out = poisoned(R * D);
     rl_tokenshift_forward(gpu, &d, out.g, u.g, st.g, mix.g), rl_tokenshift_forward(cpu, &d, out.c, u.c, st.c, mix.c);
     cmp("out", out);
-    op_end();
+    op_end_keep(); /* u, st, mix: read by the backward and ddlerp below */
 
     op_begin("tokenshift_backward", 1e-5, "B=%d T=%d dim=%d", d.batch, d.seq, d.dim);
     pair dout = sym(R * D, 1), du = sym(R * D, 1), dst = sym((size_t)d.batch * D, 1), dmix = sym(D, 1);
     rl_tokenshift_backward(gpu, &d, du.g, dst.g, dmix.g, dout.g, u.g, st.g, mix.g);
     rl_tokenshift_backward(cpu, &d, du.c, dst.c, dmix.c, dout.c, u.c, st.c, mix.c);
     cmp("du", du), cmp("dstate", dst), cmp("dmix", dmix);
-    op_end();
+    op_end_keep();
 
     const int rank = 32;
     op_begin("rwkv6_ddlerp_forward", 1e-5, "B=%d T=%d dim=%d rank=%d", d.batch, d.seq, d.dim, rank);
@@ -892,7 +899,7 @@ static void check_rwkv6_parts(void)
     rl_rwkv6_mix_forward(gpu, &m, lw.g, kt.g, vt.g, qt.g, k.g, v.g, q.g, dl.g, dec.g);
     rl_rwkv6_mix_forward(cpu, &m, lw.c, kt.c, vt.c, qt.c, k.c, v.c, q.c, dl.c, dec.c);
     cmp("logw", lw), cmp("kt", kt), cmp("vt", vt), cmp("qt", qt);
-    op_end();
+    op_end_keep(); /* k, dl, dec: read by the backward */
 
     op_begin("rwkv6_mix_backward", 1e-5, "rows=%zu H=%d KVH=%d N=%d", MR, m.heads, m.kv_heads, m.head_dim);
     pair dk = sym(MR * KD, 1), dv = sym(MR * KD, 1), dq = sym(MR * MD, 1), ddl = sym(MR * MD, 1), ddec = sym(MD, 1);
