@@ -50,6 +50,8 @@ static void usage(FILE *f)
                "  backward as soon as its layers are done; 0 = all of them after the backward)\n"
                "  --precision fp32|bf16 (bf16: GEMMs on bf16-rounded operands with fp32 accumulation, fp32\n"
                "  master weights and everything else; on the CPU the same arithmetic, for reference)\n"
+               "  --profile 0|1 (1 = time every backend op from the second step on, synchronously, so slower:\n"
+               "  DIR/profile.tsv by op and GEMM shape, the top ops in the log)\n"
                "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
                "Under mpirun every rank trains batch/ranks sequences of each step and the gradients are summed.\n"
                "\n"
@@ -215,7 +217,7 @@ static int cmd_run(int argc, char **argv)
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
            O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET,
-           O_ZERO, O_RECOMP, O_PRECISION, O_OVERLAP, O_DEVICE };
+           O_ZERO, O_RECOMP, O_PRECISION, O_OVERLAP, O_DEVICE, O_PROFILE };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
@@ -231,7 +233,8 @@ static int cmd_run(int argc, char **argv)
         {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {"valid", 1, 0, O_VALID},
         {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {"bucket-floats", 1, 0, O_BUCKET},
         {"zero", 1, 0, O_ZERO}, {"recompute", 1, 0, O_RECOMP},
-        {"precision", 1, 0, O_PRECISION}, {"overlap", 1, 0, O_OVERLAP}, {0, 0, 0, 0}};
+        {"precision", 1, 0, O_PRECISION}, {"overlap", 1, 0, O_OVERLAP}, {"profile", 1, 0, O_PROFILE},
+        {0, 0, 0, 0}};
     const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
     char *data = NULL;
     long attn = 0, seed = 0, v = 0;
@@ -312,6 +315,7 @@ static int cmd_run(int argc, char **argv)
         case O_BUCKET: bad = parse_int("--bucket-floats", optarg, 1, 1L << 40, &v), to.bucket_floats = (size_t)v; break;
         case O_ZERO: bad = parse_int("--zero", optarg, 0, 1, &v), to.zero = (int)v; break;
         case O_RECOMP: bad = parse_int("--recompute", optarg, 0, 1, &v), to.recompute = (int)v; break;
+        case O_PROFILE: bad = parse_int("--profile", optarg, 0, 1, &v), to.profile = (int)v; break;
         case O_OVERLAP: bad = parse_int("--overlap", optarg, 0, 1, &v), to.overlap = (int)v; break;
         case O_PRECISION:
             if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16")) {

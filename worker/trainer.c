@@ -455,6 +455,52 @@ static int grads_ready(void *ctx, int event)
 }
 
 /* "student weights 1.2 MiB, gradients 1.2 MiB, …": the backend's memory by role, held now or peak. */
+static int cmp_stat_seconds(const void *a, const void *b)
+{
+    const double x = ((const rl_op_stat *)a)->seconds, y = ((const rl_op_stat *)b)->seconds;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* --profile: DIR/profile.tsv (one line per op, matmuls per shape, by time), the top ops in the log. */
+static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train_hooks *hooks, int64_t steps)
+{
+    rl_op_stat st[256];
+    const int n = rl_backend_op_stats(t->be, st, 256);
+    rl_backend_profile(t->be, 0);
+    if (n <= 0 || steps <= 0)
+        return;
+    qsort(st, (size_t)n, sizeof st[0], cmp_stat_seconds);
+    double total = 0, gemm = 0;
+    for (int i = 0; i < n; i++)
+        total += st[i].seconds, gemm += st[i].flops > 0 ? st[i].seconds : 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/profile.tsv", o->out);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "# %lld profiled steps (each op timed with a device sync before and after it)\n"
+                "op\tM\tN\tK\ttrans_a\ttrans_b\tbatch\tcalls\tseconds\tms_per_step\tshare\tTFLOP_per_s\n",
+                (long long)steps);
+        for (int i = 0; i < n; i++)
+            fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%ld\t%.6f\t%.3f\t%.4f\t%.2f\n", st[i].op, st[i].M, st[i].N,
+                    st[i].K, st[i].trans_a, st[i].trans_b, st[i].batch, st[i].calls, st[i].seconds,
+                    1e3 * st[i].seconds / (double)steps, st[i].seconds / total,
+                    st[i].seconds > 0 ? st[i].flops / st[i].seconds / 1e12 : 0.0);
+        fclose(f);
+    }
+    char top[1024];
+    size_t len = 0;
+    for (int i = 0; i < n && i < 8 && len < sizeof top; i++) {
+        char shape[64] = "";
+        if (st[i].flops > 0)
+            snprintf(shape, sizeof shape, " %dx%dx%d", st[i].M, st[i].N, st[i].K);
+        len += (size_t)snprintf(top + len, sizeof top - len, "%s%s%s %.1f%%", i ? ", " : "", st[i].op, shape,
+                                100 * st[i].seconds / total);
+    }
+    say(hooks, "info", "%s: profile of %lld steps: %.1f ms of ops per step, matmuls %.1f%%; top: %s (all in %s)",
+        rl_train_stage_name(o->stage), (long long)steps, 1e3 * total / (double)steps, 100 * gemm / total, top,
+        f ? path : "(profile.tsv could not be written)");
+}
+
 static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
 {
     rl_mem_role r[16];
@@ -724,6 +770,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     double lr = 0, lr2 = 0;
     while (!rc && step < total_steps) {
         const int64_t tokens = step * per_step;
+        if (o.profile && step == step0 + 1) /* the first step warms up (allocations, cuBLASLt plans) */
+            rl_backend_profile(t.be, 1);
         rc = rl_zero(t.be, t.m->grads.base, t.m->grads.total * sizeof(float));
         if (t.tgrads.base)
             rc |= rl_zero(t.be, t.tgrads.base, t.tgrads.total * sizeof(float));
@@ -908,6 +956,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             char roles[1024];
             rl_backend_memory(t.be, NULL, &peak);
             mem_roles(t.be, 1, roles, sizeof roles);
+            if (o.profile)
+                write_profile(&t, &o, hooks, step - step0 - 1);
             say(hooks, "info", "%s: done, %lld steps, %lld tokens in %.1f s (%.0f tokens/s), backend memory peak "
                 "%.1f MiB (peak by role: %s); model in %s", rl_train_stage_name(o.stage), (long long)step,
                 (long long)total_tokens, el, (double)(step - step0) * per_step / (el > 0 ? el : 1e-9),

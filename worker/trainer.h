@@ -72,6 +72,8 @@ typedef struct {
     int recompute;        /* 1: activation recomputation (layer inputs kept; gradients bit-identical to 0) */
     int overlap;          /* 1 (default): a gradient bucket's all-reduce starts during the last micro-batch's
                            * backward as soon as its layers are done (world > 1, zero off, hooks given) */
+    int profile;          /* 1: every backend op timed (synchronously: slower) from the second step on;
+                           * DIR/profile.tsv and the top ops in the log at the end */
     int bf16;             /* 1: mixed precision: GEMMs on bf16 operands with fp32 accumulation, fp32 master
                            * weights, optimizer state, norms, attention, recurrent state and losses */
 } rl_train_opts;

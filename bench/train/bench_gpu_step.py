@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--stages", default="pretrain,align,distill")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--profile", default="distill:bf16",
+                    help="STAGE:PRECISION run once more with --profile 1 (its top ops printed); '' = none")
     a = ap.parse_args()
     radlads, worker = os.path.join(a.build, "cli", "radlads"), os.path.join(a.build, "worker", "radlads-worker")
     ceiling, card = gemm_ceiling() if a.device == "cuda" else (None, "cpu dry run")
@@ -145,6 +147,7 @@ def main():
               f"batch {a.batch} x seq {T}")
         print(f"  {'stage':<9} {'precision':<9} {'tokens/s':>10} {'ms/step':>9} {'model TFLOP/s':>14} {'MFU':>7}  "
               f"{'peak GiB':>8} {'last loss':>10}")
+        profiles = []
         for stage in a.stages.split(","):
             for prec in a.precisions.split(","):
                 out = d(f"{stage}-{prec}")
@@ -161,11 +164,24 @@ def main():
                 except SystemExit as e:
                     print(f"  {stage:<9} {prec:<9} {e}")
                     continue
+                if a.profile == f"{stage}:{prec}":
+                    call(args[:args.index("--out") + 1] + [out + "-profile"] + args[args.index("--out") + 2:] +
+                         ["--profile", "1"])
+                    profiles.append((f"{stage} {prec}", os.path.join(out + "-profile", "profile.tsv")))
                 tps, last = steady_rate(out)
                 tf = tps * flops[stage] / 1e12
                 mfu = f"{100 * tf / ceiling:6.1f}%" if ceiling else "    n/a"
                 print(f"  {stage:<9} {prec:<9} {tps:10.0f} {1e3 * a.batch * T / tps:9.1f} {tf:14.1f} {mfu}  "
                       f"{last.get('backend_peak_bytes', 0) / 2**30:8.2f} {last['loss']:10.4f}", flush=True)
+
+        for what, path in profiles:
+            rows = [ln.rstrip("\n").split("\t") for ln in open(path) if not ln.startswith(("#", "op\t"))]
+            print(f"  profile of {what} (--profile 1: each op timed between device syncs), top 16 by time:")
+            print(f"    {'op':<24} {'shape M x N x K':<20} {'calls':>6} {'ms/step':>8} {'share':>7} {'TFLOP/s':>8}")
+            for r in rows[:16]:
+                shape = f"{r[1]}x{r[2]}x{r[3]} {'NT'[int(r[4])]}{'NT'[int(r[5])]}" if r[1] != "0" else ""
+                print(f"    {r[0]:<24} {shape:<20} {r[7]:>6} {float(r[9]):8.2f} {100 * float(r[10]):6.1f}% "
+                      f"{float(r[11]):8.1f}")
 
 
 if __name__ == "__main__":

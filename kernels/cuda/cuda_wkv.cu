@@ -44,7 +44,8 @@
 
 namespace {
 
-constexpr int SEG = 16; /* tokens staged per shared-memory tile; backward segment length */
+constexpr int SEG = 16;         /* tokens staged per shared-memory tile; the longest backward segment */
+constexpr int BSEG_DEFAULT = 16; /* the backward's segment length unless RADLADS_WKV_BSEG says otherwise */
 
 struct wkv_args {
     int T, H, N, L;
@@ -170,9 +171,21 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
 
 /* ---- backward ------------------------------------------------------------------------------- */
 
-/* ws: per block SEG·N² floats, the key-major states before each token of the current segment.
+/* p[q..q+3] from shared memory: one 16-byte load in the EXACT kernels (N = 64 or 128, so every staged
+ * vector starts 16-byte aligned), four bounded scalar loads otherwise */
+template <bool EXACT>
+__device__ __forceinline__ float4 ld4(const float *p, int q, int N)
+{
+    if (EXACT)
+        return *reinterpret_cast<const float4 *>(p + q);
+    return make_float4(q < N ? p[q] : 0.0f, q + 1 < N ? p[q + 1] : 0.0f, q + 2 < N ? p[q + 2] : 0.0f,
+                       q + 3 < N ? p[q + 3] : 0.0f);
+}
+
+/* ws: per block BSEG·N² floats, the key-major states before each token of the current segment (BSEG ≤ SEG:
+ * the backward's segment length; shorter segments keep the buffers of all resident blocks in L2).
  * ckpt: the key-major chunk-start states (the forward's, or a replay's). */
-template <int CAP, bool EXACT, bool SEVEN>
+template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG>
 __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads g, const float *dy,
                                                            const float *dstate_out, const float *ckpt, float *ws,
                                                            float *dstate_in)
@@ -182,33 +195,33 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
     extern __shared__ __align__(16) float smem[];
     const int N = EXACT ? CAP : p.N, GP = N + 1;
     float *G = smem;                        /* [N][N+1]: ∂L/∂S, G[k*GP + i] = G_ki */
-    float *tile = G + (size_t)N * GP;       /* [SEG][NV][N] */
-    float *dsa = tile + (size_t)SEG * NV * N; /* [N] (wkv7) */
+    float *tile = G + (size_t)N * GP;       /* [BSEG][NV][N] */
+    float *dsa = tile + (size_t)BSEG * NV * N; /* [N] (wkv7) */
     const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
     const float *ck = ckpt + (size_t)bh * nc * NN;
-    float *Sb = ws + (size_t)bh * SEG * NN;
+    float *Sb = ws + (size_t)bh * BSEG * NN;
 
     for (int k = 0; k < N; k++) /* thread i fills column i (coalesced rows of dstate_out) */
         G[k * GP + i] = dstate_out ? dstate_out[soff + (size_t)k * N + i] : 0.0f;
 
     for (int c = nc - 1; c >= 0; c--) {
-        const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + SEG - 1) / SEG;
+        const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + BSEG - 1) / BSEG;
         for (int q = nseg - 1; q >= 0; q--) {
-            const int s0 = cs + q * SEG, n = min(SEG, ce - s0);
+            const int s0 = cs + q * BSEG, n = min(BSEG, ce - s0);
 
             /* 1. row i of the state at s0: the chunk checkpoint (key-major: ck[j][i] = S_ij), then a
-             * replay of this chunk's earlier segments (none when L ≤ SEG) */
+             * replay of this chunk's earlier segments (none when L ≤ BSEG) */
             float s[CAP];
 #pragma unroll
             for (int j = 0; j < CAP; j++)
                 s[j] = (EXACT || j < N) ? ck[(size_t)c * NN + (size_t)j * N + i] : 0.0f;
-            for (int t0 = cs; t0 < s0; t0 += SEG) { /* s0 − cs is a multiple of SEG: full tiles */
+            for (int t0 = cs; t0 < s0; t0 += BSEG) { /* s0 − cs is a multiple of BSEG: full tiles */
                 __syncthreads();
-                stage_tokens(tile, NVF, p, N, b, h, t0, SEG, SEVEN, BV_V, -1, nullptr);
+                stage_tokens(tile, NVF, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
                 __syncthreads();
-                for (int tt = 0; tt < SEG; tt++) {
+                for (int tt = 0; tt < BSEG; tt++) {
                     const float *x = tile + (size_t)tt * NV * N;
                     row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N, x + BV_K * N,
                                                 x + BV_A * N, x + BV_B * N, false, nullptr);
@@ -263,11 +276,23 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                     const float dyi = dyt[i];
                     const float *Gi = G + (size_t)i * GP;
                     float dvi = 0.0f, dsai = 0.0f;
-                    for (int j = 0; j < N; j++) {
-                        const float gij = Gi[j] + dyi * r[j];
-                        dvi += gij * k[j];
-                        if (SEVEN)
-                            dsai += gij * bb[j];
+#pragma unroll
+                    for (int j0 = 0; j0 < CAP; j0 += 4) {
+                        if (!EXACT && j0 >= N)
+                            break;
+                        const float4 r4 = ld4<EXACT>(r, j0, N), k4 = ld4<EXACT>(k, j0, N);
+                        const float4 b4 = SEVEN ? ld4<EXACT>(bb, j0, N) : r4;
+                        const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
+                        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            if (!EXACT && j0 + u >= N)
+                                break;
+                            const float gij = Gi[j0 + u] + dyi * rr[u];
+                            dvi += gij * kv[u];
+                            if (SEVEN)
+                                dsai += gij * bv[u];
+                        }
                     }
                     g.v[o] += dvi;
                     if (SEVEN)
@@ -280,24 +305,35 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                     const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
                     float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
 #pragma unroll
-                    for (int kk = 0; kk < CAP; kk++) {
-                        if (!EXACT && kk >= N)
+                    for (int k0 = 0; k0 < CAP; k0 += 4) {
+                        if (!EXACT && k0 >= N)
                             break;
-                        const float dyk = dyt[kk], vk = v[kk];
-                        const float gk = G[kk * GP + i] + dyk * ri;
-                        const float spk = sp[kk];
-                        dd += gk * spk;
-                        dk += gk * vk;
-                        sdy += spk * dyk;
-                        vdy += vk * dyk;
-                        if (SEVEN) {
-                            const float sak = sav[kk], dsak = dsa[kk];
-                            db += gk * sak;
-                            da += spk * dsak;
-                            sady += sak * dyk;
-                            G[kk * GP + i] = gk * di + dsak * ai;
-                        } else {
-                            G[kk * GP + i] = gk * di;
+                        const float4 dy4 = ld4<EXACT>(dyt, k0, N), v4 = ld4<EXACT>(v, k0, N);
+                        const float4 sa4 = SEVEN ? ld4<EXACT>(sav, k0, N) : dy4;
+                        const float4 ds4 = SEVEN ? ld4<EXACT>(dsa, k0, N) : dy4;
+                        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
+                        const float sav4[4] = {sa4.x, sa4.y, sa4.z, sa4.w}, dsav[4] = {ds4.x, ds4.y, ds4.z, ds4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            const int kk = k0 + u;
+                            if (!EXACT && kk >= N)
+                                break;
+                            const float dyk = dyv[u], vk = vv[u];
+                            const float gk = G[kk * GP + i] + dyk * ri;
+                            const float spk = sp[kk];
+                            dd += gk * spk;
+                            dk += gk * vk;
+                            sdy += spk * dyk;
+                            vdy += vk * dyk;
+                            if (SEVEN) {
+                                const float sak = sav4[u], dsak = dsav[u];
+                                db += gk * sak;
+                                da += spk * dsak;
+                                sady += sak * dyk;
+                                G[kk * GP + i] = gk * di + dsak * ai;
+                            } else {
+                                G[kk * GP + i] = gk * di;
+                            }
                         }
                     }
                     float dr = di * sdy + k[i] * vdy;
@@ -328,9 +364,9 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
 #else
 
 size_t fwd_smem(int N, bool seven) { return sizeof(float) * (size_t)SEG * (seven ? 6 : 4) * N; }
-size_t bwd_smem(int N, bool seven)
+size_t bwd_smem(int N, bool seven, int bseg)
 {
-    return sizeof(float) * ((size_t)N * (N + 1) + (size_t)SEG * (seven ? 8 : 5) * N + (size_t)N);
+    return sizeof(float) * ((size_t)N * (N + 1) + (size_t)bseg * (seven ? 8 : 5) * N + (size_t)N);
 }
 
 template <int CAP, bool EXACT, bool SEVEN>
@@ -346,17 +382,29 @@ cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const flo
     return cudaGetLastError();
 }
 
-template <int CAP, bool EXACT, bool SEVEN>
+template <int CAP, bool EXACT, bool SEVEN, int BSEG>
 cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                             const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    auto kern = wkv_backward_kernel<CAP, EXACT, SEVEN>;
-    const size_t sm = bwd_smem(p.N, SEVEN);
+    auto kern = wkv_backward_kernel<CAP, EXACT, SEVEN, BSEG>;
+    const size_t sm = bwd_smem(p.N, SEVEN, BSEG);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     kern<<<BH, p.N, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
+}
+
+/* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16 (a benchmark knob), else the default. */
+int backward_segment()
+{
+    static int bseg = 0;
+    if (!bseg) {
+        const char *e = getenv("RADLADS_WKV_BSEG");
+        const int v = e ? atoi(e) : 0;
+        bseg = v == 4 || v == 8 || v == 16 ? v : BSEG_DEFAULT;
+    }
+    return bseg;
 }
 
 /* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */
@@ -375,19 +423,30 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
     return launch_forward<128, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
+template <int CAP, bool EXACT, bool SEVEN>
+cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    switch (backward_segment()) {
+    case 4: return launch_backward<CAP, EXACT, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    case 8: return launch_backward<CAP, EXACT, SEVEN, 8>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    default: return launch_backward<CAP, EXACT, SEVEN, 16>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    }
+}
+
 template <bool SEVEN>
 cudaError_t dispatch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                               const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
     if (p.N == 64)
-        return launch_backward<64, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<64, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     if (p.N == 128)
-        return launch_backward<128, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<128, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     if (p.N <= 32)
-        return launch_backward<32, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<32, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     if (p.N <= 64)
-        return launch_backward<64, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
-    return launch_backward<128, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<64, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return launch_backward_seg<128, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
 bool dims_ok(const rl_wkv_dims *d)
@@ -413,7 +472,7 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
     return dispatch_forward<SEVEN>(st, make_args(d, in), d->batch * d->heads, state_in, y, state_out, ckpt);
 }
 
-/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·SEG·N²]. */
+/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·BSEG·N²]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -424,7 +483,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     const wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
-    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * SEG * NN;
+    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * backward_segment() * NN;
     float *buf = (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg));
     if (!buf)
         return cudaErrorMemoryAllocation;

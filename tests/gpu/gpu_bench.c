@@ -302,8 +302,13 @@ static void bench_wkv(int kind)
         rl_free(be, gr[i]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const int only_wkv = argc > 1 && !strcmp(argv[1], "wkv"); /* `gpu_bench wkv`: the recurrences alone */
+    if (argc > 1 && !only_wkv) {
+        fprintf(stderr, "usage: gpu_bench [wkv]\n");
+        return 2;
+    }
     int count = 0;
     cudaError_t ce = cudaGetDeviceCount(&count);
     if (ce != cudaSuccess || count == 0) {
@@ -323,10 +328,12 @@ int main(void)
     cudaGetDeviceProperties(&prop, 0);
     printf("gpu_bench: %s, %d SMs, L2 %d MiB; median of 20 runs after 3 warm-ups, CUDA events\n", prop.name,
            prop.multiProcessorCount, prop.l2CacheSize >> 20);
-    ceilings();
-    bench_memory_bound();
-    bench_gemm();
-    bench_attention();
+    if (!only_wkv) {
+        ceilings();
+        bench_memory_bound();
+        bench_gemm();
+        bench_attention();
+    }
     bench_wkv(7);
     bench_wkv(6);
     cudaEventDestroy(ev0), cudaEventDestroy(ev1);

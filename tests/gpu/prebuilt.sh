@@ -11,6 +11,8 @@
 #                                      (the CUDA toolkit or PyTorch's wheels), runs tests/gpu/run.sh on the
 #                                      unpacked programs, then bench/train/bench_gpu_step.py; exits with run.sh's
 #                                      status.  RL_GPU_T_STEP limits the step benchmark (default 150 s).
+#   tests/gpu/prebuilt.sh shell DIR 'CMDS'   there: the same environment (unpacking only if not yet done),
+#                                      then bash -c CMDS with $B the unpacked build folder
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-}
@@ -41,9 +43,12 @@ pack)
   tar -C "$tmp" -cJf "$dir/gpupack.tar.xz" build lib corpora || exit 1
   ls -la "$dir/gpupack.tar.xz"
   ;;
-run)
+run | shell)
   u=/tmp/radlads-gpu
-  rm -rf "$u" && mkdir -p "$u" && tar -C "$u" -xJf "$dir/gpupack.tar.xz" || { echo "prebuilt.sh: unpack failed" >&2; exit 1; }
+  if [ "$mode" = run ] || [ ! -x "$u/build/worker/radlads-worker" ]; then
+    rm -rf "$u" && mkdir -p "$u" && tar -C "$u" -xJf "$dir/gpupack.tar.xz" ||
+      { echo "prebuilt.sh: unpack failed" >&2; exit 1; }
+  fi
   libdirs=$u/lib
   for name in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
     f=$(find /usr/local/cuda/ /usr/local/cuda/lib64/ /usr/lib/x86_64-linux-gnu/ /opt/ /usr/local/lib/ \
@@ -51,11 +56,16 @@ run)
     [ -n "$f" ] && libdirs=$libdirs:$(dirname "$f") || echo "prebuilt.sh: $name not found on this machine" >&2
   done
   export LD_LIBRARY_PATH=$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  [ -f "$u/corpora/tinyshakespeare.txt" ] && export RADLADS_CORPORA=$u/corpora
+  if [ "$mode" = shell ]; then # tests/gpu/prebuilt.sh shell DIR 'commands' ($B = the unpacked build)
+    shift 2
+    B=$u/build bash -c "$*"
+    exit $?
+  fi
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   for p in $PROGS; do
     ldd "$u/build/$p" | grep "not found" && echo "prebuilt.sh: $p misses the libraries above" >&2
   done
-  [ -f "$u/corpora/tinyshakespeare.txt" ] && export RADLADS_CORPORA=$u/corpora
   RL_GPU_BUILD=$u/build RL_GPU_PREBUILT=1 tests/gpu/run.sh
   rc=$?
   echo "== training step throughput and MFU (bench/train/bench_gpu_step.py)"

@@ -30,7 +30,7 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
     emu::run_grid(dim3(blocks), dim3(threads), body);
 }
 
-template <int CAP, bool EXACT, bool SEVEN>
+template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG>
 static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool use_ckpt, bool with_state)
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
@@ -97,13 +97,13 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         ckp = own.data();
     }
     run_grid(B * H, N, [&] {
-        wkv_backward_kernel<CAP, EXACT, SEVEN>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
+        wkv_backward_kernel<CAP, EXACT, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
     });
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
-    std::printf("%s N=%d (cap %d%s) B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6", N, CAP,
-                EXACT ? " exact" : "", B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
+    std::printf("%s N=%d (cap %d%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6",
+                N, CAP, EXACT ? " exact" : "", BSEG, B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
@@ -141,6 +141,11 @@ int main(void)
     fails += check_case<64, true, false>(be, 1, 50, 2, 64, 16, true, true);
     fails += check_case<128, true, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false>(be, 1, 20, 1, 128, 7, false, true);
+    /* shorter backward segments (RADLADS_WKV_BSEG): replays inside a chunk of 16, odd tails */
+    fails += check_case<64, true, true, 4>(be, 1, 37, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 8>(be, 1, 45, 1, 64, 16, false, true);
+    fails += check_case<64, true, false, 4>(be, 1, 29, 1, 64, 16, true, false);
+    fails += check_case<32, false, true, 4>(be, 2, 23, 1, 7, 10, true, true);
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
