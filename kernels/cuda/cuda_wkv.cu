@@ -46,6 +46,7 @@ namespace {
 
 constexpr int SEG = 16;         /* tokens staged per shared-memory tile; the longest backward segment */
 constexpr int BSEG_DEFAULT = 16; /* the backward's segment length unless RADLADS_WKV_BSEG says otherwise */
+constexpr int WIDE_BSEG_DEFAULT = 8; /* the same for the four-threads-per-row backward (H200: 8 fastest) */
 
 struct wkv_args {
     int T, H, N, L;
@@ -356,6 +357,261 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
             dstate_in[soff + (size_t)k * N + i] += G[k * GP + i];
 }
 
+/* ---- backward, four threads per state row and column ---------------------------------------------
+ * The kernel above gives a (b, h) pair N threads, so a grid of B·H blocks leaves most of a GPU's warp
+ * slots empty (B = 8, H = 64: under 8 warps per SM) and every token is a chain of two N-long loops. Here
+ * a block has Q·N threads: thread t = q·N + i (q = t / N, uniform per warp) works on row i (forward
+ * recompute, phase A) or column i (phase B) over the q-th quarter of the other index, W = N/Q elements.
+ * The quarter partials go through shared memory and are summed in the fixed order q = 0..Q−1, so the
+ * result is deterministic (not bit-identical to the kernel above: different summation order).
+ *   recompute: s[] = row i of S over the quarter's keys; sa_i = Σ_q partial (one barrier per token,
+ *              double-buffered partials);
+ *   phase A:   partial dv_i, dsa_i over the quarter's keys               — barrier —
+ *   phase B:   column i over the quarter's rows: partial dd, dk, db, da and the dr terms; G rewritten
+ *              (every element by one thread); dv_i and dsa_k are summed from the phase A partials
+ *                                                                        — barrier —
+ *   finish:    thread (i, q) sums one group of column partials and adds it to its output
+ *              (q = 0: dr, 1: dlogw, 2: dk, 3: db and da). */
+constexpr int WQ = 4;
+
+template <int CAP, bool SEVEN>
+__device__ __forceinline__ float wide_step(float (&s)[CAP / WQ], float *red_sa, int &par, int i, int q,
+                                           const float *x)
+{
+    constexpr int W = CAP / WQ;
+    const int j0 = q * W;
+    float sa = 0.0f;
+    if (SEVEN) {
+        float part = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < W; jj += 4) {
+            const float4 a4 = ld4<true>(x + BV_A * CAP, j0 + jj, CAP);
+            part += s[jj] * a4.x + s[jj + 1] * a4.y + s[jj + 2] * a4.z + s[jj + 3] * a4.w;
+        }
+        float *buf = red_sa + (par & 1) * WQ * CAP;
+        buf[q * CAP + i] = part;
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < WQ; u++)
+            sa += buf[u * CAP + i];
+        par++;
+    }
+    const float vi = x[BV_V * CAP + i];
+#pragma unroll
+    for (int jj = 0; jj < W; jj += 4) {
+        const float4 d4 = ld4<true>(x + BV_D * CAP, j0 + jj, CAP), k4 = ld4<true>(x + BV_K * CAP, j0 + jj, CAP);
+        const float4 b4 = SEVEN ? ld4<true>(x + BV_B * CAP, j0 + jj, CAP) : d4;
+        const float dv[4] = {d4.x, d4.y, d4.z, d4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            float e = s[jj + u] * dv[u] + vi * kv[u];
+            if (SEVEN)
+                e += sa * bv[u];
+            s[jj + u] = e;
+        }
+    }
+    return sa;
+}
+
+template <int CAP, bool SEVEN, int BSEG = SEG>
+__global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_kernel(wkv_args p, wkv_grads g, const float *dy,
+                                                                    const float *dstate_out, const float *ckpt,
+                                                                    float *ws, float *dstate_in)
+{
+    constexpr int NV = SEVEN ? 8 : 5, N = CAP, W = CAP / WQ, GP = N + 1, NT = CAP * WQ;
+    extern __shared__ __align__(16) float smem[];
+    float *tile = smem;                           /* [BSEG][NV][N] */
+    float *red_sa = tile + (size_t)BSEG * NV * N; /* [2][Q][N] */
+    float *redA = red_sa + 2 * WQ * N;            /* [Q][2][N]: dv, dsa partials */
+    float *redB = redA + WQ * 2 * N;              /* [Q][7][N]: dd, dk, db, da, sdy, vdy, sady partials */
+    float *G = redB + WQ * 7 * N;                 /* [N][N+1] */
+    const int t = threadIdx.x, i = t % N, q = t / N, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    const int nc = (p.T + p.L - 1) / p.L;
+    const float *ck = ckpt + (size_t)bh * nc * NN;
+    float *Sb = ws + (size_t)bh * BSEG * NN;
+    int par = 0;
+
+    for (int e = t; e < N * N; e += NT) {
+        const int k = e / N, c = e - k * N;
+        G[k * GP + c] = dstate_out ? dstate_out[soff + e] : 0.0f;
+    }
+
+    for (int c = nc - 1; c >= 0; c--) {
+        const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + BSEG - 1) / BSEG;
+        for (int sg = nseg - 1; sg >= 0; sg--) {
+            const int s0 = cs + sg * BSEG, n = min(BSEG, ce - s0);
+
+            /* 1. row i of the state at s0, keys of quarter q: checkpoint, then replay of earlier segments */
+            float s[W];
+#pragma unroll
+            for (int jj = 0; jj < W; jj++)
+                s[jj] = ck[(size_t)c * NN + (size_t)(q * W + jj) * N + i];
+            for (int t0 = cs; t0 < s0; t0 += BSEG) {
+                __syncthreads();
+                stage_tokens(tile, NV, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
+                __syncthreads();
+                for (int tt = 0; tt < BSEG; tt++)
+                    wide_step<CAP, SEVEN>(s, red_sa, par, i, q, tile + (size_t)tt * NV * N);
+            }
+
+            /* 2. the segment's tokens, the states before each (key-major) and sa */
+            __syncthreads();
+            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+            __syncthreads();
+            for (int tau = 0; tau < n; tau++) {
+                float *x = tile + (size_t)tau * NV * N;
+                float *col = Sb + (size_t)tau * NN + i;
+#pragma unroll
+                for (int jj = 0; jj < W; jj++)
+                    col[(size_t)(q * W + jj) * N] = s[jj];
+                const float sa = wide_step<CAP, SEVEN>(s, red_sa, par, i, q, x);
+                if (SEVEN && q == 0)
+                    x[BV_SA * N + i] = sa;
+            }
+            __syncthreads();
+
+            /* 3. the reverse walk */
+            for (int tau = n - 1; tau >= 0; tau--) {
+                const float *x = tile + (size_t)tau * NV * N;
+                const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
+                const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
+                const size_t o = tok_off(p, b, s0 + tau, h) + i;
+                const int r0 = q * W; /* this thread's quarter of keys (phase A) or rows (phase B) */
+
+                /* the gradients this thread adds to, read now so that the loads are not waited for at the end */
+                float old0 = 0.0f, old1 = 0.0f;
+                if (q == 0)
+                    old0 = g.r[o], old1 = g.v[o];
+                else if (q == 1)
+                    old0 = g.logw[o];
+                else if (q == 2)
+                    old0 = g.k[o];
+                else if (SEVEN)
+                    old0 = g.b[o], old1 = g.a[o];
+
+                float sp[W]; /* S_{t−1}[r0 + m][i]: row i of the key-major copy, contiguous */
+                {
+                    const float4 *Sp = reinterpret_cast<const float4 *>(Sb + (size_t)tau * NN + (size_t)i * N + r0);
+#pragma unroll
+                    for (int m = 0; m < W / 4; m++) {
+                        const float4 f = Sp[m];
+                        sp[4 * m] = f.x, sp[4 * m + 1] = f.y, sp[4 * m + 2] = f.z, sp[4 * m + 3] = f.w;
+                    }
+                }
+
+                /* phase A: row i, keys r0.. */
+                {
+                    const float dyi = dyt[i];
+                    const float *Gi = G + (size_t)i * GP + r0;
+                    float dvi = 0.0f, dsai = 0.0f;
+#pragma unroll
+                    for (int jj = 0; jj < W; jj += 4) {
+                        const float4 r4 = ld4<true>(r, r0 + jj, N), k4 = ld4<true>(k, r0 + jj, N);
+                        const float4 b4 = SEVEN ? ld4<true>(bb, r0 + jj, N) : r4;
+                        const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
+                        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            const float gij = Gi[jj + u] + dyi * rr[u];
+                            dvi += gij * kv[u];
+                            if (SEVEN)
+                                dsai += gij * bv[u];
+                        }
+                    }
+                    redA[(q * 2 + 0) * N + i] = dvi;
+                    redA[(q * 2 + 1) * N + i] = dsai;
+                }
+                __syncthreads(); /* the partials are complete; every row of G read */
+
+                /* phase B: column i, rows r0.. */
+                {
+                    if (q == 0) {
+                        float dv = 0.0f;
+#pragma unroll
+                        for (int u = 0; u < WQ; u++)
+                            dv += redA[(u * 2 + 0) * N + i];
+                        g.v[o] = old1 + dv;
+                    }
+                    const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
+                    float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
+#pragma unroll
+                    for (int m0 = 0; m0 < W; m0 += 4) {
+                        const int k0 = r0 + m0;
+                        const float4 dy4 = ld4<true>(dyt, k0, N), v4 = ld4<true>(v, k0, N);
+                        const float4 sa4 = SEVEN ? ld4<true>(sav, k0, N) : dy4;
+                        float4 ds4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        if (SEVEN)
+#pragma unroll
+                            for (int u = 0; u < WQ; u++) {
+                                const float4 f = ld4<true>(redA + (u * 2 + 1) * N, k0, N);
+                                ds4.x += f.x, ds4.y += f.y, ds4.z += f.z, ds4.w += f.w;
+                            }
+                        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
+                        const float sav4[4] = {sa4.x, sa4.y, sa4.z, sa4.w}, dsav[4] = {ds4.x, ds4.y, ds4.z, ds4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            const int kk = k0 + u;
+                            const float dyk = dyv[u], vk = vv[u], spk = sp[m0 + u];
+                            const float gk = G[kk * GP + i] + dyk * ri;
+                            dd += gk * spk;
+                            dk += gk * vk;
+                            sdy += spk * dyk;
+                            vdy += vk * dyk;
+                            if (SEVEN) {
+                                const float sak = sav4[u], dsak = dsav[u];
+                                db += gk * sak;
+                                da += spk * dsak;
+                                sady += sak * dyk;
+                                G[kk * GP + i] = gk * di + dsak * ai;
+                            } else {
+                                G[kk * GP + i] = gk * di;
+                            }
+                        }
+                    }
+                    float *rb = redB + (size_t)q * 7 * N + i;
+                    rb[0 * N] = dd, rb[1 * N] = dk, rb[4 * N] = sdy, rb[5 * N] = vdy;
+                    if (SEVEN)
+                        rb[2 * N] = db, rb[3 * N] = da, rb[6 * N] = sady;
+                }
+                __syncthreads(); /* G rewritten, column partials complete */
+
+                /* finish: one output group per quarter, summed in quarter order */
+                {
+                    auto total = [&](int slot) {
+                        float acc = 0.0f;
+#pragma unroll
+                        for (int u = 0; u < WQ; u++)
+                            acc += redB[((size_t)u * 7 + slot) * N + i];
+                        return acc;
+                    };
+                    const float di = dc[i];
+                    if (q == 0) {
+                        float dr = di * total(4) + k[i] * total(5);
+                        if (SEVEN)
+                            dr += bb[i] * total(6);
+                        g.r[o] = old0 + dr;
+                    } else if (q == 1) {
+                        g.logw[o] = old0 + total(0) * di;
+                    } else if (q == 2) {
+                        g.k[o] = old0 + total(1);
+                    } else if (SEVEN) {
+                        g.b[o] = old0 + total(2);
+                        g.a[o] = old1 + total(3);
+                    }
+                }
+            }
+        }
+    }
+    if (dstate_in) {
+        __syncthreads();
+        for (int e = t; e < N * N; e += NT) {
+            const int k = e / N, c = e - k * N;
+            dstate_in[soff + e] += G[k * GP + c];
+        }
+    }
+}
+
 /* ---- launchers ------------------------------------------------------------------------------ */
 /* tests/gpu/wkv_cuda_logic_check.cpp compiles the kernels above on the host (a std::thread per GPU
  * thread, a barrier for __syncthreads) and leaves the launchers out. */
@@ -395,14 +651,43 @@ cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wk
     return cudaGetLastError();
 }
 
+size_t wide_smem(int N, bool seven, int bseg)
+{
+    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1));
+}
+
+template <int CAP, bool SEVEN, int BSEG>
+cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    auto kern = wkv_backward_wide_kernel<CAP, SEVEN, BSEG>;
+    const size_t sm = wide_smem(p.N, SEVEN, BSEG);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, p.N * WQ, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return cudaGetLastError();
+}
+
+/* RADLADS_WKV_WIDE=0: head sizes 64 and 128 run the N-thread backward too (a benchmark knob). */
+bool backward_wide()
+{
+    static int wide = -1;
+    if (wide < 0) {
+        const char *e = getenv("RADLADS_WKV_WIDE");
+        wide = !(e && e[0] == '0');
+    }
+    return wide != 0;
+}
+
 /* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16 (a benchmark knob), else the default. */
 int backward_segment()
 {
-    static int bseg = 0;
+    static int bseg = 0; /* −1: the kernel's default */
     if (!bseg) {
         const char *e = getenv("RADLADS_WKV_BSEG");
         const int v = e ? atoi(e) : 0;
-        bseg = v == 4 || v == 8 || v == 16 ? v : BSEG_DEFAULT;
+        bseg = v == 4 || v == 8 || v == 16 ? v : -1;
     }
     return bseg;
 }
@@ -427,7 +712,15 @@ template <int CAP, bool EXACT, bool SEVEN>
 cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    switch (backward_segment()) {
+    if constexpr (EXACT) {
+        if (backward_wide())
+            switch (backward_segment() > 0 ? backward_segment() : WIDE_BSEG_DEFAULT) {
+            case 4: return launch_backward_wide<CAP, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+            case 8: return launch_backward_wide<CAP, SEVEN, 8>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+            default: return launch_backward_wide<CAP, SEVEN, 16>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+            }
+    }
+    switch (backward_segment() > 0 ? backward_segment() : BSEG_DEFAULT) {
     case 4: return launch_backward<CAP, EXACT, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     case 8: return launch_backward<CAP, EXACT, SEVEN, 8>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     default: return launch_backward<CAP, EXACT, SEVEN, 16>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
@@ -483,7 +776,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     const wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
-    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * backward_segment() * NN;
+    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * SEG * NN; /* the longest segment */
     float *buf = (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg));
     if (!buf)
         return cudaErrorMemoryAllocation;

@@ -30,7 +30,7 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
     emu::run_grid(dim3(blocks), dim3(threads), body);
 }
 
-template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG>
+template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false>
 static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool use_ckpt, bool with_state)
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
@@ -96,14 +96,21 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         });
         ckp = own.data();
     }
-    run_grid(B * H, N, [&] {
-        wkv_backward_kernel<CAP, EXACT, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
-    });
+    if constexpr (WIDE)
+        run_grid(B * H, N * WQ, [&] {
+            wkv_backward_wide_kernel<CAP, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
+                                                       dsi.data());
+        });
+    else
+        run_grid(B * H, N, [&] {
+            wkv_backward_kernel<CAP, EXACT, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
+                                                         dsi.data());
+        });
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
-    std::printf("%s N=%d (cap %d%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6",
-                N, CAP, EXACT ? " exact" : "", BSEG, B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
+    std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6",
+                N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
@@ -146,6 +153,14 @@ int main(void)
     fails += check_case<64, true, true, 8>(be, 1, 45, 1, 64, 16, false, true);
     fails += check_case<64, true, false, 4>(be, 1, 29, 1, 64, 16, true, false);
     fails += check_case<32, false, true, 4>(be, 2, 23, 1, 7, 10, true, true);
+    /* the backward with four threads per state row and column (what N = 64 and 128 run) */
+    fails += check_case<64, true, true, 16, true>(be, 2, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 8, true>(be, 1, 45, 1, 64, 16, false, true);
+    fails += check_case<64, true, true, 4, true>(be, 1, 37, 1, 64, 48, true, false);
+    fails += check_case<64, true, false, 16, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, false, 8, true>(be, 1, 29, 1, 64, 16, false, false);
+    fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, true);
+    fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
