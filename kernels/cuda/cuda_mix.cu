@@ -139,14 +139,11 @@ __global__ void mix7_forward_kernel(mix7_args m, rl_rwkv7_mix_out out, float *v_
     }
 }
 
-/* Backward: one warp per (slot of rows, KV head g), looping over the rho query heads that read g and, for
- * each, over its rows — so the repeated key/value gradient dkr, dvr of a lane's channel has a single writer
- * (and gets the heads' terms in head order, as before). Parameter partials (w0, a0, v0, k_k, k_a) of a
- * lane's channels are summed in registers over the slot's rows and stored once into part[slot][5][D] (a sum
- * in memory would make every row wait for the previous row's store). Three passes per (row, head): the
- * norm, the main terms (and κ·dκ, a warp sum), the normalisation's backward. */
-constexpr int MIX_CH = 4; /* channels per lane: head_dim ≤ 128 */
-
+/* Backward: one warp per (slot of rows, KV head g), looping over its rows and, within a row, over the
+ * rho query heads that read g — so the repeated key/value gradient dkr, dvr of a lane's channel has a
+ * single writer. Parameter partials go to part[slot][5][D] (w0, a0, v0, k_k, k_a), each element owned
+ * by one lane of one warp, accumulated in row order. Three passes per (row, head): the norm, the main
+ * terms (and κ·dκ, a warp sum), the normalisation's backward. */
 __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv_first, rl_rwkv7_mix_out dout,
                                      rl_rwkv7_mix_in in, const float *v_first, float *part, int nslots, int rps)
 {
@@ -156,13 +153,12 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
     const int N = m.N, D = m.D;
     float *pw0 = part + (size_t)slot * 5 * D, *pa0 = pw0 + D, *pv0 = pa0 + D, *pkk = pv0 + D, *pka = pkk + D;
     const int r0 = slot * rps, r1 = min(m.rows, r0 + rps);
-    for (int h = kvh * m.rho; h < (kvh + 1) * m.rho; h++) {
-        const int c0 = h * N;
-        float sw0[MIX_CH] = {}, sa0[MIX_CH] = {}, sv0[MIX_CH] = {}, skk[MIX_CH] = {}, ska[MIX_CH] = {};
-        for (int row = r0; row < r1; row++) {
-            const size_t ko = (size_t)row * m.KD + (size_t)kvh * N;
-            const float *kr = in.k + ko, *vr = in.v + ko;
-            float *dkr = g.k + ko, *dvr = g.v + ko;
+    for (int row = r0; row < r1; row++) {
+        const size_t ko = (size_t)row * m.KD + (size_t)kvh * N;
+        const float *kr = in.k + ko, *vr = in.v + ko;
+        float *dkr = g.k + ko, *dvr = g.v + ko;
+        for (int h = kvh * m.rho; h < (kvh + 1) * m.rho; h++) {
+            const int c0 = h * N;
             const size_t o = (size_t)row * D;
             float nn = 0.0f;
             for (int n = lane; n < N; n += 32) {
@@ -172,11 +168,7 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
             const float norm = sqrtf(warp_sum(nn));
             const float inv = m.variant == 'a' ? 1.0f / fmaxf(norm, 1e-12f) : 1.0f / (norm + 1e-12f);
             float kdot = 0.0f; /* κ·dκ (a) or kr·dκ (b), this lane's share */
-#pragma unroll
-            for (int u = 0; u < MIX_CH; u++) {
-                const int n = lane + 32 * u;
-                if (n >= N)
-                    break;
+            for (int n = lane; n < N; n += 32) {
                 const int c = c0 + n;
                 const size_t e = o + c;
                 const float sw = sigmoidf_(in.w0[c] + in.dlora[e]);
@@ -190,7 +182,7 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
                 if (m.variant == 'a') {
                     dkr[n] += dk * (1.0f + (alpha - 1.0f) * in.k_a[c]);
                     dalpha += dk * kr[n] * in.k_a[c];
-                    ska[u] += dk * kr[n] * (alpha - 1.0f);
+                    pka[c] += dk * kr[n] * (alpha - 1.0f);
                     kdot += kap * dkap;
                 } else {
                     dkr[n] += dk * (1.0f - w + alpha);
@@ -200,10 +192,10 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
                 }
                 const float dx = dlogw * -EXP_M05 * sw * (1.0f - sw);
                 g.dlora[e] += dx;
-                sw0[u] += dx;
+                pw0[c] += dx;
                 const float dy = dalpha * alpha * (1.0f - alpha);
                 g.alora[e] += dy;
-                sa0[u] += dy;
+                pa0[c] += dy;
                 if (m.first) {
                     dvr[n] += dout.v[e] + (dv_first ? dv_first[e] : 0.0f);
                 } else {
@@ -212,15 +204,11 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
                     dv_first[e] += dout.v[e] * nu;
                     const float dz = dout.v[e] * (v_first[e] - vr[n]) * nu * (1.0f - nu);
                     g.vlora[e] += dz;
-                    sv0[u] += dz;
+                    pv0[c] += dz;
                 }
             }
             kdot = warp_sum(kdot);
-#pragma unroll
-            for (int u = 0; u < MIX_CH; u++) {
-                const int n = lane + 32 * u;
-                if (n >= N)
-                    break;
+            for (int n = lane; n < N; n += 32) {
                 const int c = c0 + n;
                 const size_t e = o + c;
                 const float alpha = sigmoidf_(in.a0[c] + in.alora[e]);
@@ -234,19 +222,11 @@ __global__ void mix7_backward_kernel(mix7_args m, rl_rwkv7_mix_grad g, float *dv
                         dx = (dkap - kap * kdot) * inv;
                     }
                     dkr[n] += dx * in.k_k[c];
-                    skk[u] += dx * kr[n];
+                    pkk[c] += dx * kr[n];
                 } else {
                     dkr[n] += dkap * inv - (norm > 0 ? kr[n] * kdot * inv * inv / norm : 0.0f);
                 }
             }
-        }
-#pragma unroll
-        for (int u = 0; u < MIX_CH; u++) {
-            const int n = lane + 32 * u;
-            if (n >= N)
-                break;
-            const int c = c0 + n;
-            pw0[c] += sw0[u], pa0[c] += sa0[u], pv0[c] += sv0[u], pkk[c] += skk[u], pka[c] += ska[u];
         }
     }
 }
@@ -634,7 +614,7 @@ cudaError_t rlc_rwkv7_mix_backward(cudaStream_t st, rlc_workspace *ws, const rl_
                                    const rl_rwkv7_mix_in *in, const float *v_first)
 {
     const mix7_args m = make_mix7(d);
-    if (d->kv_heads > 65535 || d->head_dim > 32 * MIX_CH) /* head_dim ≤ 128, as wkv's */
+    if (d->kv_heads > 65535)
         return cudaErrorInvalidValue;
     const int nslots = choose_slots(m.rows, d->kv_heads, 256), rps = (m.rows + nslots - 1) / nslots;
     const size_t pbytes = sizeof(float) * (size_t)nslots * 5 * m.D;

@@ -96,16 +96,14 @@ template <int CAP, bool EXACT, bool SEVEN>
 __device__ __forceinline__ float row_step(float (&s)[CAP], int N, float vi, const float *r, const float *d,
                                           const float *k, const float *a, const float *bb, bool want_y, float *y_out)
 {
-    /* the two dot products in four interleaved partial sums: dependent chains of CAP/4, not CAP */
-    float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float sa = 0.0f;
     if (SEVEN) {
 #pragma unroll
         for (int j = 0; j < CAP; j++)
             if (EXACT || j < N)
-                p[j & 3] += s[j] * a[j];
+                sa += s[j] * a[j];
     }
-    const float sa = (p[0] + p[1]) + (p[2] + p[3]);
-    float q[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float y = 0.0f;
 #pragma unroll
     for (int j = 0; j < CAP; j++)
         if (EXACT || j < N) {
@@ -114,10 +112,10 @@ __device__ __forceinline__ float row_step(float (&s)[CAP], int N, float vi, cons
                 e += sa * bb[j];
             s[j] = e;
             if (want_y)
-                q[j & 3] += e * r[j];
+                y += e * r[j];
         }
     if (want_y)
-        *y_out = (q[0] + q[1]) + (q[2] + q[3]);
+        *y_out = y;
     return sa;
 }
 
