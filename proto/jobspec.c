@@ -376,7 +376,7 @@ typedef struct stage_ctx {
 static const char *const stage_fields[] = {
     "stage", "tokens", "seq_len", "batch", "micro_batch", "lr", "lr2", "lr_wait", "lr_endpoint", "schedule",
     "warmup", "checkpoint_every", "keep_checkpoints", "clip", "kl_weight", "ce_weight", "loss", "train",
-    "seed", "zero", "recompute", "precision", NULL};
+    "seed", "zero", "recompute", "precision", "profile", NULL};
 
 /* A 0/1 switch; `meaning` says what each value does. */
 static int get_switch(parser *p, json_t *v, const char *path, const char *meaning, int *out)
@@ -448,6 +448,9 @@ static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const 
         return get_switch(p, v, path, "0 (every layer's activations kept for the backward) or 1 (only layer "
                           "inputs kept, each layer's forward run again in the backward: less memory, same result)",
                           &s->recompute);
+    if (!strcmp(key, "profile"))
+        return get_switch(p, v, path, "0 or 1 (1: every backend op timed, synchronously, from the second step on; "
+                          "profile.tsv in the stage's folder and the top ops in the log)", &s->profile);
     if (!strcmp(key, "seed")) {
         int64_t seed;
         char buf[32];
@@ -988,6 +991,8 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "ce_weight", json_real(s->ce_weight));
     json_object_set_new(o, "zero", json_integer(s->zero));
     json_object_set_new(o, "recompute", json_integer(s->recompute));
+    if (s->profile) /* only when asked: stage JSON without it means 0 */
+        json_object_set_new(o, "profile", json_integer(1));
     json_object_set_new(o, "precision", json_string(s->bf16 ? "bf16" : "fp32"));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));
     if (s->kind == RL_STAGE_EXTEND)

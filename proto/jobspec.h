@@ -41,6 +41,7 @@ typedef struct rl_stage_spec {
     uint64_t seed;
     int zero;                /* 1: ZeRO-1, optimizer state sharded over the ranks; 0: every rank keeps all */
     int recompute;           /* 1: activation recomputation (layer inputs kept, layers rerun in the backward) */
+    int profile;             /* 1: every backend op timed from the second step on (profile.tsv in the stage dir) */
     int bf16;                /* precision: bf16 = GEMMs on bf16 operands, fp32 accumulation and master weights */
 } rl_stage_spec;
 

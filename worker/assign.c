@@ -121,6 +121,8 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
     if (opt_switch(st, "recompute", &to->recompute) < 0)
         return fail(err, errlen, "stage_json: \"recompute\" must be 0 or 1 (1 = keep only layer inputs and "
                     "recompute each layer's forward in the backward)");
+    if (opt_switch(st, "profile", &to->profile) < 0)
+        return fail(err, errlen, "stage_json: \"profile\" must be 0 or 1");
     const char *precision = str_field(st, "precision");
     if (json_object_get(st, "precision") && (!precision || (strcmp(precision, "fp32") && strcmp(precision, "bf16"))))
         return fail(err, errlen, "stage_json: \"precision\" must be \"fp32\" or \"bf16\"");

@@ -481,7 +481,7 @@ static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train
                 "op\tM\tN\tK\ttrans_a\ttrans_b\tbatch\tcalls\tseconds\tms_per_step\tshare\tTFLOP_per_s\n",
                 (long long)steps);
         for (int i = 0; i < n; i++)
-            fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%ld\t%.6f\t%.3f\t%.4f\t%.2f\n", st[i].op, st[i].M, st[i].N,
+            fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%ld\t%.6f\t%.4f\t%.6f\t%.4f\n", st[i].op, st[i].M, st[i].N,
                     st[i].K, st[i].trans_a, st[i].trans_b, st[i].batch, st[i].calls, st[i].seconds,
                     1e3 * st[i].seconds / (double)steps, st[i].seconds / total,
                     st[i].seconds > 0 ? st[i].flops / st[i].seconds / 1e12 : 0.0);
