@@ -143,6 +143,11 @@ void rl_backend_profile(rl_backend *be, int enable)
     be->profile = enable;
 }
 
+void rl_backend_profile_pause(rl_backend *be, int pause)
+{
+    be->profile_paused = pause;
+}
+
 int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max)
 {
     int n = be->n_stats < max ? be->n_stats : max;
@@ -187,7 +192,7 @@ static void prof_add(rl_backend *be, const char *op, const rl_gemm *g, double se
 
 #define TIMED(name, gemm, call)                                                                              \
     do {                                                                                                     \
-        if (!be->profile)                                                                                    \
+        if (!be->profile || be->profile_paused)                                                              \
             return call;                                                                                     \
         be->ops->sync(be); /* a device backend: earlier queued work is not this op's time */                \
         double t0_ = now_seconds();                                                                          \

@@ -110,6 +110,9 @@ typedef struct {
 } rl_op_stat;
 
 void rl_backend_profile(rl_backend *be, int enable); /* turning it on clears the statistics */
+/* 1: ops are not timed (nor counted) until 0 again; the statistics so far are kept (a trainer's validation
+ * between its profiled steps). */
+void rl_backend_profile_pause(rl_backend *be, int pause);
 int rl_backend_op_stats(const rl_backend *be, rl_op_stat *out, int max); /* returns the number filled */
 
 /* ---- memory ------------------------------------------------------------- */

@@ -109,7 +109,7 @@ struct rl_backend {
     int status;       /* first error, sticky */
     char errmsg[512]; /* its message */
     void *impl;       /* backend-private state */
-    int profile;
+    int profile, profile_paused;
     int n_stats;
     rl_op_stat stats[128];
     /* mixed precision (rl_backend_set_autocast): weight ranges with their low-precision copies, and the

@@ -454,7 +454,6 @@ static int grads_ready(void *ctx, int event)
     return rl__buckets_event(t, t->hooks, event, t->ov_err, sizeof t->ov_err);
 }
 
-/* "student weights 1.2 MiB, gradients 1.2 MiB, …": the backend's memory by role, held now or peak. */
 static int cmp_stat_seconds(const void *a, const void *b)
 {
     const double x = ((const rl_op_stat *)a)->seconds, y = ((const rl_op_stat *)b)->seconds;
@@ -467,8 +466,11 @@ static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train
     rl_op_stat st[256];
     const int n = rl_backend_op_stats(t->be, st, 256);
     rl_backend_profile(t->be, 0);
-    if (n <= 0 || steps <= 0)
+    if (n <= 0 || steps <= 0) {
+        say(hooks, "info", "%s: profile: nothing to report (the first step is not profiled; this run had %lld more)",
+            rl_train_stage_name(o->stage), (long long)(steps > 0 ? steps : 0));
         return;
+    }
     qsort(st, (size_t)n, sizeof st[0], cmp_stat_seconds);
     double total = 0, gemm = 0;
     for (int i = 0; i < n; i++)
@@ -481,7 +483,7 @@ static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train
                 "op\tM\tN\tK\ttrans_a\ttrans_b\tbatch\tcalls\tseconds\tms_per_step\tshare\tTFLOP_per_s\n",
                 (long long)steps);
         for (int i = 0; i < n; i++)
-            fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%ld\t%.6f\t%.4f\t%.6f\t%.4f\n", st[i].op, st[i].M, st[i].N,
+            fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%ld\t%.9g\t%.4f\t%.6f\t%.6g\n", st[i].op, st[i].M, st[i].N,
                     st[i].K, st[i].trans_a, st[i].trans_b, st[i].batch, st[i].calls, st[i].seconds,
                     1e3 * st[i].seconds / (double)steps, st[i].seconds / total,
                     st[i].seconds > 0 ? st[i].flops / st[i].seconds / 1e12 : 0.0);
@@ -501,6 +503,7 @@ static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train
         f ? path : "(profile.tsv could not be written)");
 }
 
+/* "student weights 1.2 MiB, gradients 1.2 MiB, …": the backend's memory by role, held now or peak. */
 static void mem_roles(const rl_backend *be, int peak, char *buf, size_t len)
 {
     rl_mem_role r[16];
@@ -936,8 +939,10 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         }
         if (!rc && rl__valid_due(valid, step, total_steps)) { /* the same steps on every rank */
             char vline[256];
+            rl_backend_profile_pause(t.be, 1); /* --profile: training steps only */
             if (o.rank == 0)
                 rc = rl__valid_report(&t, valid, step, step * per_step, metrics, vline, sizeof vline, err, errlen);
+            rl_backend_profile_pause(t.be, 0);
             if (!rc && o.rank == 0)
                 say(hooks, "info", "%s", vline);
             rc = agree_rank0(&o, hooks, rc, "validate", err, errlen);

@@ -10,7 +10,8 @@ peer: what this card's tensor cores do on the best-shaped GEMM).
 
 Model FLOPs per token (the usual accounting: matmul parameters, x2 forward, x6 forward+backward):
   pretrain   6 * P_teacher + attention 6 * L * T * d (causal QK^T and PV, forward 2*T*d per layer, x3)
-  align      (2 * P_teacher_attn_path + the student's time-mix x6 + wkv) - only time-mix trains
+  align      2 * P_teacher body (no head) + teacher attention + 6 * the student's time-mix + wkv: only the
+             time-mix trains (its input gradient, which align computes and discards, is counted too)
   distill    2 * P_teacher + 6 * P_student + teacher attention 2*L*T*d + wkv 3 * 8 * N * d per layer
 P counts every 2-D weight a token multiplies (the tied or untied vocabulary head included, the embedding
 lookup not).  Recomputation and the CE/KL softmax are not counted (the convention of MFU).

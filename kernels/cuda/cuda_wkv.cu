@@ -9,7 +9,9 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * One thread block per (b, h), one thread per state row (N = head_dim ≤ 128 threads).
+ * One thread block per (b, h). The forward and the backward below have one thread per state row (N =
+ * head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is the one after it,
+ * with four threads per row and column (wkv_backward_wide_kernel).
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
@@ -765,7 +767,8 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
     return dispatch_forward<SEVEN>(st, make_args(d, in), d->batch * d->heads, state_in, y, state_out, ckpt);
 }
 
-/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·BSEG·N²]. */
+/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·SEG·N², the longest
+ * segment whatever the knob chose (the wide kernel's default of 8 uses half of it)]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,

@@ -35,7 +35,7 @@ pack)
   mkdir -p "$tmp/lib" "$tmp/corpora"
   # every shared library the programs load except glibc's, the C++/GCC runtime's and CUDA's own
   for p in $PROGS; do ldd "$b/$p"; done | awk '/=> \//{print $3}' | sort -u |
-    grep -v -E '/usr/local/cuda|/lib(c|m|pthread|dl|rt|stdc\+\+|gcc_s)\.so' |
+    grep -v -E '/usr/local/cuda|/(ld-linux[^/]*|lib(c|m|mvec|pthread|dl|rt|util|resolv|nsl|anl|stdc\+\+|gcc_s))\.so' |
     while read -r f; do cp -L "$f" "$tmp/lib/"; done
   corpora=${RADLADS_CORPORA:-../shared/corpora}
   [ -f "$corpora/tinyshakespeare.txt" ] && cp "$corpora/tinyshakespeare.txt" "$tmp/corpora/"
