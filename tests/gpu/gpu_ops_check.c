@@ -731,9 +731,11 @@ static rl_wkv_in wkv_inputs(int kind, const rl_wkv_dims *d, pair *p /* [6] */)
 
 static rl_wkv_in gpu_side(const pair *p) { return (rl_wkv_in){p[0].g, p[1].g, p[2].g, p[3].g, p[4].g, p[5].g}; }
 
-static void check_wkv(int kind)
+/* Head size 64 and 128 run the four-threads-per-row backward, others (40) the N-thread one; chunk 48 makes the
+ * backward rebuild states inside a chunk from earlier segments. */
+static void check_wkv(int kind, int head_dim, int chunk)
 {
-    rl_wkv_dims d = {.batch = 2, .seq = 45, .heads = 3, .head_dim = 64, .chunk = 0};
+    rl_wkv_dims d = {.batch = 2, .seq = 45, .heads = 3, .head_dim = head_dim, .chunk = chunk};
     const size_t n = (size_t)d.batch * d.seq * d.heads * d.head_dim;
     const size_t ns = (size_t)d.batch * d.heads * d.head_dim * d.head_dim, nck = rl_wkv_checkpoint_floats(&d);
     int (*fwd)(rl_backend *, const rl_wkv_dims *, float *, float *, float *, const rl_wkv_in *, const float *) =
@@ -741,8 +743,8 @@ static void check_wkv(int kind)
     int (*bwd)(rl_backend *, const rl_wkv_dims *, const rl_wkv_grad *, float *, const float *, const float *,
                const rl_wkv_in *, const float *, const float *) = kind == 7 ? rl_wkv7_backward : rl_wkv6_backward;
 
-    op_begin(kind == 7 ? "wkv7_forward" : "wkv6_forward", 2e-5, "B=%d T=%d H=%d N=%d chunk=16, state in/out", d.batch,
-             d.seq, d.heads, d.head_dim);
+    op_begin(kind == 7 ? "wkv7_forward" : "wkv6_forward", 2e-5, "B=%d T=%d H=%d N=%d chunk=%d, state in/out",
+             d.batch, d.seq, d.heads, d.head_dim, d.chunk ? d.chunk : RL_WKV_DEFAULT_CHUNK);
     pair p[6];
     rl_wkv_in ic = wkv_inputs(kind, &d, p), ig = gpu_side(p);
     pair s0 = sym(ns, 0.5f), y = poisoned(n), sT = poisoned(ns), ck = poisoned(nck);
@@ -752,8 +754,9 @@ static void check_wkv(int kind)
     op_end();
 
     for (int with_ckpt = 1; with_ckpt >= 0; with_ckpt--) {
-        op_begin(kind == 7 ? "wkv7_backward" : "wkv6_backward", 2e-4, "B=%d T=%d H=%d N=%d %s", d.batch, d.seq,
-                 d.heads, d.head_dim, with_ckpt ? "from ckpt" : "ckpt NULL (replay)");
+        op_begin(kind == 7 ? "wkv7_backward" : "wkv6_backward", 2e-4, "B=%d T=%d H=%d N=%d chunk=%d %s", d.batch,
+                 d.seq, d.heads, d.head_dim, d.chunk ? d.chunk : RL_WKV_DEFAULT_CHUNK,
+                 with_ckpt ? "from ckpt" : "ckpt NULL (replay)");
         ic = wkv_inputs(kind, &d, p), ig = gpu_side(p);
         s0 = sym(ns, 0.5f), y = poisoned(n), sT = poisoned(ns), ck = poisoned(nck);
         fwd(gpu, &d, y.g, sT.g, ck.g, &ig, s0.g);
@@ -972,8 +975,12 @@ int main(void)
     check_layers();
     check_attention();
     check_losses();
-    check_wkv(7);
-    check_wkv(6);
+    check_wkv(7, 64, 0);
+    check_wkv(6, 64, 0);
+    check_wkv(7, 128, 0);
+    check_wkv(6, 128, 48);
+    check_wkv(7, 64, 48);
+    check_wkv(7, 40, 0);
     check_rwkv7_mix('a', 1);
     check_rwkv7_mix('a', 0);
     check_rwkv7_mix('b', 1);

@@ -51,6 +51,17 @@ case $check_rc in
   *) check_msg="FAILED (rc $check_rc): see the FAIL lines above" ;;
 esac
 
+# The other wkv backward kernels the launcher can pick (benchmark knobs): the N-thread one for head sizes 64
+# and 128, and the four-threads-per-row one with 4-token segments.
+if [ $check_rc -eq 0 ]; then
+  for knobs in "RADLADS_WKV_WIDE=0 RADLADS_WKV_BSEG=16" "RADLADS_WKV_WIDE=1 RADLADS_WKV_BSEG=4"; do
+    echo "== every op again with $knobs"
+    env $knobs timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check" | grep -E "FAIL|passed"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { check_rc=$rc; check_msg="FAILED with $knobs (rc $rc): see the FAIL lines above"; }
+  done
+fi
+
 echo "== kernel timings"
 bench_rc=0
 if [ $check_rc -ne 77 ]; then
