@@ -197,8 +197,14 @@ static int align_micro_step(rl__trainer *t, const int32_t *inputs, double *loss,
         const float *u = t->teacher->layer_acts[l].ln1;
         if (t->o->recompute && l != L - 1) /* the last layer's activations are still there */
             rc |= mixer_forward(t, l, u, t->y_s);
-        rc |= rl_zero(be, t->du, RD * sizeof(float));
-        rc |= mixer_backward(t, l, u, t->dy + (size_t)l * RD, t->du);
+        /* the input is the frozen teacher's stream: its gradient is not wanted (RAD-RWKV7 skips those GEMMs;
+         * RWKV6's token-shift kernels need somewhere to put it) */
+        float *du = NULL;
+        if (t->s->arch != RL_STUDENT_RWKV7) {
+            du = t->du;
+            rc |= rl_zero(be, du, RD * sizeof(float));
+        }
+        rc |= mixer_backward(t, l, u, t->dy + (size_t)l * RD, du);
         if (t->m->grads_ready) /* layer l's time-mix gradients are final (the same events as the backward's) */
             rc |= t->m->grads_ready(t->m->grads_ready_ctx, t->m->cfg.layers - l);
     }
