@@ -20,7 +20,8 @@
  *   per row                                 x_final lnf [R,D], lnf_rstd row_losses tokens targets [R]x,
  *                                           v_first dv_first [R,A] (RWKV7), RoPE tables [T,N]x
  *   align (stage_step.c)                    per time-mix layer dy [R,D] (the loss gradient, kept until the
- *                                           backward), y_s du [R,D]; the teacher's u = ln1 and y_T =
+ *                                           backward), y_s [R,D], du [R,D] (RWKV6: the discarded input
+ *                                           gradient its token shift writes); the teacher's u = ln1 and y_T =
  *                                           attn_out per layer (without recompute: the teacher runs first)
  * The trainer allocates these tables (measured by role and compared in tests/worker/test_recompute.py plan:
  * weights, gradients, optimizer state, wkv checkpoints and GEMM copies exactly, activations within 1.5 % in
@@ -329,7 +330,8 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
         add(&tacts, teacher_layer);
         add(&tacts, (elems){0, s.T * s.N});
         /* student: dy per layer, the time-mix saved set of every layer (one with recompute) */
-        add(&acts, (elems){(uint64_t)mix * RD + 2 * RD, 3 * s.R}); /* dy per layer, y_s, du; row_losses, tokens */
+        /* dy per layer, y_s, du (RWKV6 only); row_losses, tokens */
+        add(&acts, (elems){(uint64_t)mix * RD + (o->arch == RL_STUDENT_RWKV7 ? 1 : 2) * RD, 3 * s.R});
         add(&acts, times(tmix_saved(&s), rec ? 1 : (uint64_t)mix));
         add(&acts, tmix_scratch(&s));
         add(&acts, v_first);

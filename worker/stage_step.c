@@ -117,7 +117,7 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
         rc = alloc_f(t, &t->y_s, RD, err, errlen);
         if (!rc)
             rc = alloc_f(t, &t->dy, RD * (size_t)n_mix(s), err, errlen);
-        if (!rc)
+        if (!rc && s->arch != RL_STUDENT_RWKV7) /* the discarded input gradient: RWKV6's token shift needs it */
             rc = alloc_f(t, &t->du, RD, err, errlen);
         if (!rc)
             rc = alloc_f(t, &t->row_losses, (size_t)B * T, err, errlen);
