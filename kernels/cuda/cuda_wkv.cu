@@ -185,6 +185,61 @@ __device__ __forceinline__ float4 ld4(const float *p, int q, int N)
                        q + 3 < N ? p[q + 3] : 0.0f);
 }
 
+/* Phase A over keys j0..j0+3 of row i (Gi = &G_i,j0): G'_ij = G_ij + dy_i r_j, dv_i += G'_ij k_j,
+ * dsa_i += G'_ij b_j. Both backward kernels. */
+template <bool EXACT, bool SEVEN>
+__device__ __forceinline__ void row_terms4(const float *Gi, int j0, int N, float dyi, const float *r, const float *k,
+                                           const float *bb, float &dvi, float &dsai)
+{
+    const float4 r4 = ld4<EXACT>(r, j0, N), k4 = ld4<EXACT>(k, j0, N), b4 = SEVEN ? ld4<EXACT>(bb, j0, N) : r4;
+    const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        if (!EXACT && j0 + u >= N)
+            break;
+        const float gij = Gi[u] + dyi * rr[u];
+        dvi += gij * kv[u];
+        if (SEVEN)
+            dsai += gij * bv[u];
+    }
+}
+
+/* Phase B's sums for column (key) i: dd, dk, db, da and the three dot products dr is made of. */
+struct col_sums {
+    float dd, dk, db, da, sdy, vdy, sady;
+};
+
+/* Phase B over rows k0..k0+3 of column i, given those rows' dy, v, sa, dsa and S_{t−1}[k][i] (spk): the
+ * column sums, and G_ki ← G'_ki d_i + dsa_k a_i written back (this thread is its only writer). */
+template <bool EXACT, bool SEVEN>
+__device__ __forceinline__ void column_terms4(float *G, int GP, int i, int k0, int N, const float *spk, float4 dy4,
+                                              float4 v4, float4 sa4, float4 ds4, float ri, float di, float ai,
+                                              col_sums &c)
+{
+    const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
+    const float sav[4] = {sa4.x, sa4.y, sa4.z, sa4.w}, dsav[4] = {ds4.x, ds4.y, ds4.z, ds4.w};
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int kk = k0 + u;
+        if (!EXACT && kk >= N)
+            break;
+        float *gp = G + kk * GP + i;
+        const float gk = *gp + dyv[u] * ri;
+        c.dd += gk * spk[u];
+        c.dk += gk * vv[u];
+        c.sdy += spk[u] * dyv[u];
+        c.vdy += vv[u] * dyv[u];
+        if (SEVEN) {
+            c.db += gk * sav[u];
+            c.da += spk[u] * dsav[u];
+            c.sady += sav[u] * dyv[u];
+            *gp = gk * di + dsav[u] * ai;
+        } else {
+            *gp = gk * di;
+        }
+    }
+}
+
 /* ws: per block BSEG·N² floats, the key-major states before each token of the current segment (BSEG ≤ SEG:
  * the backward's segment length; shorter segments keep the buffers of all resident blocks in L2).
  * ckpt: the key-major chunk-start states (the forward's, or a replay's). */
@@ -283,19 +338,7 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                     for (int j0 = 0; j0 < CAP; j0 += 4) {
                         if (!EXACT && j0 >= N)
                             break;
-                        const float4 r4 = ld4<EXACT>(r, j0, N), k4 = ld4<EXACT>(k, j0, N);
-                        const float4 b4 = SEVEN ? ld4<EXACT>(bb, j0, N) : r4;
-                        const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
-                        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
-#pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            if (!EXACT && j0 + u >= N)
-                                break;
-                            const float gij = Gi[j0 + u] + dyi * rr[u];
-                            dvi += gij * kv[u];
-                            if (SEVEN)
-                                dsai += gij * bv[u];
-                        }
+                        row_terms4<EXACT, SEVEN>(Gi + j0, j0, N, dyi, r, k, bb, dvi, dsai);
                     }
                     g.v[o] += dvi;
                     if (SEVEN)
@@ -306,48 +349,25 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                 /* phase B: column i (key i) */
                 {
                     const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
-                    float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
+                    col_sums cs = {};
 #pragma unroll
                     for (int k0 = 0; k0 < CAP; k0 += 4) {
                         if (!EXACT && k0 >= N)
                             break;
-                        const float4 dy4 = ld4<EXACT>(dyt, k0, N), v4 = ld4<EXACT>(v, k0, N);
-                        const float4 sa4 = SEVEN ? ld4<EXACT>(sav, k0, N) : dy4;
-                        const float4 ds4 = SEVEN ? ld4<EXACT>(dsa, k0, N) : dy4;
-                        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
-                        const float sav4[4] = {sa4.x, sa4.y, sa4.z, sa4.w}, dsav[4] = {ds4.x, ds4.y, ds4.z, ds4.w};
-#pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            const int kk = k0 + u;
-                            if (!EXACT && kk >= N)
-                                break;
-                            const float dyk = dyv[u], vk = vv[u];
-                            const float gk = G[kk * GP + i] + dyk * ri;
-                            const float spk = sp[kk];
-                            dd += gk * spk;
-                            dk += gk * vk;
-                            sdy += spk * dyk;
-                            vdy += vk * dyk;
-                            if (SEVEN) {
-                                const float sak = sav4[u], dsak = dsav[u];
-                                db += gk * sak;
-                                da += spk * dsak;
-                                sady += sak * dyk;
-                                G[kk * GP + i] = gk * di + dsak * ai;
-                            } else {
-                                G[kk * GP + i] = gk * di;
-                            }
-                        }
+                        const float4 dy4 = ld4<EXACT>(dyt, k0, N);
+                        column_terms4<EXACT, SEVEN>(G, GP, i, k0, N, sp + k0, dy4, ld4<EXACT>(v, k0, N),
+                                                    SEVEN ? ld4<EXACT>(sav, k0, N) : dy4,
+                                                    SEVEN ? ld4<EXACT>(dsa, k0, N) : dy4, ri, di, ai, cs);
                     }
-                    float dr = di * sdy + k[i] * vdy;
+                    float dr = di * cs.sdy + k[i] * cs.vdy;
                     if (SEVEN)
-                        dr += bb[i] * sady;
+                        dr += bb[i] * cs.sady;
                     g.r[o] += dr;
-                    g.logw[o] += dd * di;
-                    g.k[o] += dk;
+                    g.logw[o] += cs.dd * di;
+                    g.k[o] += cs.dk;
                     if (SEVEN) {
-                        g.b[o] += db;
-                        g.a[o] += da;
+                        g.b[o] += cs.db;
+                        g.a[o] += cs.da;
                     }
                 }
                 __syncthreads(); /* columns rewritten before the next token reads rows; dsa consumed */
@@ -508,19 +528,8 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
                     const float *Gi = G + (size_t)i * GP + r0;
                     float dvi = 0.0f, dsai = 0.0f;
 #pragma unroll
-                    for (int jj = 0; jj < W; jj += 4) {
-                        const float4 r4 = ld4<true>(r, r0 + jj, N), k4 = ld4<true>(k, r0 + jj, N);
-                        const float4 b4 = SEVEN ? ld4<true>(bb, r0 + jj, N) : r4;
-                        const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
-                        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
-#pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            const float gij = Gi[jj + u] + dyi * rr[u];
-                            dvi += gij * kv[u];
-                            if (SEVEN)
-                                dsai += gij * bv[u];
-                        }
-                    }
+                    for (int jj = 0; jj < W; jj += 4)
+                        row_terms4<true, SEVEN>(Gi + jj, r0 + jj, N, dyi, r, k, bb, dvi, dsai);
                     redA[(q * 2 + 0) * N + i] = dvi;
                     redA[(q * 2 + 1) * N + i] = dsai;
                 }
@@ -536,45 +545,25 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
                         g.v[o] = old1 + dv;
                     }
                     const float ri = r[i], di = dc[i], ai = SEVEN ? a[i] : 0.0f;
-                    float dd = 0.0f, dk = 0.0f, db = 0.0f, da = 0.0f, sdy = 0.0f, sady = 0.0f, vdy = 0.0f;
+                    col_sums cs = {};
 #pragma unroll
                     for (int m0 = 0; m0 < W; m0 += 4) {
                         const int k0 = r0 + m0;
-                        const float4 dy4 = ld4<true>(dyt, k0, N), v4 = ld4<true>(v, k0, N);
-                        const float4 sa4 = SEVEN ? ld4<true>(sav, k0, N) : dy4;
-                        float4 ds4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        const float4 dy4 = ld4<true>(dyt, k0, N);
+                        float4 ds4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f); /* dsa_k: the quarters' partials */
                         if (SEVEN)
 #pragma unroll
                             for (int u = 0; u < WQ; u++) {
                                 const float4 f = ld4<true>(redA + (u * 2 + 1) * N, k0, N);
                                 ds4.x += f.x, ds4.y += f.y, ds4.z += f.z, ds4.w += f.w;
                             }
-                        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
-                        const float sav4[4] = {sa4.x, sa4.y, sa4.z, sa4.w}, dsav[4] = {ds4.x, ds4.y, ds4.z, ds4.w};
-#pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            const int kk = k0 + u;
-                            const float dyk = dyv[u], vk = vv[u], spk = sp[m0 + u];
-                            const float gk = G[kk * GP + i] + dyk * ri;
-                            dd += gk * spk;
-                            dk += gk * vk;
-                            sdy += spk * dyk;
-                            vdy += vk * dyk;
-                            if (SEVEN) {
-                                const float sak = sav4[u], dsak = dsav[u];
-                                db += gk * sak;
-                                da += spk * dsak;
-                                sady += sak * dyk;
-                                G[kk * GP + i] = gk * di + dsak * ai;
-                            } else {
-                                G[kk * GP + i] = gk * di;
-                            }
-                        }
+                        column_terms4<true, SEVEN>(G, GP, i, k0, N, sp + m0, dy4, ld4<true>(v, k0, N),
+                                                   SEVEN ? ld4<true>(sav, k0, N) : dy4, ds4, ri, di, ai, cs);
                     }
                     float *rb = redB + (size_t)q * 7 * N + i;
-                    rb[0 * N] = dd, rb[1 * N] = dk, rb[4 * N] = sdy, rb[5 * N] = vdy;
+                    rb[0 * N] = cs.dd, rb[1 * N] = cs.dk, rb[4 * N] = cs.sdy, rb[5 * N] = cs.vdy;
                     if (SEVEN)
-                        rb[2 * N] = db, rb[3 * N] = da, rb[6 * N] = sady;
+                        rb[2 * N] = cs.db, rb[3 * N] = cs.da, rb[6 * N] = cs.sady;
                 }
                 __syncthreads(); /* G rewritten, column partials complete */
 
