@@ -991,8 +991,7 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "ce_weight", json_real(s->ce_weight));
     json_object_set_new(o, "zero", json_integer(s->zero));
     json_object_set_new(o, "recompute", json_integer(s->recompute));
-    if (s->profile) /* only when asked: stage JSON without it means 0 */
-        json_object_set_new(o, "profile", json_integer(1));
+    json_object_set_new(o, "profile", json_integer(s->profile));
     json_object_set_new(o, "precision", json_string(s->bf16 ? "bf16" : "fp32"));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));
     if (s->kind == RL_STAGE_EXTEND)

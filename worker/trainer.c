@@ -773,7 +773,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     double lr = 0, lr2 = 0;
     while (!rc && step < total_steps) {
         const int64_t tokens = step * per_step;
-        if (o.profile && step == step0 + 1) /* the first step warms up (allocations, cuBLASLt plans) */
+        /* --profile: rank 0 writes it, so only rank 0 pays for the syncs; the first step warms up (allocations,
+         * cuBLASLt plans) */
+        if (o.profile && o.rank == 0 && step == step0 + 1)
             rl_backend_profile(t.be, 1);
         rc = rl_zero(t.be, t.m->grads.base, t.m->grads.total * sizeof(float));
         if (t.tgrads.base)

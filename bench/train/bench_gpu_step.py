@@ -20,6 +20,7 @@ usage: python3 bench/train/bench_gpu_step.py [--build DIR] [--hidden 2048] [--la
           [--batch 8] [--steps 12] [--stages pretrain,align,distill] [--device cuda]
 Needs a GPU (`--device cpu` runs the same on the CPU: a dry run of the script, tiny sizes advised)."""
 import argparse
+import csv
 import json
 import os
 import struct
@@ -152,7 +153,7 @@ def main():
         for stage in a.stages.split(","):
             for prec in a.precisions.split(","):
                 out = d(f"{stage}-{prec}")
-                args = [worker, "run", "--device", a.device, "--stage", stage, "--data", d("train.tok"), "--out", out,
+                args = [worker, "run", "--device", a.device, "--stage", stage, "--data", d("train.tok"),
                         "--tokens", a.steps * a.batch * a.seq, "--seq-len", T, "--batch", a.batch, "--micro-batch",
                         a.batch, "--lr", "1e-4", "--warmup", "1", "--log-every", "1", "--checkpoint-every", "0",
                         "--precision", prec]
@@ -161,13 +162,12 @@ def main():
                 else:
                     args += ["--student", d("student"), "--teacher", d("teacher")]
                 try:
-                    call(args)
+                    call(args + ["--out", out])
                 except SystemExit as e:
                     print(f"  {stage:<9} {prec:<9} {e}")
                     continue
                 if a.profile == f"{stage}:{prec}":
-                    call(args[:args.index("--out") + 1] + [out + "-profile"] + args[args.index("--out") + 2:] +
-                         ["--profile", "1"])
+                    call(args + ["--out", out + "-profile", "--profile", "1"])
                     profiles.append((f"{stage} {prec}", os.path.join(out + "-profile", "profile.tsv")))
                 tps, last = steady_rate(out)
                 tf = tps * flops[stage] / 1e12
@@ -176,13 +176,15 @@ def main():
                       f"{last.get('backend_peak_bytes', 0) / 2**30:8.2f} {last['loss']:10.4f}", flush=True)
 
         for what, path in profiles:
-            rows = [ln.rstrip("\n").split("\t") for ln in open(path) if not ln.startswith(("#", "op\t"))]
+            with open(path) as f:
+                rows = list(csv.DictReader((ln for ln in f if not ln.startswith("#")), delimiter="\t"))
             print(f"  profile of {what} (--profile 1: each op timed between device syncs), top 16 by time:")
             print(f"    {'op':<24} {'shape M x N x K':<20} {'calls':>6} {'ms/step':>8} {'share':>7} {'TFLOP/s':>8}")
             for r in rows[:16]:
-                shape = f"{r[1]}x{r[2]}x{r[3]} {'NT'[int(r[4])]}{'NT'[int(r[5])]}" if r[1] != "0" else ""
-                print(f"    {r[0]:<24} {shape:<20} {r[7]:>6} {float(r[9]):8.2f} {100 * float(r[10]):6.1f}% "
-                      f"{float(r[11]):8.1f}")
+                shape = (f"{r['M']}x{r['N']}x{r['K']} {'NT'[int(r['trans_a'])]}{'NT'[int(r['trans_b'])]}"
+                         if r["M"] != "0" else "")
+                print(f"    {r['op']:<24} {shape:<20} {r['calls']:>6} {float(r['ms_per_step']):8.2f} "
+                      f"{100 * float(r['share']):6.1f}% {float(r['TFLOP_per_s']):8.1f}")
 
 
 if __name__ == "__main__":
