@@ -927,11 +927,16 @@ static void check_rwkv6_parts(void)
 int main(void)
 {
     const char *dev = getenv("RL_GPU_CHECK_DEVICE");
-    dry = dev && !strcmp(dev, "cpu");
+    if (dev && *dev && strcmp(dev, "cpu")) {
+        fprintf(stderr, "gpu_ops_check: RL_GPU_CHECK_DEVICE=%s: the only value is cpu (both sides on the CPU "
+                "backend); unset it to check the GPU\n", dev);
+        return 2;
+    }
+    dry = dev && *dev;
 #ifdef RL_HAVE_CUDA
     int count = 0;
-    cudaError_t ce = dry ? cudaSuccess : cudaGetDeviceCount(&count);
-    if (!dry && (ce != cudaSuccess || count == 0)) {
+    cudaError_t ce = cudaSuccess;
+    if (!dry && ((ce = cudaGetDeviceCount(&count)) != cudaSuccess || count == 0)) {
         printf("gpu_ops_check: SKIP: no CUDA device (%s)\n",
                ce != cudaSuccess ? cudaGetErrorString(ce) : "cudaGetDeviceCount found 0 devices");
         return 77;

@@ -12,6 +12,7 @@ SETUP_LOG=${TMPDIR:-/tmp}/radlads-gpu-setup.log
 # build's libraries); RL_PYTHON: the interpreter for the end-to-end script; RL_GPU_T_*: each part's time limit.
 PY=${RL_PYTHON:-/usr/bin/python3}
 [ -x "$PY" ] || PY=python3
+PROGS="tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker"
 
 echo "== GPU"
 if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; then
@@ -20,26 +21,25 @@ fi
 
 if [ "${RL_GPU_PREBUILT:-0}" = 1 ]; then
   echo "== prebuilt programs in $BUILD (not building)"
-  for p in tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker; do
+  for p in $PROGS; do
     [ -x "$BUILD/$p" ] || { echo "run.sh: FAIL: RL_GPU_PREBUILT=1 but $BUILD/$p is missing" >&2; exit 1; }
   done
 else
-echo "== build ($BUILD, -Dcuda=enabled)"
-if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
-  scripts/install-deps.sh || { echo "run.sh: FAIL: installing the build dependencies failed" >&2; exit 1; }
-fi
-if [ -d "$BUILD" ]; then
-  meson setup --reconfigure "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
-else
-  meson setup "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
-fi
-if [ $? -ne 0 ]; then
-  # a machine with meson but without every library the project configures against
-  scripts/install-deps.sh && meson setup --wipe "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1 ||
-    { tail -30 "$SETUP_LOG"; echo "run.sh: FAIL: meson setup" >&2; exit 1; }
-fi
-ninja -C "$BUILD" tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker ||
-  { echo "run.sh: FAIL: build" >&2; exit 1; }
+  echo "== build ($BUILD, -Dcuda=enabled)"
+  if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
+    scripts/install-deps.sh || { echo "run.sh: FAIL: installing the build dependencies failed" >&2; exit 1; }
+  fi
+  if [ -d "$BUILD" ]; then
+    meson setup --reconfigure "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
+  else
+    meson setup "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1
+  fi
+  if [ $? -ne 0 ]; then
+    # a machine with meson but without every library the project configures against
+    scripts/install-deps.sh && meson setup --wipe "$BUILD" -Dcuda=enabled >"$SETUP_LOG" 2>&1 ||
+      { tail -30 "$SETUP_LOG"; echo "run.sh: FAIL: meson setup" >&2; exit 1; }
+  fi
+  ninja -C "$BUILD" $PROGS || { echo "run.sh: FAIL: build" >&2; exit 1; }
 fi
 
 echo "== every op: CUDA vs CPU"
