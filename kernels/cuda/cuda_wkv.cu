@@ -41,6 +41,8 @@
  * (the two dot products are computed redundantly by every thread from the staged vectors). Every
  * gradient element of a token is written by exactly one thread (+=, kernels.h's accumulate rule). */
 #include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "cuda_ops.h"
 
@@ -660,26 +662,35 @@ cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, con
     return cudaGetLastError();
 }
 
+/* A benchmark knob, read once: one of the n `allowed` values, else `dflt`; a value that is set but not allowed is
+ * said on stderr and ignored. */
+int env_knob(const char *name, const int *allowed, int n, int dflt)
+{
+    const char *e = getenv(name);
+    if (!e || !*e)
+        return dflt;
+    char *end;
+    const long v = strtol(e, &end, 10);
+    for (int i = 0; i < n && !*end; i++)
+        if (v == allowed[i])
+            return (int)v;
+    fprintf(stderr, "radlads: %s=%s ignored (not one of the values it takes); using the default\n", name, e);
+    return dflt;
+}
+
 /* RADLADS_WKV_WIDE=0: head sizes 64 and 128 run the N-thread backward too (a benchmark knob). */
 bool backward_wide()
 {
-    static int wide = -1;
-    if (wide < 0) {
-        const char *e = getenv("RADLADS_WKV_WIDE");
-        wide = !(e && e[0] == '0');
-    }
+    static const int allowed[] = {0, 1};
+    static const int wide = env_knob("RADLADS_WKV_WIDE", allowed, 2, 1);
     return wide != 0;
 }
 
-/* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16 (a benchmark knob), else the default. */
+/* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16, else −1 (each kernel's default). */
 int backward_segment()
 {
-    static int bseg = 0; /* −1: the kernel's default */
-    if (!bseg) {
-        const char *e = getenv("RADLADS_WKV_BSEG");
-        const int v = e ? atoi(e) : 0;
-        bseg = v == 4 || v == 8 || v == 16 ? v : -1;
-    }
+    static const int allowed[] = {4, 8, 16};
+    static const int bseg = env_knob("RADLADS_WKV_BSEG", allowed, 3, -1);
     return bseg;
 }
 
