@@ -309,6 +309,11 @@ void rl_free(rl_backend *be, void *p)
             rl_free(be, copy);
             break;
         }
+    for (int i = 0; i < be->n_grads16; i++)
+        if (be->grads16[i].base == p) {
+            be->grads16[i] = be->grads16[--be->n_grads16];
+            break;
+        }
     track_remove(be, p);
     be->ops->free(be, p);
 }
@@ -367,15 +372,14 @@ int rl_sum_squares(rl_backend *be, double *out, const float *x, size_t n)
 {
     return be->ops->sum(be, out, x, n, 1);
 }
-int rl_sum_squares_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count)
+int rl_sum_squares_many(rl_backend *be, double *out, const void *const *x, const rl_dtype *dt, const size_t *n,
+                        int count)
 {
     CHECK(count >= 0 && (count == 0 || (out && x && n)), "rl_sum_squares_many: count=%d with NULL arrays", count);
-    if (be->ops->sum_many)
-        return be->ops->sum_many(be, out, x, n, count, 1);
-    int rc = 0;
-    for (int i = 0; i < count && !rc; i++)
-        rc = be->ops->sum(be, &out[i], x[i], n[i], 1);
-    return rc;
+    for (int i = 0; dt && i < count; i++)
+        CHECK(dt[i] == RL_DTYPE_F32 || dt[i] == RL_DTYPE_BF16, "rl_sum_squares_many: range %d is %s (F32 or BF16)",
+              i, rl_dtype_name(dt[i]));
+    return be->ops->sum_many(be, out, x, dt, n, count, 1);
 }
 
 /* ---- matmul ---- */
@@ -417,6 +421,27 @@ int rl_backend_weights_bf16(rl_backend *be, const uint16_t *bf16, size_t n)
     struct rl__weights *w = &be->weights[be->n_weights - 1];
     w->n = n, w->native = 1, w->stale = 0, w->copy = NULL;
     return 0;
+}
+
+int rl_backend_grads_bf16(rl_backend *be, const uint16_t *bf16, size_t n)
+{
+    CHECK(bf16 && n, "rl_backend_grads_bf16: empty range");
+    for (int i = 0; i < be->n_grads16; i++)
+        CHECK(bf16 + n <= be->grads16[i].base || bf16 >= be->grads16[i].base + be->grads16[i].n,
+              "rl_backend_grads_bf16: the range overlaps one registered before");
+    CHECK(be->n_grads16 < (int)(sizeof be->grads16 / sizeof be->grads16[0]), "rl_backend_grads_bf16: at most %d "
+          "ranges", (int)(sizeof be->grads16 / sizeof be->grads16[0]));
+    be->grads16[be->n_grads16++] = (struct rl__grads16){.base = bf16, .n = n};
+    return 0;
+}
+
+/* The bf16 gradient range p points into (rl_backend_grads_bf16), or NULL. */
+static const struct rl__grads16 *in_grads16(const rl_backend *be, const void *p)
+{
+    for (int i = 0; i < be->n_grads16; i++)
+        if ((const uint16_t *)p >= be->grads16[i].base && (const uint16_t *)p < be->grads16[i].base + be->grads16[i].n)
+            return &be->grads16[i];
+    return NULL;
 }
 
 void rl_backend_weights_changed(rl_backend *be, const float *base)
@@ -500,6 +525,15 @@ static int matmul_autocast(rl_backend *be, const rl_gemm *g, void *c, const void
         return rc;
     rl_gemm lg = *g;
     lg.dtype_a = lg.dtype_b = RL_DTYPE_BF16;
+    const struct rl__grads16 *gr = in_grads16(be, c);
+    if (gr) { /* a bf16 gradient: accumulated in fp32, stored rounded */
+        const size_t extent = (size_t)(g->batch > 1 ? g->batch - 1 : 0) * (size_t)g->stride_c + (size_t)g->M * g->N;
+        if ((const uint16_t *)c + extent > gr->base + gr->n)
+            return rl__fail(be, RL_EINVAL, "rl_matmul: the output runs past the end of its bf16 gradient range");
+        if (bias)
+            return rl__fail(be, RL_EINVAL, "rl_matmul: a bf16 gradient output takes no bias");
+        lg.dtype_c = RL_DTYPE_BF16;
+    }
     return be->ops->matmul(be, &lg, c, la, lb, bias);
 }
 
@@ -515,6 +549,8 @@ int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const vo
         CHECK(!be->weights[i].native || (!in_native(&be->weights[i], a) && !in_native(&be->weights[i], b)),
               "rl_matmul: an operand is a bf16-only weight (rl_backend_weights_bf16), which only an F32 matmul "
               "under BF16 autocast may read; turn autocast on (rl_backend_set_autocast)");
+    CHECK(!in_grads16(be, c), "rl_matmul: the output is a bf16 gradient (rl_backend_grads_bf16), which only an F32 "
+          "matmul under BF16 autocast may write; turn autocast on (rl_backend_set_autocast)");
     TIMED("matmul", g, be->ops->matmul(be, g, c, a, b, bias));
 }
 int rl_bias_backward(rl_backend *be, float *dbias, const float *dout, int rows, int cols)
@@ -656,6 +692,18 @@ int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, f
           "rl_adamw_update: betas (%g, %g) must lie in [0, 1)", (double)p->beta1, (double)p->beta2);
     CHECK(p->eps > 0, "rl_adamw_update: eps=%g must be > 0", (double)p->eps);
     TIMED("adamw", NULL, be->ops->adamw(be, param, grad, m, v, n, p, grad_scale));
+}
+
+int rl_adamw_update_bf16(rl_backend *be, uint16_t *param16, float *master, const uint16_t *grad16, float *m, float *v,
+                         size_t n, const rl_adamw_params *p, float grad_scale)
+{
+    CHECK(n == 0 || (param16 && master && grad16 && m && v), "rl_adamw_update_bf16: NULL pointer for %zu elements", n);
+    CHECK(p->step >= 1, "rl_adamw_update_bf16: step=%lld must be >= 1 (bias correction divides by 1-beta^step)",
+          (long long)p->step);
+    CHECK(p->beta1 >= 0 && p->beta1 < 1 && p->beta2 >= 0 && p->beta2 < 1,
+          "rl_adamw_update_bf16: betas (%g, %g) must lie in [0, 1)", (double)p->beta1, (double)p->beta2);
+    CHECK(p->eps > 0, "rl_adamw_update_bf16: eps=%g must be > 0", (double)p->eps);
+    TIMED("adamw_bf16", NULL, be->ops->adamw_bf16(be, param16, master, grad16, m, v, n, p, grad_scale));
 }
 
 /* ---- linear-attention recurrences ---- */

@@ -97,6 +97,12 @@ void rl_backend_weights_changed(rl_backend *be, const float *base);
 int rl_backend_weights_bf16(rl_backend *be, const uint16_t *bf16, size_t n);
 /* The float* address of element `offset` of such a range. */
 static inline float *rl_bf16_as_f32ptr(uint16_t *bf16, size_t offset) { return (float *)(void *)(bf16 + offset); }
+/* Trainable weights stored in bf16 (precision bf16-weights): their gradients are bf16 too, n elements at bf16
+ * (from rl_malloc), addressed by the model as float* like bf16-only weights. Under BF16 autocast an rl_matmul
+ * whose output C lies in such a range computes in fp32 and stores C = bf16(alpha·op(A)·op(B) + beta·C) (C read as
+ * bf16 when beta ≠ 0; one rounding per call; no bias). Only such a matmul, rl_zero and the BF16 forms of
+ * rl_sum_squares_many, rl_cast and rl_adamw_update_bf16 may touch them. rl_free(bf16) forgets it; at most 4. */
+int rl_backend_grads_bf16(rl_backend *be, const uint16_t *bf16, size_t n);
 
 /* ---- profiling ------------------------------------------------------------
  * Off by default. When on, every op is timed (synchronously) and summed per op
@@ -149,7 +155,10 @@ int rl_sum_squares(rl_backend *be, double *out_host, const float *x, size_t n);
 /* out_host[i] = rl_sum_squares of x[i][0..n[i]) for i < count, each bit-identical to its own rl_sum_squares,
  * with one wait for a device per few hundred ranges instead of one per range (a global gradient norm over
  * every tensor). */
-int rl_sum_squares_many(rl_backend *be, double *out_host, const float *const *x, const size_t *n, int count);
+/* dt (NULL: every range F32) gives each range's dtype: a BF16 range holds n[i] bf16 elements at x[i] (the sum
+ * of their fp32 widenings). */
+int rl_sum_squares_many(rl_backend *be, double *out_host, const void *const *x, const rl_dtype *dt, const size_t *n,
+                        int count);
 
 /* ---- matrix products ---------------------------------------------------- */
 
@@ -260,6 +269,11 @@ typedef struct {
 
 int rl_adamw_update(rl_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
                     const rl_adamw_params *p, float grad_scale);
+/* The same update on an fp32 master copy with a bf16 gradient, writing the bf16 weights the GEMMs read
+ * (precision bf16-weights): g = widen(grad16)·grad_scale; master, m, v as param, m, v above;
+ * param16 = bf16(master) (round to nearest even, as rl_cast). */
+int rl_adamw_update_bf16(rl_backend *be, uint16_t *param16, float *master, const uint16_t *grad16, float *m, float *v,
+                         size_t n, const rl_adamw_params *p, float grad_scale);
 
 /* ---- linear-attention recurrences (RWKV-7, RAD-RWKV6 / GLA) ----------------
  * Per (batch b, head h) an fp32 state S ∈ R^{N×N}, S[i][j]: i = value channel,

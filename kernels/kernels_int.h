@@ -23,8 +23,9 @@ typedef struct rl__ops {
     int (*accumulate)(rl_backend *be, float *y, const float *x, size_t n);
     int (*scale)(rl_backend *be, float *x, float s, size_t n);
     int (*sum)(rl_backend *be, double *out, const float *x, size_t n, int squares);
-    /* optional: count sums with one wait for the device (NULL: sum is called per range) */
-    int (*sum_many)(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares);
+    /* count sums with one wait for the device; dt[i] F32 or BF16 (dt NULL: all F32) */
+    int (*sum_many)(rl_backend *be, double *out, const void *const *x, const rl_dtype *dt, const size_t *n,
+                    int count, int squares);
 
     int (*matmul)(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);
     int (*bias_backward)(rl_backend *be, float *dbias, const float *dout, int rows, int cols);
@@ -60,6 +61,8 @@ typedef struct rl__ops {
                         int dim);
     int (*adamw)(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                  const rl_adamw_params *hp, float grad_scale);
+    int (*adamw_bf16)(rl_backend *be, uint16_t *p16, float *master, const uint16_t *g16, float *m, float *v,
+                      size_t n, const rl_adamw_params *hp, float grad_scale);
 
     int (*wkv7_forward)(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
                         const rl_wkv_in *in, const float *state_in);
@@ -123,6 +126,11 @@ struct rl_backend {
         int stale, native;
     } weights[16];
     int n_weights;
+    struct rl__grads16 {
+        const uint16_t *base;
+        size_t n;
+    } grads16[4]; /* rl_backend_grads_bf16 */
+    int n_grads16;
     void *cast_scratch[2];
     size_t cast_scratch_bytes[2];
     /* allocation accounting (rl_backend_memory): live pointers -> sizes, open addressing */

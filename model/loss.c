@@ -40,7 +40,7 @@ int rl_lm_head_cross_entropy(rl_backend *be, const rl_lm_head *h, const int32_t 
     int rc = count_targets(be, targets, h->rows, &n_valid);
     if (rc)
         return rc;
-    const float scale = n_valid ? 1.0f / (float)n_valid : 0.0f;
+    const float scale = n_valid ? (h->grad_weight != 0.0f ? h->grad_weight : 1.0f) / (float)n_valid : 0.0f;
     for (int r0 = 0; r0 < h->rows && !rc; r0 += h->chunk_rows) {
         int n = h->rows - r0 < h->chunk_rows ? h->rows - r0 : h->chunk_rows;
         rc |= rl_linear_forward(be, h->logits_buf, h->hidden + (size_t)r0 * h->dim, h->weight, NULL, n, h->dim,
@@ -60,7 +60,7 @@ int rl_lm_head_kl(rl_backend *be, const rl_lm_head *s, const float *teacher_hidd
                   float *teacher_buf, double *mean_loss)
 {
     int rc = 0;
-    const float scale = 1.0f / (float)s->rows;
+    const float scale = (s->grad_weight != 0.0f ? s->grad_weight : 1.0f) / (float)s->rows;
     for (int r0 = 0; r0 < s->rows && !rc; r0 += s->chunk_rows) {
         int n = s->rows - r0 < s->chunk_rows ? s->rows - r0 : s->chunk_rows;
         rc |= rl_linear_forward(be, s->logits_buf, s->hidden + (size_t)r0 * s->dim, s->weight, NULL, n, s->dim,

@@ -138,8 +138,16 @@ typedef struct rl_model {
     rl_model_config cfg;
     rl_backend *be;
     rl_arena params, grads;
-    rl_arena frozen;     /* rl_model_load_ex(frozen_bf16): the matrices kept in bf16 only (table, no allocation) */
+    rl_arena frozen;     /* matrices kept in bf16 only (table, no allocation): a frozen teacher's (rl_model_load_ex
+                          * frozen_bf16), or a student's trainable ones (precision bf16-weights, rl_student_load_ex) */
     uint16_t *frozen16;  /* their data */
+    int bf16_trains;     /* those matrices train: a backward gives them bf16 gradients, in grads16 at g16 */
+    rl_arena grads16;    /* the bf16 gradients' table (no allocation; same names as frozen) */
+    uint16_t *g16;
+    /* Saving a model whose matrices train in bf16: the fp32 values of bf16 matrix `name` (its master weights) into
+     * host; NULL = the bf16 values widened. A non-zero return fails the save with err filled. */
+    int (*save_fetch)(void *ctx, const char *name, float *host, size_t n, char *err, size_t errlen);
+    void *save_fetch_ctx;
     rl_model_params p, g; /* g valid after rl_model_prepare(..., backward=1) */
     /* sized by rl_model_prepare */
     int batch, seq, chunk_rows, has_backward;
@@ -235,6 +243,7 @@ typedef struct {
     float *dweight;      /* [vocab, dim], accumulated */
     float *logits_buf;   /* [chunk_rows, vocab] */
     float *row_losses;   /* [rows] */
+    float grad_weight;   /* the gradients are those of grad_weight · loss (a blend of losses); 0 = 1 */
 } rl_lm_head;
 
 int rl_lm_head_cross_entropy(rl_backend *be, const rl_lm_head *h, const int32_t *targets, double *mean_loss);

@@ -118,7 +118,8 @@ static int model_new(rl_model **out, rl_backend *be, const rl_model_config *cfg,
     rl_arena_init(&m->params, "params");
     rl_arena_init(&m->grads, "grads");
     rl_arena_init(&m->acts, "activations");
-    rl_arena_init(&m->frozen, "frozen bf16 matrices");
+    rl_arena_init(&m->frozen, "bf16 matrices");
+    rl_arena_init(&m->grads16, "bf16 matrix gradients");
     m->p.layers = calloc((size_t)cfg->layers, sizeof *m->p.layers);
     m->g.layers = calloc((size_t)cfg->layers, sizeof *m->g.layers);
     if (!m->p.layers || !m->g.layers || build_table(&m->params, cfg)) {
@@ -158,16 +159,18 @@ int rl_model_gemm_only(const rl_model_config *c, const char *name)
            (!c->tie_word_embeddings && !strcmp(name, "lm_head.weight"));
 }
 
-/* Frozen bf16 storage: moves the GEMM-only entries of m->params' table (not allocated yet) into m->frozen,
- * then allocates the fp32 rest and the bf16 matrices. */
-static int frozen_alloc(rl_model *m, char *err, size_t errlen)
+static int gemm_only_pred(void *ctx, const char *name) { return rl_model_gemm_only(ctx, name); }
+
+/* bf16 storage: moves the entries of m->params' table (not allocated yet) that bf16() picks among the GEMM-only
+ * ones into m->frozen, then allocates the fp32 rest and the bf16 matrices. */
+static int frozen_alloc(rl_model *m, int (*bf16)(void *ctx, const char *name), void *ctx, char *err, size_t errlen)
 {
     rl_arena all = m->params;
     rl_arena_init(&m->params, "params (fp32 part)");
     int rc = 0;
     for (int i = 0; i < all.n && !rc; i++) {
         const rl_arena_entry *e = &all.entries[i];
-        rl_arena *to = rl_model_gemm_only(&m->cfg, e->name) ? &m->frozen : &m->params;
+        rl_arena *to = rl_model_gemm_only(&m->cfg, e->name) && bf16(ctx, e->name) ? &m->frozen : &m->params;
         rc = rl_arena_add(to, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
     }
     rl_arena_free(&all, NULL);
@@ -188,12 +191,80 @@ static int frozen_alloc(rl_model *m, char *err, size_t errlen)
     return rc;
 }
 
+int rl__model_create_split(rl_model **out, rl_backend *be, const rl_model_config *cfg,
+                           int (*bf16)(void *ctx, const char *name), void *ctx, int trains, char *err, size_t errlen)
+{
+    int rc = model_new(out, be, cfg, err, errlen);
+    if (!rc)
+        rc = frozen_alloc(*out, bf16, ctx, err, errlen);
+    if (rc) {
+        rl_model_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    (*out)->bf16_trains = trains;
+    return 0;
+}
+
+int rl__model_n_tensors(const rl_model *m) { return m->params.n + m->frozen.n; }
+
+/* The tensors of m, fp32 and bf16 tables alike, in on-disk order. */
+const rl_arena_entry *rl__model_tensor(const rl_model *m, int i, int *bf16)
+{
+    *bf16 = i >= m->params.n;
+    return *bf16 ? &m->frozen.entries[i - m->params.n] : &m->params.entries[i];
+}
+
+int rl__model_tensor_upload(rl_model *m, int i, const float *host, char *err, size_t errlen)
+{
+    int fz;
+    const rl_arena_entry *e = rl__model_tensor(m, i, &fz);
+    int rc;
+    if (!fz) {
+        rc = rl_upload(m->be, m->params.base + e->offset, host, e->count * sizeof *host);
+    } else { /* rounded on the host exactly as rl_cast rounds on any backend */
+        uint16_t *half = malloc(e->count * sizeof *half + 2);
+        if (!half) {
+            snprintf(err, errlen, "out of memory staging %s (%zu elements)", e->name, e->count);
+            return RL_ENOMEM;
+        }
+        for (size_t k = 0; k < e->count; k++)
+            half[k] = rl_f32_to_bf16(host[k]);
+        rc = rl_upload(m->be, m->frozen16 + e->offset, half, e->count * sizeof *half);
+        free(half);
+    }
+    if (rc)
+        rl_backend_status(m->be, err, errlen);
+    return rc;
+}
+
+int rl__model_tensor_fetch(const rl_model *m, int i, float *host, char *err, size_t errlen)
+{
+    int fz, rc;
+    const rl_arena_entry *e = rl__model_tensor(m, i, &fz);
+    if (!fz) {
+        rc = rl_download(m->be, host, m->params.base + e->offset, e->count * sizeof *host);
+    } else if (m->save_fetch) {
+        return m->save_fetch(m->save_fetch_ctx, e->name, host, e->count, err, errlen);
+    } else { /* widened in place: the bf16 data fill the first half of host, read back to front */
+        uint16_t *half = (uint16_t *)(void *)host;
+        rc = rl_download(m->be, half, m->frozen16 + e->offset, e->count * sizeof *half);
+        for (size_t k = e->count; !rc && k-- > 0;)
+            host[k] = rl_bf16_to_f32(half[k]);
+    }
+    if (rc)
+        rl_backend_status(m->be, err, errlen);
+    return rc;
+}
+
 void rl_model_destroy(rl_model *m)
 {
     if (!m)
         return;
     rl_free(m->be, m->frozen16);
+    rl_free(m->be, m->g16);
     rl_arena_free(&m->frozen, NULL);
+    rl_arena_free(&m->grads16, NULL);
     rl_arena_free(&m->params, m->be);
     rl_arena_free(&m->grads, m->be);
     rl_arena_free(&m->acts, m->be);
@@ -256,12 +327,6 @@ int rl_model_load(rl_model **out, rl_backend *be, const char *dir, int verbose, 
     return rl_model_load_ex(out, be, dir, verbose, 0, err, errlen);
 }
 
-/* The tensors of m, fp32 and (frozen) bf16 tables alike, in on-disk order. */
-static const rl_arena_entry *entry_at(const rl_model *m, int i, int *frozen)
-{
-    *frozen = i >= m->params.n;
-    return *frozen ? &m->frozen.entries[i - m->params.n] : &m->params.entries[i];
-}
 
 int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbose, int frozen_bf16, char *err,
                      size_t errlen)
@@ -281,32 +346,26 @@ int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbos
     if (!frozen_bf16)
         rc = rl_model_create(&m, be, &cfg, verbose, err, errlen);
     else if (!(rc = model_new(&m, be, &cfg, err, errlen)))
-        rc = frozen_alloc(m, err, errlen);
+        rc = frozen_alloc(m, gemm_only_pred, &m->cfg, err, errlen);
     if (rc) {
         rl_model_destroy(m);
         rl_st_close(st);
         return rc;
     }
-    const int n_all = m->params.n + m->frozen.n;
+    const int n_all = rl__model_n_tensors(m);
     size_t maxc = 0;
     for (int i = 0, fz; i < n_all; i++)
-        maxc = entry_at(m, i, &fz)->count > maxc ? entry_at(m, i, &fz)->count : maxc;
+        maxc = rl__model_tensor(m, i, &fz)->count > maxc ? rl__model_tensor(m, i, &fz)->count : maxc;
     float *stage = malloc(maxc * sizeof *stage + 4);
-    uint16_t *half = frozen_bf16 ? malloc(maxc * sizeof *half + 4) : NULL;
-    if (!stage || (frozen_bf16 && !half)) {
+    if (!stage) {
         snprintf(err, errlen, "out of memory staging a %zu-float tensor", maxc);
         rc = RL_ENOMEM;
     }
     for (int i = 0, fz; i < n_all && !rc; i++) {
-        const rl_arena_entry *e = entry_at(m, i, &fz);
+        const rl_arena_entry *e = rl__model_tensor(m, i, &fz);
         rc = rl_st_read_f32(st, e->name, stage, e->ndim, e->shape, err, errlen);
-        if (!rc && !fz)
-            rc = rl_upload(be, m->params.base + e->offset, stage, e->count * sizeof *stage);
-        else if (!rc) { /* rounded on the host exactly as rl_cast rounds on any backend */
-            for (size_t k = 0; k < e->count; k++)
-                half[k] = rl_f32_to_bf16(stage[k]);
-            rc = rl_upload(be, m->frozen16 + e->offset, half, e->count * sizeof *half);
-        }
+        if (!rc)
+            rc = rl__model_tensor_upload(m, i, stage, err, errlen);
     }
     /* Anything in the checkpoint we do not map would be silently dropped: refuse,
      * except a duplicate lm_head of a tied model and RoPE buffers. */
@@ -321,7 +380,6 @@ int rl_model_load_ex(rl_model **out, rl_backend *be, const char *dir, int verbos
         rc = RL_EINVAL;
     }
     free(stage);
-    free(half);
     rl_st_close(st);
     if (rc) {
         rl_model_destroy(m);
@@ -342,8 +400,8 @@ static int save_range(const rl_model *m, const char *path, int first, int last, 
         return RL_ENOMEM;
     }
     size_t maxc = 0;
-    for (int i = 0; i < n; i++) {
-        const rl_arena_entry *e = &m->params.entries[first + i];
+    for (int i = 0, fz; i < n; i++) {
+        const rl_arena_entry *e = rl__model_tensor(m, first + i, &fz);
         ents[i].name = e->name, ents[i].dtype = dtype, ents[i].ndim = e->ndim;
         memcpy(ents[i].shape, e->shape, sizeof e->shape);
         maxc = e->count > maxc ? e->count : maxc;
@@ -356,9 +414,9 @@ static int save_range(const rl_model *m, const char *path, int first, int last, 
         return rc;
     float *stage = malloc(maxc * sizeof *stage + 4);
     rc = stage ? 0 : RL_ENOMEM;
-    for (int i = first; i < last && !rc; i++) {
-        const rl_arena_entry *e = &m->params.entries[i];
-        rc = rl_download(m->be, stage, m->params.base + e->offset, e->count * sizeof *stage);
+    for (int i = first, fz; i < last && !rc; i++) {
+        const rl_arena_entry *e = rl__model_tensor(m, i, &fz);
+        rc = rl__model_tensor_fetch(m, i, stage, err, errlen);
         if (!rc)
             rc = rl_st_writer_append(w, stage, e->count, err, errlen);
     }
@@ -373,7 +431,7 @@ static int save_range(const rl_model *m, const char *path, int first, int last, 
 int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t shard_bytes, char *err,
                   size_t errlen)
 {
-    if (m->frozen16) {
+    if (m->frozen16 && !m->bf16_trains) {
         snprintf(err, errlen, "save: the model's matrices were loaded in bf16 only (frozen_bf16); load it without "
                  "that to save it");
         return RL_EINVAL;
@@ -390,13 +448,13 @@ int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t sha
     const size_t es = rl_dtype_size(dtype);
     if (shard_bytes == 0) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        return save_range(m, path, 0, m->params.n, dtype, err, errlen);
+        return save_range(m, path, 0, rl__model_n_tensors(m), dtype, err, errlen);
     }
     /* greedy shards: start a new one when the next tensor would overflow it */
-    int starts[4096], n_shards = 0;
+    int starts[4096], n_shards = 0, fz;
     size_t cur = 0;
-    for (int i = 0; i < m->params.n; i++) {
-        size_t b = m->params.entries[i].count * es;
+    for (int i = 0; i < rl__model_n_tensors(m); i++) {
+        size_t b = rl__model_tensor(m, i, &fz)->count * es;
         if (i == 0 || (cur > 0 && cur + b > shard_bytes)) {
             if (n_shards == 4096) {
                 snprintf(err, errlen, "more than 4096 shards; raise the shard size");
@@ -410,14 +468,14 @@ int rl_model_save(const rl_model *m, const char *dir, rl_dtype dtype, size_t sha
     json_t *wm = json_object();
     size_t total = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
-        int last = s + 1 < n_shards ? starts[s + 1] : m->params.n;
+        int last = s + 1 < n_shards ? starts[s + 1] : rl__model_n_tensors(m);
         char fname[64];
         snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
         snprintf(path, sizeof path, "%s/%s", dir, fname);
         rc = save_range(m, path, starts[s], last, dtype, err, errlen);
         for (int i = starts[s]; i < last; i++) {
-            json_object_set_new(wm, m->params.entries[i].name, json_string(fname));
-            total += m->params.entries[i].count * es;
+            json_object_set_new(wm, rl__model_tensor(m, i, &fz)->name, json_string(fname));
+            total += rl__model_tensor(m, i, &fz)->count * es;
         }
     }
     if (!rc) {

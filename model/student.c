@@ -426,6 +426,22 @@ static int get_int(json_t *o, const char *key, int *dst, const char *path, char 
 
 int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err, size_t errlen)
 {
+    return rl_student_load_ex(out, be, dir, -1, err, errlen);
+}
+
+typedef struct {
+    rl_param_set set;
+    int mix_layers;
+} bf16_rule;
+
+static int stored_bf16(void *ctx, const char *name)
+{
+    const bf16_rule *r = ctx;
+    return rl_tensor_trains(name, r->set, r->mix_layers);
+}
+
+int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf16_set, char *err, size_t errlen)
+{
     *out = NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -485,7 +501,9 @@ int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err
     if (rc)
         return rc;
     rl_model *base;
-    rc = rl_model_create(&base, be, &cfg, 0, err, errlen);
+    bf16_rule rule = {.set = (rl_param_set)bf16_set, .mix_layers = cfg.layers - attn};
+    rc = bf16_set < 0 ? rl_model_create(&base, be, &cfg, 0, err, errlen)
+                      : rl__model_create_split(&base, be, &cfg, stored_bf16, &rule, 1, err, errlen);
     if (rc)
         return rc;
     rl_student *s;
@@ -502,19 +520,22 @@ int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err
     rl_safetensors *st = NULL;
     if (!rc)
         rc = rl_st_open_dir(&st, dir, err, errlen);
-    rl_arena *arenas[2] = {&base->params, s->tparams};
-    for (int k = 0; k < 2 && !rc; k++)
-        for (int i = 0; i < arenas[k]->n && !rc; i++) {
-            const rl_arena_entry *e = &arenas[k]->entries[i];
-            float *h = malloc(sizeof(float) * (e->count ? e->count : 1));
-            rc = h ? rl_st_read_f32(st, e->name, h, e->ndim, e->shape, err, errlen) : RL_ENOMEM;
-            if (!rc)
-                rc = rl_upload(be, arenas[k]->base + e->offset, h, e->count * sizeof(float));
-            free(h);
-        }
+    const int n_base = rl__model_n_tensors(base); /* the base model's tensors (fp32 and bf16), then tparams */
+    for (int i = 0; i < n_base + s->tparams->n && !rc; i++) {
+        int fz;
+        const rl_arena_entry *e = i < n_base ? rl__model_tensor(base, i, &fz) : &s->tparams->entries[i - n_base];
+        float *h = malloc(sizeof(float) * (e->count ? e->count : 1));
+        rc = h ? rl_st_read_f32(st, e->name, h, e->ndim, e->shape, err, errlen) : RL_ENOMEM;
+        if (!rc && i < n_base)
+            rc = rl__model_tensor_upload(base, i, h, err, errlen);
+        else if (!rc)
+            rc = rl_upload(be, s->tparams->base + e->offset, h, e->count * sizeof(float));
+        free(h);
+    }
     for (int i = 0; st && i < rl_st_count(st) && !rc; i++) {
         const char *name = rl_st_at(st, i)->name;
-        if (rl_arena_find(&base->params, name) < 0 && rl_arena_find(s->tparams, name) < 0) {
+        if (rl_arena_find(&base->params, name) < 0 && rl_arena_find(&base->frozen, name) < 0 &&
+            rl_arena_find(s->tparams, name) < 0) {
             snprintf(err, errlen, "%s: tensor \"%s\" is not part of this %s student (config.json and weights "
                      "disagree?)", dir, name, rl_student_arch_name(arch));
             rc = RL_EINVAL;
@@ -541,21 +562,20 @@ int rl_student_save(const rl_student *s, const char *dir, char *err, size_t errl
     int rc = write_config(s, path, err, errlen);
     if (rc)
         return rc;
-    const rl_arena *arenas[2] = {&s->base->params, s->tparams};
-    const int n = arenas[0]->n + arenas[1]->n;
+    /* the base model's tensors (fp32 and bf16 tables: rl__model_tensor), then the time-mix ones */
+    const int n_base = rl__model_n_tensors(s->base), n = n_base + s->tparams->n;
     rl_st_entry *ents = calloc((size_t)n, sizeof *ents);
     if (!ents) {
         snprintf(err, errlen, "out of memory");
         return RL_ENOMEM;
     }
     size_t maxc = 1;
-    for (int k = 0, j = 0; k < 2; k++)
-        for (int i = 0; i < arenas[k]->n; i++, j++) {
-            const rl_arena_entry *e = &arenas[k]->entries[i];
-            ents[j] = (rl_st_entry){.name = e->name, .dtype = RL_DTYPE_F32, .ndim = e->ndim};
-            memcpy(ents[j].shape, e->shape, sizeof e->shape);
-            maxc = e->count > maxc ? e->count : maxc;
-        }
+    for (int j = 0, fz; j < n; j++) {
+        const rl_arena_entry *e = j < n_base ? rl__model_tensor(s->base, j, &fz) : &s->tparams->entries[j - n_base];
+        ents[j] = (rl_st_entry){.name = e->name, .dtype = RL_DTYPE_F32, .ndim = e->ndim};
+        memcpy(ents[j].shape, e->shape, sizeof e->shape);
+        maxc = e->count > maxc ? e->count : maxc;
+    }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     const char *meta[] = {"format", "pt"};
     rl_st_writer *w;
@@ -565,13 +585,13 @@ int rl_student_save(const rl_student *s, const char *dir, char *err, size_t errl
         return rc;
     float *h = malloc(sizeof(float) * maxc);
     rc = h ? 0 : RL_ENOMEM;
-    for (int k = 0; k < 2 && !rc; k++)
-        for (int i = 0; i < arenas[k]->n && !rc; i++) {
-            const rl_arena_entry *e = &arenas[k]->entries[i];
-            rc = rl_download(s->base->be, h, arenas[k]->base + e->offset, e->count * sizeof(float));
-            if (!rc)
-                rc = rl_st_writer_append(w, h, e->count, err, errlen);
-        }
+    for (int j = 0, fz; j < n && !rc; j++) {
+        const rl_arena_entry *e = j < n_base ? rl__model_tensor(s->base, j, &fz) : &s->tparams->entries[j - n_base];
+        rc = j < n_base ? rl__model_tensor_fetch(s->base, j, h, err, errlen)
+                        : rl_download(s->base->be, h, s->tparams->base + e->offset, e->count * sizeof(float));
+        if (!rc)
+            rc = rl_st_writer_append(w, h, e->count, err, errlen);
+    }
     free(h);
     if (rc) {
         rl_st_writer_abort(w);

@@ -139,13 +139,25 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
             if (!m->grad_wanted || m->grad_wanted(m->grad_wanted_ctx, e->name))
                 rc = rl_arena_add(&m->grads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
         }
+        for (int i = 0; i < m->frozen.n && !rc && m->bf16_trains; i++) { /* bf16 matrices: bf16 gradients */
+            const rl_arena_entry *e = &m->frozen.entries[i];
+            if (!m->grad_wanted || m->grad_wanted(m->grad_wanted_ctx, e->name))
+                rc = rl_arena_add(&m->grads16, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+        }
         if (!rc) {
             const char *prev = rl_backend_mem_tag(m->be, "gradients");
             rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
+            if (!rc && m->grads16.n && !(m->g16 = rl_malloc(m->be, sizeof(uint16_t) * m->grads16.total))) {
+                rc = rl_backend_status(m->be, err, errlen);
+                rl_backend_clear_error(m->be);
+            }
+            if (!rc && m->g16 && (rl_zero(m->be, m->g16, sizeof(uint16_t) * m->grads16.total) ||
+                                  rl_backend_grads_bf16(m->be, m->g16, m->grads16.total)))
+                rc = rl_backend_status(m->be, err, errlen);
             rl_backend_mem_tag(m->be, prev);
         }
         if (!rc)
-            rl__bind_params(&m->grads, c, &m->g);
+            rl__bind_params2(&m->grads, &m->grads16, m->g16, c, &m->g);
     }
     if (rc) {
         free(ix);
@@ -260,11 +272,11 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
     const size_t RD = (size_t)R * D;
-    if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES) ||
-        m->grads.total != m->params.total) {
+    const int all_grads = m->grads.total == m->params.total && (!m->frozen.n || m->grads16.total == m->frozen.total);
+    if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES) || !all_grads) {
         snprintf(err, errlen, "backward: the model was prepared without %s",
                  !m->has_backward                      ? "backward buffers"
-                 : m->grads.total != m->params.total ? "a gradient for every parameter (grad_wanted)"
+                 : !all_grads ? "a gradient for every parameter (grad_wanted)"
                                                      : "the activations a backward needs (keep ALL or BOUNDARIES)");
         return RL_EINVAL;
     }
@@ -322,6 +334,8 @@ void rl_model_zero_grads(rl_model *m)
 {
     if (m->grads.base)
         rl_zero(m->be, m->grads.base, m->grads.total * sizeof(float));
+    if (m->g16)
+        rl_zero(m->be, m->g16, m->grads16.total * sizeof(uint16_t));
 }
 
 int rl_model_loss(rl_model *m, const int32_t *targets, int backward, double *mean_loss, char *err, size_t errlen)

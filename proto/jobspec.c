@@ -30,6 +30,7 @@ const char *rl_arch_name(rl_arch a)
 }
 
 static const char *const schedule_names[] = {"cos", "linear", "flat"};
+static const char *const precision_names[] = {"fp32", "bf16", "bf16-weights"}; /* = the worker's (trainer.c) */
 
 /* The recipe (METHOD.md §4, "Exact hyperparameters"); pretrain and the micro-batches are ours. */
 static void stage_defaults(rl_stage_spec *s, rl_stage_kind kind)
@@ -439,9 +440,8 @@ static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const 
         return get_switch(p, v, path, "0 (every rank keeps the whole optimizer state) or 1 (ZeRO-1: the AdamW "
                           "state sharded over the ranks)", &s->zero);
     if (!strcmp(key, "precision")) {
-        static const char *const names[] = {"fp32", "bf16"};
-        if (get_choice(p, v, path, names, 2, &tmp) < 0) return -1;
-        s->bf16 = tmp == 1;
+        if (get_choice(p, v, path, precision_names, 3, &tmp) < 0) return -1;
+        s->bf16 = tmp;
         return 0;
     }
     if (!strcmp(key, "recompute"))
@@ -992,7 +992,7 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "zero", json_integer(s->zero));
     json_object_set_new(o, "recompute", json_integer(s->recompute));
     json_object_set_new(o, "profile", json_integer(s->profile));
-    json_object_set_new(o, "precision", json_string(s->bf16 ? "bf16" : "fp32"));
+    json_object_set_new(o, "precision", json_string(precision_names[s->bf16 >= 0 && s->bf16 < 3 ? s->bf16 : 0]));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));
     if (s->kind == RL_STAGE_EXTEND)
         json_object_set_new(o, "train", json_string(s->train == RL_TRAIN_DECAY_SHIFT ? "decay_shift" : "all"));

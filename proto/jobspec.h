@@ -42,7 +42,9 @@ typedef struct rl_stage_spec {
     int zero;                /* 1: ZeRO-1, optimizer state sharded over the ranks; 0: every rank keeps all */
     int recompute;           /* 1: activation recomputation (layer inputs kept, layers rerun in the backward) */
     int profile;             /* 1: every backend op timed from the second step on (profile.tsv in the stage dir) */
-    int bf16;                /* precision: bf16 = GEMMs on bf16 operands, fp32 accumulation and master weights */
+    int bf16;                /* precision: 0 fp32; 1 bf16 = GEMMs on bf16 operands, fp32 accumulation and
+                              * weights; 2 bf16-weights = bf16 also stores the trainable matrices and their
+                              * gradients, with fp32 master weights */
 } rl_stage_spec;
 
 typedef enum rl_arch { RL_ARCH_RWKV7, RL_ARCH_RWKV6 } rl_arch;

@@ -124,9 +124,9 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
     if (opt_switch(st, "profile", &to->profile) < 0)
         return fail(err, errlen, "stage_json: \"profile\" must be 0 or 1");
     const char *precision = str_field(st, "precision");
-    if (json_object_get(st, "precision") && (!precision || (strcmp(precision, "fp32") && strcmp(precision, "bf16"))))
-        return fail(err, errlen, "stage_json: \"precision\" must be \"fp32\" or \"bf16\"");
-    to->bf16 = precision && !strcmp(precision, "bf16");
+    if (json_object_get(st, "precision") && (!precision || rl_precision_from_name(precision) < 0))
+        return fail(err, errlen, "stage_json: \"precision\" must be \"fp32\", \"bf16\" or \"bf16-weights\"");
+    to->bf16 = precision ? rl_precision_from_name(precision) : 0;
     const char *loss = str_field(st, "loss"), *train = str_field(st, "train");
     to->loss_mse = loss && !strcmp(loss, "mse");
     to->train_decay_shift = train && !strcmp(train, "decay_shift");

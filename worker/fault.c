@@ -43,7 +43,9 @@ void rl__fault_poison_grad(rl__trainer *t, int64_t step)
     for (int i = 0; i < t->n_t; i++)
         if (!name[0] || strcmp(t->t[i].name, name) == 0) {
             const float nan = NAN;
-            rl_upload(t->be, t->t[i].grad, &nan, sizeof nan);
+            const uint16_t nan16 = rl_f32_to_bf16(NAN);
+            rl_upload(t->be, t->t[i].grad, t->t[i].bf16 ? (const void *)&nan16 : (const void *)&nan,
+                      t->t[i].bf16 ? sizeof nan16 : sizeof nan);
             return;
         }
     fprintf(stderr, "RADLADS_TEST_POISON: no trainable tensor \"%s\"\n", name);

@@ -16,7 +16,7 @@
 
 #include "trainer_int.h"
 
-static int add_span(rl__grad_buckets *b, int *cap, float *ptr, float *param, size_t n)
+static int add_span(rl__grad_buckets *b, int *cap, void *ptr, void *param, size_t n, int bf16)
 {
     if (b->n_spans == *cap) {
         int nc = *cap ? *cap * 2 : 16;
@@ -25,7 +25,7 @@ static int add_span(rl__grad_buckets *b, int *cap, float *ptr, float *param, siz
             return RL_ENOMEM;
         b->spans = ns, *cap = nc;
     }
-    b->spans[b->n_spans++] = (rl__span){.ptr = ptr, .param = param, .n = n};
+    b->spans[b->n_spans++] = (rl__span){.ptr = ptr, .param = param, .n = n, .bf16 = bf16};
     return 0;
 }
 
@@ -40,9 +40,11 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
     int cap = 0, rc = 0, bcap = 0;
     size_t fill = B; /* the current bucket is full: the next piece opens a new one */
     for (int i = 0; i < t->n_t && !rc;) {
-        float *run = t->t[i].grad, *prun = t->t[i].param;
+        void *run = t->t[i].grad, *prun = t->t[i].param;
+        const int bf = t->t[i].bf16;
         size_t run_n = 0; /* a run is adjacent in the gradients and in the parameters (ZeRO-1 gathers those) */
-        while (i < t->n_t && t->t[i].grad == run + run_n && t->t[i].param == prun + run_n)
+        while (i < t->n_t && t->t[i].bf16 == bf && t->t[i].grad == rl__at(run, bf, run_n) &&
+               t->t[i].param == rl__at(prun, bf, run_n))
             run_n += t->t[i++].count;
         b->total += run_n;
         for (size_t off = 0; off < run_n && !rc;) {
@@ -60,9 +62,9 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
                 fill = 0;
             }
             size_t piece = run_n - off < B - fill ? run_n - off : B - fill;
-            rc = add_span(b, &cap, run + off, prun + off, piece);
+            rc = add_span(b, &cap, rl__at(run, bf, off), rl__at(prun, bf, off), piece, bf);
             rl__bucket *cur = &b->buckets[b->n_buckets - 1];
-            cur->count++, cur->floats += piece;
+            cur->count++, cur->floats += piece, cur->packed = cur->count > 1 || bf;
             off += piece, fill += piece;
         }
     }
@@ -72,7 +74,7 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
     }
     size_t staging = 0;
     for (int k = 0; k < b->n_buckets; k++)
-        if (b->buckets[k].count > 1) {
+        if (b->buckets[k].packed) {
             b->n_packed++;
             if (b->buckets[k].floats > staging)
                 staging = b->buckets[k].floats;
@@ -88,25 +90,41 @@ int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t err
     return 0;
 }
 
+int rl__span_copy(rl__trainer *t, const rl__bucket *bk, size_t off, float *buf, size_t n, int to_spans, int param)
+{
+    const rl__span *s = &t->buckets.spans[bk->first];
+    size_t pos = 0;
+    int rc = 0;
+    for (int i = 0; i < bk->count && n > 0 && !rc; pos += s[i].n, i++) {
+        if (off >= pos + s[i].n)
+            continue;
+        size_t in = off - pos, len = s[i].n - in < n ? s[i].n - in : n;
+        void *p = rl__at(param ? s[i].param : s[i].ptr, s[i].bf16, in);
+        if (s[i].bf16)
+            rc = to_spans ? rl_cast(t->be, p, RL_DTYPE_BF16, buf, RL_DTYPE_F32, len)
+                          : rl_cast(t->be, buf, RL_DTYPE_F32, p, RL_DTYPE_BF16, len);
+        else
+            rc = to_spans ? rl_copy(t->be, p, buf, sizeof(float) * len) : rl_copy(t->be, buf, p, sizeof(float) * len);
+        buf += len, off += len, n -= len;
+    }
+    return rc;
+}
+
 int rl__buckets_allreduce(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
     const rl__grad_buckets *b = &t->buckets;
     int rc = 0;
     for (int k = 0; k < b->n_buckets && !rc; k++) {
         const rl__bucket *bk = &b->buckets[k];
-        const rl__span *s = &b->spans[bk->first];
-        if (bk->count == 1) {
-            rc = hooks->allreduce_sum(hooks->ctx, s->ptr, s->n, err, errlen);
+        if (!bk->packed) {
+            rc = hooks->allreduce_sum(hooks->ctx, b->spans[bk->first].ptr, bk->floats, err, errlen);
             continue;
         }
-        size_t off = 0;
-        for (int i = 0; i < bk->count && !rc; off += s[i].n, i++)
-            rc = rl_copy(t->be, b->staging + off, s[i].ptr, sizeof(float) * s[i].n);
+        rc = rl__span_copy(t, bk, 0, b->staging, bk->floats, 0, 0);
         if (!rc)
             rc = hooks->allreduce_sum(hooks->ctx, b->staging, bk->floats, err, errlen);
-        off = 0;
-        for (int i = 0; i < bk->count && !rc; off += s[i].n, i++)
-            rc = rl_copy(t->be, s[i].ptr, b->staging + off, sizeof(float) * s[i].n);
+        if (!rc)
+            rc = rl__span_copy(t, bk, 0, b->staging, bk->floats, 1, 0);
         if (rc && !err[0])
             rl_backend_status(t->be, err, errlen);
     }
@@ -139,7 +157,8 @@ static int bucket_ready(const rl__trainer *t, const rl__bucket *bk)
         const rl__span *sp = &t->buckets.spans[s];
         for (int i = 0; i < t->n_t; i++) {
             const rl__tensor *x = &t->t[i];
-            if (x->grad < sp->ptr + sp->n && x->grad + x->count > sp->ptr) {
+            const char *g0 = (const char *)x->grad, *g1 = rl__at(x->grad, x->bf16, x->count);
+            if (g0 < (const char *)rl__at(sp->ptr, sp->bf16, sp->n) && g1 > (const char *)sp->ptr) {
                 int e = rl_model_grads_event(x->name, t->m->cfg.layers);
                 ready = e > ready ? e : ready;
             }
@@ -161,7 +180,7 @@ int rl__buckets_overlap_plan(rl__trainer *t, char *err, size_t errlen)
         rl__bucket *bk = &b->buckets[k];
         bk->ready = bucket_ready(t, bk);
         bk->stage_off = packed;
-        if (bk->count > 1)
+        if (bk->packed)
             packed += bk->floats;
         /* insertion into the start order: by ready event, ties by index */
         int at = k;
@@ -185,13 +204,9 @@ static int start_next(rl__trainer *t, const rl_train_hooks *hooks, char *err, si
 {
     rl__grad_buckets *b = &t->buckets;
     rl__bucket *bk = &b->buckets[b->order[b->next++]];
-    const rl__span *s = &b->spans[bk->first];
-    if (bk->count == 1)
-        return hooks->allreduce_start(hooks->ctx, s->ptr, s->n, &bk->req, err, errlen);
-    float *dst = b->ostaging + bk->stage_off;
-    int rc = 0;
-    for (int i = 0; i < bk->count && !rc; dst += s[i].n, i++)
-        rc = rl_copy(t->be, dst, s[i].ptr, sizeof(float) * s[i].n);
+    if (!bk->packed)
+        return hooks->allreduce_start(hooks->ctx, b->spans[bk->first].ptr, bk->floats, &bk->req, err, errlen);
+    int rc = rl__span_copy(t, bk, 0, b->ostaging + bk->stage_off, bk->floats, 0, 0);
     if (rc) {
         rl_backend_status(t->be, err, errlen);
         return rc;
@@ -222,12 +237,8 @@ int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
         int r2 = hooks->allreduce_wait(hooks->ctx, bk->req, e2, sizeof e2);
         if (r2 && !rc)
             rc = r2, snprintf(err, errlen, "%s", e2);
-        if (bk->count == 1)
-            continue;
-        const rl__span *s = &b->spans[bk->first];
-        const float *src = b->ostaging + bk->stage_off;
-        for (int i = 0; i < bk->count && !rc; src += s[i].n, i++)
-            rc = rl_copy(t->be, s[i].ptr, src, sizeof(float) * s[i].n);
+        if (bk->packed && !rc)
+            rc = rl__span_copy(t, bk, 0, b->ostaging + bk->stage_off, bk->floats, 1, 0);
     }
     if (rc && !err[0])
         rl_backend_status(t->be, err, errlen);

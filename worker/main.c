@@ -48,8 +48,10 @@ static void usage(FILE *f)
                "  backward: activation memory of one layer instead of all, same gradients, one more forward)\n"
                "  --overlap 0|1 (default 1: under mpirun a gradient bucket's all-reduce starts during the\n"
                "  backward as soon as its layers are done; 0 = all of them after the backward)\n"
-               "  --precision fp32|bf16 (bf16: GEMMs on bf16-rounded operands with fp32 accumulation, fp32\n"
-               "  master weights and everything else; on the CPU the same arithmetic, for reference)\n"
+               "  --precision fp32|bf16|bf16-weights (bf16: GEMMs on bf16-rounded operands with fp32\n"
+               "  accumulation, fp32 weights and everything else; on the CPU the same arithmetic, for reference;\n"
+               "  bf16-weights: also the student's trainable matrices in bf16 with bf16 gradients and fp32\n"
+               "  master weights beside the AdamW moments (sharded by --zero 1): the memory of a 7B distill)\n"
                "  --profile 0|1 (1 = time every backend op from the second step on, synchronously, so slower:\n"
                "  DIR/profile.tsv by op and GEMM shape, the top ops in the log)\n"
                "writes DIR/config.json + DIR/model.safetensors, DIR/checkpoints/step-N/, DIR/metrics.jsonl.\n"
@@ -318,11 +320,11 @@ static int cmd_run(int argc, char **argv)
         case O_PROFILE: bad = parse_int("--profile", optarg, 0, 1, &v), to.profile = (int)v; break;
         case O_OVERLAP: bad = parse_int("--overlap", optarg, 0, 1, &v), to.overlap = (int)v; break;
         case O_PRECISION:
-            if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16")) {
-                fprintf(stderr, "radlads-worker: --precision: expected fp32 or bf16, got \"%s\"\n", optarg);
+            if ((to.bf16 = rl_precision_from_name(optarg)) < 0) {
+                fprintf(stderr, "radlads-worker: --precision: expected fp32, bf16 or bf16-weights, got \"%s\"\n",
+                        optarg);
                 return 2;
             }
-            to.bf16 = !strcmp(optarg, "bf16");
             break;
         case O_DEVICE:
             if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {

@@ -29,7 +29,18 @@ static float *grad_of(const rl__trainer *t, float *p)
 {
     if (!p)
         return NULL;
-    const rl_arena *pa[2] = {&t->m->params, t->s->tparams}, *ga[2] = {&t->m->grads, &t->tgrads};
+    const rl_model *m = t->m;
+    const uint16_t *p16 = (const uint16_t *)(const void *)p;
+    for (int i = 0; m->frozen16 && i < m->frozen.n; i++) { /* bf16 weights (precision bf16-weights) */
+        const rl_arena_entry *e = &m->frozen.entries[i];
+        if (p16 >= m->frozen16 + e->offset && p16 < m->frozen16 + e->offset + e->count) {
+            const int g = rl_arena_find(&m->grads16, e->name);
+            return g < 0 || !m->g16 ? NULL
+                                    : rl_bf16_as_f32ptr(m->g16, m->grads16.entries[g].offset +
+                                                                    (size_t)(p16 - m->frozen16 - e->offset));
+        }
+    }
+    const rl_arena *pa[2] = {&m->params, t->s->tparams}, *ga[2] = {&m->grads, &t->tgrads};
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < pa[k]->n; i++) {
             const rl_arena_entry *e = &pa[k]->entries[i];
@@ -124,8 +135,6 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
     }
     if (!rc && o->stage == RL_TRAIN_DISTILL && !(o->kl_weight == 1.0 && o->ce_weight == 0.0)) {
         rc = alloc_f(t, &t->blend_h, RD, err, errlen);
-        if (!rc)
-            rc = alloc_f(t, &t->blend_w, (size_t)c->vocab * c->hidden, err, errlen);
     }
     if (rc == RL_ENOMEM && !err[0])
         snprintf(err, errlen, "out of memory preparing %d×%d training activations", B, T);
@@ -134,7 +143,7 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
 
 void rl__stage_release(rl__trainer *t)
 {
-    float **bufs[] = {&t->dv_first, &t->y_s, &t->dy, &t->du, &t->row_losses, &t->blend_h, &t->blend_w};
+    float **bufs[] = {&t->dv_first, &t->y_s, &t->dy, &t->du, &t->row_losses, &t->blend_h};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         rl_free(t->be, *bufs[i]);
         *bufs[i] = NULL;
@@ -230,28 +239,28 @@ static rl_lm_head head_of(rl_model *m, float *dhidden, float *dweight)
     return h;
 }
 
-/* kl_weight·KL + ce_weight·CE: each term's gradients land in scratch, scaled, then added. */
+/* kl_weight·KL + ce_weight·CE: each term's weighted head gradient accumulates straight into the head's (its
+ * dtype is the GEMM's business: bf16 under bf16-weights); its hidden-state gradient (SET by the head) lands in
+ * scratch and is added. */
 static int distill_blend(rl__trainer *t, double *loss)
 {
     rl_model *m = t->m, *tm = t->teacher;
     rl_backend *be = t->be;
     const double kw = t->o->kl_weight, cw = t->o->ce_weight;
-    const size_t RD = (size_t)m->batch * m->seq * m->cfg.hidden, VD = (size_t)m->cfg.vocab * m->cfg.hidden;
+    const size_t RD = (size_t)m->batch * m->seq * m->cfg.hidden;
     double kl = 0, ce = 0;
     int rc = rl_zero(be, m->gs.dln, RD * sizeof(float));
     if (kw != 0) {
-        rl_lm_head h = head_of(m, t->blend_h, t->blend_w);
-        rc |= rl_zero(be, t->blend_w, VD * sizeof(float));
+        rl_lm_head h = head_of(m, t->blend_h, m->g.lm_head);
+        h.grad_weight = (float)kw;
         rc |= rl_lm_head_kl(be, &h, tm->lnf, tm->p.lm_head, tm->logits_chunk, &kl);
-        rc |= rl_scale(be, t->blend_h, (float)kw, RD) | rl_scale(be, t->blend_w, (float)kw, VD);
-        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD) | rl_accumulate(be, m->g.lm_head, t->blend_w, VD);
+        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD);
     }
     if (cw != 0) {
-        rl_lm_head h = head_of(m, t->blend_h, t->blend_w);
-        rc |= rl_zero(be, t->blend_w, VD * sizeof(float));
+        rl_lm_head h = head_of(m, t->blend_h, m->g.lm_head);
+        h.grad_weight = (float)cw;
         rc |= rl_lm_head_cross_entropy(be, &h, m->targets, &ce);
-        rc |= rl_scale(be, t->blend_h, (float)cw, RD) | rl_scale(be, t->blend_w, (float)cw, VD);
-        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD) | rl_accumulate(be, m->g.lm_head, t->blend_w, VD);
+        rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD);
     }
     *loss = kw * kl + cw * ce;
     return rc;

@@ -27,6 +27,18 @@ static const char *const stage_names[] = {"align", "distill", "extend", "pretrai
 
 const char *rl_train_stage_name(rl_train_stage s) { return (unsigned)s < 4 ? stage_names[s] : "?"; }
 
+static const char *const precision_names[] = {"fp32", "bf16", "bf16-weights"};
+
+const char *rl_precision_name(int p) { return (unsigned)p < 3 ? precision_names[p] : "?"; }
+
+int rl_precision_from_name(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, precision_names[i]))
+            return i;
+    return -1;
+}
+
 int rl_train_stage_from_name(const char *s, rl_train_stage *out)
 {
     for (int i = 0; i < 4; i++)
@@ -105,40 +117,75 @@ static int mkdirs(const char *dir, char *err, size_t errlen)
 /* ---- which tensors train ---- */
 
 /* The rule is rl_tensor_trains (student.h), shared with the memory planner (model/plan.h). */
+static rl_param_set train_set(const rl_train_opts *o)
+{
+    if (o->stage == RL_TRAIN_ALIGN)
+        return RL_TRAINS_TIME_MIX;
+    return o->stage == RL_TRAIN_EXTEND && o->train_decay_shift ? RL_TRAINS_DECAY_SHIFT : RL_TRAINS_ALL;
+}
+
 int rl__trainable(const rl__trainer *t, const char *name)
 {
     const int mix_layers = t->s ? t->m->cfg.layers - t->s->attention_layers : t->m->cfg.layers;
-    rl_param_set set = RL_TRAINS_ALL;
-    if (t->o->stage == RL_TRAIN_ALIGN)
-        set = RL_TRAINS_TIME_MIX;
-    else if (t->o->stage == RL_TRAIN_EXTEND && t->o->train_decay_shift)
-        set = RL_TRAINS_DECAY_SHIFT;
-    return rl_tensor_trains(name, set, mix_layers);
+    return rl_tensor_trains(name, train_set(t->o), mix_layers);
 }
 
-static int build_tensors(rl__trainer *t, char *err, size_t errlen)
+/* The master weights of the bf16 tensors (precision bf16-weights) from the fp32 values in the model folder dir
+ * (the student the stage started from, or the checkpoint it resumes: saved from the masters, so exact). Each
+ * rank reads the tensors it owns a part of and keeps that part. */
+static int init_masters(rl__trainer *t, const char *dir, char *err, size_t errlen)
 {
-    const rl_arena *pa[2] = {&t->m->params, t->s ? t->s->tparams : NULL};
-    const rl_arena *ga[2] = {&t->m->grads, t->s ? &t->tgrads : NULL};
-    int cap = pa[0]->n + (pa[1] ? pa[1]->n : 0);
-    t->t = calloc((size_t)cap, sizeof *t->t);
+    rl_safetensors *st = NULL;
+    int rc = 0;
+    for (int i = 0; i < t->n_t && !rc; i++) {
+        const rl__tensor *x = &t->t[i];
+        size_t first, n = rl__owned(t, x, &first);
+        if (!x->bf16 || !n)
+            continue;
+        if (!st && (rc = rl_st_open_dir(&st, dir, err, errlen)) != 0)
+            break;
+        float *h = malloc(sizeof(float) * x->count);
+        rc = h ? rl_st_read_f32(st, x->name, h, x->entry->ndim, x->entry->shape, err, errlen)
+               : fail(err, errlen, RL_ENOMEM, "out of memory reading %s", x->name);
+        if (!rc && rl_upload(t->be, t->opt_w + x->moment_offset + first - t->zero.begin, h + first, n * sizeof *h))
+            rc = rl_backend_status(t->be, err, errlen);
+        free(h);
+    }
+    rl_st_close(st);
+    return rc;
+}
+
+static int build_tensors(rl__trainer *t, const char *model_dir, char *err, size_t errlen)
+{
+    /* the fp32 tensors of the model, its bf16 matrices (precision bf16-weights: all of them train), the
+     * student's time-mix tensors */
+    const rl_model *m = t->m;
+    const rl_arena *pa[3] = {&m->params, &m->frozen, t->s ? t->s->tparams : NULL};
+    const rl_arena *ga[3] = {&m->grads, &m->grads16, t->s ? &t->tgrads : NULL};
+    int cap = pa[0]->n + pa[1]->n + (pa[2] ? pa[2]->n : 0);
+    t->t = calloc((size_t)cap + 1, sizeof *t->t);
     if (!t->t)
         return fail(err, errlen, RL_ENOMEM, "out of memory");
-    size_t off = 0;
-    for (int k = 0; k < 2; k++)
+    size_t off = 0, n_bf16 = 0;
+    for (int k = 0; k < 3; k++)
         for (int i = 0; pa[k] && i < pa[k]->n; i++) {
             const rl_arena_entry *e = &pa[k]->entries[i];
             if (!rl__trainable(t, e->name))
                 continue;
             rl__tensor *x = &t->t[t->n_t++];
-            float *grad = rl_arena_ptr(ga[k], rl_arena_find(ga[k], e->name));
-            if (!grad)
+            const int gi = rl_arena_find(ga[k], e->name), bf = k == 1;
+            if (gi < 0 || (bf && !m->g16))
                 return fail(err, errlen, RL_EINVAL, "%s trains but has no gradient buffer", e->name);
-            *x = (rl__tensor){.name = e->name, .param = pa[k]->base + e->offset, .grad = grad,
-                              .entry = e, .count = e->count, .moment_offset = off,
-                              .group = strstr(e->name, ".self_attn.") != NULL};
+            float *grad = bf ? rl_bf16_as_f32ptr(m->g16, ga[k]->entries[gi].offset) : rl_arena_ptr(ga[k], gi);
+            float *param = bf ? rl_bf16_as_f32ptr(m->frozen16, e->offset) : pa[k]->base + e->offset;
+            *x = (rl__tensor){.name = e->name, .param = param, .grad = grad, .entry = e, .count = e->count,
+                              .moment_offset = off, .group = strstr(e->name, ".self_attn.") != NULL, .bf16 = bf};
             off += e->count;
+            n_bf16 += bf;
         }
+    if ((size_t)m->frozen.n != n_bf16)
+        return fail(err, errlen, RL_EINVAL, "the model keeps %d matrices in bf16 but %zu of them train in this stage "
+                    "(bf16-weights stores exactly the trainable ones)", m->frozen.n, n_bf16);
     if (t->n_t == 0)
         return fail(err, errlen, RL_EINVAL, "%s: no tensor of this model trains in this stage (train=%s)",
                     rl_train_stage_name(t->o->stage), t->o->train_decay_shift ? "decay_shift" : "all");
@@ -149,21 +196,94 @@ static int build_tensors(rl__trainer *t, char *err, size_t errlen)
     const char *prev = rl_backend_mem_tag(t->be, "optimizer state");
     t->opt_m = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
     t->opt_v = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
-    rl_backend_mem_tag(t->be, prev);
-    if (!t->opt_m || !t->opt_v) {
-        rl_backend_clear_error(t->be);
-        return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments (%zu floats)", n);
+    if (n_bf16) { /* indexed as the moments: the fp32 tensors' places stay unused (they are their own master) */
+        rl_backend_mem_tag(t->be, "master weights");
+        t->opt_w = rl_malloc(t->be, sizeof(float) * (n ? n : 1));
     }
-    return rl_zero(t->be, t->opt_m, sizeof(float) * n) | rl_zero(t->be, t->opt_v, sizeof(float) * n);
+    rl_backend_mem_tag(t->be, prev);
+    if (!t->opt_m || !t->opt_v || (n_bf16 && !t->opt_w)) {
+        rl_backend_clear_error(t->be);
+        return fail(err, errlen, RL_ENOMEM, "out of memory for the AdamW moments%s (%zu floats)",
+                    n_bf16 ? " and master weights" : "", n);
+    }
+    if (rl_zero(t->be, t->opt_m, sizeof(float) * n) | rl_zero(t->be, t->opt_v, sizeof(float) * n))
+        return rl_backend_status(t->be, err, errlen);
+    return n_bf16 ? init_masters(t, model_dir, err, errlen) : 0;
 }
 
 /* ---- checkpoints ---- */
 
-static int save_model(const rl__trainer *t, const char *dir, char *err, size_t errlen)
+/* precision bf16-weights: the model's bf16 matrices are saved from their fp32 masters (m->save_fetch), tensor by
+ * tensor in t[] order, which is the order the saves fetch them (the bf16 table's). Sharded (ZeRO-1), each is
+ * gathered to rank 0 (rl__zero_gather_tensor), so every rank takes part in the same gathers: rank 0 through the
+ * save, the others (and a rank 0 whose save failed half-way) through masters_drain. */
+typedef struct {
+    rl__trainer *t;
+    const rl_train_hooks *hooks;
+    int next;    /* t[] index from which the next bf16 tensor is looked for */
+    float *send; /* host scratch of the largest owned piece (sharded) */
+} masters_fetch;
+
+static int next_bf16(const rl__trainer *t, int from)
 {
-    if (t->s)
-        return rl_student_save(t->s, dir, err, errlen);
-    return rl_model_save(t->m, dir, RL_DTYPE_F32, 0, err, errlen);
+    while (from < t->n_t && !t->t[from].bf16)
+        from++;
+    return from;
+}
+
+static int fetch_master(void *ctx, const char *name, float *host, size_t n, char *err, size_t errlen)
+{
+    masters_fetch *f = ctx;
+    rl__trainer *t = f->t;
+    const int i = next_bf16(t, f->next);
+    if (i >= t->n_t || strcmp(t->t[i].name, name) || t->t[i].count != n)
+        return fail(err, errlen, RL_EINVAL, "saving %s: its master weights are not the next ones (%s)", name,
+                    i < t->n_t ? t->t[i].name : "none left");
+    f->next = i + 1;
+    if (t->zero.on)
+        return rl__zero_gather_tensor(t, f->hooks, t->opt_w, &t->t[i], f->send, host, err, errlen);
+    if (rl_download(t->be, host, t->opt_w + t->t[i].moment_offset, n * sizeof *host))
+        return rl_backend_status(t->be, err, errlen);
+    return 0;
+}
+
+/* The gathers of the bf16 tensors from f->next on, results dropped (sharded only). */
+static int masters_drain(masters_fetch *f, float *host, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (int i = next_bf16(f->t, f->next); f->t->zero.on && i < f->t->n_t && !rc; i = next_bf16(f->t, i + 1))
+        rc = rl__zero_gather_tensor(f->t, f->hooks, f->t->opt_w, &f->t->t[i], f->send, host, err, errlen);
+    f->next = f->t->n_t;
+    return rc;
+}
+
+/* Rank 0 writes the model to dir (NULL: it takes part in the gathers only). With bf16 masters sharded, every
+ * rank calls it; otherwise rank 0 alone. A failed save still completes the gathers and keeps its first error. */
+static int save_model(rl__trainer *t, const rl_train_hooks *hooks, const char *dir, char *err, size_t errlen)
+{
+    size_t maxown = 1, maxc = 1;
+    for (int i = 0; i < t->n_t; i++) {
+        size_t first, own = rl__owned(t, &t->t[i], &first);
+        maxown = own > maxown ? own : maxown;
+        maxc = t->t[i].count > maxc ? t->t[i].count : maxc;
+    }
+    masters_fetch f = {.t = t, .hooks = hooks, .send = t->opt_w && t->zero.on ? malloc(sizeof(float) * maxown) : NULL};
+    float *host = t->opt_w && t->zero.on && (!dir || t->o->rank == 0) ? malloc(sizeof(float) * maxc) : NULL;
+    if (t->opt_w && t->zero.on && (!f.send || !host)) /* (every rank runs out alike, or the gathers fail) */
+        return free(f.send), free(host), fail(err, errlen, RL_ENOMEM, "out of memory gathering the master weights");
+    if (t->opt_w)
+        t->m->save_fetch = fetch_master, t->m->save_fetch_ctx = &f;
+    int rc = 0;
+    if (dir)
+        rc = t->s ? rl_student_save(t->s, dir, err, errlen) : rl_model_save(t->m, dir, RL_DTYPE_F32, 0, err, errlen);
+    t->m->save_fetch = NULL, t->m->save_fetch_ctx = NULL;
+    if (t->opt_w) {
+        char e2[512] = "";
+        int r2 = masters_drain(&f, host, rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
+    }
+    free(f.send), free(host);
+    return rc;
 }
 
 /* optimizer.safetensors: exp_avg.NAME and exp_avg_sq.NAME of every trainable tensor, whole.  Unsharded,
@@ -267,8 +387,11 @@ static int write_checkpoint(rl__trainer *t, const char *ckdir, int64_t step, int
     const int root = t->o->rank == 0;
     const int begun = !root || rl_ckpt_begin(ckdir, step, tmp, sizeof tmp, err, errlen) == 0;
     int rc = begun ? 0 : RL_EINVAL;
-    if (root && !rc)
-        rc = save_model(t, tmp, err, errlen);
+    if ((root && !rc) || t->zero.on) { /* (sharded: every rank takes part in the master weights' gathers) */
+        char e2[512] = "";
+        int r2 = save_model(t, hooks, root && !rc ? tmp : NULL, rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
+    }
     if (begun || t->zero.on) { /* a rank 0 that failed still takes part in the gathers, with its first error */
         char e2[512] = "";
         snprintf(f, sizeof f, "%s/optimizer.safetensors", tmp);
@@ -421,14 +544,15 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
         if (!rl_student_is_student_dir(model_dir))
             return fail(err, errlen, RL_EINVAL, "%s is not a RADLADS student folder; make one from the teacher with "
                         "`radlads-worker run --stage transfer`", model_dir);
-        rc = rl_student_load(&t->s, t->be, model_dir, err, errlen);
+        rc = rl_student_load_ex(&t->s, t->be, model_dir,
+                                o->bf16 == RL_PRECISION_BF16_WEIGHTS ? (int)train_set(o) : -1, err, errlen);
         if (!rc)
             t->m = t->s->base;
     }
     if (rc || (o->stage != RL_TRAIN_ALIGN && o->stage != RL_TRAIN_DISTILL))
         return rc;
     rl_backend_mem_tag(t->be, "teacher weights"); /* (bf16: its matrices in bf16 only, never in fp32) */
-    rc = rl_model_load_ex(&t->teacher, t->be, o->teacher, 0, o->bf16, err, errlen);
+    rc = rl_model_load_ex(&t->teacher, t->be, o->teacher, 0, o->bf16 != 0, err, errlen);
     rl_backend_mem_tag(t->be, NULL);
     if (rc)
         return rc;
@@ -561,6 +685,9 @@ static int check_opts(const rl_train_opts *o, char *err, size_t errlen)
     if (o->lr.lr_wait < 0 || o->lr.lr_endpoint > 1 || o->lr.lr_wait >= o->lr.lr_endpoint)
         return fail(err, errlen, RL_EINVAL, "lr_wait %g and lr_endpoint %g must satisfy 0 ≤ wait < endpoint ≤ 1",
                     o->lr.lr_wait, o->lr.lr_endpoint);
+    if (o->bf16 == RL_PRECISION_BF16_WEIGHTS && o->stage == RL_TRAIN_PRETRAIN)
+        return fail(err, errlen, RL_EINVAL, "precision bf16-weights trains a RADLADS student (align, distill, "
+                    "extend); pretrain a softmax teacher with precision bf16 or fp32");
     const int distill = o->stage == RL_TRAIN_DISTILL; /* the only stage the weights mean anything to */
     if (distill && (o->kl_weight < 0 || o->ce_weight < 0 || o->kl_weight + o->ce_weight <= 0))
         return fail(err, errlen, RL_EINVAL, "kl_weight %g and ce_weight %g must be ≥ 0 and not both 0", o->kl_weight,
@@ -576,6 +703,7 @@ static void destroy(rl__trainer *t)
     if (t->be) {
         rl_free(t->be, t->opt_m);
         rl_free(t->be, t->opt_v);
+        rl_free(t->be, t->opt_w);
     }
     free(t->t);
     if (t->s)
@@ -683,7 +811,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     if (!rc)
         rc = rl__stage_prepare(&t, err, errlen);
     if (!rc)
-        rc = build_tensors(&t, err, errlen);
+        rc = build_tensors(&t, ckpt[0] ? ckpt : o.student, err, errlen);
     rl_backend_mem_tag(t.be, "communication");
     if (!rc && o.world > 1)
         rc = rl__buckets_plan(&t, o.bucket_floats, err, errlen);
@@ -778,6 +906,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         if (o.profile && o.rank == 0 && step == step0 + 1)
             rl_backend_profile(t.be, 1);
         rc = rl_zero(t.be, t.m->grads.base, t.m->grads.total * sizeof(float));
+        if (t.m->g16)
+            rc |= rl_zero(t.be, t.m->g16, t.m->grads16.total * sizeof(uint16_t));
         if (t.tgrads.base)
             rc |= rl_zero(t.be, t.tgrads.base, t.tgrads.total * sizeof(float));
         double loss = 0;
@@ -886,7 +1016,10 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                                   .step = step + 1};
             size_t first, n = rl__owned(&t, x, &first);
             const size_t mom = x->moment_offset + first - t.zero.begin;
-            if (n)
+            if (n && x->bf16) /* the master is updated; the bf16 weights become its rounding */
+                rl_adamw_update_bf16(t.be, rl__at(x->param, 1, first), t.opt_w + mom, rl__at(x->grad, 1, first),
+                                     t.opt_m + mom, t.opt_v + mom, n, &hp, gscale);
+            else if (n)
                 rl_adamw_update(t.be, x->param + first, x->grad + first, t.opt_m + mom, t.opt_v + mom, n, &hp, gscale);
         }
         if (rl_backend_status(t.be, err, errlen)) {
@@ -952,8 +1085,10 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         if (!rc && o.stop_after > 0 && step >= o.stop_after)
             break;
     }
+    if (!rc && step >= total_steps && o.rank != 0 && t.opt_w && t.zero.on) /* its part of the masters' gathers */
+        rc = save_model(&t, hooks, NULL, err, errlen);
     if (!rc && step >= total_steps && o.rank == 0) {
-        rc = save_model(&t, o.out, err, errlen);
+        rc = save_model(&t, hooks, o.out, err, errlen);
         const char *from[2] = {o.teacher, o.student};
         if (!rc)
             rc = copy_tokenizer_files(o.out, from, 2, err, errlen);

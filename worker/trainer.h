@@ -74,9 +74,17 @@ typedef struct {
                            * backward as soon as its layers are done (world > 1, zero off, hooks given) */
     int profile;          /* 1: every backend op timed (synchronously: slower) from the second step on;
                            * DIR/profile.tsv and the top ops in the log at the end */
-    int bf16;             /* 1: mixed precision: GEMMs on bf16 operands with fp32 accumulation, fp32 master
-                           * weights, optimizer state, norms, attention, recurrent state and losses */
+    int bf16;             /* RL_PRECISION_*: 1 (bf16): GEMMs on bf16 operands with fp32 accumulation, fp32
+                           * weights, optimizer state, norms, attention, recurrent state and losses; 2
+                           * (bf16-weights): the same arithmetic, with the student matrices that train (their
+                           * GEMM-only *_proj and lm_head weights) stored in bf16 with bf16 gradients, and
+                           * their fp32 master weights beside the AdamW moments (sharded with zero=1) */
 } rl_train_opts;
+
+enum { RL_PRECISION_FP32 = 0, RL_PRECISION_BF16 = 1, RL_PRECISION_BF16_WEIGHTS = 2 };
+/* "fp32", "bf16", "bf16-weights"; from_name: -1 for another string */
+const char *rl_precision_name(int p);
+int rl_precision_from_name(const char *s);
 
 #define RL_TRAIN_BUCKET_DEFAULT ((size_t)1 << 20) /* 4 MiB of fp32 gradients per all-reduce */
 

@@ -5,26 +5,32 @@
 #include "student.h"
 #include "trainer.h"
 
-/* One trainable tensor: parameter, gradient, and its slice of the AdamW moments. */
+/* One trainable tensor: parameter, gradient, and its slice of the AdamW moments (and of the master weights). */
 typedef struct {
     const char *name;
-    float *param, *grad;
+    float *param, *grad; /* bf16: they address bf16 data (rl_bf16_as_f32ptr): offset them with rl__at only */
     const rl_arena_entry *entry;
     size_t count, moment_offset;
     int group; /* 0 main LR, 1 lr2 (time-mix: names containing ".self_attn.") */
+    int bf16;  /* precision bf16-weights: bf16 weights and gradient; its fp32 master is t->opt_w[moment offsets] */
 } rl__tensor;
+
+/* Element k of a tensor's (or span's) parameters or gradients, bf16 or fp32. */
+static inline void *rl__at(const void *p, int bf16, size_t k) { return (char *)(uintptr_t)p + k * (bf16 ? 2 : 4); }
 
 /* The gradient all-reduce plan (grad_buckets.c): the trainable gradients, end to end, cut into consecutive
  * buckets of bucket_floats.  A bucket inside one run of adjacent tensors is one span, reduced in place; a
  * bucket holding pieces of several runs is packed into `staging` (device memory), reduced, unpacked. */
 typedef struct {
-    float *ptr;   /* gradients */
-    float *param; /* the parameters at the same place (same arena layout): ZeRO-1 all-gathers them */
+    void *ptr;   /* gradients */
+    void *param; /* the parameters at the same place (same arena layout): ZeRO-1 all-gathers them */
     size_t n;
+    int bf16;    /* both are bf16 (precision bf16-weights): they travel as fp32 through the staging buffers */
 } rl__span;
 
 typedef struct {
     int first, count; /* spans[first .. first+count) */
+    int packed;       /* through staging: several spans, or a bf16 one (the collectives sum fp32) */
     size_t floats;
     int ready;        /* overlap: the backward event after which every gradient in it is final */
     size_t stage_off; /* overlap, packed buckets: its own place in `ostaging` */
@@ -69,10 +75,11 @@ typedef struct {
     rl__tensor *t;
     int n_t;
     float *opt_m, *opt_v;
+    float *opt_w;      /* precision bf16-weights: the fp32 master weights of the owned shard (moment indexing) */
     size_t opt_n;      /* floats in each moment buffer: the owned shard (all trainable floats unsharded) */
     rl__zero zero;
     /* scratch: v_first's gradient, align outputs/gradients, du of the aligned layers */
-    float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h, *blend_w;
+    float *dv_first, *v_first, *y_s, *dy, *du, *row_losses, *blend_h;
     int micro;         /* rows of one forward = micro_batch sequences */
     rl_mixer mixer;    /* the student's time-mix with its backward, as m's sequence mixer */
     const rl_train_hooks *hooks;
@@ -89,6 +96,10 @@ int rl__trainable(const rl__trainer *t, const char *name);
  * wait (rl_sum_squares_many); NULL with err filled on failure; free() it. */
 double *rl__grad_sq(rl__trainer *t, int owned, char *err, size_t errlen);
 
+/* grad_buckets.c: n floats between bucket bk's spans, from bucket offset off on, and buf (backend memory):
+ * into the spans when to_spans, else out of them; of the parameters when param, else of the gradients. A bf16
+ * span is cast (exactly, when it is widened). */
+int rl__span_copy(rl__trainer *t, const rl__bucket *bk, size_t off, float *buf, size_t n, int to_spans, int param);
 /* grad_buckets.c: plans the buckets over t->t (call after the trainable tensors are known). */
 int rl__buckets_plan(rl__trainer *t, size_t bucket_floats, char *err, size_t errlen);
 /* Sums every trainable gradient over the ranks through hooks->allreduce_sum, bucket by bucket. */

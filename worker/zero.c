@@ -76,24 +76,6 @@ int rl__zero_plan(rl__trainer *t, char *err, size_t errlen)
     return 0;
 }
 
-/* n floats between the bucket's spans, from bucket offset off on, and buf: into the spans when to_spans,
- * else out of them; of the parameters when param, else of the gradients. */
-static int span_copy(rl__trainer *t, const rl__bucket *bk, size_t off, float *buf, size_t n, int to_spans, int param)
-{
-    const rl__span *s = &t->buckets.spans[bk->first];
-    size_t pos = 0;
-    int rc = 0;
-    for (int i = 0; i < bk->count && n > 0 && !rc; pos += s[i].n, i++) {
-        if (off >= pos + s[i].n)
-            continue;
-        size_t in = off - pos, len = s[i].n - in < n ? s[i].n - in : n;
-        float *p = (param ? s[i].param : s[i].ptr) + in;
-        rc = to_spans ? rl_copy(t->be, p, buf, sizeof(float) * len) : rl_copy(t->be, buf, p, sizeof(float) * len);
-        buf += len, off += len, n -= len;
-    }
-    return rc;
-}
-
 /* This rank's piece of bucket k: its bucket offset, and its count (the return value). */
 static size_t my_piece(const rl__trainer *t, int k, size_t *at)
 {
@@ -111,8 +93,8 @@ int rl__zero_reduce_scatter(rl__trainer *t, const rl_train_hooks *hooks, char *e
     for (int k = 0; k < b->n_buckets && !rc; k++) {
         const rl__bucket *bk = &b->buckets[k];
         const float *send = b->spans[bk->first].ptr;
-        if (bk->count > 1) {
-            rc = span_copy(t, bk, 0, b->staging, bk->floats, 0, 0);
+        if (bk->packed) {
+            rc = rl__span_copy(t, bk, 0, b->staging, bk->floats, 0, 0);
             send = b->staging;
         }
         size_t at, mine = my_piece(t, k, &at);
@@ -120,7 +102,7 @@ int rl__zero_reduce_scatter(rl__trainer *t, const rl_train_hooks *hooks, char *e
             rc = hooks->reduce_scatter_sum(hooks->ctx, send, t->zero.recv, t->zero.counts + (size_t)k * t->o->world,
                                            err, errlen);
         if (!rc)
-            rc = span_copy(t, bk, at, t->zero.recv, mine, 1, 0);
+            rc = rl__span_copy(t, bk, at, t->zero.recv, mine, 1, 0);
         if (rc && !err[0])
             rl_backend_status(t->be, err, errlen);
     }
@@ -134,16 +116,16 @@ int rl__zero_allgather(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
     for (int k = 0; k < b->n_buckets && !rc; k++) {
         const rl__bucket *bk = &b->buckets[k];
         const size_t *c = t->zero.counts + (size_t)k * t->o->world;
-        if (bk->count == 1) {
+        if (!bk->packed) {
             rc = hooks->allgather(hooks->ctx, b->spans[bk->first].param, c, err, errlen);
             continue;
         }
         size_t at, mine = my_piece(t, k, &at);
-        rc = span_copy(t, bk, at, b->staging + at, mine, 0, 1);
+        rc = rl__span_copy(t, bk, at, b->staging + at, mine, 0, 1);
         if (!rc)
             rc = hooks->allgather(hooks->ctx, b->staging, c, err, errlen);
         if (!rc)
-            rc = span_copy(t, bk, 0, b->staging, bk->floats, 1, 1);
+            rc = rl__span_copy(t, bk, 0, b->staging, bk->floats, 1, 1);
         if (rc && !err[0])
             rl_backend_status(t->be, err, errlen);
     }
@@ -153,19 +135,21 @@ int rl__zero_allgather(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
 double *rl__grad_sq(rl__trainer *t, int owned, char *err, size_t errlen)
 {
     double *sq = calloc((size_t)t->n_t + 1, sizeof *sq);
-    const float **x = calloc((size_t)t->n_t + 1, sizeof *x);
+    const void **x = calloc((size_t)t->n_t + 1, sizeof *x);
     size_t *n = calloc((size_t)t->n_t + 1, sizeof *n);
-    int rc = sq && x && n ? 0 : RL_ENOMEM;
+    rl_dtype *dt = calloc((size_t)t->n_t + 1, sizeof *dt);
+    int rc = sq && x && n && dt ? 0 : RL_ENOMEM;
     for (int i = 0; i < t->n_t && !rc; i++) {
         size_t first = 0;
         n[i] = owned ? rl__owned(t, &t->t[i], &first) : t->t[i].count;
-        x[i] = t->t[i].grad + first;
+        x[i] = rl__at(t->t[i].grad, t->t[i].bf16, first);
+        dt[i] = t->t[i].bf16 ? RL_DTYPE_BF16 : RL_DTYPE_F32;
     }
-    if (!rc && (rc = rl_sum_squares_many(t->be, sq, x, n, t->n_t)) != 0)
+    if (!rc && (rc = rl_sum_squares_many(t->be, sq, x, dt, n, t->n_t)) != 0)
         rl_backend_status(t->be, err, errlen);
     else if (rc)
         snprintf(err, errlen, "out of memory");
-    free(x), free(n);
+    free(x), free(n), free(dt);
     if (rc) {
         free(sq);
         return NULL;

@@ -135,6 +135,57 @@ static int cpu_sum(rl_backend *be, double *out, const float *x, size_t n, int sq
     return 0;
 }
 
+/* Σx² of each range, F32 or BF16 (widened: exact), in double. */
+static int cpu_sum_many(rl_backend *be, double *out, const void *const *x, const rl_dtype *dt, const size_t *n,
+                        int count, int squares)
+{
+    for (int r = 0; r < count; r++) {
+        if (!dt || dt[r] == RL_DTYPE_F32) {
+            cpu_sum(be, &out[r], x[r], n[r], squares);
+            continue;
+        }
+        const uint16_t *h = x[r];
+        const long long nn = (long long)n[r];
+        double acc = 0.0;
+#pragma omp parallel for reduction(+ : acc) if (nn > PAR_MIN)
+        for (long long i = 0; i < nn; i++) {
+            const double w = (double)rl_bf16_to_f32(h[i]);
+            acc += squares ? w * w : w;
+        }
+        out[r] = acc;
+    }
+    return 0;
+}
+
+/* One AdamW element (as torch.optim.AdamW); the same expression in both updates below. */
+static inline float adamw_step(float p, float g, float *m, float *v, float b1, float b2, float lr, float eps,
+                               float decay, float bc1, float bc2)
+{
+    float mi = b1 * *m + (1.0f - b1) * g;
+    float vi = b2 * *v + (1.0f - b2) * g * g;
+    *m = mi;
+    *v = vi;
+    return p * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+}
+
+static int cpu_adamw_bf16(rl_backend *be, uint16_t *p16, float *master, const uint16_t *g16, float *m, float *v,
+                          size_t n, const rl_adamw_params *hp, float grad_scale)
+{
+    (void)be;
+    const float b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr, eps = hp->eps;
+    const float decay = 1.0f - hp->lr * hp->weight_decay;
+    const float bc1 = (float)(1.0 - pow((double)b1, (double)hp->step));
+    const float bc2 = (float)(1.0 - pow((double)b2, (double)hp->step));
+    long long nn = (long long)n;
+#pragma omp parallel for if (nn > PAR_MIN)
+    for (long long i = 0; i < nn; i++) {
+        master[i] = adamw_step(master[i], rl_bf16_to_f32(g16[i]) * grad_scale, &m[i], &v[i], b1, b2, lr, eps, decay,
+                               bc1, bc2);
+        p16[i] = rl_f32_to_bf16(master[i]);
+    }
+    return 0;
+}
+
 static int cpu_adamw(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                      const rl_adamw_params *hp, float grad_scale)
 {
@@ -145,14 +196,8 @@ static int cpu_adamw(rl_backend *be, float *p, const float *g, float *m, float *
     const float bc2 = (float)(1.0 - pow((double)b2, (double)hp->step));
     long long nn = (long long)n;
 #pragma omp parallel for simd if (nn > PAR_MIN)
-    for (long long i = 0; i < nn; i++) {
-        float gi = g[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
-    }
+    for (long long i = 0; i < nn; i++)
+        p[i] = adamw_step(p[i], g[i] * grad_scale, &m[i], &v[i], b1, b2, lr, eps, decay, bc1, bc2);
     return 0;
 }
 
@@ -170,6 +215,7 @@ static const rl__ops cpu_ops = {
     .accumulate = cpu_accumulate,
     .scale = cpu_scale,
     .sum = cpu_sum,
+    .sum_many = cpu_sum_many,
     .matmul = rl__cpu_matmul,
     .bias_backward = rl__cpu_bias_backward,
     .embedding_forward = rl__cpu_embedding_forward,
@@ -188,6 +234,7 @@ static const rl__ops cpu_ops = {
     .mse_forward = rl__cpu_mse_forward,
     .mse_backward = rl__cpu_mse_backward,
     .adamw = cpu_adamw,
+    .adamw_bf16 = cpu_adamw_bf16,
     .wkv7_forward = rl__cpu_wkv7_forward,
     .wkv7_backward = rl__cpu_wkv7_backward,
     .wkv6_forward = rl__cpu_wkv6_forward,

@@ -61,10 +61,10 @@ int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, con
 {
     const int in_ok = (g->dtype_a == RL_DTYPE_F32 || g->dtype_a == RL_DTYPE_BF16) &&
                       (g->dtype_b == RL_DTYPE_F32 || g->dtype_b == RL_DTYPE_BF16);
-    if (!in_ok || g->dtype_c != RL_DTYPE_F32)
+    if (!in_ok || (g->dtype_c != RL_DTYPE_F32 && (g->dtype_c != RL_DTYPE_BF16 || bias)))
         return rl__fail(be, RL_ENOTSUP,
-                        "rl_matmul: the CPU backend takes F32 or BF16 operands into an F32 result (got %s x %s -> "
-                        "%s); cast to F32 first",
+                        "rl_matmul: the CPU backend takes F32 or BF16 operands into an F32 result, or a BF16 one "
+                        "without bias (got %s x %s -> %s); cast to F32 first",
                         rl_dtype_name(g->dtype_a), rl_dtype_name(g->dtype_b), rl_dtype_name(g->dtype_c));
     const int M = g->M, N = g->N, K = g->K;
     const int lda = g->trans_a ? M : K;
@@ -79,7 +79,16 @@ int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, con
         return rl__fail(be, RL_ENOMEM, "rl_matmul: out of memory widening BF16 operands (%zu + %zu floats)",
                         g->dtype_a == RL_DTYPE_BF16 ? na : 0, g->dtype_b == RL_DTYPE_BF16 ? nb : 0);
     }
-    float *C = c;
+    /* a BF16 result: computed in fp32 (C widened when beta reads it), rounded once at the end */
+    const size_t nc = (size_t)(batch - 1) * (size_t)g->stride_c + (size_t)M * N;
+    float *own_c = NULL, *C = c;
+    if (g->dtype_c == RL_DTYPE_BF16) {
+        C = own_c = g->beta != 0.0f ? (float *)as_f32(c, RL_DTYPE_BF16, nc, &own_c) : calloc(nc, sizeof(float));
+        if (!C) {
+            free(own_a), free(own_b);
+            return rl__fail(be, RL_ENOMEM, "rl_matmul: out of memory widening a BF16 result (%zu floats)", nc);
+        }
+    }
     for (int i = 0; i < batch; i++) {
         float *Ci = C + i * g->stride_c;
         float beta = g->beta;
@@ -100,7 +109,15 @@ int rl__cpu_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, con
         sgemm_split(be->num_threads, g->trans_a, g->trans_b, M, N, K, g->alpha, A + i * g->stride_a, lda,
                     B + i * g->stride_b, ldb, beta, Ci);
     }
-    free(own_a), free(own_b);
+    for (int i = 0; own_c && i < batch; i++) { /* the products only: a gap between them stays as it was */
+        uint16_t *h = (uint16_t *)c + i * g->stride_c;
+        const float *w = own_c + i * g->stride_c;
+        const long long nn = (long long)M * N;
+#pragma omp parallel for if (nn > 65536)
+        for (long long j = 0; j < nn; j++)
+            h[j] = rl_f32_to_bf16(w[j]);
+    }
+    free(own_a), free(own_b), free(own_c);
     return 0;
 }
 

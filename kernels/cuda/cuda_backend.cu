@@ -496,6 +496,7 @@ static const rl__ops cuda_ops = {
     .mse_forward = rl__cuda_mse_forward,
     .mse_backward = rl__cuda_mse_backward,
     .adamw = rl__cuda_adamw,
+    .adamw_bf16 = rl__cuda_adamw_bf16,
     .wkv7_forward = cuda_wkv7_forward,
     .wkv7_backward = cuda_wkv7_backward,
     .wkv6_forward = cuda_wkv6_forward,

@@ -66,7 +66,8 @@ int rl__cuda_add(rl_backend *be, float *out, const float *a, const float *b, siz
 int rl__cuda_accumulate(rl_backend *be, float *y, const float *x, size_t n);
 int rl__cuda_scale(rl_backend *be, float *x, float s, size_t n);
 int rl__cuda_sum(rl_backend *be, double *out, const float *x, size_t n, int squares);
-int rl__cuda_sum_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares);
+int rl__cuda_sum_many(rl_backend *be, double *out, const void *const *x, const rl_dtype *dt, const size_t *n,
+                      int count, int squares);
 int rl__cuda_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const float *table, int rows,
                                int vocab, int dim);
 int rl__cuda_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
@@ -92,5 +93,7 @@ int rl__cuda_mse_backward(rl_backend *be, float *da, const float *a, const float
                           int dim);
 int rl__cuda_adamw(rl_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                    const rl_adamw_params *hp, float grad_scale);
+int rl__cuda_adamw_bf16(rl_backend *be, uint16_t *p16, float *master, const uint16_t *g16, float *m, float *v,
+                        size_t n, const rl_adamw_params *hp, float grad_scale);
 
 #endif

@@ -5,6 +5,7 @@
  * by summation order and FMA contraction. Reductions run in a fixed order (no atomics) except the
  * embedding gradient, where repeated ids collide. Row kernels use one block per row, so `rows` may be up
  * to 2^31−1; element-wise kernels use grid-stride loops with 64-bit indices. */
+#include <cuda_bf16.h>
 #include <math.h>
 
 #include "cuda_int.h"
@@ -143,12 +144,18 @@ int rl__cuda_scale(rl_backend *be, float *x, float s, size_t n)
 
 /* ---- Σx and Σx² in double: RLC_SUM_BLOCKS fixed partials, then one block sums them in order ---- */
 
-__global__ static void sum_partials_kernel(double *partials, const float *x, size_t n, int squares)
+/* element i of x, an F32 or (bf16) a BF16 array, in double */
+__device__ static inline double elem_f64(const void *x, size_t i, int bf16)
+{
+    return bf16 ? (double)__bfloat162float(((const __nv_bfloat16 *)x)[i]) : (double)((const float *)x)[i];
+}
+
+__global__ static void sum_partials_kernel(double *partials, const void *x, size_t n, int squares, int bf16)
 {
     double acc = 0.0;
     GRID_STRIDE(i, n)
     {
-        double v = (double)x[i];
+        double v = elem_f64(x, i, bf16);
         acc += squares ? v * v : v;
     }
     acc = block_sum(acc);
@@ -167,12 +174,12 @@ __global__ static void sum_final_kernel(double *out, const double *partials, int
 }
 
 /* Queues Σ of x[0..n) into partials[RLC_SUM_BLOCKS + slot] (0 when n is 0). */
-static int queue_sum(rl_backend *be, int slot, const float *x, size_t n, int squares)
+static int queue_sum(rl_backend *be, int slot, const void *x, size_t n, int squares, int bf16)
 {
     rlc_backend *c = rlc_of(be);
     const char *op = squares ? "rl_sum_squares" : "rl_sum";
     if (n) {
-        sum_partials_kernel<<<RLC_SUM_BLOCKS, 256, 0, c->stream>>>(c->partials, x, n, squares);
+        sum_partials_kernel<<<RLC_SUM_BLOCKS, 256, 0, c->stream>>>(c->partials, x, n, squares, bf16);
         int rc = rlc_launched(be, op);
         if (rc)
             return rc;
@@ -202,16 +209,18 @@ static int fetch_sums(rl_backend *be, double *out, int count)
 int rl__cuda_sum(rl_backend *be, double *out, const float *x, size_t n, int squares)
 {
     *out = 0.0;
-    int rc = queue_sum(be, 0, x, n, squares);
+    int rc = queue_sum(be, 0, x, n, squares, 0);
     return rc ? rc : fetch_sums(be, out, 1);
 }
 
-int rl__cuda_sum_many(rl_backend *be, double *out, const float *const *x, const size_t *n, int count, int squares)
+int rl__cuda_sum_many(rl_backend *be, double *out, const void *const *x, const rl_dtype *dt, const size_t *n,
+                      int count, int squares)
 {
     for (int base = 0; base < count; base += RLC_SUM_MANY) {
         const int k = count - base < RLC_SUM_MANY ? count - base : RLC_SUM_MANY;
         for (int j = 0; j < k; j++) {
-            int rc = queue_sum(be, j, x[base + j], n[base + j], squares);
+            const int bf16 = dt && dt[base + j] == RL_DTYPE_BF16;
+            int rc = queue_sum(be, j, x[base + j], n[base + j], squares, bf16);
             if (rc)
                 return rc;
         }
@@ -574,17 +583,43 @@ int rl__cuda_mse_backward(rl_backend *be, float *da, const float *a, const float
 
 /* ---- AdamW, as torch.optim.AdamW (kernels.h); bias corrections computed on the host as on the CPU ---- */
 
-__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                    float b2, float eps, float decay, float bc1, float bc2, float grad_scale)
+struct adamw_consts {
+    float lr, b1, b2, eps, decay, bc1, bc2, grad_scale;
+};
+
+static adamw_consts adamw_of(const rl_adamw_params *hp, float grad_scale)
+{
+    return adamw_consts{hp->lr, hp->beta1, hp->beta2, hp->eps, 1.0f - hp->lr * hp->weight_decay,
+                        (float)(1.0 - pow((double)hp->beta1, (double)hp->step)),
+                        (float)(1.0 - pow((double)hp->beta2, (double)hp->step)), grad_scale};
+}
+
+/* One element: the CPU backend's expression, operation for operation. */
+__device__ static inline float adamw_elem(float p, float g, float *m, float *v, const adamw_consts &k)
+{
+    float gi = g * k.grad_scale;
+    float mi = k.b1 * *m + (1.0f - k.b1) * gi;
+    float vi = k.b2 * *v + (1.0f - k.b2) * gi * gi;
+    *m = mi;
+    *v = vi;
+    return p * k.decay - k.lr * (mi / k.bc1) / (sqrtf(vi / k.bc2) + k.eps);
+}
+
+__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, adamw_consts k)
+{
+    GRID_STRIDE(i, n)
+    p[i] = adamw_elem(p[i], g[i], &m[i], &v[i], k);
+}
+
+/* bf16 weights: the fp32 master is updated, the weights become its round-to-nearest-even bf16 */
+__global__ static void adamw_bf16_kernel(__nv_bfloat16 *p16, float *master, const __nv_bfloat16 *g16, float *m,
+                                         float *v, size_t n, adamw_consts k)
 {
     GRID_STRIDE(i, n)
     {
-        float gi = g[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+        const float w = adamw_elem(master[i], __bfloat162float(g16[i]), &m[i], &v[i], k);
+        master[i] = w;
+        p16[i] = __float2bfloat16_rn(w);
     }
 }
 
@@ -593,10 +628,16 @@ int rl__cuda_adamw(rl_backend *be, float *p, const float *g, float *m, float *v,
 {
     if (!n)
         return 0;
-    const float decay = 1.0f - hp->lr * hp->weight_decay;
-    const float bc1 = (float)(1.0 - pow((double)hp->beta1, (double)hp->step));
-    const float bc2 = (float)(1.0 - pow((double)hp->beta2, (double)hp->step));
-    adamw_kernel<<<rlc_grid(n, 256), 256, 0, rlc_of(be)->stream>>>(p, g, m, v, n, hp->lr, hp->beta1, hp->beta2,
-                                                                   hp->eps, decay, bc1, bc2, grad_scale);
+    adamw_kernel<<<rlc_grid(n, 256), 256, 0, rlc_of(be)->stream>>>(p, g, m, v, n, adamw_of(hp, grad_scale));
     return rlc_launched(be, "rl_adamw_update");
+}
+
+int rl__cuda_adamw_bf16(rl_backend *be, uint16_t *p16, float *master, const uint16_t *g16, float *m, float *v,
+                        size_t n, const rl_adamw_params *hp, float grad_scale)
+{
+    if (!n)
+        return 0;
+    adamw_bf16_kernel<<<rlc_grid(n, 256), 256, 0, rlc_of(be)->stream>>>(
+        (__nv_bfloat16 *)p16, master, (const __nv_bfloat16 *)g16, m, v, n, adamw_of(hp, grad_scale));
+    return rlc_launched(be, "rl_adamw_update_bf16");
 }

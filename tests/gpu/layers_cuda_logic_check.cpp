@@ -66,16 +66,28 @@ static void check_elementwise(rl_backend *cpu, size_t n)
             continue;
         many_done = true;
         /* several ranges (one empty) with one fetch: each total bit-identical to its own rl__cuda_sum */
-        const float *xs[3] = {a.data(), b.data(), a.data() + n / 2};
+        const void *xs[3] = {a.data(), b.data(), a.data() + n / 2};
         const size_t ns[3] = {n, 0, n - n / 2};
         double many[3] = {NAN, NAN, NAN}, one[3];
-        rc = rl__cuda_sum_many(gpu(), many, xs, ns, 3, 1);
+        rc = rl__cuda_sum_many(gpu(), many, xs, NULL, ns, 3, 1);
         for (int i = 0; i < 3; i++)
-            rc |= rl__cuda_sum(gpu(), &one[i], xs[i], ns[i], 1);
+            rc |= rl__cuda_sum(gpu(), &one[i], (const float *)xs[i], ns[i], 1);
         double worst = 0;
         for (int i = 0; i < 3; i++)
             worst = std::fmax(worst, many[i] == one[i] ? 0.0 : 1.0);
         report("sum_squares_many (= each rl_sum_squares)", worst, 0.0, rc);
+        /* a BF16 range among F32 ones: the CPU backend's sum of the same widened values (both in double) */
+        std::vector<uint16_t> h(n);
+        for (size_t i = 0; i < n; i++)
+            h[i] = rl_f32_to_bf16(a[i]);
+        const void *xd[2] = {h.data(), b.data()};
+        const rl_dtype dts[2] = {RL_DTYPE_BF16, RL_DTYPE_F32};
+        const size_t nd[2] = {n, n};
+        double got[2] = {NAN, NAN}, want[2] = {NAN, NAN};
+        rc = rl__cuda_sum_many(gpu(), got, xd, dts, nd, 2, 1) | rl_sum_squares_many(cpu, want, xd, dts, nd, 2);
+        report("sum_squares_many (bf16 and f32 ranges)",
+               std::fmax(std::fabs(got[0] - want[0]) / (1 + want[0]), std::fabs(got[1] - want[1]) / (1 + want[1])),
+               1e-12, rc);
     }
     fvec g = randv(n, -4, 4), u = randv(n, -2, 2), dout = randv(n, -1, 1);
     rc = rl_swiglu_forward(cpu, ref.data(), g.data(), u.data(), n) |
@@ -92,6 +104,21 @@ static void check_elementwise(rl_backend *cpu, size_t n)
     rc = rl_adamw_update(cpu, p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, &hp, 0.5f) |
          rl__cuda_adamw(gpu(), p.data(), g.data(), m.data(), v.data(), n, &hp, 0.5f);
     report("adamw", std::fmax(rel_err(p, p_ref), std::fmax(rel_err(m, m_ref), rel_err(v, v_ref))), EXACT, rc);
+    { /* bf16 weights: fp32 master updated from a bf16 gradient, the bf16 weights its rounding */
+        std::vector<uint16_t> g16(n), w16_ref(n, 0x7fc0), w16(n, 0x7fc0);
+        for (size_t i = 0; i < n; i++)
+            g16[i] = rl_f32_to_bf16(g[i]);
+        fvec w_ref = randv(n, -1, 1), w = w_ref, m2_ref = randv(n, -0.1f, 0.1f), m2 = m2_ref;
+        fvec v2_ref = randv(n, 0, 0.01f), v2 = v2_ref;
+        rc = rl_adamw_update_bf16(cpu, w16_ref.data(), w_ref.data(), g16.data(), m2_ref.data(), v2_ref.data(), n, &hp,
+                                  0.5f) |
+             rl__cuda_adamw_bf16(gpu(), w16.data(), w.data(), g16.data(), m2.data(), v2.data(), n, &hp, 0.5f);
+        fvec wide(n), wide_ref(n);
+        for (size_t i = 0; i < n; i++)
+            wide[i] = rl_bf16_to_f32(w16[i]), wide_ref[i] = rl_bf16_to_f32(w16_ref[i]);
+        report("adamw_bf16", std::fmax(std::fmax(rel_err(w, w_ref), rel_err(wide, wide_ref)),
+                                       std::fmax(rel_err(m2, m2_ref), rel_err(v2, v2_ref))), EXACT, rc);
+    }
 }
 
 static void check_embedding(rl_backend *cpu, int rows, int vocab, int dim)
