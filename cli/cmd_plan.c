@@ -18,7 +18,7 @@ static void plan_usage(FILE *f)
             "usage: radlads plan --teacher DIR --arch rwkv7|rwkv6 --gpu-mem SIZE [--variant a|b] [--ranks N]\n"
             "         [--seq-len L] [--extend-seq-len L] [--micro-batch B] [--stage align|distill|extend|all]\n"
             "         [--zero 0|1] [--recompute auto|on|off] [--train all|decay_shift] [--attention-layers N]\n"
-            "         [--chunk-rows N] [--dtype bf16|fp32|autocast] [--json]\n"
+            "         [--chunk-rows N] [--dtype bf16|fp32|autocast|bf16-weights] [--json]\n"
             "Prints the device memory per rank of each training stage (student weights, grads, fp32 master\n"
             "weights, AdamW moments, teacher weights, activations, wkv checkpoints, logits chunks, workspace)\n"
             "from the parameter tables the arenas use; only DIR/config.json is read.\n"
@@ -32,9 +32,11 @@ static void plan_usage(FILE *f)
             "  --recompute MODE   keep only layer inputs and recompute each layer in the backward; auto (default)\n"
             "                     turns it on for a stage that does not fit without it\n"
             "  --train decay_shift  step 3a: only decay and token-shift tensors train in extend\n"
-            "  --dtype bf16|fp32|autocast  bf16 weights with fp32 master/moments (the CUDA target layout,\n"
-            "                     default), fp32 everything (CPU), or autocast: what the trainer keeps today with\n"
-            "                     precision: bf16 on a GPU (fp32 weights and grads plus bf16 GEMM copies)\n");
+            "  --dtype D          bf16: bf16 weights, grads and activations with fp32 master/moments (the CUDA\n"
+            "                     target layout, default); fp32: everything fp32 (CPU); autocast: what the\n"
+            "                     trainer keeps with precision: bf16 (fp32 weights and grads plus bf16 GEMM\n"
+            "                     copies); bf16-weights: what it keeps with precision: bf16-weights (trainable\n"
+            "                     matrices and their grads bf16, fp32 master weights, fp32 activations)\n");
 }
 
 static int parse_int_opt(const char *opt, const char *s, long lo, long hi, int *out)
@@ -101,9 +103,7 @@ static void print_table(const rl_model_config *c, const char *teacher, const rl_
     printf("student %s%s%s: %lld parameters\n", rl_student_arch_name(o0->arch), variant,
            o0->attention_layers ? " (hybrid)" : "", (long long)p[0].student_params);
     printf("%d rank%s x %.2f GiB, ZeRO-%d, %s\n\n", o0->ranks, o0->ranks > 1 ? "s" : "", gib(budget), o0->zero,
-           o0->dtypes == RL_PLAN_BF16   ? "bf16 weights/grads/activations, fp32 master weights and AdamW moments"
-           : o0->dtypes == RL_PLAN_FP32 ? "fp32 everything, no master copy"
-                                        : "fp32 weights/grads/activations with bf16 GEMM copies (today's trainer)");
+           rl_plan_dtypes_what(o0->dtypes));
     const int w0 = 30, w = 17;
     printf("%-*s", w0, "GiB per rank");
     for (int i = 0; i < n; i++)
@@ -158,9 +158,7 @@ static json_t *plan_json(const rl_model_config *c, const char *teacher, const rl
     json_object_set_new(doc, "student", st);
     json_object_set_new(doc, "ranks", json_integer(o0->ranks));
     json_object_set_new(doc, "zero", json_integer(o0->zero));
-    json_object_set_new(doc, "dtypes", json_string(o0->dtypes == RL_PLAN_BF16   ? "bf16"
-                                                   : o0->dtypes == RL_PLAN_FP32 ? "fp32"
-                                                                                : "autocast"));
+    json_object_set_new(doc, "dtypes", json_string(rl_plan_dtypes_name(o0->dtypes)));
     json_object_set_new(doc, "budget_bytes", json_integer((json_int_t)budget));
     json_object_set_new(doc, "workspace", json_string(rl_plan_workspace_note(o0->dtypes, o0->ranks)));
     json_t *stages = json_array();
@@ -250,10 +248,11 @@ int cmd_plan(int argc, char **argv)
             }
             break;
         case O_DTYPE:
-            if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp32") || !strcmp(optarg, "autocast"))
-                dtypes = optarg[0] == 'b' ? RL_PLAN_BF16 : optarg[0] == 'f' ? RL_PLAN_FP32 : RL_PLAN_AUTOCAST;
+            if (rl_plan_dtypes_from_name(optarg) >= 0)
+                dtypes = (rl_plan_dtypes)rl_plan_dtypes_from_name(optarg);
             else {
-                fprintf(stderr, "radlads plan: --dtype expects bf16, fp32 or autocast, got '%s'\n", optarg);
+                fprintf(stderr, "radlads plan: --dtype expects bf16, fp32, autocast or bf16-weights, got '%s'\n",
+                        optarg);
                 bad = 1;
             }
             break;

@@ -40,17 +40,36 @@ static const char *const role_keys[RL_ROLE_N] = {
 const char *rl_plan_stage_name(rl_plan_stage s) { return (unsigned)s < 3 ? stage_names[s] : "?"; }
 const char *rl_plan_role_key(rl_plan_role r) { return (unsigned)r < RL_ROLE_N ? role_keys[r] : "?"; }
 
+static const char *const dtypes_names[] = {"bf16", "fp32", "autocast", "bf16-weights"};
+static const char *const dtypes_what[] = {
+    "bf16 weights/grads/activations, fp32 master weights and AdamW moments", "fp32 everything, no master copy",
+    "fp32 weights/grads/activations with bf16 GEMM copies (precision: bf16)",
+    "trainable matrices bf16 with bf16 grads, fp32 master weights; the rest fp32 with bf16 GEMM copies "
+    "(precision: bf16-weights)"};
+
+const char *rl_plan_dtypes_name(rl_plan_dtypes d) { return (unsigned)d < 4 ? dtypes_names[d] : "?"; }
+const char *rl_plan_dtypes_what(rl_plan_dtypes d) { return (unsigned)d < 4 ? dtypes_what[d] : "?"; }
+
+int rl_plan_dtypes_from_name(const char *s)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, dtypes_names[i]))
+            return i;
+    return -1;
+}
+
 const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d)
 {
-    const int bf = d == RL_PLAN_BF16;
+    const int bf = d == RL_PLAN_BF16, bw = d == RL_PLAN_BF16_WEIGHTS;
     switch (r) {
-    case RL_ROLE_WEIGHTS: return bf ? "student weights (bf16)" : "student weights (fp32)";
-    case RL_ROLE_GRADS: return bf ? "student grads (bf16)" : "student grads (fp32)";
+    case RL_ROLE_WEIGHTS:
+        return bf ? "student weights (bf16)" : bw ? "student weights (bf16 mat.)" : "student weights (fp32)";
+    case RL_ROLE_GRADS: return bf ? "student grads (bf16)" : bw ? "student grads (bf16 mat.)" : "student grads (fp32)";
     case RL_ROLE_MASTER: return "master weights (fp32)";
     case RL_ROLE_ADAM_M: return "AdamW m (fp32)";
     case RL_ROLE_ADAM_V: return "AdamW v (fp32)";
     case RL_ROLE_TEACHER:
-        return bf ? "teacher weights (bf16)" : d == RL_PLAN_AUTOCAST ? "teacher weights (bf16 matrices)"
+        return bf ? "teacher weights (bf16)" : d == RL_PLAN_AUTOCAST || bw ? "teacher weights (bf16 matrices)"
                                                                     : "teacher weights (fp32)";
     case RL_ROLE_ACTS: return "activations";
     case RL_ROLE_TEACHER_ACTS: return "teacher activations";
@@ -210,12 +229,15 @@ static int64_t table_count(const rl_arena *a, rl_param_set set, int mix_layers, 
     return n;
 }
 
-/* The teacher's GEMM-only matrices (what a frozen teacher keeps in bf16 alone), less `skip`. */
-static int64_t gemm_only_count(const rl_arena *a, const rl_model_config *c, const char *skip)
+/* The teacher's GEMM-only matrices (what a frozen teacher keeps in bf16 alone), less `skip`; set >= 0: only those
+ * that train in set (what a bf16-weights student keeps in bf16 alone). Counted with the arenas' padding of every
+ * tensor to 16 elements, as they allocate them. */
+static int64_t gemm_only_count(const rl_arena *a, const rl_model_config *c, const char *skip, int set, int mix)
 {
     int64_t n = 0;
     for (int i = 0; i < a->n; i++)
-        if (rl_model_gemm_only(c, a->entries[i].name) && !(skip && !strcmp(a->entries[i].name, skip)))
+        if (rl_model_gemm_only(c, a->entries[i].name) && !(skip && !strcmp(a->entries[i].name, skip)) &&
+            (set < 0 || rl_tensor_trains(a->entries[i].name, (rl_param_set)set, mix)))
             n += (int64_t)a->entries[i].count;
     return n;
 }
@@ -282,7 +304,14 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
                                                              : p->teacher_params;
     /* autocast: a resident teacher keeps its GEMM-only matrices in bf16 alone (rl_model_load_ex) */
     const int64_t frozen = o->stage == RL_PLAN_EXTEND ? 0
-                           : gemm_only_count(&base, c, o->stage == RL_PLAN_ALIGN ? "lm_head.weight" : NULL);
+                           : gemm_only_count(&base, c, o->stage == RL_PLAN_ALIGN ? "lm_head.weight" : NULL, -1, mix);
+    /* bf16-weights: the student's matrices that train, in bf16 alone; the fp32 rest of the base model gets a GEMM
+     * copy only when a GEMM reads it: a tied LM head, or a frozen matrix of a layer that runs (not in align,
+     * where only the time-mix layers run) */
+    const int64_t bw = o->dtypes == RL_PLAN_BF16_WEIGHTS ? gemm_only_count(&base, c, NULL, (int)set, mix) : 0;
+    const int base_copied = o->dtypes != RL_PLAN_BF16_WEIGHTS ||
+                            (o->stage != RL_PLAN_ALIGN &&
+                             (c->tie_word_embeddings || gemm_only_count(&base, c, NULL, -1, mix) > bw));
     rl_arena_free(&base, NULL), rl_arena_free(&tmix, NULL);
     if (p->trainable_params == 0) {
         snprintf(err, errlen, "plan: no tensor trains in %s with these options", rl_plan_stage_name(o->stage));
@@ -296,13 +325,19 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     b[RL_ROLE_ADAM_M] = b[RL_ROLE_ADAM_V] = shard(p->trainable_params, o) * 4;
     b[RL_ROLE_TEACHER] = (uint64_t)p->teacher_resident_params * wb;
     b[RL_ROLE_GEMM_COPIES] = 0;
-    if (o->dtypes == RL_PLAN_AUTOCAST) {
-        /* the teacher's matrices in bf16, the rest (embedding, vectors) fp32; bf16 copies of the student's
+    if (o->dtypes == RL_PLAN_AUTOCAST || o->dtypes == RL_PLAN_BF16_WEIGHTS) {
+        /* the teacher's matrices in bf16, the rest (embedding, vectors) fp32; bf16 copies of the student's fp32
          * weights, and in distill of the teacher's fp32 part when its tied embedding is the LM head */
         const uint64_t rest = (uint64_t)(p->teacher_resident_params - frozen);
         b[RL_ROLE_TEACHER] = 2 * (uint64_t)frozen + 4 * rest;
-        b[RL_ROLE_GEMM_COPIES] = 2 * (uint64_t)p->student_params +
+        b[RL_ROLE_GEMM_COPIES] = 2 * (uint64_t)(p->student_params - p->teacher_params) +
+                                 (base_copied ? 2 * (uint64_t)(p->teacher_params - bw) : 0) +
                                  (o->stage == RL_PLAN_DISTILL && c->tie_word_embeddings ? 2 * rest : 0);
+    }
+    if (o->dtypes == RL_PLAN_BF16_WEIGHTS) { /* bw parameters at 2 bytes instead of 4 */
+        b[RL_ROLE_WEIGHTS] -= 2 * (uint64_t)bw;
+        b[RL_ROLE_GRADS] -= 2 * (uint64_t)bw;
+        b[RL_ROLE_MASTER] = bw ? shard(p->trainable_params, o) * 4 : 0;
     }
     b[RL_ROLE_WORKSPACE] = workspace_bytes(o->dtypes, o->ranks);
 

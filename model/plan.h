@@ -38,7 +38,10 @@ typedef enum { RL_PLAN_ALIGN, RL_PLAN_DISTILL, RL_PLAN_EXTEND } rl_plan_stage;
  * AUTOCAST: what the trainer does today with `precision: bf16` on a GPU: fp32 student weights (they are the
  * master copy), grads and activations, bf16 copies of the student's weights for the GEMMs, and the frozen
  * teacher's matrices in bf16 only (its embedding and vectors fp32). */
-typedef enum { RL_PLAN_BF16, RL_PLAN_FP32, RL_PLAN_AUTOCAST } rl_plan_dtypes;
+/* BF16_WEIGHTS: `precision: bf16-weights`: autocast's layout, but the student's trainable GEMM-only matrices in
+ * bf16 alone with bf16 gradients (no fp32 copy, no GEMM copy) and fp32 master weights beside the moments
+ * (indexed as the moments: one float per trainable parameter of the shard). */
+typedef enum { RL_PLAN_BF16, RL_PLAN_FP32, RL_PLAN_AUTOCAST, RL_PLAN_BF16_WEIGHTS } rl_plan_dtypes;
 typedef enum { RL_RECOMPUTE_AUTO = -1, RL_RECOMPUTE_OFF = 0, RL_RECOMPUTE_ON = 1 } rl_plan_recompute;
 
 typedef enum {
@@ -83,7 +86,12 @@ typedef struct {
 void rl_plan_opts_defaults(rl_plan_opts *o, rl_plan_stage stage);
 const char *rl_plan_stage_name(rl_plan_stage s);   /* "align", "distill", "extend" */
 const char *rl_plan_role_key(rl_plan_role r);      /* JSON key, e.g. "adam_m" */
-const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d); /* e.g. "student weights (bf16)" */
+const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d);
+/* "bf16", "fp32", "autocast", "bf16-weights" (the --dtype names); from_name: -1 for another string; what: the
+ * layout in words */
+const char *rl_plan_dtypes_name(rl_plan_dtypes d);
+int rl_plan_dtypes_from_name(const char *s);
+const char *rl_plan_dtypes_what(rl_plan_dtypes d); /* e.g. "student weights (bf16)" */
 /* What the workspace allowance of rl_plan_compute holds, in words. */
 const char *rl_plan_workspace_note(rl_plan_dtypes d, int ranks);
 
