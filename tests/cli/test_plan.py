@@ -228,6 +228,23 @@ def main():
                   and 2 * x["teacher_resident_params"] <= x["bytes"]["teacher_weights"] < 4 * x["teacher_resident_params"]
                   + (x["stage"] == "extend")
                   and x["bytes"]["student_grads"] == 4 * x["trainable_params"] for x in ac["stages"]))
+        bw = plan_json(*base, "--ranks", "8", "--dtype", "bf16-weights")
+        stw = {x["stage"]: x for x in bw["stages"]}
+        check("bf16-weights (precision bf16-weights): align and distill fit 8 x 80G as the trainer stores them",
+              bw["dtypes"] == "bf16-weights" and stw["align"]["fits"] and stw["distill"]["fits"],
+              f"{stw['distill']['total_bytes'] / 2**30:.2f} GiB distill")
+        check("bf16-weights: extend at 16384 x 2 names the micro-batch that fits",
+              stw["extend"]["fits"] or "fits with --micro-batch 1" in stw["extend"]["verdict"], stw["extend"]["verdict"])
+        w, g = stw["distill"]["bytes"]["student_weights"], stw["distill"]["bytes"]["student_grads"]
+        check("bf16-weights distill: every matrix trains, so weights and grads sit between 2 and 4 bytes a parameter, "
+              "masters sharded like the moments, almost no GEMM copies",
+              2 * bw["student"]["params"] < w < 4 * bw["student"]["params"] and w == g and
+              stw["distill"]["bytes"]["master_weights"] == stw["distill"]["bytes"]["adam_m"] and
+              stw["distill"]["bytes"]["bf16_gemm_copies"] < 0.05 * w, f"({w} B weights)")
+        ac_d = {x["stage"]: x for x in ac["stages"]}["distill"]
+        check("bf16-weights distill needs less than autocast's by more than the bf16 matrices' 6 bytes a parameter "
+              "less the masters", ac_d["total_bytes"] - stw["distill"]["total_bytes"] > 0.6 * 6 * bw["student"]["params"]
+              - stw["distill"]["bytes"]["master_weights"])
         check("bf16 and fp32 policies have no GEMM copies",
               all(x["bytes"]["bf16_gemm_copies"] == 0 for d in (doc8, fp32) for x in d["stages"]))
         on = plan_json(*base, "--ranks", "8", "--stage", "align", "--recompute", "on")["stages"][0]

@@ -6,7 +6,8 @@ CPU's (relative difference per step ≤ 2e-3: fp32 on both, different summation 
 the steps) and the GPU student's held-out loss must be within 1 % of the CPU student's.  Then distill in
 bf16 mixed precision (--precision bf16: cuBLASLt BF16 GEMMs on the GPU; the same bf16-rounded operands
 multiplied in fp32 on the CPU) with recomputation on the GPU side: per step within 2e-3 of the CPU's bf16 run
-and within 1e-2 of fp32.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
+and within 1e-2 of fp32; and with --precision bf16-weights (bf16 matrices and gradients, fp32 masters): within
+2e-3 of the CPU's bf16-weights run and 1e-2 of the GPU's bf16 run.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
 CPU ranks (MPI).
 
 usage: /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py BUILD_DIR     exit 0 ok, 1 mismatch, 77 no GPU
@@ -111,6 +112,16 @@ def main():
               f"{secs['distill bf16 cuda']:.1f}")
         compare("distill bf16 (GPU with recompute) vs bf16 CPU", losses(d("bf16-cpu")), losses(d("bf16-cuda")))
         compare("distill bf16 GPU vs fp32 CPU", losses(d("fp32-ref")), losses(d("bf16-cuda")), tol=1e-2)
+        # bf16-weights: bf16 matrices and gradients (cuBLASLt writes the weight gradients in bf16), fp32 masters
+        # updated by the bf16 AdamW kernel
+        for side, dev in (("cpu", "cpu"), ("cuda", DEV)):
+            _, secs["distill bf16-weights " + side] = run(
+                WORKER, "run", "--device", dev, "--stage", "distill", "--teacher", d("teacher"), "--student",
+                d("align-cpu"), "--out", d("bw-" + side), "--tokens", "32K", "--lr", "1e-3:1e-4", "--warmup", "5",
+                "--precision", "bf16-weights", *common)
+        compare("distill bf16-weights GPU vs bf16-weights CPU", losses(d("bw-cpu")), losses(d("bw-cuda")))
+        compare("distill bf16-weights GPU vs bf16 (autocast) GPU", losses(d("bf16-cuda")), losses(d("bw-cuda")),
+                tol=1e-2)
         if n_gpu >= 2:
             mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
             for side, dev in (("cpu", "cpu"), ("cuda", DEV)):

@@ -139,6 +139,23 @@ static void errors_name_the_field(void)
     expect_error(BASE "stages: [transfer, {stage: extend, recompute: yes}]\n", "stages[1].recompute: must be 0 "
                  "(every layer's activations kept for the backward) or 1");
     expect_error(BASE "stages: [transfer, {stage: distill, precision: fp16}]\n", "stages[1].precision: ");
+    { /* precision: bf16-weights reaches the stage JSON and survives the canonical form */
+        rl_job_spec w, w2;
+        char err[1024] = "";
+        memset(&w2, 0, sizeof w2);
+        const char *tw = BASE "stages: [transfer, {stage: distill, precision: bf16-weights}]\n";
+        CHECK(parse(tw, &w, err, RL_SPEC_CHECK_PATHS) == 0, "precision: bf16-weights refused: %s", err);
+        if (failures) return;
+        char *sw = rl_jobspec_stage_json(&w, 1), *cw = rl_jobspec_to_json(&w);
+        CHECK(w.stages[1].bf16 == 2 && sw && strstr(sw, "\"precision\":\"bf16-weights\""),
+              "bf16-weights: stage JSON %s", sw ? sw : "(null)");
+        CHECK(cw && rl_jobspec_parse(&w2, cw, strlen(cw), NULL, RL_SPEC_CHECK_PATHS, err, sizeof err) == 0 &&
+                  w2.stages[1].bf16 == 2, "bf16-weights: canonical form refused or changed: %s", err);
+        if (cw && w2.stages)
+            rl_jobspec_free(&w2);
+        free(sw), free(cw);
+        rl_jobspec_free(&w);
+    }
     expect_error(BASE "stages: [transfer, {stage: align, profile: on}]\n", "stages[1].profile: must be 0 or 1");
     expect_error(BASE "stages: [{stage: transfer, recompute: 1}]\n", "field \"recompute\" does not apply to a "
                  "transfer stage");
