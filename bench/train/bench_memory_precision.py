@@ -1,6 +1,7 @@
 """Backend memory and speed of activation recomputation and bf16 GEMMs in the trainer (CPU).
 
-For each seq_len, trains the same student for a few steps in each of recompute 0/1 x precision fp32/bf16 and
+For each seq_len, trains the same student for a few steps in each of recompute 0/1 x precision fp32 / bf16 /
+bf16-weights (the trainable matrices and their gradients in bf16 with fp32 master weights) and
 reports, per run: the backend's peak bytes (metrics.jsonl `backend_peak_bytes`, the most bytes held through the
 backend's allocator, max over the steps), the steady-state tokens/s (steps 2..N from `elapsed_s`, so the
 first step's warm-up is left out), each against the peer row (recompute 0, fp32, measured in the same run), and
@@ -28,7 +29,9 @@ import tempfile
 import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = [(0, "fp32"), (1, "fp32"), (0, "bf16"), (1, "bf16")]  # the first is the peer
+CONFIGS = [(0, "fp32"), (1, "fp32"), (0, "bf16"), (1, "bf16"), (0, "bf16-weights"),
+           (1, "bf16-weights")]  # the first is the peer
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
 BATCH, MICRO = 2, 2
 
 
@@ -108,7 +111,7 @@ def main():
             x = res[(r, p)]
             table.append((stage, seq, r, p, x["peak"] / 2**20, x["peak"] / peer["peak"], x["tps"],
                           x["tps"] / peer["tps"], x["loss"]))
-        for p in ("fp32", "bf16"):
+        for p in PRECISIONS:
             x0, x1 = res[(0, p)], res[(1, p)]
             same = x0["losses"] == x1["losses"] and x0["gnorms"] == x1["gnorms"]
             checks.append(f"{stage} seq {seq} {p}: recompute 1 vs 0, all {steps} steps' loss and grad norm "

@@ -6,7 +6,15 @@
  * happens); registered weights use their bf16 copy, which is made again only after
  * rl_backend_weights_changed (a stale copy is what the API promises until then); freeing the range forgets it;
  * overlapping ranges and unsupported dtypes are refused with a message; the copies and scratch show in the
- * backend's memory accounting and are released. */
+ * backend's memory accounting and are released.
+ *
+ * precision bf16-weights: rl_adamw_update_bf16 against float64 AdamW on the widened bf16 gradient (and bit for
+ * bit the fp32 update given that gradient), its bf16 weights exactly the round-to-nearest-even of the master;
+ * rl_sum_squares_many over mixed F32/BF16 ranges against a float64 sum (F16 refused); and an autocast matmul
+ * into a registered bf16 gradient range (rl_backend_grads_bf16): bf16(float64 reference) within one bf16 ulp,
+ * and that ulp only where the reference lies within fp32 accumulation error of a rounding tie; nothing outside
+ * the product(s) written; bias, autocast off, and an output past the range refused; ranges overlap-checked and
+ * forgotten on rl_free. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
