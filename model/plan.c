@@ -305,13 +305,13 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     /* autocast: a resident teacher keeps its GEMM-only matrices in bf16 alone (rl_model_load_ex) */
     const int64_t frozen = o->stage == RL_PLAN_EXTEND ? 0
                            : gemm_only_count(&base, c, o->stage == RL_PLAN_ALIGN ? "lm_head.weight" : NULL, -1, mix);
-    /* bf16-weights: the student's matrices that train, in bf16 alone; the fp32 rest of the base model gets a GEMM
-     * copy only when a GEMM reads it: a tied LM head, or a frozen matrix of a layer that runs (not in align,
-     * where only the time-mix layers run) */
-    const int64_t bw = o->dtypes == RL_PLAN_BF16_WEIGHTS ? gemm_only_count(&base, c, NULL, (int)set, mix) : 0;
-    const int base_copied = o->dtypes != RL_PLAN_BF16_WEIGHTS ||
-                            (o->stage != RL_PLAN_ALIGN &&
-                             (c->tie_word_embeddings || gemm_only_count(&base, c, NULL, -1, mix) > bw));
+    /* bf16-weights: every GEMM-only matrix of the student in bf16 alone (bw), those that train with bf16 gradients
+     * (bwt); the fp32 rest of the base model gets a GEMM copy only when a GEMM reads it: a tied LM head, outside
+     * align (which runs no head) */
+    const int bfw = o->dtypes == RL_PLAN_BF16_WEIGHTS;
+    const int64_t bw = bfw ? gemm_only_count(&base, c, NULL, -1, mix) : 0;
+    const int64_t bwt = bfw ? gemm_only_count(&base, c, NULL, (int)set, mix) : 0;
+    const int base_copied = !bfw || (o->stage != RL_PLAN_ALIGN && c->tie_word_embeddings);
     rl_arena_free(&base, NULL), rl_arena_free(&tmix, NULL);
     if (p->trainable_params == 0) {
         snprintf(err, errlen, "plan: no tensor trains in %s with these options", rl_plan_stage_name(o->stage));
@@ -334,10 +334,10 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
                                  (base_copied ? 2 * (uint64_t)(p->teacher_params - bw) : 0) +
                                  (o->stage == RL_PLAN_DISTILL && c->tie_word_embeddings ? 2 * rest : 0);
     }
-    if (o->dtypes == RL_PLAN_BF16_WEIGHTS) { /* bw parameters at 2 bytes instead of 4 */
+    if (bfw) { /* bw weights and bwt gradients at 2 bytes instead of 4 */
         b[RL_ROLE_WEIGHTS] -= 2 * (uint64_t)bw;
-        b[RL_ROLE_GRADS] -= 2 * (uint64_t)bw;
-        b[RL_ROLE_MASTER] = bw ? shard(p->trainable_params, o) * 4 : 0;
+        b[RL_ROLE_GRADS] -= 2 * (uint64_t)bwt;
+        b[RL_ROLE_MASTER] = bwt ? shard(p->trainable_params, o) * 4 : 0;
     }
     b[RL_ROLE_WORKSPACE] = workspace_bytes(o->dtypes, o->ranks);
 

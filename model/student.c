@@ -426,21 +426,13 @@ static int get_int(json_t *o, const char *key, int *dst, const char *path, char 
 
 int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err, size_t errlen)
 {
-    return rl_student_load_ex(out, be, dir, -1, err, errlen);
+    return rl_student_load_ex(out, be, dir, 0, err, errlen);
 }
 
-typedef struct {
-    rl_param_set set;
-    int mix_layers;
-} bf16_rule;
+static int every_matrix(void *ctx, const char *name) { return (void)ctx, (void)name, 1; }
 
-static int stored_bf16(void *ctx, const char *name)
-{
-    const bf16_rule *r = ctx;
-    return rl_tensor_trains(name, r->set, r->mix_layers);
-}
-
-int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf16_set, char *err, size_t errlen)
+int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf16_matrices, char *err,
+                       size_t errlen)
 {
     *out = NULL;
     char path[4096];
@@ -501,9 +493,8 @@ int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf
     if (rc)
         return rc;
     rl_model *base;
-    bf16_rule rule = {.set = (rl_param_set)bf16_set, .mix_layers = cfg.layers - attn};
-    rc = bf16_set < 0 ? rl_model_create(&base, be, &cfg, 0, err, errlen)
-                      : rl__model_create_split(&base, be, &cfg, stored_bf16, &rule, 1, err, errlen);
+    rc = !bf16_matrices ? rl_model_create(&base, be, &cfg, 0, err, errlen)
+                        : rl__model_create_split(&base, be, &cfg, every_matrix, NULL, 1, err, errlen);
     if (rc)
         return rc;
     rl_student *s;

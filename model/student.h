@@ -145,10 +145,11 @@ int rl_student_is_student_dir(const char *dir);
 int rl_student_transfer(rl_student **out, rl_backend *be, const char *teacher_dir, rl_student_arch arch, int variant,
                         int attention_layers, uint64_t seed, char *err, size_t errlen);
 int rl_student_load(rl_student **out, rl_backend *be, const char *dir, char *err, size_t errlen);
-/* The same, with the GEMM-only matrices (rl_model_gemm_only) that train in set bf16_set (rl_tensor_trains) kept in
- * bf16 only, with bf16 gradients (precision bf16-weights: the trainer keeps their fp32 master weights);
- * bf16_set < 0: none (rl_student_load). Such a student computes under BF16 autocast only. */
-int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf16_set, char *err, size_t errlen);
+/* The same; bf16_matrices = 1: every GEMM-only matrix (rl_model_gemm_only) kept in bf16 only, and a backward gives
+ * the ones it computes gradients for bf16 gradients (precision bf16-weights: the trainer keeps the fp32 master
+ * weights of those that train). Such a student computes under BF16 autocast only. */
+int rl_student_load_ex(rl_student **out, rl_backend *be, const char *dir, int bf16_matrices, char *err,
+                       size_t errlen);
 /* config.json (arch, variant, every dimension) + model.safetensors, fp32 */
 int rl_student_save(const rl_student *s, const char *dir, char *err, size_t errlen);
 void rl_student_destroy(rl_student *s);

@@ -157,8 +157,7 @@ static int init_masters(rl__trainer *t, const char *dir, char *err, size_t errle
 
 static int build_tensors(rl__trainer *t, const char *model_dir, char *err, size_t errlen)
 {
-    /* the fp32 tensors of the model, its bf16 matrices (precision bf16-weights: all of them train), the
-     * student's time-mix tensors */
+    /* the fp32 tensors of the model, its bf16 matrices (precision bf16-weights), the student's time-mix tensors */
     const rl_model *m = t->m;
     const rl_arena *pa[3] = {&m->params, &m->frozen, t->s ? t->s->tparams : NULL};
     const rl_arena *ga[3] = {&m->grads, &m->grads16, t->s ? &t->tgrads : NULL};
@@ -183,9 +182,7 @@ static int build_tensors(rl__trainer *t, const char *model_dir, char *err, size_
             off += e->count;
             n_bf16 += bf;
         }
-    if ((size_t)m->frozen.n != n_bf16)
-        return fail(err, errlen, RL_EINVAL, "the model keeps %d matrices in bf16 but %zu of them train in this stage "
-                    "(bf16-weights stores exactly the trainable ones)", m->frozen.n, n_bf16);
+    snprintf(t->src_dir, sizeof t->src_dir, "%s", model_dir);
     if (t->n_t == 0)
         return fail(err, errlen, RL_EINVAL, "%s: no tensor of this model trains in this stage (train=%s)",
                     rl_train_stage_name(t->o->stage), t->o->train_decay_shift ? "decay_shift" : "all");
@@ -213,15 +210,18 @@ static int build_tensors(rl__trainer *t, const char *model_dir, char *err, size_
 
 /* ---- checkpoints ---- */
 
-/* precision bf16-weights: the model's bf16 matrices are saved from their fp32 masters (m->save_fetch), tensor by
- * tensor in t[] order, which is the order the saves fetch them (the bf16 table's). Sharded (ZeRO-1), each is
+/* precision bf16-weights: the model's bf16 matrices are saved in fp32 (m->save_fetch): those that train from their
+ * masters, tensor by tensor in t[] order, which is the order the saves fetch them (the bf16 table's); the frozen
+ * ones from the folder the stage's weights came from (t->src_dir: the student, or the last checkpoint, which
+ * saved them the same way), so a saved model never holds a rounded weight. Sharded (ZeRO-1), each master is
  * gathered to rank 0 (rl__zero_gather_tensor), so every rank takes part in the same gathers: rank 0 through the
  * save, the others (and a rank 0 whose save failed half-way) through masters_drain. */
 typedef struct {
     rl__trainer *t;
     const rl_train_hooks *hooks;
-    int next;    /* t[] index from which the next bf16 tensor is looked for */
-    float *send; /* host scratch of the largest owned piece (sharded) */
+    int next;           /* t[] index from which the next bf16 tensor is looked for */
+    float *send;        /* host scratch of the largest owned piece (sharded) */
+    rl_safetensors *src; /* t->src_dir, opened at the first frozen matrix */
 } masters_fetch;
 
 static int next_bf16(const rl__trainer *t, int from)
@@ -235,6 +235,15 @@ static int fetch_master(void *ctx, const char *name, float *host, size_t n, char
 {
     masters_fetch *f = ctx;
     rl__trainer *t = f->t;
+    if (!rl__trainable(t, name)) { /* a frozen matrix: its fp32 values as the stage found them */
+        const int k = rl_arena_find(&t->m->frozen, name);
+        if (k < 0)
+            return fail(err, errlen, RL_EINVAL, "saving %s: not one of the model's bf16 matrices", name);
+        const rl_arena_entry *e = &t->m->frozen.entries[k];
+        if (!f->src && rl_st_open_dir(&f->src, t->src_dir, err, errlen))
+            return RL_EINVAL;
+        return rl_st_read_f32(f->src, name, host, e->ndim, e->shape, err, errlen);
+    }
     const int i = next_bf16(t, f->next);
     if (i >= t->n_t || strcmp(t->t[i].name, name) || t->t[i].count != n)
         return fail(err, errlen, RL_EINVAL, "saving %s: its master weights are not the next ones (%s)", name,
@@ -271,12 +280,13 @@ static int save_model(rl__trainer *t, const rl_train_hooks *hooks, const char *d
     float *host = t->opt_w && t->zero.on && (!dir || t->o->rank == 0) ? malloc(sizeof(float) * maxc) : NULL;
     if (t->opt_w && t->zero.on && (!f.send || !host)) /* (every rank runs out alike, or the gathers fail) */
         return free(f.send), free(host), fail(err, errlen, RL_ENOMEM, "out of memory gathering the master weights");
-    if (t->opt_w)
+    if (t->m->frozen.n)
         t->m->save_fetch = fetch_master, t->m->save_fetch_ctx = &f;
     int rc = 0;
     if (dir)
         rc = t->s ? rl_student_save(t->s, dir, err, errlen) : rl_model_save(t->m, dir, RL_DTYPE_F32, 0, err, errlen);
     t->m->save_fetch = NULL, t->m->save_fetch_ctx = NULL;
+    rl_st_close(f.src);
     if (t->opt_w) {
         char e2[512] = "";
         int r2 = masters_drain(&f, host, rc ? e2 : err, rc ? sizeof e2 : errlen);
@@ -413,6 +423,8 @@ static int write_checkpoint(rl__trainer *t, const char *ckdir, int64_t step, int
     rl_ckpt_info written;
     if (!rc && rl_ckpt_commit(tmp, &info, path, sizeof path, &written, err, errlen) != 0)
         rc = RL_EINVAL;
+    if (!rc) /* bf16-weights: the frozen matrices' fp32 values now also here, in a folder the GC keeps longest */
+        snprintf(t->src_dir, sizeof t->src_dir, "%s", path);
     if (rc) {
         char e2[512];
         snprintf(e2, sizeof e2, "%s", err);
@@ -544,8 +556,7 @@ static int load_models(rl__trainer *t, const char *model_dir, char *err, size_t 
         if (!rl_student_is_student_dir(model_dir))
             return fail(err, errlen, RL_EINVAL, "%s is not a RADLADS student folder; make one from the teacher with "
                         "`radlads-worker run --stage transfer`", model_dir);
-        rc = rl_student_load_ex(&t->s, t->be, model_dir,
-                                o->bf16 == RL_PRECISION_BF16_WEIGHTS ? (int)train_set(o) : -1, err, errlen);
+        rc = rl_student_load_ex(&t->s, t->be, model_dir, o->bf16 == RL_PRECISION_BF16_WEIGHTS, err, errlen);
         if (!rc)
             t->m = t->s->base;
     }

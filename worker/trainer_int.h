@@ -76,6 +76,8 @@ typedef struct {
     int n_t;
     float *opt_m, *opt_v;
     float *opt_w;      /* precision bf16-weights: the fp32 master weights of the owned shard (moment indexing) */
+    char src_dir[4096]; /* the model folder the weights came from last (student, or the last checkpoint written):
+                         * bf16-weights reads the fp32 values of the frozen bf16 matrices from it to save them */
     size_t opt_n;      /* floats in each moment buffer: the owned shard (all trainable floats unsharded) */
     rl__zero zero;
     /* scratch: v_first's gradient, align outputs/gradients, du of the aligned layers */

@@ -516,6 +516,183 @@ static void check_matmul(void)
     op_end();
 }
 
+/* ---- precision bf16-weights: bf16 weights and gradients beside fp32 masters ---- */
+
+/* bf16 bits on both sides from the host array h (n elements); returns the CPU side, *g the GPU side */
+static uint16_t *bf16_both(const uint16_t *h, size_t n, uint16_t **g)
+{
+    void *gp;
+    uint16_t *c = alloc_both(n * 2, &gp);
+    *g = gp;
+    memcpy(c, h, n * 2);
+    rl_upload(gpu, *g, h, n * 2);
+    return c;
+}
+
+/* a finite bf16's place on the ordered line of bf16 values (±0 are one point) */
+static long bf16_ord(uint16_t a) { return (a & 0x8000u) ? -(long)(a & 0x7fffu) : (long)a; }
+
+/* rl_adamw_update_bf16: master, m, v as the fp32 AdamW (FMA contraction on the GPU: tolerance 1e-6); the bf16
+ * weights within one bf16 ulp of the CPU's (a master differing in its last bit can round the other way) and, on
+ * each side, exactly the round-to-nearest-even of that side's master. */
+static void check_adamw_bf16(size_t n, int64_t step)
+{
+    op_begin("adamw_update_bf16", 1e-6, "n=%zu step=%lld, param16 <= 1 bf16 ulp", n, (long long)step);
+    pair master = sym(n, 1), m = sym(n, 0.1f), v = rnd(n, 0.0f, 0.01f);
+    uint16_t *h = xmalloc(n * 2), *g16g, *p16g;
+    for (size_t i = 0; i < n; i++)
+        h[i] = rl_f32_to_bf16(2.0f * frand());
+    uint16_t *g16c = bf16_both(h, n, &g16g);
+    for (size_t i = 0; i < n; i++)
+        h[i] = 0xffffu; /* NaN: an unwritten weight fails */
+    uint16_t *p16c = bf16_both(h, n, &p16g);
+    const rl_adamw_params hp = {
+        .lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f, .step = step};
+    rl_adamw_update_bf16(gpu, p16g, master.g, g16g, m.g, v.g, n, &hp, 0.37f);
+    rl_adamw_update_bf16(cpu, p16c, master.c, g16c, m.c, v.c, n, &hp, 0.37f);
+    cmp("master", master), cmp("m", m), cmp("v", v);
+    float *mg = xmalloc(n * 4);
+    rl_download(gpu, h, p16g, n * 2);
+    rl_download(gpu, mg, master.g, n * 4);
+    size_t differ = 0, far = 0, own_g = 0, own_c = 0;
+    long max_ulps = 0;
+    for (size_t i = 0; i < n; i++) {
+        const long u = labs(bf16_ord(h[i]) - bf16_ord(p16c[i]));
+        max_ulps = u > max_ulps ? u : max_ulps;
+        differ += u != 0, far += u > 1 || (h[i] & 0x7f80u) == 0x7f80u;
+        own_g += h[i] != rl_f32_to_bf16(mg[i]);
+        own_c += p16c[i] != rl_f32_to_bf16(master.c[i]);
+    }
+    printf("    adamw_update_bf16: param16 differs on %zu of %zu (max %ld ulp)\n", differ, n, max_ulps);
+    if (far)
+        note_fail("param16: %zu weights more than 1 bf16 ulp from the CPU's (or not finite)", far);
+    if (own_g || own_c)
+        note_fail("param16 is not rl_f32_to_bf16(master) on %zu (gpu) / %zu (cpu) elements", own_g, own_c);
+    free(h), free(mg);
+    op_end();
+}
+
+/* rl_sum_squares_many over F32 and BF16 ranges (one empty), each against the CPU's in double */
+static void check_sum_squares_many(void)
+{
+    enum { R = 5 };
+    const rl_dtype dt[R] = {RL_DTYPE_F32, RL_DTYPE_BF16, RL_DTYPE_BF16, RL_DTYPE_F32, RL_DTYPE_BF16};
+    const size_t n[R] = {100003, 65536 + 333, 0, 7, (1u << 20) + 5};
+    op_begin("sum_squares_many_bf16", 1e-10, "%d ranges F32/BF16 (one empty), double results", R);
+    const void *xc[R], *xg[R];
+    double oc[R], og[R];
+    for (int r = 0; r < R; r++) {
+        oc[r] = og[r] = NAN;
+        if (dt[r] == RL_DTYPE_F32) {
+            pair p = sym(n[r] ? n[r] : 1, (float)(r + 1));
+            xc[r] = p.c, xg[r] = p.g;
+        } else {
+            uint16_t *h = xmalloc((n[r] ? n[r] : 1) * 2), *g;
+            for (size_t i = 0; i < (n[r] ? n[r] : 1); i++)
+                h[i] = rl_f32_to_bf16((float)(r + 1) * frand());
+            xc[r] = bf16_both(h, n[r] ? n[r] : 1, &g);
+            xg[r] = g;
+            free(h);
+        }
+    }
+    rl_sum_squares_many(gpu, og, xg, dt, n, R);
+    rl_sum_squares_many(cpu, oc, xc, dt, n, R);
+    for (int r = 0; r < R; r++) {
+        const double e = n[r] ? fabs(og[r] - oc[r]) / fabs(oc[r]) : fabs(og[r]) + fabs(oc[r]);
+        if (!(e <= cur_worst)) /* NaN too */
+            cur_worst = isnan(e) ? INFINITY : e;
+        if (fabs(og[r] - oc[r]) > cur_worst_abs)
+            cur_worst_abs = fabs(og[r] - oc[r]);
+        if (!(n[r] ? e <= cur_tol : og[r] == 0.0 && oc[r] == 0.0))
+            note_fail("range %d (%s, n=%zu): gpu %.17g cpu %.17g", r, rl_dtype_name(dt[r]), n[r], og[r], oc[r]);
+    }
+    op_end();
+}
+
+/* An autocast F32 matmul whose output lies in a registered bf16 gradient range (rl_backend_grads_bf16), at
+ * element `off` of the range, beta 1: C = bf16(op(A)·op(B) + widen(C)). GPU against CPU by relative error
+ * (tol: one bf16 rounding more than the autocast product, ~2⁻⁷), and each side's element against a float64
+ * reference of the rounded operands: the round-to-nearest-even of some value within fp32 accumulation error
+ * ((K + 2)·2⁻²⁴ relative to Σ|terms|) of it. Elements of the range outside C stay as they were on both sides. */
+static void check_grad_gemm(const char *name, rl_gemm g, size_t off)
+{
+    const size_t na = (size_t)g.M * g.K, nb = (size_t)g.K * g.N, nc = (size_t)g.M * g.N, n16 = off + nc + 37;
+    op_begin(name, 8e-3, "M=%d N=%d K=%d ta=%d tb=%d beta=%.1f into bf16 grads at +%zu", g.M, g.N, g.K, g.trans_a,
+             g.trans_b, (double)g.beta, off);
+    pair A = sym(na, 1), B = sym(nb, 0.5f);
+    uint16_t *h = xmalloc(n16 * 2), *dg;
+    for (size_t i = 0; i < n16; i++)
+        h[i] = rl_f32_to_bf16(4.0f * frand());
+    uint16_t *dc = bf16_both(h, n16, &dg);
+    rl_backend *both[2] = {cpu, gpu};
+    for (int side = 0; side < 2; side++) {
+        if (rl_backend_grads_bf16(both[side], side ? dg : dc, n16) != 0)
+            note_fail("%s: the bf16 gradient range does not register", side ? "gpu" : "cpu");
+        rl_backend_set_autocast(both[side], RL_DTYPE_BF16);
+    }
+    rl_matmul(gpu, &g, rl_bf16_as_f32ptr(dg, off), A.g, B.g, NULL);
+    rl_matmul(cpu, &g, rl_bf16_as_f32ptr(dc, off), A.c, B.c, NULL);
+    rl_backend_set_autocast(cpu, RL_DTYPE_F32);
+    rl_backend_set_autocast(gpu, RL_DTYPE_F32);
+    uint16_t *got16 = xmalloc(n16 * 2);
+    rl_download(gpu, got16, dg, n16 * 2);
+    float *got = xmalloc(nc * 4), *ref = xmalloc(nc * 4);
+    for (size_t i = 0; i < nc; i++)
+        got[i] = rl_bf16_to_f32(got16[off + i]), ref[i] = rl_bf16_to_f32(dc[off + i]);
+    cmp_host("C (bf16 grads)", got, ref, nc);
+    /* float64 on the rounded operands (and Σ|terms| for the error bound) */
+    float *ra = xmalloc(na * 4), *rb = xmalloc(nb * 4);
+    for (size_t i = 0; i < na; i++)
+        ra[i] = rl_bf16_to_f32(rl_f32_to_bf16(A.c[i]));
+    for (size_t i = 0; i < nb; i++)
+        rb[i] = rl_bf16_to_f32(rl_f32_to_bf16(B.c[i]));
+    size_t bad[2] = {0, 0}, outside[2] = {0, 0}, differ = 0;
+    for (int i = 0; i < g.M; i++)
+        for (int j = 0; j < g.N; j++) {
+            const size_t o = (size_t)i * g.N + j;
+            const double c0 = rl_bf16_to_f32(h[off + o]);
+            double s = 0, mag = 0;
+            for (int k = 0; k < g.K; k++) {
+                const double a = g.trans_a ? ra[(size_t)k * g.M + i] : ra[(size_t)i * g.K + k];
+                const double b = g.trans_b ? rb[(size_t)j * g.K + k] : rb[(size_t)k * g.N + j];
+                s += a * b, mag += fabs(a * b);
+            }
+            const double x = g.alpha * s + g.beta * c0;
+            const double bound = (g.K + 2) * ldexp(1.0, -24) * (fabs(g.alpha) * mag + fabs(g.beta * c0));
+            const long lo = bf16_ord(rl_f32_to_bf16((float)(x - bound)));
+            const long hi = bf16_ord(rl_f32_to_bf16((float)(x + bound)));
+            const uint16_t side16[2] = {dc[off + o], got16[off + o]};
+            for (int side = 0; side < 2; side++)
+                bad[side] += bf16_ord(side16[side]) < lo || bf16_ord(side16[side]) > hi;
+            differ += side16[0] != side16[1];
+        }
+    for (size_t i = 0; i < n16; i++)
+        if (i < off || i >= off + nc)
+            outside[0] += dc[i] != h[i], outside[1] += got16[i] != h[i];
+    printf("    %s: gpu and cpu bf16 differ on %zu of %zu elements\n", name, differ, nc);
+    if (bad[0] || bad[1])
+        note_fail("not the bf16 of a value within fp32 accumulation error of float64: %zu (gpu) %zu (cpu) elements",
+                  bad[1], bad[0]);
+    if (outside[0] || outside[1])
+        note_fail("elements of the range outside C changed: %zu (gpu) %zu (cpu)", outside[1], outside[0]);
+    free(h), free(got16), free(got), free(ref), free(ra), free(rb);
+    op_end(); /* frees the ranges: both backends forget them */
+}
+
+static void check_bf16_weights(void)
+{
+    check_adamw_bf16(100003, 3);
+    check_adamw_bf16(1237, 1);
+    check_sum_squares_many();
+    const rl_dtype F = RL_DTYPE_F32;
+    /* the weight gradient of a linear layer: dW[out,in] += dyᵀ[out,rows]·x[rows,in] */
+    check_grad_gemm("matmul_autocast_bf16_grad", (rl_gemm){384, 512, 300, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
+                    64);
+    /* an odd offset: C only 2-byte aligned */
+    check_grad_gemm("matmul_autocast_bf16_grad_odd", (rl_gemm){61, 67, 71, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
+                    3);
+}
+
 /* ---- layers ---- */
 
 static void check_layers(void)
@@ -977,6 +1154,7 @@ int main(void)
     check_casts();
     check_elementwise();
     check_matmul();
+    check_bf16_weights();
     check_layers();
     check_attention();
     check_losses();

@@ -6,9 +6,12 @@ Checked on a RAD-RWKV7 (variant b) student of a small random Qwen2 teacher, CPU 
 
 - align, distill (with a KL + CE blend: each term's head gradient accumulates into the bf16 one), extend:
   every step's loss within 2e-2 of the bf16 (autocast) run's, the exported student's held-out loss within 1 %;
-  the model written at the end holds the fp32 master weights (values bf16 cannot hold), not their bf16 copies;
+  the model written at the end holds the fp32 master weights (values bf16 cannot hold), not their bf16 copies,
+  and align's frozen matrices (bf16 on the device too) exactly as the student had them;
 - deterministic (two runs byte-identical); stopped at step 4 and resumed: byte-identical to an uninterrupted
-  run (the masters come back from the checkpoint's model, the moments from its optimizer state);
+  run (the masters come back from the checkpoint's model, the moments from its optimizer state); align stopped
+  and resumed with one checkpoint kept (its frozen matrices' fp32 values then come from the newest checkpoint):
+  the saved model byte-identical too;
 - on 2 MPI ranks (700-float buckets, so bf16 and fp32 tensors share buckets): ZeRO-1 byte-identical to the
   unsharded run (overlapped all-reduce), both within 2e-2 of the 1-rank run; ZeRO-1 keeps half the master
   weights per rank;
@@ -80,6 +83,10 @@ def stage_runs(root, data, teacher, student):
             not_bf16 += int(np.count_nonzero(bits & 0xFFFF))
         check(f"{stage}: the saved trainable matrices are the fp32 masters (values bf16 cannot hold)",
               trained and not_bf16 > 0, f"({len(trained)} matrices, {not_bf16} non-bf16 values)")
+        src = safetensors(os.path.join(student, "model.safetensors"))
+        frozen = [k for k in w if is_bf16_matrix(k) and not trains(stage, k)]
+        check(f"{stage}: the frozen matrices (bf16 on the device) are saved as the student had them, exactly",
+              stage != "align" or (frozen and all(w[k] == src[k] for k in frozen)), f"({len(frozen)} matrices)")
         yield stage, ac, bw
 
 
@@ -145,6 +152,18 @@ def main():
         train("distill", student, teacher, data, split, 0, extra=BW + ("--stop-after", "4"))
         train("distill", student, teacher, data, split, 0, extra=BW + ("--resume",))
         compare("bf16-weights stopped at 4 and resumed", base, split)
+        # align keeps frozen matrices in bf16: after a resume they come from the checkpoint, and once that
+        # checkpoint is collected (keep 1) from the newest one
+        whole_a, split_a = os.path.join(root, "align-whole"), os.path.join(root, "align-split")
+        gc = ("--checkpoint-every", "1", "--keep-checkpoints", "1")
+        train("align", student, teacher, data, whole_a, 0, extra=BW + gc)
+        train("align", student, teacher, data, split_a, 0, extra=BW + gc + ("--stop-after", "2"))
+        train("align", student, teacher, data, split_a, 0, extra=BW + gc + ("--resume",))
+        ck = sorted(os.listdir(os.path.join(split_a, "checkpoints")))
+        check("align resumed at step 2 with keep-checkpoints 1: the step-2 checkpoint was collected",
+              "step-00000002" not in ck, str(ck))
+        a, b = (safetensors(os.path.join(x, "model.safetensors")) for x in (whole_a, split_a))
+        check("align stopped at 2 and resumed: the saved model byte-identical to an uninterrupted run's", a == b)
         print("2 MPI ranks")
         two_ranks(root, data, teacher, student)
         r = run(WORKER, "run", "--stage", "pretrain", "--student", teacher, "--data", data, "--out",
