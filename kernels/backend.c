@@ -266,6 +266,17 @@ static int track_add(rl_backend *be, void *p, size_t bytes)
     return 0;
 }
 
+/* The size of the live allocation at p (0: not one of ours). */
+static size_t tracked_bytes(const rl_backend *be, const void *p)
+{
+    if (!be->n_slots)
+        return 0;
+    size_t i = slot_of(be, p);
+    while (be->slots[i].p && be->slots[i].p != p)
+        i = (i + 1) & (be->n_slots - 1);
+    return be->slots[i].p ? be->slots[i].bytes : 0;
+}
+
 static void track_remove(rl_backend *be, const void *p)
 {
     if (!be->n_slots)
@@ -309,11 +320,13 @@ void rl_free(rl_backend *be, void *p)
             rl_free(be, copy);
             break;
         }
-    for (int i = 0; i < be->n_grads16; i++)
-        if (be->grads16[i].base == p) {
+    const char *lo = p, *hi = lo + tracked_bytes(be, p); /* bf16 gradient ranges inside the freed memory */
+    for (int i = 0; i < be->n_grads16;)
+        if ((const void *)be->grads16[i].base == p ||
+            ((const char *)be->grads16[i].base >= lo && (const char *)be->grads16[i].base < hi))
             be->grads16[i] = be->grads16[--be->n_grads16];
-            break;
-        }
+        else
+            i++;
     track_remove(be, p);
     be->ops->free(be, p);
 }
@@ -398,6 +411,27 @@ int rl_backend_set_autocast(rl_backend *be, rl_dtype dt)
 
 rl_dtype rl_backend_autocast(const rl_backend *be) { return be->autocast; }
 
+/* Whether bytes [p, p + bytes) share a byte with a bf16 gradient range (rl_backend_grads_bf16). */
+static int touches_grads16(const rl_backend *be, const void *p, size_t bytes)
+{
+    const char *lo = p, *hi = lo + bytes;
+    for (int i = 0; i < be->n_grads16; i++) {
+        const char *glo = (const char *)be->grads16[i].base, *ghi = glo + be->grads16[i].n * sizeof(uint16_t);
+        if (lo < ghi && hi > glo)
+            return 1;
+    }
+    return 0;
+}
+
+/* The bf16 gradient range p points into (rl_backend_grads_bf16), or NULL. */
+static const struct rl__grads16 *in_grads16(const rl_backend *be, const void *p)
+{
+    for (int i = 0; i < be->n_grads16; i++)
+        if ((const uint16_t *)p >= be->grads16[i].base && (const uint16_t *)p < be->grads16[i].base + be->grads16[i].n)
+            return &be->grads16[i];
+    return NULL;
+}
+
 int rl_backend_weights(rl_backend *be, const float *base, size_t n)
 {
     CHECK(base && n, "rl_backend_weights: empty range");
@@ -407,6 +441,8 @@ int rl_backend_weights(rl_backend *be, const float *base, size_t n)
         const char *wlo = (const char *)w->base, *whi = wlo + w->n * (w->native ? sizeof(uint16_t) : sizeof(float));
         CHECK(hi <= wlo || lo >= whi, "rl_backend_weights: the range overlaps one registered before");
     }
+    CHECK(!touches_grads16(be, base, n * sizeof(float)), "rl_backend_weights: the range overlaps bf16 gradients "
+          "(rl_backend_grads_bf16)");
     CHECK(be->n_weights < (int)(sizeof be->weights / sizeof be->weights[0]),
           "rl_backend_weights: at most %d ranges", (int)(sizeof be->weights / sizeof be->weights[0]));
     be->weights[be->n_weights++] = (struct rl__weights){.base = base, .n = n, .stale = 1};
@@ -426,22 +462,18 @@ int rl_backend_weights_bf16(rl_backend *be, const uint16_t *bf16, size_t n)
 int rl_backend_grads_bf16(rl_backend *be, const uint16_t *bf16, size_t n)
 {
     CHECK(bf16 && n, "rl_backend_grads_bf16: empty range");
-    for (int i = 0; i < be->n_grads16; i++)
-        CHECK(bf16 + n <= be->grads16[i].base || bf16 >= be->grads16[i].base + be->grads16[i].n,
-              "rl_backend_grads_bf16: the range overlaps one registered before");
+    CHECK(!touches_grads16(be, bf16, n * sizeof *bf16), "rl_backend_grads_bf16: the range overlaps one registered "
+          "before");
+    for (int i = 0; i < be->n_weights; i++) { /* nor any weights (in bytes, as rl_backend_weights compares) */
+        const struct rl__weights *w = &be->weights[i];
+        const char *wlo = (const char *)w->base, *whi = wlo + w->n * (w->native ? sizeof(uint16_t) : sizeof(float));
+        CHECK((const char *)(bf16 + n) <= wlo || (const char *)bf16 >= whi,
+              "rl_backend_grads_bf16: the range overlaps registered weights");
+    }
     CHECK(be->n_grads16 < (int)(sizeof be->grads16 / sizeof be->grads16[0]), "rl_backend_grads_bf16: at most %d "
           "ranges", (int)(sizeof be->grads16 / sizeof be->grads16[0]));
     be->grads16[be->n_grads16++] = (struct rl__grads16){.base = bf16, .n = n};
     return 0;
-}
-
-/* The bf16 gradient range p points into (rl_backend_grads_bf16), or NULL. */
-static const struct rl__grads16 *in_grads16(const rl_backend *be, const void *p)
-{
-    for (int i = 0; i < be->n_grads16; i++)
-        if ((const uint16_t *)p >= be->grads16[i].base && (const uint16_t *)p < be->grads16[i].base + be->grads16[i].n)
-            return &be->grads16[i];
-    return NULL;
 }
 
 void rl_backend_weights_changed(rl_backend *be, const float *base)
@@ -542,6 +574,13 @@ int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const vo
     CHECK(g->M > 0 && g->N > 0 && g->K > 0, "rl_matmul: M=%d N=%d K=%d must all be positive", g->M, g->N, g->K);
     CHECK(g->batch >= 0, "rl_matmul: batch=%d is negative", g->batch);
     CHECK(a && b && c, "rl_matmul: NULL operand");
+    if (be->n_grads16) { /* bf16 gradients are no operand, and an output reaches them only from their inside */
+        CHECK(!in_grads16(be, a) && !in_grads16(be, b), "rl_matmul: an operand is a bf16 gradient "
+              "(rl_backend_grads_bf16), which only a matmul's output may be");
+        const size_t nc = (size_t)(g->batch > 1 ? g->batch - 1 : 0) * (size_t)g->stride_c + (size_t)g->M * g->N;
+        CHECK(in_grads16(be, c) || !touches_grads16(be, c, nc * rl_dtype_size(g->dtype_c)),
+              "rl_matmul: the output runs into bf16 gradients (rl_backend_grads_bf16) from outside them");
+    }
     if (be->autocast == RL_DTYPE_BF16 && g->dtype_a == RL_DTYPE_F32 && g->dtype_b == RL_DTYPE_F32 &&
         g->dtype_c == RL_DTYPE_F32)
         TIMED("matmul", g, matmul_autocast(be, g, c, a, b, bias));

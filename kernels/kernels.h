@@ -101,7 +101,8 @@ static inline float *rl_bf16_as_f32ptr(uint16_t *bf16, size_t offset) { return (
  * (from rl_malloc), addressed by the model as float* like bf16-only weights. Under BF16 autocast an rl_matmul
  * whose output C lies in such a range computes in fp32 and stores C = bf16(alpha·op(A)·op(B) + beta·C) (C read as
  * bf16 when beta ≠ 0; one rounding per call; no bias). Only such a matmul, rl_zero and the BF16 forms of
- * rl_sum_squares_many, rl_cast and rl_adamw_update_bf16 may touch them. rl_free(bf16) forgets it; at most 4. */
+ * rl_sum_squares_many, rl_cast and rl_adamw_update_bf16 may touch them (an operand, or an output reaching into one from outside, is
+ * refused). rl_free of the allocation holding it forgets it; at most 4. */
 int rl_backend_grads_bf16(rl_backend *be, const uint16_t *bf16, size_t n);
 
 /* ---- profiling ------------------------------------------------------------
@@ -173,7 +174,7 @@ typedef struct {
     float alpha, beta;
     int batch; /* 0 or 1 = one product */
     int64_t stride_a, stride_b, stride_c;
-    rl_dtype dtype_a, dtype_b, dtype_c; /* CPU: F32 only */
+    rl_dtype dtype_a, dtype_b, dtype_c; /* F32, or BF16 operands / a BF16 result (CPU: not with a bias) */
 } rl_gemm;
 
 int rl_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias);

@@ -478,6 +478,49 @@ static void check_grads_bf16(void)
     grad_gemm_refused(be, "autocast off: a bf16 grad output", "autocast", d16, n16, off, &g, NULL);
     rl_backend_set_autocast(be, RL_DTYPE_BF16);
 
+    { /* an fp32 output that starts before the range and runs into it, and a bf16 gradient as an operand */
+        rl_gemm gf = {.M = 4, .N = 4, .K = 3, .alpha = 1.0f};
+        float *before = rl_malloc(be, 4 * 64), h[64];
+        fill(h, 64, 1.0f);
+        rl_upload(be, before, h, sizeof h);
+        uint16_t snap[16], snap2[16];
+        rl_download(be, snap, d16, sizeof snap);
+        /* one allocation: 32 floats of fp32, then 64 bf16 registered as gradients; C = 16 floats from float 24
+         * on: 8 below the range and 8 inside it */
+        float *blk = rl_malloc(be, 4 * 32 + 2 * 64), zero[64] = {0};
+        rl_upload(be, blk, zero, 4 * 32 + 2 * 64);
+        uint16_t *g16 = (uint16_t *)(void *)(blk + 32);
+        int rc = rl_backend_grads_bf16(be, g16, 64);
+        rl_download(be, snap, g16, sizeof snap);
+        rl_backend_set_autocast(be, RL_DTYPE_F32);
+        rc = rc ? rc : rl_matmul(be, &gf, blk + 24, before, before + 32, NULL);
+        rl_backend_status(be, err, sizeof err);
+        check_true("an fp32 output running into a bf16 gradient range from below is refused",
+                   rc == RL_EINVAL && strstr(err, "from outside") != NULL);
+        rl_backend_clear_error(be);
+        rl_download(be, snap2, g16, sizeof snap2);
+        rl_free(be, blk);
+        check_true("  ... and the range is unchanged", memcmp(snap, snap2, sizeof snap) == 0);
+        rl_backend_set_autocast(be, RL_DTYPE_BF16);
+        rc = rl_matmul(be, &gf, before, rl_bf16_as_f32ptr(d16, off), before + 32, NULL);
+        rl_backend_status(be, err, sizeof err);
+        check_true("a bf16 gradient as a matmul operand is refused",
+                   rc == RL_EINVAL && strstr(err, "operand is a bf16 gradient") != NULL);
+        rl_backend_clear_error(be);
+        rc = rl_backend_weights(be, (const float *)(const void *)(d16 + 2), 4);
+        rl_backend_status(be, err, sizeof err);
+        check_true("weights overlapping a bf16 gradient range are refused",
+                   rc != 0 && strstr(err, "overlaps bf16 gradients") != NULL);
+        rl_backend_clear_error(be);
+        rc = rl_backend_weights(be, before, 64);
+        uint16_t *g2 = (uint16_t *)(void *)(before + 8);
+        int rc2 = rl_backend_grads_bf16(be, g2, 4);
+        rl_backend_status(be, err, sizeof err);
+        check_true("a bf16 gradient range overlapping registered weights is refused",
+                   rc == 0 && rc2 != 0 && strstr(err, "overlaps registered weights") != NULL);
+        rl_backend_clear_error(be);
+        rl_free(be, before); /* (forgets the weights too) */
+    }
     check_true("a range overlapping a registered one is refused", rl_backend_grads_bf16(be, d16 + 5, 10) != 0);
     rl_backend_status(be, err, sizeof err);
     check_true("  ... saying it overlaps", strstr(err, "overlaps") != NULL);
