@@ -246,11 +246,16 @@ int rl__model_tensor_fetch(const rl_model *m, int i, float *host, char *err, siz
         rc = rl_download(m->be, host, m->params.base + e->offset, e->count * sizeof *host);
     } else if (m->save_fetch) {
         return m->save_fetch(m->save_fetch_ctx, e->name, host, e->count, err, errlen);
-    } else { /* widened in place: the bf16 data fill the first half of host, read back to front */
-        uint16_t *half = (uint16_t *)(void *)host;
+    } else { /* the bf16 values widened */
+        uint16_t *half = malloc(e->count * sizeof *half + 2);
+        if (!half) {
+            snprintf(err, errlen, "out of memory reading %s (%zu elements)", e->name, e->count);
+            return RL_ENOMEM;
+        }
         rc = rl_download(m->be, half, m->frozen16 + e->offset, e->count * sizeof *half);
-        for (size_t k = e->count; !rc && k-- > 0;)
+        for (size_t k = 0; !rc && k < e->count; k++)
             host[k] = rl_bf16_to_f32(half[k]);
+        free(half);
     }
     if (rc)
         rl_backend_status(m->be, err, errlen);

@@ -501,6 +501,11 @@ static int stage_check(parser *p, const rl_stage_spec *s, json_t *n, const char 
         snprintf(sub, sizeof sub, "%s.train", path);
         return fail(p, sub, "decay_shift (step 3a) applies only to an extend stage");
     }
+    if (s->bf16 == 2 && s->kind == RL_STAGE_PRETRAIN) {
+        snprintf(sub, sizeof sub, "%s.precision", path);
+        return fail(p, sub, "bf16-weights trains a RADLADS student (align, distill, extend); pretrain a softmax "
+                    "teacher with precision bf16 or fp32");
+    }
     if ((s->kind == RL_STAGE_DISTILL) && s->kl_weight + s->ce_weight <= 0) {
         snprintf(sub, sizeof sub, "%s.kl_weight", path);
         return fail(p, sub, "kl_weight + ce_weight must be positive");

@@ -250,13 +250,13 @@ static int distill_blend(rl__trainer *t, double *loss)
     const size_t RD = (size_t)m->batch * m->seq * m->cfg.hidden;
     double kl = 0, ce = 0;
     int rc = rl_zero(be, m->gs.dln, RD * sizeof(float));
-    if (kw != 0) {
+    if ((float)kw != 0.0f) { /* (a weight below float range contributes nothing: grad_weight 0 would mean 1) */
         rl_lm_head h = head_of(m, t->blend_h, m->g.lm_head);
         h.grad_weight = (float)kw;
         rc |= rl_lm_head_kl(be, &h, tm->lnf, tm->p.lm_head, tm->logits_chunk, &kl);
         rc |= rl_accumulate(be, m->gs.dln, t->blend_h, RD);
     }
-    if (cw != 0) {
+    if ((float)cw != 0.0f) {
         rl_lm_head h = head_of(m, t->blend_h, m->g.lm_head);
         h.grad_weight = (float)cw;
         rc |= rl_lm_head_cross_entropy(be, &h, m->targets, &ce);

@@ -240,9 +240,27 @@ static int fetch_master(void *ctx, const char *name, float *host, size_t n, char
         if (k < 0)
             return fail(err, errlen, RL_EINVAL, "saving %s: not one of the model's bf16 matrices", name);
         const rl_arena_entry *e = &t->m->frozen.entries[k];
-        if (!f->src && rl_st_open_dir(&f->src, t->src_dir, err, errlen))
-            return RL_EINVAL;
-        return rl_st_read_f32(f->src, name, host, e->ndim, e->shape, err, errlen);
+        char e2[512] = "";
+        if ((!f->src && rl_st_open_dir(&f->src, t->src_dir, e2, sizeof e2)) ||
+            rl_st_read_f32(f->src, name, host, e->ndim, e->shape, e2, sizeof e2))
+            return fail(err, errlen, RL_EINVAL, "saving %s: precision bf16-weights keeps it in bf16 only and writes "
+                        "its fp32 values from %s, the folder this stage loaded it from, which cannot be read now "
+                        "(%s); restore that folder, or run the stage with precision bf16", name, t->src_dir, e2);
+        /* that folder must still hold what the stage loaded: the bf16 rounding of its values is on the device */
+        uint16_t *dev = malloc(sizeof *dev * (e->count ? e->count : 1));
+        int rc = dev ? rl_download(t->be, dev, t->m->frozen16 + e->offset, sizeof *dev * e->count) : RL_ENOMEM;
+        size_t bad = 0;
+        for (size_t j = 0; !rc && j < e->count; j++)
+            bad += rl_f32_to_bf16(host[j]) != dev[j];
+        free(dev);
+        if (rc)
+            return rc == RL_ENOMEM ? fail(err, errlen, rc, "out of memory saving %s", name)
+                                   : rl_backend_status(t->be, err, errlen);
+        if (bad)
+            return fail(err, errlen, RL_EINVAL, "saving %s: %s no longer holds the values this stage loaded (%zu of %zu "
+                        "differ): it was overwritten during the stage; rerun the stage from it", name, t->src_dir, bad,
+                        e->count);
+        return 0;
     }
     const int i = next_bf16(t, f->next);
     if (i >= t->n_t || strcmp(t->t[i].name, name) || t->t[i].count != n)
@@ -256,12 +274,17 @@ static int fetch_master(void *ctx, const char *name, float *host, size_t n, char
     return 0;
 }
 
-/* The gathers of the bf16 tensors from f->next on, results dropped (sharded only). */
+/* The gathers of the bf16 tensors from f->next on, results dropped (sharded only): all of them whatever failed
+ * (a failed download still takes part in its gather: rl__zero_gather_tensor), so the ranks stay in step. */
 static int masters_drain(masters_fetch *f, float *host, char *err, size_t errlen)
 {
     int rc = 0;
-    for (int i = next_bf16(f->t, f->next); f->t->zero.on && i < f->t->n_t && !rc; i = next_bf16(f->t, i + 1))
-        rc = rl__zero_gather_tensor(f->t, f->hooks, f->t->opt_w, &f->t->t[i], f->send, host, err, errlen);
+    for (int i = next_bf16(f->t, f->next); f->t->zero.on && i < f->t->n_t; i = next_bf16(f->t, i + 1)) {
+        char e2[512] = "";
+        int r2 = rl__zero_gather_tensor(f->t, f->hooks, f->t->opt_w, &f->t->t[i], f->send, host,
+                                        rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
+    }
     f->next = f->t->n_t;
     return rc;
 }
@@ -276,10 +299,17 @@ static int save_model(rl__trainer *t, const rl_train_hooks *hooks, const char *d
         maxown = own > maxown ? own : maxown;
         maxc = t->t[i].count > maxc ? t->t[i].count : maxc;
     }
-    masters_fetch f = {.t = t, .hooks = hooks, .send = t->opt_w && t->zero.on ? malloc(sizeof(float) * maxown) : NULL};
-    float *host = t->opt_w && t->zero.on && (!dir || t->o->rank == 0) ? malloc(sizeof(float) * maxc) : NULL;
-    if (t->opt_w && t->zero.on && (!f.send || !host)) /* (every rank runs out alike, or the gathers fail) */
-        return free(f.send), free(host), fail(err, errlen, RL_ENOMEM, "out of memory gathering the master weights");
+    const int sharded = t->opt_w && t->zero.on;
+    masters_fetch f = {.t = t, .hooks = hooks, .send = sharded ? malloc(sizeof(float) * maxown) : NULL};
+    float *host = sharded && t->o->rank == 0 ? malloc(sizeof(float) * maxc) : NULL; /* (where the gathers land) */
+    if (sharded) { /* a rank without its buffers cannot take part: all of them learn it before the gathers */
+        float nomem = !f.send || (t->o->rank == 0 && !host) ? 1.0f : 0.0f;
+        int rc = hooks->allreduce_sum(hooks->ctx, &nomem, 1, err, errlen);
+        if (!rc && nomem > 0)
+            rc = fail(err, errlen, RL_ENOMEM, "out of memory gathering the master weights (%zu floats)", maxc);
+        if (rc)
+            return free(f.send), free(host), rc;
+    }
     if (t->m->frozen.n)
         t->m->save_fetch = fetch_master, t->m->save_fetch_ctx = &f;
     int rc = 0;
@@ -333,13 +363,18 @@ static int save_optimizer(rl__trainer *t, const rl_train_hooks *hooks, const cha
             wrc = rl_st_writer_open(&w, path, ents, t->n_t * 2, NULL, 0, err, errlen);
         free(ents), free(names);
     }
-    for (int k = 0; k < 2 && !crc && (sharded || !wrc); k++)
-        for (int i = 0; i < t->n_t && !crc && (sharded || !wrc); i++) {
+    /* sharded: every gather runs on every rank whatever failed before (the first error is kept), so that the
+     * ranks stay in step */
+    const int gathers = sharded && !crc;
+    for (int k = 0; k < 2 && (gathers || (!crc && !wrc)); k++)
+        for (int i = 0; i < t->n_t && (gathers || (!crc && !wrc)); i++) {
             const rl__tensor *x = &t->t[i];
             const float *mom = k ? t->opt_v : t->opt_m;
-            if (sharded)
-                crc = rl__zero_gather_tensor(t, hooks, mom, x, send, h, err, errlen);
-            else
+            char e2[512] = "";
+            if (sharded) {
+                int r2 = rl__zero_gather_tensor(t, hooks, mom, x, send, h, crc ? e2 : err, crc ? sizeof e2 : errlen);
+                crc = crc ? crc : r2;
+            } else
                 wrc = rl_download(t->be, h, mom + x->moment_offset, x->count * sizeof(float));
             if (!crc && !wrc && w)
                 wrc = rl_st_writer_append(w, h, x->count, err, errlen);
@@ -829,8 +864,13 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     if (!rc && o.world > 1)
         rc = rl__zero_plan(&t, err, errlen);
     /* the all-reduce overlaps the last micro-batch's backward (not with ZeRO-1's reduce-scatter) */
+    /* (not with bf16 gradients either: each bf16 bucket in flight would need its own fp32 staging, as much as
+     * all the bf16 gradients in fp32; they go through the one staging bucket after the backward) */
+    int has_bf16 = 0;
+    for (int i = 0; i < t.n_t; i++)
+        has_bf16 |= t.t[i].bf16;
     const int overlap = o.world > 1 && !t.zero.on && o.overlap && hooks && hooks->allreduce_start &&
-                        hooks->allreduce_wait;
+                        hooks->allreduce_wait && !has_bf16;
     t.hooks = hooks;
     if (!rc && overlap)
         rc = rl__buckets_overlap_plan(&t, err, errlen);
@@ -873,6 +913,9 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
             "trainable parameters in %d tensors%s", rl_train_stage_name(o.stage), ckpt[0] ? "resuming; " : "",
             (long long)total_steps, o.batch, T, (long long)total_tokens, A, o.micro_batch, (long long)n_train, t.n_t,
             ranks);
+        if (o.world > 1 && !t.zero.on && o.overlap && has_bf16)
+            say(hooks, "info", "%s: bf16 gradients are summed after the backward (not overlapped with it: each bucket "
+                "in flight would need fp32 staging of its own)", rl_train_stage_name(o.stage));
         if (t.zero.on)
             say(hooks, "info", "%s: optimizer state (AdamW m and v, fp32): %zu bytes per rank (ZeRO-1: each rank "
                 "keeps its shard of ≤ %zu of the %lld trainable floats; %lld bytes unsharded)",

@@ -218,11 +218,11 @@ int rl__zero_gather_tensor(rl__trainer *t, const rl_train_hooks *hooks, const fl
         z->scratch[r] = overlap(x->moment_offset, x->moment_offset + x->count, z->bounds[r], z->bounds[r + 1]);
     size_t first, n = rl__owned(t, x, &first);
     int rc = n ? rl_download(t->be, send, moments + x->moment_offset + first - z->begin, sizeof(float) * n) : 0;
-    if (rc) {
+    char e2[256] = "";
+    if (rc) /* the gather still runs (with whatever send holds), so that every rank makes the same collectives */
         rl_backend_status(t->be, err, errlen);
-        return rc;
-    }
-    return hooks->gather(hooks->ctx, send, h, z->scratch, err, errlen);
+    int r2 = hooks->gather(hooks->ctx, send, h, z->scratch, rc ? e2 : err, rc ? sizeof e2 : errlen);
+    return rc ? rc : r2;
 }
 
 void rl__zero_free(rl__trainer *t)

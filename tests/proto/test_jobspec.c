@@ -139,6 +139,8 @@ static void errors_name_the_field(void)
     expect_error(BASE "stages: [transfer, {stage: extend, recompute: yes}]\n", "stages[1].recompute: must be 0 "
                  "(every layer's activations kept for the backward) or 1");
     expect_error(BASE "stages: [transfer, {stage: distill, precision: fp16}]\n", "stages[1].precision: ");
+    expect_error(BASE "stages: [{stage: pretrain, precision: bf16-weights}, transfer]\n",
+                 "stages[0].precision: bf16-weights trains a RADLADS student");
     { /* precision: bf16-weights reaches the stage JSON and survives the canonical form */
         rl_job_spec w, w2;
         char err[1024] = "";
