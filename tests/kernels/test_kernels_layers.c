@@ -42,14 +42,15 @@ static void test_matmul(void)
             ref[j] += dout[r * N + j];
     rl_bias_backward(be, dbias, dout, M, N);
     check_grad("bias_backward accumulates column sums", dbias, dbias0, ref, N, 1e-6, 1e-6);
-    /* BF16 operands are taken (autocast; test_autocast.c checks them); F16 operands and a BF16 result are not */
+    /* BF16 operands and a BF16 result without bias are taken (test_autocast.c checks them); F16 operands and a
+     * BF16 result with a bias are not */
     char err[256];
     const rl_dtype bad_ab[2][3] = {{RL_DTYPE_F16, RL_DTYPE_F32, RL_DTYPE_F32}, {RL_DTYPE_BF16, RL_DTYPE_BF16, RL_DTYPE_BF16}};
     for (int k = 0; k < 2; k++) {
         rl_gemm bad = {.M = 2, .N = 2, .K = 2, .alpha = 1, .dtype_a = bad_ab[k][0], .dtype_b = bad_ab[k][1],
                        .dtype_c = bad_ab[k][2]};
-        check_true(k ? "matmul refuses a BF16 result on the CPU backend" : "matmul refuses F16 operands on the CPU "
-                   "backend", rl_matmul(be, &bad, dbias, dout, dout, NULL) == RL_ENOTSUP);
+        check_true(k ? "matmul refuses a BF16 result with a bias on the CPU backend" : "matmul refuses F16 operands "
+                   "on the CPU backend", rl_matmul(be, &bad, dbias, dout, dout, k ? dbias0 : NULL) == RL_ENOTSUP);
         check_true("the refusal is a sticky error with a message",
                    rl_backend_status(be, err, sizeof err) == RL_ENOTSUP && strstr(err, "F32") != NULL);
         rl_backend_clear_error(be);
