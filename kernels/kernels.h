@@ -189,7 +189,8 @@ int rl_embedding_forward(rl_backend *be, float *out, const int32_t *ids, const f
 int rl_embedding_backward(rl_backend *be, float *dtable, const float *dout, const int32_t *ids, int rows,
                           int vocab, int dim);
 
-/* out = in · rstd · weight,  rstd = 1/sqrt(mean(in²) + eps)  per row; rstd[rows] saved. */
+/* out = in · rstd · weight,  rstd = 1/sqrt(mean(in²) + eps)  per row; rstd[rows] saved. The backward's dweight
+ * may be NULL (a frozen weight). */
 int rl_rmsnorm_forward(rl_backend *be, float *out, float *rstd, const float *in, const float *weight, int rows,
                        int dim, float eps);
 int rl_rmsnorm_backward(rl_backend *be, float *din, float *dweight, const float *dout, const float *in,

@@ -160,8 +160,8 @@ typedef struct rl_model {
     int (*grads_ready)(void *ctx, int event);
     void *grads_ready_ctx;
     /* Optional, set before the first prepare with backward: which parameters get a gradient (the gradient
-     * arena holds only those; m->g's pointers of the others are NULL). NULL: every parameter. For a caller
-     * that runs its own backward (align); rl_model_backward needs every gradient. */
+     * arena holds only those; m->g's pointers of the others are NULL, and rl_model_backward skips their
+     * gradient GEMMs and reductions). NULL: every parameter. */
     int (*grad_wanted)(void *ctx, const char *name);
     void *grad_wanted_ctx;
     rl_arena acts;

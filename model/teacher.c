@@ -146,7 +146,8 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         }
         if (!rc) {
             const char *prev = rl_backend_mem_tag(m->be, "gradients");
-            rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
+            if (m->grads.n) /* (none wanted: no arena; every pointer of m->g is NULL) */
+                rc = rl_arena_alloc(&m->grads, m->be, err, errlen);
             if (!rc && m->grads16.n && !(m->g16 = rl_malloc(m->be, sizeof(uint16_t) * m->grads16.total))) {
                 rc = rl_backend_status(m->be, err, errlen);
                 rl_backend_clear_error(m->be);
@@ -272,11 +273,13 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
     const rl_model_config *c = &m->cfg;
     const int R = m->batch * m->seq, D = c->hidden;
     const size_t RD = (size_t)R * D;
-    const int all_grads = m->grads.total == m->params.total && (!m->frozen.n || m->grads16.total == m->frozen.total);
+    /* a gradient for every parameter, or for those grad_wanted picked (the ops skip a NULL one: a frozen weight) */
+    const int all_grads = m->grad_wanted || (m->grads.total == m->params.total &&
+                                             (!m->frozen.n || m->grads16.total == m->frozen.total));
     if (!m->has_backward || (m->keep != RL_ACTS_ALL && m->keep != RL_ACTS_BOUNDARIES) || !all_grads) {
         snprintf(err, errlen, "backward: the model was prepared without %s",
                  !m->has_backward                      ? "backward buffers"
-                 : !all_grads ? "a gradient for every parameter (grad_wanted)"
+                 : !all_grads ? "a gradient for every parameter (or a grad_wanted choice)"
                                                      : "the activations a backward needs (keep ALL or BOUNDARIES)");
         return RL_EINVAL;
     }
@@ -311,7 +314,8 @@ int rl_model_backward(rl_model *m, char *err, size_t errlen)
         if (m->grads_ready)
             rc |= m->grads_ready(m->grads_ready_ctx, c->layers - l);
     }
-    rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
+    if (m->g.embed)
+        rl_embedding_backward(be, m->g.embed, gs->dres, m->tokens, R, c->vocab, D);
     if (m->grads_ready)
         rc |= m->grads_ready(m->grads_ready_ctx, c->layers + 1);
     return finish(m, rc, "backward", err, errlen);

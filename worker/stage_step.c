@@ -86,7 +86,9 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
     rl_backend_mem_tag(t->be, "activations");
     /* align runs its own backward into the gradients: no block backward scratch, no frozen gradients */
     const int backward = align ? RL_PREP_GRADS_ONLY : 1;
-    if (align)
+    /* a stage that trains a part only (align; extend with train=decay_shift, step 3a, the low-memory one) keeps
+     * gradients of that part only: the backward skips the frozen weights' gradient GEMMs */
+    if (align || (o->stage == RL_TRAIN_EXTEND && o->train_decay_shift))
         t->m->grad_wanted = grad_wanted, t->m->grad_wanted_ctx = t;
     int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, backward, keep, !o->recompute, err, errlen)
                   : rl_model_prepare_keep(t->m, B, T, 1, chunk, keep, err, errlen);
@@ -106,7 +108,8 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
         rl_arena_init(&t->tgrads, "student grads");
         for (int i = 0; i < s->tparams->n && !rc; i++) {
             const rl_arena_entry *e = &s->tparams->entries[i];
-            rc = rl_arena_add(&t->tgrads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
+            if (rl__trainable(t, e->name)) /* (3a: the decay and token-shift tensors only) */
+                rc = rl_arena_add(&t->tgrads, e->name, e->ndim, e->shape) < 0 ? RL_ENOMEM : 0;
         }
         if (!rc) {
             const char *prev = rl_backend_mem_tag(t->be, "gradients");

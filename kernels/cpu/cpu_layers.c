@@ -98,7 +98,7 @@ int rl__cpu_rmsnorm_backward(rl_backend *be, float *din, float *dw, const float 
             dx[j] += rs * w[j] * dy[j] - c * x[j];
     }
     const int block = 64;
-    int nblocks = (dim + block - 1) / block;
+    int nblocks = dw ? (dim + block - 1) / block : 0; /* (dw NULL: a frozen weight) */
 #pragma omp parallel for if (par)
     for (int bi = 0; bi < nblocks; bi++) {
         int j0 = bi * block, j1 = j0 + block < dim ? j0 + block : dim;

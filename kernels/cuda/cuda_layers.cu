@@ -358,7 +358,7 @@ int rl__cuda_rmsnorm_backward(rl_backend *be, float *din, float *dw, const float
     cudaStream_t st = rlc_of(be)->stream;
     rmsnorm_backward_kernel<<<(unsigned)rows, row_threads(dim), 0, st>>>(din, dout, in, w, rstd, dim);
     int rc = rlc_launched(be, "rl_rmsnorm_backward");
-    if (rc)
+    if (rc || !dw) /* (dw NULL: a frozen weight) */
         return rc;
     rmsnorm_dweight_kernel<<<(unsigned)((dim + 31) / 32), dim3(32, COL_ROWS), 0, st>>>(dw, dout, in, rstd, rows,
                                                                                         dim);

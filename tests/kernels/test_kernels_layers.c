@@ -127,6 +127,10 @@ static void test_rmsnorm(void)
     fd_grad(rms_loss, &c, c.w, D, gw);
     check_grad("rmsnorm_backward dx vs finite differences", dx, dx0, gx, R * D, 1e-5, 1e-4);
     check_grad("rmsnorm_backward dweight vs finite differences", dw, dw0, gw, D, 1e-5, 1e-4);
+    float dx2[R * D]; /* a frozen weight (dweight NULL): the same dx, bit for bit */
+    memcpy(dx2, dx0, sizeof dx2);
+    rl_rmsnorm_backward(be, dx2, NULL, dout, x, w, rstd, R, D);
+    check_true("rmsnorm_backward with dweight NULL: dx bit-identical", memcmp(dx2, dx, sizeof dx) == 0);
     free(c.x), free(c.w), free(c.dout);
 }
 

@@ -28,7 +28,7 @@ arithmetic as the GPU's bf16 tensor-core GEMMs):
 weights, gradients, optimizer state, bf16 GEMM copies, and the frozen teacher's bf16 matrices + fp32 rest);
 and the trainer's memory by role (metrics.jsonl `backend_peak_by_role`: rl_malloc counts every allocation
 under the role it was made for) against `radlads plan --dtype fp32` for the same shapes, stage and recompute
-setting: student weights, gradients (align: the trainable time-mix tensors' only), optimizer state and wkv
+setting: student weights, gradients (align and extend 3a: the trainable tensors' only), optimizer state and wkv
 checkpoints equal exactly, and teacher weights in distill; activations (student + teacher + logits chunks)
 within 5 % above the plan in distill and extend. In align the trainer keeps more than the plan counts, by what
 it documents: the teacher's lm_head, and the student's forward working set and a logits chunk for validation
@@ -234,14 +234,17 @@ def test_plan(root, data):
         print(f"{arch}: the trainer's memory by role against `radlads plan --dtype fp32`")
         teacher, student = make_case(root, "plan-" + arch, "qwen2", arch, "b" if arch == "rad-rwkv7" else None, 0,
                                      hidden=64)
-        for stage in ("align", "distill", "extend"):
+        for stage in ("align", "distill", "extend", "extend3a"):
             for rec in (0, 1):
                 out = os.path.join(root, f"plan-{arch}-{stage}-{rec}")
-                train(stage, student, teacher if stage != "extend" else None, data, out, rec)
+                # extend3a: step 3a (train=decay_shift), the low-memory extend: gradients of the trained part only
+                a3 = ("--train", "decay_shift") if stage == "extend3a" else ()
+                stage_ = stage.replace("3a", "")
+                train(stage_, student, teacher if stage_ != "extend" else None, data, out, rec, extra=a3)
                 got = metrics(out)[STEPS]["backend_peak_by_role"]
                 r = run(RADLADS, "plan", "--teacher", teacher, "--arch", arch.replace("rad-", ""), "--gpu-mem",
-                        "1G", "--seq-len", SEQ, "--micro-batch", MICRO, "--stage", stage, "--recompute",
-                        "on" if rec else "off", "--dtype", "fp32", "--json")
+                        "1G", "--seq-len", SEQ, "--micro-batch", MICRO, "--stage", stage_, "--recompute",
+                        "on" if rec else "off", "--dtype", "fp32", "--json", *a3)
                 want = json.loads(r.stdout)["stages"][0]["bytes"]
                 label = f"{arch} {stage} recompute={rec}"
                 exact = [("student weights", want["student_weights"]), ("gradients", want["student_grads"]),
