@@ -363,6 +363,8 @@ int rl_copy(rl_backend *be, void *dst, const void *src, size_t bytes)
 int rl_zero(rl_backend *be, void *dst, size_t bytes)
 {
     CHECK(bytes == 0 || dst, "rl_zero: NULL pointer for %zu bytes", bytes);
+    if (!bytes) /* (an empty arena: its base may be NULL) */
+        return 0;
     TIMED("zero", NULL, be->ops->zero(be, dst, bytes));
 }
 int rl_cast(rl_backend *be, void *dst, rl_dtype dt, const void *src, rl_dtype st, size_t n)

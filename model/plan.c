@@ -44,8 +44,8 @@ static const char *const dtypes_names[] = {"bf16", "fp32", "autocast", "bf16-wei
 static const char *const dtypes_what[] = {
     "bf16 weights/grads/activations, fp32 master weights and AdamW moments", "fp32 everything, no master copy",
     "fp32 weights/grads/activations with bf16 GEMM copies (precision: bf16)",
-    "trainable matrices bf16 with bf16 grads, fp32 master weights; the rest fp32 with bf16 GEMM copies "
-    "(precision: bf16-weights)"};
+    ("trainable matrices bf16 with bf16 grads, fp32 master weights; the rest fp32 with bf16 GEMM copies "
+     "(precision: bf16-weights)")};
 
 const char *rl_plan_dtypes_name(rl_plan_dtypes d) { return (unsigned)d < 4 ? dtypes_names[d] : "?"; }
 const char *rl_plan_dtypes_what(rl_plan_dtypes d) { return (unsigned)d < 4 ? dtypes_what[d] : "?"; }
