@@ -30,7 +30,15 @@ const char *rl_arch_name(rl_arch a)
 }
 
 static const char *const schedule_names[] = {"cos", "linear", "flat"};
-static const char *const precision_names[] = {"fp32", "bf16", "bf16-weights"}; /* = the worker's (trainer.c) */
+static const char *const precision_names[] = {"fp32", "bf16", "bf16-weights"}; /* RL_PRECISION_* (trainer.h) */
+
+int rl_precision_from_name(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, precision_names[i]))
+            return i;
+    return -1;
+}
 
 /* The recipe (METHOD.md §4, "Exact hyperparameters"); pretrain and the micro-batches are ours. */
 static void stage_defaults(rl_stage_spec *s, rl_stage_kind kind)

@@ -85,6 +85,9 @@ char *rl_jobspec_to_json(const rl_job_spec *spec);
 char *rl_jobspec_stage_json(const rl_job_spec *spec, size_t idx);
 
 const char *rl_stage_kind_name(rl_stage_kind k);
+/* A stage's precision by name: "fp32" 0, "bf16" 1, "bf16-weights" 2 (the worker's RL_PRECISION_*); -1 for another
+ * string. */
+int rl_precision_from_name(const char *s);
 const char *rl_arch_name(rl_arch a);
 /* Parses "100M", "1.5B", "2048": a positive count.  0 or -1 (err: what is wrong). */
 int rl_parse_count(const char *s, int64_t *out, char *err, size_t errlen);

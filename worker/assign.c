@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jobspec.h"
 #include "student.h"
 #include "worker.h"
 

@@ -27,18 +27,6 @@ static const char *const stage_names[] = {"align", "distill", "extend", "pretrai
 
 const char *rl_train_stage_name(rl_train_stage s) { return (unsigned)s < 4 ? stage_names[s] : "?"; }
 
-static const char *const precision_names[] = {"fp32", "bf16", "bf16-weights"};
-
-const char *rl_precision_name(int p) { return (unsigned)p < 3 ? precision_names[p] : "?"; }
-
-int rl_precision_from_name(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, precision_names[i]))
-            return i;
-    return -1;
-}
-
 int rl_train_stage_from_name(const char *s, rl_train_stage *out)
 {
     for (int i = 0; i < 4; i++)
@@ -866,9 +854,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     /* the all-reduce overlaps the last micro-batch's backward (not with ZeRO-1's reduce-scatter) */
     /* (not with bf16 gradients either: each bf16 bucket in flight would need its own fp32 staging, as much as
      * all the bf16 gradients in fp32; they go through the one staging bucket after the backward) */
-    int has_bf16 = 0;
-    for (int i = 0; i < t.n_t; i++)
-        has_bf16 |= t.t[i].bf16;
+    const int has_bf16 = t.opt_w != NULL; /* (the masters exist exactly when a tensor trains in bf16) */
     const int overlap = o.world > 1 && !t.zero.on && o.overlap && hooks && hooks->allreduce_start &&
                         hooks->allreduce_wait && !has_bf16;
     t.hooks = hooks;

@@ -81,10 +81,8 @@ typedef struct {
                            * their fp32 master weights beside the AdamW moments (sharded with zero=1) */
 } rl_train_opts;
 
+/* (the names "fp32", "bf16", "bf16-weights": rl_precision_from_name, proto/jobspec.h) */
 enum { RL_PRECISION_FP32 = 0, RL_PRECISION_BF16 = 1, RL_PRECISION_BF16_WEIGHTS = 2 };
-/* "fp32", "bf16", "bf16-weights"; from_name: -1 for another string */
-const char *rl_precision_name(int p);
-int rl_precision_from_name(const char *s);
 
 #define RL_TRAIN_BUCKET_DEFAULT ((size_t)1 << 20) /* 4 MiB of fp32 gradients per all-reduce */
 

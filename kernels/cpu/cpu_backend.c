@@ -157,30 +157,37 @@ static int cpu_sum_many(rl_backend *be, double *out, const void *const *x, const
     return 0;
 }
 
-/* One AdamW element (as torch.optim.AdamW); the same expression in both updates below. */
-static inline float adamw_step(float p, float g, float *m, float *v, float b1, float b2, float lr, float eps,
-                               float decay, float bc1, float bc2)
+/* AdamW (as torch.optim.AdamW): the step's constants, and one element; the same expression in both updates. */
+typedef struct {
+    float b1, b2, lr, eps, decay, bc1, bc2, grad_scale;
+} adamw_consts;
+
+static adamw_consts adamw_of(const rl_adamw_params *hp, float grad_scale)
 {
-    float mi = b1 * *m + (1.0f - b1) * g;
-    float vi = b2 * *v + (1.0f - b2) * g * g;
+    return (adamw_consts){hp->beta1, hp->beta2, hp->lr, hp->eps, 1.0f - hp->lr * hp->weight_decay,
+                          (float)(1.0 - pow((double)hp->beta1, (double)hp->step)),
+                          (float)(1.0 - pow((double)hp->beta2, (double)hp->step)), grad_scale};
+}
+
+static inline float adamw_step(float p, float g, float *m, float *v, const adamw_consts *k)
+{
+    g *= k->grad_scale;
+    float mi = k->b1 * *m + (1.0f - k->b1) * g;
+    float vi = k->b2 * *v + (1.0f - k->b2) * g * g;
     *m = mi;
     *v = vi;
-    return p * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+    return p * k->decay - k->lr * (mi / k->bc1) / (sqrtf(vi / k->bc2) + k->eps);
 }
 
 static int cpu_adamw_bf16(rl_backend *be, uint16_t *p16, float *master, const uint16_t *g16, float *m, float *v,
                           size_t n, const rl_adamw_params *hp, float grad_scale)
 {
     (void)be;
-    const float b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr, eps = hp->eps;
-    const float decay = 1.0f - hp->lr * hp->weight_decay;
-    const float bc1 = (float)(1.0 - pow((double)b1, (double)hp->step));
-    const float bc2 = (float)(1.0 - pow((double)b2, (double)hp->step));
+    const adamw_consts k = adamw_of(hp, grad_scale);
     long long nn = (long long)n;
 #pragma omp parallel for if (nn > PAR_MIN)
     for (long long i = 0; i < nn; i++) {
-        master[i] = adamw_step(master[i], rl_bf16_to_f32(g16[i]) * grad_scale, &m[i], &v[i], b1, b2, lr, eps, decay,
-                               bc1, bc2);
+        master[i] = adamw_step(master[i], rl_bf16_to_f32(g16[i]), &m[i], &v[i], &k);
         p16[i] = rl_f32_to_bf16(master[i]);
     }
     return 0;
@@ -190,14 +197,11 @@ static int cpu_adamw(rl_backend *be, float *p, const float *g, float *m, float *
                      const rl_adamw_params *hp, float grad_scale)
 {
     (void)be;
-    const float b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr, eps = hp->eps;
-    const float decay = 1.0f - hp->lr * hp->weight_decay;
-    const float bc1 = (float)(1.0 - pow((double)b1, (double)hp->step));
-    const float bc2 = (float)(1.0 - pow((double)b2, (double)hp->step));
+    const adamw_consts k = adamw_of(hp, grad_scale);
     long long nn = (long long)n;
 #pragma omp parallel for simd if (nn > PAR_MIN)
     for (long long i = 0; i < nn; i++)
-        p[i] = adamw_step(p[i], g[i] * grad_scale, &m[i], &v[i], b1, b2, lr, eps, decay, bc1, bc2);
+        p[i] = adamw_step(p[i], g[i], &m[i], &v[i], &k);
     return 0;
 }
 

@@ -24,7 +24,6 @@ Checked on a RAD-RWKV7 (variant b) student of a small random Qwen2 teacher, CPU 
 usage: test_bf16_weights.py"""
 import json
 import os
-import struct
 import sys
 import tempfile
 
@@ -36,25 +35,15 @@ BW = ("--precision", "bf16-weights")
 
 
 def tensor_sizes(model_dir):
-    """name -> element count of every tensor in a saved model."""
-    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-    out = {}
-    for k, v in head.items():
-        if k != "__metadata__":
-            c = 1
-            for d in v["shape"]:
-                c *= d
-            out[k] = c
-    return out
+    """name -> element count of every tensor in a saved (fp32) model."""
+    return {k: len(v) // 4 for k, v in safetensors(os.path.join(model_dir, "model.safetensors")).items()}
 
 
 def is_bf16_matrix(name):
     return name.endswith("_proj.weight") or name == "lm_head.weight"
 
 
-def trains(stage, name, layers=3):
+def trains(stage, name):
     """The rule of rl_tensor_trains for a student without attention layers: align trains the time-mix layers'
     tensors (q/k/v/o and the new ones), the others everything."""
     return stage != "align" or ".self_attn." in name
