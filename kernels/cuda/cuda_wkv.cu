@@ -9,7 +9,9 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * One thread block per (b, h). The forward and the backward below have one thread per state row (N =
+ * wkv7 at head size 64 (RAD-RWKV7's) runs the chunked tensor-core kernels of cuda_wkv7_chunked.cuh: 16 tokens at
+ * a time as small matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off). Everything else runs
+ * the per-row kernels below: one thread block per (b, h). The forward and the backward have one thread per state row (N =
  * head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is the one after it,
  * with four threads per row and column (wkv_backward_wide_kernel).
  *
@@ -605,6 +607,8 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
     }
 }
 
+#include "cuda_wkv7_chunked.cuh"
+
 /* ---- launchers ------------------------------------------------------------------------------ */
 /* tests/gpu/wkv_cuda_logic_check.cpp compiles the kernels above on the host (a std::thread per GPU
  * thread, a barrier for __syncthreads) and leaves the launchers out. */
@@ -694,11 +698,53 @@ int backward_segment()
     return bseg;
 }
 
+/* RADLADS_WKV_CHUNKED=0: wkv7 at head size 64 runs the per-row kernels instead of the chunked tensor-core ones (a
+ * benchmark knob: tests/gpu/run.sh times both and checks both). */
+bool chunked_on()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = env_knob("RADLADS_WKV_CHUNKED", allowed, 2, 1);
+    return on != 0;
+}
+
+/* The chunked kernels cover wkv7 at head size 64; the forward needs checkpoint intervals that are whole chunks, the
+ * backward a checkpoint at every chunk (the default interval). */
+bool chunked_forward(bool seven, const wkv_args &p) { return seven && p.N == 64 && p.L % WC == 0 && chunked_on(); }
+bool chunked_backward(bool seven, const wkv_args &p) { return seven && p.N == 64 && p.L == WC && chunked_on(); }
+
+template <int N>
+cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                                   float *state_out, float *ckpt)
+{
+    auto kern = wkv7_chunked_forward_kernel<N>;
+    const size_t sm = sizeof(float) * wc_fwd_floats<N>();
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, WC_THREADS, sm, st>>>(p, state_in, y, state_out, ckpt);
+    return cudaGetLastError();
+}
+
+template <int N>
+cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                    const float *dstate_out, const float *ckpt, float *dstate_in)
+{
+    auto kern = wkv7_chunked_backward_kernel<N>;
+    const size_t sm = sizeof(float) * wc_bwd_floats<N>();
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, WC_THREADS, sm, st>>>(p, g, dy, dstate_out, ckpt, dstate_in);
+    return cudaGetLastError();
+}
+
 /* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */
 template <bool SEVEN>
 cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                              float *state_out, float *ckpt)
 {
+    if (chunked_forward(SEVEN, p))
+        return launch_chunked_forward<64>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
         return launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
@@ -768,7 +814,7 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
 }
 
 /* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·SEG·N², the longest
- * segment whatever the knob chose (the wide kernel's default of 8 uses half of it)]. */
+ * segment whatever the knob chose (the wide kernel's default of 8 uses half of it); none for the chunked kernel]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -779,7 +825,9 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     const wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
-    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN, seg = (size_t)BH * SEG * NN; /* the longest segment */
+    const bool chunked = chunked_backward(SEVEN, p);
+    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
+    const size_t seg = chunked ? 0 : (size_t)BH * SEG * NN; /* the longest segment */
     float *buf = (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg));
     if (!buf)
         return cudaErrorMemoryAllocation;
@@ -791,6 +839,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     }
     wkv_grads gr;
     gr.r = g->r, gr.logw = g->logw, gr.k = g->k, gr.v = g->v, gr.a = g->a, gr.b = g->b;
+    if (chunked)
+        return launch_chunked_backward<64>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
     return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in);
 }
 

@@ -6,7 +6,9 @@
  * every thread it needs has arrived:
  *   __syncthreads()      all threads of the block that have not exited (exited ones count as arrived);
  *   __shfl_xor_sync()    the 32 lanes of the warp, with a full mask, none exited, the block a whole
- *                        number of warps — anything else is undefined on a GPU and is reported here.
+ *                        number of warps — anything else is undefined on a GPU and is reported here;
+ *   wmma::load_matrix_sync, store_matrix_sync, mma_sync   the same rule: the TF32 m16n16k8 subset of
+ *                        nvcuda::wmma (<mma.h>) below, so a kernel written for tensor cores runs unchanged.
  * A state where no point can be released (a barrier in divergent code, a warp split between a shuffle
  * and a barrier) is reported as a deadlock instead of hanging. Because fibers switch only at those points,
  * atomics are plain read-modify-writes. `extern __shared__` arrays are ones the check defines and
@@ -33,6 +35,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <new>
 #include <string>
 #include <sys/mman.h>
 #include <tuple>
@@ -58,7 +61,20 @@
 
 namespace emu {
 
-enum lane_state { RUNNING, AT_BARRIER, AT_SHUFFLE, EXITED };
+enum lane_state { RUNNING, AT_BARRIER, AT_SHUFFLE, AT_WMMA, EXITED };
+
+/* A lane's wmma call, performed for the whole warp when all 32 lanes have made it. Fragments hold their
+ * whole tile, row-major, in every lane (see nvcuda::wmma below). */
+enum wmma_op { WMMA_LOAD, WMMA_STORE, WMMA_MMA };
+struct wmma_call {
+    wmma_op op;
+    float *frag;            /* load: the fragment filled; store: the one stored; mma: d */
+    const float *a, *b, *c; /* mma's operands */
+    float *mem;             /* load, store: the tile in memory */
+    unsigned ldm;
+    int rows, cols;
+    bool col_major; /* the memory layout */
+};
 
 struct lane {
     ucontext_t ctx;
@@ -67,6 +83,7 @@ struct lane {
     uint64_t sent, got; /* shuffle payload (raw bits) */
     unsigned mask;
     int src, bytes;
+    wmma_call wm;
 };
 
 constexpr int MAX_THREADS = 1024;
@@ -79,6 +96,7 @@ inline std::function<void()> body; /* the kernel call every fiber makes */
 inline uint3 tid, bid;
 inline dim3 bdim, gdim;
 inline int violations; /* reported misuses of the execution model; a check fails when non-zero */
+inline const char *last_violation; /* what the latest one was (for checks that provoke one) */
 /* Between two synchronisation points the threads of a block run one after another, lowest first or (when
  * set) highest first: a check that runs both orders catches a read of shared memory that a missing
  * barrier leaves racing with another thread's write, whichever thread comes first on a GPU. */
@@ -100,6 +118,7 @@ inline void dynamic_smem(void *p, size_t bytes)
 
 inline void violation(const char *what)
 {
+    last_violation = what;
     if (violations++ < 10)
         std::printf("  EMULATION: %s (block %u,%u,%u thread %d)\n", what, bid.x, bid.y, bid.z, current);
 }
@@ -124,17 +143,131 @@ inline void fiber_entry()
     /* uc_link returns to the scheduler */
 }
 
-/* Releases every warp whose live lanes all wait at a shuffle; returns whether any was released. */
-inline bool release_shuffles()
+/* The tensor core reads only the top 19 bits of a TF32 operand (sign, exponent, 10 mantissa bits): the low
+ * 13 bits of a float that was not converted with __float_to_tf32 are dropped, not rounded. NaN stays NaN. */
+inline double tf32_operand(float v)
+{
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u &= 0xffffe000u;
+    float t;
+    std::memcpy(&t, &u, 4);
+    return t;
+}
+
+/* d = a·b + c for a 16×8 a, 8×16 b, 16×16 c (row-major): products exact, summed in double, rounded to float
+ * once per element — at least the fp32 accumulation of the hardware. */
+inline void mma_tile(float *d, const float *a, const float *b, const float *c)
+{
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 16; n++) {
+            double s = 0;
+            for (int k = 0; k < 8; k++)
+                s += tf32_operand(a[m * 8 + k]) * tf32_operand(b[k * 16 + n]);
+            d[m * 16 + n] = (float)(s + c[m * 16 + n]);
+        }
+}
+
+/* Performs the wmma call the live lanes w0..w1 wait at. False when they wait at different calls: the warp
+ * stays blocked and the block is reported as a deadlock. */
+inline bool release_wmma(int w0, int w1)
+{
+    int first = w0;
+    while (lanes[first].state != AT_WMMA)
+        first++;
+    const wmma_call f = lanes[first].wm;
+    for (int l = w0; l < w1; l++)
+        if (lanes[l].state == AT_WMMA && lanes[l].wm.op != f.op)
+            return false;
+    enter(first); /* a violation names the warp's first waiting lane */
+    const int n = f.rows * f.cols;
+    bool uniform = true, aligned = true, ldm_ok = true, same = true, whole = w1 - w0 == 32;
+    for (int l = w0; l < w1; l++) {
+        const wmma_call &x = lanes[l].wm;
+        whole &= lanes[l].state == AT_WMMA;
+        if (lanes[l].state != AT_WMMA)
+            continue;
+        uniform &= x.mem == f.mem && x.ldm == f.ldm && x.col_major == f.col_major && x.rows == f.rows &&
+                   x.cols == f.cols;
+        if (f.op != WMMA_MMA)
+            aligned &= (uintptr_t)x.mem % 32 == 0, ldm_ok &= x.ldm % 4 == 0;
+        if (f.op == WMMA_STORE)
+            same &= !std::memcmp(x.frag, f.frag, sizeof(float) * n);
+        if (f.op == WMMA_MMA)
+            same &= !std::memcmp(x.a, f.a, sizeof(float) * 128) &&
+                    !std::memcmp(x.b, f.b, sizeof(float) * 128) &&
+                    !std::memcmp(x.c, f.c, sizeof(float) * 256);
+    }
+    /* The real API's requirements: the same pointer, ldm and layout in every lane, a 256-bit aligned
+     * pointer, ldm a multiple of 16 bytes. */
+    if (!whole)
+        violation("wmma call with lanes of the warp missing");
+    if (!uniform)
+        violation("wmma: lanes of the warp disagree on pointer, ldm or layout");
+    if (!aligned)
+        violation("wmma load/store: pointer not 32-byte (256-bit) aligned");
+    if (!ldm_ok)
+        violation("wmma load/store: ldm not a multiple of 4 floats (16 bytes)");
+    /* On a GPU each lane holds a different piece of a fragment; here each holds all of it, so copies that
+     * differ mean the kernel did lane-dependent math on fragment elements. */
+    if (!same)
+        violation("wmma: the lanes' fragments differ (lane-dependent math on fragment elements)");
+    if (f.op == WMMA_MMA) {
+        static float d[32][256]; /* every result first: a lane's d may alias its c */
+        mma_tile(d[first - w0], f.a, f.b, f.c);
+        for (int l = w0; l < w1; l++)
+            if (lanes[l].state == AT_WMMA && l != first) {
+                const wmma_call &x = lanes[l].wm;
+                if (same)
+                    std::memcpy(d[l - w0], d[first - w0], sizeof d[0]);
+                else
+                    mma_tile(d[l - w0], x.a, x.b, x.c);
+            }
+        for (int l = w0; l < w1; l++)
+            if (lanes[l].state == AT_WMMA)
+                std::memcpy(lanes[l].wm.frag, d[l - w0], sizeof d[0]);
+        return true;
+    }
+    for (int l = w0; l < w1; l++) {
+        const wmma_call &x = lanes[l].wm;
+        if (lanes[l].state != AT_WMMA)
+            continue;
+        for (int r = 0; r < x.rows; r++)
+            for (int c = 0; c < x.cols; c++) {
+                float &m = x.mem[x.col_major ? (size_t)c * x.ldm + r : (size_t)r * x.ldm + c];
+                float &v = x.frag[r * x.cols + c];
+                if (x.op == WMMA_LOAD)
+                    v = m;
+                else
+                    m = v;
+            }
+    }
+    return true;
+}
+
+/* Releases every warp whose live lanes all wait at the same warp-collective call (a shuffle or a wmma
+ * call); returns whether any was released. */
+inline bool release_warps()
 {
     bool any = false;
     for (int w0 = 0; w0 < nthreads; w0 += 32) {
         const int w1 = std::min(nthreads, w0 + 32);
-        int waiting = 0, exited = 0;
+        int shfl = 0, mma = 0, exited = 0;
         for (int l = w0; l < w1; l++)
-            waiting += lanes[l].state == AT_SHUFFLE, exited += lanes[l].state == EXITED;
-        if (!waiting || waiting + exited != w1 - w0)
+            shfl += lanes[l].state == AT_SHUFFLE, mma += lanes[l].state == AT_WMMA,
+                exited += lanes[l].state == EXITED;
+        if ((!shfl && !mma) || (shfl && mma) || shfl + mma + exited != w1 - w0)
             continue;
+        if (mma) {
+            if (!release_wmma(w0, w1))
+                continue;
+            for (int l = w0; l < w1; l++)
+                if (lanes[l].state == AT_WMMA)
+                    lanes[l].state = RUNNING;
+            any = true;
+            continue;
+        }
         if (exited || w1 - w0 != 32)
             violation("full-mask warp shuffle with lanes missing");
         for (int l = w0; l < w1; l++) {
@@ -184,7 +317,7 @@ inline bool run_block()
                 swapcontext(&scheduler, &lanes[l].ctx);
             }
         }
-        if (release_shuffles())
+        if (release_warps())
             continue;
         int live = 0, at_bar = 0;
         for (int l = 0; l < nthreads; l++)
@@ -306,14 +439,15 @@ launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem =
     return {kernel, grid, block, smem};
 }
 
-/* The backend's per-stream workspace, as rlc_ws_get: grows, and (here) comes back full of garbage. */
+/* The backend's per-stream workspace, as rlc_ws_get: grows, and (here) comes back full of garbage. Aligned
+ * to 256 bytes as cudaMalloc's, which the wmma alignment check relies on. */
 inline std::vector<unsigned char> workspace;
 inline void *ws_get(size_t bytes)
 {
-    if (workspace.size() < bytes)
-        workspace.resize(bytes);
+    if (workspace.size() < bytes + 255)
+        workspace.resize(bytes + 255);
     std::memset(workspace.data(), 0x7f, workspace.size());
-    return workspace.data();
+    return (void *)(((uintptr_t)workspace.data() + 255) & ~(uintptr_t)255);
 }
 
 inline std::string cuda_failure;
@@ -357,6 +491,124 @@ static inline int atomicCAS(int *p, int compare, int value)
     return old;
 }
 
+/* ---- nvcuda::wmma (<mma.h>), the TF32 m16n16k8 shapes only ----
+ * The names, overloads and signatures are those of crt/mma.h, so a kernel compiles against either. The
+ * difference: a fragment holds its WHOLE tile, row-major, in every lane (num_elements 16·8 for a and b,
+ * 16·16 for the accumulator, against 4 and 8 per lane on a GPU), which is sound for kernels that touch x[]
+ * only element-wise and uniformly (conversions, hi/lo splits, scaling). load/store/mma_sync are warp
+ * rendezvous points as the shuffle (emu::release_wmma: all 32 lanes, same call and arguments, alignment,
+ * identical fragments); fill_fragment writes only the lane's own registers, so it is not — a lane-dependent
+ * fill shows up at the next mma or store. */
+namespace emu {
+/* One lane's part of a warp-collective wmma call: it waits until the warp's other lanes arrive. */
+inline void wmma_warp_call(wmma_op op, float *frag, const float *mem, unsigned ldm, int rows, int cols,
+                           bool col_major, const float *a = nullptr, const float *b = nullptr,
+                           const float *c = nullptr)
+{
+    lanes[current].wm = {op, frag, a, b, c, const_cast<float *>(mem), ldm, rows, cols, col_major};
+    suspend(AT_WMMA);
+}
+} // namespace emu
+
+namespace nvcuda {
+namespace wmma {
+
+/* cvt.rna.tf32.f32: to nearest with ties away from zero, 10 mantissa bits kept, the low 13 zero; adding half
+ * an ulp to the magnitude and truncating rounds a tie away from zero and carries into the exponent (the
+ * largest floats round to infinity). Infinity and NaN pass through. */
+inline __device__ float __float_to_tf32(float in)
+{
+    uint32_t u;
+    std::memcpy(&u, &in, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u = (u + 0x1000u) & 0xffffe000u;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+}
+
+struct row_major;
+struct col_major;
+struct matrix_a;
+struct matrix_b;
+struct accumulator;
+namespace precision {
+struct tf32;
+}
+
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename T, int size> struct __frag_base {
+    enum { num_elements = size };
+    enum { num_storage_elements = size };
+    typedef T element_type;
+    typedef float storage_element_type;
+    float x[size];
+};
+
+template <typename Use, int m, int n, int k, typename T, typename Layout = void> class fragment;
+template <>
+class fragment<matrix_a, 16, 16, 8, precision::tf32, row_major> : public __frag_base<precision::tf32, 128> {};
+template <>
+class fragment<matrix_a, 16, 16, 8, precision::tf32, col_major> : public __frag_base<precision::tf32, 128> {};
+template <>
+class fragment<matrix_b, 16, 16, 8, precision::tf32, row_major> : public __frag_base<precision::tf32, 128> {};
+template <>
+class fragment<matrix_b, 16, 16, 8, precision::tf32, col_major> : public __frag_base<precision::tf32, 128> {};
+template <> class fragment<accumulator, 16, 16, 8, float> : public __frag_base<float, 256> {};
+
+template <typename T, int size> static inline void fill_fragment(__frag_base<T, size> &f, const float &in)
+{
+    for (int i = 0; i < size; i++)
+        f.x[i] = in;
+}
+
+/* a is M×K = 16×8, element (m,k) at p[m·ldm + k] (row-major) or p[k·ldm + m]; b is K×N = 8×16, (k,n) at
+ * p[k·ldm + n] or p[n·ldm + k]; the accumulator (m,n) at p[m·ldm + n] or p[n·ldm + m]. */
+static inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, row_major> &a,
+                                    const float *p, unsigned ldm)
+{
+    emu::wmma_warp_call(emu::WMMA_LOAD, a.x, p, ldm, 16, 8, false);
+}
+static inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, col_major> &a,
+                                    const float *p, unsigned ldm)
+{
+    emu::wmma_warp_call(emu::WMMA_LOAD, a.x, p, ldm, 16, 8, true);
+}
+static inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, row_major> &a,
+                                    const float *p, unsigned ldm)
+{
+    emu::wmma_warp_call(emu::WMMA_LOAD, a.x, p, ldm, 8, 16, false);
+}
+static inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, col_major> &a,
+                                    const float *p, unsigned ldm)
+{
+    emu::wmma_warp_call(emu::WMMA_LOAD, a.x, p, ldm, 8, 16, true);
+}
+static inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float> &a, const float *p, unsigned ldm,
+                                    layout_t layout)
+{
+    emu::wmma_warp_call(emu::WMMA_LOAD, a.x, p, ldm, 16, 16, layout == mem_col_major);
+}
+static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 8, float> &a, unsigned ldm,
+                                     layout_t layout)
+{
+    emu::wmma_warp_call(emu::WMMA_STORE, const_cast<float *>(a.x), p, ldm, 16, 16, layout == mem_col_major);
+}
+
+/* d = a·b + c (d may be c); the fragments hold their tiles row-major whatever the memory layout was. */
+template <typename LA, typename LB>
+static inline void mma_sync(fragment<accumulator, 16, 16, 8, float> &d,
+                            const fragment<matrix_a, 16, 16, 8, precision::tf32, LA> &a,
+                            const fragment<matrix_b, 16, 16, 8, precision::tf32, LB> &b,
+                            const fragment<accumulator, 16, 16, 8, float> &c)
+{
+    emu::wmma_warp_call(emu::WMMA_MMA, d.x, nullptr, 0, 16, 16, false, a.x, b.x, c.x);
+}
+
+} // namespace wmma
+} // namespace nvcuda
+
 /* ---- the runtime and backend calls the launchers make ---- */
 #define cudaGetLastError emu::get_last_error
 #define cudaFuncSetAttribute emu::func_set_attribute
@@ -388,6 +640,19 @@ inline std::vector<float> randv(size_t n, float lo, float hi)
         x = frand(lo, hi);
     return v;
 }
+
+/* A host stand-in for a cudaMalloc'd buffer, 256-byte aligned as cudaMalloc's: glibc's malloc aligns to 16
+ * only, so a std::vector handed to a kernel whose wmma calls read it directly may fail the 32-byte check
+ * where the GPU would not. */
+template <class T> struct device_allocator {
+    using value_type = T;
+    device_allocator() = default;
+    template <class U> device_allocator(const device_allocator<U> &) {}
+    T *allocate(size_t n) { return static_cast<T *>(::operator new(n * sizeof(T), std::align_val_t(256))); }
+    void deallocate(T *p, size_t) { ::operator delete(p, std::align_val_t(256)); }
+    bool operator==(const device_allocator &) const { return true; }
+};
+template <class T> using device_vector = std::vector<T, device_allocator<T>>;
 
 /* max |a − b| / (1 + max |b|); NaN anywhere (a poisoned output left unwritten) gives infinity */
 inline double rel_err(const std::vector<float> &a, const std::vector<float> &b)

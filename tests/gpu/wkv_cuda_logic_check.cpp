@@ -16,6 +16,7 @@
 namespace {
 float tile[1 << 16]; /* the forward kernel's shared memory */
 float smem[1 << 17]; /* the backward kernel's */
+alignas(32) float wc_smem[1 << 16]; /* the chunked kernels' (wmma needs 32-byte aligned tiles) */
 } // namespace
 
 #define RLC_WKV_HOST_EMULATION 1
@@ -30,7 +31,9 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
     emu::run_grid(dim3(blocks), dim3(threads), body);
 }
 
-template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false>
+/* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (wkv7, N = 64, L = 16);
+ * 2 = the chunked forward with a longer checkpoint interval, then the four-threads-per-row backward. */
+template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false, int CH = 0>
 static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool use_ckpt, bool with_state)
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
@@ -79,7 +82,10 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     std::vector<float> so_sep(nst);
     if (!with_state)
         sout_p = so_sep.data();
-    run_grid(B * H, N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
+    if constexpr (CH != 0)
+        run_grid(B * H, WC_THREADS, [&] { wkv7_chunked_forward_kernel<64>(p, sin_p, y.data(), sout_p, ck.data()); });
+    else
+        run_grid(B * H, N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
     const std::vector<float> &so = with_state ? st : so_sep;
 
     std::vector<std::vector<float>> g = g0;
@@ -90,13 +96,22 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     std::vector<float> own(nck), segbuf((size_t)B * H * SEG * N * N);
     const float *ckp = ck.data();
     if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only */
-        run_grid(B * H, N, [&] {
-            wkv_forward_kernel<CAP, EXACT, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr,
-                                                  own.data());
-        });
+        if constexpr (CH != 0)
+            run_grid(B * H, WC_THREADS, [&] {
+                wkv7_chunked_forward_kernel<64>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
+            });
+        else
+            run_grid(B * H, N, [&] {
+                wkv_forward_kernel<CAP, EXACT, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr,
+                                                      own.data());
+            });
         ckp = own.data();
     }
-    if constexpr (WIDE)
+    if constexpr (CH == 1)
+        run_grid(B * H, WC_THREADS, [&] {
+            wkv7_chunked_backward_kernel<64>(p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
+        });
+    else if constexpr (WIDE)
         run_grid(B * H, N * WQ, [&] {
             wkv_backward_wide_kernel<CAP, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
                                                        dsi.data());
@@ -109,6 +124,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
+    if (CH)
+        std::printf("chunked tensor-core %s:", CH == 1 ? "forward and backward" : "forward");
     std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6",
                 N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     double e;
@@ -131,6 +148,7 @@ int main(void)
 {
     emu::dynamic_smem(tile, sizeof tile);
     emu::dynamic_smem(smem, sizeof smem);
+    emu::dynamic_smem(wc_smem, sizeof wc_smem);
     rl_backend *be = emu::cpu_backend();
     int fails = 0;
     /* generic (capped) kernels, odd sizes, short and long chunks (L > SEG exercises the replay) */
@@ -161,6 +179,13 @@ int main(void)
     fails += check_case<64, true, false, 8, true>(be, 1, 29, 1, 64, 16, false, false);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
+    /* the chunked tensor-core wkv7 (what N = 64 runs): whole and partial chunks, one token, given and replayed
+     * checkpoints, with and without a state; then its forward with checkpoints every 3 chunks */
+    fails += check_case<64, true, true, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 1>(be, 1, 64, 1, 64, 16, false, true);
+    fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
+    fails += check_case<64, true, true, 16, true, 1>(be, 1, 1, 1, 64, 16, false, true);
+    fails += check_case<64, true, true, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
