@@ -25,8 +25,10 @@
  * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.) */
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "cuda_ops.h"
+#include "cuda_tf32.cuh"
 
 namespace {
 
@@ -178,6 +180,111 @@ __global__ void __launch_bounds__(THREADS) attn_forward_kernel(attn_args p, floa
                 orow[tx + 16 * e] = o[a][e] * inv;
         if (tx == 0)
             lse[((size_t)b * p.H + h) * T + qi] = m[a] + logf(l[a]);
+    }
+}
+
+/* ---- forward on the tensor cores ----------------------------------------------------------------------- */
+/* The same online softmax with the two products on the tensor cores (cuda_tf32.cuh: 3xTF32, fp32-accurate), for
+ * head sizes 64 and 128. Block per (query tile of 64 rows, head, batch), 8 warps. Q (pre-scaled), the K or V tile,
+ * the score tile and the output accumulator live in shared memory; per key tile:
+ *   S = Q Kᵀ (16 warp tiles) → each row's 4 threads (16 columns each): mask, m' = max(m, rowmax S),
+ *   P = exp(S − m') in place, l ← l·e^{m−m'} + rowsum P, their quarter of the O row ×= e^{m−m'} → V over K →
+ *   O += P V (4·D/16 warp tiles).
+ * Strides D + 8 and BC + 4 floats: multiples of 4 (wmma) whose fragment loads hit 32 different banks. */
+constexpr int TC_BR = 64;
+
+template <int D> constexpr size_t attn_tc_floats()
+{
+    return (size_t)3 * TC_BR * (D + 8) + (size_t)TC_BR * (TC_BR + 4) + 2 * TC_BR;
+}
+
+template <int D>
+__global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, float *out, float *lse,
+                                                                  const float *q, const float *k, const float *v)
+{
+    constexpr int BR = TC_BR, BC = TC_BR, LD = D + 8, LS = BC + 4;
+    extern __shared__ __align__(32) float sm_tc[];
+    float *Qs = sm_tc, *KVs = Qs + BR * LD, *Os = KVs + BC * LD, *Ss = Os + BR * LD, *ms = Ss + BR * LS, *ls = ms + BR;
+    const int tid = threadIdx.x, row = tid / 4, part = tid % 4; /* a row's 4 threads are adjacent lanes */
+    const int i0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, g = h / p.rho;
+    const int T = p.T;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *qb = q + ((size_t)b * T * p.H + h) * D;
+    const float *kb = k + ((size_t)b * p.KT * p.G + g) * D, *vb = v + ((size_t)b * p.KT * p.G + g) * D;
+
+    for (int e = tid; e < BR * D; e += THREADS) {
+        const int r = e / D, c = e % D;
+        Qs[r * LD + c] = i0 + r < T ? p.scale * qb[(size_t)(i0 + r) * ldq + c] : 0.0f;
+        Os[r * LD + c] = 0.0f;
+    }
+    if (tid < BR)
+        ms[tid] = -INFINITY, ls[tid] = 0.0f;
+    const int qi = i0 + row, qabs = p.P + qi;
+    const int last = p.P + min(T, i0 + BR) - 1; /* the last key any row of this tile sees */
+    for (int j0 = 0; j0 <= last; j0 += BC) {
+        __syncthreads(); /* Q, O and the statistics ready (first tile) / the previous V tile consumed */
+        for (int e = tid; e < BC * D; e += THREADS) {
+            const int r = e / D, c = e % D;
+            KVs[r * LD + c] = j0 + r < p.KT ? kb[(size_t)(j0 + r) * ldk + c] : 0.0f;
+        }
+        __syncthreads();
+        {
+            tc_sched sc = tc_start();
+            for (int r0 = 0; r0 < BR; r0 += 16)
+                for (int c0 = 0; c0 < BC; c0 += 16)
+                    if (sc.mine()) tc_tile(Ss, LS, r0, c0, false, tc_p(tc_v(Qs, LD), tc_v(KVs, LD, true), D));
+        }
+        __syncthreads();
+        { /* the row's softmax step; its 4 threads reduce with 2 xor shuffles (they are lanes 4k..4k+3) */
+            float *srow = Ss + row * LS + part * 16;
+            float mx = -INFINITY;
+            for (int c = 0; c < 16; c++) {
+                const int j = j0 + part * 16 + c;
+                const float x = qi < T && j <= qabs ? srow[c] : -INFINITY;
+                srow[c] = x;
+                mx = fmaxf(mx, x);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mold = ms[row], mnew = fmaxf(mold, mx);
+            float corr = 1.0f, rs = 0.0f;
+            for (int c = 0; c < 16; c++) {
+                const float e = mnew == -INFINITY || srow[c] == -INFINITY ? 0.0f : expf(srow[c] - mnew);
+                srow[c] = e;
+                rs += e;
+            }
+            if (mnew != -INFINITY)
+                corr = expf(mold - mnew); /* 0 when m = −inf */
+            rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+            rs += __shfl_xor_sync(0xffffffffu, rs, 2);
+            float *orow = Os + row * LD + part * (D / 4);
+            if (corr != 1.0f)
+                for (int c = 0; c < D / 4; c++)
+                    orow[c] *= corr;
+            if (part == 0) /* after the shuffles above: the row's other threads have read ms[row] */
+                ms[row] = mnew, ls[row] = ls[row] * corr + rs;
+        }
+        __syncthreads(); /* P and the rescaled O complete; K consumed */
+        for (int e = tid; e < BC * D; e += THREADS) {
+            const int r = e / D, c = e % D;
+            KVs[r * LD + c] = j0 + r < p.KT ? vb[(size_t)(j0 + r) * ldk + c] : 0.0f;
+        }
+        __syncthreads();
+        {
+            tc_sched sc = tc_start();
+            for (int r0 = 0; r0 < BR; r0 += 16)
+                for (int c0 = 0; c0 < D; c0 += 16)
+                    if (sc.mine()) tc_tile(Os, LD, r0, c0, true, tc_p(tc_v(Ss, LS), tc_v(KVs, LD), BC));
+        }
+    }
+    __syncthreads();
+    if (qi < T) {
+        const float inv = 1.0f / ls[row];
+        float *orow = out + ((size_t)b * T * p.H + h) * D + (size_t)qi * ldq;
+        for (int c = part; c < D; c += 4)
+            orow[c] = Os[row * LD + c] * inv;
+        if (part == 0)
+            lse[((size_t)b * p.H + h) * T + qi] = ms[row] + logf(ls[row]);
     }
 }
 
@@ -433,6 +540,30 @@ cudaError_t backward_dmax(cudaStream_t st, const attn_args &p, float *dq, float 
     return cudaGetLastError();
 }
 
+template <int D>
+cudaError_t forward_tc(cudaStream_t st, const attn_args &p, float *out, float *lse, const float *q, const float *k,
+                       const float *v)
+{
+    const size_t sm = sizeof(float) * attn_tc_floats<D>();
+    auto kern = attn_forward_tc_kernel<D>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<dim3((p.T + TC_BR - 1) / TC_BR, p.H, p.B), THREADS, sm, st>>>(p, out, lse, q, k, v);
+    return cudaGetLastError();
+}
+
+/* RADLADS_ATTN_TC=0: head sizes 64 and 128 run the CUDA-core forward too (a benchmark knob: tests/gpu/run.sh checks
+ * and times both). */
+bool attn_tc_on()
+{
+    static const int on = [] {
+        const char *e = getenv("RADLADS_ATTN_TC");
+        return !(e && e[0] == '0' && !e[1]);
+    }();
+    return on;
+}
+
 bool make_args(const rl_attn_dims *d, attn_args *p)
 {
     if (d->batch <= 0 || d->seq <= 0 || d->heads <= 0 || d->kv_heads <= 0 || d->heads % d->kv_heads ||
@@ -457,6 +588,10 @@ cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_a
     attn_args p;
     if (!make_args(d, &p))
         return cudaErrorInvalidValue;
+    if (p.D == 64 && attn_tc_on())
+        return forward_tc<64>(st, p, out, lse, q, k, v);
+    if (p.D == 128 && attn_tc_on())
+        return forward_tc<128>(st, p, out, lse, q, k, v);
     if (p.D <= 32)
         return forward_dmax<32>(st, p, out, lse, q, k, v);
     if (p.D <= 64)

@@ -47,6 +47,7 @@
 #include <stdlib.h>
 
 #include "cuda_ops.h"
+#include "cuda_tf32.cuh"
 
 namespace {
 

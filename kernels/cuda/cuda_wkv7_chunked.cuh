@@ -29,129 +29,22 @@
  * kernels. Sequential parts (the cumulative sums over 16 tokens, the two triangular solves) run one thread
  * per column. A last partial chunk is padded with tokens of logw = 0 and zero vectors, which leave the state
  * unchanged and receive no gradient. */
-#include <type_traits>
-#ifndef RLC_WKV_HOST_EMULATION
-#include <mma.h>
-#endif
 
 constexpr int WC = 16;             /* tokens per chunk */
 constexpr int WC_MID = WC / 2 - 1; /* the reference row m */
 constexpr int WC_THREADS = 128;
-constexpr int WC_WARPS = WC_THREADS / 32;
-
-/* A matrix operand X[m][k] in shared memory: at p[m·ld + k], or (t) at p[k·ld + m] — a transposed view. */
-struct wc_view {
-    const float *p;
-    int ld;
-    bool t;
-};
-
-struct wc_prod {
-    wc_view a, b; /* a: M×K, b: K×N */
-    int K;
-};
-
-template <class Frag> __device__ __forceinline__ void wc_split(Frag &hi, Frag &lo)
-{
-    for (int i = 0; i < hi.num_elements; i++) {
-        const float x = hi.x[i], h = nvcuda::wmma::__float_to_tf32(x);
-        hi.x[i] = h;
-        lo.x[i] = nvcuda::wmma::__float_to_tf32(x - h);
-    }
-}
-
-/* acc += A[m0.., 0..K) · B[0..K, n0..) for one 16 × 16 tile, in 3xTF32. */
-template <bool TA, bool TB>
-__device__ __forceinline__ void
-wc_mma(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> &acc, const wc_prod &pr, int m0,
-       int n0)
-{
-    namespace w = nvcuda::wmma;
-    using LA = typename std::conditional<TA, w::col_major, w::row_major>::type;
-    using LB = typename std::conditional<TB, w::col_major, w::row_major>::type;
-    w::fragment<w::matrix_a, 16, 16, 8, w::precision::tf32, LA> ah, al;
-    w::fragment<w::matrix_b, 16, 16, 8, w::precision::tf32, LB> bh, bl;
-    for (int k0 = 0; k0 < pr.K; k0 += 8) {
-        w::load_matrix_sync(ah, TA ? pr.a.p + (size_t)k0 * pr.a.ld + m0 : pr.a.p + (size_t)m0 * pr.a.ld + k0,
-                            pr.a.ld);
-        w::load_matrix_sync(bh, TB ? pr.b.p + (size_t)n0 * pr.b.ld + k0 : pr.b.p + (size_t)k0 * pr.b.ld + n0,
-                            pr.b.ld);
-        wc_split(ah, al);
-        wc_split(bh, bl);
-        w::mma_sync(acc, al, bh, acc);
-        w::mma_sync(acc, ah, bl, acc);
-        w::mma_sync(acc, ah, bh, acc);
-    }
-}
-
-__device__ __forceinline__ void
-wc_mma_any(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> &acc, const wc_prod &pr,
-           int m0, int n0)
-{
-    if (pr.K <= 0) return;
-    if (pr.a.t) {
-        if (pr.b.t)
-            wc_mma<true, true>(acc, pr, m0, n0);
-        else
-            wc_mma<true, false>(acc, pr, m0, n0);
-    } else {
-        if (pr.b.t)
-            wc_mma<false, true>(acc, pr, m0, n0);
-        else
-            wc_mma<false, false>(acc, pr, m0, n0);
-    }
-}
-
-/* One output tile: out[m0.., n0..] (row-major, ld ldo) = (accumulate ? out : 0) + p1 + p2 (+ p3). Called by a
- * whole warp. */
-__device__ __forceinline__ void
-wc_tile(float *out, int ldo, int m0, int n0, bool accumulate, const wc_prod &p1,
-        const wc_prod &p2 = wc_prod{{nullptr, 0, false}, {nullptr, 0, false}, 0},
-        const wc_prod &p3 = wc_prod{{nullptr, 0, false}, {nullptr, 0, false}, 0})
-{
-    namespace w = nvcuda::wmma;
-    w::fragment<w::accumulator, 16, 16, 8, float> acc;
-    float *o = out + (size_t)m0 * ldo + n0;
-    if (accumulate)
-        w::load_matrix_sync(acc, o, ldo, w::mem_row_major);
-    else
-        w::fill_fragment(acc, 0.0f);
-    wc_mma_any(acc, p1, m0, n0);
-    wc_mma_any(acc, p2, m0, n0);
-    wc_mma_any(acc, p3, m0, n0);
-    w::store_matrix_sync(o, acc, ldo, w::mem_row_major);
-}
-
-/* Hands the output tiles of a phase to the block's warps round robin: `if (sc.mine()) wc_tile(...)` in the
- * same order in every thread (no job table: it would live in local memory). */
-struct wc_sched {
-    int n, warp;
-    __device__ __forceinline__ bool mine()
-    {
-        return n++ % WC_WARPS == warp;
-    }
-};
-
-__device__ __forceinline__ wc_sched wc_start()
-{
-    return wc_sched{0, (int)(threadIdx.x / 32)};
-}
-
-__device__ __forceinline__ wc_view wc_v(const float *p, int ld, bool t = false)
-{
-    return wc_view{p, ld, t};
-}
-__device__ __forceinline__ wc_prod wc_p(wc_view a, wc_view b, int K)
-{
-    return wc_prod{a, b, K};
-}
+/* Row strides. The C×C matrices: C + 4. The state (N × N) and the token tiles (C × N): N + 8. Both multiples
+ * of 4 (wmma) that put the 8 rows × 4 columns one fragment load reads in different banks, in the row-major
+ * view and (for N + 8) the transposed one. */
+constexpr int GL = WC + 4;
+template <int N> constexpr int TL = N + 8;
 
 /* Masks a C×C matrix in place: keeps s ≤ t (strict: s < t). */
 __device__ __forceinline__ void wc_mask(float *A, bool strict)
 {
     for (int e = threadIdx.x; e < WC * WC; e += WC_THREADS) {
         const int t = e / WC, s = e % WC;
-        if (s > t || (strict && s == t)) A[e] = 0.0f;
+        if (s > t || (strict && s == t)) A[t * GL + s] = 0.0f;
     }
 }
 
@@ -161,14 +54,14 @@ template <int N> __device__ __forceinline__ void wc_cumsum(float *G, const wkv_a
 {
     for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
         const int tt = e / N, j = e % N;
-        G[e] = t0 + tt < p.T ? p.logw[tok_off(p, b, t0 + tt, h) + j] : 0.0f;
+        G[tt * TL<N> + j] = t0 + tt < p.T ? p.logw[tok_off(p, b, t0 + tt, h) + j] : 0.0f;
     }
     __syncthreads();
     if (threadIdx.x < N) {
         float run = 0.0f;
         for (int tt = 0; tt < WC; tt++) {
-            run += G[tt * N + threadIdx.x];
-            G[tt * N + threadIdx.x] = run;
+            run += G[tt * TL<N> + threadIdx.x];
+            G[tt * TL<N> + threadIdx.x] = run;
         }
     }
     __syncthreads();
@@ -186,22 +79,24 @@ __device__ __forceinline__ void wc_scale(const wc_rows &w, const float *G, const
 {
     for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
         const int tt = e / N, j = e % N;
-        const float g = G[e], gx = tt ? G[e - N] : 0.0f, gm = G[WC_MID * N + j], gl = G[(WC - 1) * N + j];
+        const int x = tt * TL<N> + j;
+        const float g = G[x], gx = tt ? G[x - TL<N>] : 0.0f, gm = G[WC_MID * TL<N> + j],
+                    gl = G[(WC - 1) * TL<N> + j];
         float r = 0.0f, k = 0.0f, v = 0.0f, a = 0.0f, bb = 0.0f;
         if (t0 + tt < p.T) {
             const size_t o = tok_off(p, b, t0 + tt, h) + j;
             r = p.r[o], k = p.k[o], v = p.v[o], a = p.a[o], bb = p.b[o];
         }
         const float fm = expf(gm - g), fl = expf(gl - g);
-        w.q[e] = r * expf(g - gm);
-        w.q0[e] = r * expf(g);
-        w.ah[e] = a * expf(gx - gm);
-        w.a0[e] = a * expf(gx);
-        w.kh[e] = k * fm;
-        w.bh[e] = bb * fm;
-        w.kL[e] = k * fl;
-        w.bL[e] = bb * fl;
-        w.v[e] = v;
+        w.q[x] = r * expf(g - gm);
+        w.q0[x] = r * expf(g);
+        w.ah[x] = a * expf(gx - gm);
+        w.a0[x] = a * expf(gx);
+        w.kh[x] = k * fm;
+        w.bh[x] = bb * fm;
+        w.kL[x] = k * fl;
+        w.bL[x] = bb * fl;
+        w.v[x] = v;
     }
 }
 
@@ -211,12 +106,13 @@ struct wc_grams {
 };
 
 template <int N>
-__device__ __forceinline__ void wc_gram_tiles(wc_sched &sc, const wc_grams &A, const wc_rows &w)
+__device__ __forceinline__ void wc_gram_tiles(tc_sched &sc, const wc_grams &A, const wc_rows &w)
 {
-    if (sc.mine()) wc_tile(A.qk, WC, 0, 0, false, wc_p(wc_v(w.q, N), wc_v(w.kh, N, true), N));
-    if (sc.mine()) wc_tile(A.qb, WC, 0, 0, false, wc_p(wc_v(w.q, N), wc_v(w.bh, N, true), N));
-    if (sc.mine()) wc_tile(A.ak, WC, 0, 0, false, wc_p(wc_v(w.ah, N), wc_v(w.kh, N, true), N));
-    if (sc.mine()) wc_tile(A.ab, WC, 0, 0, false, wc_p(wc_v(w.ah, N), wc_v(w.bh, N, true), N));
+    constexpr int LD = TL<N>;
+    if (sc.mine()) tc_tile(A.qk, GL, 0, 0, false, tc_p(tc_v(w.q, LD), tc_v(w.kh, LD, true), N));
+    if (sc.mine()) tc_tile(A.qb, GL, 0, 0, false, tc_p(tc_v(w.q, LD), tc_v(w.bh, LD, true), N));
+    if (sc.mine()) tc_tile(A.ak, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.kh, LD, true), N));
+    if (sc.mine()) tc_tile(A.ab, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.bh, LD, true), N));
 }
 
 __device__ __forceinline__ void wc_mask_grams(const wc_grams &A)
@@ -233,10 +129,10 @@ template <int N> __device__ __forceinline__ void wc_solve_lower(float *U, const 
     if (threadIdx.x >= N) return;
     const int i = threadIdx.x;
     for (int t = 1; t < WC; t++) {
-        float acc = U[t * N + i];
+        float acc = U[t * TL<N> + i];
         for (int s = 0; s < t; s++)
-            acc += Aab[t * WC + s] * U[s * N + i];
-        U[t * N + i] = acc;
+            acc += Aab[t * GL + s] * U[s * TL<N> + i];
+        U[t * TL<N> + i] = acc;
     }
 }
 
@@ -246,26 +142,21 @@ template <int N> __device__ __forceinline__ void wc_solve_upper(float *dR, const
     if (threadIdx.x >= N) return;
     const int i = threadIdx.x;
     for (int t = WC - 2; t >= 0; t--) {
-        float acc = dR[t * N + i];
+        float acc = dR[t * TL<N> + i];
         for (int s = t + 1; s < WC; s++)
-            acc += Aab[s * WC + t] * dR[s * N + i];
-        dR[t * N + i] = acc;
+            acc += Aab[s * GL + t] * dR[s * TL<N> + i];
+        dR[t * TL<N> + i] = acc;
     }
 }
-
-/* the state's row stride: a multiple of 4 (wmma), not of 32 (banks) */
-template <int N> struct wc_sld {
-    static constexpr int value = N + 4;
-};
 
 /* Shared-memory floats of each kernel. */
 template <int N> constexpr size_t wc_fwd_floats()
 {
-    return (size_t)N * wc_sld<N>::value + 12 * (size_t)WC * N + 4 * WC * WC;
+    return (size_t)N * TL<N> + 12 * (size_t)WC * TL<N> + 4 * WC * GL;
 }
 template <int N> constexpr size_t wc_bwd_floats()
 {
-    return 2 * (size_t)N * wc_sld<N>::value + 22 * (size_t)WC * N + 8 * WC * WC + N;
+    return 2 * (size_t)N * TL<N> + 22 * (size_t)WC * TL<N> + 8 * WC * GL + N;
 }
 
 /* ---- forward
@@ -277,13 +168,13 @@ __global__ void __launch_bounds__(WC_THREADS)
 {
     static_assert(N % 16 == 0 && 2 * N <= WC_THREADS, "head size: a multiple of 16, at most half the block");
     extern __shared__ __align__(32) float wc_smem[];
-    constexpr int SL = wc_sld<N>::value, TN = WC * N;
+    constexpr int SL = TL<N>, LD = TL<N>, TN = WC * LD;
     float *S = wc_smem, *G = S + N * SL;
     wc_rows w;
     w.q = G + TN, w.q0 = w.q + TN, w.ah = w.q0 + TN, w.a0 = w.ah + TN, w.kh = w.a0 + TN, w.kL = w.kh + TN;
     w.bh = w.kL + TN, w.bL = w.bh + TN, w.v = w.bL + TN;
     float *U = w.v + TN, *Y = U + TN;
-    const wc_grams A = {Y + TN, Y + TN + WC * WC, Y + TN + 2 * WC * WC, Y + TN + 3 * WC * WC};
+    const wc_grams A = {Y + TN, Y + TN + WC * GL, Y + TN + 2 * WC * GL, Y + TN + 3 * WC * GL};
     const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
@@ -303,49 +194,49 @@ __global__ void __launch_bounds__(WC_THREADS)
         }
         __syncthreads();
         {
-            wc_sched sc = wc_start();
+            tc_sched sc = tc_start();
             wc_gram_tiles<N>(sc, A, w);
             for (int c = 0; c < N; c += 16) { /* R = a0 S0ᵀ, Y = q0 S0ᵀ (value columns c..c+15) */
-                if (sc.mine()) wc_tile(U, N, 0, c, false, wc_p(wc_v(w.a0, N), wc_v(S, SL, true), N));
+                if (sc.mine()) tc_tile(U, LD, 0, c, false, tc_p(tc_v(w.a0, LD), tc_v(S, SL, true), N));
                 if (y)
-                    if (sc.mine()) wc_tile(Y, N, 0, c, false, wc_p(wc_v(w.q0, N), wc_v(S, SL, true), N));
+                    if (sc.mine()) tc_tile(Y, LD, 0, c, false, tc_p(tc_v(w.q0, LD), tc_v(S, SL, true), N));
             }
         }
         __syncthreads();
         wc_mask_grams(A);
         __syncthreads();
         {
-            wc_sched sc = wc_start();
+            tc_sched sc = tc_start();
             for (int c = 0; c < N; c += 16) {
-                if (sc.mine()) wc_tile(U, N, 0, c, true, wc_p(wc_v(A.ak, WC), wc_v(w.v, N), WC));
+                if (sc.mine()) tc_tile(U, LD, 0, c, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
                 if (y)
-                    if (sc.mine()) wc_tile(Y, N, 0, c, true, wc_p(wc_v(A.qk, WC), wc_v(w.v, N), WC));
+                    if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qk, GL), tc_v(w.v, LD), WC));
             }
         }
         __syncthreads();
         wc_solve_lower<N>(U, A.ab);
         if (threadIdx.x >= WC_THREADS - N) { /* the other threads scale the state's key column by e^{G_L} */
             const int j = threadIdx.x - (WC_THREADS - N);
-            const float f = expf(G[(WC - 1) * N + j]);
+            const float f = expf(G[(WC - 1) * LD + j]);
             for (int i = 0; i < N; i++)
                 S[i * SL + j] *= f;
         }
         __syncthreads();
         {
-            wc_sched sc = wc_start();
+            tc_sched sc = tc_start();
             for (int c = 0; c < N && y; c += 16)
-                if (sc.mine()) wc_tile(Y, N, 0, c, true, wc_p(wc_v(A.qb, WC), wc_v(U, N), WC));
+                if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qb, GL), tc_v(U, LD), WC));
             for (int i0 = 0; i0 < N; i0 += 16) /* S += Vᵀ kL + Uᵀ bL */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
-                        wc_tile(S, SL, i0, j0, true, wc_p(wc_v(w.v, N, true), wc_v(w.kL, N), WC),
-                                wc_p(wc_v(U, N, true), wc_v(w.bL, N), WC));
+                        tc_tile(S, SL, i0, j0, true, tc_p(tc_v(w.v, LD, true), tc_v(w.kL, LD), WC),
+                                tc_p(tc_v(U, LD, true), tc_v(w.bL, LD), WC));
         }
         __syncthreads();
         if (y)
             for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
                 const int tt = e / N;
-                if (t0 + tt < p.T) y[tok_off(p, b, t0 + tt, h) + e % N] = Y[e];
+                if (t0 + tt < p.T) y[tok_off(p, b, t0 + tt, h) + e % N] = Y[tt * LD + e % N];
             }
         /* the next chunk's first writes (G, the scaled rows) touch none of Y: no barrier needed here */
     }
@@ -364,7 +255,7 @@ __global__ void __launch_bounds__(WC_THREADS)
 {
     static_assert(N % 16 == 0 && 2 * N <= WC_THREADS, "head size: a multiple of 16, at most half the block");
     extern __shared__ __align__(32) float wc_smem[];
-    constexpr int SL = wc_sld<N>::value, TN = WC * N, CC = WC * WC;
+    constexpr int SL = TL<N>, LD = TL<N>, TN = WC * LD, CC = WC * GL;
     float *S0 = wc_smem, *dS = S0 + N * SL, *G = dS + N * SL;
     wc_rows w;
     w.q = G + TN, w.q0 = w.q + TN, w.ah = w.q0 + TN, w.a0 = w.ah + TN, w.kh = w.a0 + TN, w.kL = w.kh + TN;
@@ -389,52 +280,54 @@ __global__ void __launch_bounds__(WC_THREADS)
             S0[(e % N) * SL + e / N] = ck[(size_t)c * NN + e];
         for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
             const int tt = e / N;
-            dY[e] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + e % N] : 0.0f;
+            dY[tt * LD + e % N] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + e % N] : 0.0f;
         }
         wc_cumsum<N>(G, p, b, h, t0); /* its barriers also cover the two loads above */
         wc_scale<N>(w, G, p, b, h, t0);
         __syncthreads();
         {
-            wc_sched sc = wc_start();
+            tc_sched sc = tc_start();
             wc_gram_tiles<N>(sc, A, w);
             for (int c0 = 0; c0 < N; c0 += 16) {
                 if (sc.mine())
-                    wc_tile(U, N, 0, c0, false, wc_p(wc_v(w.a0, N), wc_v(S0, SL, true), N));       /* R0 */
-                if (sc.mine()) wc_tile(dkL, N, 0, c0, false, wc_p(wc_v(w.v, N), wc_v(dS, SL), N)); /* V dS */
-                if (sc.mine()) wc_tile(dq0, N, 0, c0, false, wc_p(wc_v(dY, N), wc_v(S0, SL), N));  /* dY S0 */
+                    tc_tile(U, LD, 0, c0, false, tc_p(tc_v(w.a0, LD), tc_v(S0, SL, true), N)); /* R0 */
                 if (sc.mine())
-                    wc_tile(dv, N, 0, c0, false, wc_p(wc_v(w.kL, N), wc_v(dS, SL, true), N)); /* kL dSᵀ */
+                    tc_tile(dkL, LD, 0, c0, false, tc_p(tc_v(w.v, LD), tc_v(dS, SL), N)); /* V dS */
+                if (sc.mine())
+                    tc_tile(dq0, LD, 0, c0, false, tc_p(tc_v(dY, LD), tc_v(S0, SL), N)); /* dY S0 */
+                if (sc.mine())
+                    tc_tile(dv, LD, 0, c0, false, tc_p(tc_v(w.kL, LD), tc_v(dS, SL, true), N)); /* kL dSᵀ */
             }
         }
         __syncthreads();
         wc_mask_grams(A);
         __syncthreads();
         {
-            wc_sched sc = wc_start();
-            if (sc.mine()) wc_tile(dA.qk, WC, 0, 0, false, wc_p(wc_v(dY, N), wc_v(w.v, N, true), N));
+            tc_sched sc = tc_start();
+            if (sc.mine()) tc_tile(dA.qk, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(w.v, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine()) wc_tile(U, N, 0, c0, true, wc_p(wc_v(A.ak, WC), wc_v(w.v, N), WC));
-                if (sc.mine()) wc_tile(dv, N, 0, c0, true, wc_p(wc_v(A.qk, WC, true), wc_v(dY, N), WC));
+                if (sc.mine()) tc_tile(U, LD, 0, c0, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
+                if (sc.mine()) tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.qk, GL, true), tc_v(dY, LD), WC));
             }
         }
         __syncthreads();
         wc_solve_lower<N>(U, A.ab);
         __syncthreads();
         {
-            wc_sched sc = wc_start();
-            if (sc.mine()) wc_tile(dA.qb, WC, 0, 0, false, wc_p(wc_v(dY, N), wc_v(U, N, true), N));
+            tc_sched sc = tc_start();
+            if (sc.mine()) tc_tile(dA.qb, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(U, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
                 if (sc.mine())
-                    wc_tile(dR, N, 0, c0, false, wc_p(wc_v(w.bL, N), wc_v(dS, SL, true), N), /* dU */
-                            wc_p(wc_v(A.qb, WC, true), wc_v(dY, N), WC));
-                if (sc.mine()) wc_tile(dbL, N, 0, c0, false, wc_p(wc_v(U, N), wc_v(dS, SL), N));
+                    tc_tile(dR, LD, 0, c0, false, tc_p(tc_v(w.bL, LD), tc_v(dS, SL, true), N), /* dU */
+                            tc_p(tc_v(A.qb, GL, true), tc_v(dY, LD), WC));
+                if (sc.mine()) tc_tile(dbL, LD, 0, c0, false, tc_p(tc_v(U, LD), tc_v(dS, SL), N));
             }
         }
         __syncthreads();
         wc_solve_upper<N>(dR, A.ab);
         if (threadIdx.x >= WC_THREADS - N) { /* eL = colsum(dS ⊙ S0) e^{G_L}; then dS's column ← dS e^{G_L} */
             const int j = threadIdx.x - (WC_THREADS - N);
-            const float f = expf(G[(WC - 1) * N + j]);
+            const float f = expf(G[(WC - 1) * LD + j]);
             float acc = 0.0f;
             for (int i = 0; i < N; i++) {
                 const float x = dS[i * SL + j];
@@ -445,37 +338,37 @@ __global__ void __launch_bounds__(WC_THREADS)
         }
         __syncthreads();
         {
-            wc_sched sc = wc_start();
-            if (sc.mine()) wc_tile(dA.ab, WC, 0, 0, false, wc_p(wc_v(dR, N), wc_v(U, N, true), N));
-            if (sc.mine()) wc_tile(dA.ak, WC, 0, 0, false, wc_p(wc_v(dR, N), wc_v(w.v, N, true), N));
+            tc_sched sc = tc_start();
+            if (sc.mine()) tc_tile(dA.ab, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(U, LD, true), N));
+            if (sc.mine()) tc_tile(dA.ak, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(w.v, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine()) wc_tile(da0, N, 0, c0, false, wc_p(wc_v(dR, N), wc_v(S0, SL), N));
-                if (sc.mine()) wc_tile(dv, N, 0, c0, true, wc_p(wc_v(A.ak, WC, true), wc_v(dR, N), WC));
+                if (sc.mine()) tc_tile(da0, LD, 0, c0, false, tc_p(tc_v(dR, LD), tc_v(S0, SL), N));
+                if (sc.mine()) tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.ak, GL, true), tc_v(dR, LD), WC));
             }
             for (int i0 = 0; i0 < N; i0 += 16) /* dS0 = dS e^{G_L} + dYᵀ q0 + dRᵀ a0 */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
-                        wc_tile(dS, SL, i0, j0, true, wc_p(wc_v(dY, N, true), wc_v(w.q0, N), WC),
-                                wc_p(wc_v(dR, N, true), wc_v(w.a0, N), WC));
+                        tc_tile(dS, SL, i0, j0, true, tc_p(tc_v(dY, LD, true), tc_v(w.q0, LD), WC),
+                                tc_p(tc_v(dR, LD, true), tc_v(w.a0, LD), WC));
         }
         __syncthreads();
         wc_mask_grams(dA);
         __syncthreads();
         {
-            wc_sched sc = wc_start();
+            tc_sched sc = tc_start();
             for (int c0 = 0; c0 < N; c0 += 16) {
                 if (sc.mine())
-                    wc_tile(dq, N, 0, c0, false, wc_p(wc_v(dA.qk, WC), wc_v(w.kh, N), WC),
-                            wc_p(wc_v(dA.qb, WC), wc_v(w.bh, N), WC));
+                    tc_tile(dq, LD, 0, c0, false, tc_p(tc_v(dA.qk, GL), tc_v(w.kh, LD), WC),
+                            tc_p(tc_v(dA.qb, GL), tc_v(w.bh, LD), WC));
                 if (sc.mine())
-                    wc_tile(dah, N, 0, c0, false, wc_p(wc_v(dA.ak, WC), wc_v(w.kh, N), WC),
-                            wc_p(wc_v(dA.ab, WC), wc_v(w.bh, N), WC));
+                    tc_tile(dah, LD, 0, c0, false, tc_p(tc_v(dA.ak, GL), tc_v(w.kh, LD), WC),
+                            tc_p(tc_v(dA.ab, GL), tc_v(w.bh, LD), WC));
                 if (sc.mine())
-                    wc_tile(dkh, N, 0, c0, false, wc_p(wc_v(dA.qk, WC, true), wc_v(w.q, N), WC),
-                            wc_p(wc_v(dA.ak, WC, true), wc_v(w.ah, N), WC));
+                    tc_tile(dkh, LD, 0, c0, false, tc_p(tc_v(dA.qk, GL, true), tc_v(w.q, LD), WC),
+                            tc_p(tc_v(dA.ak, GL, true), tc_v(w.ah, LD), WC));
                 if (sc.mine())
-                    wc_tile(dbh, N, 0, c0, false, wc_p(wc_v(dA.qb, WC, true), wc_v(w.q, N), WC),
-                            wc_p(wc_v(dA.ab, WC, true), wc_v(w.ah, N), WC));
+                    tc_tile(dbh, LD, 0, c0, false, tc_p(tc_v(dA.qb, GL, true), tc_v(w.q, LD), WC),
+                            tc_p(tc_v(dA.ab, GL, true), tc_v(w.ah, LD), WC));
             }
         }
         __syncthreads();
@@ -485,34 +378,35 @@ __global__ void __launch_bounds__(WC_THREADS)
          */
         for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
             const int tt = e / N, j = e % N;
-            const float gg = G[e], gx = tt ? G[e - N] : 0.0f, gm = G[WC_MID * N + j],
-                        gl = G[(WC - 1) * N + j];
-            const float xq = dq[e] * w.q[e], xq0 = dq0[e] * w.q0[e], xa = dah[e] * w.ah[e],
-                        xa0 = da0[e] * w.a0[e];
-            const float xk = dkh[e] * w.kh[e], xb = dbh[e] * w.bh[e], xkL = dkL[e] * w.kL[e],
-                        xbL = dbL[e] * w.bL[e];
+            const int x = tt * LD + j;
+            const float gg = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j],
+                        gl = G[(WC - 1) * LD + j];
+            const float xq = dq[x] * w.q[x], xq0 = dq0[x] * w.q0[x], xa = dah[x] * w.ah[x],
+                        xa0 = da0[x] * w.a0[x];
+            const float xk = dkh[x] * w.kh[x], xb = dbh[x] * w.bh[x], xkL = dkL[x] * w.kL[x],
+                        xbL = dbL[x] * w.bL[x];
             if (t0 + tt < p.T) {
                 const size_t o = tok_off(p, b, t0 + tt, h) + j;
                 const float fm = expf(gm - gg), fl = expf(gl - gg);
-                g.r[o] += dq[e] * expf(gg - gm) + dq0[e] * expf(gg);
-                g.a[o] += dah[e] * expf(gx - gm) + da0[e] * expf(gx);
-                g.k[o] += dkh[e] * fm + dkL[e] * fl;
-                g.b[o] += dbh[e] * fm + dbL[e] * fl;
-                g.v[o] += dv[e];
+                g.r[o] += dq[x] * expf(gg - gm) + dq0[x] * expf(gg);
+                g.a[o] += dah[x] * expf(gx - gm) + da0[x] * expf(gx);
+                g.k[o] += dkh[x] * fm + dkL[x] * fl;
+                g.b[o] += dbh[x] * fm + dbL[x] * fl;
+                g.v[o] += dv[x];
             }
-            dq[e] = xq + xq0 - xk - xb - xkL - xbL;
-            dah[e] = xa + xa0;
-            dbh[e] = xkL + xbL;
+            dq[x] = xq + xq0 - xk - xb - xkL - xbL;
+            dah[x] = xa + xa0;
+            dbh[x] = xkL + xbL;
         }
         __syncthreads();
         if (threadIdx.x < N) { /* per key: ∂L/∂G_t, then dlogw_s = Σ_{t≥s} ∂L/∂G_t */
             const int j = threadIdx.x;
             float pl = eL[j];
             for (int tt = 0; tt < WC; tt++)
-                pl += dbh[tt * N + j];
+                pl += dbh[tt * LD + j];
             float run = 0.0f;
             for (int tt = WC - 1; tt >= 0; tt--) {
-                float e = dq[tt * N + j] + (tt + 1 < WC ? dah[(tt + 1) * N + j] : 0.0f);
+                float e = dq[tt * LD + j] + (tt + 1 < WC ? dah[(tt + 1) * LD + j] : 0.0f);
                 if (tt == WC - 1) e += pl;
                 run += e;
                 if (t0 + tt < p.T) g.logw[tok_off(p, b, t0 + tt, h) + j] += run;

@@ -5,6 +5,7 @@
 
 namespace {
 float sm[1 << 16];
+alignas(32) float sm_tc[1 << 15]; /* the tensor-core forward's (wmma: 32-byte aligned tiles) */
 }
 
 #define RLC_ATTN_HOST_EMULATION 1
@@ -36,6 +37,14 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
     double worst = std::fmax(rel_err(out, out_ref), rel_err(lse, lse_ref));
     std::printf("attn D=%d(max %d) B=%d T=%d H=%d G=%d kv_seq=%d q_pos=%d: out %.1e lse %.1e", D, DMAX, B, T, H, G,
                 kv_seq, q_pos, rel_err(out, out_ref), rel_err(lse, lse_ref));
+    if (D == DMAX && (DMAX == 64 || DMAX == 128)) { /* the tensor-core forward the launcher picks for these */
+        std::vector<float> out_tc(nq), lse_tc((size_t)B * H * T);
+        run_grid(dim3((T + TC_BR - 1) / TC_BR, H, B), THREADS, [&] {
+            attn_forward_tc_kernel<DMAX>(p, out_tc.data(), lse_tc.data(), q.data(), k.data(), v.data());
+        });
+        std::printf(" tensor-core: out %.1e lse %.1e", rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref));
+        worst = std::fmax(worst, std::fmax(rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref)));
+    }
     if (!kv_seq && !rc) {
         std::vector<float> dq0 = randv(nq, -1, 1), dk0 = randv(nk, -1, 1), dv0 = randv(nk, -1, 1);
         std::vector<float> dq_ref = dq0, dk_ref = dk0, dv_ref = dv0, delta_ref((size_t)B * H * T);
@@ -72,12 +81,14 @@ int main(int argc, char **argv)
 {
     const bool quick = argc > 1 && !std::strcmp(argv[1], "quick");
     emu::dynamic_smem(sm, sizeof sm);
+    emu::dynamic_smem(sm_tc, sizeof sm_tc);
     emu::rng_state = 777;
     rl_backend *be = emu::cpu_backend();
     int fails = 0;
     if (quick) {
         fails += check_case<32>(be, 1, 40, 4, 2, 24, 0, 0);   /* GQA 2:1, a partial second tile */
         fails += check_case<64>(be, 1, 20, 2, 1, 16, 0, 0);   /* the 64-row tile */
+        fails += check_case<64>(be, 1, 70, 2, 1, 64, 0, 0);   /* the tensor-core forward, a partial tile */
         fails += check_case<32>(be, 1, 3, 2, 1, 8, 40, 33);   /* KV cache, q_pos not tile-aligned */
         fails += check_case<32>(be, 1, 1, 2, 1, 32, 50, 49);  /* one decode step at the end of a cache */
         rl_backend_destroy(be);
@@ -91,6 +102,11 @@ int main(int argc, char **argv)
     fails += check_case<128>(be, 1, 40, 2, 2, 96, 0, 0);
     fails += check_case<64>(be, 2, 5, 4, 2, 64, 80, 37);   /* KV cache, q_pos not tile-aligned */
     fails += check_case<32>(be, 1, 1, 2, 1, 32, 100, 99);  /* one decode step at the end of a cache */
+    emu::reverse_order = true; /* the tensor-core forward again, threads highest first between barriers */
+    fails += check_case<64>(be, 1, 130, 2, 1, 64, 0, 0);
+    fails += check_case<128>(be, 1, 75, 4, 1, 128, 0, 0);
+    fails += check_case<64>(be, 2, 5, 4, 2, 64, 80, 37);
+    emu::reverse_order = false;
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;

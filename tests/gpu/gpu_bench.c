@@ -304,9 +304,10 @@ static void bench_wkv(int kind)
 
 int main(int argc, char **argv)
 {
-    const int only_wkv = argc > 1 && !strcmp(argv[1], "wkv"); /* `gpu_bench wkv`: the recurrences alone */
-    if (argc > 1 && !only_wkv) {
-        fprintf(stderr, "usage: gpu_bench [wkv]\n");
+    /* `gpu_bench wkv`: the recurrences alone; `gpu_bench attn`: attention alone (run.sh's peers under the knobs) */
+    const int only_wkv = argc > 1 && !strcmp(argv[1], "wkv"), only_attn = argc > 1 && !strcmp(argv[1], "attn");
+    if (argc > 1 && !only_wkv && !only_attn) {
+        fprintf(stderr, "usage: gpu_bench [wkv|attn]\n");
         return 2;
     }
     int count = 0;
@@ -328,14 +329,17 @@ int main(int argc, char **argv)
     cudaGetDeviceProperties(&prop, 0);
     printf("gpu_bench: %s, %d SMs, L2 %d MiB; median of 20 runs after 3 warm-ups, CUDA events\n", prop.name,
            prop.multiProcessorCount, prop.l2CacheSize >> 20);
-    if (!only_wkv) {
+    if (!only_wkv && !only_attn) {
         ceilings();
         bench_memory_bound();
         bench_gemm();
-        bench_attention();
     }
-    bench_wkv(7);
-    bench_wkv(6);
+    if (!only_wkv)
+        bench_attention();
+    if (!only_attn) {
+        bench_wkv(7);
+        bench_wkv(6);
+    }
     cudaEventDestroy(ev0), cudaEventDestroy(ev1);
     rl_backend_destroy(be);
     return failed;

@@ -181,11 +181,17 @@ int main(void)
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
     /* the chunked tensor-core wkv7 (what N = 64 runs): whole and partial chunks, one token, given and replayed
      * checkpoints, with and without a state; then its forward with checkpoints every 3 chunks */
-    fails += check_case<64, true, true, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true);
-    fails += check_case<64, true, true, 16, true, 1>(be, 1, 64, 1, 64, 16, false, true);
-    fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
-    fails += check_case<64, true, true, 16, true, 1>(be, 1, 1, 1, 64, 16, false, true);
-    fails += check_case<64, true, true, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
+    for (bool reverse : {false, true}) { /* threads lowest, then highest first between barriers: a missing
+                                          * barrier between two warps' tiles shows in one of the orders */
+        emu::reverse_order = reverse;
+        std::printf("(threads run %s first)\n", reverse ? "highest" : "lowest");
+        fails += check_case<64, true, true, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true);
+        fails += check_case<64, true, true, 16, true, 1>(be, 1, 64, 1, 64, 16, false, true);
+        fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
+        fails += check_case<64, true, true, 16, true, 1>(be, 1, 1, 1, 64, 16, false, true);
+        fails += check_case<64, true, true, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
+    }
+    emu::reverse_order = false;
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
