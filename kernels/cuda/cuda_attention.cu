@@ -221,12 +221,15 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
         ms[tid] = -INFINITY, ls[tid] = 0.0f;
     const int qi = i0 + row, qabs = p.P + qi;
     const int last = p.P + min(T, i0 + BR) - 1; /* the last key any row of this tile sees */
-    for (int j0 = 0; j0 <= last; j0 += BC) {
-        __syncthreads(); /* Q, O and the statistics ready (first tile) / the previous V tile consumed */
+    auto load_kv = [&](const float *src, int j0) { /* key rows j0.. of K or V; rows past the cache are 0 */
         for (int e = tid; e < BC * D; e += THREADS) {
             const int r = e / D, c = e % D;
-            KVs[r * LD + c] = j0 + r < p.KT ? kb[(size_t)(j0 + r) * ldk + c] : 0.0f;
+            KVs[r * LD + c] = j0 + r < p.KT ? src[(size_t)(j0 + r) * ldk + c] : 0.0f;
         }
+    };
+    for (int j0 = 0; j0 <= last; j0 += BC) {
+        __syncthreads(); /* Q, O and the statistics ready (first tile) / the previous V tile consumed */
+        load_kv(kb, j0);
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -265,10 +268,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
                 ms[row] = mnew, ls[row] = ls[row] * corr + rs;
         }
         __syncthreads(); /* P and the rescaled O complete; K consumed */
-        for (int e = tid; e < BC * D; e += THREADS) {
-            const int r = e / D, c = e % D;
-            KVs[r * LD + c] = j0 + r < p.KT ? vb[(size_t)(j0 + r) * ldk + c] : 0.0f;
-        }
+        load_kv(vb, j0);
         __syncthreads();
         {
             tc_sched sc = tc_start();
