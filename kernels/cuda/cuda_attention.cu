@@ -588,9 +588,9 @@ cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_a
     attn_args p;
     if (!make_args(d, &p))
         return cudaErrorInvalidValue;
-    if (p.D == 64 && attn_tc_on())
+    if (p.D == 64 && attn_tc_on() && sizeof(float) * attn_tc_floats<64>() <= tc_smem_optin())
         return forward_tc<64>(st, p, out, lse, q, k, v);
-    if (p.D == 128 && attn_tc_on())
+    if (p.D == 128 && attn_tc_on() && sizeof(float) * attn_tc_floats<128>() <= tc_smem_optin())
         return forward_tc<128>(st, p, out, lse, q, k, v);
     if (p.D <= 32)
         return forward_dmax<32>(st, p, out, lse, q, k, v);

@@ -122,4 +122,26 @@ __device__ __forceinline__ tc_prod tc_p(tc_view a, tc_view b, int K)
     return tc_prod{a, b, K};
 }
 
+/* The current device's opt-in shared memory per block, in bytes (0 if the runtime cannot say): the kernels built on
+ * these tiles hold their operands in up to ~150 KB, which sm_80 and sm_90 allow but sm_86/sm_89 (about 99 KB) do not,
+ * so their launchers fall back to the CUDA-core kernels there. Cached per device. */
+static inline size_t tc_smem_optin()
+{
+    static int cached[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (!cached[dev]) {
+        int n = 0;
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || n <= 0) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        cached[dev] = n;
+    }
+    return (size_t)cached[dev];
+}
+
 #endif /* RL_CUDA_TF32_CUH */

@@ -710,8 +710,16 @@ bool chunked_on()
 
 /* The chunked kernels cover wkv7 at head size 64; the forward needs checkpoint intervals that are whole chunks, the
  * backward a checkpoint at every chunk (the default interval). */
-bool chunked_forward(bool seven, const wkv_args &p) { return seven && p.N == 64 && p.L % WC == 0 && chunked_on(); }
-bool chunked_backward(bool seven, const wkv_args &p) { return seven && p.N == 64 && p.L == WC && chunked_on(); }
+bool chunked_forward(bool seven, const wkv_args &p)
+{
+    return seven && p.N == 64 && p.L % WC == 0 && chunked_on() &&
+           sizeof(float) * wc_fwd_floats<64>() <= tc_smem_optin();
+}
+bool chunked_backward(bool seven, const wkv_args &p)
+{
+    return seven && p.N == 64 && p.L == WC && chunked_on() &&
+           sizeof(float) * wc_bwd_floats<64>() <= tc_smem_optin();
+}
 
 template <int N>
 cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
@@ -829,8 +837,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const bool chunked = chunked_backward(SEVEN, p);
     const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
     const size_t seg = chunked ? 0 : (size_t)BH * SEG * NN; /* the longest segment */
-    float *buf = (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg));
-    if (!buf)
+    float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
+    if (own + seg && !buf)
         return cudaErrorMemoryAllocation;
     if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states */
         cudaError_t e = dispatch_forward<SEVEN>(st, p, BH, state_in, nullptr, nullptr, buf);

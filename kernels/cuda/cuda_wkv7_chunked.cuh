@@ -33,9 +33,10 @@
 constexpr int WC = 16;             /* tokens per chunk */
 constexpr int WC_MID = WC / 2 - 1; /* the reference row m */
 constexpr int WC_THREADS = 128;
-/* Row strides. The C×C matrices: C + 4. The state (N × N) and the token tiles (C × N): N + 8. Both multiples
- * of 4 (wmma) that put the 8 rows × 4 columns one fragment load reads in different banks, in the row-major
- * view and (for N + 8) the transposed one. */
+/* Row strides. The C×C matrices: C + 4; the state (N × N) and the token tiles (C × N): N + 8. Multiples of 4
+ * (wmma) that spread the 8 rows × 4 columns one TF32 fragment load reads over the banks: at most 2-way
+ * conflicts in either view (row-major or transposed; no stride makes both conflict-free), where a multiple of
+ * 32 would give 8-way. */
 constexpr int GL = WC + 4;
 template <int N> constexpr int TL = N + 8;
 
@@ -48,55 +49,59 @@ __device__ __forceinline__ void wc_mask(float *A, bool strict)
     }
 }
 
-/* Stages the block's logw for chunk t0 into G (padding with 0), then (after a barrier) the per-key
- * cumulative sum in place: thread j < N walks its column. Ends with a barrier. */
-template <int N> __device__ __forceinline__ void wc_cumsum(float *G, const wkv_args &p, int b, int h, int t0)
+/* The scaled rows of one chunk (see the top), built from the raw inputs in global memory. */
+struct wc_rows {
+    float *q, *q0, *ah, *a0, *kh, *kL, *bh, *bL, *v;
+};
+
+/* Token-tile elements per thread: element e = threadIdx.x + u·WC_THREADS, u < WC_EPT<N>. */
+template <int N> constexpr int WC_EPT = WC *N / WC_THREADS;
+
+/* Stages chunk t0 (tokens past T: logw = 0 and zero vectors, which leave the state alone): every input of the
+ * thread's elements is loaded at once into registers (six independent loads in flight per element), logw goes
+ * to G, then (barrier) thread j < N takes the cumulative sum of key column j in place, then (barrier) the
+ * scaled rows are written from the registers. Ends with a barrier behind the cumulative sum only: the caller
+ * orders its next reads of the scaled rows. */
+template <int N>
+__device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_args &p, int b, int h, int t0)
 {
-    for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
-        const int tt = e / N, j = e % N;
-        G[tt * TL<N> + j] = t0 + tt < p.T ? p.logw[tok_off(p, b, t0 + tt, h) + j] : 0.0f;
+    static_assert(WC * N % WC_THREADS == 0, "whole token tiles per block");
+    constexpr int E = WC_EPT<N>, LD = TL<N>;
+    float r[E], k[E], v[E], a[E], bb[E];
+#pragma unroll
+    for (int u = 0; u < E; u++) {
+        const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N;
+        float lw = 0.0f;
+        r[u] = k[u] = v[u] = a[u] = bb[u] = 0.0f;
+        if (t0 + tt < p.T) {
+            const size_t o = tok_off(p, b, t0 + tt, h) + j;
+            lw = p.logw[o], r[u] = p.r[o], k[u] = p.k[o], v[u] = p.v[o], a[u] = p.a[o], bb[u] = p.b[o];
+        }
+        G[tt * LD + j] = lw;
     }
     __syncthreads();
     if (threadIdx.x < N) {
         float run = 0.0f;
         for (int tt = 0; tt < WC; tt++) {
-            run += G[tt * TL<N> + threadIdx.x];
-            G[tt * TL<N> + threadIdx.x] = run;
+            run += G[tt * LD + threadIdx.x];
+            G[tt * LD + threadIdx.x] = run;
         }
     }
     __syncthreads();
-}
-
-/* The scaled rows of one chunk from the raw inputs in global memory and G (see the top). Padded tokens
- * are zeros. */
-struct wc_rows {
-    float *q, *q0, *ah, *a0, *kh, *kL, *bh, *bL, *v;
-};
-
-template <int N>
-__device__ __forceinline__ void wc_scale(const wc_rows &w, const float *G, const wkv_args &p, int b, int h,
-                                         int t0)
-{
-    for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
-        const int tt = e / N, j = e % N;
-        const int x = tt * TL<N> + j;
-        const float g = G[x], gx = tt ? G[x - TL<N>] : 0.0f, gm = G[WC_MID * TL<N> + j],
-                    gl = G[(WC - 1) * TL<N> + j];
-        float r = 0.0f, k = 0.0f, v = 0.0f, a = 0.0f, bb = 0.0f;
-        if (t0 + tt < p.T) {
-            const size_t o = tok_off(p, b, t0 + tt, h) + j;
-            r = p.r[o], k = p.k[o], v = p.v[o], a = p.a[o], bb = p.b[o];
-        }
+#pragma unroll
+    for (int u = 0; u < E; u++) {
+        const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N, x = tt * LD + j;
+        const float g = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j], gl = G[(WC - 1) * LD + j];
         const float fm = expf(gm - g), fl = expf(gl - g);
-        w.q[x] = r * expf(g - gm);
-        w.q0[x] = r * expf(g);
-        w.ah[x] = a * expf(gx - gm);
-        w.a0[x] = a * expf(gx);
-        w.kh[x] = k * fm;
-        w.bh[x] = bb * fm;
-        w.kL[x] = k * fl;
-        w.bL[x] = bb * fl;
-        w.v[x] = v;
+        w.q[x] = r[u] * expf(g - gm);
+        w.q0[x] = r[u] * expf(g);
+        w.ah[x] = a[u] * expf(gx - gm);
+        w.a0[x] = a[u] * expf(gx);
+        w.kh[x] = k[u] * fm;
+        w.bh[x] = bb[u] * fm;
+        w.kL[x] = k[u] * fl;
+        w.bL[x] = bb[u] * fl;
+        w.v[x] = v[u];
     }
 }
 
@@ -185,8 +190,7 @@ __global__ void __launch_bounds__(WC_THREADS)
     __syncthreads();
 
     for (int t0 = 0; t0 < p.T; t0 += WC) {
-        wc_cumsum<N>(G, p, b, h, t0);
-        wc_scale<N>(w, G, p, b, h, t0);
+        wc_stage<N>(w, G, p, b, h, t0);
         if (ck && t0 % p.L == 0) { /* key-major: ck[j][i] = S[i][j]; consecutive threads, consecutive i */
             float *c = ck + (size_t)(t0 / p.L) * NN;
             for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
@@ -282,8 +286,7 @@ __global__ void __launch_bounds__(WC_THREADS)
             const int tt = e / N;
             dY[tt * LD + e % N] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + e % N] : 0.0f;
         }
-        wc_cumsum<N>(G, p, b, h, t0); /* its barriers also cover the two loads above */
-        wc_scale<N>(w, G, p, b, h, t0);
+        wc_stage<N>(w, G, p, b, h, t0); /* its barriers also cover the loads above */
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -376,27 +379,41 @@ __global__ void __launch_bounds__(WC_THREADS)
          * dah, dbh: each thread rewrites only the element it read). G_m gets none: every Gram entry depends
          * on G_t − G_s only, so the reference cancels (its terms Σ (dk̂⊙k̂ + db̂⊙b̂ − dq⊙q − dâ⊙â) sum to zero).
          */
-        for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
-            const int tt = e / N, j = e % N;
-            const int x = tt * LD + j;
-            const float gg = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j],
-                        gl = G[(WC - 1) * LD + j];
-            const float xq = dq[x] * w.q[x], xq0 = dq0[x] * w.q0[x], xa = dah[x] * w.ah[x],
-                        xa0 = da0[x] * w.a0[x];
-            const float xk = dkh[x] * w.kh[x], xb = dbh[x] * w.bh[x], xkL = dkL[x] * w.kL[x],
-                        xbL = dbL[x] * w.bL[x];
-            if (t0 + tt < p.T) {
-                const size_t o = tok_off(p, b, t0 + tt, h) + j;
-                const float fm = expf(gm - gg), fl = expf(gl - gg);
-                g.r[o] += dq[x] * expf(gg - gm) + dq0[x] * expf(gg);
-                g.a[o] += dah[x] * expf(gx - gm) + da0[x] * expf(gx);
-                g.k[o] += dkh[x] * fm + dkL[x] * fl;
-                g.b[o] += dbh[x] * fm + dbL[x] * fl;
-                g.v[o] += dv[x];
+        {
+            /* the old gradients first, all at once: g's pointers may alias as far as the compiler knows, so a
+             * load after a store would wait for it */
+            constexpr int E = WC_EPT<N>;
+            float o_r[E], o_a[E], o_k[E], o_b[E], o_v[E];
+#pragma unroll
+            for (int u = 0; u < E; u++) {
+                const int e = threadIdx.x + u * WC_THREADS, tt = e / N;
+                if (t0 + tt < p.T) {
+                    const size_t o = tok_off(p, b, t0 + tt, h) + e % N;
+                    o_r[u] = g.r[o], o_a[u] = g.a[o], o_k[u] = g.k[o], o_b[u] = g.b[o], o_v[u] = g.v[o];
+                }
             }
-            dq[x] = xq + xq0 - xk - xb - xkL - xbL;
-            dah[x] = xa + xa0;
-            dbh[x] = xkL + xbL;
+#pragma unroll
+            for (int u = 0; u < E; u++) {
+                const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N, x = tt * LD + j;
+                const float gg = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j],
+                            gl = G[(WC - 1) * LD + j];
+                const float xq = dq[x] * w.q[x], xq0 = dq0[x] * w.q0[x], xa = dah[x] * w.ah[x],
+                            xa0 = da0[x] * w.a0[x];
+                const float xk = dkh[x] * w.kh[x], xb = dbh[x] * w.bh[x], xkL = dkL[x] * w.kL[x],
+                            xbL = dbL[x] * w.bL[x];
+                if (t0 + tt < p.T) {
+                    const size_t o = tok_off(p, b, t0 + tt, h) + j;
+                    const float fm = expf(gm - gg), fl = expf(gl - gg);
+                    g.r[o] = o_r[u] + (dq[x] * expf(gg - gm) + dq0[x] * expf(gg));
+                    g.a[o] = o_a[u] + (dah[x] * expf(gx - gm) + da0[x] * expf(gx));
+                    g.k[o] = o_k[u] + (dkh[x] * fm + dkL[x] * fl);
+                    g.b[o] = o_b[u] + (dbh[x] * fm + dbL[x] * fl);
+                    g.v[o] = o_v[u] + dv[x];
+                }
+                dq[x] = xq + xq0 - xk - xb - xkL - xbL;
+                dah[x] = xa + xa0;
+                dbh[x] = xkL + xbL;
+            }
         }
         __syncthreads();
         if (threadIdx.x < N) { /* per key: ∂L/∂G_t, then dlogw_s = Σ_{t≥s} ∂L/∂G_t */
@@ -404,12 +421,17 @@ __global__ void __launch_bounds__(WC_THREADS)
             float pl = eL[j];
             for (int tt = 0; tt < WC; tt++)
                 pl += dbh[tt * LD + j];
+            float old[WC]; /* loads first, as above */
+#pragma unroll
+            for (int tt = 0; tt < WC; tt++)
+                old[tt] = t0 + tt < p.T ? g.logw[tok_off(p, b, t0 + tt, h) + j] : 0.0f;
             float run = 0.0f;
+#pragma unroll
             for (int tt = WC - 1; tt >= 0; tt--) {
                 float e = dq[tt * LD + j] + (tt + 1 < WC ? dah[(tt + 1) * LD + j] : 0.0f);
                 if (tt == WC - 1) e += pl;
                 run += e;
-                if (t0 + tt < p.T) g.logw[tok_off(p, b, t0 + tt, h) + j] += run;
+                if (t0 + tt < p.T) g.logw[tok_off(p, b, t0 + tt, h) + j] = old[tt] + run;
             }
         }
         __syncthreads();
