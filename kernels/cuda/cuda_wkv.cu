@@ -9,7 +9,7 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * wkv7 at head size 64 (RAD-RWKV7's) runs the chunked tensor-core kernels of cuda_wkv7_chunked.cuh: 16 tokens at
+ * wkv7 and wkv6 at head size 64 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh: 16 tokens at
  * a time as small matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off). Everything else runs
  * the per-row kernels below: one thread block per (b, h). The forward and the backward have one thread per state row (N =
  * head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is the one after it,
@@ -699,7 +699,7 @@ int backward_segment()
     return bseg;
 }
 
-/* RADLADS_WKV_CHUNKED=0: wkv7 at head size 64 runs the per-row kernels instead of the chunked tensor-core ones (a
+/* RADLADS_WKV_CHUNKED=0: head size 64 runs the per-row kernels instead of the chunked tensor-core ones (a
  * benchmark knob: tests/gpu/run.sh times both and checks both). */
 bool chunked_on()
 {
@@ -708,24 +708,24 @@ bool chunked_on()
     return on != 0;
 }
 
-/* The chunked kernels cover wkv7 at head size 64; the forward needs checkpoint intervals that are whole chunks, the
+/* The chunked kernels cover head size 64 (wkv6 is wkv7 with a = b = 0); the forward needs checkpoint intervals that are whole chunks, the
  * backward a checkpoint at every chunk (the default interval). */
-bool chunked_forward(bool seven, const wkv_args &p)
+bool chunked_forward(const wkv_args &p)
 {
-    return seven && p.N == 64 && p.L % WC == 0 && chunked_on() &&
+    return p.N == 64 && p.L % WC == 0 && chunked_on() &&
            sizeof(float) * wc_fwd_floats<64>() <= tc_smem_optin();
 }
-bool chunked_backward(bool seven, const wkv_args &p)
+bool chunked_backward(const wkv_args &p)
 {
-    return seven && p.N == 64 && p.L == WC && chunked_on() &&
+    return p.N == 64 && p.L == WC && chunked_on() &&
            sizeof(float) * wc_bwd_floats<64>() <= tc_smem_optin();
 }
 
-template <int N>
+template <int N, bool SEVEN>
 cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                    float *state_out, float *ckpt)
 {
-    auto kern = wkv7_chunked_forward_kernel<N>;
+    auto kern = wkv7_chunked_forward_kernel<N, SEVEN>;
     const size_t sm = sizeof(float) * wc_fwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
@@ -734,11 +734,11 @@ cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, c
     return cudaGetLastError();
 }
 
-template <int N>
+template <int N, bool SEVEN>
 cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                     const float *dstate_out, const float *ckpt, float *dstate_in)
 {
-    auto kern = wkv7_chunked_backward_kernel<N>;
+    auto kern = wkv7_chunked_backward_kernel<N, SEVEN>;
     const size_t sm = sizeof(float) * wc_bwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
@@ -752,8 +752,8 @@ template <bool SEVEN>
 cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                              float *state_out, float *ckpt)
 {
-    if (chunked_forward(SEVEN, p))
-        return launch_chunked_forward<64>(st, p, BH, state_in, y, state_out, ckpt);
+    if (chunked_forward(p))
+        return launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
         return launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
@@ -834,7 +834,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     const wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
-    const bool chunked = chunked_backward(SEVEN, p);
+    const bool chunked = chunked_backward(p);
     const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
     const size_t seg = chunked ? 0 : (size_t)BH * SEG * NN; /* the longest segment */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
@@ -849,7 +849,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     wkv_grads gr;
     gr.r = g->r, gr.logw = g->logw, gr.k = g->k, gr.v = g->v, gr.a = g->a, gr.b = g->b;
     if (chunked)
-        return launch_chunked_backward<64>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
+        return launch_chunked_backward<64, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
     return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in);
 }
 

@@ -1,34 +1,40 @@
-/* cuda_wkv7_chunked.cuh — wkv7 forward and backward in chunks of 16 tokens on the tensor cores (KERNELS.md §4
- * and §8 CUDA 2). Included by cuda_wkv.cu inside its anonymous namespace (and by the host emulation check);
- * the launchers choose it for head size 64 with 16-token checkpoints, RADLADS_WKV_CHUNKED=0 turns it off.
+// clang-format off
+/* cuda_wkv7_chunked.cuh — wkv7 and wkv6 forward and backward in chunks of 16 tokens on the tensor cores (KERNELS.md
+ * §4 and §8 CUDA 2). Included by cuda_wkv.cu inside its anonymous namespace (and by the host emulation check); the
+ * launchers choose it for head size 64 with 16-token checkpoints, RADLADS_WKV_CHUNKED=0 turns it off. wkv6 (the GLA
+ * form: S ← S diag(d) + v kᵀ, y = S r) is wkv7 with a = b = 0: the SEVEN = false instances leave out every term
+ * with a or b.
  *
  * Math, per (batch, head), for a chunk of C = 16 tokens starting from state S0 (S[i][j]: i = value, j = key).
- * G_t = Σ_{s≤t} logw_s (inclusive, over keys), G_{t−1} exclusive (G_{−1} = 0), G_m the reference at the
- * chunk's middle (m = C/2 − 1) and G_L its last. Scaled rows (all factors bounded by e^{8·|logw|}): q_t = r_t
- * e^{G_t−G_m}   â_t = a_t e^{G_{t−1}−G_m}   k̂_s = k_s e^{G_m−G_s}   b̂_s = b_s e^{G_m−G_s} q0_t = r_t e^{G_t}
- * a0_t = a_t e^{G_{t−1}}       kL_s = k_s e^{G_L−G_s}   bL_s = b_s e^{G_L−G_s} so that every product below is
- * of numbers within fp32 range for logw ≥ −10 (RAD-RWKV7's decay is ≥ −0.607). Masked C×C Gram matrices: Aqk
- * = tril0(q k̂ᵀ), Aqb = tril0(q b̂ᵀ), Aak = tril₋₁(â k̂ᵀ), Aab = tril₋₁(â b̂ᵀ). Then U  = (I − Aab)⁻¹ (a0 S0ᵀ +
- * Aak V)           (rows u_t = S_{t−1} a_t: forward substitution, per value column) Y  = q0 S0ᵀ + Aqk V + Aqb
- * U S_L = S0 diag(e^{G_L}) + Vᵀ kL + Uᵀ bL which equals the token recurrence of kernels.h exactly (float64
- * check: 4e-16). The backward runs the same chunk from its stored S0 and back-propagates through these
- * products, given dY and dS = ∂L/∂S_L: dv = kL dSᵀ + Aqkᵀ dY + Aakᵀ dR,  dkL = V dS,  dbL = U dS,  dq0 = dY
- * S0,  dU = bL dSᵀ + Aqbᵀ dY, dR = (I − Aab)⁻ᵀ dU (back substitution),  da0 = dR S0, dA.qk = tril0(dY Vᵀ),
- * dA.qb = tril0(dY Uᵀ), dA.ak = tril₋₁(dR Vᵀ), dA.ab = tril₋₁(dR Uᵀ), dq = dA.qk k̂ + dA.qb b̂,  dk̂ = dAqkᵀ q +
- * dAakᵀ â,  db̂ = dAqbᵀ q + dAabᵀ â,  dâ = dA.ak k̂ + dA.ab b̂, dS0 = dS diag(e^{G_L}) + dYᵀ q0 + dRᵀ a0, then
- * each raw gradient is the scaled row's gradient times its factor (dr = dq e^{G_t−G_m} + dq0 e^{G_t}, …), and
- * each exponent's gradient (dX ⊙ X̂ for a scaled row X̂; colsum(dS ⊙ S0) e^{G_L} for the state) lands on the G
- * it was taken from: dlogw_s = Σ_{t≥s} ∂L/∂G_t (a reverse cumulative sum per key).
+ * G_t = Σ_{s≤t} logw_s (inclusive, per key), G_{t−1} exclusive (G_{−1} = 0), G_m the reference at the chunk's
+ * middle (m = C/2 − 1), G_L its last. Scaled rows (every factor within e^{±8·|logw|}):
+ *   q_t  = r_t e^{G_t−G_m}    â_t  = a_t e^{G_{t−1}−G_m}    k̂_s  = k_s e^{G_m−G_s}    b̂_s  = b_s e^{G_m−G_s}
+ *   q0_t = r_t e^{G_t}        a0_t = a_t e^{G_{t−1}}        kL_s = k_s e^{G_L−G_s}    bL_s = b_s e^{G_L−G_s}
+ * so every product below is of fp32-range numbers for logw ≥ −10 (RAD-RWKV7's decay is ≥ −0.607, RAD-RWKV6's ≥ −5).
+ * Masked C×C Gram matrices: Aqk = tril0(q k̂ᵀ), Aqb = tril0(q b̂ᵀ), Aak = tril₋₁(â k̂ᵀ), Aab = tril₋₁(â b̂ᵀ). Then
+ *   U   = (I − Aab)⁻¹ (a0 S0ᵀ + Aak V)     (rows u_t = S_{t−1} a_t: forward substitution per value column)
+ *   Y   = q0 S0ᵀ + Aqk V + Aqb U
+ *   S_L = S0 diag(e^{G_L}) + Vᵀ kL + Uᵀ bL
+ * which equals the token recurrence of kernels.h (tests/ref/test_wkv7_chunk_algebra.py: float64, 1e-15). The
+ * backward runs the same chunk from its stored S0 and back-propagates through these products, given dY and
+ * dS = ∂L/∂S_L:
+ *   dv = kL dSᵀ + Aqkᵀ dY + Aakᵀ dR,   dkL = V dS,   dbL = U dS,   dq0 = dY S0,   dU = bL dSᵀ + Aqbᵀ dY,
+ *   dR = (I − Aab)⁻ᵀ dU (back substitution),   da0 = dR S0,
+ *   dAqk = tril0(dY Vᵀ),   dAqb = tril0(dY Uᵀ),   dAak = tril₋₁(dR Vᵀ),   dAab = tril₋₁(dR Uᵀ),
+ *   dq = dAqk k̂ + dAqb b̂,   dk̂ = dAqkᵀ q + dAakᵀ â,   db̂ = dAqbᵀ q + dAabᵀ â,   dâ = dAak k̂ + dAab b̂,
+ *   dS0 = dS diag(e^{G_L}) + dYᵀ q0 + dRᵀ a0,
+ * then each raw gradient is its scaled rows' gradients times their factors (dr = dq e^{G_t−G_m} + dq0 e^{G_t}, …),
+ * and each exponent's gradient (dX ⊙ X̂ for a scaled row X̂; colsum(dS ⊙ S0) e^{G_L} for the state) lands on the G
+ * it was taken from: dlogw_s = Σ_{t≥s} ∂L/∂G_t (a reverse cumulative sum per key). G_m gets none (it cancels).
  *
- * Layout: one block of 128 threads (4 warps) per (batch, head), chunks walked in order (forward) or in
- * reverse (backward). The state (and the backward's dS) stays in shared memory in fp32 for the whole
- * sequence; token tiles are C × N row-major; every product is cut into 16 × 16 output tiles handed to the
- * warps round robin, each tile a wmma TF32 product with fp32 accumulation. TF32 keeps 10 mantissa bits, so
- * each operand is split x = hi + lo (both TF32) and a product is hi·hi + hi·lo + lo·hi ("3xTF32"): fp32-level
- * accuracy, so the kernel is checked against the fp32 CPU backend at the same tolerance as the per-row
- * kernels. Sequential parts (the cumulative sums over 16 tokens, the two triangular solves) run one thread
- * per column. A last partial chunk is padded with tokens of logw = 0 and zero vectors, which leave the state
- * unchanged and receive no gradient. */
+ * Layout: one block of 128 threads (4 warps) per (batch, head), chunks walked in order (forward) or in reverse
+ * (backward). The state (and the backward's dS) stays in shared memory in fp32 for the whole sequence; token tiles
+ * are C × N row-major; every product is cut into 16 × 16 output tiles handed to the warps round robin, each one
+ * warp's 3xTF32 wmma product (cuda_tf32.cuh: fp32-level accuracy, so the kernel is checked against the fp32 CPU
+ * backend at the per-row kernels' tolerances). Sequential parts (the cumulative sums over 16 tokens, the two
+ * triangular solves) run one thread per column. A last partial chunk is padded with tokens of logw = 0 and zero
+ * vectors, which leave the state unchanged and receive no gradient. */
+// clang-format on
 
 constexpr int WC = 16;             /* tokens per chunk */
 constexpr int WC_MID = WC / 2 - 1; /* the reference row m */
@@ -62,7 +68,7 @@ template <int N> constexpr int WC_EPT = WC *N / WC_THREADS;
  * to G, then (barrier) thread j < N takes the cumulative sum of key column j in place, then (barrier) the
  * scaled rows are written from the registers. Ends with a barrier behind the cumulative sum only: the caller
  * orders its next reads of the scaled rows. */
-template <int N>
+template <int N, bool SEVEN>
 __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_args &p, int b, int h, int t0)
 {
     static_assert(WC * N % WC_THREADS == 0, "whole token tiles per block");
@@ -75,7 +81,8 @@ __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_a
         r[u] = k[u] = v[u] = a[u] = bb[u] = 0.0f;
         if (t0 + tt < p.T) {
             const size_t o = tok_off(p, b, t0 + tt, h) + j;
-            lw = p.logw[o], r[u] = p.r[o], k[u] = p.k[o], v[u] = p.v[o], a[u] = p.a[o], bb[u] = p.b[o];
+            lw = p.logw[o], r[u] = p.r[o], k[u] = p.k[o], v[u] = p.v[o];
+            if (SEVEN) a[u] = p.a[o], bb[u] = p.b[o];
         }
         G[tt * LD + j] = lw;
     }
@@ -95,12 +102,14 @@ __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_a
         const float fm = expf(gm - g), fl = expf(gl - g);
         w.q[x] = r[u] * expf(g - gm);
         w.q0[x] = r[u] * expf(g);
-        w.ah[x] = a[u] * expf(gx - gm);
-        w.a0[x] = a[u] * expf(gx);
         w.kh[x] = k[u] * fm;
-        w.bh[x] = bb[u] * fm;
         w.kL[x] = k[u] * fl;
-        w.bL[x] = bb[u] * fl;
+        if (SEVEN) {
+            w.ah[x] = a[u] * expf(gx - gm);
+            w.a0[x] = a[u] * expf(gx);
+            w.bh[x] = bb[u] * fm;
+            w.bL[x] = bb[u] * fl;
+        }
         w.v[x] = v[u];
     }
 }
@@ -110,22 +119,24 @@ struct wc_grams {
     float *qk, *qb, *ak, *ab;
 };
 
-template <int N>
+template <int N, bool SEVEN>
 __device__ __forceinline__ void wc_gram_tiles(tc_sched &sc, const wc_grams &A, const wc_rows &w)
 {
     constexpr int LD = TL<N>;
     if (sc.mine()) tc_tile(A.qk, GL, 0, 0, false, tc_p(tc_v(w.q, LD), tc_v(w.kh, LD, true), N));
-    if (sc.mine()) tc_tile(A.qb, GL, 0, 0, false, tc_p(tc_v(w.q, LD), tc_v(w.bh, LD, true), N));
-    if (sc.mine()) tc_tile(A.ak, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.kh, LD, true), N));
-    if (sc.mine()) tc_tile(A.ab, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.bh, LD, true), N));
+    if (SEVEN && sc.mine()) tc_tile(A.qb, GL, 0, 0, false, tc_p(tc_v(w.q, LD), tc_v(w.bh, LD, true), N));
+    if (SEVEN && sc.mine()) tc_tile(A.ak, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.kh, LD, true), N));
+    if (SEVEN && sc.mine()) tc_tile(A.ab, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.bh, LD, true), N));
 }
 
-__device__ __forceinline__ void wc_mask_grams(const wc_grams &A)
+template <bool SEVEN> __device__ __forceinline__ void wc_mask_grams(const wc_grams &A)
 {
     wc_mask(A.qk, false);
-    wc_mask(A.qb, false);
-    wc_mask(A.ak, true);
-    wc_mask(A.ab, true);
+    if (SEVEN) {
+        wc_mask(A.qb, false);
+        wc_mask(A.ak, true);
+        wc_mask(A.ab, true);
+    }
 }
 
 /* Forward substitution (I − Aab) U = R in place, one thread per value column. */
@@ -167,7 +178,7 @@ template <int N> constexpr size_t wc_bwd_floats()
 /* ---- forward
  * ------------------------------------------------------------------------------------------------ */
 
-template <int N>
+template <int N, bool SEVEN>
 __global__ void __launch_bounds__(WC_THREADS)
     wkv7_chunked_forward_kernel(wkv_args p, const float *state_in, float *y, float *state_out, float *ckpt)
 {
@@ -190,7 +201,7 @@ __global__ void __launch_bounds__(WC_THREADS)
     __syncthreads();
 
     for (int t0 = 0; t0 < p.T; t0 += WC) {
-        wc_stage<N>(w, G, p, b, h, t0);
+        wc_stage<N, SEVEN>(w, G, p, b, h, t0);
         if (ck && t0 % p.L == 0) { /* key-major: ck[j][i] = S[i][j]; consecutive threads, consecutive i */
             float *c = ck + (size_t)(t0 / p.L) * NN;
             for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
@@ -199,26 +210,27 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            wc_gram_tiles<N>(sc, A, w);
+            wc_gram_tiles<N, SEVEN>(sc, A, w);
             for (int c = 0; c < N; c += 16) { /* R = a0 S0ᵀ, Y = q0 S0ᵀ (value columns c..c+15) */
-                if (sc.mine()) tc_tile(U, LD, 0, c, false, tc_p(tc_v(w.a0, LD), tc_v(S, SL, true), N));
+                if (SEVEN && sc.mine())
+                    tc_tile(U, LD, 0, c, false, tc_p(tc_v(w.a0, LD), tc_v(S, SL, true), N));
                 if (y)
                     if (sc.mine()) tc_tile(Y, LD, 0, c, false, tc_p(tc_v(w.q0, LD), tc_v(S, SL, true), N));
             }
         }
         __syncthreads();
-        wc_mask_grams(A);
+        wc_mask_grams<SEVEN>(A);
         __syncthreads();
         {
             tc_sched sc = tc_start();
             for (int c = 0; c < N; c += 16) {
-                if (sc.mine()) tc_tile(U, LD, 0, c, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
+                if (SEVEN && sc.mine()) tc_tile(U, LD, 0, c, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
                 if (y)
                     if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qk, GL), tc_v(w.v, LD), WC));
             }
         }
         __syncthreads();
-        wc_solve_lower<N>(U, A.ab);
+        if (SEVEN) wc_solve_lower<N>(U, A.ab);
         if (threadIdx.x >= WC_THREADS - N) { /* the other threads scale the state's key column by e^{G_L} */
             const int j = threadIdx.x - (WC_THREADS - N);
             const float f = expf(G[(WC - 1) * LD + j]);
@@ -228,13 +240,13 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            for (int c = 0; c < N && y; c += 16)
+            for (int c = 0; c < N && y && SEVEN; c += 16)
                 if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qb, GL), tc_v(U, LD), WC));
             for (int i0 = 0; i0 < N; i0 += 16) /* S += Vᵀ kL + Uᵀ bL */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
                         tc_tile(S, SL, i0, j0, true, tc_p(tc_v(w.v, LD, true), tc_v(w.kL, LD), WC),
-                                tc_p(tc_v(U, LD, true), tc_v(w.bL, LD), WC));
+                                tc_p(tc_v(U, LD, true), tc_v(w.bL, LD), SEVEN ? WC : 0));
         }
         __syncthreads();
         if (y)
@@ -252,7 +264,7 @@ __global__ void __launch_bounds__(WC_THREADS)
 /* ---- backward
  * ----------------------------------------------------------------------------------------------- */
 
-template <int N>
+template <int N, bool SEVEN>
 __global__ void __launch_bounds__(WC_THREADS)
     wkv7_chunked_backward_kernel(wkv_args p, wkv_grads g, const float *dy, const float *dstate_out,
                                  const float *ckpt, float *dstate_in)
@@ -286,13 +298,13 @@ __global__ void __launch_bounds__(WC_THREADS)
             const int tt = e / N;
             dY[tt * LD + e % N] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + e % N] : 0.0f;
         }
-        wc_stage<N>(w, G, p, b, h, t0); /* its barriers also cover the loads above */
+        wc_stage<N, SEVEN>(w, G, p, b, h, t0); /* its barriers also cover the loads above */
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            wc_gram_tiles<N>(sc, A, w);
+            wc_gram_tiles<N, SEVEN>(sc, A, w);
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine())
+                if (SEVEN && sc.mine())
                     tc_tile(U, LD, 0, c0, false, tc_p(tc_v(w.a0, LD), tc_v(S0, SL, true), N)); /* R0 */
                 if (sc.mine())
                     tc_tile(dkL, LD, 0, c0, false, tc_p(tc_v(w.v, LD), tc_v(dS, SL), N)); /* V dS */
@@ -303,31 +315,31 @@ __global__ void __launch_bounds__(WC_THREADS)
             }
         }
         __syncthreads();
-        wc_mask_grams(A);
+        wc_mask_grams<SEVEN>(A);
         __syncthreads();
         {
             tc_sched sc = tc_start();
             if (sc.mine()) tc_tile(dA.qk, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(w.v, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine()) tc_tile(U, LD, 0, c0, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
+                if (SEVEN && sc.mine()) tc_tile(U, LD, 0, c0, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
                 if (sc.mine()) tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.qk, GL, true), tc_v(dY, LD), WC));
             }
         }
         __syncthreads();
-        wc_solve_lower<N>(U, A.ab);
+        if (SEVEN) wc_solve_lower<N>(U, A.ab);
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            if (sc.mine()) tc_tile(dA.qb, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(U, LD, true), N));
+            if (SEVEN && sc.mine()) tc_tile(dA.qb, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(U, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine())
+                if (SEVEN && sc.mine())
                     tc_tile(dR, LD, 0, c0, false, tc_p(tc_v(w.bL, LD), tc_v(dS, SL, true), N), /* dU */
                             tc_p(tc_v(A.qb, GL, true), tc_v(dY, LD), WC));
-                if (sc.mine()) tc_tile(dbL, LD, 0, c0, false, tc_p(tc_v(U, LD), tc_v(dS, SL), N));
+                if (SEVEN && sc.mine()) tc_tile(dbL, LD, 0, c0, false, tc_p(tc_v(U, LD), tc_v(dS, SL), N));
             }
         }
         __syncthreads();
-        wc_solve_upper<N>(dR, A.ab);
+        if (SEVEN) wc_solve_upper<N>(dR, A.ab);
         if (threadIdx.x >= WC_THREADS - N) { /* eL = colsum(dS ⊙ S0) e^{G_L}; then dS's column ← dS e^{G_L} */
             const int j = threadIdx.x - (WC_THREADS - N);
             const float f = expf(G[(WC - 1) * LD + j]);
@@ -342,34 +354,36 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            if (sc.mine()) tc_tile(dA.ab, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(U, LD, true), N));
-            if (sc.mine()) tc_tile(dA.ak, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(w.v, LD, true), N));
+            if (SEVEN && sc.mine()) tc_tile(dA.ab, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(U, LD, true), N));
+            if (SEVEN && sc.mine())
+                tc_tile(dA.ak, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(w.v, LD, true), N));
             for (int c0 = 0; c0 < N; c0 += 16) {
-                if (sc.mine()) tc_tile(da0, LD, 0, c0, false, tc_p(tc_v(dR, LD), tc_v(S0, SL), N));
-                if (sc.mine()) tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.ak, GL, true), tc_v(dR, LD), WC));
+                if (SEVEN && sc.mine()) tc_tile(da0, LD, 0, c0, false, tc_p(tc_v(dR, LD), tc_v(S0, SL), N));
+                if (SEVEN && sc.mine())
+                    tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.ak, GL, true), tc_v(dR, LD), WC));
             }
             for (int i0 = 0; i0 < N; i0 += 16) /* dS0 = dS e^{G_L} + dYᵀ q0 + dRᵀ a0 */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
                         tc_tile(dS, SL, i0, j0, true, tc_p(tc_v(dY, LD, true), tc_v(w.q0, LD), WC),
-                                tc_p(tc_v(dR, LD, true), tc_v(w.a0, LD), WC));
+                                tc_p(tc_v(dR, LD, true), tc_v(w.a0, LD), SEVEN ? WC : 0));
         }
         __syncthreads();
-        wc_mask_grams(dA);
+        wc_mask_grams<SEVEN>(dA);
         __syncthreads();
         {
             tc_sched sc = tc_start();
             for (int c0 = 0; c0 < N; c0 += 16) {
                 if (sc.mine())
                     tc_tile(dq, LD, 0, c0, false, tc_p(tc_v(dA.qk, GL), tc_v(w.kh, LD), WC),
-                            tc_p(tc_v(dA.qb, GL), tc_v(w.bh, LD), WC));
-                if (sc.mine())
+                            tc_p(tc_v(dA.qb, GL), tc_v(w.bh, LD), SEVEN ? WC : 0));
+                if (SEVEN && sc.mine())
                     tc_tile(dah, LD, 0, c0, false, tc_p(tc_v(dA.ak, GL), tc_v(w.kh, LD), WC),
                             tc_p(tc_v(dA.ab, GL), tc_v(w.bh, LD), WC));
                 if (sc.mine())
                     tc_tile(dkh, LD, 0, c0, false, tc_p(tc_v(dA.qk, GL, true), tc_v(w.q, LD), WC),
-                            tc_p(tc_v(dA.ak, GL, true), tc_v(w.ah, LD), WC));
-                if (sc.mine())
+                            tc_p(tc_v(dA.ak, GL, true), tc_v(w.ah, LD), SEVEN ? WC : 0));
+                if (SEVEN && sc.mine())
                     tc_tile(dbh, LD, 0, c0, false, tc_p(tc_v(dA.qb, GL, true), tc_v(w.q, LD), WC),
                             tc_p(tc_v(dA.ab, GL, true), tc_v(w.ah, LD), WC));
             }
@@ -389,7 +403,8 @@ __global__ void __launch_bounds__(WC_THREADS)
                 const int e = threadIdx.x + u * WC_THREADS, tt = e / N;
                 if (t0 + tt < p.T) {
                     const size_t o = tok_off(p, b, t0 + tt, h) + e % N;
-                    o_r[u] = g.r[o], o_a[u] = g.a[o], o_k[u] = g.k[o], o_b[u] = g.b[o], o_v[u] = g.v[o];
+                    o_r[u] = g.r[o], o_k[u] = g.k[o], o_v[u] = g.v[o];
+                    if (SEVEN) o_a[u] = g.a[o], o_b[u] = g.b[o];
                 }
             }
 #pragma unroll
@@ -397,18 +412,22 @@ __global__ void __launch_bounds__(WC_THREADS)
                 const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N, x = tt * LD + j;
                 const float gg = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j],
                             gl = G[(WC - 1) * LD + j];
-                const float xq = dq[x] * w.q[x], xq0 = dq0[x] * w.q0[x], xa = dah[x] * w.ah[x],
-                            xa0 = da0[x] * w.a0[x];
-                const float xk = dkh[x] * w.kh[x], xb = dbh[x] * w.bh[x], xkL = dkL[x] * w.kL[x],
-                            xbL = dbL[x] * w.bL[x];
+                /* without a and b (wkv6) their rows and gradients were never written: every term with them is
+                 * 0 */
+                const float xq = dq[x] * w.q[x], xq0 = dq0[x] * w.q0[x], xk = dkh[x] * w.kh[x],
+                            xkL = dkL[x] * w.kL[x];
+                const float xa = SEVEN ? dah[x] * w.ah[x] : 0.0f, xa0 = SEVEN ? da0[x] * w.a0[x] : 0.0f,
+                            xb = SEVEN ? dbh[x] * w.bh[x] : 0.0f, xbL = SEVEN ? dbL[x] * w.bL[x] : 0.0f;
                 if (t0 + tt < p.T) {
                     const size_t o = tok_off(p, b, t0 + tt, h) + j;
                     const float fm = expf(gm - gg), fl = expf(gl - gg);
                     g.r[o] = o_r[u] + (dq[x] * expf(gg - gm) + dq0[x] * expf(gg));
-                    g.a[o] = o_a[u] + (dah[x] * expf(gx - gm) + da0[x] * expf(gx));
                     g.k[o] = o_k[u] + (dkh[x] * fm + dkL[x] * fl);
-                    g.b[o] = o_b[u] + (dbh[x] * fm + dbL[x] * fl);
                     g.v[o] = o_v[u] + dv[x];
+                    if (SEVEN) {
+                        g.a[o] = o_a[u] + (dah[x] * expf(gx - gm) + da0[x] * expf(gx));
+                        g.b[o] = o_b[u] + (dbh[x] * fm + dbL[x] * fl);
+                    }
                 }
                 dq[x] = xq + xq0 - xk - xb - xkL - xbL;
                 dah[x] = xa + xa0;

@@ -52,7 +52,7 @@ case $check_rc in
 esac
 
 # The other kernels the launcher can pick (benchmark knobs): the CUDA-core attention forward for head sizes 64 and
-# 128 and, for wkv7 at head size 64, the per-row kernels instead of the chunked tensor-core ones, with the
+# 128 and, for wkv7 and wkv6 at head size 64, the per-row kernels instead of the chunked tensor-core ones, with the
 # four-threads-per-row backward at its default segment, the
 # N-thread backward for head sizes 64 and 128, and the four-threads-per-row one with 4-token segments.
 if [ $check_rc -eq 0 ]; then
@@ -70,9 +70,9 @@ bench_rc=0
 if [ $check_rc -ne 77 ]; then
   timeout "${RL_GPU_T_BENCH:-270}" "$BUILD/tests/gpu/gpu_bench"
   bench_rc=$?
-  echo "== the peers, same machine, same run: wkv7 at head size 64 on the per-row kernels (RADLADS_WKV_CHUNKED=0),"
+  echo "== the peers, same machine, same run: wkv7/wkv6 at head size 64 on the per-row kernels (RADLADS_WKV_CHUNKED=0),"
   echo "   attention forward on the CUDA cores (RADLADS_ATTN_TC=0)"
-  RADLADS_WKV_CHUNKED=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7"
+  RADLADS_WKV_CHUNKED=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv"
   RADLADS_ATTN_TC=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_forward"
 fi
 

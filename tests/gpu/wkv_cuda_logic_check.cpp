@@ -31,7 +31,7 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
     emu::run_grid(dim3(blocks), dim3(threads), body);
 }
 
-/* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (wkv7, N = 64, L = 16);
+/* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (N = 64, L = 16);
  * 2 = the chunked forward with a longer checkpoint interval, then the four-threads-per-row backward. */
 template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false, int CH = 0>
 static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool use_ckpt, bool with_state)
@@ -83,7 +83,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if (!with_state)
         sout_p = so_sep.data();
     if constexpr (CH != 0)
-        run_grid(B * H, WC_THREADS, [&] { wkv7_chunked_forward_kernel<64>(p, sin_p, y.data(), sout_p, ck.data()); });
+        run_grid(B * H, WC_THREADS, [&] { wkv7_chunked_forward_kernel<64, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
     else
         run_grid(B * H, N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
     const std::vector<float> &so = with_state ? st : so_sep;
@@ -98,7 +98,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only */
         if constexpr (CH != 0)
             run_grid(B * H, WC_THREADS, [&] {
-                wkv7_chunked_forward_kernel<64>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
+                wkv7_chunked_forward_kernel<64, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
             });
         else
             run_grid(B * H, N, [&] {
@@ -109,7 +109,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     }
     if constexpr (CH == 1)
         run_grid(B * H, WC_THREADS, [&] {
-            wkv7_chunked_backward_kernel<64>(p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
+            wkv7_chunked_backward_kernel<64, SEVEN>(p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
         });
     else if constexpr (WIDE)
         run_grid(B * H, N * WQ, [&] {
@@ -179,8 +179,8 @@ int main(void)
     fails += check_case<64, true, false, 8, true>(be, 1, 29, 1, 64, 16, false, false);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
-    /* the chunked tensor-core wkv7 (what N = 64 runs): whole and partial chunks, one token, given and replayed
-     * checkpoints, with and without a state; then its forward with checkpoints every 3 chunks */
+    /* the chunked tensor-core kernels (what N = 64 runs): whole and partial chunks, one token, given and replayed
+     * checkpoints, with and without a state; then the forward with checkpoints every 3 chunks; wkv7, then wkv6 */
     for (bool reverse : {false, true}) { /* threads lowest, then highest first between barriers: a missing
                                           * barrier between two warps' tiles shows in one of the orders */
         emu::reverse_order = reverse;
@@ -190,6 +190,9 @@ int main(void)
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 1, 1, 64, 16, false, true);
         fails += check_case<64, true, true, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
+        fails += check_case<64, true, false, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true); /* wkv6 */
+        fails += check_case<64, true, false, 16, true, 1>(be, 1, 37, 1, 64, 16, false, false);
+        fails += check_case<64, true, false, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
     }
     emu::reverse_order = false;
     rl_backend_destroy(be);
