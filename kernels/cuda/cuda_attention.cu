@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_kernel(attn_args p, floa
     const int last = p.P + min(T, i0 + BR) - 1; /* the last key any row of this tile sees */
     for (int j0 = 0; j0 <= last; j0 += BC) {
         __syncthreads(); /* Q loaded (first tile) / the previous V tile consumed */
-        load_tile<DMAX>(KVs, BC, kb, ldk, j0, p.KT, D);
+        load_tile<DMAX>(KVs, BC, kb, ldk, j0, last + 1, D); /* keys past `last`: unwritten cache rows, maybe NaN */
         __syncthreads();
         float s[TR][TR];
 #pragma unroll
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_kernel(attn_args p, floa
                 Ps[(ty * TR + a) * PP + tx + 16 * c] = s[a][c];
         }
         __syncthreads(); /* every thread is done with K; P complete */
-        load_tile<DMAX>(KVs, BC, vb, ldk, j0, p.KT, D);
+        load_tile<DMAX>(KVs, BC, vb, ldk, j0, last + 1, D);
         __syncthreads();
         for (int jj = 0; jj < BC; jj++) {
             float pa[TR];
@@ -195,7 +195,7 @@ constexpr int TC_BR = 64;
 
 template <int D> constexpr size_t attn_tc_floats()
 {
-    return (size_t)3 * TC_BR * (D + 8) + (size_t)TC_BR * (TC_BR + 4) + 2 * TC_BR;
+    return (size_t)3 * TC_BR * (D + 8) + (size_t)TC_BR * (TC_BR + 4);
 }
 
 template <int D>
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
 {
     constexpr int BR = TC_BR, BC = TC_BR, LD = D + 8, LS = BC + 4;
     extern __shared__ __align__(32) float sm_tc[];
-    float *Qs = sm_tc, *KVs = Qs + BR * LD, *Os = KVs + BC * LD, *Ss = Os + BR * LD, *ms = Ss + BR * LS, *ls = ms + BR;
+    float *Qs = sm_tc, *KVs = Qs + BR * LD, *Os = KVs + BC * LD, *Ss = Os + BR * LD;
     const int tid = threadIdx.x, row = tid / 4, part = tid % 4; /* a row's 4 threads are adjacent lanes */
     const int i0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, g = h / p.rho;
     const int T = p.T;
@@ -217,14 +217,15 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
         Qs[r * LD + c] = i0 + r < T ? p.scale * qb[(size_t)(i0 + r) * ldq + c] : 0.0f;
         Os[r * LD + c] = 0.0f;
     }
-    if (tid < BR)
-        ms[tid] = -INFINITY, ls[tid] = 0.0f;
+    float m = -INFINITY, l = 0.0f; /* the row's running max and sum: the same in its 4 threads (the shuffles) */
     const int qi = i0 + row, qabs = p.P + qi;
     const int last = p.P + min(T, i0 + BR) - 1; /* the last key any row of this tile sees */
-    auto load_kv = [&](const float *src, int j0) { /* key rows j0.. of K or V; rows past the cache are 0 */
+    /* key rows j0.. of K or V; rows past `last` are 0: no query sees them, and in a KV cache they were never written
+     * (NaN there would survive P = 0 in P·V) */
+    auto load_kv = [&](const float *src, int j0) {
         for (int e = tid; e < BC * D; e += THREADS) {
             const int r = e / D, c = e % D;
-            KVs[r * LD + c] = j0 + r < p.KT ? src[(size_t)(j0 + r) * ldk + c] : 0.0f;
+            KVs[r * LD + c] = j0 + r <= last ? src[(size_t)(j0 + r) * ldk + c] : 0.0f;
         }
     };
     for (int j0 = 0; j0 <= last; j0 += BC) {
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
             }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mold = ms[row], mnew = fmaxf(mold, mx);
+            const float mnew = fmaxf(m, mx);
             float corr = 1.0f, rs = 0.0f;
             for (int c = 0; c < 16; c++) {
                 const float e = mnew == -INFINITY || srow[c] == -INFINITY ? 0.0f : expf(srow[c] - mnew);
@@ -257,15 +258,14 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
                 rs += e;
             }
             if (mnew != -INFINITY)
-                corr = expf(mold - mnew); /* 0 when m = −inf */
+                corr = expf(m - mnew); /* 0 when m = −inf */
             rs += __shfl_xor_sync(0xffffffffu, rs, 1);
             rs += __shfl_xor_sync(0xffffffffu, rs, 2);
             float *orow = Os + row * LD + part * (D / 4);
             if (corr != 1.0f)
                 for (int c = 0; c < D / 4; c++)
                     orow[c] *= corr;
-            if (part == 0) /* after the shuffles above: the row's other threads have read ms[row] */
-                ms[row] = mnew, ls[row] = ls[row] * corr + rs;
+            m = mnew, l = l * corr + rs;
         }
         __syncthreads(); /* P and the rescaled O complete; K consumed */
         load_kv(vb, j0);
@@ -279,12 +279,12 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
     }
     __syncthreads();
     if (qi < T) {
-        const float inv = 1.0f / ls[row];
+        const float inv = 1.0f / l;
         float *orow = out + ((size_t)b * T * p.H + h) * D + (size_t)qi * ldq;
         for (int c = part; c < D; c += 4)
             orow[c] = Os[row * LD + c] * inv;
         if (part == 0)
-            lse[((size_t)b * p.H + h) * T + qi] = ms[row] + logf(ls[row]);
+            lse[((size_t)b * p.H + h) * T + qi] = m + logf(l);
     }
 }
 
@@ -588,9 +588,9 @@ cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_a
     attn_args p;
     if (!make_args(d, &p))
         return cudaErrorInvalidValue;
-    if (p.D == 64 && attn_tc_on() && sizeof(float) * attn_tc_floats<64>() <= tc_smem_optin())
+    if (p.D == 64 && attn_tc_on() && tc_fast_tf32() && sizeof(float) * attn_tc_floats<64>() <= tc_smem_optin())
         return forward_tc<64>(st, p, out, lse, q, k, v);
-    if (p.D == 128 && attn_tc_on() && sizeof(float) * attn_tc_floats<128>() <= tc_smem_optin())
+    if (p.D == 128 && attn_tc_on() && tc_fast_tf32() && sizeof(float) * attn_tc_floats<128>() <= tc_smem_optin())
         return forward_tc<128>(st, p, out, lse, q, k, v);
     if (p.D <= 32)
         return forward_dmax<32>(st, p, out, lse, q, k, v);

@@ -144,4 +144,26 @@ static inline size_t tc_smem_optin()
     return (size_t)cached[dev];
 }
 
+/* Whether the current device's TF32 tensor cores are fast enough for 3xTF32 (three products per product) to beat
+ * fp32 on the CUDA cores: the data-centre parts (compute capability 8.0 and 9.0+); on sm_86/sm_89 cards dense TF32
+ * is at most twice their fp32 rate. Cached per device. */
+static inline bool tc_fast_tf32()
+{
+    static int cached[64]; /* 0 unknown, 1 no, 2 yes */
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (!cached[dev]) {
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        cached[dev] = major >= 9 || (major == 8 && minor == 0) ? 2 : 1;
+    }
+    return cached[dev] == 2;
+}
+
 #endif /* RL_CUDA_TF32_CUH */

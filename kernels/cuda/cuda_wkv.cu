@@ -712,12 +712,12 @@ bool chunked_on()
  * backward a checkpoint at every chunk (the default interval). */
 bool chunked_forward(const wkv_args &p)
 {
-    return p.N == 64 && p.L % WC == 0 && chunked_on() &&
+    return p.N == 64 && p.L % WC == 0 && chunked_on() && tc_fast_tf32() &&
            sizeof(float) * wc_fwd_floats<64>() <= tc_smem_optin();
 }
 bool chunked_backward(const wkv_args &p)
 {
-    return p.N == 64 && p.L == WC && chunked_on() &&
+    return p.N == 64 && p.L == WC && chunked_on() && tc_fast_tf32() &&
            sizeof(float) * wc_bwd_floats<64>() <= tc_smem_optin();
 }
 

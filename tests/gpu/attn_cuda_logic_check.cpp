@@ -25,6 +25,10 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
     const int KT = kv_seq ? kv_seq : T;
     const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * KT * G * D;
     std::vector<float> q = randv(nq, -1, 1), k = randv(nk, -1, 1), v = randv(nk, -1, 1), dout = randv(nq, -1, 1);
+    if (kv_seq) /* cache rows past q_pos + T were never written: NaN there must not reach the output */
+        for (size_t e = 0; e < nk; e++)
+            if ((int)(e / ((size_t)G * D) % KT) >= q_pos + T)
+                k[e] = v[e] = NAN;
     rl_attn_dims d = {B, T, H, G, D, 1.0f / std::sqrt((float)D), kv_seq, q_pos};
     std::vector<float> out_ref(nq), lse_ref((size_t)B * H * T);
     int rc = rl_attention_forward(be, &d, out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data());

@@ -767,16 +767,24 @@ static void check_layers(void)
 
 static void check_attention(void)
 {
+    pair q, k, v, out, lse;
+    for (int hd = 64; hd <= 128; hd *= 2) { /* the tensor-core forward's two head sizes (the CUDA-core one: knob) */
+        rl_attn_dims f = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = hd, .scale = 0.125f};
+        const size_t fq = (size_t)f.batch * f.seq * f.heads * hd, fk = (size_t)f.batch * f.seq * f.kv_heads * hd;
+        op_begin(hd == 64 ? "attention_forward" : "attention_forward_d128", 1e-5, "B=%d T=%d H=%d KVH=%d D=%d",
+                 f.batch, f.seq, f.heads, f.kv_heads, hd);
+        q = sym(fq, 1), k = sym(fk, 1), v = sym(fk, 1), out = poisoned(fq);
+        lse = poisoned((size_t)f.batch * f.heads * f.seq);
+        rl_attention_forward(gpu, &f, out.g, lse.g, q.g, k.g, v.g);
+        rl_attention_forward(cpu, &f, out.c, lse.c, q.c, k.c, v.c);
+        cmp("out", out), cmp("lse", lse);
+        op_end();
+    }
+
     rl_attn_dims d = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = 64, .scale = 0.125f};
     const size_t nq = (size_t)d.batch * d.seq * d.heads * d.head_dim;
     const size_t nk = (size_t)d.batch * d.seq * d.kv_heads * d.head_dim;
     const size_t nl = (size_t)d.batch * d.heads * d.seq;
-    op_begin("attention_forward", 1e-5, "B=%d T=%d H=%d KVH=%d D=%d", d.batch, d.seq, d.heads, d.kv_heads, d.head_dim);
-    pair q = sym(nq, 1), k = sym(nk, 1), v = sym(nk, 1), out = poisoned(nq), lse = poisoned(nl);
-    rl_attention_forward(gpu, &d, out.g, lse.g, q.g, k.g, v.g);
-    rl_attention_forward(cpu, &d, out.c, lse.c, q.c, k.c, v.c);
-    cmp("out", out), cmp("lse", lse);
-    op_end();
 
     op_begin("attention_backward", 1e-4, "B=%d T=%d H=%d KVH=%d D=%d", d.batch, d.seq, d.heads, d.kv_heads,
              d.head_dim);
@@ -798,6 +806,12 @@ static void check_attention(void)
     op_begin("attention_forward_kvcache", 1e-5, "B=%d T=%d kv_seq=%d q_pos=%d H=%d KVH=%d", c.batch, c.seq, c.kv_seq,
              c.q_pos, c.heads, c.kv_heads);
     q = sym(cq, 1), k = sym(ck, 1), v = sym(ck, 1), out = poisoned(cq), lse = poisoned(cl);
+    /* cache rows past q_pos + seq were never written (a generate cache comes from an unzeroed allocation): NaN
+     * there must not reach the output, though the last key tile covers them */
+    for (size_t e = 0; e < ck; e++)
+        if ((int)(e / ((size_t)c.kv_heads * c.head_dim) % c.kv_seq) >= c.q_pos + c.seq)
+            k.c[e] = v.c[e] = NAN;
+    rl_upload(gpu, k.g, k.c, ck * 4), rl_upload(gpu, v.g, v.c, ck * 4);
     rl_attention_forward(gpu, &c, out.g, lse.g, q.g, k.g, v.g);
     rl_attention_forward(cpu, &c, out.c, lse.c, q.c, k.c, v.c);
     cmp("out", out), cmp("lse", lse);
