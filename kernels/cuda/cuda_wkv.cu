@@ -9,11 +9,11 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * wkv7 and wkv6 at head size 64 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh: 16 tokens at
- * a time as small matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off). Everything else runs
- * the per-row kernels below: one thread block per (b, h). The forward and the backward have one thread per state row (N =
- * head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is the one after it,
- * with four threads per row and column (wkv_backward_wide_kernel).
+ * wkv7 and wkv6 at head size 64 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_80/sm_90+:
+ * 16 tokens at a time as small matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
+ * Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
+ * thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is
+ * the one after it, with four threads per row and column (wkv_backward_wide_kernel).
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
@@ -708,8 +708,9 @@ bool chunked_on()
     return on != 0;
 }
 
-/* The chunked kernels cover head size 64 (wkv6 is wkv7 with a = b = 0); the forward needs checkpoint intervals that are whole chunks, the
- * backward a checkpoint at every chunk (the default interval). */
+/* The chunked kernels cover head size 64 (wkv6 is wkv7 with a = b = 0). The forward needs checkpoint intervals
+ * that are whole chunks, the backward a checkpoint at every chunk (the default interval); both need fast TF32 tensor
+ * cores and the device to grant their shared memory (sm_80, sm_90+; not sm_86/sm_89). */
 bool chunked_forward(const wkv_args &p)
 {
     return p.N == 64 && p.L % WC == 0 && chunked_on() && tc_fast_tf32() &&

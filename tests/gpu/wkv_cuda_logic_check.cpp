@@ -125,9 +125,14 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
     if (CH)
-        std::printf("chunked tensor-core %s:", CH == 1 ? "forward and backward" : "forward");
-    std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:", SEVEN ? "wkv7" : "wkv6",
-                N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B, T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
+        std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
+                    SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
+                    CH == 1 ? "nothing else" : "the 4-threads-per-row backward", N, B, T, H, L,
+                    use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
+    else
+        std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
+                    SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B,
+                    T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
