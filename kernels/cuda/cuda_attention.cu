@@ -557,11 +557,9 @@ cudaError_t forward_tc(cudaStream_t st, const attn_args &p, float *out, float *l
  * and times both). */
 bool attn_tc_on()
 {
-    static const int on = [] {
-        const char *e = getenv("RADLADS_ATTN_TC");
-        return !(e && e[0] == '0' && !e[1]);
-    }();
-    return on;
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_ATTN_TC", allowed, 2, 1);
+    return on != 0;
 }
 
 bool make_args(const rl_attn_dims *d, attn_args *p)
@@ -588,9 +586,9 @@ cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_a
     attn_args p;
     if (!make_args(d, &p))
         return cudaErrorInvalidValue;
-    if (p.D == 64 && attn_tc_on() && tc_fast_tf32() && sizeof(float) * attn_tc_floats<64>() <= tc_smem_optin())
+    if (p.D == 64 && attn_tc_on() && tc_fits(sizeof(float) * attn_tc_floats<64>()))
         return forward_tc<64>(st, p, out, lse, q, k, v);
-    if (p.D == 128 && attn_tc_on() && tc_fast_tf32() && sizeof(float) * attn_tc_floats<128>() <= tc_smem_optin())
+    if (p.D == 128 && attn_tc_on() && tc_fits(sizeof(float) * attn_tc_floats<128>()))
         return forward_tc<128>(st, p, out, lse, q, k, v);
     if (p.D <= 32)
         return forward_dmax<32>(st, p, out, lse, q, k, v);

@@ -21,6 +21,20 @@ int rlc_fail_cuda(rl_backend *be, cudaError_t e, const char *op)
     return rl__fail(be, code, "cuda backend: %s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+int rlc_env_knob(const char *name, const int *allowed, int n, int dflt)
+{
+    const char *e = getenv(name);
+    if (!e || !*e)
+        return dflt;
+    char *end;
+    const long v = strtol(e, &end, 10);
+    for (int i = 0; i < n && !*end; i++)
+        if (v == allowed[i])
+            return (int)v;
+    fprintf(stderr, "radlads: %s=%s ignored (not one of the values it takes); using the default\n", name, e);
+    return dflt;
+}
+
 static const char *bad_op_name(int op)
 {
     switch (op) {

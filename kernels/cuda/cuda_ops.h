@@ -28,6 +28,10 @@ typedef struct rlc_workspace {
 /* Grows ws to at least `bytes` (synchronising `st` before freeing the old buffer); NULL on failure. */
 void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes);
 
+/* A benchmark knob (RADLADS_WKV_CHUNKED, RADLADS_ATTN_TC, …), read by the caller once: one of the n `allowed`
+ * values, else `dflt`; a value that is set but not allowed is said on stderr and ignored. */
+int rlc_env_knob(const char *name, const int *allowed, int n, int dflt);
+
 /* ---- causal softmax attention with GQA (tiled, no seq×seq matrix) ---- */
 cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *out,
                                   float *lse, const float *q, const float *k, const float *v);

@@ -122,48 +122,32 @@ __device__ __forceinline__ tc_prod tc_p(tc_view a, tc_view b, int K)
     return tc_prod{a, b, K};
 }
 
-/* The current device's opt-in shared memory per block, in bytes (0 if the runtime cannot say): the kernels built on
- * these tiles hold their operands in up to ~150 KB, which sm_80 and sm_90 allow but sm_86/sm_89 (about 99 KB) do not,
- * so their launchers fall back to the CUDA-core kernels there. Cached per device. */
-static inline size_t tc_smem_optin()
+/* Whether the kernels built on these tiles may run on the current device with `smem` bytes of dynamic shared memory:
+ * its TF32 tensor cores must be fast enough for 3xTF32 (three products per product) to beat fp32 on the CUDA cores —
+ * the data-centre parts, compute capability 8.0 and 9.0+ (on sm_86/sm_89 dense TF32 is at most twice their fp32
+ * rate) — and it must grant `smem` per block (opt-in: about 163 KB on sm_80, 227 KB on sm_90; the launchers fall back
+ * to the CUDA-core kernels otherwise). One record per device, read once: the opt-in bytes where TF32 is fast, −1
+ * where it is not, 0 not yet read (or the runtime could not say: asked again next time). */
+static inline bool tc_fits(size_t smem)
 {
     static int cached[64];
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
         (void)cudaGetLastError();
-        return 0;
-    }
-    if (!cached[dev]) {
-        int n = 0;
-        if (cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || n <= 0) {
-            (void)cudaGetLastError();
-            return 0;
-        }
-        cached[dev] = n;
-    }
-    return (size_t)cached[dev];
-}
-
-/* Whether the current device's TF32 tensor cores are fast enough for 3xTF32 (three products per product) to beat
- * fp32 on the CUDA cores: the data-centre parts (compute capability 8.0 and 9.0+); on sm_86/sm_89 cards dense TF32
- * is at most twice their fp32 rate. Cached per device. */
-static inline bool tc_fast_tf32()
-{
-    static int cached[64]; /* 0 unknown, 1 no, 2 yes */
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
-        (void)cudaGetLastError();
         return false;
     }
     if (!cached[dev]) {
+        int major = 0, minor = 0, optin = 0;
         if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+            optin <= 0) {
             (void)cudaGetLastError();
             return false;
         }
-        cached[dev] = major >= 9 || (major == 8 && minor == 0) ? 2 : 1;
+        cached[dev] = major >= 9 || (major == 8 && minor == 0) ? optin : -1;
     }
-    return cached[dev] == 2;
+    return cached[dev] > 0 && smem <= (size_t)cached[dev];
 }
 
 #endif /* RL_CUDA_TF32_CUH */

@@ -667,27 +667,11 @@ cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, con
     return cudaGetLastError();
 }
 
-/* A benchmark knob, read once: one of the n `allowed` values, else `dflt`; a value that is set but not allowed is
- * said on stderr and ignored. */
-int env_knob(const char *name, const int *allowed, int n, int dflt)
-{
-    const char *e = getenv(name);
-    if (!e || !*e)
-        return dflt;
-    char *end;
-    const long v = strtol(e, &end, 10);
-    for (int i = 0; i < n && !*end; i++)
-        if (v == allowed[i])
-            return (int)v;
-    fprintf(stderr, "radlads: %s=%s ignored (not one of the values it takes); using the default\n", name, e);
-    return dflt;
-}
-
 /* RADLADS_WKV_WIDE=0: head sizes 64 and 128 run the N-thread backward too (a benchmark knob). */
 bool backward_wide()
 {
     static const int allowed[] = {0, 1};
-    static const int wide = env_knob("RADLADS_WKV_WIDE", allowed, 2, 1);
+    static const int wide = rlc_env_knob("RADLADS_WKV_WIDE", allowed, 2, 1);
     return wide != 0;
 }
 
@@ -695,7 +679,7 @@ bool backward_wide()
 int backward_segment()
 {
     static const int allowed[] = {4, 8, 16};
-    static const int bseg = env_knob("RADLADS_WKV_BSEG", allowed, 3, -1);
+    static const int bseg = rlc_env_knob("RADLADS_WKV_BSEG", allowed, 3, -1);
     return bseg;
 }
 
@@ -704,7 +688,7 @@ int backward_segment()
 bool chunked_on()
 {
     static const int allowed[] = {0, 1};
-    static const int on = env_knob("RADLADS_WKV_CHUNKED", allowed, 2, 1);
+    static const int on = rlc_env_knob("RADLADS_WKV_CHUNKED", allowed, 2, 1);
     return on != 0;
 }
 
@@ -713,13 +697,11 @@ bool chunked_on()
  * cores and the device to grant their shared memory (sm_80, sm_90+; not sm_86/sm_89). */
 bool chunked_forward(const wkv_args &p)
 {
-    return p.N == 64 && p.L % WC == 0 && chunked_on() && tc_fast_tf32() &&
-           sizeof(float) * wc_fwd_floats<64>() <= tc_smem_optin();
+    return p.N == 64 && p.L % WC == 0 && chunked_on() && tc_fits(sizeof(float) * wc_fwd_floats<64>());
 }
 bool chunked_backward(const wkv_args &p)
 {
-    return p.N == 64 && p.L == WC && chunked_on() && tc_fast_tf32() &&
-           sizeof(float) * wc_bwd_floats<64>() <= tc_smem_optin();
+    return p.N == 64 && p.L == WC && chunked_on() && tc_fits(sizeof(float) * wc_bwd_floats<64>());
 }
 
 template <int N, bool SEVEN>
