@@ -9,8 +9,9 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * wkv7 and wkv6 at head size 64 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_80/sm_90+:
- * 16 tokens at a time as small matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
+ * wkv7 and wkv6 at head sizes 64 and 128 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_90+
+ * (and sm_80 for head size 64, whose shared memory is too small for 128's backward): 16 tokens at a time as small
+ * matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
  * Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
  * thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is
  * the one after it, with four threads per row and column (wkv_backward_wide_kernel).
@@ -683,7 +684,7 @@ int backward_segment()
     return bseg;
 }
 
-/* RADLADS_WKV_CHUNKED=0: head size 64 runs the per-row kernels instead of the chunked tensor-core ones (a
+/* RADLADS_WKV_CHUNKED=0: head sizes 64 and 128 run the per-row kernels instead of the chunked tensor-core ones (a
  * benchmark knob: tests/gpu/run.sh times both and checks both). */
 bool chunked_on()
 {
@@ -692,42 +693,57 @@ bool chunked_on()
     return on != 0;
 }
 
-/* The chunked kernels cover head size 64 (wkv6 is wkv7 with a = b = 0). The forward needs checkpoint intervals
- * that are whole chunks, the backward a checkpoint at every chunk (the default interval); both need fast TF32 tensor
- * cores and the device to grant their shared memory (sm_80, sm_90+; not sm_86/sm_89). */
+/* The chunked kernels cover head sizes 64 and 128 (wkv6 is wkv7 with a = b = 0). The forward needs checkpoint
+ * intervals that are whole chunks, the backward a checkpoint at every chunk (the default interval); both need fast
+ * TF32 tensor cores and the device to grant their shared memory (sm_80 for 64 only, sm_90+; not sm_86/sm_89). */
 bool chunked_forward(const wkv_args &p)
 {
-    return p.N == 64 && p.L % WC == 0 && chunked_on() && tc_fits(sizeof(float) * wc_fwd_floats<64>());
+    if (p.L % WC || !chunked_on())
+        return false;
+    return (p.N == 64 && tc_fits(sizeof(float) * wc_fwd_floats<64>())) ||
+           (p.N == 128 && tc_fits(sizeof(float) * wc_fwd_floats<128>()));
 }
 bool chunked_backward(const wkv_args &p)
 {
-    return p.N == 64 && p.L == WC && chunked_on() && tc_fits(sizeof(float) * wc_bwd_floats<64>());
+    if (p.L != WC || !chunked_on())
+        return false;
+    return (p.N == 64 && tc_fits(sizeof(float) * wc_bwd_floats<64>())) ||
+           (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
 }
 
+/* The forward's N / NV blocks per (batch, head) run at once (their value rows are independent). */
 template <int N, bool SEVEN>
 cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                    float *state_out, float *ckpt)
 {
-    auto kern = wkv7_chunked_forward_kernel<N, SEVEN>;
+    constexpr int NV = WC_NV<N>;
+    auto kern = wkv7_chunked_forward_kernel<N, NV, SEVEN>;
     const size_t sm = sizeof(float) * wc_fwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, WC_THREADS, sm, st>>>(p, state_in, y, state_out, ckpt);
+    kern<<<dim3(BH, N / NV), WC_THREADS, sm, st>>>(p, state_in, y, state_out, ckpt);
     return cudaGetLastError();
 }
 
+/* The backward's value slices add into the same key-indexed gradients: one launch per slice, in order (a fixed
+ * order of addition, so the result is deterministic; no partial sums in memory). */
 template <int N, bool SEVEN>
 cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                     const float *dstate_out, const float *ckpt, float *dstate_in)
 {
-    auto kern = wkv7_chunked_backward_kernel<N, SEVEN>;
+    constexpr int NV = WC_NV<N>;
+    auto kern = wkv7_chunked_backward_kernel<N, NV, SEVEN>;
     const size_t sm = sizeof(float) * wc_bwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, WC_THREADS, sm, st>>>(p, g, dy, dstate_out, ckpt, dstate_in);
-    return cudaGetLastError();
+    for (int slice = 0; slice < N / NV; slice++) {
+        kern<<<BH, WC_THREADS, sm, st>>>(p, g, dy, dstate_out, ckpt, dstate_in, slice);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
 }
 
 /* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */
@@ -736,7 +752,8 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
                              float *state_out, float *ckpt)
 {
     if (chunked_forward(p))
-        return launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return p.N == 64 ? launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
+                         : launch_chunked_forward<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
         return launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
@@ -832,7 +849,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     wkv_grads gr;
     gr.r = g->r, gr.logw = g->logw, gr.k = g->k, gr.v = g->v, gr.a = g->a, gr.b = g->b;
     if (chunked)
-        return launch_chunked_backward<64, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
+        return p.N == 64 ? launch_chunked_backward<64, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in)
+                         : launch_chunked_backward<128, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
     return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in);
 }
 

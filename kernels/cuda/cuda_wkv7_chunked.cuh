@@ -27,9 +27,15 @@
  * and each exponent's gradient (dX ⊙ X̂ for a scaled row X̂; colsum(dS ⊙ S0) e^{G_L} for the state) lands on the G
  * it was taken from: dlogw_s = Σ_{t≥s} ∂L/∂G_t (a reverse cumulative sum per key). G_m gets none (it cancels).
  *
- * Layout: one block of 128 threads (4 warps) per (batch, head), chunks walked in order (forward) or in reverse
- * (backward). The state (and the backward's dS) stays in shared memory in fp32 for the whole sequence; token tiles
- * are C × N row-major; every product is cut into 16 × 16 output tiles handed to the warps round robin, each one
+ * Layout: 128 threads (4 warps) per block, chunks walked in order (forward) or in reverse (backward). A block owns
+ * NV of the state's N value rows (NV = N for head size 64; NV = 32 for head size 128, whose whole state would not
+ * fit in shared memory next to its tiles) and keeps them (and the backward's dS rows) in fp32 in shared memory for
+ * the whole sequence. The rows are independent in the forward (y, the next state and U are per value row; the Gram
+ * matrices are over keys, which every block has, and are recomputed by each), so its N/NV blocks per (batch, head)
+ * run at once. In the backward the key-indexed gradients (dr, dk, da, db, dlogw) are sums over value rows: each
+ * block adds its rows' share into them, so the launcher runs the N/NV slices one launch after another (a fixed
+ * order of addition: deterministic, and no partial sums in global memory). Token tiles are C × N (key-indexed)
+ * or C × NV (value-indexed) row-major; every product is cut into 16 × 16 output tiles handed to the warps round robin, each one
  * warp's 3xTF32 wmma product (cuda_tf32.cuh: fp32-level accuracy, so the kernel is checked against the fp32 CPU
  * backend at the per-row kernels' tolerances). Sequential parts (the cumulative sums over 16 tokens, the two
  * triangular solves) run one thread per column. A last partial chunk is padded with tokens of logw = 0 and zero
@@ -46,6 +52,9 @@ constexpr int WC_THREADS = 128;
 constexpr int GL = WC + 4;
 template <int N> constexpr int TL = N + 8;
 
+/* The value rows per block for head size N (see the top). */
+template <int N> constexpr int WC_NV = N <= 64 ? N : 32;
+
 /* Masks a C×C matrix in place: keeps s ≤ t (strict: s < t). */
 __device__ __forceinline__ void wc_mask(float *A, bool strict)
 {
@@ -60,28 +69,33 @@ struct wc_rows {
     float *q, *q0, *ah, *a0, *kh, *kL, *bh, *bL, *v;
 };
 
-/* Token-tile elements per thread: element e = threadIdx.x + u·WC_THREADS, u < WC_EPT<N>. */
+/* Token-tile elements per thread: element e = threadIdx.x + u·WC_THREADS, u < WC_EPT<N> (N columns). */
 template <int N> constexpr int WC_EPT = WC *N / WC_THREADS;
 
 /* Stages chunk t0 (tokens past T: logw = 0 and zero vectors, which leave the state alone): every input of the
- * thread's elements is loaded at once into registers (six independent loads in flight per element), logw goes
- * to G, then (barrier) thread j < N takes the cumulative sum of key column j in place, then (barrier) the
- * scaled rows are written from the registers. Ends with a barrier behind the cumulative sum only: the caller
- * orders its next reads of the scaled rows. */
-template <int N, bool SEVEN>
-__device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_args &p, int b, int h, int t0)
+ * thread's elements is loaded at once into registers (five or six independent loads in flight per element; v
+ * only for the block's value columns v0..v0+NV), logw goes to G, then (barrier) thread j < N takes the cumulative
+ * sum of key column j in place, then (barrier) the scaled rows are written from the registers. Ends with a
+ * barrier behind the cumulative sum only: the caller orders its next reads of the scaled rows. */
+template <int N, int NV, bool SEVEN>
+__device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_args &p, int b, int h, int t0, int v0)
 {
-    static_assert(WC * N % WC_THREADS == 0, "whole token tiles per block");
-    constexpr int E = WC_EPT<N>, LD = TL<N>;
-    float r[E], k[E], v[E], a[E], bb[E];
+    static_assert(WC * NV % WC_THREADS == 0, "whole token tiles per block");
+    constexpr int E = WC_EPT<N>, EV = WC_EPT<NV>, LD = TL<N>, LV = TL<NV>;
+    float r[E], k[E], v[EV], a[E], bb[E];
+#pragma unroll
+    for (int u = 0; u < EV; u++) {
+        const int e = threadIdx.x + u * WC_THREADS, tt = e / NV;
+        v[u] = t0 + tt < p.T ? p.v[tok_off(p, b, t0 + tt, h) + v0 + e % NV] : 0.0f;
+    }
 #pragma unroll
     for (int u = 0; u < E; u++) {
         const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N;
         float lw = 0.0f;
-        r[u] = k[u] = v[u] = a[u] = bb[u] = 0.0f;
+        r[u] = k[u] = a[u] = bb[u] = 0.0f;
         if (t0 + tt < p.T) {
             const size_t o = tok_off(p, b, t0 + tt, h) + j;
-            lw = p.logw[o], r[u] = p.r[o], k[u] = p.k[o], v[u] = p.v[o];
+            lw = p.logw[o], r[u] = p.r[o], k[u] = p.k[o];
             if (SEVEN) a[u] = p.a[o], bb[u] = p.b[o];
         }
         G[tt * LD + j] = lw;
@@ -110,7 +124,11 @@ __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_a
             w.bh[x] = bb[u] * fm;
             w.bL[x] = bb[u] * fl;
         }
-        w.v[x] = v[u];
+    }
+#pragma unroll
+    for (int u = 0; u < EV; u++) {
+        const int e = threadIdx.x + u * WC_THREADS;
+        w.v[(e / NV) * LV + e % NV] = v[u];
     }
 }
 
@@ -139,83 +157,87 @@ template <bool SEVEN> __device__ __forceinline__ void wc_mask_grams(const wc_gra
     }
 }
 
-/* Forward substitution (I − Aab) U = R in place, one thread per value column. */
-template <int N> __device__ __forceinline__ void wc_solve_lower(float *U, const float *Aab)
+/* Forward substitution (I − Aab) U = R in place (U: C × NV), one thread per value column. */
+template <int NV> __device__ __forceinline__ void wc_solve_lower(float *U, const float *Aab)
 {
-    if (threadIdx.x >= N) return;
+    if (threadIdx.x >= NV) return;
     const int i = threadIdx.x;
     for (int t = 1; t < WC; t++) {
-        float acc = U[t * TL<N> + i];
+        float acc = U[t * TL<NV> + i];
         for (int s = 0; s < t; s++)
-            acc += Aab[t * GL + s] * U[s * TL<N> + i];
-        U[t * TL<N> + i] = acc;
+            acc += Aab[t * GL + s] * U[s * TL<NV> + i];
+        U[t * TL<NV> + i] = acc;
     }
 }
 
 /* Back substitution (I − Aab)ᵀ dR = dU in place. */
-template <int N> __device__ __forceinline__ void wc_solve_upper(float *dR, const float *Aab)
+template <int NV> __device__ __forceinline__ void wc_solve_upper(float *dR, const float *Aab)
 {
-    if (threadIdx.x >= N) return;
+    if (threadIdx.x >= NV) return;
     const int i = threadIdx.x;
     for (int t = WC - 2; t >= 0; t--) {
-        float acc = dR[t * TL<N> + i];
+        float acc = dR[t * TL<NV> + i];
         for (int s = t + 1; s < WC; s++)
-            acc += Aab[s * GL + t] * dR[s * TL<N> + i];
-        dR[t * TL<N> + i] = acc;
+            acc += Aab[s * GL + t] * dR[s * TL<NV> + i];
+        dR[t * TL<NV> + i] = acc;
     }
 }
 
-/* Shared-memory floats of each kernel. */
-template <int N> constexpr size_t wc_fwd_floats()
+/* Shared-memory floats of each kernel (head size N, NV value rows per block): the state rows (and dS), the
+ * key-indexed token tiles (G and the 8 scaled rows; the backward's 8 key gradients), the value-indexed ones (v, U,
+ * Y; the backward's v, dY, U, dR, dv), the Gram matrices (and their gradients), the backward's eL. */
+template <int N, int NV = WC_NV<N>> constexpr size_t wc_fwd_floats()
 {
-    return (size_t)N * TL<N> + 12 * (size_t)WC * TL<N> + 4 * WC * GL;
+    return (size_t)NV * TL<N> + 9 * (size_t)WC * TL<N> + 3 * (size_t)WC * TL<NV> + 4 * WC * GL;
 }
-template <int N> constexpr size_t wc_bwd_floats()
+template <int N, int NV = WC_NV<N>> constexpr size_t wc_bwd_floats()
 {
-    return 2 * (size_t)N * TL<N> + 22 * (size_t)WC * TL<N> + 8 * WC * GL + N;
+    return 2 * (size_t)NV * TL<N> + 17 * (size_t)WC * TL<N> + 5 * (size_t)WC * TL<NV> + 8 * WC * GL + N;
 }
 
 /* ---- forward
  * ------------------------------------------------------------------------------------------------ */
 
-template <int N, bool SEVEN>
+/* Grid: (batch · heads, N / NV); block y owns value rows v0 = y · NV … v0 + NV − 1. */
+template <int N, int NV, bool SEVEN>
 __global__ void __launch_bounds__(WC_THREADS)
     wkv7_chunked_forward_kernel(wkv_args p, const float *state_in, float *y, float *state_out, float *ckpt)
 {
-    static_assert(N % 16 == 0 && 2 * N <= WC_THREADS, "head size: a multiple of 16, at most half the block");
+    static_assert(N % 16 == 0 && NV % 16 == 0 && N % NV == 0, "head size and value slice: multiples of 16");
+    static_assert(N <= WC_THREADS && NV < WC_THREADS, "a thread per key column; threads left over beside the solve");
     extern __shared__ __align__(32) float wc_smem[];
-    constexpr int SL = TL<N>, LD = TL<N>, TN = WC * LD;
-    float *S = wc_smem, *G = S + N * SL;
+    constexpr int SL = TL<N>, LD = TL<N>, LV = TL<NV>, TN = WC * LD, TV = WC * LV;
+    float *S = wc_smem, *G = S + NV * SL;
     wc_rows w;
     w.q = G + TN, w.q0 = w.q + TN, w.ah = w.q0 + TN, w.a0 = w.ah + TN, w.kh = w.a0 + TN, w.kL = w.kh + TN;
     w.bh = w.kL + TN, w.bL = w.bh + TN, w.v = w.bL + TN;
-    float *U = w.v + TN, *Y = U + TN;
-    const wc_grams A = {Y + TN, Y + TN + WC * GL, Y + TN + 2 * WC * GL, Y + TN + 3 * WC * GL};
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    float *U = w.v + TV, *Y = U + TV;
+    const wc_grams A = {Y + TV, Y + TV + WC * GL, Y + TV + 2 * WC * GL, Y + TV + 3 * WC * GL};
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, v0 = blockIdx.y * NV;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN + (size_t)v0 * N; /* the block's first state row */
     const int nc = (p.T + p.L - 1) / p.L;
     float *ck = ckpt ? ckpt + (size_t)bh * nc * NN : nullptr;
 
-    for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
+    for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
         S[(e / N) * SL + e % N] = state_in ? state_in[soff + e] : 0.0f;
     __syncthreads();
 
     for (int t0 = 0; t0 < p.T; t0 += WC) {
-        wc_stage<N, SEVEN>(w, G, p, b, h, t0);
-        if (ck && t0 % p.L == 0) { /* key-major: ck[j][i] = S[i][j]; consecutive threads, consecutive i */
-            float *c = ck + (size_t)(t0 / p.L) * NN;
-            for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
-                c[e] = S[(e % N) * SL + e / N];
+        wc_stage<N, NV, SEVEN>(w, G, p, b, h, t0, v0);
+        if (ck && t0 % p.L == 0) { /* key-major: ck[j][v0 + i] = S[i][j]; consecutive threads, consecutive i */
+            float *c = ck + (size_t)(t0 / p.L) * NN + v0;
+            for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+                c[(size_t)(e / NV) * N + e % NV] = S[(e % NV) * SL + e / NV];
         }
         __syncthreads();
         {
             tc_sched sc = tc_start();
             wc_gram_tiles<N, SEVEN>(sc, A, w);
-            for (int c = 0; c < N; c += 16) { /* R = a0 S0ᵀ, Y = q0 S0ᵀ (value columns c..c+15) */
+            for (int c = 0; c < NV; c += 16) { /* R = a0 S0ᵀ, Y = q0 S0ᵀ (value columns c..c+15) */
                 if (SEVEN && sc.mine())
-                    tc_tile(U, LD, 0, c, false, tc_p(tc_v(w.a0, LD), tc_v(S, SL, true), N));
+                    tc_tile(U, LV, 0, c, false, tc_p(tc_v(w.a0, LD), tc_v(S, SL, true), N));
                 if (y)
-                    if (sc.mine()) tc_tile(Y, LD, 0, c, false, tc_p(tc_v(w.q0, LD), tc_v(S, SL, true), N));
+                    if (sc.mine()) tc_tile(Y, LV, 0, c, false, tc_p(tc_v(w.q0, LD), tc_v(S, SL, true), N));
             }
         }
         __syncthreads();
@@ -223,95 +245,101 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            for (int c = 0; c < N; c += 16) {
-                if (SEVEN && sc.mine()) tc_tile(U, LD, 0, c, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
+            for (int c = 0; c < NV; c += 16) {
+                if (SEVEN && sc.mine()) tc_tile(U, LV, 0, c, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LV), WC));
                 if (y)
-                    if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qk, GL), tc_v(w.v, LD), WC));
+                    if (sc.mine()) tc_tile(Y, LV, 0, c, true, tc_p(tc_v(A.qk, GL), tc_v(w.v, LV), WC));
             }
         }
         __syncthreads();
-        if (SEVEN) wc_solve_lower<N>(U, A.ab);
-        if (threadIdx.x >= WC_THREADS - N) { /* the other threads scale the state's key column by e^{G_L} */
-            const int j = threadIdx.x - (WC_THREADS - N);
-            const float f = expf(G[(WC - 1) * LD + j]);
-            for (int i = 0; i < N; i++)
-                S[i * SL + j] *= f;
-        }
+        if (SEVEN) wc_solve_lower<NV>(U, A.ab);
+        if (threadIdx.x >= NV) /* the other threads scale the state's key columns by e^{G_L} */
+            for (int j = threadIdx.x - NV; j < N; j += WC_THREADS - NV) {
+                const float f = expf(G[(WC - 1) * LD + j]);
+                for (int i = 0; i < NV; i++)
+                    S[i * SL + j] *= f;
+            }
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            for (int c = 0; c < N && y && SEVEN; c += 16)
-                if (sc.mine()) tc_tile(Y, LD, 0, c, true, tc_p(tc_v(A.qb, GL), tc_v(U, LD), WC));
-            for (int i0 = 0; i0 < N; i0 += 16) /* S += Vᵀ kL + Uᵀ bL */
+            for (int c = 0; c < NV && y && SEVEN; c += 16)
+                if (sc.mine()) tc_tile(Y, LV, 0, c, true, tc_p(tc_v(A.qb, GL), tc_v(U, LV), WC));
+            for (int i0 = 0; i0 < NV; i0 += 16) /* S += Vᵀ kL + Uᵀ bL */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
-                        tc_tile(S, SL, i0, j0, true, tc_p(tc_v(w.v, LD, true), tc_v(w.kL, LD), WC),
-                                tc_p(tc_v(U, LD, true), tc_v(w.bL, LD), SEVEN ? WC : 0));
+                        tc_tile(S, SL, i0, j0, true, tc_p(tc_v(w.v, LV, true), tc_v(w.kL, LD), WC),
+                                tc_p(tc_v(U, LV, true), tc_v(w.bL, LD), SEVEN ? WC : 0));
         }
         __syncthreads();
         if (y)
-            for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
-                const int tt = e / N;
-                if (t0 + tt < p.T) y[tok_off(p, b, t0 + tt, h) + e % N] = Y[tt * LD + e % N];
+            for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+                const int tt = e / NV;
+                if (t0 + tt < p.T) y[tok_off(p, b, t0 + tt, h) + v0 + e % NV] = Y[tt * LV + e % NV];
             }
         /* the next chunk's first writes (G, the scaled rows) touch none of Y: no barrier needed here */
     }
     if (state_out)
-        for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
+        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
             state_out[soff + e] = S[(e / N) * SL + e % N];
 }
 
 /* ---- backward
  * ----------------------------------------------------------------------------------------------- */
 
-template <int N, bool SEVEN>
+/* Grid: batch · heads; the block owns value rows v0 = slice · NV … v0 + NV − 1 and adds their share into the
+ * key-indexed gradients, so the launcher runs slice 0, 1, … one launch after another. */
+template <int N, int NV, bool SEVEN>
 __global__ void __launch_bounds__(WC_THREADS)
     wkv7_chunked_backward_kernel(wkv_args p, wkv_grads g, const float *dy, const float *dstate_out,
-                                 const float *ckpt, float *dstate_in)
+                                 const float *ckpt, float *dstate_in, int slice)
 {
-    static_assert(N % 16 == 0 && 2 * N <= WC_THREADS, "head size: a multiple of 16, at most half the block");
+    static_assert(N % 16 == 0 && NV % 16 == 0 && N % NV == 0, "head size and value slice: multiples of 16");
+    static_assert(N <= WC_THREADS && NV < WC_THREADS, "a thread per key column; threads left over beside the solve");
     extern __shared__ __align__(32) float wc_smem[];
-    constexpr int SL = TL<N>, LD = TL<N>, TN = WC * LD, CC = WC * GL;
-    float *S0 = wc_smem, *dS = S0 + N * SL, *G = dS + N * SL;
+    constexpr int SL = TL<N>, LD = TL<N>, LV = TL<NV>, TN = WC * LD, TV = WC * LV, CC = WC * GL;
+    float *S0 = wc_smem, *dS = S0 + NV * SL, *G = dS + NV * SL;
     wc_rows w;
     w.q = G + TN, w.q0 = w.q + TN, w.ah = w.q0 + TN, w.a0 = w.ah + TN, w.kh = w.a0 + TN, w.kL = w.kh + TN;
     w.bh = w.kL + TN, w.bL = w.bh + TN, w.v = w.bL + TN;
-    float *dY = w.v + TN, *U = dY + TN, *dR = U + TN, *dv = dR + TN, *dkL = dv + TN, *dbL = dkL + TN,
-          *dq0 = dbL + TN, *da0 = dq0 + TN, *dq = da0 + TN, *dkh = dq + TN, *dbh = dkh + TN, *dah = dbh + TN;
+    float *dY = w.v + TV, *U = dY + TV, *dR = U + TV, *dv = dR + TV; /* value-indexed */
+    float *dkL = dv + TV, *dbL = dkL + TN, *dq0 = dbL + TN, *da0 = dq0 + TN, *dq = da0 + TN, *dkh = dq + TN,
+          *dbh = dkh + TN, *dah = dbh + TN; /* key-indexed */
     const wc_grams A = {dah + TN, dah + TN + CC, dah + TN + 2 * CC, dah + TN + 3 * CC};
     const wc_grams dA = {A.qk + 4 * CC, A.qb + 4 * CC, A.ak + 4 * CC, A.ab + 4 * CC};
     float *eL = dA.ab + CC;
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, v0 = slice * NV;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN + (size_t)v0 * N;
     const int nchunks = (p.T + WC - 1) / WC, nc = (p.T + p.L - 1) / p.L; /* p.L == WC here */
-    const float *ck = ckpt + (size_t)bh * nc * NN;
+    const float *ck = ckpt + (size_t)bh * nc * NN + v0;
 
-    for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
+    for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
         dS[(e / N) * SL + e % N] = dstate_out ? dstate_out[soff + e] : 0.0f;
 
     for (int c = nchunks - 1; c >= 0; c--) {
         const int t0 = c * WC;
         /* every tile of the previous chunk has been consumed (the barrier ending it) */
-        for (int e = threadIdx.x; e < N * N; e += WC_THREADS) /* ck[j][i] = S0[i][j] */
-            S0[(e % N) * SL + e / N] = ck[(size_t)c * NN + e];
-        for (int e = threadIdx.x; e < WC * N; e += WC_THREADS) {
-            const int tt = e / N;
-            dY[tt * LD + e % N] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + e % N] : 0.0f;
+        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS) /* ck[j][v0 + i] = S0[i][j] */
+            S0[(e % NV) * SL + e / NV] = ck[(size_t)c * NN + (size_t)(e / NV) * N + e % NV];
+        for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+            const int tt = e / NV;
+            dY[tt * LV + e % NV] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + v0 + e % NV] : 0.0f;
         }
-        wc_stage<N, SEVEN>(w, G, p, b, h, t0); /* its barriers also cover the loads above */
+        wc_stage<N, NV, SEVEN>(w, G, p, b, h, t0, v0); /* its barriers also cover the loads above */
         __syncthreads();
         {
             tc_sched sc = tc_start();
             wc_gram_tiles<N, SEVEN>(sc, A, w);
-            for (int c0 = 0; c0 < N; c0 += 16) {
+            for (int c0 = 0; c0 < NV; c0 += 16) {
                 if (SEVEN && sc.mine())
-                    tc_tile(U, LD, 0, c0, false, tc_p(tc_v(w.a0, LD), tc_v(S0, SL, true), N)); /* R0 */
+                    tc_tile(U, LV, 0, c0, false, tc_p(tc_v(w.a0, LD), tc_v(S0, SL, true), N)); /* R0 */
                 if (sc.mine())
-                    tc_tile(dkL, LD, 0, c0, false, tc_p(tc_v(w.v, LD), tc_v(dS, SL), N)); /* V dS */
+                    tc_tile(dv, LV, 0, c0, false, tc_p(tc_v(w.kL, LD), tc_v(dS, SL, true), N)); /* kL dSᵀ */
+            }
+            for (int c0 = 0; c0 < N; c0 += 16) {
                 if (sc.mine())
-                    tc_tile(dq0, LD, 0, c0, false, tc_p(tc_v(dY, LD), tc_v(S0, SL), N)); /* dY S0 */
+                    tc_tile(dkL, LD, 0, c0, false, tc_p(tc_v(w.v, LV), tc_v(dS, SL), NV)); /* V dS */
                 if (sc.mine())
-                    tc_tile(dv, LD, 0, c0, false, tc_p(tc_v(w.kL, LD), tc_v(dS, SL, true), N)); /* kL dSᵀ */
+                    tc_tile(dq0, LD, 0, c0, false, tc_p(tc_v(dY, LV), tc_v(S0, SL), NV)); /* dY S0 */
             }
         }
         __syncthreads();
@@ -319,54 +347,53 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            if (sc.mine()) tc_tile(dA.qk, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(w.v, LD, true), N));
-            for (int c0 = 0; c0 < N; c0 += 16) {
-                if (SEVEN && sc.mine()) tc_tile(U, LD, 0, c0, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LD), WC));
-                if (sc.mine()) tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.qk, GL, true), tc_v(dY, LD), WC));
+            if (sc.mine()) tc_tile(dA.qk, GL, 0, 0, false, tc_p(tc_v(dY, LV), tc_v(w.v, LV, true), NV));
+            for (int c0 = 0; c0 < NV; c0 += 16) {
+                if (SEVEN && sc.mine()) tc_tile(U, LV, 0, c0, true, tc_p(tc_v(A.ak, GL), tc_v(w.v, LV), WC));
+                if (sc.mine()) tc_tile(dv, LV, 0, c0, true, tc_p(tc_v(A.qk, GL, true), tc_v(dY, LV), WC));
             }
         }
         __syncthreads();
-        if (SEVEN) wc_solve_lower<N>(U, A.ab);
+        if (SEVEN) wc_solve_lower<NV>(U, A.ab);
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            if (SEVEN && sc.mine()) tc_tile(dA.qb, GL, 0, 0, false, tc_p(tc_v(dY, LD), tc_v(U, LD, true), N));
-            for (int c0 = 0; c0 < N; c0 += 16) {
-                if (SEVEN && sc.mine())
-                    tc_tile(dR, LD, 0, c0, false, tc_p(tc_v(w.bL, LD), tc_v(dS, SL, true), N), /* dU */
-                            tc_p(tc_v(A.qb, GL, true), tc_v(dY, LD), WC));
-                if (SEVEN && sc.mine()) tc_tile(dbL, LD, 0, c0, false, tc_p(tc_v(U, LD), tc_v(dS, SL), N));
-            }
+            if (SEVEN && sc.mine()) tc_tile(dA.qb, GL, 0, 0, false, tc_p(tc_v(dY, LV), tc_v(U, LV, true), NV));
+            for (int c0 = 0; c0 < NV && SEVEN; c0 += 16)
+                if (sc.mine())
+                    tc_tile(dR, LV, 0, c0, false, tc_p(tc_v(w.bL, LD), tc_v(dS, SL, true), N), /* dU */
+                            tc_p(tc_v(A.qb, GL, true), tc_v(dY, LV), WC));
+            for (int c0 = 0; c0 < N && SEVEN; c0 += 16)
+                if (sc.mine()) tc_tile(dbL, LD, 0, c0, false, tc_p(tc_v(U, LV), tc_v(dS, SL), NV));
         }
         __syncthreads();
-        if (SEVEN) wc_solve_upper<N>(dR, A.ab);
-        if (threadIdx.x >= WC_THREADS - N) { /* eL = colsum(dS ⊙ S0) e^{G_L}; then dS's column ← dS e^{G_L} */
-            const int j = threadIdx.x - (WC_THREADS - N);
-            const float f = expf(G[(WC - 1) * LD + j]);
-            float acc = 0.0f;
-            for (int i = 0; i < N; i++) {
-                const float x = dS[i * SL + j];
-                acc += x * S0[i * SL + j];
-                dS[i * SL + j] = x * f;
+        if (SEVEN) wc_solve_upper<NV>(dR, A.ab);
+        if (threadIdx.x >= NV) /* eL = colsum(dS ⊙ S0) e^{G_L} (this block's rows); then dS's column ← dS e^{G_L} */
+            for (int j = threadIdx.x - NV; j < N; j += WC_THREADS - NV) {
+                const float f = expf(G[(WC - 1) * LD + j]);
+                float acc = 0.0f;
+                for (int i = 0; i < NV; i++) {
+                    const float x = dS[i * SL + j];
+                    acc += x * S0[i * SL + j];
+                    dS[i * SL + j] = x * f;
+                }
+                eL[j] = acc * f;
             }
-            eL[j] = acc * f;
-        }
         __syncthreads();
         {
             tc_sched sc = tc_start();
-            if (SEVEN && sc.mine()) tc_tile(dA.ab, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(U, LD, true), N));
+            if (SEVEN && sc.mine()) tc_tile(dA.ab, GL, 0, 0, false, tc_p(tc_v(dR, LV), tc_v(U, LV, true), NV));
             if (SEVEN && sc.mine())
-                tc_tile(dA.ak, GL, 0, 0, false, tc_p(tc_v(dR, LD), tc_v(w.v, LD, true), N));
-            for (int c0 = 0; c0 < N; c0 += 16) {
-                if (SEVEN && sc.mine()) tc_tile(da0, LD, 0, c0, false, tc_p(tc_v(dR, LD), tc_v(S0, SL), N));
-                if (SEVEN && sc.mine())
-                    tc_tile(dv, LD, 0, c0, true, tc_p(tc_v(A.ak, GL, true), tc_v(dR, LD), WC));
-            }
-            for (int i0 = 0; i0 < N; i0 += 16) /* dS0 = dS e^{G_L} + dYᵀ q0 + dRᵀ a0 */
+                tc_tile(dA.ak, GL, 0, 0, false, tc_p(tc_v(dR, LV), tc_v(w.v, LV, true), NV));
+            for (int c0 = 0; c0 < N && SEVEN; c0 += 16)
+                if (sc.mine()) tc_tile(da0, LD, 0, c0, false, tc_p(tc_v(dR, LV), tc_v(S0, SL), NV));
+            for (int c0 = 0; c0 < NV && SEVEN; c0 += 16)
+                if (sc.mine()) tc_tile(dv, LV, 0, c0, true, tc_p(tc_v(A.ak, GL, true), tc_v(dR, LV), WC));
+            for (int i0 = 0; i0 < NV; i0 += 16) /* dS0 = dS e^{G_L} + dYᵀ q0 + dRᵀ a0 */
                 for (int j0 = 0; j0 < N; j0 += 16)
                     if (sc.mine())
-                        tc_tile(dS, SL, i0, j0, true, tc_p(tc_v(dY, LD, true), tc_v(w.q0, LD), WC),
-                                tc_p(tc_v(dR, LD, true), tc_v(w.a0, LD), SEVEN ? WC : 0));
+                        tc_tile(dS, SL, i0, j0, true, tc_p(tc_v(dY, LV, true), tc_v(w.q0, LD), WC),
+                                tc_p(tc_v(dR, LV, true), tc_v(w.a0, LD), SEVEN ? WC : 0));
         }
         __syncthreads();
         wc_mask_grams<SEVEN>(dA);
@@ -389,21 +416,29 @@ __global__ void __launch_bounds__(WC_THREADS)
             }
         }
         __syncthreads();
-        /* raw gradients, and each element's exponent terms: at G_t, at G_{t−1} and at G_L (stored over dq,
-         * dah, dbh: each thread rewrites only the element it read). G_m gets none: every Gram entry depends
-         * on G_t − G_s only, so the reference cancels (its terms Σ (dk̂⊙k̂ + db̂⊙b̂ − dq⊙q − dâ⊙â) sum to zero).
-         */
+        /* dv: the block's own value columns */
+        for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+            const int tt = e / NV;
+            if (t0 + tt < p.T) {
+                const size_t o = tok_off(p, b, t0 + tt, h) + v0 + e % NV;
+                g.v[o] += dv[tt * LV + e % NV];
+            }
+        }
+        /* raw key-indexed gradients (this block's share), and each element's exponent terms: at G_t, at G_{t−1}
+         * and at G_L (stored over dq, dah, dbh: each thread rewrites only the element it read). G_m gets none:
+         * every Gram entry depends on G_t − G_s only, so the reference cancels (its terms Σ (dk̂⊙k̂ + db̂⊙b̂ − dq⊙q −
+         * dâ⊙â) sum to zero). */
         {
             /* the old gradients first, all at once: g's pointers may alias as far as the compiler knows, so a
              * load after a store would wait for it */
             constexpr int E = WC_EPT<N>;
-            float o_r[E], o_a[E], o_k[E], o_b[E], o_v[E];
+            float o_r[E], o_a[E], o_k[E], o_b[E];
 #pragma unroll
             for (int u = 0; u < E; u++) {
                 const int e = threadIdx.x + u * WC_THREADS, tt = e / N;
                 if (t0 + tt < p.T) {
                     const size_t o = tok_off(p, b, t0 + tt, h) + e % N;
-                    o_r[u] = g.r[o], o_k[u] = g.k[o], o_v[u] = g.v[o];
+                    o_r[u] = g.r[o], o_k[u] = g.k[o];
                     if (SEVEN) o_a[u] = g.a[o], o_b[u] = g.b[o];
                 }
             }
@@ -423,7 +458,6 @@ __global__ void __launch_bounds__(WC_THREADS)
                     const float fm = expf(gm - gg), fl = expf(gl - gg);
                     g.r[o] = o_r[u] + (dq[x] * expf(gg - gm) + dq0[x] * expf(gg));
                     g.k[o] = o_k[u] + (dkh[x] * fm + dkL[x] * fl);
-                    g.v[o] = o_v[u] + dv[x];
                     if (SEVEN) {
                         g.a[o] = o_a[u] + (dah[x] * expf(gx - gm) + da0[x] * expf(gx));
                         g.b[o] = o_b[u] + (dbh[x] * fm + dbL[x] * fl);
@@ -456,6 +490,6 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
     }
     if (dstate_in)
-        for (int e = threadIdx.x; e < N * N; e += WC_THREADS)
+        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
             dstate_in[soff + e] += dS[(e / N) * SL + e % N];
 }

@@ -1176,6 +1176,7 @@ int main(void)
     check_wkv(6, 64, 0);
     check_wkv(7, 128, 0);
     check_wkv(6, 128, 48);
+    check_wkv(6, 128, 0);
     check_wkv(7, 64, 48);
     check_wkv(7, 40, 0);
     check_rwkv7_mix('a', 1);

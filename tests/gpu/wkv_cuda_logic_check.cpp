@@ -31,6 +31,25 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
     emu::run_grid(dim3(blocks), dim3(threads), body);
 }
 
+/* The chunked launchers' grids, repeated: the forward's N / NV value slices at once (grid y), the backward's one
+ * launch per slice in order. */
+template <int N, bool SEVEN>
+static void chunked_forward(int BH, const wkv_args &p, const float *state_in, float *y, float *state_out, float *ck)
+{
+    constexpr int NV = WC_NV<N>;
+    emu::run_grid(dim3(BH, N / NV), dim3(WC_THREADS),
+                  [&] { wkv7_chunked_forward_kernel<N, NV, SEVEN>(p, state_in, y, state_out, ck); });
+}
+template <int N, bool SEVEN>
+static void chunked_backward(int BH, const wkv_args &p, const wkv_grads &g, const float *dy, const float *ds_out,
+                             const float *ck, float *ds_in)
+{
+    constexpr int NV = WC_NV<N>;
+    for (int slice = 0; slice < N / NV; slice++)
+        run_grid(BH, WC_THREADS,
+                 [&] { wkv7_chunked_backward_kernel<N, NV, SEVEN>(p, g, dy, ds_out, ck, ds_in, slice); });
+}
+
 /* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (N = 64, L = 16);
  * 2 = the chunked forward with a longer checkpoint interval, then the four-threads-per-row backward. */
 template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false, int CH = 0>
@@ -83,7 +102,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if (!with_state)
         sout_p = so_sep.data();
     if constexpr (CH != 0)
-        run_grid(B * H, WC_THREADS, [&] { wkv7_chunked_forward_kernel<64, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
+        chunked_forward<CAP, SEVEN>(B * H, p, sin_p, y.data(), sout_p, ck.data());
     else
         run_grid(B * H, N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
     const std::vector<float> &so = with_state ? st : so_sep;
@@ -97,9 +116,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     const float *ckp = ck.data();
     if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only */
         if constexpr (CH != 0)
-            run_grid(B * H, WC_THREADS, [&] {
-                wkv7_chunked_forward_kernel<64, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
-            });
+            chunked_forward<CAP, SEVEN>(B * H, p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
         else
             run_grid(B * H, N, [&] {
                 wkv_forward_kernel<CAP, EXACT, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr,
@@ -108,9 +125,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         ckp = own.data();
     }
     if constexpr (CH == 1)
-        run_grid(B * H, WC_THREADS, [&] {
-            wkv7_chunked_backward_kernel<64, SEVEN>(p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
-        });
+        chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
     else if constexpr (WIDE)
         run_grid(B * H, N * WQ, [&] {
             wkv_backward_wide_kernel<CAP, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
@@ -198,6 +213,11 @@ int main(void)
         fails += check_case<64, true, false, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true); /* wkv6 */
         fails += check_case<64, true, false, 16, true, 1>(be, 1, 37, 1, 64, 16, false, false);
         fails += check_case<64, true, false, 16, true, 2>(be, 1, 70, 1, 64, 48, true, true);
+        /* head size 128: four value slices of 32 rows */
+        fails += check_case<128, true, true, 16, true, 1>(be, 2, 37, 1, 128, 16, true, true);
+        fails += check_case<128, true, true, 16, true, 1>(be, 1, 20, 2, 128, 16, false, false);
+        fails += check_case<128, true, true, 16, true, 2>(be, 1, 40, 1, 128, 32, true, true);
+        fails += check_case<128, true, false, 16, true, 1>(be, 1, 37, 2, 128, 16, true, true); /* wkv6 */
     }
     emu::reverse_order = false;
     rl_backend_destroy(be);
