@@ -18,7 +18,7 @@ static void plan_usage(FILE *f)
             "usage: radlads plan --teacher DIR --arch rwkv7|rwkv6 --gpu-mem SIZE [--variant a|b] [--ranks N]\n"
             "         [--seq-len L] [--extend-seq-len L] [--micro-batch B] [--stage align|distill|extend|all]\n"
             "         [--zero 0|1] [--recompute auto|on|off] [--train all|decay_shift] [--attention-layers N]\n"
-            "         [--chunk-rows N] [--dtype bf16|fp32|autocast|bf16-weights] [--json]\n"
+            "         [--chunk-rows N] [--mlp-rows N] [--dtype bf16|fp32|autocast|bf16-weights] [--json]\n"
             "Prints the device memory per rank of each training stage (student weights, grads, fp32 master\n"
             "weights, AdamW moments, teacher weights, activations, wkv checkpoints, logits chunks, workspace)\n"
             "from the parameter tables the arenas use; only DIR/config.json is read.\n"
@@ -32,6 +32,8 @@ static void plan_usage(FILE *f)
             "  --recompute MODE   keep only layer inputs and recompute each layer in the backward; auto (default)\n"
             "                     turns it on for a stage that does not fit without it\n"
             "  --train decay_shift  step 3a: only decay and token-shift tensors train in extend\n"
+            "  --mlp-rows N       the MLP's rows per pass with recompute, for the teacher, and in the backward\n"
+            "                     (the stage option mlp_rows; default 4096)\n"
             "  --dtype D          bf16: bf16 weights, grads and activations with fp32 master/moments (the CUDA\n"
             "                     target layout, default); fp32: everything fp32 (CPU); autocast: what the\n"
             "                     trainer keeps with precision: bf16 (fp32 weights and grads plus bf16 GEMM\n"
@@ -184,16 +186,16 @@ static json_t *plan_json(const rl_model_config *c, const char *teacher, const rl
 int cmd_plan(int argc, char **argv)
 {
     enum { O_TEACHER = 1000, O_ARCH, O_VARIANT, O_RANKS, O_MEM, O_SEQ, O_XSEQ, O_MICRO, O_STAGE, O_ZERO, O_RECOMP,
-           O_TRAIN, O_ATTN, O_CHUNK, O_DTYPE, O_JSON, O_HELP };
+           O_TRAIN, O_ATTN, O_CHUNK, O_MLPROWS, O_DTYPE, O_JSON, O_HELP };
     static const struct option opts[] = {
         {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},         {"variant", 1, 0, O_VARIANT},
         {"ranks", 1, 0, O_RANKS},     {"gpu-mem", 1, 0, O_MEM},       {"seq-len", 1, 0, O_SEQ},
         {"extend-seq-len", 1, 0, O_XSEQ}, {"micro-batch", 1, 0, O_MICRO}, {"stage", 1, 0, O_STAGE},
         {"zero", 1, 0, O_ZERO},       {"recompute", 1, 0, O_RECOMP},  {"train", 1, 0, O_TRAIN},
-        {"attention-layers", 1, 0, O_ATTN}, {"chunk-rows", 1, 0, O_CHUNK}, {"dtype", 1, 0, O_DTYPE},
+        {"attention-layers", 1, 0, O_ATTN}, {"chunk-rows", 1, 0, O_CHUNK}, {"mlp-rows", 1, 0, O_MLPROWS}, {"dtype", 1, 0, O_DTYPE},
         {"json", 0, 0, O_JSON},       {"help", 0, 0, O_HELP},         {0, 0, 0, 0}};
     const char *teacher = NULL, *arch = NULL, *stage = "all";
-    int variant = 'b', ranks = 1, seq = 512, xseq = 16384, micro = 0, zero = 1, attn = 0, chunk = 512, json = 0;
+    int variant = 'b', ranks = 1, seq = 512, xseq = 16384, micro = 0, zero = 1, attn = 0, chunk = 512, mlp_rows = 0, json = 0;
     int decay_shift = 0, have_mem = 0;
     rl_plan_recompute recompute = RL_RECOMPUTE_AUTO;
     rl_plan_dtypes dtypes = RL_PLAN_BF16;
@@ -220,6 +222,7 @@ int cmd_plan(int argc, char **argv)
         case O_ZERO: bad = parse_int_opt("--zero", optarg, 0, 1, &zero); break;
         case O_ATTN: bad = parse_int_opt("--attention-layers", optarg, 0, 1 << 16, &attn); break;
         case O_CHUNK: bad = parse_int_opt("--chunk-rows", optarg, 1, 1 << 24, &chunk); break;
+        case O_MLPROWS: bad = parse_int_opt("--mlp-rows", optarg, 1, 1 << 24, &mlp_rows); break;
         case O_MEM:
             have_mem = 1;
             if (parse_size(optarg, &budget)) {
@@ -313,7 +316,7 @@ int cmd_plan(int argc, char **argv)
         rl_plan_opts po;
         rl_plan_opts_defaults(&po, stages[i]);
         po.arch = sarch, po.variant = variant, po.attention_layers = attn;
-        po.ranks = ranks, po.zero = zero, po.chunk_rows = chunk, po.dtypes = dtypes, po.recompute = recompute;
+        po.ranks = ranks, po.zero = zero, po.chunk_rows = chunk, po.mlp_rows = mlp_rows, po.dtypes = dtypes, po.recompute = recompute;
         po.budget = budget;
         po.train_decay_shift = stages[i] == RL_PLAN_EXTEND && decay_shift;
         if (micro)

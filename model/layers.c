@@ -106,34 +106,71 @@ int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_para
     return rc;
 }
 
-/* gate = ln2·Wgᵀ, up = ln2·Wuᵀ, act = silu(gate) ⊙ up, out = act·Wdᵀ */
-int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la, float *out)
+int rl_model_mlp_rows(const rl_model *m)
+{
+    const int R = m->batch * m->seq, rows = m->mlp_rows > 0 ? m->mlp_rows : RL_MLP_ROWS;
+    return rows < R ? rows : R;
+}
+
+/* Whether gate, up and act hold every row (ALL, or a single chunk): else they hold one chunk's. */
+static int mlp_whole(const rl_model *m)
+{
+    return m->keep == RL_ACTS_ALL || rl_model_mlp_rows(m) == m->batch * m->seq;
+}
+
+/* gate, up, act of rows [r0, r0 + n) into la's buffers at row `at` (r0 when they hold every row, else 0). */
+static int mlp_up(rl_model *m, const rl_layer_params *lp, const rl_layer_acts *la, int r0, int n, int at)
 {
     rl_backend *be = m->be;
-    const int R = m->batch * m->seq, D = m->cfg.hidden, F = m->cfg.intermediate;
-    int rc = 0;
-    rc |= rl_linear_forward(be, la->gate, la->ln2, lp->gate_w, NULL, R, D, F);
-    rc |= rl_linear_forward(be, la->up, la->ln2, lp->up_w, NULL, R, D, F);
-    rc |= rl_swiglu_forward(be, la->act, la->gate, la->up, (size_t)R * F);
-    if (out)
-        rc |= rl_linear_forward(be, out, la->act, lp->down_w, NULL, R, F, D);
+    const int D = m->cfg.hidden, F = m->cfg.intermediate;
+    const size_t o = (size_t)at * F;
+    const float *x = la->ln2 + (size_t)r0 * D;
+    int rc = rl_linear_forward(be, la->gate + o, x, lp->gate_w, NULL, n, D, F);
+    rc |= rl_linear_forward(be, la->up + o, x, lp->up_w, NULL, n, D, F);
+    rc |= rl_swiglu_forward(be, la->act + o, la->gate + o, la->up + o, (size_t)n * F);
     return rc;
 }
 
+/* gate = ln2·Wgᵀ, up = ln2·Wuᵀ, act = silu(gate) ⊙ up, out = act·Wdᵀ; a row chunk at a time (the same GEMMs
+ * whether the chunks are kept, with ALL, or overwritten: so a recomputation reproduces them bit for bit). */
+int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la, float *out)
+{
+    const int R = m->batch * m->seq, D = m->cfg.hidden, F = m->cfg.intermediate;
+    const int whole = mlp_whole(m), step = rl_model_mlp_rows(m);
+    if (!out && !whole)
+        return 0;
+    int rc = 0;
+    for (int r0 = 0; r0 < R; r0 += step) {
+        const int n = R - r0 < step ? R - r0 : step, at = whole ? r0 : 0;
+        rc |= mlp_up(m, lp, la, r0, n, at);
+        if (out)
+            rc |= rl_linear_forward(m->be, out + (size_t)r0 * D, la->act + (size_t)at * F, lp->down_w, NULL, n, F, D);
+    }
+    return rc;
+}
+
+/* A row chunk at a time (gate, up and act computed again first where they are not kept whole); the weight
+ * gradients accumulate chunk by chunk. */
 int rl_mlp_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                           const float *dout, float *dln2)
 {
     rl_backend *be = m->be;
     const rl_grad_scratch *gs = &m->gs;
     const int R = m->batch * m->seq, D = m->cfg.hidden, F = m->cfg.intermediate;
-    const size_t n = (size_t)R * F;
+    const int whole = mlp_whole(m), step = rl_model_mlp_rows(m);
     int rc = 0;
-    rc |= rl_zero(be, gs->dact, n * sizeof(float));
-    rc |= rl_zero(be, gs->dgate, n * sizeof(float));
-    rc |= rl_zero(be, gs->dup, n * sizeof(float));
-    rc |= rl_linear_backward(be, gs->dact, gp->down_w, NULL, dout, la->act, lp->down_w, R, F, D);
-    rc |= rl_swiglu_backward(be, gs->dgate, gs->dup, gs->dact, la->gate, la->up, n);
-    rc |= rl_linear_backward(be, dln2, gp->gate_w, NULL, gs->dgate, la->ln2, lp->gate_w, R, D, F);
-    rc |= rl_linear_backward(be, dln2, gp->up_w, NULL, gs->dup, la->ln2, lp->up_w, R, D, F);
+    for (int r0 = 0; r0 < R; r0 += step) {
+        const int n = R - r0 < step ? R - r0 : step, at = whole ? r0 : 0;
+        const size_t nf = (size_t)n * F, o = (size_t)at * F, xo = (size_t)r0 * D;
+        if (!whole)
+            rc |= mlp_up(m, lp, la, r0, n, 0);
+        rc |= rl_zero(be, gs->dact, nf * sizeof(float));
+        rc |= rl_zero(be, gs->dgate, nf * sizeof(float));
+        rc |= rl_zero(be, gs->dup, nf * sizeof(float));
+        rc |= rl_linear_backward(be, gs->dact, gp->down_w, NULL, dout + xo, la->act + o, lp->down_w, n, F, D);
+        rc |= rl_swiglu_backward(be, gs->dgate, gs->dup, gs->dact, la->gate + o, la->up + o, nf);
+        rc |= rl_linear_backward(be, dln2 + xo, gp->gate_w, NULL, gs->dgate, la->ln2 + xo, lp->gate_w, n, D, F);
+        rc |= rl_linear_backward(be, dln2 + xo, gp->up_w, NULL, gs->dup, la->ln2 + xo, lp->up_w, n, D, F);
+    }
     return rc;
 }

@@ -100,7 +100,7 @@ typedef struct {
     float *attn_out;          /* after o_proj (captured) [R,D] */
     float *res_mid;           /* x_in + attn_out */
     float *ln2, *ln2_rstd;
-    float *gate, *up, *act;   /* [R,F] */
+    float *gate, *up, *act;   /* [R,F] with ALL; else [min(R, mlp_rows),F]: one row chunk's (rl_model_mlp_rows) */
     float *x_out;             /* res_mid + MLP; = next layer's x_in */
 } rl_layer_acts;
 
@@ -109,8 +109,13 @@ typedef struct {
     float *dres;              /* running gradient of the residual stream [R,D] */
     float *dln;               /* [R,D] */
     float *dq, *dk, *dv, *dq_raw, *dk_raw, *datt, *delta;
-    float *dgate, *dup, *dact;
+    float *dgate, *dup, *dact; /* [min(R, mlp_rows),F]: the MLP's backward runs in row chunks */
 } rl_grad_scratch;
+
+/* The SwiGLU MLP's rows per pass where its [rows, intermediate] tensors are not kept for every layer (and always in
+ * its backward): gate, up and act of 4096 rows are 0.9 GiB at Qwen2.5-7B's intermediate 18944, where the 32768 rows
+ * of step 3 (16384 × 2) would take 7 GiB, twice (saved and backward scratch). rl_model.mlp_rows = 0 means this. */
+#define RL_MLP_ROWS 4096
 
 /* ---- model ------------------------------------------------------------------ */
 
@@ -154,6 +159,7 @@ typedef struct rl_model {
     rl_acts_keep keep;
     const rl_mixer *mixer; /* NULL: every layer softmax attention */
     int mixer_only;        /* set before prepare: every layer will have a mixer, no attention buffers */
+    int mlp_rows;          /* set before prepare: the MLP's row chunk (0: RL_MLP_ROWS; see rl_model_mlp_rows) */
     /* Optional: told as the backward finishes gradients (rl_model_grads_event): event 0 after the final norm
      * (with the head's gradients), L − l after layer l, L + 1 after the embedding. A non-zero return fails
      * the backward. */
@@ -272,8 +278,14 @@ int rl_attn_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts 
 /* from dattn_out: accumulates dln1 (m->gs.dln) and the block's parameter grads */
 int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                            const float *dattn_out, float *dln1);
+/* The MLP's row chunk of a prepared model: min(batch·seq, mlp_rows or RL_MLP_ROWS). Its forward and backward
+ * run a chunk of rows at a time. A model that keeps every layer's activations (ALL) keeps every chunk's gate, up
+ * and act; any other has one chunk's buffers, and its backward (BOUNDARIES) computes each chunk's gate, up and
+ * act again just before that chunk's backward. Either way the same GEMMs run on the same rows and the partial
+ * weight gradients add in the same order: ALL and BOUNDARIES stay bit-identical. */
+int rl_model_mlp_rows(const rl_model *m);
 /* mlp_out = down(silu(gate(ln2)) ⊙ up(ln2)), written to out; out NULL stops after act (what the backward
- * reads: a recomputation) */
+ * reads: a recomputation; nothing to do when the model runs its MLP in chunks: the backward recomputes them) */
 int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *la, float *out);
 int rl_mlp_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                           const float *dout, float *dln2);

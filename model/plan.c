@@ -5,7 +5,8 @@
  * (statistics, log-decay, wkv state), the rest is in the activation dtype. Names are the fields that hold
  * them on the CPU path.
  *   block (every layer; rl_model_prepare)   x_in ln1 attn_out res_mid ln2 [R,D], ln1_rstd ln2_rstd [R]x,
- *                                           gate up act [R,F]
+ *                                           gate up act [R,F] without recompute, else (and for a teacher)
+ *                                           [C,F]: the MLP runs in row chunks of C = min(R, mlp_rows)
  *   softmax attention (teacher, hybrid)     q att [R,A], k v [R,KD], lse [R,H]x;
  *                                           Qwen3 q/k norm: q_raw [R,A], k_raw [R,KD], q_rstd [R,H]x, k_rstd [R,G]x
  *   RAD-RWKV7 time-mix (rl_tmix_acts)       r dl al gate nl ka kb kt v o og [R,A], logw [R,A]x, k vp [R,KD],
@@ -13,7 +14,7 @@
  *                                           variant a GroupNorm mean rstd [R,H]x; Qwen3 norms as above
  *   RAD-RWKV6 time-mix                      r dl gate kt v kb o og [R,A], logw [R,A]x, k vp [R,KD], hw [R,r_d],
  *                                           xx xc[0..4] [R,D], smaa [R,5·r_s]; Qwen3 norms as above
- *   backward scratch (one layer's, reused)  dres dln [R,D], dgate dup dact [R,F]; time-mix RWKV7: 12 [R,A]
+ *   backward scratch (one layer's, reused)  dres dln [R,D], dgate dup dact [C,F]; time-mix RWKV7: 12 [R,A]
  *                                           (d_logw x), d_k d_vp [R,KD], d_mid d_pre [R,max rank]; RWKV6: 10
  *                                           [R,A], d_k d_vp, d_mid d_pre, d_xx d_xc[0..4] [R,D]; attention:
  *                                           dq datt [R,A], dk dv [R,KD], delta [R,H]x (+ dqk_raw [R,A+KD])
@@ -132,14 +133,16 @@ static elems bigger(elems x, elems y, uint64_t ab)
 
 typedef struct {
     uint64_t R, T, D, A, KD, F, H, G, N;
+    uint64_t C; /* the MLP's row chunk (rl_model_mlp_rows) */
     int qk, variant;
     rl_student_arch arch;
     rl_student_ranks rk;
 } shapes;
 
-static elems block_saved(const shapes *s)
+/* mlp_rows: R where every layer keeps its MLP's activations, else the chunk C */
+static elems block_saved(const shapes *s, uint64_t mlp_rows)
 {
-    return (elems){s->R * (5 * s->D + 3 * s->F), 2 * s->R};
+    return (elems){s->R * 5 * s->D + mlp_rows * 3 * s->F, 2 * s->R};
 }
 
 static elems attention_saved(const shapes *s)
@@ -200,7 +203,7 @@ static elems attention_scratch(const shapes *s)
 
 static elems block_scratch(const shapes *s)
 {
-    return (elems){s->R * (2 * s->D + 3 * s->F), 0};
+    return (elems){s->R * 2 * s->D + s->C * 3 * s->F, 0};
 }
 
 /* x_final lnf, lnf_rstd row_losses tokens targets, RoPE tables */
@@ -347,6 +350,10 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
                 .KD = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, .F = (uint64_t)c->intermediate,
                 .H = (uint64_t)c->heads, .G = (uint64_t)c->kv_heads, .N = (uint64_t)c->head_dim,
                 .qk = c->qk_norm, .variant = o->variant, .arch = o->arch, .rk = rk};
+    {
+        const uint64_t want = o->mlp_rows > 0 ? (uint64_t)o->mlp_rows : RL_MLP_ROWS;
+        s.C = want < s.R ? want : s.R;
+    }
     if (o->arch == RL_STUDENT_RWKV6)
         s.rk.iclr = s.rk.value = s.rk.gate = 0;
     else
@@ -356,8 +363,9 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     const uint64_t ckpt = rl_wkv_checkpoint_floats(&wd) * 4;
     const uint64_t RD = s.R * s.D;
     const elems v_first = {o->arch == RL_STUDENT_RWKV7 ? 2 * s.R * s.A : 0, 0};
-    const elems teacher_layer = {s.R * s.D + block_saved(&s).a + attention_saved(&s).a, /* + x_out */
-                                 block_saved(&s).f + attention_saved(&s).f};
+    const elems tblock = block_saved(&s, s.C); /* a teacher keeps no layer's activations: its MLP in chunks */
+    const elems teacher_layer = {s.R * s.D + tblock.a + attention_saved(&s).a, /* + x_out */
+                                 tblock.f + attention_saved(&s).f};
     elems acts = {0, 0}, tacts = {0, 0};
     if (o->stage == RL_PLAN_ALIGN) {
         /* teacher: per time-mix layer u_ℓ (and y_T when it runs ahead), one layer's forward working set */
@@ -372,8 +380,9 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
         add(&acts, v_first);
         b[RL_ROLE_WKV_CKPT] = ckpt * (rec ? 1 : (uint64_t)mix);
     } else {
-        const elems mix_layer = {block_saved(&s).a + tmix_saved(&s).a, block_saved(&s).f + tmix_saved(&s).f};
-        const elems att_layer = {block_saved(&s).a + attention_saved(&s).a, block_saved(&s).f + attention_saved(&s).f};
+        const elems block = block_saved(&s, rec ? s.C : s.R);
+        const elems mix_layer = {block.a + tmix_saved(&s).a, block.f + tmix_saved(&s).f};
+        const elems att_layer = {block.a + attention_saved(&s).a, block.f + attention_saved(&s).f};
         if (rec) {
             add(&acts, (elems){(uint64_t)L * RD, 0}); /* layer boundaries */
             elems one = o->attention_layers ? bigger(mix_layer, att_layer, ab) : mix_layer;

@@ -68,6 +68,7 @@ typedef struct {
     int train_decay_shift; /* extend: step 3a, only decay and token-shift tensors train */
     int ranks, zero;       /* zero = 1: ZeRO-1, master weights and moments sharded over the ranks */
     int micro_batch, seq_len, chunk_rows;
+    int mlp_rows; /* the MLP's row chunk (0: RL_MLP_ROWS, as the trainer's default) */
     rl_plan_dtypes dtypes;
     rl_plan_recompute recompute; /* AUTO: off when that fits budget, else on */
     uint64_t budget;             /* bytes per rank (0 = unknown: fits is then 1) */

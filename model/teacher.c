@@ -38,6 +38,11 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         snprintf(err, errlen, "prepare: batch=%d seq=%d chunk_rows=%d must be positive", batch, seq, chunk_rows);
         return RL_EINVAL;
     }
+    if (m->mlp_rows < 0) {
+        snprintf(err, errlen, "prepare: mlp_rows=%d must be positive (or 0 for the default %d)", m->mlp_rows,
+                 RL_MLP_ROWS);
+        return RL_EINVAL;
+    }
     if ((unsigned)keep > RL_ACTS_NONE) {
         snprintf(err, errlen, "prepare: unknown activation policy %d", (int)keep);
         return RL_EINVAL;
@@ -57,6 +62,9 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
     }
     const int64_t R = (int64_t)batch * seq, D = c->hidden, F = c->intermediate, N = c->head_dim;
     const int64_t QD = c->heads * N, KD = c->kv_heads * N, BHT = (int64_t)batch * c->heads * seq;
+    /* the MLP's row chunk: its backward scratch always, its gate/up/act unless every layer keeps them */
+    const int64_t CR = m->mlp_rows > 0 ? (m->mlp_rows < R ? m->mlp_rows : R) : (RL_MLP_ROWS < R ? RL_MLP_ROWS : R);
+    const int64_t MR = keep == RL_ACTS_ALL ? R : CR;
     rl_arena *a = &m->acts;
     int bad = 0, (*ix)[A_N] = calloc((size_t)c->layers, sizeof *ix);
     int xlast, lnf, lnfr, logits, losses, rc_, rs_, tok, tgt;
@@ -100,8 +108,8 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         }
         bad |= act(a, &i[A_OUT], "layer%d.attn_out", l, R, D) | act(a, &i[A_MID], "layer%d.res_mid", l, R, D);
         bad |= act(a, &i[A_LN2], "layer%d.ln2", l, R, D) | act(a, &i[A_LN2R], "layer%d.ln2_rstd", l, R, 1);
-        bad |= act(a, &i[A_GATE], "layer%d.gate", l, R, F) | act(a, &i[A_UP], "layer%d.up", l, R, F);
-        bad |= act(a, &i[A_ACT], "layer%d.act", l, R, F);
+        bad |= act(a, &i[A_GATE], "layer%d.gate", l, MR, F) | act(a, &i[A_UP], "layer%d.up", l, MR, F);
+        bad |= act(a, &i[A_ACT], "layer%d.act", l, MR, F);
     }
     if (keep_x || c->layers == 1)
         bad |= act(a, &xlast, "x_final%d", 0, R, D);
@@ -125,8 +133,8 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
             bad |= act(a, &g[4], "grad.dv%d", 0, R, KD) | act(a, &g[5], "grad.datt%d", 0, R, QD);
             bad |= act(a, &g[6], "grad.delta%d", 0, BHT, 1);
         }
-        bad |= act(a, &g[7], "grad.dgate%d", 0, R, F);
-        bad |= act(a, &g[8], "grad.dup%d", 0, R, F) | act(a, &g[9], "grad.dact%d", 0, R, F);
+        bad |= act(a, &g[7], "grad.dgate%d", 0, CR, F);
+        bad |= act(a, &g[8], "grad.dup%d", 0, CR, F) | act(a, &g[9], "grad.dact%d", 0, CR, F);
         if (c->qk_norm && !m->mixer_only)
             bad |= act(a, &g[10], "grad.dqk_raw%d", 0, R, QD + KD);
     }

@@ -385,7 +385,7 @@ typedef struct stage_ctx {
 static const char *const stage_fields[] = {
     "stage", "tokens", "seq_len", "batch", "micro_batch", "lr", "lr2", "lr_wait", "lr_endpoint", "schedule",
     "warmup", "checkpoint_every", "keep_checkpoints", "clip", "kl_weight", "ce_weight", "loss", "train",
-    "seed", "zero", "recompute", "precision", "profile", NULL};
+    "seed", "zero", "recompute", "mlp_rows", "precision", "profile", NULL};
 
 /* A 0/1 switch; `meaning` says what each value does. */
 static int get_switch(parser *p, json_t *v, const char *path, const char *meaning, int *out)
@@ -456,6 +456,8 @@ static int stage_field(parser *p, void *vctx, const char *key, json_t *v, const 
         return get_switch(p, v, path, "0 (every layer's activations kept for the backward) or 1 (only layer "
                           "inputs kept, each layer's forward run again in the backward: less memory, same result)",
                           &s->recompute);
+    if (!strcmp(key, "mlp_rows"))
+        return get_int(p, v, path, 0, 1 << 24, &s->mlp_rows);
     if (!strcmp(key, "profile"))
         return get_switch(p, v, path, "0 or 1 (1: every backend op timed, synchronously, from the second step on; "
                           "profile.tsv in the stage's folder and the top ops in the log)", &s->profile);
@@ -1004,6 +1006,8 @@ static json_t *stage_to_json(const rl_stage_spec *s)
     json_object_set_new(o, "ce_weight", json_real(s->ce_weight));
     json_object_set_new(o, "zero", json_integer(s->zero));
     json_object_set_new(o, "recompute", json_integer(s->recompute));
+    if (s->mlp_rows) /* (optional: specs from before it have none) */
+        json_object_set_new(o, "mlp_rows", json_integer(s->mlp_rows));
     json_object_set_new(o, "profile", json_integer(s->profile));
     json_object_set_new(o, "precision", json_string(precision_names[s->bf16 >= 0 && s->bf16 < 3 ? s->bf16 : 0]));
     if (s->kind == RL_STAGE_ALIGN) json_object_set_new(o, "loss", json_string(s->loss == RL_LOSS_MSE ? "mse" : "l2"));

@@ -41,6 +41,7 @@ typedef struct rl_stage_spec {
     uint64_t seed;
     int zero;                /* 1: ZeRO-1, optimizer state sharded over the ranks; 0: every rank keeps all */
     int recompute;           /* 1: activation recomputation (layer inputs kept, layers rerun in the backward) */
+    int mlp_rows;            /* the MLP's rows per pass when not kept for every layer (0: RL_MLP_ROWS, 4096) */
     int profile;             /* 1: every backend op timed from the second step on (profile.tsv in the stage dir) */
     int bf16;                /* precision: 0 fp32; 1 bf16 = GEMMs on bf16 operands, fp32 accumulation and
                               * weights; 2 bf16-weights = bf16 also stores the trainable matrices and their

@@ -122,6 +122,11 @@ static int stage_options(json_t *st, rl_train_opts *to, char *err, size_t errlen
     if (opt_switch(st, "recompute", &to->recompute) < 0)
         return fail(err, errlen, "stage_json: \"recompute\" must be 0 or 1 (1 = keep only layer inputs and "
                     "recompute each layer's forward in the backward)");
+    double mr = 0;
+    if (json_object_get(st, "mlp_rows") && (num_field(st, "mlp_rows", &mr) < 0 || mr < 0 || mr > (1 << 24) ||
+                                            mr != (double)(int)mr))
+        return fail(err, errlen, "stage_json: \"mlp_rows\" must be an integer from 0 (the default, 4096) to 16777216");
+    to->mlp_rows = (int)mr;
     if (opt_switch(st, "profile", &to->profile) < 0)
         return fail(err, errlen, "stage_json: \"profile\" must be 0 or 1");
     const char *precision = str_field(st, "precision");

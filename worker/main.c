@@ -46,6 +46,8 @@ static void usage(FILE *f)
                "  --zero 0|1 (1 = ZeRO-1 under mpirun: each rank keeps the AdamW state of its shard only)\n"
                "  --recompute 0|1 (1 = keep only each layer's input and recompute a layer's forward in the\n"
                "  backward: activation memory of one layer instead of all, same gradients, one more forward)\n"
+               "  --mlp-rows N (the MLP's rows per pass under --recompute 1, for the teacher, and in its backward;\n"
+               "  default 4096: its [rows, intermediate] tensors are what bounds step 3's memory)\n"
                "  --overlap 0|1 (default 1: under mpirun a gradient bucket's all-reduce starts during the\n"
                "  backward as soon as its layers are done; 0 = all of them after the backward)\n"
                "  --precision fp32|bf16|bf16-weights (bf16: GEMMs on bf16-rounded operands with fp32\n"
@@ -219,7 +221,7 @@ static int cmd_run(int argc, char **argv)
     enum { O_STAGE = 1000, O_TEACHER, O_ARCH, O_VARIANT, O_ATTN, O_SEED, O_OUT, O_HELP, O_STUDENT, O_DATA,
            O_TOKENS, O_SEQ, O_BATCH, O_MICRO, O_LR, O_LR2, O_WAIT, O_END, O_SCHED, O_WARM, O_CLIP, O_WD, O_CKPT,
            O_KEEP, O_KL, O_CE, O_LOSS, O_TRAIN, O_RESUME, O_STOP, O_LOG, O_TRACE, O_THREADS, O_CHUNK, O_VALID, O_VFRAC, O_VWIN, O_VEVERY, O_BUCKET,
-           O_ZERO, O_RECOMP, O_PRECISION, O_OVERLAP, O_DEVICE, O_PROFILE };
+           O_ZERO, O_RECOMP, O_MLPROWS, O_PRECISION, O_OVERLAP, O_DEVICE, O_PROFILE };
     static const struct option opts[] = {
         {"stage", 1, 0, O_STAGE}, {"teacher", 1, 0, O_TEACHER}, {"arch", 1, 0, O_ARCH},
         {"variant", 1, 0, O_VARIANT}, {"attention-layers", 1, 0, O_ATTN}, {"seed", 1, 0, O_SEED},
@@ -234,7 +236,7 @@ static int cmd_run(int argc, char **argv)
         {"stop-after", 1, 0, O_STOP}, {"log-every", 1, 0, O_LOG}, {"trace-samples", 0, 0, O_TRACE},
         {"threads", 1, 0, O_THREADS}, {"chunk-rows", 1, 0, O_CHUNK}, {"valid", 1, 0, O_VALID},
         {"valid-fraction", 1, 0, O_VFRAC}, {"valid-windows", 1, 0, O_VWIN}, {"valid-every", 1, 0, O_VEVERY}, {"bucket-floats", 1, 0, O_BUCKET},
-        {"zero", 1, 0, O_ZERO}, {"recompute", 1, 0, O_RECOMP},
+        {"zero", 1, 0, O_ZERO}, {"recompute", 1, 0, O_RECOMP}, {"mlp-rows", 1, 0, O_MLPROWS},
         {"precision", 1, 0, O_PRECISION}, {"overlap", 1, 0, O_OVERLAP}, {"profile", 1, 0, O_PROFILE},
         {0, 0, 0, 0}};
     const char *stage = NULL, *teacher = NULL, *arch = NULL, *variant = NULL, *out = NULL, *student = NULL;
@@ -317,6 +319,7 @@ static int cmd_run(int argc, char **argv)
         case O_BUCKET: bad = parse_int("--bucket-floats", optarg, 1, 1L << 40, &v), to.bucket_floats = (size_t)v; break;
         case O_ZERO: bad = parse_int("--zero", optarg, 0, 1, &v), to.zero = (int)v; break;
         case O_RECOMP: bad = parse_int("--recompute", optarg, 0, 1, &v), to.recompute = (int)v; break;
+        case O_MLPROWS: bad = parse_int("--mlp-rows", optarg, 1, 1 << 24, &v), to.mlp_rows = (int)v; break;
         case O_PROFILE: bad = parse_int("--profile", optarg, 0, 1, &v), to.profile = (int)v; break;
         case O_OVERLAP: bad = parse_int("--overlap", optarg, 0, 1, &v), to.overlap = (int)v; break;
         case O_PRECISION:

@@ -90,6 +90,9 @@ int rl__stage_prepare(rl__trainer *t, char *err, size_t errlen)
      * gradients of that part only: the backward skips the frozen weights' gradient GEMMs */
     if (align || (o->stage == RL_TRAIN_EXTEND && o->train_decay_shift))
         t->m->grad_wanted = grad_wanted, t->m->grad_wanted_ctx = t;
+    t->m->mlp_rows = o->mlp_rows;
+    if (t->teacher)
+        t->teacher->mlp_rows = o->mlp_rows;
     int rc = t->s ? rl_student_prepare_keep(t->s, B, T, chunk, backward, keep, !o->recompute, err, errlen)
                   : rl_model_prepare_keep(t->m, B, T, 1, chunk, keep, err, errlen);
     rl_backend_mem_tag(t->be, "teacher activations");

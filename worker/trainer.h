@@ -70,6 +70,8 @@ typedef struct {
     size_t bucket_floats; /* all-reduce bucket size in floats (0 = RL_TRAIN_BUCKET_DEFAULT) */
     int zero;             /* 1: ZeRO-1, AdamW moments sharded over the ranks (world > 1; no-op on one) */
     int recompute;        /* 1: activation recomputation (layer inputs kept; gradients bit-identical to 0) */
+    int mlp_rows;         /* the SwiGLU MLP's rows per pass where its activations are not kept for every layer
+                           * (recompute, the teachers) and in its backward; 0 = RL_MLP_ROWS (model.h) */
     int overlap;          /* 1 (default): a gradient bucket's all-reduce starts during the last micro-batch's
                            * backward as soon as its layers are done (world > 1, zero off, hooks given) */
     int profile;          /* 1: every backend op timed (synchronously: slower) from the second step on;

@@ -9,7 +9,7 @@
 2. Qwen2.5-7B (tests/fixtures/qwen2.5-7b, a folder holding only config.json) has 7,615,616,512 parameters
    and Qwen3-8B 8,190,735,360, exactly.
 3. Qwen2.5-7B -> RAD-RWKV7 on 8 x 80G at seq 512 fits in every stage (extend at METHOD.md's 16384 with
-   recompute); on one rank distill does not fit, and the verdict names the unsharded optimizer state and
+   recompute; with precision bf16-weights at 16384 x 2, the MLP in row chunks, and not with --mlp-rows 32768); on one rank distill does not fit, and the verdict names the unsharded optimizer state and
    the number of ranks that makes it fit.
 4. --json parses, carries schema_version, and every stage's total is the sum of its roles; the table's
    total row equals the sum of its role rows (to rounding).
@@ -233,8 +233,17 @@ def main():
         check("bf16-weights (precision bf16-weights): align and distill fit 8 x 80G as the trainer stores them",
               bw["dtypes"] == "bf16-weights" and stw["align"]["fits"] and stw["distill"]["fits"],
               f"{stw['distill']['total_bytes'] / 2**30:.2f} GiB distill")
-        check("bf16-weights: extend at 16384 x 2 names the micro-batch that fits",
-              stw["extend"]["fits"] or "fits with --micro-batch 1" in stw["extend"]["verdict"], stw["extend"]["verdict"])
+        check("bf16-weights: extend at METHOD.md's 16384 x 2 fits (the MLP in chunks of 4096 rows)",
+              stw["extend"]["fits"] and stw["extend"]["micro_batch"] == 2 and stw["extend"]["seq_len"] == 16384,
+              stw["extend"]["verdict"])
+        # the same with the MLP on all 32768 rows at once: its gate/up/act (saved and backward scratch) are
+        # 2 x 3 x 32768 x 18944 floats more, less the two 4096-row chunks
+        whole = {x["stage"]: x for x in plan_json(*base, "--ranks", "8", "--dtype", "bf16-weights", "--stage",
+                                                   "extend", "--seq-len", "16384", "--mlp-rows", "32768")["stages"]}["extend"]
+        extra = 2 * 3 * (32768 - 4096) * 18944 * 4
+        check("bf16-weights extend with --mlp-rows 32768: activations larger by exactly the MLP's whole-row "
+              "tensors, and it does not fit", whole["bytes"]["activations"] - stw["extend"]["bytes"]["activations"]
+              == extra and not whole["fits"] and "fits with --micro-batch 1" in whole["verdict"], whole["verdict"])
         w, g = stw["distill"]["bytes"]["student_weights"], stw["distill"]["bytes"]["student_grads"]
         check("bf16-weights distill: every matrix trains, so weights and grads sit between 2 and 4 bytes a parameter, "
               "masters sharded like the moments, almost no GEMM copies",

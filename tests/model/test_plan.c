@@ -116,7 +116,7 @@ int main(void)
     o.ranks = 8, o.zero = 0;
     rl_plan dz = plan(&c, o);
     CHECK(rl_plan_verdict(&c, &dz, v, sizeof v, err, sizeof err) == 0 && strstr(v, "fits with --zero 1"), "%s", v);
-    o.zero = 1, o.micro_batch = 64, o.recompute = RL_RECOMPUTE_ON;
+    o.zero = 1, o.micro_batch = 128, o.recompute = RL_RECOMPUTE_ON;
     rl_plan dm = plan(&c, o);
     CHECK(!dm.fits && rl_plan_verdict(&c, &dm, v, sizeof v, err, sizeof err) == 0 &&
               strstr(v, "fits with --micro-batch "), "%s", v);

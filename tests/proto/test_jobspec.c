@@ -86,7 +86,7 @@ static void overrides_and_suffixes(void)
     CHECK(s.stages[2].tokens == 2000 && s.stages[2].lr2_init == 1e-4 && s.stages[2].lr2_final == 1e-5, "step 2a lr2");
     rl_jobspec_free(&s);
     /* zero: 1 (ZeRO-1) reaches the stage JSON a worker receives, and the canonical form keeps it. */
-    text = BASE "resources: {ranks: 2}\nstages: [transfer, {stage: distill, zero: 1, recompute: 1, precision: bf16, profile: 1, batch: 4, "
+    text = BASE "resources: {ranks: 2}\nstages: [transfer, {stage: distill, zero: 1, recompute: 1, mlp_rows: 1024, precision: bf16, profile: 1, batch: 4, "
                 "micro_batch: 2, tokens: 2K, seq_len: 64}]\n";
     CHECK(parse(text, &s, err, RL_SPEC_CHECK_PATHS) == 0, "zero: 1 refused: %s", err);
     if (failures) return;
@@ -95,6 +95,8 @@ static void overrides_and_suffixes(void)
     char *sj = rl_jobspec_stage_json(&s, 1), *j1 = rl_jobspec_to_json(&s);
     CHECK(sj && strstr(sj, "\"zero\":1"), "stage JSON lacks zero: %s", sj ? sj : "(null)");
     CHECK(sj && strstr(sj, "\"recompute\":1"), "stage JSON lacks recompute: %s", sj ? sj : "(null)");
+    CHECK(s.stages[1].mlp_rows == 1024 && sj && strstr(sj, "\"mlp_rows\":1024"), "stage JSON lacks mlp_rows: %s",
+          sj ? sj : "(null)");
     CHECK(sj && strstr(sj, "\"precision\":\"bf16\""), "stage JSON lacks precision: %s", sj ? sj : "(null)");
     CHECK(s.stages[1].bf16 == 1 && s.stages[0].bf16 == 0, "precision: bf16 on the distill stage only");
     CHECK(s.stages[1].profile == 1 && s.stages[0].profile == 0, "profile: 1 on the distill stage only");
@@ -102,7 +104,7 @@ static void overrides_and_suffixes(void)
     rl_job_spec t;
     CHECK(rl_jobspec_parse(&t, j1, strlen(j1), NULL, RL_SPEC_CHECK_PATHS, err, sizeof err) == 0, "canonical refused: %s", err);
     char *j2 = rl_jobspec_to_json(&t);
-    CHECK(!strcmp(j1, j2) && t.stages[1].zero == 1, "zero: canonical JSON is not a fixed point:\n%s\n%s", j1, j2);
+    CHECK(!strcmp(j1, j2) && t.stages[1].zero == 1 && t.stages[1].mlp_rows == 1024, "zero: canonical JSON is not a fixed point:\n%s\n%s", j1, j2);
     free(sj), free(j1), free(j2);
     rl_jobspec_free(&t);
     rl_jobspec_free(&s);
@@ -139,6 +141,7 @@ static void errors_name_the_field(void)
     expect_error(BASE "stages: [transfer, {stage: extend, recompute: yes}]\n", "stages[1].recompute: must be 0 "
                  "(every layer's activations kept for the backward) or 1");
     expect_error(BASE "stages: [transfer, {stage: distill, precision: fp16}]\n", "stages[1].precision: ");
+    expect_error(BASE "stages: [transfer, {stage: extend, mlp_rows: -5}]\n", "stages[1].mlp_rows: ");
     expect_error(BASE "stages: [{stage: pretrain, precision: bf16-weights}, transfer]\n",
                  "stages[0].precision: bf16-weights trains a RADLADS student");
     { /* precision: bf16-weights reaches the stage JSON and survives the canonical form */

@@ -228,6 +228,45 @@ def test_plan_autocast(root, data):
             check(f"{label}: {role} held = plan", got.get(role, 0) == b, f"({got.get(role, 0)} vs {b} B)")
 
 
+def test_mlp_rows(root, data):
+    """--mlp-rows (stage field mlp_rows): the MLP runs a chunk of rows at a time where its activations are not kept
+    for every layer (recompute, the teacher) and in its backward. 64 rows in chunks of 24 (24, 24, 16)."""
+    print("mlp_rows: the MLP in row chunks (RAD-RWKV7 b, Qwen2 teacher, 3 layers, hidden 32, intermediate 64)")
+    teacher, student = make_case(root, "mlprows", "qwen2", "rad-rwkv7", "b", 0)
+    rows, chunk, inter = SEQ * MICRO, 24, 64
+    mr = ("--mlp-rows", chunk)
+    for stage in ("distill", "extend"):
+        t = teacher if stage != "extend" else None
+        whole, c0, c1 = (os.path.join(root, f"mlprows-{stage}-{x}") for x in ("whole", "c0", "c1"))
+        train(stage, student, t, data, whole, 1)
+        train(stage, student, t, data, c0, 0, extra=mr)
+        train(stage, student, t, data, c1, 1, extra=mr)
+        # the backward runs in the same chunks with and without recompute: the same sums in the same order
+        compare(f"{stage} --mlp-rows {chunk}: recompute 0 vs 1", c0, c1)
+        mw, mc = metrics(whole), metrics(c1)
+        worst = max(abs(mw[k]["loss"] - mc[k]["loss"]) / abs(mw[k]["loss"]) for k in mw)
+        check(f"{stage}: chunked follows whole rows (every step's loss within 1e-5 relative, weights within 1e-5)",
+              sorted(mw) == sorted(mc) and worst < 1e-5 and close_weights(whole, c1) < 1e-5,
+              f"(loss {worst:.1e}, weights {close_weights(whole, c1):.1e})")
+        gw, gc = mw[STEPS]["backend_peak_by_role"], mc[STEPS]["backend_peak_by_role"]
+        # the student's gate/up/act and its backward scratch dgate/dup/dact, and the teacher's gate/up/act
+        want = 6 * (rows - chunk) * inter * 4
+        check(f"{stage}: the student's activations smaller by exactly its 6 [rows, intermediate] tensors' chunk",
+              gw["activations"] - gc["activations"] == want, f"({gw['activations'] - gc['activations']} vs {want} B)")
+        if t:
+            want_t = 3 * (rows - chunk) * inter * 4
+            check(f"{stage}: the teacher's activations smaller by its 3", gw["teacher activations"] -
+                  gc["teacher activations"] == want_t,
+                  f"({gw['teacher activations'] - gc['teacher activations']} vs {want_t} B)")
+        r = run(RADLADS, "plan", "--teacher", teacher, "--arch", "rwkv7", "--gpu-mem", "1G", "--seq-len", SEQ,
+                "--micro-batch", MICRO, "--stage", stage, "--recompute", "on", "--dtype", "fp32", "--json", *mr)
+        want_p = json.loads(r.stdout)["stages"][0]["bytes"]
+        acts = gc.get("activations", 0) + gc.get("teacher activations", 0)
+        plan_acts = want_p["activations"] + want_p["teacher_activations"] + want_p["logits_chunks"]
+        check(f"{stage}: activations within 1.0-1.05x of `radlads plan --mlp-rows {chunk}`",
+              plan_acts <= acts <= 1.05 * plan_acts, f"({acts} vs {plan_acts} B, {acts / plan_acts:.3f}x)")
+
+
 def test_plan(root, data):
     test_plan_autocast(root, data)
     for arch in ("rad-rwkv7", "rad-rwkv6"):
@@ -276,6 +315,8 @@ def main():
             test_pretrain(root, data)
         if not wanted or "resume" in wanted:
             test_resume_switches(root, data)
+        if not wanted or "mlp_rows" in wanted:
+            test_mlp_rows(root, data)
         if "bf16" in wanted:
             test_bf16(root, data)
         if "plan" in wanted:
