@@ -618,6 +618,36 @@ static int cmp_stat_seconds(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* The tensors after t[i] whose owned parts continue t[i]'s in the parameters, the gradients and the moments (and
+ * so the master weights), with the same learning rate group and dtype: AdamW is element-wise with the same
+ * hyperparameters for all of them, so one update over the run is the same arithmetic as one per tensor, in one
+ * launch (a student whose tensors all train: a run per layer and group — its attention projections take lr2 — and
+ * one of the time-mix arena's; 2·layers + 2 launches instead of one per tensor). *n (t[i]'s owned
+ * count, from `first`) grows by theirs; returns how many were joined. */
+static int adamw_run(const rl__trainer *t, int i, size_t first, size_t *n)
+{
+    const rl__tensor *x = &t->t[i];
+    int joined = 0;
+    size_t len = *n;
+    if (!len)
+        return 0;
+    for (int j = i + 1; j < t->n_t; j++) {
+        const rl__tensor *y = &t->t[j], *prev = &t->t[j - 1];
+        size_t f2, n2 = rl__owned(t, y, &f2);
+        /* the previous tensor's owned part must reach its end, this one's start at its beginning */
+        const size_t prev_end = j - 1 == i ? first + *n : prev->count;
+        if (prev_end != prev->count || !n2 || f2 != 0 || y->group != x->group || y->bf16 != x->bf16 ||
+            y->param != rl__at(x->param, x->bf16, first + len) || y->grad != rl__at(x->grad, x->bf16, first + len) ||
+            y->moment_offset != x->moment_offset + first + len)
+            break;
+        len += n2, joined++;
+        if (n2 != y->count)
+            break;
+    }
+    *n = len;
+    return joined;
+}
+
 /* --profile: DIR/profile.tsv (one line per op, matmuls per shape, by time), the top ops in the log. */
 static void write_profile(rl__trainer *t, const rl_train_opts *o, const rl_train_hooks *hooks, int64_t steps)
 {
@@ -1049,13 +1079,14 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         const double clip = o.clip > 0 && norm > o.clip ? o.clip / norm : 1.0;
         const float gscale = (float)(clip / n_acc);
         rl_lr_at(&o.lr, step, tokens, &lr, &lr2);
-        for (int i = 0; i < t.n_t; i++) { /* the owned part of each tensor: all of it unsharded */
+        for (int i = 0; i < t.n_t;) { /* the owned part of each tensor (all of it unsharded), a run at a time */
             const rl__tensor *x = &t.t[i];
             rl_adamw_params hp = {.lr = (float)(x->group ? lr2 : lr), .beta1 = (float)o.beta1,
                                   .beta2 = (float)o.beta2, .eps = (float)o.eps, .weight_decay = (float)o.weight_decay,
                                   .step = step + 1};
             size_t first, n = rl__owned(&t, x, &first);
             const size_t mom = x->moment_offset + first - t.zero.begin;
+            i += 1 + adamw_run(&t, i, first, &n);
             if (n && x->bf16) /* the master is updated; the bf16 weights become its rounding */
                 rl_adamw_update_bf16(t.be, rl__at(x->param, 1, first), t.opt_w + mom, rl__at(x->grad, 1, first),
                                      t.opt_m + mom, t.opt_v + mom, n, &hp, gscale);

@@ -3,7 +3,7 @@ timed from the second step on, and the log names the top ones; the weights are t
 
 Checks, on a distill of a tiny RAD-RWKV7 student (CPU backend): the file's header and one row per (op, GEMM shape);
 the ops a distill step must run are there (matmul, wkv7 forward and backward, the rwkv7 mix, kl_divergence,
-adamw); each row's calls are a whole multiple of the profiled steps for the ops a step runs a fixed number of
+adamw); AdamW is a few launches per step (one per run of adjacent tensors), not one per tensor; each row's calls are a whole multiple of the profiled steps for the ops a step runs a fixed number of
 times; times are positive and the shares sum to 1; a matmul row's TFLOP/s equals 2·M·N·K·batch·calls / seconds;
 the final weights and every logged loss are byte-identical to the run without --profile (timing only synchronizes);
 `--profile 2` is refused naming the option; validation between the steps is not profiled."""
@@ -14,6 +14,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from poolfix import WORKER, check, make_teacher, read_bytes, report, run  # noqa: E402
+
+
+def safetensor_names(path):
+    """The tensor names of a safetensors file (its JSON header)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return [k for k in json.loads(f.read(n)) if k != "__metadata__"]
 
 
 def losses(out):
@@ -58,6 +65,12 @@ def main():
         check("fixed-count ops: the same number of calls in each profiled step, validation not counted",
               per_step == {"wkv7_forward": 2 * (steps - 1), "wkv7_backward": 2 * (steps - 1),
                            "kl_divergence": steps - 1} and "cross_entropy" not in ops, str(per_step))
+        # AdamW runs once per run of adjacent tensors with one learning rate: per layer the attention projections
+        # (lr2) and the rest (lr), the embedding with layer 0's norms, the time-mix arena: 2·layers + 2 here
+        ntensors = len(safetensor_names(os.path.join(student, "model.safetensors")))
+        adamw = sum(int(x["calls"]) for x in rows if x["op"] == "adamw") / (steps - 1)
+        check(f"AdamW: 2·layers + 2 = 6 launches per step for {ntensors} tensors (one per run of adjacent tensors)",
+              adamw == 6, f"{adamw:g} per step")
         nvalid = sum('"valid_loss"' in ln for ln in open(os.path.join(prof, "metrics.jsonl")))
         check("validation ran at steps 2, 4, 6 (and was left out above)", nvalid == 3, f"{nvalid} validations")
         bad = []
