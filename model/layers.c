@@ -108,8 +108,7 @@ int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_para
 
 int rl_model_mlp_rows(const rl_model *m)
 {
-    const int R = m->batch * m->seq, rows = m->mlp_rows > 0 ? m->mlp_rows : RL_MLP_ROWS;
-    return rows < R ? rows : R;
+    return m->mlp_chunk;
 }
 
 /* Whether gate, up and act hold every row (ALL, or a single chunk): else they hold one chunk's. */
@@ -137,6 +136,8 @@ int rl_mlp_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts *
 {
     const int R = m->batch * m->seq, D = m->cfg.hidden, F = m->cfg.intermediate;
     const int whole = mlp_whole(m), step = rl_model_mlp_rows(m);
+    if (step <= 0) /* not prepared */
+        return RL_EINVAL;
     if (!out && !whole)
         return 0;
     int rc = 0;
@@ -158,6 +159,8 @@ int rl_mlp_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_param
     const rl_grad_scratch *gs = &m->gs;
     const int R = m->batch * m->seq, D = m->cfg.hidden, F = m->cfg.intermediate;
     const int whole = mlp_whole(m), step = rl_model_mlp_rows(m);
+    if (step <= 0) /* not prepared */
+        return RL_EINVAL;
     int rc = 0;
     for (int r0 = 0; r0 < R; r0 += step) {
         const int n = R - r0 < step ? R - r0 : step, at = whole ? r0 : 0;

@@ -160,6 +160,8 @@ typedef struct rl_model {
     const rl_mixer *mixer; /* NULL: every layer softmax attention */
     int mixer_only;        /* set before prepare: every layer will have a mixer, no attention buffers */
     int mlp_rows;          /* set before prepare: the MLP's row chunk (0: RL_MLP_ROWS; see rl_model_mlp_rows) */
+    int mlp_chunk;         /* what prepare sized the MLP's buffers for (a later change of mlp_rows waits for the next
+                            * prepare) */
     /* Optional: told as the backward finishes gradients (rl_model_grads_event): event 0 after the final norm
      * (with the head's gradients), L − l after layer l, L + 1 after the embedding. A non-zero return fails
      * the backward. */
@@ -278,11 +280,14 @@ int rl_attn_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts 
 /* from dattn_out: accumulates dln1 (m->gs.dln) and the block's parameter grads */
 int rl_attn_block_backward(rl_model *m, const rl_layer_params *lp, rl_layer_params *gp, const rl_layer_acts *la,
                            const float *dattn_out, float *dln1);
-/* The MLP's row chunk of a prepared model: min(batch·seq, mlp_rows or RL_MLP_ROWS). Its forward and backward
- * run a chunk of rows at a time. A model that keeps every layer's activations (ALL) keeps every chunk's gate, up
- * and act; any other has one chunk's buffers, and its backward (BOUNDARIES) computes each chunk's gate, up and
- * act again just before that chunk's backward. Either way the same GEMMs run on the same rows and the partial
- * weight gradients add in the same order: ALL and BOUNDARIES stay bit-identical. */
+/* The MLP's row chunk of a prepared model: min(batch·seq, mlp_rows or RL_MLP_ROWS) as of its last prepare. Its
+ * forward and backward run a chunk of rows at a time. A model that keeps every layer's activations (ALL) keeps every
+ * chunk's gate, up and act; any other has one chunk's buffers, and its backward (BOUNDARIES) computes each chunk's
+ * gate, up and act again just before that chunk's backward. Either way the same GEMMs run on the same rows and the
+ * partial weight gradients add in the same order: ALL and BOUNDARIES stay bit-identical. Against one chunk of all
+ * rows only the order of that sum differs — and with bf16 gradients (precision bf16-weights) each chunk's share of
+ * the MLP weights' gradients is rounded to bf16 as it is added (R / chunk roundings instead of one per
+ * micro-batch). */
 int rl_model_mlp_rows(const rl_model *m);
 /* mlp_out = down(silu(gate(ln2)) ⊙ up(ln2)), written to out; out NULL stops after act (what the backward
  * reads: a recomputation; nothing to do when the model runs its MLP in chunks: the backward recomputes them) */

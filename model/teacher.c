@@ -205,6 +205,7 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
         }
     }
     m->batch = batch, m->seq = seq, m->chunk_rows = chunk_rows < R ? chunk_rows : (int)R;
+    m->mlp_chunk = (int)CR;
     m->has_backward = backward == 1;
     m->keep = keep;
     /* RoPE tables are computed once on the host in float64 and uploaded. */

@@ -9,9 +9,10 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * wkv7 and wkv6 at head sizes 64 and 128 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_90+
- * (and sm_80 for head size 64, whose shared memory is too small for 128's backward): 16 tokens at a time as small
- * matrix products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
+ * wkv7 and wkv6 at head sizes 64 and 128 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_80 and
+ * sm_90+ (except head size 128's backward on sm_80, whose 163 KB of shared memory per block is too little for its
+ * 206 KB: the per-row backward reads the same key-major checkpoints): 16 tokens at a time as small matrix
+ * products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
  * Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
  * thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is
  * the one after it, with four threads per row and column (wkv_backward_wide_kernel).
@@ -695,7 +696,8 @@ bool chunked_on()
 
 /* The chunked kernels cover head sizes 64 and 128 (wkv6 is wkv7 with a = b = 0). The forward needs checkpoint
  * intervals that are whole chunks, the backward a checkpoint at every chunk (the default interval); both need fast
- * TF32 tensor cores and the device to grant their shared memory (sm_80 for 64 only, sm_90+; not sm_86/sm_89). */
+ * TF32 tensor cores and the device to grant their shared memory (sm_80 and sm_90+, but not head size 128's backward
+ * on sm_80; not sm_86/sm_89). */
 bool chunked_forward(const wkv_args &p)
 {
     if (p.L % WC || !chunked_on())
@@ -711,39 +713,65 @@ bool chunked_backward(const wkv_args &p)
            (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
 }
 
+/* The chunked kernels' threads per block: 256 (8 warps: twice the tile products in flight of 4, and fewer
+ * registers per thread — nvcc 13, sm_90: the wkv7 backward at head size 128 needs 211 registers with 256 threads
+ * and 255 plus 288 B of spills with 128), or RADLADS_WKV_THREADS=128 (a benchmark knob: run.sh times both). */
+int chunked_threads()
+{
+    static const int allowed[] = {128, 256};
+    static const int th = rlc_env_knob("RADLADS_WKV_THREADS", allowed, 2, 256);
+    return th;
+}
+
 /* The forward's N / NV blocks per (batch, head) run at once (their value rows are independent). */
-template <int N, bool SEVEN>
-cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
-                                   float *state_out, float *ckpt)
+template <int N, bool SEVEN, int TH>
+cudaError_t launch_chunked_forward_th(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                                      float *state_out, float *ckpt)
 {
     constexpr int NV = WC_NV<N>;
-    auto kern = wkv7_chunked_forward_kernel<N, NV, SEVEN>;
+    auto kern = wkv7_chunked_forward_kernel<N, NV, SEVEN, TH>;
     const size_t sm = sizeof(float) * wc_fwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<dim3(BH, N / NV), WC_THREADS, sm, st>>>(p, state_in, y, state_out, ckpt);
+    kern<<<dim3(BH, N / NV), TH, sm, st>>>(p, state_in, y, state_out, ckpt);
     return cudaGetLastError();
+}
+template <int N, bool SEVEN>
+cudaError_t launch_chunked_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                                   float *state_out, float *ckpt)
+{
+    return chunked_threads() == 256
+               ? launch_chunked_forward_th<N, SEVEN, 256>(st, p, BH, state_in, y, state_out, ckpt)
+               : launch_chunked_forward_th<N, SEVEN, 128>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
 /* The backward's value slices add into the same key-indexed gradients: one launch per slice, in order (a fixed
  * order of addition, so the result is deterministic; no partial sums in memory). */
-template <int N, bool SEVEN>
-cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
-                                    const float *dstate_out, const float *ckpt, float *dstate_in)
+template <int N, bool SEVEN, int TH>
+cudaError_t launch_chunked_backward_th(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g,
+                                       const float *dy, const float *dstate_out, const float *ckpt, float *dstate_in)
 {
     constexpr int NV = WC_NV<N>;
-    auto kern = wkv7_chunked_backward_kernel<N, NV, SEVEN>;
+    auto kern = wkv7_chunked_backward_kernel<N, NV, SEVEN, TH>;
     const size_t sm = sizeof(float) * wc_bwd_floats<N>();
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     for (int slice = 0; slice < N / NV; slice++) {
-        kern<<<BH, WC_THREADS, sm, st>>>(p, g, dy, dstate_out, ckpt, dstate_in, slice);
+        kern<<<BH, TH, sm, st>>>(p, g, dy, dstate_out, ckpt, dstate_in, slice);
         if ((e = cudaGetLastError()) != cudaSuccess)
             return e;
     }
     return cudaSuccess;
+}
+template <int N, bool SEVEN>
+cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                    const float *dstate_out, const float *ckpt, float *dstate_in)
+{
+    return chunked_threads() == 256
+               ? launch_chunked_backward_th<N, SEVEN, 256>(st, p, BH, g, dy, dstate_out, ckpt, dstate_in)
+               : launch_chunked_backward_th<N, SEVEN, 128>(st, p, BH, g, dy, dstate_out, ckpt, dstate_in);
 }
 
 /* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */

@@ -1,7 +1,8 @@
 // clang-format off
 /* cuda_wkv7_chunked.cuh — wkv7 and wkv6 forward and backward in chunks of 16 tokens on the tensor cores (KERNELS.md
  * §4 and §8 CUDA 2). Included by cuda_wkv.cu inside its anonymous namespace (and by the host emulation check); the
- * launchers choose it for head size 64 with 16-token checkpoints, RADLADS_WKV_CHUNKED=0 turns it off. wkv6 (the GLA
+ * launchers choose it for head sizes 64 and 128 with checkpoints at whole chunks (the backward: every chunk),
+ * RADLADS_WKV_CHUNKED=0 turns it off. wkv6 (the GLA
  * form: S ← S diag(d) + v kᵀ, y = S r) is wkv7 with a = b = 0: the SEVEN = false instances leave out every term
  * with a or b.
  *
@@ -27,7 +28,7 @@
  * and each exponent's gradient (dX ⊙ X̂ for a scaled row X̂; colsum(dS ⊙ S0) e^{G_L} for the state) lands on the G
  * it was taken from: dlogw_s = Σ_{t≥s} ∂L/∂G_t (a reverse cumulative sum per key). G_m gets none (it cancels).
  *
- * Layout: 128 threads (4 warps) per block, chunks walked in order (forward) or in reverse (backward). A block owns
+ * Layout: 128 or 256 threads (4 or 8 warps) per block, chunks walked in order (forward) or in reverse (backward). A block owns
  * NV of the state's N value rows (NV = N for head size 64; NV = 32 for head size 128, whose whole state would not
  * fit in shared memory next to its tiles) and keeps them (and the backward's dS rows) in fp32 in shared memory for
  * the whole sequence. The rows are independent in the forward (y, the next state and U are per value row; the Gram
@@ -44,7 +45,7 @@
 
 constexpr int WC = 16;             /* tokens per chunk */
 constexpr int WC_MID = WC / 2 - 1; /* the reference row m */
-constexpr int WC_THREADS = 128;
+/* Threads per block (TH below): 128 or 256, the launcher's choice (RADLADS_WKV_THREADS). */
 /* Row strides. The C×C matrices: C + 4; the state (N × N) and the token tiles (C × N): N + 8. Multiples of 4
  * (wmma) that spread the 8 rows × 4 columns one TF32 fragment load reads over the banks: at most 2-way
  * conflicts in either view (row-major or transposed; no stride makes both conflict-free), where a multiple of
@@ -56,9 +57,9 @@ template <int N> constexpr int TL = N + 8;
 template <int N> constexpr int WC_NV = N <= 64 ? N : 32;
 
 /* Masks a C×C matrix in place: keeps s ≤ t (strict: s < t). */
-__device__ __forceinline__ void wc_mask(float *A, bool strict)
+template <int TH> __device__ __forceinline__ void wc_mask(float *A, bool strict)
 {
-    for (int e = threadIdx.x; e < WC * WC; e += WC_THREADS) {
+    for (int e = threadIdx.x; e < WC * WC; e += TH) {
         const int t = e / WC, s = e % WC;
         if (s > t || (strict && s == t)) A[t * GL + s] = 0.0f;
     }
@@ -69,28 +70,28 @@ struct wc_rows {
     float *q, *q0, *ah, *a0, *kh, *kL, *bh, *bL, *v;
 };
 
-/* Token-tile elements per thread: element e = threadIdx.x + u·WC_THREADS, u < WC_EPT<N> (N columns). */
-template <int N> constexpr int WC_EPT = WC *N / WC_THREADS;
+/* Token-tile elements per thread: element e = threadIdx.x + u·TH, u < WC_EPT<N, TH> (N columns). */
+template <int N, int TH> constexpr int WC_EPT = WC *N / TH;
 
 /* Stages chunk t0 (tokens past T: logw = 0 and zero vectors, which leave the state alone): every input of the
  * thread's elements is loaded at once into registers (five or six independent loads in flight per element; v
  * only for the block's value columns v0..v0+NV), logw goes to G, then (barrier) thread j < N takes the cumulative
  * sum of key column j in place, then (barrier) the scaled rows are written from the registers. Ends with a
  * barrier behind the cumulative sum only: the caller orders its next reads of the scaled rows. */
-template <int N, int NV, bool SEVEN>
+template <int N, int NV, bool SEVEN, int TH>
 __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_args &p, int b, int h, int t0, int v0)
 {
-    static_assert(WC * NV % WC_THREADS == 0, "whole token tiles per block");
-    constexpr int E = WC_EPT<N>, EV = WC_EPT<NV>, LD = TL<N>, LV = TL<NV>;
+    static_assert(WC * NV % TH == 0, "whole token tiles per block");
+    constexpr int E = WC_EPT<N, TH>, EV = WC_EPT<NV, TH>, LD = TL<N>, LV = TL<NV>;
     float r[E], k[E], v[EV], a[E], bb[E];
 #pragma unroll
     for (int u = 0; u < EV; u++) {
-        const int e = threadIdx.x + u * WC_THREADS, tt = e / NV;
+        const int e = threadIdx.x + u * TH, tt = e / NV;
         v[u] = t0 + tt < p.T ? p.v[tok_off(p, b, t0 + tt, h) + v0 + e % NV] : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < E; u++) {
-        const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N;
+        const int e = threadIdx.x + u * TH, tt = e / N, j = e % N;
         float lw = 0.0f;
         r[u] = k[u] = a[u] = bb[u] = 0.0f;
         if (t0 + tt < p.T) {
@@ -111,7 +112,7 @@ __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_a
     __syncthreads();
 #pragma unroll
     for (int u = 0; u < E; u++) {
-        const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N, x = tt * LD + j;
+        const int e = threadIdx.x + u * TH, tt = e / N, j = e % N, x = tt * LD + j;
         const float g = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j], gl = G[(WC - 1) * LD + j];
         const float fm = expf(gm - g), fl = expf(gl - g);
         w.q[x] = r[u] * expf(g - gm);
@@ -127,7 +128,7 @@ __device__ __forceinline__ void wc_stage(const wc_rows &w, float *G, const wkv_a
     }
 #pragma unroll
     for (int u = 0; u < EV; u++) {
-        const int e = threadIdx.x + u * WC_THREADS;
+        const int e = threadIdx.x + u * TH;
         w.v[(e / NV) * LV + e % NV] = v[u];
     }
 }
@@ -147,13 +148,13 @@ __device__ __forceinline__ void wc_gram_tiles(tc_sched &sc, const wc_grams &A, c
     if (SEVEN && sc.mine()) tc_tile(A.ab, GL, 0, 0, false, tc_p(tc_v(w.ah, LD), tc_v(w.bh, LD, true), N));
 }
 
-template <bool SEVEN> __device__ __forceinline__ void wc_mask_grams(const wc_grams &A)
+template <bool SEVEN, int TH> __device__ __forceinline__ void wc_mask_grams(const wc_grams &A)
 {
-    wc_mask(A.qk, false);
+    wc_mask<TH>(A.qk, false);
     if (SEVEN) {
-        wc_mask(A.qb, false);
-        wc_mask(A.ak, true);
-        wc_mask(A.ab, true);
+        wc_mask<TH>(A.qb, false);
+        wc_mask<TH>(A.ak, true);
+        wc_mask<TH>(A.ab, true);
     }
 }
 
@@ -199,12 +200,12 @@ template <int N, int NV = WC_NV<N>> constexpr size_t wc_bwd_floats()
  * ------------------------------------------------------------------------------------------------ */
 
 /* Grid: (batch · heads, N / NV); block y owns value rows v0 = y · NV … v0 + NV − 1. */
-template <int N, int NV, bool SEVEN>
-__global__ void __launch_bounds__(WC_THREADS)
+template <int N, int NV, bool SEVEN, int TH>
+__global__ void __launch_bounds__(TH)
     wkv7_chunked_forward_kernel(wkv_args p, const float *state_in, float *y, float *state_out, float *ckpt)
 {
     static_assert(N % 16 == 0 && NV % 16 == 0 && N % NV == 0, "head size and value slice: multiples of 16");
-    static_assert(N <= WC_THREADS && NV < WC_THREADS, "a thread per key column; threads left over beside the solve");
+    static_assert(N <= TH && NV < TH, "a thread per key column; threads left over beside the solve");
     extern __shared__ __align__(32) float wc_smem[];
     constexpr int SL = TL<N>, LD = TL<N>, LV = TL<NV>, TN = WC * LD, TV = WC * LV;
     float *S = wc_smem, *G = S + NV * SL;
@@ -218,15 +219,15 @@ __global__ void __launch_bounds__(WC_THREADS)
     const int nc = (p.T + p.L - 1) / p.L;
     float *ck = ckpt ? ckpt + (size_t)bh * nc * NN : nullptr;
 
-    for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+    for (int e = threadIdx.x; e < NV * N; e += TH)
         S[(e / N) * SL + e % N] = state_in ? state_in[soff + e] : 0.0f;
     __syncthreads();
 
     for (int t0 = 0; t0 < p.T; t0 += WC) {
-        wc_stage<N, NV, SEVEN>(w, G, p, b, h, t0, v0);
+        wc_stage<N, NV, SEVEN, TH>(w, G, p, b, h, t0, v0);
         if (ck && t0 % p.L == 0) { /* key-major: ck[j][v0 + i] = S[i][j]; consecutive threads, consecutive i */
             float *c = ck + (size_t)(t0 / p.L) * NN + v0;
-            for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+            for (int e = threadIdx.x; e < NV * N; e += TH)
                 c[(size_t)(e / NV) * N + e % NV] = S[(e % NV) * SL + e / NV];
         }
         __syncthreads();
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(WC_THREADS)
             }
         }
         __syncthreads();
-        wc_mask_grams<SEVEN>(A);
+        wc_mask_grams<SEVEN, TH>(A);
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -254,7 +255,7 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         if (SEVEN) wc_solve_lower<NV>(U, A.ab);
         if (threadIdx.x >= NV) /* the other threads scale the state's key columns by e^{G_L} */
-            for (int j = threadIdx.x - NV; j < N; j += WC_THREADS - NV) {
+            for (int j = threadIdx.x - NV; j < N; j += TH - NV) {
                 const float f = expf(G[(WC - 1) * LD + j]);
                 for (int i = 0; i < NV; i++)
                     S[i * SL + j] *= f;
@@ -272,14 +273,14 @@ __global__ void __launch_bounds__(WC_THREADS)
         }
         __syncthreads();
         if (y)
-            for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+            for (int e = threadIdx.x; e < WC * NV; e += TH) {
                 const int tt = e / NV;
                 if (t0 + tt < p.T) y[tok_off(p, b, t0 + tt, h) + v0 + e % NV] = Y[tt * LV + e % NV];
             }
         /* the next chunk's first writes (G, the scaled rows) touch none of Y: no barrier needed here */
     }
     if (state_out)
-        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+        for (int e = threadIdx.x; e < NV * N; e += TH)
             state_out[soff + e] = S[(e / N) * SL + e % N];
 }
 
@@ -288,13 +289,13 @@ __global__ void __launch_bounds__(WC_THREADS)
 
 /* Grid: batch · heads; the block owns value rows v0 = slice · NV … v0 + NV − 1 and adds their share into the
  * key-indexed gradients, so the launcher runs slice 0, 1, … one launch after another. */
-template <int N, int NV, bool SEVEN>
-__global__ void __launch_bounds__(WC_THREADS)
+template <int N, int NV, bool SEVEN, int TH>
+__global__ void __launch_bounds__(TH)
     wkv7_chunked_backward_kernel(wkv_args p, wkv_grads g, const float *dy, const float *dstate_out,
                                  const float *ckpt, float *dstate_in, int slice)
 {
     static_assert(N % 16 == 0 && NV % 16 == 0 && N % NV == 0, "head size and value slice: multiples of 16");
-    static_assert(N <= WC_THREADS && NV < WC_THREADS, "a thread per key column; threads left over beside the solve");
+    static_assert(N <= TH && NV < TH, "a thread per key column; threads left over beside the solve");
     extern __shared__ __align__(32) float wc_smem[];
     constexpr int SL = TL<N>, LD = TL<N>, LV = TL<NV>, TN = WC * LD, TV = WC * LV, CC = WC * GL;
     float *S0 = wc_smem, *dS = S0 + NV * SL, *G = dS + NV * SL;
@@ -312,19 +313,19 @@ __global__ void __launch_bounds__(WC_THREADS)
     const int nchunks = (p.T + WC - 1) / WC, nc = (p.T + p.L - 1) / p.L; /* p.L == WC here */
     const float *ck = ckpt + (size_t)bh * nc * NN + v0;
 
-    for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+    for (int e = threadIdx.x; e < NV * N; e += TH)
         dS[(e / N) * SL + e % N] = dstate_out ? dstate_out[soff + e] : 0.0f;
 
     for (int c = nchunks - 1; c >= 0; c--) {
         const int t0 = c * WC;
         /* every tile of the previous chunk has been consumed (the barrier ending it) */
-        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS) /* ck[j][v0 + i] = S0[i][j] */
+        for (int e = threadIdx.x; e < NV * N; e += TH) /* ck[j][v0 + i] = S0[i][j] */
             S0[(e % NV) * SL + e / NV] = ck[(size_t)c * NN + (size_t)(e / NV) * N + e % NV];
-        for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+        for (int e = threadIdx.x; e < WC * NV; e += TH) {
             const int tt = e / NV;
             dY[tt * LV + e % NV] = t0 + tt < p.T ? dy[tok_off(p, b, t0 + tt, h) + v0 + e % NV] : 0.0f;
         }
-        wc_stage<N, NV, SEVEN>(w, G, p, b, h, t0, v0); /* its barriers also cover the loads above */
+        wc_stage<N, NV, SEVEN, TH>(w, G, p, b, h, t0, v0); /* its barriers also cover the loads above */
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__(WC_THREADS)
             }
         }
         __syncthreads();
-        wc_mask_grams<SEVEN>(A);
+        wc_mask_grams<SEVEN, TH>(A);
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -369,7 +370,7 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
         if (SEVEN) wc_solve_upper<NV>(dR, A.ab);
         if (threadIdx.x >= NV) /* eL = colsum(dS ⊙ S0) e^{G_L} (this block's rows); then dS's column ← dS e^{G_L} */
-            for (int j = threadIdx.x - NV; j < N; j += WC_THREADS - NV) {
+            for (int j = threadIdx.x - NV; j < N; j += TH - NV) {
                 const float f = expf(G[(WC - 1) * LD + j]);
                 float acc = 0.0f;
                 for (int i = 0; i < NV; i++) {
@@ -396,7 +397,7 @@ __global__ void __launch_bounds__(WC_THREADS)
                                 tc_p(tc_v(dR, LV, true), tc_v(w.a0, LD), SEVEN ? WC : 0));
         }
         __syncthreads();
-        wc_mask_grams<SEVEN>(dA);
+        wc_mask_grams<SEVEN, TH>(dA);
         __syncthreads();
         {
             tc_sched sc = tc_start();
@@ -417,7 +418,7 @@ __global__ void __launch_bounds__(WC_THREADS)
         }
         __syncthreads();
         /* dv: the block's own value columns */
-        for (int e = threadIdx.x; e < WC * NV; e += WC_THREADS) {
+        for (int e = threadIdx.x; e < WC * NV; e += TH) {
             const int tt = e / NV;
             if (t0 + tt < p.T) {
                 const size_t o = tok_off(p, b, t0 + tt, h) + v0 + e % NV;
@@ -431,11 +432,11 @@ __global__ void __launch_bounds__(WC_THREADS)
         {
             /* the old gradients first, all at once: g's pointers may alias as far as the compiler knows, so a
              * load after a store would wait for it */
-            constexpr int E = WC_EPT<N>;
+            constexpr int E = WC_EPT<N, TH>;
             float o_r[E], o_a[E], o_k[E], o_b[E];
 #pragma unroll
             for (int u = 0; u < E; u++) {
-                const int e = threadIdx.x + u * WC_THREADS, tt = e / N;
+                const int e = threadIdx.x + u * TH, tt = e / N;
                 if (t0 + tt < p.T) {
                     const size_t o = tok_off(p, b, t0 + tt, h) + e % N;
                     o_r[u] = g.r[o], o_k[u] = g.k[o];
@@ -444,7 +445,7 @@ __global__ void __launch_bounds__(WC_THREADS)
             }
 #pragma unroll
             for (int u = 0; u < E; u++) {
-                const int e = threadIdx.x + u * WC_THREADS, tt = e / N, j = e % N, x = tt * LD + j;
+                const int e = threadIdx.x + u * TH, tt = e / N, j = e % N, x = tt * LD + j;
                 const float gg = G[x], gx = tt ? G[x - LD] : 0.0f, gm = G[WC_MID * LD + j],
                             gl = G[(WC - 1) * LD + j];
                 /* without a and b (wkv6) their rows and gradients were never written: every term with them is
@@ -490,6 +491,6 @@ __global__ void __launch_bounds__(WC_THREADS)
         __syncthreads();
     }
     if (dstate_in)
-        for (int e = threadIdx.x; e < NV * N; e += WC_THREADS)
+        for (int e = threadIdx.x; e < NV * N; e += TH)
             dstate_in[soff + e] += dS[(e / N) * SL + e % N];
 }

@@ -32,13 +32,38 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
 }
 
 /* The chunked launchers' grids, repeated: the forward's N / NV value slices at once (grid y), the backward's one
- * launch per slice in order. */
+ * launch per slice in order; 256 threads per block (the launchers' default), or 128 (RADLADS_WKV_THREADS=128)
+ * when `other_threads` is set. */
+static bool other_threads;
+
+/* The chunked kernels must stay inside the dynamic shared memory their launchers ask for (wc_fwd_floats /
+ * wc_bwd_floats): the emulation fills all of wc_smem with 0x7f bytes before every block, so a slot past that size
+ * that is still not 0x7f after the grid was written by the last block (a read there would see 3.4e38 and fail the
+ * comparison). */
+static void smem_tail_untouched(size_t floats, const char *kernel)
+{
+    const unsigned char *b = reinterpret_cast<const unsigned char *>(wc_smem + floats);
+    const size_t n = sizeof wc_smem - floats * sizeof(float);
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0x7f) {
+            std::printf("  %s wrote shared memory past its %zu floats (float %zu)\n", kernel, floats,
+                        floats + i / sizeof(float));
+            emu::violations++;
+            return;
+        }
+}
+
 template <int N, bool SEVEN>
 static void chunked_forward(int BH, const wkv_args &p, const float *state_in, float *y, float *state_out, float *ck)
 {
     constexpr int NV = WC_NV<N>;
-    emu::run_grid(dim3(BH, N / NV), dim3(WC_THREADS),
-                  [&] { wkv7_chunked_forward_kernel<N, NV, SEVEN>(p, state_in, y, state_out, ck); });
+    if (other_threads)
+        emu::run_grid(dim3(BH, N / NV), dim3(128),
+                      [&] { wkv7_chunked_forward_kernel<N, NV, SEVEN, 128>(p, state_in, y, state_out, ck); });
+    else
+        emu::run_grid(dim3(BH, N / NV), dim3(256),
+                      [&] { wkv7_chunked_forward_kernel<N, NV, SEVEN, 256>(p, state_in, y, state_out, ck); });
+    smem_tail_untouched(wc_fwd_floats<N>(), "chunked forward");
 }
 template <int N, bool SEVEN>
 static void chunked_backward(int BH, const wkv_args &p, const wkv_grads &g, const float *dy, const float *ds_out,
@@ -46,8 +71,13 @@ static void chunked_backward(int BH, const wkv_args &p, const wkv_grads &g, cons
 {
     constexpr int NV = WC_NV<N>;
     for (int slice = 0; slice < N / NV; slice++)
-        run_grid(BH, WC_THREADS,
-                 [&] { wkv7_chunked_backward_kernel<N, NV, SEVEN>(p, g, dy, ds_out, ck, ds_in, slice); });
+        if (other_threads)
+            run_grid(BH, 128,
+                     [&] { wkv7_chunked_backward_kernel<N, NV, SEVEN, 128>(p, g, dy, ds_out, ck, ds_in, slice); });
+        else
+            run_grid(BH, 256,
+                     [&] { wkv7_chunked_backward_kernel<N, NV, SEVEN, 256>(p, g, dy, ds_out, ck, ds_in, slice); });
+    smem_tail_untouched(wc_bwd_floats<N>(), "chunked backward");
 }
 
 /* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (N = 64, L = 16);
@@ -201,10 +231,12 @@ int main(void)
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
     /* the chunked tensor-core kernels (what N = 64 runs): whole and partial chunks, one token, given and replayed
      * checkpoints, with and without a state; then the forward with checkpoints every 3 chunks; wkv7, then wkv6 */
-    for (bool reverse : {false, true}) { /* threads lowest, then highest first between barriers: a missing
-                                          * barrier between two warps' tiles shows in one of the orders */
-        emu::reverse_order = reverse;
-        std::printf("(threads run %s first)\n", reverse ? "highest" : "lowest");
+    for (int k = 0; k < 4; k++) { /* threads lowest, then highest first between barriers (a missing barrier between
+                                   * two warps' tiles shows in one of the orders); each at both thread counts */
+        const bool reverse = k % 2;
+        emu::reverse_order = reverse, other_threads = k >= 2;
+        std::printf("(threads run %s first; %d threads per block)\n", reverse ? "highest" : "lowest",
+                    other_threads ? 128 : 256);
         fails += check_case<64, true, true, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true);
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 64, 1, 64, 16, false, true);
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
