@@ -22,7 +22,8 @@
  *      query tiles at or after the key tile, recomputing P and dS, and keeps dK, dV in registers:
  *      the GQA sum over the heads that share g happens inside one thread, in a fixed order.
  *   3. dQ: block per (query tile, head, batch), recomputing P and dS for key tiles up to the diagonal.
- * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.) */
+ * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.)
+ * Head sizes 64 and 128 run both passes (and the forward) on the tensor cores on sm_80/sm_90+ (attn_*_tc_kernel). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -494,6 +495,169 @@ __global__ void __launch_bounds__(THREADS) attn_dq_kernel(attn_args p, float *dq
     }
 }
 
+/* ---- backward on the tensor cores ---------------------------------------------------------------------- */
+/* The same two passes as attn_dkv_kernel and attn_dq_kernel (deterministic, no atomics) with every tile product on
+ * the tensor cores in 3xTF32, for head sizes 64 and 128; 8 warps per block, the products cut into 16 × 16 warp
+ * tiles round robin (cuda_tf32.cuh). Query tiles of 64 rows; key tiles of 64 rows for head size 64 and of 32 for
+ * 128, so that each block's tiles fit in at most 158 KB of shared memory (sm_80's 163 KB too). The score-like tiles
+ * hold their products, then in place P and dS. Strides D + 8 and BK/BQ + 4 floats, as the forward's.
+ *   dK, dV: block per (key tile, KV head g, batch), for each of g's rho heads and each query tile that reaches the
+ *     key tile: Sᵀ = K Qᵀ, dPᵀ = V dOᵀ → Pᵀ = exp(scale·Sᵀ − lse), dSᵀ = Pᵀ ⊙ (dPᵀ − delta) → dV += Pᵀ dO,
+ *     dK += dSᵀ Q (accumulators in shared memory), then dk += scale·dK, dv += dV.
+ *   dQ: block per (query tile, head, batch), for each key tile up to the diagonal: S = Q Kᵀ, dP = dO Vᵀ → dS →
+ *     dQ += dS K, then dq += scale·dQ. */
+constexpr int TCB_BQ = 64;
+template <int D> constexpr int TCB_BK = D <= 64 ? 64 : 32;
+
+template <int D> constexpr size_t attn_tc_dkv_floats()
+{
+    constexpr int BK = TCB_BK<D>, LD = D + 8;
+    return (size_t)4 * BK * LD + (size_t)2 * TCB_BQ * LD + (size_t)2 * BK * (TCB_BQ + 4) + 2 * TCB_BQ;
+}
+template <int D> constexpr size_t attn_tc_dq_floats()
+{
+    constexpr int BK = TCB_BK<D>, LD = D + 8;
+    return (size_t)3 * TCB_BQ * LD + (size_t)2 * BK * LD + (size_t)2 * TCB_BQ * (BK + 4) + 2 * TCB_BQ;
+}
+
+/* rows r0.. of a [T, ld] tensor into a [rows][LD] tile; rows at or past T are 0 */
+template <int D>
+__device__ __forceinline__ void tc_load_rows(float *tile, int rows, const float *src, size_t ld, int r0, int T)
+{
+    constexpr int LD = D + 8;
+    for (int e = threadIdx.x; e < rows * D; e += THREADS) {
+        const int r = e / D, c = e % D;
+        tile[r * LD + c] = r0 + r < T ? src[(size_t)(r0 + r) * ld + c] : 0.0f;
+    }
+}
+
+/* lse and delta of query rows i0.. (0 past T) */
+__device__ __forceinline__ void tc_load_stats(float *ls, float *dl, const float *lh, const float *dh, int i0, int T)
+{
+    for (int r = threadIdx.x; r < TCB_BQ; r += THREADS) {
+        ls[r] = i0 + r < T ? lh[i0 + r] : 0.0f;
+        dl[r] = i0 + r < T ? dh[i0 + r] : 0.0f;
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(THREADS) attn_dkv_tc_kernel(attn_args p, float *dk, float *dv, const float *dout,
+                                                              const float *lse, const float *delta, const float *q,
+                                                              const float *k, const float *v)
+{
+    constexpr int BQ = TCB_BQ, BK = TCB_BK<D>, LD = D + 8, LS = BQ + 4;
+    extern __shared__ __align__(32) float sm_tc[];
+    float *Ks = sm_tc, *Vs = Ks + BK * LD, *dKs = Vs + BK * LD, *dVs = dKs + BK * LD, *Qs = dVs + BK * LD;
+    float *dOs = Qs + BQ * LD, *Pt = dOs + BQ * LD, *dSt = Pt + BK * LS, *ls = dSt + BK * LS, *dl = ls + BQ;
+    const int tid = threadIdx.x, j0 = blockIdx.x * BK, g = blockIdx.y, b = blockIdx.z, T = p.T;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *kb = k + ((size_t)b * T * p.G + g) * D, *vb = v + ((size_t)b * T * p.G + g) * D;
+
+    tc_load_rows<D>(Ks, BK, kb, ldk, j0, T);
+    tc_load_rows<D>(Vs, BK, vb, ldk, j0, T);
+    for (int e = tid; e < BK * D; e += THREADS)
+        dKs[(e / D) * LD + e % D] = dVs[(e / D) * LD + e % D] = 0.0f;
+    for (int h = g * p.rho; h < (g + 1) * p.rho; h++) {
+        const float *qb = q + ((size_t)b * T * p.H + h) * D, *dob = dout + ((size_t)b * T * p.H + h) * D;
+        const float *lh = lse + ((size_t)b * p.H + h) * T, *dh = delta + ((size_t)b * p.H + h) * T;
+        for (int i0 = j0 / BQ * BQ; i0 < T; i0 += BQ) { /* the query tiles holding a row i ≥ j0 */
+            __syncthreads(); /* the previous query tile consumed (K, V and the zeroed accumulators ready) */
+            tc_load_rows<D>(Qs, BQ, qb, ldq, i0, T);
+            tc_load_rows<D>(dOs, BQ, dob, ldq, i0, T);
+            tc_load_stats(ls, dl, lh, dh, i0, T);
+            __syncthreads();
+            {
+                tc_sched sc = tc_start();
+                for (int r0 = 0; r0 < BK; r0 += 16)
+                    for (int c0 = 0; c0 < BQ; c0 += 16) {
+                        if (sc.mine()) tc_tile(Pt, LS, r0, c0, false, tc_p(tc_v(Ks, LD), tc_v(Qs, LD, true), D));
+                        if (sc.mine()) tc_tile(dSt, LS, r0, c0, false, tc_p(tc_v(Vs, LD), tc_v(dOs, LD, true), D));
+                    }
+            }
+            __syncthreads();
+            for (int e = tid; e < BK * BQ; e += THREADS) {
+                const int kr = e / BQ, qc = e % BQ, i = i0 + qc, j = j0 + kr, x = kr * LS + qc;
+                const float pv = i < T && j <= i ? expf(Pt[x] * p.scale - ls[qc]) : 0.0f;
+                Pt[x] = pv;
+                dSt[x] = pv * (dSt[x] - dl[qc]);
+            }
+            __syncthreads();
+            {
+                tc_sched sc = tc_start();
+                for (int r0 = 0; r0 < BK; r0 += 16)
+                    for (int c0 = 0; c0 < D; c0 += 16) {
+                        if (sc.mine()) tc_tile(dVs, LD, r0, c0, true, tc_p(tc_v(Pt, LS), tc_v(dOs, LD), BQ));
+                        if (sc.mine()) tc_tile(dKs, LD, r0, c0, true, tc_p(tc_v(dSt, LS), tc_v(Qs, LD), BQ));
+                    }
+            }
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < BK * D; e += THREADS) {
+        const int r = e / D, c = e % D, j = j0 + r;
+        if (j < T) {
+            const size_t o = (size_t)j * ldk + c;
+            dk[((size_t)b * T * p.G + g) * D + o] += p.scale * dKs[r * LD + c];
+            dv[((size_t)b * T * p.G + g) * D + o] += dVs[r * LD + c];
+        }
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(THREADS) attn_dq_tc_kernel(attn_args p, float *dq, const float *dout,
+                                                             const float *lse, const float *delta, const float *q,
+                                                             const float *k, const float *v)
+{
+    constexpr int BQ = TCB_BQ, BK = TCB_BK<D>, LD = D + 8, LS = BK + 4;
+    extern __shared__ __align__(32) float sm_tc[];
+    float *Qs = sm_tc, *dOs = Qs + BQ * LD, *dQs = dOs + BQ * LD, *Ks = dQs + BQ * LD, *Vs = Ks + BK * LD;
+    float *S = Vs + BK * LD, *dS = S + BQ * LS, *ls = dS + BQ * LS, *dl = ls + BQ;
+    const int tid = threadIdx.x, i0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z, g = h / p.rho, T = p.T;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *qb = q + ((size_t)b * T * p.H + h) * D, *dob = dout + ((size_t)b * T * p.H + h) * D;
+    const float *kb = k + ((size_t)b * T * p.G + g) * D, *vb = v + ((size_t)b * T * p.G + g) * D;
+
+    tc_load_rows<D>(Qs, BQ, qb, ldq, i0, T);
+    tc_load_rows<D>(dOs, BQ, dob, ldq, i0, T);
+    tc_load_stats(ls, dl, lse + ((size_t)b * p.H + h) * T, delta + ((size_t)b * p.H + h) * T, i0, T);
+    for (int e = tid; e < BQ * D; e += THREADS)
+        dQs[(e / D) * LD + e % D] = 0.0f;
+    const int last = min(T, i0 + BQ) - 1; /* the last key a row of this tile sees */
+    for (int j0 = 0; j0 <= last; j0 += BK) {
+        __syncthreads(); /* Q, dO and the statistics loaded (first) / the previous K tile consumed */
+        tc_load_rows<D>(Ks, BK, kb, ldk, j0, T);
+        tc_load_rows<D>(Vs, BK, vb, ldk, j0, T);
+        __syncthreads();
+        {
+            tc_sched sc = tc_start();
+            for (int r0 = 0; r0 < BQ; r0 += 16)
+                for (int c0 = 0; c0 < BK; c0 += 16) {
+                    if (sc.mine()) tc_tile(S, LS, r0, c0, false, tc_p(tc_v(Qs, LD), tc_v(Ks, LD, true), D));
+                    if (sc.mine()) tc_tile(dS, LS, r0, c0, false, tc_p(tc_v(dOs, LD), tc_v(Vs, LD, true), D));
+                }
+        }
+        __syncthreads();
+        for (int e = tid; e < BQ * BK; e += THREADS) {
+            const int qr = e / BK, kc = e % BK, i = i0 + qr, j = j0 + kc, x = qr * LS + kc;
+            const float pv = i < T && j <= i ? expf(S[x] * p.scale - ls[qr]) : 0.0f;
+            dS[x] = pv * (dS[x] - dl[qr]);
+        }
+        __syncthreads();
+        {
+            tc_sched sc = tc_start();
+            for (int r0 = 0; r0 < BQ; r0 += 16)
+                for (int c0 = 0; c0 < D; c0 += 16)
+                    if (sc.mine()) tc_tile(dQs, LD, r0, c0, true, tc_p(tc_v(dS, LS), tc_v(Ks, LD), BK));
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < BQ * D; e += THREADS) {
+        const int r = e / D, c = e % D, i = i0 + r;
+        if (i < T)
+            dq[((size_t)b * T * p.H + h) * D + (size_t)i * ldq + c] += p.scale * dQs[r * LD + c];
+    }
+}
+
 /* ---- launchers ------------------------------------------------------------------------------------ */
 /* tests/gpu/attn_cuda_logic_check.cpp compiles the kernels above on the host and leaves these out. */
 #ifdef RLC_ATTN_HOST_EMULATION
@@ -553,8 +717,34 @@ cudaError_t forward_tc(cudaStream_t st, const attn_args &p, float *out, float *l
     return cudaGetLastError();
 }
 
-/* RADLADS_ATTN_TC=0: head sizes 64 and 128 run the CUDA-core forward too (a benchmark knob: tests/gpu/run.sh checks
- * and times both). */
+template <int D> constexpr size_t attn_tc_bwd_bytes()
+{
+    return sizeof(float) * (attn_tc_dkv_floats<D>() > attn_tc_dq_floats<D>() ? attn_tc_dkv_floats<D>()
+                                                                               : attn_tc_dq_floats<D>());
+}
+
+template <int D>
+cudaError_t backward_tc(cudaStream_t st, const attn_args &p, float *dq, float *dk, float *dv, const float *delta,
+                        const float *dout, const float *lse, const float *q, const float *k, const float *v)
+{
+    const size_t sm_kv = sizeof(float) * attn_tc_dkv_floats<D>(), sm_q = sizeof(float) * attn_tc_dq_floats<D>();
+    auto kkv = attn_dkv_tc_kernel<D>;
+    auto kq = attn_dq_tc_kernel<D>;
+    cudaError_t e = cudaFuncSetAttribute(kkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm_kv);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm_q);
+    if (e != cudaSuccess)
+        return e;
+    constexpr int BK = TCB_BK<D>;
+    kkv<<<dim3((p.T + BK - 1) / BK, p.G, p.B), THREADS, sm_kv, st>>>(p, dk, dv, dout, lse, delta, q, k, v);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    kq<<<dim3((p.T + TCB_BQ - 1) / TCB_BQ, p.H, p.B), THREADS, sm_q, st>>>(p, dq, dout, lse, delta, q, k, v);
+    return cudaGetLastError();
+}
+
+/* RADLADS_ATTN_TC=0: head sizes 64 and 128 run the CUDA-core forward and backward too (a benchmark knob:
+ * tests/gpu/run.sh checks and times both). */
 bool attn_tc_on()
 {
     static const int allowed[] = {0, 1};
@@ -610,6 +800,10 @@ cudaError_t rlc_attention_backward(cudaStream_t st, rlc_workspace *ws, const rl_
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;
+    if (p.D == 64 && attn_tc_on() && tc_fits(attn_tc_bwd_bytes<64>()))
+        return backward_tc<64>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
+    if (p.D == 128 && attn_tc_on() && tc_fits(attn_tc_bwd_bytes<128>()))
+        return backward_tc<128>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
     if (p.D <= 32)
         return backward_dmax<32>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
     if (p.D <= 64)

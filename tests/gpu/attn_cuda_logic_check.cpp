@@ -5,7 +5,7 @@
 
 namespace {
 float sm[1 << 16];
-alignas(32) float sm_tc[1 << 15]; /* the tensor-core forward's (wmma: 32-byte aligned tiles) */
+alignas(32) float sm_tc[1 << 16]; /* the tensor-core kernels' (wmma: 32-byte aligned tiles) */
 }
 
 #define RLC_ATTN_HOST_EMULATION 1
@@ -13,6 +13,19 @@ alignas(32) float sm_tc[1 << 15]; /* the tensor-core forward's (wmma: 32-byte al
 
 using emu::randv;
 using emu::rel_err;
+
+/* A tensor-core kernel must stay inside the shared memory its launcher asks for: the emulation fills sm_tc with
+ * 0x7f bytes before every block, so a byte past `floats` that is not 0x7f after the grid was written there. */
+static void smem_tail_untouched(size_t floats, const char *kernel)
+{
+    const unsigned char *b = reinterpret_cast<const unsigned char *>(sm_tc + floats);
+    for (size_t i = 0; i < sizeof sm_tc - floats * sizeof(float); i++)
+        if (b[i] != 0x7f) {
+            std::printf("  %s wrote shared memory past its %zu floats\n", kernel, floats);
+            emu::violations++;
+            return;
+        }
+}
 
 static void run_grid(dim3 grid, int threads, const std::function<void()> &body)
 {
@@ -46,6 +59,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
         run_grid(dim3((T + TC_BR - 1) / TC_BR, H, B), THREADS, [&] {
             attn_forward_tc_kernel<DMAX>(p, out_tc.data(), lse_tc.data(), q.data(), k.data(), v.data());
         });
+        smem_tail_untouched(attn_tc_floats<DMAX>(), "tensor-core forward");
         std::printf(" tensor-core: out %.1e lse %.1e", rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref));
         worst = std::fmax(worst, std::fmax(rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref)));
     }
@@ -72,6 +86,26 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
                     rel_err(dk, dk_ref), rel_err(dv, dv_ref));
         worst = std::fmax(worst, std::fmax(rel_err(delta, delta_ref), rel_err(dq, dq_ref)));
         worst = std::fmax(worst, std::fmax(rel_err(dk, dk_ref), rel_err(dv, dv_ref)));
+        if constexpr (DMAX == 64 || DMAX == 128) {
+            if (D == DMAX) { /* the tensor-core backward the launcher picks for these */
+                std::vector<float> dq2 = dq0, dk2 = dk0, dv2 = dv0;
+                constexpr int BK = TCB_BK<DMAX>;
+                run_grid(dim3((T + BK - 1) / BK, G, B), THREADS, [&] {
+                    attn_dkv_tc_kernel<DMAX>(p, dk2.data(), dv2.data(), dout.data(), lse_ref.data(), delta.data(),
+                                             q.data(), k.data(), v.data());
+                });
+                smem_tail_untouched(attn_tc_dkv_floats<DMAX>(), "dK/dV tensor-core kernel");
+                run_grid(dim3((T + TCB_BQ - 1) / TCB_BQ, H, B), THREADS, [&] {
+                    attn_dq_tc_kernel<DMAX>(p, dq2.data(), dout.data(), lse_ref.data(), delta.data(), q.data(),
+                                            k.data(), v.data());
+                });
+                smem_tail_untouched(attn_tc_dq_floats<DMAX>(), "dQ tensor-core kernel");
+                std::printf(" tensor-core: dq %.1e dk %.1e dv %.1e", rel_err(dq2, dq_ref), rel_err(dk2, dk_ref),
+                            rel_err(dv2, dv_ref));
+                worst = std::fmax(worst, std::fmax(rel_err(dq2, dq_ref), std::fmax(rel_err(dk2, dk_ref),
+                                                                                    rel_err(dv2, dv_ref))));
+            }
+        }
     }
     const bool ok = !rc && worst < 1e-4 && !emu::violations;
     std::printf("  %s\n", ok ? "ok" : "FAIL");

@@ -781,22 +781,24 @@ static void check_attention(void)
         op_end();
     }
 
-    rl_attn_dims d = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = 64, .scale = 0.125f};
-    const size_t nq = (size_t)d.batch * d.seq * d.heads * d.head_dim;
-    const size_t nk = (size_t)d.batch * d.seq * d.kv_heads * d.head_dim;
-    const size_t nl = (size_t)d.batch * d.heads * d.seq;
+    for (int hd = 64; hd <= 128; hd *= 2) { /* the tensor-core backward's two head sizes (the CUDA-core one: knob) */
+        rl_attn_dims d = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = hd, .scale = 0.125f};
+        const size_t nq = (size_t)d.batch * d.seq * d.heads * d.head_dim;
+        const size_t nk = (size_t)d.batch * d.seq * d.kv_heads * d.head_dim;
+        const size_t nl = (size_t)d.batch * d.heads * d.seq;
 
-    op_begin("attention_backward", 1e-4, "B=%d T=%d H=%d KVH=%d D=%d", d.batch, d.seq, d.heads, d.kv_heads,
-             d.head_dim);
-    q = sym(nq, 1), k = sym(nk, 1), v = sym(nk, 1), out = poisoned(nq), lse = poisoned(nl);
-    rl_attention_forward(cpu, &d, out.c, lse.c, q.c, k.c, v.c);
-    /* both backwards see the CPU forward's out and lse, so only the backward is compared */
-    rl_upload(gpu, out.g, out.c, nq * 4), rl_upload(gpu, lse.g, lse.c, nl * 4);
-    pair dout = sym(nq, 1), dq = sym(nq, 1), dk = sym(nk, 1), dv = sym(nk, 1), delta = poisoned(nl);
-    rl_attention_backward(gpu, &d, dq.g, dk.g, dv.g, delta.g, dout.g, out.g, lse.g, q.g, k.g, v.g);
-    rl_attention_backward(cpu, &d, dq.c, dk.c, dv.c, delta.c, dout.c, out.c, lse.c, q.c, k.c, v.c);
-    cmp("dq", dq), cmp("dk", dk), cmp("dv", dv);
-    op_end();
+        op_begin(hd == 64 ? "attention_backward" : "attention_backward_d128", 1e-4, "B=%d T=%d H=%d KVH=%d D=%d",
+                 d.batch, d.seq, d.heads, d.kv_heads, d.head_dim);
+        q = sym(nq, 1), k = sym(nk, 1), v = sym(nk, 1), out = poisoned(nq), lse = poisoned(nl);
+        rl_attention_forward(cpu, &d, out.c, lse.c, q.c, k.c, v.c);
+        /* both backwards see the CPU forward's out and lse, so only the backward is compared */
+        rl_upload(gpu, out.g, out.c, nq * 4), rl_upload(gpu, lse.g, lse.c, nl * 4);
+        pair dout = sym(nq, 1), dq = sym(nq, 1), dk = sym(nk, 1), dv = sym(nk, 1), delta = poisoned(nl);
+        rl_attention_backward(gpu, &d, dq.g, dk.g, dv.g, delta.g, dout.g, out.g, lse.g, q.g, k.g, v.g);
+        rl_attention_backward(cpu, &d, dq.c, dk.c, dv.c, delta.c, dout.c, out.c, lse.c, q.c, k.c, v.c);
+        cmp("dq", dq), cmp("dk", dk), cmp("dv", dv);
+        op_end();
+    }
 
     rl_attn_dims c = {.batch = 2, .seq = 5, .heads = 4, .kv_heads = 1, .head_dim = 64, .scale = 0.125f,
                       .kv_seq = 80, .q_pos = 41};

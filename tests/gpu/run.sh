@@ -52,8 +52,8 @@ case $check_rc in
 esac
 
 # The other kernels the launcher can pick (benchmark knobs): the chunked wkv kernels with 128 threads per block
-# instead of 256; the CUDA-core attention forward for head sizes 64 and
-# 128 and, for wkv7 and wkv6 at head sizes 64 and 128, the per-row kernels instead of the chunked tensor-core ones,
+# instead of 256; the CUDA-core attention forward and backward for head sizes 64 and 128 and, for wkv7 and wkv6
+# at head sizes 64 and 128, the per-row kernels instead of the chunked tensor-core ones,
 # with the four-threads-per-row backward at its default segment, the N-thread backward for head sizes 64 and 128,
 # and the four-threads-per-row one with 4-token segments.
 if [ $check_rc -eq 0 ]; then
@@ -73,12 +73,12 @@ if [ $check_rc -ne 77 ]; then
   timeout "${RL_GPU_T_BENCH:-270}" "$BUILD/tests/gpu/gpu_bench"
   bench_rc=$?
   echo "== the peers, same machine, same run: wkv7/wkv6 on the per-row kernels (RADLADS_WKV_CHUNKED=0), the chunked"
-  echo "   ones with 128 threads per block (RADLADS_WKV_THREADS=128), attention forward on the CUDA cores"
-  echo "   (RADLADS_ATTN_TC=0)"
+  echo "   ones with 128 threads per block (RADLADS_WKV_THREADS=128), attention forward and backward on the CUDA"
+  echo "   cores (RADLADS_ATTN_TC=0)"
   RADLADS_WKV_CHUNKED=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv"
   echo "-- RADLADS_WKV_THREADS=128"
   RADLADS_WKV_THREADS=128 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv"
-  RADLADS_ATTN_TC=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_forward"
+  RADLADS_ATTN_TC=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"
 fi
 
 echo "== end-to-end: a tiny conversion on the GPU against the same run on the CPU"
