@@ -140,11 +140,25 @@ int main(int argc, char **argv)
     fails += check_case<128>(be, 1, 40, 2, 2, 96, 0, 0);
     fails += check_case<64>(be, 2, 5, 4, 2, 64, 80, 37);   /* KV cache, q_pos not tile-aligned */
     fails += check_case<32>(be, 1, 1, 2, 1, 32, 100, 99);  /* one decode step at the end of a cache */
-    emu::reverse_order = true; /* the tensor-core forward again, threads highest first between barriers */
-    fails += check_case<64>(be, 1, 130, 2, 1, 64, 0, 0);
-    fails += check_case<128>(be, 1, 75, 4, 1, 128, 0, 0);
-    fails += check_case<64>(be, 2, 5, 4, 2, 64, 80, 37);
-    emu::reverse_order = false;
+    /* the tensor-core kernels with batches and KV heads > 1 (the batch and KV-head offsets, g's heads) */
+    fails += check_case<128>(be, 2, 75, 4, 2, 128, 0, 0);
+    fails += check_case<64>(be, 2, 130, 6, 3, 64, 0, 0);
+    /* the tensor-core kernels again: threads highest first between barriers; then each warp run alone from one
+     * barrier to the next (emu::warp_ahead), lowest and highest first: a barrier missing between two phases' tiles
+     * shows there even where every warp makes the same number of wmma calls */
+    for (int k = 1; k < 4; k++) {
+        emu::reverse_order = k % 2, emu::warp_ahead = k >= 2;
+        std::printf("(threads run %s first%s)\n", emu::reverse_order ? "highest" : "lowest",
+                    emu::warp_ahead ? ", each warp alone to its next barrier" : "");
+        fails += check_case<128>(be, 2, 75, 4, 2, 128, 0, 0);
+        fails += check_case<64>(be, 2, 130, 6, 3, 64, 0, 0);
+        if (!emu::warp_ahead) {
+            fails += check_case<64>(be, 1, 130, 2, 1, 64, 0, 0);
+            fails += check_case<128>(be, 1, 75, 4, 1, 128, 0, 0);
+            fails += check_case<64>(be, 2, 5, 4, 2, 64, 80, 37);
+        }
+    }
+    emu::reverse_order = false, emu::warp_ahead = false;
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;

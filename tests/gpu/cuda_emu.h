@@ -101,6 +101,12 @@ inline const char *last_violation; /* what the latest one was (for checks that p
  * set) highest first: a check that runs both orders catches a read of shared memory that a missing
  * barrier leaves racing with another thread's write, whichever thread comes first on a GPU. */
 inline bool reverse_order;
+/* With warp_ahead set, a warp runs alone from one barrier to the next — through its shuffles and wmma calls, each
+ * released as soon as its own 32 lanes arrive — before the next warp (in the order above) starts. Without it every
+ * warp advances to its next warp-collective point before any goes on, so warps that make the same number of wmma
+ * calls per phase stay in step and a missing barrier between two phases' tiles stays hidden; run ahead, a warp
+ * reads another's tile before (lowest first) or after (highest first) that warp wrote it. */
+inline bool warp_ahead;
 
 struct smem_region {
     void *p;
@@ -246,45 +252,66 @@ inline bool release_wmma(int w0, int w1)
     return true;
 }
 
-/* Releases every warp whose live lanes all wait at the same warp-collective call (a shuffle or a wmma
- * call); returns whether any was released. */
+/* Releases the warp of lanes w0..w1 if its live lanes all wait at the same warp-collective call (a shuffle or
+ * a wmma call); returns whether it was released. */
+inline bool release_warp(int w0, int w1)
+{
+    int shfl = 0, mma = 0, exited = 0;
+    for (int l = w0; l < w1; l++)
+        shfl += lanes[l].state == AT_SHUFFLE, mma += lanes[l].state == AT_WMMA, exited += lanes[l].state == EXITED;
+    if ((!shfl && !mma) || (shfl && mma) || shfl + mma + exited != w1 - w0)
+        return false;
+    if (mma) {
+        if (!release_wmma(w0, w1))
+            return false;
+        for (int l = w0; l < w1; l++)
+            if (lanes[l].state == AT_WMMA)
+                lanes[l].state = RUNNING;
+        return true;
+    }
+    if (exited || w1 - w0 != 32)
+        violation("full-mask warp shuffle with lanes missing");
+    for (int l = w0; l < w1; l++) {
+        lane &x = lanes[l];
+        if (x.state != AT_SHUFFLE)
+            continue;
+        if (x.mask != 0xffffffffu || x.bytes != lanes[w0].bytes)
+            violation("warp shuffle lanes disagree on mask or type");
+        const int s = w0 + x.src;
+        x.got = s < w1 && lanes[s].state == AT_SHUFFLE ? lanes[s].sent : x.sent;
+    }
+    for (int l = w0; l < w1; l++)
+        if (lanes[l].state == AT_SHUFFLE)
+            lanes[l].state = RUNNING;
+    return true;
+}
+
+/* Releases every warp that release_warp can; returns whether any was released. */
 inline bool release_warps()
 {
     bool any = false;
-    for (int w0 = 0; w0 < nthreads; w0 += 32) {
-        const int w1 = std::min(nthreads, w0 + 32);
-        int shfl = 0, mma = 0, exited = 0;
-        for (int l = w0; l < w1; l++)
-            shfl += lanes[l].state == AT_SHUFFLE, mma += lanes[l].state == AT_WMMA,
-                exited += lanes[l].state == EXITED;
-        if ((!shfl && !mma) || (shfl && mma) || shfl + mma + exited != w1 - w0)
-            continue;
-        if (mma) {
-            if (!release_wmma(w0, w1))
-                continue;
-            for (int l = w0; l < w1; l++)
-                if (lanes[l].state == AT_WMMA)
-                    lanes[l].state = RUNNING;
-            any = true;
-            continue;
-        }
-        if (exited || w1 - w0 != 32)
-            violation("full-mask warp shuffle with lanes missing");
-        for (int l = w0; l < w1; l++) {
-            lane &x = lanes[l];
-            if (x.state != AT_SHUFFLE)
-                continue;
-            if (x.mask != 0xffffffffu || x.bytes != lanes[w0].bytes)
-                violation("warp shuffle lanes disagree on mask or type");
-            const int s = w0 + x.src;
-            x.got = s < w1 && lanes[s].state == AT_SHUFFLE ? lanes[s].sent : x.sent;
-        }
-        for (int l = w0; l < w1; l++)
-            if (lanes[l].state == AT_SHUFFLE)
-                lanes[l].state = RUNNING;
-        any = true;
-    }
+    for (int w0 = 0; w0 < nthreads; w0 += 32)
+        any |= release_warp(w0, std::min(nthreads, w0 + 32));
     return any;
+}
+
+/* warp_ahead: each warp in turn runs until all its lanes wait at a barrier or have exited (or are stuck at
+ * collective calls that disagree: the deadlock check below reports it). */
+inline void run_warps_ahead()
+{
+    const int nw = (nthreads + 31) / 32;
+    for (int i = 0; i < nw; i++) {
+        const int w = reverse_order ? nw - 1 - i : i, w0 = 32 * w, w1 = std::min(nthreads, w0 + 32);
+        do
+            for (int j = 0; j < w1 - w0; j++) {
+                const int l = reverse_order ? w1 - 1 - j : w0 + j;
+                if (lanes[l].state == RUNNING) {
+                    enter(l);
+                    swapcontext(&scheduler, &lanes[l].ctx);
+                }
+            }
+        while (release_warp(w0, w1));
+    }
 }
 
 /* Runs one block to completion; false on deadlock. */
@@ -310,15 +337,19 @@ inline bool run_block()
         x.state = RUNNING;
     }
     for (;;) {
-        for (int i = 0; i < nthreads; i++) {
-            const int l = reverse_order ? nthreads - 1 - i : i;
-            if (lanes[l].state == RUNNING) {
-                enter(l);
-                swapcontext(&scheduler, &lanes[l].ctx);
+        if (warp_ahead) {
+            run_warps_ahead();
+        } else {
+            for (int i = 0; i < nthreads; i++) {
+                const int l = reverse_order ? nthreads - 1 - i : i;
+                if (lanes[l].state == RUNNING) {
+                    enter(l);
+                    swapcontext(&scheduler, &lanes[l].ctx);
+                }
             }
+            if (release_warps())
+                continue;
         }
-        if (release_warps())
-            continue;
         int live = 0, at_bar = 0;
         for (int l = 0; l < nthreads; l++)
             live += lanes[l].state != EXITED, at_bar += lanes[l].state == AT_BARRIER;

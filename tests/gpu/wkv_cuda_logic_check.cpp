@@ -231,12 +231,13 @@ int main(void)
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
     /* the chunked tensor-core kernels (what N = 64 runs): whole and partial chunks, one token, given and replayed
      * checkpoints, with and without a state; then the forward with checkpoints every 3 chunks; wkv7, then wkv6 */
-    for (int k = 0; k < 4; k++) { /* threads lowest, then highest first between barriers (a missing barrier between
-                                   * two warps' tiles shows in one of the orders); each at both thread counts */
+    for (int k = 0; k < 6; k++) { /* threads lowest, then highest first between barriers, at 256 and at 128 threads
+                                   * per block; then each warp run alone from one barrier to the next (256): a
+                                   * missing barrier between two warps' tiles shows in one of these orders */
         const bool reverse = k % 2;
-        emu::reverse_order = reverse, other_threads = k >= 2;
-        std::printf("(threads run %s first; %d threads per block)\n", reverse ? "highest" : "lowest",
-                    other_threads ? 128 : 256);
+        emu::reverse_order = reverse, other_threads = k / 2 == 1, emu::warp_ahead = k >= 4;
+        std::printf("(threads run %s first%s; %d threads per block)\n", reverse ? "highest" : "lowest",
+                    emu::warp_ahead ? ", each warp alone to its next barrier" : "", other_threads ? 128 : 256);
         fails += check_case<64, true, true, 16, true, 1>(be, 2, 50, 2, 64, 16, true, true);
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 64, 1, 64, 16, false, true);
         fails += check_case<64, true, true, 16, true, 1>(be, 1, 37, 2, 64, 16, true, false);
@@ -251,7 +252,7 @@ int main(void)
         fails += check_case<128, true, true, 16, true, 2>(be, 1, 40, 1, 128, 32, true, true);
         fails += check_case<128, true, false, 16, true, 1>(be, 1, 37, 2, 128, 16, true, true); /* wkv6 */
     }
-    emu::reverse_order = false;
+    emu::reverse_order = false, emu::warp_ahead = false;
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
