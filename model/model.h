@@ -116,6 +116,13 @@ typedef struct {
  * its backward): gate, up and act of 4096 rows are 0.9 GiB at Qwen2.5-7B's intermediate 18944, where the 32768 rows
  * of step 3 (16384 × 2) would take 7 GiB, twice (saved and backward scratch). rl_model.mlp_rows = 0 means this. */
 #define RL_MLP_ROWS 4096
+/* The MLP's rows per pass for `rows` rows a micro-batch and the option mlp_rows (≤ 0: RL_MLP_ROWS): what prepare
+ * sizes the buffers for and what `radlads plan` counts. */
+static inline int64_t rl_mlp_chunk_rows(int64_t rows, int mlp_rows)
+{
+    const int64_t want = mlp_rows > 0 ? mlp_rows : RL_MLP_ROWS;
+    return want < rows ? want : rows;
+}
 
 /* ---- model ------------------------------------------------------------------ */
 

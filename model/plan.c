@@ -350,10 +350,7 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
                 .KD = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, .F = (uint64_t)c->intermediate,
                 .H = (uint64_t)c->heads, .G = (uint64_t)c->kv_heads, .N = (uint64_t)c->head_dim,
                 .qk = c->qk_norm, .variant = o->variant, .arch = o->arch, .rk = rk};
-    {
-        const uint64_t want = o->mlp_rows > 0 ? (uint64_t)o->mlp_rows : RL_MLP_ROWS;
-        s.C = want < s.R ? want : s.R;
-    }
+    s.C = (uint64_t)rl_mlp_chunk_rows((int64_t)s.R, o->mlp_rows);
     if (o->arch == RL_STUDENT_RWKV6)
         s.rk.iclr = s.rk.value = s.rk.gate = 0;
     else

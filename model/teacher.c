@@ -63,7 +63,7 @@ int rl_model_prepare_keep(rl_model *m, int batch, int seq, int backward, int chu
     const int64_t R = (int64_t)batch * seq, D = c->hidden, F = c->intermediate, N = c->head_dim;
     const int64_t QD = c->heads * N, KD = c->kv_heads * N, BHT = (int64_t)batch * c->heads * seq;
     /* the MLP's row chunk: its backward scratch always, its gate/up/act unless every layer keeps them */
-    const int64_t CR = m->mlp_rows > 0 ? (m->mlp_rows < R ? m->mlp_rows : R) : (RL_MLP_ROWS < R ? RL_MLP_ROWS : R);
+    const int64_t CR = rl_mlp_chunk_rows(R, m->mlp_rows);
     const int64_t MR = keep == RL_ACTS_ALL ? R : CR;
     rl_arena *a = &m->acts;
     int bad = 0, (*ix)[A_N] = calloc((size_t)c->layers, sizeof *ix);

@@ -627,25 +627,19 @@ static int cmp_stat_seconds(const void *a, const void *b)
 static int adamw_run(const rl__trainer *t, int i, size_t first, size_t *n)
 {
     const rl__tensor *x = &t->t[i];
-    int joined = 0;
     size_t len = *n;
-    if (!len)
-        return 0;
-    for (int j = i + 1; j < t->n_t; j++) {
-        const rl__tensor *y = &t->t[j], *prev = &t->t[j - 1];
+    int j = i + 1, to_end = len && first + len == x->count; /* the run so far reaches its last tensor's end */
+    for (; to_end && j < t->n_t; j++) {
+        const rl__tensor *y = &t->t[j];
         size_t f2, n2 = rl__owned(t, y, &f2);
-        /* the previous tensor's owned part must reach its end, this one's start at its beginning */
-        const size_t prev_end = j - 1 == i ? first + *n : prev->count;
-        if (prev_end != prev->count || !n2 || f2 != 0 || y->group != x->group || y->bf16 != x->bf16 ||
+        if (!n2 || f2 != 0 || y->group != x->group || y->bf16 != x->bf16 ||
             y->param != rl__at(x->param, x->bf16, first + len) || y->grad != rl__at(x->grad, x->bf16, first + len) ||
             y->moment_offset != x->moment_offset + first + len)
             break;
-        len += n2, joined++;
-        if (n2 != y->count)
-            break;
+        len += n2, to_end = n2 == y->count;
     }
     *n = len;
-    return joined;
+    return j - i - 1;
 }
 
 /* --profile: DIR/profile.tsv (one line per op, matmuls per shape, by time), the top ops in the log. */

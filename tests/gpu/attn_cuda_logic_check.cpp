@@ -14,17 +14,10 @@ alignas(32) float sm_tc[1 << 16]; /* the tensor-core kernels' (wmma: 32-byte ali
 using emu::randv;
 using emu::rel_err;
 
-/* A tensor-core kernel must stay inside the shared memory its launcher asks for: the emulation fills sm_tc with
- * 0x7f bytes before every block, so a byte past `floats` that is not 0x7f after the grid was written there. */
+/* the tensor-core kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
 {
-    const unsigned char *b = reinterpret_cast<const unsigned char *>(sm_tc + floats);
-    for (size_t i = 0; i < sizeof sm_tc - floats * sizeof(float); i++)
-        if (b[i] != 0x7f) {
-            std::printf("  %s wrote shared memory past its %zu floats\n", kernel, floats);
-            emu::violations++;
-            return;
-        }
+    emu::check_smem_tail(sm_tc, sizeof sm_tc, floats * sizeof(float), kernel);
 }
 
 static void run_grid(dim3 grid, int threads, const std::function<void()> &body)

@@ -115,6 +115,12 @@ struct smem_region {
 inline std::vector<smem_region> dyn_smem;
 inline size_t dyn_smem_capacity = SIZE_MAX;
 
+/* A kernel must stay inside the dynamic shared memory its launcher asks for (`used` of the registered array
+ * `base`, `bytes` long): every registered array is filled with 0x7f bytes before each block, so a byte past `used`
+ * that is no longer 0x7f after the grid was written there by the last block (a read there sees 3.4e38 and fails the
+ * comparison). Counts a violation and names the kernel. */
+inline void check_smem_tail(const void *base, size_t bytes, size_t used, const char *kernel);
+
 /* Registers an array that a kernel declares `extern __shared__` (poisoned before every block). */
 inline void dynamic_smem(void *p, size_t bytes)
 {
@@ -127,6 +133,17 @@ inline void violation(const char *what)
     last_violation = what;
     if (violations++ < 10)
         std::printf("  EMULATION: %s (block %u,%u,%u thread %d)\n", what, bid.x, bid.y, bid.z, current);
+}
+
+inline void check_smem_tail(const void *base, size_t bytes, size_t used, const char *kernel)
+{
+    const unsigned char *b = static_cast<const unsigned char *>(base);
+    for (size_t i = used; i < bytes; i++)
+        if (b[i] != 0x7f) {
+            std::printf("  %s wrote shared memory past its %zu bytes (byte %zu)\n", kernel, used, i);
+            violations++;
+            return;
+        }
 }
 
 inline void enter(int l)

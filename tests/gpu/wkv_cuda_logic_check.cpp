@@ -36,21 +36,10 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
  * when `other_threads` is set. */
 static bool other_threads;
 
-/* The chunked kernels must stay inside the dynamic shared memory their launchers ask for (wc_fwd_floats /
- * wc_bwd_floats): the emulation fills all of wc_smem with 0x7f bytes before every block, so a slot past that size
- * that is still not 0x7f after the grid was written by the last block (a read there would see 3.4e38 and fail the
- * comparison). */
+/* the chunked kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
 {
-    const unsigned char *b = reinterpret_cast<const unsigned char *>(wc_smem + floats);
-    const size_t n = sizeof wc_smem - floats * sizeof(float);
-    for (size_t i = 0; i < n; i++)
-        if (b[i] != 0x7f) {
-            std::printf("  %s wrote shared memory past its %zu floats (float %zu)\n", kernel, floats,
-                        floats + i / sizeof(float));
-            emu::violations++;
-            return;
-        }
+    emu::check_smem_tail(wc_smem, sizeof wc_smem, floats * sizeof(float), kernel);
 }
 
 template <int N, bool SEVEN>
