@@ -291,10 +291,10 @@ int rl_adamw_update_bf16(rl_backend *be, uint16_t *param16, float *master, const
  * tokens, rl_wkv_checkpoint_floats() floats; the backward rebuilds each chunk's
  * states from it (or, given NULL, replays the forward from state_in first).
  * Backward ACCUMULATES into every gradient and into dstate_in (may be NULL);
- * dstate_out is ∂L/∂(final state), NULL = 0. Any seq ≥ 1. The CUDA wkv7 and wkv6 at head sizes 64 and 128 work in chunks of 16
- * tokens scaled by partial decay products: exact (to fp32 rounding) for logw ≥ −10 per token, which the models'
- * decays always are (RAD-RWKV7 ≥ −e^(−0.5), RAD-RWKV6 ≥ −5); RADLADS_WKV_CHUNKED=0 selects the per-row kernels,
- * exact for any logw. */
+ * dstate_out is ∂L/∂(final state), NULL = 0. Any seq ≥ 1. The CUDA wkv6 backward at head sizes 64 and 128 (and
+ * with RADLADS_WKV_CHUNKED=1 every CUDA wkv at those sizes) works in chunks of 16 tokens scaled by partial decay
+ * products: exact (to fp32 rounding) for logw ≥ −10 per token, which the models' decays always are (RAD-RWKV7
+ * ≥ −e^(−0.5), RAD-RWKV6 ≥ −5); RADLADS_WKV_CHUNKED=0 selects the per-row kernels, exact for any logw. */
 typedef struct {
     int batch, seq, heads, head_dim;
     int chunk; /* checkpoint interval L; 0 = RL_WKV_DEFAULT_CHUNK */

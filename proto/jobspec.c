@@ -791,6 +791,18 @@ static struct fy_document *load_yaml(const char *text, size_t len, char *err, si
                 b < 0x20 || b == 0x7f ? "a control character" : "not valid UTF-8");
         return NULL;
     }
+    /* A line that starts with '%' is a YAML directive (%YAML, %TAG), which specs never need, and libfyaml 0.7.12
+     * crashes reporting some malformed ones (strlen on a bad pointer in fy_diag_error_atom_display; found by
+     * fuzz_jobspec): refuse them before the parser sees them. */
+    for (size_t i = 0; i < len; i++)
+        if (text[i] == '%' && (i == 0 || text[i - 1] == '\n' || text[i - 1] == '\r')) {
+            size_t line = 1;
+            for (size_t k = 0; k < i; k++)
+                line += text[k] == '\n' || (text[k] == '\r' && text[k + 1] != '\n'); /* k + 1 ≤ i */
+            rl_errf(err, errlen, "invalid YAML: line %zu starts with '%%' (a YAML directive such as %%YAML or %%TAG); job "
+                    "specs take no directives: remove the line, or quote a value that starts with '%%'", line);
+            return NULL;
+        }
     char diag_msg[512] = "";
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);

@@ -23,7 +23,8 @@
  *      the GQA sum over the heads that share g happens inside one thread, in a fixed order.
  *   3. dQ: block per (query tile, head, batch), recomputing P and dS for key tiles up to the diagonal.
  * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.)
- * Head sizes 64 and 128 run both passes (and the forward) on the tensor cores on sm_80/sm_90+ (attn_*_tc_kernel). */
+ * With RADLADS_ATTN_TC=1, head sizes 64 and 128 run both passes (and the forward) on the tensor cores on sm_80/sm_90+
+ * (attn_*_tc_kernel); by default they do not: the H100 measured them slower (attn_tc_on). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -743,12 +744,13 @@ cudaError_t backward_tc(cudaStream_t st, const attn_args &p, float *dq, float *d
     return cudaGetLastError();
 }
 
-/* RADLADS_ATTN_TC=0: head sizes 64 and 128 run the CUDA-core forward and backward too (a benchmark knob:
- * tests/gpu/run.sh checks and times both). */
+/* RADLADS_ATTN_TC=1: head sizes 64 and 128 run the tensor-core forward and backward; unset or 0: the CUDA-core
+ * ones, which the H100 measured faster (B1 T4096 H32/8 D128: forward 6.1 vs 14.9 ms, backward 30.2 vs 48.8 ms,
+ * bench/RESULTS.md). tests/gpu/run.sh checks and times both. */
 bool attn_tc_on()
 {
     static const int allowed[] = {0, 1};
-    static const int on = rlc_env_knob("RADLADS_ATTN_TC", allowed, 2, 1);
+    static const int on = rlc_env_knob("RADLADS_ATTN_TC", allowed, 2, 0);
     return on != 0;
 }
 

@@ -23,6 +23,7 @@ typedef struct {
     int64_t stride_a, stride_b, stride_c;
     int dtype_ab, dtype_c, epilogue_bias, beta_zero;
     int align_a, align_b, align_c;
+    int64_t ld_a, ld_b, ld_c;
 } gemm_key;
 
 struct rlc_gemm_cache_entry {
@@ -66,7 +67,29 @@ __global__ static void add_bias_kernel(T *c, const float *bias, int M, int N, in
 
 static const char *lt_status(cublasStatus_t s) { return cublasLtGetStatusString(s); }
 
-int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
+/* RADLADS_GEMM_LOG=1: one stderr line per GEMM shape with the algorithm the heuristic picked. */
+static void log_algo(const rl_gemm *g, const cublasLtMatmulHeuristicResult_t *res)
+{
+    int32_t id = -1, tile = -1, splitk = -1, stages = -1;
+    uint32_t scheme = 0;
+    size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(&res->algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(&res->algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(&res->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(&res->algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme,
+                                         &w);
+    cublasLtMatmulAlgoConfigGetAttribute(&res->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
+    fprintf(stderr,
+            "radlads: gemm M=%d N=%d K=%d ta=%d tb=%d beta=%g %s x %s -> %s: algo %d tile %d stages %d split-k %d "
+            "reduction %u workspace %zu waves %.2f\n",
+            g->M, g->N, g->K, g->trans_a, g->trans_b, (double)g->beta, rl_dtype_name(g->dtype_a),
+            rl_dtype_name(g->dtype_b), rl_dtype_name(g->dtype_c), id, tile, stages, splitk, scheme,
+            res->workspaceSize, (double)res->wavesCount);
+}
+
+/* One cuBLASLt product with explicit row strides (elements) of the stored A, the stored B and C. */
+static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias,
+                     int64_t lda, int64_t ldb, int64_t ldc)
 {
     rlc_backend *cb = rlc_of(be);
     const int f32 = g->dtype_a == RL_DTYPE_F32 && g->dtype_b == RL_DTYPE_F32 && g->dtype_c == RL_DTYPE_F32;
@@ -93,6 +116,7 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
     key.align_a = alignment_of(a, g->stride_a, eab, batch);
     key.align_b = alignment_of(b, g->stride_b, eab, batch);
     key.align_c = alignment_of(c, g->stride_c, ec, batch);
+    key.ld_a = lda, key.ld_b = ldb, key.ld_c = ldc;
     if (fuse_bias && alignment_of(bias, 0, 4, 1) < 16)
         key.epilogue_bias = 0; /* the epilogue reads the bias vectorised */
     const int epi = key.epilogue_bias;
@@ -102,7 +126,7 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
     const cublasOperation_t op_lt_b = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const uint64_t rows_lt_a = g->trans_b ? (uint64_t)K : (uint64_t)N, cols_lt_a = g->trans_b ? N : K;
     const uint64_t rows_lt_b = g->trans_a ? (uint64_t)M : (uint64_t)K, cols_lt_b = g->trans_a ? K : M;
-    const int64_t ld_lt_a = (int64_t)rows_lt_a, ld_lt_b = (int64_t)rows_lt_b, ld_c = N;
+    const int64_t ld_lt_a = ldb, ld_lt_b = lda, ld_c = ldc;
     const cudaDataType_t tab = to_cuda_type(g->dtype_a), tc = to_cuda_type(g->dtype_c);
 
     cublasLtMatmulDesc_t desc = NULL;
@@ -171,6 +195,14 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
         if (s == CUBLAS_STATUS_SUCCESS)
             s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
                                                      sizeof al_c);
+        if (s == CUBLAS_STATUS_SUCCESS && g->dtype_c == RL_DTYPE_BF16) {
+            /* a split-K algorithm may add its partial products up in the output's type, in place: each partial
+             * sum rounded to bf16 (the H100 measured up to 1 ulp off the once-rounded fp32 sum). Partials in
+             * fp32 in the workspace, or no split, round once. */
+            const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+            s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                     sizeof schemes);
+        }
         cublasLtMatmulHeuristicResult_t res;
         int found = 0;
         if (s == CUBLAS_STATUS_SUCCESS)
@@ -181,6 +213,8 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
         if (s == CUBLAS_STATUS_SUCCESS) {
             algo = res.algo;
             have_algo = 1;
+            if (getenv("RADLADS_GEMM_LOG")) /* what the heuristic picked, once per shape (a diagnostic knob) */
+                log_algo(g, &res);
             if (!cb->gemm_cache)
                 cb->gemm_cache = (rlc_gemm_cache_entry *)calloc(GEMM_CACHE_MAX, sizeof *cb->gemm_cache);
             if (cb->gemm_cache) {
@@ -230,6 +264,68 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
                 (__nv_bfloat16 *)c, bias, M, N, batch, g->stride_c);
     }
     return rlc_launched(be, "rl_matmul");
+}
+
+/* c16[r, j] = bf16(beta · c16[r, j] + acc[r, j]) for rows × cols (c16's rows ldc apart, acc's cols apart): one
+ * rounding of the fp32 sum. */
+__global__ static void add_round_bf16_kernel(__nv_bfloat16 *c16, const float *acc, int rows, int cols, int64_t ldc,
+                                             float beta)
+{
+    const size_t total = (size_t)rows * cols;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        __nv_bfloat16 *p = c16 + (int64_t)(i / cols) * ldc + (int64_t)(i % cols);
+        *p = __float2bfloat16_rn(beta * __bfloat162float(*p) + acc[i]);
+    }
+}
+
+/* RADLADS_GEMM_BF16_ACC=0: a bf16 result with beta ≠ 0 straight from cuBLASLt (a diagnostic knob). Its kernels
+ * on the H100 rounded such results twice (up to 1 bf16 ulp off the once-rounded fp32 sum on a quarter of the
+ * elements, tests/gpu/gpu_ops_check matmul_autocast_bf16_grad); by default the product goes to fp32 scratch and
+ * one kernel adds and rounds. */
+static bool bf16_acc_via_f32()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_GEMM_BF16_ACC", allowed, 2, 1);
+    return on != 0;
+}
+
+#define BF16_ACC_SCRATCH_FLOATS ((size_t)16 << 20) /* 64 MiB: rows of C are done this many elements at a time */
+
+int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
+{
+    const int64_t lda = g->trans_a ? g->M : g->K, ldb = g->trans_b ? g->K : g->N;
+    if (g->dtype_c != RL_DTYPE_BF16 || g->beta == 0.0f || bias || !bf16_acc_via_f32())
+        return lt_matmul(be, g, c, a, b, bias, lda, ldb, g->N);
+    /* bf16 C += alpha op(A) op(B): the product in fp32 scratch, a block of C's rows at a time, then one rounding */
+    rlc_backend *cb = rlc_of(be);
+    const int batch = g->batch > 0 ? g->batch : 1;
+    size_t fit = BF16_ACC_SCRATCH_FLOATS / (size_t)g->N; /* rows per block: a multiple of 64 keeps A aligned */
+    fit = fit >= 64 ? fit / 64 * 64 : (fit ? fit : 1);
+    const int rows = fit >= (size_t)g->M ? g->M : (int)fit;
+    float *acc = (float *)rlc_ws_get(&cb->ws, cb->stream, sizeof(float) * (size_t)rows * g->N);
+    if (!acc)
+        return rl__fail(be, RL_ENOMEM, "rl_matmul: no device memory for the %zu-byte fp32 scratch of a bf16 "
+                        "accumulation", sizeof(float) * (size_t)rows * g->N);
+    const size_t eab = rl_dtype_size(g->dtype_a);
+    for (int bi = 0; bi < batch; bi++)
+        for (int m0 = 0; m0 < g->M; m0 += rows) {
+            rl_gemm part = *g;
+            part.M = g->M - m0 < rows ? g->M - m0 : rows;
+            part.batch = 1, part.beta = 0.0f, part.dtype_c = RL_DTYPE_F32;
+            /* op(A)'s rows m0..: A's rows (K apart) or, transposed, its columns */
+            const char *pa = (const char *)a + (size_t)bi * g->stride_a * eab +
+                             (g->trans_a ? (size_t)m0 : (size_t)m0 * g->K) * eab;
+            const char *pb = (const char *)b + (size_t)bi * g->stride_b * eab;
+            __nv_bfloat16 *pc = (__nv_bfloat16 *)c + (size_t)bi * g->stride_c + (size_t)m0 * g->N;
+            int rc = lt_matmul(be, &part, acc, pa, pb, NULL, lda, ldb, g->N);
+            if (rc)
+                return rc;
+            const size_t n = (size_t)part.M * g->N;
+            add_round_bf16_kernel<<<rlc_grid(n, 256), 256, 0, cb->stream>>>(pc, acc, part.M, g->N, g->N, g->beta);
+            if ((rc = rlc_launched(be, "rl_matmul")))
+                return rc;
+        }
+    return 0;
 }
 
 /* dbias[j] += Σ_r dout[r, j]. A block owns 32 columns (one per lane, so reads are coalesced along a

@@ -9,11 +9,11 @@
  *   wkv7 also: db = Gᵀ sa,  dsa = G b,  da = S_{t−1}ᵀ dsa,  Ĝ ← G diag(d) + dsa aᵀ
  *   wkv6:                                               Ĝ ← G diag(d)
  *
- * wkv7 and wkv6 at head sizes 64 and 128 run the chunked tensor-core kernels of cuda_wkv7_chunked.cuh on sm_80 and
- * sm_90+ (except head size 128's backward on sm_80, whose 163 KB of shared memory per block is too little for its
- * 206 KB: the per-row backward reads the same key-major checkpoints): 16 tokens at a time as small matrix
- * products, exact for logw ≥ −10 (RADLADS_WKV_CHUNKED=0 turns them off).
- * Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
+ * The chunked tensor-core kernels of cuda_wkv7_chunked.cuh (16 tokens at a time as small matrix products, exact for
+ * logw ≥ −10) cover wkv7 and wkv6 at head sizes 64 and 128 on sm_80 and sm_90+ (except head size 128's backward on
+ * sm_80, whose 163 KB of shared memory per block is too little for its 206 KB); by default only the wkv6 backward
+ * runs on them, the one the H100 measured faster (chunked_mode below; the per-row kernels read and write the same
+ * key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
  * thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is
  * the one after it, with four threads per row and column (wkv_backward_wide_kernel).
  *
@@ -685,13 +685,16 @@ int backward_segment()
     return bseg;
 }
 
-/* RADLADS_WKV_CHUNKED=0: head sizes 64 and 128 run the per-row kernels instead of the chunked tensor-core ones (a
- * benchmark knob: tests/gpu/run.sh times both and checks both). */
-bool chunked_on()
+/* Which wkv runs on the chunked kernels at head sizes 64 and 128. RADLADS_WKV_CHUNKED=1: all four (wkv7 and wkv6,
+ * forward and backward); 0: none; unset or 2: where the H100 measured them faster than the per-row kernels, the wkv6
+ * backward alone (B8 T4096, head size 64: 20.8 vs 23.9 ms, 128: 45.3 vs 54.9 ms; the wkv7 ones took 1.5x to 2.3x
+ * the per-row kernels' time, bench/RESULTS.md). The per-row forward writes the checkpoints the chunked backward
+ * reads (key-major, every L tokens), so the two mix. tests/gpu/run.sh checks and times every setting. */
+int chunked_mode()
 {
-    static const int allowed[] = {0, 1};
-    static const int on = rlc_env_knob("RADLADS_WKV_CHUNKED", allowed, 2, 1);
-    return on != 0;
+    static const int allowed[] = {0, 1, 2};
+    static const int mode = rlc_env_knob("RADLADS_WKV_CHUNKED", allowed, 3, 2);
+    return mode;
 }
 
 /* The chunked kernels cover head sizes 64 and 128 (wkv6 is wkv7 with a = b = 0). The forward needs checkpoint
@@ -700,14 +703,15 @@ bool chunked_on()
  * on sm_80; not sm_86/sm_89). */
 bool chunked_forward(const wkv_args &p)
 {
-    if (p.L % WC || !chunked_on())
+    if (p.L % WC || chunked_mode() != 1)
         return false;
     return (p.N == 64 && tc_fits(sizeof(float) * wc_fwd_floats<64>())) ||
            (p.N == 128 && tc_fits(sizeof(float) * wc_fwd_floats<128>()));
 }
-bool chunked_backward(const wkv_args &p)
+template <bool SEVEN> bool chunked_backward(const wkv_args &p)
 {
-    if (p.L != WC || !chunked_on())
+    const int mode = chunked_mode();
+    if (p.L != WC || !(mode == 1 || (mode == 2 && !SEVEN)))
         return false;
     return (p.N == 64 && tc_fits(sizeof(float) * wc_bwd_floats<64>())) ||
            (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
@@ -862,7 +866,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     const wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
-    const bool chunked = chunked_backward(p);
+    const bool chunked = chunked_backward<SEVEN>(p);
     const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
     const size_t seg = chunked ? 0 : (size_t)BH * SEG * NN; /* the longest segment */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;

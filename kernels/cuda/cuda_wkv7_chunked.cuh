@@ -1,8 +1,9 @@
 // clang-format off
 /* cuda_wkv7_chunked.cuh — wkv7 and wkv6 forward and backward in chunks of 16 tokens on the tensor cores (KERNELS.md
  * §4 and §8 CUDA 2). Included by cuda_wkv.cu inside its anonymous namespace (and by the host emulation check); the
- * launchers choose it for head sizes 64 and 128 with checkpoints at whole chunks (the backward: every chunk),
- * RADLADS_WKV_CHUNKED=0 turns it off. wkv6 (the GLA
+ * launchers can choose it for head sizes 64 and 128 with checkpoints at whole chunks (the backward: every chunk):
+ * by default for the wkv6 backward alone, the one the H100 measured faster than the per-row kernel; every wkv with
+ * RADLADS_WKV_CHUNKED=1 (cuda_wkv.cu chunked_mode; bench/RESULTS.md has the timings and the profile). wkv6 (the GLA
  * form: S ← S diag(d) + v kᵀ, y = S r) is wkv7 with a = b = 0: the SEVEN = false instances leave out every term
  * with a or b.
  *

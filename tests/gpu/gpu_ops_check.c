@@ -640,6 +640,17 @@ static void check_grad_gemm(const char *name, rl_gemm g, size_t off)
     for (size_t i = 0; i < nc; i++)
         got[i] = rl_bf16_to_f32(got16[off + i]), ref[i] = rl_bf16_to_f32(dc[off + i]);
     cmp_host("C (bf16 grads)", got, ref, nc);
+    const char *dump = getenv("RL_GPU_CHECK_DUMP"); /* a folder: the operands and both results, for offline study */
+    if (dump && nc <= ((size_t)1 << 20)) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s.bin", dump, name);
+        FILE *f = fopen(path, "wb");
+        if (f) {
+            fwrite(A.c, 4, na, f), fwrite(B.c, 4, nb, f), fwrite(h, 2, n16, f), fwrite(got16, 2, n16, f);
+            fwrite(dc, 2, n16, f);
+            fclose(f);
+        }
+    }
     /* float64 on the rounded operands (and Σ|terms| for the error bound) */
     float *ra = xmalloc(na * 4), *rb = xmalloc(nb * 4);
     for (size_t i = 0; i < na; i++)
@@ -688,6 +699,13 @@ static void check_bf16_weights(void)
     /* the weight gradient of a linear layer: dW[out,in] += dyᵀ[out,rows]·x[rows,in] */
     check_grad_gemm("matmul_autocast_bf16_grad", (rl_gemm){384, 512, 300, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
                     64);
+    check_grad_gemm("matmul_autocast_bf16_grad_beta0",
+                    (rl_gemm){384, 512, 300, 1, 0, 1.0f, 0.0f, 0, 0, 0, 0, F, F, F}, 64);
+    check_grad_gemm("matmul_autocast_bf16_grad_nt", (rl_gemm){256, 384, 512, 0, 1, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
+                    0);
+    /* more than the 64 MiB of fp32 scratch the GPU accumulates through: C in two blocks of rows */
+    check_grad_gemm("matmul_autocast_bf16_grad_blocks",
+                    (rl_gemm){384, 65600, 40, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F}, 64);
     /* an odd offset: C only 2-byte aligned */
     check_grad_gemm("matmul_autocast_bf16_grad_odd", (rl_gemm){61, 67, 71, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
                     3);

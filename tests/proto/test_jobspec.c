@@ -188,6 +188,20 @@ static void errors_name_the_field(void)
     expect_error("%\xe8", "byte 1 (0xe8) is not valid UTF-8");
     expect_error("[[z\x01\x02,z]", "byte 3 (0x01) is a control character");
     expect_error(BASE "name: \"\xc0\xaf\"\n", "not valid UTF-8");
+    /* Found by fuzz_jobspec: libfyaml crashes reporting malformed directive lines (seed crash-libfyaml-directive). */
+    expect_error("name: s ut\n%autuume: s\n%a\t\t\t{\"teacher\": x}\n", "line 2 starts with '%'");
+    expect_error("%YAML 1.2\n---\n" BASE, "line 1 starts with '%'");
+    expect_error(BASE "name: x\r%TAG ! tag:x,2000:\n", "line 5 starts with '%'");
+    /* a '%' inside a line, or in a quoted value at the start of one, is fine */
+    rl_job_spec spec;
+    char err[1024] = "";
+    if (parse("teacher: te%acher\ndata: {train: [train.tok]}\noutput:\n \"%out\"\n", &spec, err, 0) == 0) {
+        CHECK(strstr(spec.output, "/%out") && strstr(spec.teacher, "/te%acher"), "paths %s %s", spec.output,
+              spec.teacher);
+        rl_jobspec_free(&spec);
+    } else {
+        CHECK(0, "a spec with '%%' inside its values was refused: %s", err);
+    }
 }
 
 int main(void)
