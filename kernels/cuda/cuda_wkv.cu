@@ -60,7 +60,16 @@ constexpr int WIDE_BSEG_DEFAULT = 8; /* the same for the four-threads-per-row ba
 struct wkv_args {
     int T, H, N, L;
     const float *r, *logw, *k, *v, *a, *b;
+    int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
 };
+
+/* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
+ * by Π 1/d over the segment; a segment whose product exceeds this for any key writes the state history
+ * instead (exact for any decay). RAD-RWKV7's decays (d ≥ e^−0.6065) keep 8-token segments within it. */
+constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
+#ifndef RLC_WKV_SEGMENT_SEEN /* the host emulation check counts the segments of each kind */
+#define RLC_WKV_SEGMENT_SEEN(back)
+#endif
 
 struct wkv_grads {
     float *r, *logw, *k, *v, *a, *b;
@@ -400,7 +409,15 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
  *              (every element by one thread); dv_i and dsa_k are summed from the phase A partials
  *                                                                        — barrier —
  *   finish:    thread (i, q) sums one group of column partials and adds it to its output
- *              (q = 0: dr, 1: dlogw, 2: dk, 3: db and da). */
+ *              (q = 0: dr, 1: dlogw, 2: dk, 3: db and da).
+ * Phase B needs S_{t−1}'s column. The kernel above writes the state before every token of a segment to global
+ * memory and reads it back (N² floats per token: what bounds it). Here, by default (p.backstep), the recompute
+ * writes nothing: its end state goes to registers in column form (thread (i, q): S[q·W + m][i], through shared
+ * memory) and each token of the reverse walk steps it back in place,
+ *   S_{t−1}[k][i] = (S_t[k][i] − sa_k b_i − v_k k_i) / d_i      (sa_k from the recompute),
+ * the stepping of the fp32 reference kernels (KERNELS.md §8). Dividing by d_i amplifies rounding by Π 1/d_i over
+ * the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong decays; not RAD-RWKV7's at
+ * 8-token segments) takes the history path instead: exact for every input, the choice uniform per block. */
 constexpr int WQ = 4;
 
 template <int CAP, bool SEVEN>
@@ -454,6 +471,7 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
     float *redA = red_sa + 2 * WQ * N;            /* [Q][2][N]: dv, dsa partials */
     float *redB = redA + WQ * 2 * N;              /* [Q][7][N]: dd, dk, db, da, sdy, vdy, sady partials */
     float *G = redB + WQ * 7 * N;                 /* [N][N+1] */
+    int *too_steep = (int *)(G + (size_t)N * GP); /* the segment's decays forbid backstepping */
     const int t = threadIdx.x, i = t % N, q = t / N, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
@@ -484,21 +502,54 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
                     wide_step<CAP, SEVEN>(s, red_sa, par, i, q, tile + (size_t)tt * NV * N);
             }
 
-            /* 2. the segment's tokens, the states before each (key-major) and sa */
+            /* 2. the segment's tokens, the states before each (key-major) and sa; or, backstepping, no states */
+            if (t == 0)
+                *too_steep = 0;
             __syncthreads();
             stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
             __syncthreads();
+            if (p.backstep && q == 0) { /* key i's decay product over the segment */
+                float prod = 1.0f;
+                for (int tau = 0; tau < n; tau++)
+                    prod *= tile[(size_t)tau * NV * N + BV_D * N + i];
+                if (!(prod >= BACK_MIN_PROD))
+                    *too_steep = 1; /* every writer writes 1 */
+            }
+            __syncthreads();
+            const bool back = p.backstep && !*too_steep; /* uniform over the block */
+            if (t == 0)
+                RLC_WKV_SEGMENT_SEEN(back);
             for (int tau = 0; tau < n; tau++) {
                 float *x = tile + (size_t)tau * NV * N;
-                float *col = Sb + (size_t)tau * NN + i;
+                if (!back) {
+                    float *col = Sb + (size_t)tau * NN + i;
 #pragma unroll
-                for (int jj = 0; jj < W; jj++)
-                    col[(size_t)(q * W + jj) * N] = s[jj];
+                    for (int jj = 0; jj < W; jj++)
+                        col[(size_t)(q * W + jj) * N] = s[jj];
+                }
                 const float sa = wide_step<CAP, SEVEN>(s, red_sa, par, i, q, x);
                 if (SEVEN && q == 0)
                     x[BV_SA * N + i] = sa;
             }
             __syncthreads();
+            /* backstepping: this thread's column of the state after the segment, S[r0..r0+W−1][i], from the rows
+             * the recompute left in registers, through the (now idle) reduction buffers a quarter of rows at a time */
+            float sp[W]; /* S_{t−1}[q·W + m][i] during the walk */
+            if (back) {
+                float *Sx = red_sa; /* [W][N+1]: fits in red_sa, redA and redB (44 N floats) */
+                for (int pass = 0; pass < WQ; pass++) {
+                    if (i / W == pass)
+#pragma unroll
+                        for (int jj = 0; jj < W; jj++)
+                            Sx[(size_t)(i - pass * W) * GP + q * W + jj] = s[jj];
+                    __syncthreads();
+                    if (q == pass)
+#pragma unroll
+                        for (int m = 0; m < W; m++)
+                            sp[m] = Sx[(size_t)m * GP + i];
+                    __syncthreads();
+                }
+            }
 
             /* 3. the reverse walk */
             for (int tau = n - 1; tau >= 0; tau--) {
@@ -519,8 +570,16 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
                 else if (SEVEN)
                     old0 = g.b[o], old1 = g.a[o];
 
-                float sp[W]; /* S_{t−1}[r0 + m][i]: row i of the key-major copy, contiguous */
-                {
+                if (back) { /* S_{t−1}[k][i] = (S_t[k][i] − sa_k b_i − v_k k_i) / d_i, in place */
+                    const float inv = 1.0f / dc[i], ki = k[i], bi = SEVEN ? bb[i] : 0.0f;
+#pragma unroll
+                    for (int m = 0; m < W; m++) {
+                        float e = sp[m] - v[r0 + m] * ki;
+                        if (SEVEN)
+                            e -= sav[r0 + m] * bi;
+                        sp[m] = e * inv;
+                    }
+                } else { /* S_{t−1}[r0 + m][i]: row i of the key-major copy, contiguous */
                     const float4 *Sp = reinterpret_cast<const float4 *>(Sb + (size_t)tau * NN + (size_t)i * N + r0);
 #pragma unroll
                     for (int m = 0; m < W / 4; m++) {
@@ -653,7 +712,7 @@ cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wk
 
 size_t wide_smem(int N, bool seven, int bseg)
 {
-    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1));
+    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
 }
 
 template <int CAP, bool SEVEN, int BSEG>
@@ -675,6 +734,16 @@ bool backward_wide()
     static const int allowed[] = {0, 1};
     static const int wide = rlc_env_knob("RADLADS_WKV_WIDE", allowed, 2, 1);
     return wide != 0;
+}
+
+/* RADLADS_WKV_BACKSTEP=0: the four-threads-per-row backward always writes each segment's state history to global
+ * memory and reads it back (16 KiB per token-head at head size 64), instead of stepping the state back from the
+ * segment's end, S_{t−1} = (S_t − sa bᵀ − v kᵀ) diag(1/d), where the decays allow (BACK_MIN_PROD). */
+bool backstep_on()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_WKV_BACKSTEP", allowed, 2, 1);
+    return on != 0;
 }
 
 /* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16, else −1 (each kernel's default). */
@@ -842,6 +911,7 @@ wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
     wkv_args p;
     p.T = d->seq, p.H = d->heads, p.N = d->head_dim, p.L = d->chunk ? d->chunk : RL_WKV_DEFAULT_CHUNK;
     p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
+    p.backstep = backstep_on();
     return p;
 }
 

@@ -20,6 +20,8 @@ alignas(32) float wc_smem[1 << 16]; /* the chunked kernels' (wmma needs 32-byte 
 } // namespace
 
 #define RLC_WKV_HOST_EMULATION 1
+static long segments_seen[2]; /* the backward's segments: [0] through the state history, [1] backstepped */
+#define RLC_WKV_SEGMENT_SEEN(back) (segments_seen[(back) ? 1 : 0]++)
 #include "../../kernels/cuda/cuda_wkv.cu"
 
 using emu::randv;
@@ -35,6 +37,11 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
  * launch per slice in order; 256 threads per block (the launchers' default), or 128 (RADLADS_WKV_THREADS=128)
  * when `other_threads` is set. */
 static bool other_threads;
+
+/* The four-threads-per-row backward's backstepping (p.backstep), and the decays' lower end (logw ≥ logw_min; 0 =
+ * the default: RAD-RWKV7's −0.6 for wkv7, −5 for wkv6): strong decays make segments fall back to the history. */
+static int backstep = 1;
+static float logw_min = 0.0f;
 
 /* the chunked kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
@@ -78,7 +85,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     const int nc = (T + L - 1) / L;
     const size_t nck = (size_t)B * H * nc * N * N;
     const float kscale = 1.0f / std::sqrt((float)N);
-    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, SEVEN ? -0.6f : -5.0f, -0.01f),
+    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f, -0.01f),
                        k = randv(ntok, -kscale, kscale), v = randv(ntok, -1, 1), a = randv(ntok, -kscale, kscale),
                        bb = randv(ntok, -kscale, kscale), dy = randv(ntok, -1, 1);
     std::vector<float> s_in = with_state ? randv(nst, -0.5f, 0.5f) : std::vector<float>(nst, 0.0f);
@@ -112,7 +119,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     /* the kernels, emulated; state_out aliases a copy of state_in (the in-place case) */
     wkv_args p;
-    p.T = T, p.H = H, p.N = N, p.L = L;
+    p.T = T, p.H = H, p.N = N, p.L = L, p.backstep = backstep;
     p.r = r.data(), p.logw = logw.data(), p.k = k.data(), p.v = v.data(), p.a = a.data(), p.b = bb.data();
     std::vector<float> y(ntok), ck(nck, -7.0f), st = s_in;
     const float *sin_p = with_state ? st.data() : nullptr;
@@ -164,9 +171,11 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                     CH == 1 ? "nothing else" : "the 4-threads-per-row backward", N, B, T, H, L,
                     use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     else
-        std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
+        std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s%s logw>=%.2g:",
                     SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B,
-                    T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
+                    T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no",
+                    WIDE ? (backstep ? " backstep" : " history") : "",
+                    (double)(logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f));
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
@@ -178,7 +187,13 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         for (int q = 4; q < 6; q++)
             if (g[q] != g0[q])
                 worst = 1;
-    const bool ok = worst < 2e-4 && !emu::violations;
+    bool ok = worst < 2e-4 && !emu::violations;
+    if (WIDE && !CH) {
+        std::printf(" segments: %ld backstepped, %ld history", segments_seen[1], segments_seen[0]);
+        if (!backstep && segments_seen[1])
+            ok = false; /* backstepping off must mean off */
+    }
+    segments_seen[0] = segments_seen[1] = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
@@ -218,6 +233,19 @@ int main(void)
     fails += check_case<64, true, false, 8, true>(be, 1, 29, 1, 64, 16, false, false);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
+    /* its backstepping: wkv6 with mild decays (backstepped), wkv7 with strong ones (segments fall back to the
+     * history, some), and without backstepping (the history always) */
+    logw_min = -0.3f;
+    fails += check_case<64, true, false, 8, true>(be, 1, 45, 2, 64, 16, true, true);
+    fails += check_case<128, true, false, 16, true>(be, 1, 20, 1, 128, 16, false, true);
+    logw_min = -3.0f;
+    fails += check_case<64, true, true, 8, true>(be, 2, 45, 2, 64, 16, true, true);
+    fails += check_case<128, true, true, 4, true>(be, 1, 20, 1, 128, 16, true, true);
+    logw_min = 0.0f, backstep = 0;
+    fails += check_case<64, true, true, 8, true>(be, 1, 45, 2, 64, 16, false, true);
+    fails += check_case<64, true, false, 16, true>(be, 1, 37, 1, 64, 16, true, true);
+    fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, false);
+    backstep = 1;
     /* the chunked tensor-core kernels (what N = 64 runs): whole and partial chunks, one token, given and replayed
      * checkpoints, with and without a state; then the forward with checkpoints every 3 chunks; wkv7, then wkv6 */
     for (int k = 0; k < 6; k++) { /* threads lowest, then highest first between barriers, at 256 and at 128 threads
