@@ -794,8 +794,9 @@ static struct fy_document *load_yaml(const char *text, size_t len, char *err, si
     /* A line that starts with '%' is a YAML directive (%YAML, %TAG), which specs never need, and libfyaml 0.7.12
      * crashes reporting some malformed ones (strlen on a bad pointer in fy_diag_error_atom_display; found by
      * fuzz_jobspec): refuse them before the parser sees them. */
-    for (size_t i = 0; i < len; i++)
-        if (text[i] == '%' && (i == 0 || text[i - 1] == '\n' || text[i - 1] == '\r')) {
+    const size_t bom = len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; /* a UTF-8 byte order mark */
+    for (size_t i = bom; i < len; i++)
+        if (text[i] == '%' && (i == bom || text[i - 1] == '\n' || text[i - 1] == '\r')) {
             size_t line = 1;
             for (size_t k = 0; k < i; k++)
                 line += text[k] == '\n' || (text[k] == '\r' && text[k + 1] != '\n'); /* k + 1 ≤ i */

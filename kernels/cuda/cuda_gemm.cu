@@ -294,7 +294,8 @@ static bool bf16_acc_via_f32()
 int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
 {
     const int64_t lda = g->trans_a ? g->M : g->K, ldb = g->trans_b ? g->K : g->N;
-    if (g->dtype_c != RL_DTYPE_BF16 || g->beta == 0.0f || bias || !bf16_acc_via_f32())
+    if (g->dtype_c != RL_DTYPE_BF16 || g->dtype_a != RL_DTYPE_BF16 || g->dtype_b != RL_DTYPE_BF16 ||
+        g->beta == 0.0f || bias || !bf16_acc_via_f32()) /* (lt_matmul refuses what it cannot multiply) */
         return lt_matmul(be, g, c, a, b, bias, lda, ldb, g->N);
     /* bf16 C += alpha op(A) op(B): the product in fp32 scratch, a block of C's rows at a time, then one rounding */
     rlc_backend *cb = rlc_of(be);

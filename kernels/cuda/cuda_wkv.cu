@@ -64,8 +64,8 @@ struct wkv_args {
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
- * by Π 1/d over the segment; a segment whose product exceeds this for any key writes the state history
- * instead (exact for any decay). RAD-RWKV7's decays (d ≥ e^−0.6065) keep 8-token segments within it. */
+ * by Π 1/d over the rest of the segment, at most Π 1/min(d, 1) over all of it; a segment where that exceeds
+ * 1 / BACK_MIN_PROD for any key writes the state history instead (exact for any decay). RAD-RWKV7's decays (d ≥ e^−0.6065) keep 8-token segments within it. */
 constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #ifndef RLC_WKV_SEGMENT_SEEN /* the host emulation check counts the segments of each kind */
 #define RLC_WKV_SEGMENT_SEEN(back)
@@ -415,8 +415,8 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
  * writes nothing: its end state goes to registers in column form (thread (i, q): S[q·W + m][i], through shared
  * memory) and each token of the reverse walk steps it back in place,
  *   S_{t−1}[k][i] = (S_t[k][i] − sa_k b_i − v_k k_i) / d_i      (sa_k from the recompute),
- * the stepping of the fp32 reference kernels (KERNELS.md §8). Dividing by d_i amplifies rounding by Π 1/d_i over
- * the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong decays; not RAD-RWKV7's at
+ * the stepping of the fp32 reference kernels (KERNELS.md §8). Dividing by d_i amplifies rounding by up to
+ * Π 1/min(d_i, 1) over the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong decays; not RAD-RWKV7's at
  * 8-token segments) takes the history path instead: exact for every input, the choice uniform per block. */
 constexpr int WQ = 4;
 
@@ -508,10 +508,10 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
             __syncthreads();
             stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
             __syncthreads();
-            if (p.backstep && q == 0) { /* key i's decay product over the segment */
-                float prod = 1.0f;
+            if (p.backstep && q == 0) { /* key i's decay product over the segment, decays above 1 counted as 1: */
+                float prod = 1.0f;    /* a bound on every later part of it, which is what divides an error */
                 for (int tau = 0; tau < n; tau++)
-                    prod *= tile[(size_t)tau * NV * N + BV_D * N + i];
+                    prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + i], 1.0f);
                 if (!(prod >= BACK_MIN_PROD))
                     *too_steep = 1; /* every writer writes 1 */
             }
@@ -669,6 +669,12 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
     }
 }
 
+/* The four-threads-per-row backward's shared memory: the token tile, the reductions, G, the too_steep flag. */
+size_t wide_smem(int N, bool seven, int bseg)
+{
+    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
+}
+
 #include "cuda_wkv7_chunked.cuh"
 
 /* ---- launchers ------------------------------------------------------------------------------ */
@@ -710,10 +716,6 @@ cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wk
     return cudaGetLastError();
 }
 
-size_t wide_smem(int N, bool seven, int bseg)
-{
-    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
-}
 
 template <int CAP, bool SEVEN, int BSEG>
 cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,

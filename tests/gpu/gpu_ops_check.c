@@ -706,6 +706,8 @@ static void check_bf16_weights(void)
     /* more than the 64 MiB of fp32 scratch the GPU accumulates through: C in two blocks of rows */
     check_grad_gemm("matmul_autocast_bf16_grad_blocks",
                     (rl_gemm){384, 65600, 40, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F}, 64);
+    check_grad_gemm("matmul_autocast_bf16_grad_blocks_nt", /* A's rows in blocks: 192, 192, 16 */
+                    (rl_gemm){400, 65600, 40, 0, 1, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F}, 0);
     /* an odd offset: C only 2-byte aligned */
     check_grad_gemm("matmul_autocast_bf16_grad_odd", (rl_gemm){61, 67, 71, 1, 0, 1.0f, 1.0f, 0, 0, 0, 0, F, F, F},
                     3);

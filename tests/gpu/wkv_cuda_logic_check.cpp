@@ -41,7 +41,12 @@ static bool other_threads;
 /* The four-threads-per-row backward's backstepping (p.backstep), and the decays' lower end (logw ≥ logw_min; 0 =
  * the default: RAD-RWKV7's −0.6 for wkv7, −5 for wkv6): strong decays make segments fall back to the history. */
 static int backstep = 1;
-static float logw_min = 0.0f;
+static float logw_min = 0.0f, logw_max = -0.01f;
+/* logw_pattern: every 8 tokens four of logw −6.5 then four of +6 (a product of e^−2 over a segment of 8, but the
+ * first four steps back divide by e^6.5 each: must take the history); want_backstepped: 1 = every segment
+ * backstepped, 0 = none, −1 = any mix */
+static bool logw_pattern = false;
+static int want_backstepped = -1;
 
 /* the chunked kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
@@ -85,9 +90,12 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     const int nc = (T + L - 1) / L;
     const size_t nck = (size_t)B * H * nc * N * N;
     const float kscale = 1.0f / std::sqrt((float)N);
-    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f, -0.01f),
+    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f, logw_max),
                        k = randv(ntok, -kscale, kscale), v = randv(ntok, -1, 1), a = randv(ntok, -kscale, kscale),
                        bb = randv(ntok, -kscale, kscale), dy = randv(ntok, -1, 1);
+    if (logw_pattern)
+        for (size_t e = 0; e < ntok; e++)
+            logw[e] = (e / ((size_t)H * N)) % T % 8 < 4 ? -6.5f : 6.0f; /* by token: (b·T + t)·H·N + … */
     std::vector<float> s_in = with_state ? randv(nst, -0.5f, 0.5f) : std::vector<float>(nst, 0.0f);
     std::vector<float> ds_out = randv(nst, -0.5f, 0.5f);
     rl_wkv_dims d = {B, T, H, N, L};
@@ -190,8 +198,13 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     bool ok = worst < 2e-4 && !emu::violations;
     if (WIDE && !CH) {
         std::printf(" segments: %ld backstepped, %ld history", segments_seen[1], segments_seen[0]);
-        if (!backstep && segments_seen[1])
-            ok = false; /* backstepping off must mean off */
+        if ((!backstep || want_backstepped == 0) && segments_seen[1])
+            ok = false; /* backstepping off must mean off; too steep decays must take the history */
+        if (want_backstepped == 1 && (segments_seen[0] || !segments_seen[1]))
+            ok = false;
+        /* the kernel stays inside the shared memory its launcher asks for */
+        emu::check_smem_tail(smem, sizeof smem, wide_smem(N, SEVEN, BSEG), "wkv_backward_wide_kernel");
+        ok = ok && !emu::violations;
     }
     segments_seen[0] = segments_seen[1] = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
@@ -233,15 +246,23 @@ int main(void)
     fails += check_case<64, true, false, 8, true>(be, 1, 29, 1, 64, 16, false, false);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false, 4, true>(be, 1, 20, 1, 128, 7, false, true);
-    /* its backstepping: wkv6 with mild decays (backstepped), wkv7 with strong ones (segments fall back to the
-     * history, some), and without backstepping (the history always) */
+    /* its backstepping: RAD-RWKV7's decays at 8-token segments and wkv6 with mild decays (every segment
+     * backstepped), wkv7 with strong ones (every segment takes the history), decays above 1 (a mix), the pattern
+     * whose whole-segment product passes but whose steps do not (the history), and without backstepping (the
+     * history always) */
+    want_backstepped = 1;
+    fails += check_case<64, true, true, 8, true>(be, 1, 45, 2, 64, 16, true, true);
     logw_min = -0.3f;
     fails += check_case<64, true, false, 8, true>(be, 1, 45, 2, 64, 16, true, true);
     fails += check_case<128, true, false, 16, true>(be, 1, 20, 1, 128, 16, false, true);
-    logw_min = -3.0f;
+    logw_min = -3.0f, want_backstepped = 0;
     fails += check_case<64, true, true, 8, true>(be, 2, 45, 2, 64, 16, true, true);
     fails += check_case<128, true, true, 4, true>(be, 1, 20, 1, 128, 16, true, true);
-    logw_min = 0.0f, backstep = 0;
+    logw_min = -1.2f, logw_max = 1.0f, want_backstepped = -1;
+    fails += check_case<64, true, true, 8, true>(be, 1, 48, 2, 64, 16, true, true);
+    logw_pattern = true, want_backstepped = 0;
+    fails += check_case<64, true, true, 8, true>(be, 1, 48, 2, 64, 16, true, true);
+    logw_pattern = false, logw_min = 0.0f, logw_max = -0.01f, want_backstepped = -1, backstep = 0;
     fails += check_case<64, true, true, 8, true>(be, 1, 45, 2, 64, 16, false, true);
     fails += check_case<64, true, false, 16, true>(be, 1, 37, 1, 64, 16, true, true);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, false);

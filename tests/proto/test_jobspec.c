@@ -191,6 +191,7 @@ static void errors_name_the_field(void)
     /* Found by fuzz_jobspec: libfyaml crashes reporting malformed directive lines (seed crash-libfyaml-directive). */
     expect_error("name: s ut\n%autuume: s\n%a\t\t\t{\"teacher\": x}\n", "line 2 starts with '%'");
     expect_error("%YAML 1.2\n---\n" BASE, "line 1 starts with '%'");
+    expect_error("\xef\xbb\xbf%YAML 1.2\n---\n" BASE, "line 1 starts with '%'"); /* behind a byte order mark */
     expect_error(BASE "name: x\r%TAG ! tag:x,2000:\n", "line 5 starts with '%'");
     /* a '%' inside a line, or in a quoted value at the start of one, is fine */
     rl_job_spec spec;
