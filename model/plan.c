@@ -43,7 +43,9 @@ const char *rl_plan_role_key(rl_plan_role r) { return (unsigned)r < RL_ROLE_N ? 
 
 static const char *const dtypes_names[] = {"bf16", "fp32", "autocast", "bf16-weights"};
 static const char *const dtypes_what[] = {
-    "bf16 weights/grads/activations, fp32 master weights and AdamW moments", "fp32 everything, no master copy",
+    ("bf16 weights/grads/activations, fp32 master weights and AdamW moments (the target layout: no precision of the "
+     "trainer keeps it yet; --dtype bf16-weights is what precision: bf16-weights keeps)"),
+    "fp32 everything, no master copy",
     "fp32 weights/grads/activations with bf16 GEMM copies (precision: bf16)",
     ("trainable matrices bf16 with bf16 grads, fp32 master weights; the rest fp32 with bf16 GEMM copies "
      "(precision: bf16-weights)")};
