@@ -795,15 +795,15 @@ static struct fy_document *load_yaml(const char *text, size_t len, char *err, si
      * crashes reporting some malformed ones (strlen on a bad pointer in fy_diag_error_atom_display; found by
      * fuzz_jobspec): refuse them before the parser sees them. */
     const size_t bom = len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; /* a UTF-8 byte order mark */
-    for (size_t i = bom; i < len; i++)
+    size_t line = 1;
+    for (size_t i = bom; i < len; i++) {
         if (text[i] == '%' && (i == bom || text[i - 1] == '\n' || text[i - 1] == '\r')) {
-            size_t line = 1;
-            for (size_t k = 0; k < i; k++)
-                line += text[k] == '\n' || (text[k] == '\r' && text[k + 1] != '\n'); /* k + 1 ≤ i */
-            rl_errf(err, errlen, "invalid YAML: line %zu starts with '%%' (a YAML directive such as %%YAML or %%TAG); job "
-                    "specs take no directives: remove the line, or quote a value that starts with '%%'", line);
+            rl_errf(err, errlen, "invalid YAML: line %zu starts with '%%' (a YAML directive such as %%YAML or %%TAG); "
+                    "job specs take no directives: remove the line, or quote a value that starts with '%%'", line);
             return NULL;
         }
+        line += text[i] == '\n' || (text[i] == '\r' && (i + 1 == len || text[i + 1] != '\n')); /* \n, \r\n, \r */
+    }
     char diag_msg[512] = "";
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);

@@ -23,7 +23,7 @@ typedef struct {
     int64_t stride_a, stride_b, stride_c;
     int dtype_ab, dtype_c, epilogue_bias, beta_zero;
     int align_a, align_b, align_c;
-    int64_t ld_a, ld_b, ld_c;
+    int64_t ld_a, ld_b;
 } gemm_key;
 
 struct rlc_gemm_cache_entry {
@@ -87,9 +87,10 @@ static void log_algo(const rl_gemm *g, const cublasLtMatmulHeuristicResult_t *re
             res->workspaceSize, (double)res->wavesCount);
 }
 
-/* One cuBLASLt product with explicit row strides (elements) of the stored A, the stored B and C. */
+/* One cuBLASLt product with explicit row strides (elements) of the stored A and B (a block of A's rows is read
+ * with the whole matrix's stride); C is contiguous. */
 static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias,
-                     int64_t lda, int64_t ldb, int64_t ldc)
+                     int64_t lda, int64_t ldb)
 {
     rlc_backend *cb = rlc_of(be);
     const int f32 = g->dtype_a == RL_DTYPE_F32 && g->dtype_b == RL_DTYPE_F32 && g->dtype_c == RL_DTYPE_F32;
@@ -116,7 +117,7 @@ static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, c
     key.align_a = alignment_of(a, g->stride_a, eab, batch);
     key.align_b = alignment_of(b, g->stride_b, eab, batch);
     key.align_c = alignment_of(c, g->stride_c, ec, batch);
-    key.ld_a = lda, key.ld_b = ldb, key.ld_c = ldc;
+    key.ld_a = lda, key.ld_b = ldb;
     if (fuse_bias && alignment_of(bias, 0, 4, 1) < 16)
         key.epilogue_bias = 0; /* the epilogue reads the bias vectorised */
     const int epi = key.epilogue_bias;
@@ -126,7 +127,7 @@ static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, c
     const cublasOperation_t op_lt_b = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const uint64_t rows_lt_a = g->trans_b ? (uint64_t)K : (uint64_t)N, cols_lt_a = g->trans_b ? N : K;
     const uint64_t rows_lt_b = g->trans_a ? (uint64_t)M : (uint64_t)K, cols_lt_b = g->trans_a ? K : M;
-    const int64_t ld_lt_a = ldb, ld_lt_b = lda, ld_c = ldc;
+    const int64_t ld_lt_a = ldb, ld_lt_b = lda, ld_c = N;
     const cudaDataType_t tab = to_cuda_type(g->dtype_a), tc = to_cuda_type(g->dtype_c);
 
     cublasLtMatmulDesc_t desc = NULL;
@@ -196,9 +197,9 @@ static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, c
             s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
                                                      sizeof al_c);
         if (s == CUBLAS_STATUS_SUCCESS && g->dtype_c == RL_DTYPE_BF16) {
-            /* a split-K algorithm may add its partial products up in the output's type, in place: each partial
-             * sum rounded to bf16 (the H100 measured up to 1 ulp off the once-rounded fp32 sum). Partials in
-             * fp32 in the workspace, or no split, round once. */
+            /* a split-K algorithm may add its partial products up in the output's type, in place, each partial
+             * sum rounded to bf16; partials in fp32 in the workspace, or no split, round once. (What the H100
+             * measured off by 1 ulp was not this but the non-split kernels' beta term: rl__cuda_matmul.) */
             const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
             s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
                                                      sizeof schemes);
@@ -266,16 +267,11 @@ static int lt_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, c
     return rlc_launched(be, "rl_matmul");
 }
 
-/* c16[r, j] = bf16(beta · c16[r, j] + acc[r, j]) for rows × cols (c16's rows ldc apart, acc's cols apart): one
- * rounding of the fp32 sum. */
-__global__ static void add_round_bf16_kernel(__nv_bfloat16 *c16, const float *acc, int rows, int cols, int64_t ldc,
-                                             float beta)
+/* c16[i] = bf16(beta · c16[i] + acc[i]), i < n: one rounding of the fp32 sum. */
+__global__ static void add_round_bf16_kernel(__nv_bfloat16 *c16, const float *acc, size_t n, float beta)
 {
-    const size_t total = (size_t)rows * cols;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        __nv_bfloat16 *p = c16 + (int64_t)(i / cols) * ldc + (int64_t)(i % cols);
-        *p = __float2bfloat16_rn(beta * __bfloat162float(*p) + acc[i]);
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        c16[i] = __float2bfloat16_rn(beta * __bfloat162float(c16[i]) + acc[i]);
 }
 
 /* RADLADS_GEMM_BF16_ACC=0: a bf16 result with beta ≠ 0 straight from cuBLASLt (a diagnostic knob). Its kernels
@@ -296,7 +292,7 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
     const int64_t lda = g->trans_a ? g->M : g->K, ldb = g->trans_b ? g->K : g->N;
     if (g->dtype_c != RL_DTYPE_BF16 || g->dtype_a != RL_DTYPE_BF16 || g->dtype_b != RL_DTYPE_BF16 ||
         g->beta == 0.0f || bias || !bf16_acc_via_f32()) /* (lt_matmul refuses what it cannot multiply) */
-        return lt_matmul(be, g, c, a, b, bias, lda, ldb, g->N);
+        return lt_matmul(be, g, c, a, b, bias, lda, ldb);
     /* bf16 C += alpha op(A) op(B): the product in fp32 scratch, a block of C's rows at a time, then one rounding */
     rlc_backend *cb = rlc_of(be);
     const int batch = g->batch > 0 ? g->batch : 1;
@@ -318,11 +314,11 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
                              (g->trans_a ? (size_t)m0 : (size_t)m0 * g->K) * eab;
             const char *pb = (const char *)b + (size_t)bi * g->stride_b * eab;
             __nv_bfloat16 *pc = (__nv_bfloat16 *)c + (size_t)bi * g->stride_c + (size_t)m0 * g->N;
-            int rc = lt_matmul(be, &part, acc, pa, pb, NULL, lda, ldb, g->N);
+            int rc = lt_matmul(be, &part, acc, pa, pb, NULL, lda, ldb);
             if (rc)
                 return rc;
             const size_t n = (size_t)part.M * g->N;
-            add_round_bf16_kernel<<<rlc_grid(n, 256), 256, 0, cb->stream>>>(pc, acc, part.M, g->N, g->N, g->beta);
+            add_round_bf16_kernel<<<rlc_grid(n, 256), 256, 0, cb->stream>>>(pc, acc, n, g->beta);
             if ((rc = rlc_launched(be, "rl_matmul")))
                 return rc;
         }

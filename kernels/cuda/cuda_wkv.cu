@@ -13,9 +13,10 @@
  * logw ≥ −10) cover wkv7 and wkv6 at head sizes 64 and 128 on sm_80 and sm_90+ (except head size 128's backward on
  * sm_80, whose 163 KB of shared memory per block is too little for its 206 KB); by default only the wkv6 backward
  * runs on them, the one the H100 measured faster (chunked_mode below; the per-row kernels read and write the same
- * key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The forward and the backward have one
- * thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128 the backward that runs by default is
- * the one after it, with four threads per row and column (wkv_backward_wide_kernel).
+ * key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The
+ * forward and the backward have one thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128
+ * the backward that runs by default is the one after it, with four threads per row and column
+ * (wkv_backward_wide_kernel).
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
@@ -65,7 +66,8 @@ struct wkv_args {
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
  * by Π 1/d over the rest of the segment, at most Π 1/min(d, 1) over all of it; a segment where that exceeds
- * 1 / BACK_MIN_PROD for any key writes the state history instead (exact for any decay). RAD-RWKV7's decays (d ≥ e^−0.6065) keep 8-token segments within it. */
+ * 1 / BACK_MIN_PROD for any key writes the state history instead (exact for any decay). RAD-RWKV7's decays
+ * (d ≥ e^−0.6065) keep 8-token segments within it. */
 constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #ifndef RLC_WKV_SEGMENT_SEEN /* the host emulation check counts the segments of each kind */
 #define RLC_WKV_SEGMENT_SEEN(back)
@@ -416,8 +418,9 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
  * memory) and each token of the reverse walk steps it back in place,
  *   S_{t−1}[k][i] = (S_t[k][i] − sa_k b_i − v_k k_i) / d_i      (sa_k from the recompute),
  * the stepping of the fp32 reference kernels (KERNELS.md §8). Dividing by d_i amplifies rounding by up to
- * Π 1/min(d_i, 1) over the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong decays; not RAD-RWKV7's at
- * 8-token segments) takes the history path instead: exact for every input, the choice uniform per block. */
+ * Π 1/min(d_i, 1) over the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong
+ * decays; not RAD-RWKV7's at 8-token segments) takes the history path instead: exact for every input, the choice
+ * uniform per block. */
 constexpr int WQ = 4;
 
 template <int CAP, bool SEVEN>
@@ -672,7 +675,8 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
 /* The four-threads-per-row backward's shared memory: the token tile, the reductions, G, the too_steep flag. */
 size_t wide_smem(int N, bool seven, int bseg)
 {
-    return sizeof(float) * ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
+    return sizeof(float) *
+           ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
 }
 
 #include "cuda_wkv7_chunked.cuh"

@@ -640,17 +640,6 @@ static void check_grad_gemm(const char *name, rl_gemm g, size_t off)
     for (size_t i = 0; i < nc; i++)
         got[i] = rl_bf16_to_f32(got16[off + i]), ref[i] = rl_bf16_to_f32(dc[off + i]);
     cmp_host("C (bf16 grads)", got, ref, nc);
-    const char *dump = getenv("RL_GPU_CHECK_DUMP"); /* a folder: the operands and both results, for offline study */
-    if (dump && nc <= ((size_t)1 << 20)) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s.bin", dump, name);
-        FILE *f = fopen(path, "wb");
-        if (f) {
-            fwrite(A.c, 4, na, f), fwrite(B.c, 4, nb, f), fwrite(h, 2, n16, f), fwrite(got16, 2, n16, f);
-            fwrite(dc, 2, n16, f);
-            fclose(f);
-        }
-    }
     /* float64 on the rounded operands (and Σ|terms| for the error bound) */
     float *ra = xmalloc(na * 4), *rb = xmalloc(nb * 4);
     for (size_t i = 0; i < na; i++)

@@ -90,7 +90,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     const int nc = (T + L - 1) / L;
     const size_t nck = (size_t)B * H * nc * N * N;
     const float kscale = 1.0f / std::sqrt((float)N);
-    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f, logw_max),
+    const float lw_lo = logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f;
+    std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, lw_lo, logw_max),
                        k = randv(ntok, -kscale, kscale), v = randv(ntok, -1, 1), a = randv(ntok, -kscale, kscale),
                        bb = randv(ntok, -kscale, kscale), dy = randv(ntok, -1, 1);
     if (logw_pattern)
@@ -183,7 +184,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                     SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B,
                     T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no",
                     WIDE ? (backstep ? " backstep" : " history") : "",
-                    (double)(logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f));
+                    (double)lw_lo);
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
