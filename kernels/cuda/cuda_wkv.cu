@@ -15,8 +15,10 @@
  * runs on them, the one the H100 measured faster (chunked_mode below; the per-row kernels read and write the same
  * key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The
  * forward and the backward have one thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128
- * the backward that runs by default is the one after it, with four threads per row and column
- * (wkv_backward_wide_kernel).
+ * the backward that runs by default is one with four threads per row and column (wkv_backward_wide_kernel), and at
+ * head size 64 with enough (b, h) pairs to give every SM about four blocks (few_pairs) the one with the state and G
+ * in registers (wkv_backward_reg_kernel); with fewer pairs head size 64's forward runs four threads per row
+ * (wkv_forward_wide_kernel).
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
@@ -84,7 +86,7 @@ __device__ __forceinline__ size_t tok_off(const wkv_args &p, int b, int t, int h
 
 /* Shared token-tile slots: forward and replay use the first NV_FWD, the backward all of them. */
 constexpr int V_R = 0, V_D = 1, V_K = 2, V_V = 3, V_A = 4, V_B = 5;
-constexpr int BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7;
+constexpr int BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7, BV_DSA = 8;
 
 /* The whole block copies tokens t0..t0+nt−1 of head (b, h) into tile [nt][nv][N] with the slot order
  * given by the caller's slot numbers (sl_* < 0 = skip). Consecutive threads read consecutive channels
@@ -92,7 +94,7 @@ constexpr int BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B 
 __device__ __forceinline__ void stage_tokens(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0,
                                              int nt, bool seven, int sl_v, int sl_dy, const float *dy)
 {
-    const int sl_a = nv == 8 ? BV_A : V_A, sl_b = nv == 8 ? BV_B : V_B;
+    const int sl_a = nv >= 8 ? BV_A : V_A, sl_b = nv >= 8 ? BV_B : V_B; /* the backward's layouts: 8 or 9 */
     for (int e = threadIdx.x; e < nt * N; e += blockDim.x) {
         const int tt = e / N, j = e - tt * N;
         const size_t o = tok_off(p, b, t0 + tt, h) + j;
@@ -116,14 +118,45 @@ template <int CAP, bool EXACT, bool SEVEN>
 __device__ __forceinline__ float row_step(float (&s)[CAP], int N, float vi, const float *r, const float *d,
                                           const float *k, const float *a, const float *bb, bool want_y, float *y_out)
 {
-    float sa = 0.0f;
+    float sa = 0.0f, y = 0.0f;
+    if (EXACT && CAP % 4 == 0) { /* the same sums in the same order, from 16-byte loads (every vector is aligned) */
+        if (SEVEN) {
+#pragma unroll
+            for (int j = 0; j < CAP; j += 4) {
+                const float4 a4 = *reinterpret_cast<const float4 *>(a + j);
+                sa += s[j] * a4.x;
+                sa += s[j + 1] * a4.y;
+                sa += s[j + 2] * a4.z;
+                sa += s[j + 3] * a4.w;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < CAP; j += 4) {
+            const float4 d4 = *reinterpret_cast<const float4 *>(d + j), k4 = *reinterpret_cast<const float4 *>(k + j);
+            const float4 b4 = SEVEN ? *reinterpret_cast<const float4 *>(bb + j) : d4;
+            const float4 r4 = want_y ? *reinterpret_cast<const float4 *>(r + j) : d4;
+            const float dv[4] = {d4.x, d4.y, d4.z, d4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
+            const float bv[4] = {b4.x, b4.y, b4.z, b4.w}, rv[4] = {r4.x, r4.y, r4.z, r4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                float e = s[j + u] * dv[u] + vi * kv[u];
+                if (SEVEN)
+                    e += sa * bv[u];
+                s[j + u] = e;
+                if (want_y)
+                    y += e * rv[u];
+            }
+        }
+        if (want_y)
+            *y_out = y;
+        return sa;
+    }
     if (SEVEN) {
 #pragma unroll
         for (int j = 0; j < CAP; j++)
             if (EXACT || j < N)
                 sa += s[j] * a[j];
     }
-    float y = 0.0f;
 #pragma unroll
     for (int j = 0; j < CAP; j++)
         if (EXACT || j < N) {
@@ -188,6 +221,96 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
         for (int j = 0; j < CAP; j++)
             if (EXACT || j < N)
                 state_out[soff + (size_t)i * N + j] = s[j];
+}
+
+/* The forward with FQ threads per state row (head size 64; 128 would need 114 registers a thread, one block of 512
+ * threads per SM): the block of (b, h) has FQ·N threads, the FQ of
+ * row i adjacent lanes (t = FQ·i + q), thread q keeping keys j = 16m + 4q + u (m < N/16, u < 4) of the row, so that
+ * for each m the FQ threads read one contiguous 64-byte run of a staged vector and a warp's eight rows read the same
+ * one (a broadcast, no bank conflicts). sa_i and y_i are the FQ partial sums added by two xor shuffles (the same
+ * order in every lane: lanes agree bit for bit). Four times the warps of the kernel above for the same rows: the
+ * latency of each token's dot products is hidden by the other warps instead of waited for. */
+constexpr int FQ = 4;
+
+template <int CAP, bool SEVEN>
+__global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p, const float *state_in, float *y,
+                                                                    float *state_out, float *ckpt)
+{
+    constexpr int NV = SEVEN ? 6 : 4, N = CAP, W = N / FQ;
+    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N] */
+    const int t = threadIdx.x, i = t / FQ, q = t % FQ, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
+    const int nc = (p.T + p.L - 1) / p.L;
+    float *ck = ckpt ? ckpt + (size_t)bh * nc * NN : nullptr;
+    auto key = [&](int m, int u) { return 16 * m + 4 * q + u; }; /* key of this thread's s[4m + u] */
+
+    float s[W];
+#pragma unroll
+    for (int m = 0; m < W / 4; m++)
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            s[4 * m + u] = state_in ? state_in[soff + (size_t)i * N + key(m, u)] : 0.0f;
+
+    for (int t0 = 0; t0 < p.T; t0 += SEG) {
+        const int nt = min(SEG, p.T - t0);
+        __syncthreads(); /* the previous tile is consumed */
+        stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
+        __syncthreads();
+        for (int tt = 0; tt < nt; tt++) {
+            const int tk = t0 + tt;
+            const float *x = tile + (size_t)tt * NV * N;
+            if (ck && tk % p.L == 0) {
+                float *c = ck + (size_t)(tk / p.L) * NN + i;
+#pragma unroll
+                for (int m = 0; m < W / 4; m++)
+#pragma unroll
+                    for (int u = 0; u < 4; u++)
+                        c[(size_t)key(m, u) * N] = s[4 * m + u];
+            }
+            float sa = 0.0f;
+            if (SEVEN) {
+#pragma unroll
+                for (int m = 0; m < W / 4; m++) {
+                    const float4 a4 = *reinterpret_cast<const float4 *>(x + V_A * N + key(m, 0));
+                    sa += s[4 * m] * a4.x + s[4 * m + 1] * a4.y + s[4 * m + 2] * a4.z + s[4 * m + 3] * a4.w;
+                }
+                sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+                sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+            }
+            const float vi = x[V_V * N + i];
+            float yp = 0.0f;
+#pragma unroll
+            for (int m = 0; m < W / 4; m++) {
+                const int j0 = key(m, 0);
+                const float4 d4 = *reinterpret_cast<const float4 *>(x + V_D * N + j0);
+                const float4 k4 = *reinterpret_cast<const float4 *>(x + V_K * N + j0);
+                const float4 r4 = *reinterpret_cast<const float4 *>(x + V_R * N + j0);
+                const float4 b4 = SEVEN ? *reinterpret_cast<const float4 *>(x + V_B * N + j0) : d4;
+                const float dv[4] = {d4.x, d4.y, d4.z, d4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
+                const float rv[4] = {r4.x, r4.y, r4.z, r4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    float e = s[4 * m + u] * dv[u] + vi * kv[u];
+                    if (SEVEN)
+                        e += sa * bv[u];
+                    s[4 * m + u] = e;
+                    yp += e * rv[u];
+                }
+            }
+            if (y) { /* every lane joins the shuffles; lane q = 0 of the row writes */
+                yp += __shfl_xor_sync(0xffffffffu, yp, 1);
+                yp += __shfl_xor_sync(0xffffffffu, yp, 2);
+                if (q == 0)
+                    y[tok_off(p, b, tk, h) + i] = yp;
+            }
+        }
+    }
+    if (state_out)
+#pragma unroll
+        for (int m = 0; m < W / 4; m++)
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                state_out[soff + (size_t)i * N + key(m, u)] = s[4 * m + u];
 }
 
 /* ---- backward ------------------------------------------------------------------------------- */
@@ -258,6 +381,29 @@ __device__ __forceinline__ void column_terms4(float *G, int GP, int i, int k0, i
     }
 }
 
+/* Row i of the state at token s0 of the checkpoint chunk starting at cs, for the per-row backwards: the chunk's
+ * checkpoint ckc (key-major: ckc[j][i] = S_ij), then a replay of the chunk's tokens before s0 (s0 − cs a multiple of
+ * SEGLEN: full tiles of SEGLEN tokens, nv slots each, staged by the whole block). */
+template <int CAP, bool EXACT, bool SEVEN, int SEGLEN>
+__device__ __forceinline__ void row_at_segment(float (&s)[CAP], const float *ckc, float *tile, int nv, const wkv_args &p,
+                                               int b, int h, int i, int cs, int s0)
+{
+    const int N = EXACT ? CAP : p.N;
+#pragma unroll
+    for (int j = 0; j < CAP; j++)
+        s[j] = (EXACT || j < N) ? ckc[(size_t)j * N + i] : 0.0f;
+    for (int t0 = cs; t0 < s0; t0 += SEGLEN) {
+        __syncthreads();
+        stage_tokens(tile, nv, p, N, b, h, t0, SEGLEN, SEVEN, BV_V, -1, nullptr);
+        __syncthreads();
+        for (int tt = 0; tt < SEGLEN; tt++) {
+            const float *x = tile + (size_t)tt * nv * N;
+            row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N, x + BV_K * N, x + BV_A * N,
+                                        x + BV_B * N, false, nullptr);
+        }
+    }
+}
+
 /* ws: per block BSEG·N² floats, the key-major states before each token of the current segment (BSEG ≤ SEG:
  * the backward's segment length; shorter segments keep the buffers of all resident blocks in L2).
  * ckpt: the key-major chunk-start states (the forward's, or a replay's). */
@@ -267,7 +413,6 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
                                                            float *dstate_in)
 {
     constexpr int NV = SEVEN ? 8 : 5;
-    constexpr int NVF = SEVEN ? 8 : 5; /* the replay stages into the same slot layout */
     extern __shared__ __align__(16) float smem[];
     const int N = EXACT ? CAP : p.N, GP = N + 1;
     float *G = smem;                        /* [N][N+1]: ∂L/∂S, G[k*GP + i] = G_ki */
@@ -287,22 +432,9 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
         for (int q = nseg - 1; q >= 0; q--) {
             const int s0 = cs + q * BSEG, n = min(BSEG, ce - s0);
 
-            /* 1. row i of the state at s0: the chunk checkpoint (key-major: ck[j][i] = S_ij), then a
-             * replay of this chunk's earlier segments (none when L ≤ BSEG) */
+            /* 1. row i of the state at s0 (none replayed when L ≤ BSEG) */
             float s[CAP];
-#pragma unroll
-            for (int j = 0; j < CAP; j++)
-                s[j] = (EXACT || j < N) ? ck[(size_t)c * NN + (size_t)j * N + i] : 0.0f;
-            for (int t0 = cs; t0 < s0; t0 += BSEG) { /* s0 − cs is a multiple of BSEG: full tiles */
-                __syncthreads();
-                stage_tokens(tile, NVF, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
-                __syncthreads();
-                for (int tt = 0; tt < BSEG; tt++) {
-                    const float *x = tile + (size_t)tt * NV * N;
-                    row_step<CAP, EXACT, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N, x + BV_K * N,
-                                                x + BV_A * N, x + BV_B * N, false, nullptr);
-                }
-            }
+            row_at_segment<CAP, EXACT, SEVEN, BSEG>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, cs, s0);
 
             /* 2. the segment's tokens (with dy), and its states before each token into Sb */
             __syncthreads();
@@ -679,6 +811,253 @@ size_t wide_smem(int N, bool seven, int bseg)
            ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
 }
 
+/* ---- backward, the state and both copies of G in registers (head size 64) -------------------------
+ * KERNELS.md §8 CUDA 1's design. One thread per index i (N = 64 threads, one block per (b, h)); thread i keeps
+ * row i of G = ∂L/∂S (gr[j] = G_ij), column i of G (gc[k] = G_ki) and column i of the state (st[k] = S_ki) in
+ * registers, so every sum of a token's backward is a private loop of one thread:
+ *   value i (row):   dv_i = Σ_j G'_ij k_j,  dsa_i = Σ_j G'_ij b_j
+ *   key i (column):  dr_i = Σ_k S_t,ki dy_k,  dd_i = Σ_k G'_ki S_{t−1},ki,  dk_i = Σ_k G'_ki v_k,
+ *                    db_i = Σ_k G'_ki sa_k,  da_i = Σ_k S_{t−1},ki dsa_k
+ * and both copies take the same update, G_ij ← G'_ij d_j + dsa_i a_j and G_ki ← G'_ki d_i + dsa_k a_i. The only
+ * exchange between threads is dsa (one barrier per token; none for wkv6), through the token tile.
+ * A segment (≤ SEG tokens of a checkpoint chunk) is recomputed forward row by row from the chunk checkpoint (plus
+ * a replay of the chunk's earlier segments), sa_k into the tile; the walk back then steps the column back,
+ *   S_{t−1},ki = (S_t,ki − sa_k b_i − v_k k_i) / d_i,
+ * between anchors the recompute writes to global memory key-major (a warp's stores coalesced; the walk reads its
+ * column as a contiguous row; ws: (SEG + 1)·N² floats per block, L2-resident): the state after the segment and
+ * the one before every group of GRP tokens, so a rounding error is divided by at most GRP − 1 decays. A group
+ * whose decays make that too inexact (Π min(d, 1) < BACK_MIN_PROD for a key), or every group when p.backstep is
+ * 0, gets an anchor before each of its tokens instead (exact for every decay). */
+constexpr int GRP = 8;
+constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
+
+constexpr int GSP = 64 + 4; /* the pitch of G's rows in shared memory (GSM): 16-byte rows, no bank conflicts */
+
+/* the register backward's shared memory: the token tile, G's rows (GSM), a flag per group */
+size_t reg_smem(bool gsm) { return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * GSP : 0) + SEG / GRP); }
+
+/* row i (this thread's) of state s into anchor slot A (key-major: A[j][i] = S_ij) */
+template <int N> __device__ __forceinline__ void put_anchor(float *A, int i, const float (&s)[N])
+{
+#pragma unroll
+    for (int j = 0; j < N; j++)
+        A[(size_t)j * N + i] = s[j];
+}
+/* column i of the state in anchor (or checkpoint) A: row i of the key-major copy, contiguous */
+template <int N> __device__ __forceinline__ void get_column(const float *A, int i, float (&st)[N])
+{
+    const float4 *q = reinterpret_cast<const float4 *>(A + (size_t)i * N);
+#pragma unroll
+    for (int m = 0; m < N / 4; m++) {
+        const float4 f = q[m];
+        st[4 * m] = f.x, st[4 * m + 1] = f.y, st[4 * m + 2] = f.z, st[4 * m + 3] = f.w;
+    }
+}
+
+/* Ends a group of 16 keys in the register backward's unrolled loops: no memory access moves across it, so at most
+ * 16 keys' vectors are in registers at once (without it nvcc 13 issues a whole loop's loads first, then spills). */
+__device__ __forceinline__ void key_group_fence(int j)
+{
+#ifdef __CUDA_ARCH__
+    if (j % 16 == 12)
+        asm volatile("" ::: "memory");
+#else
+    (void)j;
+#endif
+}
+
+template <bool SEVEN, bool GSM>
+__global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy,
+                                                                 const float *dstate_out, const float *ckpt,
+                                                                 float *ws, float *dstate_in)
+{
+    constexpr int N = 64, NV = RNV;
+    constexpr size_t NN = (size_t)N * N;
+    extern __shared__ __align__(16) float smem[];
+    float *tile = smem;                                  /* [SEG][NV][N] */
+    float *Grow = tile + (size_t)SEG * NV * N + (size_t)threadIdx.x * GSP; /* GSM: row i of G, [N] of [N][GSP] */
+    int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? N * GSP : 0)); /* [SEG / GRP]: anchors alone */
+    const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const size_t soff = (size_t)bh * NN;
+    const int nc = (p.T + p.L - 1) / p.L;
+    const float *ck = ckpt + (size_t)bh * nc * NN;
+    float *An = ws + (size_t)bh * (SEG + 1) * NN; /* slot m: the state before token m of the segment */
+
+    float gr[GSM ? 1 : N], gc[N]; /* GSM: row i of G in shared memory instead (Grow; only this thread uses it) */
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        (GSM ? Grow[j] : gr[GSM ? 0 : j]) = dstate_out ? dstate_out[soff + (size_t)i * N + j] : 0.0f;
+        gc[j] = dstate_out ? dstate_out[soff + (size_t)j * N + i] : 0.0f;
+    }
+
+    for (int c = nc - 1; c >= 0; c--) {
+        const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + SEG - 1) / SEG;
+        for (int sg = nseg - 1; sg >= 0; sg--) {
+            const int s0 = cs + sg * SEG, n = min(SEG, ce - s0), ngrp = (n + GRP - 1) / GRP;
+            const float *slot0 = s0 == cs ? ck + (size_t)c * NN : An; /* the state before the segment */
+
+            /* 1. row i of the state at s0 */
+            float s[N];
+            row_at_segment<N, true, SEVEN, SEG>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, cs, s0);
+
+            /* 2. the segment's tokens with dy; which groups cannot step back */
+            __syncthreads();
+            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+            if (i < SEG / GRP)
+                steep[i] = !p.backstep;
+            __syncthreads();
+            if (p.backstep)
+                for (int gi = 0; gi < ngrp; gi++) {
+                    float prod = 1.0f; /* key i's decays over the group, those above 1 counted as 1 */
+                    for (int tau = gi * GRP; tau < min(n, gi * GRP + GRP); tau++)
+                        prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + i], 1.0f);
+                    if (!(prod >= BACK_MIN_PROD))
+                        steep[gi] = 1; /* every writer writes 1 */
+                }
+            __syncthreads();
+            if (i == 0)
+                for (int gi = 0; gi < ngrp; gi++)
+                    RLC_WKV_SEGMENT_SEEN(!steep[gi]);
+
+            /* 3. the recompute: sa into the tile, the anchors into An */
+            for (int tau = 0; tau < n; tau++) {
+                float *x = tile + (size_t)tau * NV * N;
+                if ((tau % GRP == 0 || steep[tau / GRP]) && !(tau == 0 && s0 == cs))
+                    put_anchor<N>(An + (size_t)tau * NN, i, s);
+                const float sa = row_step<N, true, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N,
+                                                          x + BV_K * N, x + BV_A * N, x + BV_B * N, false, nullptr);
+                if (SEVEN)
+                    x[BV_SA * N + i] = sa; /* slot written by thread i only */
+            }
+            put_anchor<N>(An + (size_t)n * NN, i, s);
+            __syncthreads(); /* the anchors (global) and the sa slots are visible to the whole block */
+
+            /* 4. the walk back: st = column i of S_t, the state after token t */
+            float st[N];
+            get_column<N>(An + (size_t)n * NN, i, st);
+            for (int tau = n - 1; tau >= 0; tau--) {
+                float *x = tile + (size_t)tau * NV * N;
+                const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
+                const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
+                const size_t o = tok_off(p, b, s0 + tau, h) + i;
+                /* the gradients this thread adds to, read now so that the loads are not waited for at the end */
+                const float o_r = g.r[o], o_w = g.logw[o], o_k = g.k[o], o_v = g.v[o];
+                const float o_a = SEVEN ? g.a[o] : 0.0f, o_b = SEVEN ? g.b[o] : 0.0f;
+                const float ri = r[i], di = dc[i], ki = k[i], dyi = dyt[i];
+                const float ai = SEVEN ? a[i] : 0.0f, bi = SEVEN ? bb[i] : 0.0f;
+
+                /* row i: G' = G + dy rᵀ, dv_i, dsa_i */
+                float dv = 0.0f, dsa = 0.0f;
+#pragma unroll
+                for (int j = 0; j < N; j += 4) {
+                    const float4 r4 = ld4<true>(r, j, N), k4 = ld4<true>(k, j, N);
+                    const float4 b4 = SEVEN ? ld4<true>(bb, j, N) : r4;
+                    const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kk[4] = {k4.x, k4.y, k4.z, k4.w};
+                    const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+                    if (GSM) { /* G' here only; the update below forms it again */
+                        const float4 g4 = *reinterpret_cast<const float4 *>(Grow + j);
+                        const float gg[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            const float gp = gg[u] + dyi * rr[u];
+                            dv += gp * kk[u];
+                            if (SEVEN)
+                                dsa += gp * bv[u];
+                        }
+                    } else {
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            float &gj = gr[GSM ? 0 : j + u];
+                            gj += dyi * rr[u];
+                            dv += gj * kk[u];
+                            if (SEVEN)
+                                dsa += gj * bv[u];
+                        }
+                    }
+                    key_group_fence(j);
+                }
+                if (SEVEN)
+                    x[BV_DSA * N + i] = dsa;
+
+                /* column i, one pass (a vector read twice would be kept in registers): dr from S_t, then
+                 * S_{t−1} (stepped back, or an anchor's column), G' = G + dy rᵀ, dd, dk, db */
+                const bool anchor = tau % GRP == 0 || steep[tau / GRP];
+                const float4 *an4 = reinterpret_cast<const float4 *>((tau == 0 ? slot0 : An + (size_t)tau * NN) +
+                                                                     (size_t)i * N);
+                const float inv = 1.0f / di;
+                float dr = 0.0f, dd = 0.0f, dk = 0.0f, db = 0.0f;
+#pragma unroll
+                for (int j = 0; j < N; j += 4) {
+                    const float4 y4 = ld4<true>(dyt, j, N), v4 = ld4<true>(v, j, N);
+                    const float4 s4 = SEVEN ? ld4<true>(sav, j, N) : v4;
+                    const float4 f4 = anchor ? an4[j / 4] : v4;
+                    const float yy[4] = {y4.x, y4.y, y4.z, y4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
+                    const float ss[4] = {s4.x, s4.y, s4.z, s4.w}, ff[4] = {f4.x, f4.y, f4.z, f4.w};
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        dr += st[j + u] * yy[u];
+                        float e = st[j + u] - vv[u] * ki;
+                        if (SEVEN)
+                            e -= ss[u] * bi;
+                        st[j + u] = anchor ? ff[u] : e * inv;
+                        gc[j + u] += yy[u] * ri;
+                        dd += gc[j + u] * st[j + u];
+                        dk += gc[j + u] * vv[u];
+                        if (SEVEN)
+                            db += gc[j + u] * ss[u];
+                    }
+                    key_group_fence(j);
+                }
+                /* da from S_{t−1} and every row's dsa; both copies of G take the update */
+                float da = 0.0f;
+                if (SEVEN)
+                    __syncthreads(); /* every row's dsa is in the tile */
+                const float *dsv = x + BV_DSA * N;
+#pragma unroll
+                for (int j = 0; j < N; j += 4) {
+                    const float4 d4 = ld4<true>(dc, j, N);
+                    const float4 q4 = SEVEN ? ld4<true>(dsv, j, N) : d4, a4 = SEVEN ? ld4<true>(a, j, N) : d4;
+                    const float dd4[4] = {d4.x, d4.y, d4.z, d4.w}, qq[4] = {q4.x, q4.y, q4.z, q4.w};
+                    const float aa[4] = {a4.x, a4.y, a4.z, a4.w};
+                    float gg[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* GSM: G' of row i again */
+                    if (GSM) {
+                        const float4 g4 = *reinterpret_cast<const float4 *>(Grow + j), r4 = ld4<true>(r, j, N);
+                        gg[0] = g4.x + dyi * r4.x, gg[1] = g4.y + dyi * r4.y;
+                        gg[2] = g4.z + dyi * r4.z, gg[3] = g4.w + dyi * r4.w;
+                    }
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        float &gj = GSM ? gg[u] : gr[GSM ? 0 : j + u];
+                        if (SEVEN) {
+                            da += st[j + u] * qq[u];
+                            gc[j + u] = gc[j + u] * di + qq[u] * ai;
+                            gj = gj * dd4[u] + dsa * aa[u];
+                        } else {
+                            gc[j + u] *= di;
+                            gj *= dd4[u];
+                        }
+                    }
+                    if (GSM)
+                        *reinterpret_cast<float4 *>(Grow + j) = make_float4(gg[0], gg[1], gg[2], gg[3]);
+                    key_group_fence(j);
+                }
+                g.r[o] = o_r + dr;
+                g.logw[o] = o_w + dd * di;
+                g.k[o] = o_k + dk;
+                g.v[o] = o_v + dv;
+                if (SEVEN) {
+                    g.a[o] = o_a + da;
+                    g.b[o] = o_b + db;
+                }
+            }
+        }
+    }
+    if (dstate_in)
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            dstate_in[soff + (size_t)k * N + i] += gc[k];
+}
+
 #include "cuda_wkv7_chunked.cuh"
 
 /* ---- launchers ------------------------------------------------------------------------------ */
@@ -707,6 +1086,46 @@ cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const flo
     return cudaGetLastError();
 }
 
+template <int CAP, bool SEVEN>
+cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                                float *state_out, float *ckpt)
+{
+    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>;
+    const size_t sm = fwd_smem(p.N, SEVEN);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, p.N * FQ, sm, st>>>(p, state_in, y, state_out, ckpt);
+    return cudaGetLastError();
+}
+
+/* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
+ * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the ones with 256 threads per
+ * block (four per row) are faster. H100, B8 T4096 (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per
+ * row, backward 19.3 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
+ * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls). */
+bool few_pairs(int BH)
+{
+    static int sms[16]; /* per device */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16)
+        return false;
+    if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return BH < 3 * sms[dev];
+}
+
+/* RADLADS_WKV_WIDE_FWD: head size 64's forward with four threads per row (1) or one (0); unset: four when the (b, h)
+ * pairs are few (few_pairs). */
+bool forward_wide(int BH)
+{
+    static const int allowed[] = {0, 1, 2};
+    static const int mode = rlc_env_knob("RADLADS_WKV_WIDE_FWD", allowed, 3, 2);
+    return mode == 2 ? few_pairs(BH) : mode == 1;
+}
+
 template <int CAP, bool EXACT, bool SEVEN, int BSEG>
 cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                             const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
@@ -732,6 +1151,38 @@ cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, con
         return e;
     kern<<<BH, p.N * WQ, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
+}
+
+template <bool SEVEN, bool GSM>
+cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    auto kern = wkv_backward_reg_kernel<SEVEN, GSM>;
+    const size_t sm = reg_smem(GSM);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<BH, 64, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return cudaGetLastError();
+}
+
+/* RADLADS_WKV_REG: at head size 64, 2 runs the backward with the state and the column copy of G in registers and
+ * G's rows in shared memory, 1 the same with both copies of G in registers (the reference design, but 255 registers
+ * and 780 bytes of spills per thread with nvcc 13: 24.5 ms where 2 takes 19.3 on the H100), 0 the four-threads-per-row
+ * backward; unset: 2, or 0 when the (b, h) pairs are few (few_pairs). tests/gpu/run.sh checks and times each. */
+int backward_reg(int BH)
+{
+    static const int allowed[] = {0, 1, 2, 3};
+    static const int mode = rlc_env_knob("RADLADS_WKV_REG", allowed, 4, 3);
+    return mode == 3 ? (few_pairs(BH) ? 0 : 2) : mode;
+}
+
+template <bool SEVEN>
+cudaError_t launch_backward_reg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    return backward_reg(BH) == 2 ? launch_backward_reg_g<SEVEN, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in)
+                               : launch_backward_reg_g<SEVEN, false>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
 /* RADLADS_WKV_WIDE=0: head sizes 64 and 128 run the N-thread backward too (a benchmark knob). */
@@ -862,7 +1313,8 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
         return p.N == 64 ? launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
                          : launch_chunked_forward<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
-        return launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return forward_wide(BH) ? launch_forward_wide<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
+                              : launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
         return launch_forward<128, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N <= 32)
@@ -877,6 +1329,8 @@ cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, cons
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
     if constexpr (EXACT) {
+        if (CAP == 64 && backward_reg(BH) && backward_wide())
+            return launch_backward_reg<SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (backward_wide())
             switch (backward_segment() > 0 ? backward_segment() : WIDE_BSEG_DEFAULT) {
             case 4: return launch_backward_wide<CAP, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
@@ -930,8 +1384,9 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
     return dispatch_forward<SEVEN>(st, make_args(d, in), d->batch * d->heads, state_in, y, state_out, ckpt);
 }
 
-/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·SEG·N², the longest
- * segment whatever the knob chose (the wide kernel's default of 8 uses half of it); none for the chunked kernel]. */
+/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·(SEG + 1)·N², the
+ * longest segment whatever the knob chose and, for the register backward, the state after it; none for the
+ * chunked kernel]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -944,7 +1399,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
     const bool chunked = chunked_backward<SEVEN>(p);
     const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
-    const size_t seg = chunked ? 0 : (size_t)BH * SEG * NN; /* the longest segment */
+    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN; /* the longest segment and the state after it */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;

@@ -37,6 +37,22 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
  * launch per slice in order; 256 threads per block (the launchers' default), or 128 (RADLADS_WKV_THREADS=128)
  * when `other_threads` is set. */
 static bool other_threads;
+/* the register backward with G's rows in shared memory (RADLADS_WKV_REG=2) instead of registers */
+static bool reg_gsm;
+/* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
+static bool fwd_wide;
+
+/* the per-row forward, or its four-threads-per-row form where fwd_wide asks and it applies */
+template <int CAP, bool EXACT, bool SEVEN>
+static void row_forward(int BH, const wkv_args &p, const float *state_in, float *y, float *state_out, float *ck)
+{
+    if constexpr (CAP == 64 && EXACT)
+        if (fwd_wide) {
+            run_grid(BH, 64 * FQ, [&] { wkv_forward_wide_kernel<64, SEVEN>(p, state_in, y, state_out, ck); });
+            return;
+        }
+    run_grid(BH, p.N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, state_in, y, state_out, ck); });
+}
 
 /* The four-threads-per-row backward's backstepping (p.backstep), and the decays' lower end (logw ≥ logw_min; 0 =
  * the default: RAD-RWKV7's −0.6 for wkv7, −5 for wkv6): strong decays make segments fall back to the history. */
@@ -82,8 +98,9 @@ static void chunked_backward(int BH, const wkv_args &p, const wkv_grads &g, cons
 }
 
 /* CH: 0 = the per-row kernels; 1 = the chunked tensor-core forward and backward (N = 64, L = 16);
- * 2 = the chunked forward with a longer checkpoint interval, then the four-threads-per-row backward. */
-template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false, int CH = 0>
+ * 2 = the chunked forward with a longer checkpoint interval, then the four-threads-per-row backward.
+ * REG (with WIDE): the backward with the state and G in registers instead of the four-threads-per-row one. */
+template <int CAP, bool EXACT, bool SEVEN, int BSEG = SEG, bool WIDE = false, int CH = 0, bool REG = false>
 static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool use_ckpt, bool with_state)
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
@@ -139,7 +156,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if constexpr (CH != 0)
         chunked_forward<CAP, SEVEN>(B * H, p, sin_p, y.data(), sout_p, ck.data());
     else
-        run_grid(B * H, N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, sin_p, y.data(), sout_p, ck.data()); });
+        row_forward<CAP, EXACT, SEVEN>(B * H, p, sin_p, y.data(), sout_p, ck.data());
     const std::vector<float> &so = with_state ? st : so_sep;
 
     std::vector<std::vector<float>> g = g0;
@@ -147,20 +164,25 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     wkv_grads gk;
     gk.r = g[0].data(), gk.logw = g[1].data(), gk.k = g[2].data(), gk.v = g[3].data(), gk.a = g[4].data(),
     gk.b = g[5].data();
-    std::vector<float> own(nck), segbuf((size_t)B * H * SEG * N * N);
+    std::vector<float> own(nck), segbuf((size_t)B * H * (SEG + 1) * N * N);
     const float *ckp = ck.data();
     if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only */
         if constexpr (CH != 0)
             chunked_forward<CAP, SEVEN>(B * H, p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
         else
-            run_grid(B * H, N, [&] {
-                wkv_forward_kernel<CAP, EXACT, SEVEN>(p, with_state ? s_in.data() : nullptr, nullptr, nullptr,
-                                                      own.data());
-            });
+            row_forward<CAP, EXACT, SEVEN>(B * H, p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
         ckp = own.data();
     }
     if constexpr (CH == 1)
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
+    else if constexpr (REG)
+        run_grid(B * H, 64, [&] {
+            if (reg_gsm)
+                wkv_backward_reg_kernel<SEVEN, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
+            else
+                wkv_backward_reg_kernel<SEVEN, false>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
+                                                      dsi.data());
+        });
     else if constexpr (WIDE)
         run_grid(B * H, N * WQ, [&] {
             wkv_backward_wide_kernel<CAP, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
@@ -174,6 +196,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
+    if (fwd_wide && CAP == 64 && EXACT && !CH)
+        std::printf("(forward: 4 threads per row) ");
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
                     SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
@@ -181,7 +205,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                     use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     else
         std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s%s logw>=%.2g:",
-                    SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "", WIDE ? ", 4 threads per row" : "", BSEG, B,
+                    SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "",
+                    REG ? (reg_gsm ? ", state and G in registers, G rows in shared memory" : ", state and G in registers")
+                        : WIDE ? ", 4 threads per row" : "", REG ? SEG : BSEG, B,
                     T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no",
                     WIDE ? (backstep ? " backstep" : " history") : "",
                     (double)lw_lo);
@@ -198,13 +224,17 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                 worst = 1;
     bool ok = worst < 2e-4 && !emu::violations;
     if (WIDE && !CH) {
-        std::printf(" segments: %ld backstepped, %ld history", segments_seen[1], segments_seen[0]);
+        std::printf(" %s: %ld backstepped, %ld history", REG ? "groups" : "segments", segments_seen[1],
+                    segments_seen[0]);
         if ((!backstep || want_backstepped == 0) && segments_seen[1])
             ok = false; /* backstepping off must mean off; too steep decays must take the history */
         if (want_backstepped == 1 && (segments_seen[0] || !segments_seen[1]))
             ok = false;
         /* the kernel stays inside the shared memory its launcher asks for */
-        emu::check_smem_tail(smem, sizeof smem, wide_smem(N, SEVEN, BSEG), "wkv_backward_wide_kernel");
+        if (REG)
+            emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
+        else
+            emu::check_smem_tail(smem, sizeof smem, wide_smem(N, SEVEN, BSEG), "wkv_backward_wide_kernel");
         ok = ok && !emu::violations;
     }
     segments_seen[0] = segments_seen[1] = 0;
@@ -268,6 +298,39 @@ int main(void)
     fails += check_case<64, true, false, 16, true>(be, 1, 37, 1, 64, 16, true, true);
     fails += check_case<128, true, true, 16, true>(be, 1, 20, 1, 128, 16, true, false);
     backstep = 1;
+    /* the backward with the state and G in registers (what N = 64 runs): checkpoints every 16 tokens (one segment),
+     * every 48 (replays), every 5 and 7 (short segments, a lone group); given and replayed checkpoints, odd tails;
+     * then the anchor-only groups of too steep decays, decays above 1, the pattern, and backstepping off */
+    want_backstepped = 1, fwd_wide = true;
+    reg_gsm = true;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 48, false, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 37, 1, 64, 5, true, false);
+    logw_min = -0.3f;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+    logw_min = -3.0f, want_backstepped = 0;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+    logw_min = 0.0f, want_backstepped = 1, reg_gsm = false;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 50, 1, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, false, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 37, 2, 64, 5, true, false);
+    logw_min = -0.3f;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 45, 1, 64, 16, false, false);
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 41, 1, 64, 7, true, true);
+    logw_min = -3.0f, want_backstepped = 0;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, true, true);
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 37, 1, 64, 48, false, true);
+    logw_min = -1.2f, logw_max = 1.0f, want_backstepped = -1;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 48, 2, 64, 16, true, true);
+    logw_pattern = true, want_backstepped = 0;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 48, 2, 64, 16, true, true);
+    logw_pattern = false, logw_min = 0.0f, logw_max = -0.01f, want_backstepped = -1, backstep = 0;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
+    backstep = 1;
+    /* head size 64's forward with four threads per row, before the other backwards: wkv6, L > SEG, odd tails */
+    fails += check_case<64, true, false, 16, true>(be, 1, 45, 2, 64, 48, true, true);
+    fails += check_case<64, true, true, 8, true>(be, 2, 29, 1, 64, 7, false, false);
+    fails += check_case<64, true, true, 16>(be, 1, 37, 1, 64, 16, true, true);
+    fwd_wide = false;
     /* the chunked tensor-core kernels (what N = 64 runs): whole and partial chunks, one token, given and replayed
      * checkpoints, with and without a state; then the forward with checkpoints every 3 chunks; wkv7, then wkv6 */
     for (int k = 0; k < 6; k++) { /* threads lowest, then highest first between barriers, at 256 and at 128 threads
