@@ -118,45 +118,14 @@ template <int CAP, bool EXACT, bool SEVEN>
 __device__ __forceinline__ float row_step(float (&s)[CAP], int N, float vi, const float *r, const float *d,
                                           const float *k, const float *a, const float *bb, bool want_y, float *y_out)
 {
-    float sa = 0.0f, y = 0.0f;
-    if (EXACT && CAP % 4 == 0) { /* the same sums in the same order, from 16-byte loads (every vector is aligned) */
-        if (SEVEN) {
-#pragma unroll
-            for (int j = 0; j < CAP; j += 4) {
-                const float4 a4 = *reinterpret_cast<const float4 *>(a + j);
-                sa += s[j] * a4.x;
-                sa += s[j + 1] * a4.y;
-                sa += s[j + 2] * a4.z;
-                sa += s[j + 3] * a4.w;
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < CAP; j += 4) {
-            const float4 d4 = *reinterpret_cast<const float4 *>(d + j), k4 = *reinterpret_cast<const float4 *>(k + j);
-            const float4 b4 = SEVEN ? *reinterpret_cast<const float4 *>(bb + j) : d4;
-            const float4 r4 = want_y ? *reinterpret_cast<const float4 *>(r + j) : d4;
-            const float dv[4] = {d4.x, d4.y, d4.z, d4.w}, kv[4] = {k4.x, k4.y, k4.z, k4.w};
-            const float bv[4] = {b4.x, b4.y, b4.z, b4.w}, rv[4] = {r4.x, r4.y, r4.z, r4.w};
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                float e = s[j + u] * dv[u] + vi * kv[u];
-                if (SEVEN)
-                    e += sa * bv[u];
-                s[j + u] = e;
-                if (want_y)
-                    y += e * rv[u];
-            }
-        }
-        if (want_y)
-            *y_out = y;
-        return sa;
-    }
+    float sa = 0.0f;
     if (SEVEN) {
 #pragma unroll
         for (int j = 0; j < CAP; j++)
             if (EXACT || j < N)
                 sa += s[j] * a[j];
     }
+    float y = 0.0f;
 #pragma unroll
     for (int j = 0; j < CAP; j++)
         if (EXACT || j < N) {
@@ -811,7 +780,7 @@ size_t wide_smem(int N, bool seven, int bseg)
            ((size_t)bseg * (seven ? 8 : 5) * N + (size_t)(2 + 2 + 7) * WQ * N + (size_t)N * (N + 1) + 4);
 }
 
-/* ---- backward, the state and both copies of G in registers (head size 64) -------------------------
+/* ---- backward, the state and G in registers (head size 64) ----------------------------------------
  * KERNELS.md §8 CUDA 1's design. One thread per index i (N = 64 threads, one block per (b, h)); thread i keeps
  * row i of G = ∂L/∂S (gr[j] = G_ij), column i of G (gc[k] = G_ki) and column i of the state (st[k] = S_ki) in
  * registers, so every sum of a token's backward is a private loop of one thread:
@@ -827,7 +796,10 @@ size_t wide_smem(int N, bool seven, int bseg)
  * column as a contiguous row; ws: (SEG + 1)·N² floats per block, L2-resident): the state after the segment and
  * the one before every group of GRP tokens, so a rounding error is divided by at most GRP − 1 decays. A group
  * whose decays make that too inexact (Π min(d, 1) < BACK_MIN_PROD for a key), or every group when p.backstep is
- * 0, gets an anchor before each of its tokens instead (exact for every decay). */
+ * 0, gets an anchor before each of its tokens instead (exact for every decay).
+ * GSM (what runs by default, RADLADS_WKV_REG): row i of G lives in shared memory instead (only thread i touches it,
+ * so no barrier guards it); with all three arrays in registers nvcc 13 needs 255 registers and spills 780 bytes a
+ * thread, and the H100 measured that form 24.5 ms against 19.3 at B8 T4096 H64. */
 constexpr int GRP = 8;
 constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
 
