@@ -799,7 +799,8 @@ size_t wide_smem(int N, bool seven, int bseg)
  * 0, gets an anchor before each of its tokens instead (exact for every decay).
  * GSM (what runs by default, RADLADS_WKV_REG): row i of G lives in shared memory instead (only thread i touches it,
  * so no barrier guards it); with all three arrays in registers nvcc 13 needs 255 registers and spills 780 bytes a
- * thread, and the H100 measured that form 24.5 ms against 19.3 at B8 T4096 H64. */
+ * thread, and the H100 measured that form 22.1 ms against 16.4 at B8 T4096 H64. (Compiler fences every 16 keys, which
+ * took the GSM form from 32 bytes of spills to none, cost it 18 %: 19.3 ms.) */
 constexpr int GRP = 8;
 constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
 
@@ -824,18 +825,6 @@ template <int N> __device__ __forceinline__ void get_column(const float *A, int 
         const float4 f = q[m];
         st[4 * m] = f.x, st[4 * m + 1] = f.y, st[4 * m + 2] = f.z, st[4 * m + 3] = f.w;
     }
-}
-
-/* Ends a group of 16 keys in the register backward's unrolled loops: no memory access moves across it, so at most
- * 16 keys' vectors are in registers at once (without it nvcc 13 issues a whole loop's loads first, then spills). */
-__device__ __forceinline__ void key_group_fence(int j)
-{
-#ifdef __CUDA_ARCH__
-    if (j % 16 == 12)
-        asm volatile("" ::: "memory");
-#else
-    (void)j;
-#endif
 }
 
 template <bool SEVEN, bool GSM>
@@ -946,7 +935,6 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                                 dsa += gj * bv[u];
                         }
                     }
-                    key_group_fence(j);
                 }
                 if (SEVEN)
                     x[BV_DSA * N + i] = dsa;
@@ -978,7 +966,6 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                         if (SEVEN)
                             db += gc[j + u] * ss[u];
                     }
-                    key_group_fence(j);
                 }
                 /* da from S_{t−1} and every row's dsa; both copies of G take the update */
                 float da = 0.0f;
@@ -1011,7 +998,6 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                     }
                     if (GSM)
                         *reinterpret_cast<float4 *>(Grow + j) = make_float4(gg[0], gg[1], gg[2], gg[3]);
-                    key_group_fence(j);
                 }
                 g.r[o] = o_r + dr;
                 g.logw[o] = o_w + dd * di;
@@ -1074,8 +1060,9 @@ cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, cons
 /* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
  * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the ones with 256 threads per
  * block (four per row) are faster. H100, B8 T4096 (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per
- * row, backward 19.3 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
- * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls). */
+ * row, backward 16.4 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
+ * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls; that
+ * register backward still had compiler fences, 19.3 ms at B8 T4096; without them it is not yet timed at 256 pairs). */
 bool few_pairs(int BH)
 {
     static int sms[16]; /* per device */
@@ -1140,7 +1127,7 @@ cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, co
 
 /* RADLADS_WKV_REG: at head size 64, 2 runs the backward with the state and the column copy of G in registers and
  * G's rows in shared memory, 1 the same with both copies of G in registers (the reference design, but 255 registers
- * and 780 bytes of spills per thread with nvcc 13: 24.5 ms where 2 takes 19.3 on the H100), 0 the four-threads-per-row
+ * and 780 bytes of spills per thread with nvcc 13: 22.1 ms where 2 takes 16.4 on the H100), 0 the four-threads-per-row
  * backward; unset: 2, or 0 when the (b, h) pairs are few (few_pairs). tests/gpu/run.sh checks and times each. */
 int backward_reg(int BH)
 {

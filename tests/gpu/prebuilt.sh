@@ -24,7 +24,8 @@ case $mode in
 pack)
   b=${RL_BUILD:-build}
   ninja -C "$b" $PROGS || { echo "prebuilt.sh: build failed" >&2; exit 1; }
-  ldd "$b/worker/radlads-worker" | grep -q libcudart ||
+  # (grep without -q: -q stops reading at the first match, ldd dies of SIGPIPE and pipefail fails the test)
+  ldd "$b/worker/radlads-worker" | grep libcudart >/dev/null ||
     { echo "prebuilt.sh: $b is built without CUDA (meson configure $b -Dcuda=enabled)" >&2; exit 1; }
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
