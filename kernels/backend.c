@@ -685,6 +685,8 @@ int rl_attention_backward(rl_backend *be, const rl_attn_dims *d, float *dq, floa
     if (rc)
         return rc;
     CHECK(d->kv_seq == 0, "rl_attention_backward: a KV cache (kv_seq=%d) is for inference only", d->kv_seq);
+    CHECK(!d->bf16, "rl_attention_backward: bf16 attention (rl_attn_dims.bf16) is forward only; clear it for a "
+                    "model that trains");
     TIMED("attention_backward", NULL, be->ops->attention_backward(be, d, dq, dk, dv, delta, dout, out, lse, q, k, v));
 }
 

@@ -226,6 +226,13 @@ typedef struct {
      * per sequence (a cache's capacity); query i sees keys j ≤ q_pos + i. 0, 0 (the
      * default) = the ordinary case, kv_seq = seq and q_pos = 0. */
     int kv_seq, q_pos;
+    /* 1: attention as torch.autocast runs it in bf16 — q, k, v rounded to bf16 (to nearest even) before
+     * the two products, p rounded to bf16 before P·V, the scores, softmax, sums and output in fp32 (out_i =
+     * Σ_j bf16(p_ij) bf16(v_j) / Σ_j p_ij, p_ij taken against a running row maximum, so which p round how
+     * depends on the key tiling: backends agree to bf16 rounding, not bit for bit). Forward only
+     * (rl_attention_backward refuses it): the model sets it for a forward-only model under BF16 autocast
+     * (a distillation teacher). The CUDA backend runs it on the tensor cores at head sizes 64 and 128. */
+    int bf16;
 } rl_attn_dims;
 
 int rl_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out, float *lse, const float *q,

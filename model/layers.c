@@ -66,6 +66,8 @@ int rl_attn_block_forward(rl_model *m, const rl_layer_params *lp, rl_layer_acts 
     rc |= rl_rope_forward(be, la->q, m->rope_cos, m->rope_sin, m->batch, m->seq, c->heads, N);
     rc |= rl_rope_forward(be, la->k, m->rope_cos, m->rope_sin, m->batch, m->seq, c->kv_heads, N);
     rl_attn_dims d = attn_dims(m);
+    /* a forward-only model (a teacher) under bf16 autocast: attention in bf16 as well (torch.autocast's) */
+    d.bf16 = !m->has_backward && rl_backend_autocast(be) == RL_DTYPE_BF16;
     rc |= rl_attention_forward(be, &d, la->att, la->lse, la->q, la->k, la->v);
     rc |= rl_linear_forward(be, la->attn_out, la->att, lp->o_w, lp->o_b, R, QD, D);
     return rc;

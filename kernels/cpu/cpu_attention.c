@@ -19,7 +19,9 @@
  * A task owns dQ of its head; dK, dV of a KV head shared by rho = heads/kv_heads
  * query heads go to a per-query-head buffer summed afterwards (rho > 1), so no two
  * threads ever write the same element and the result does not depend on timing.
- * All three gradients are accumulated (+=) into dq, dk, dv. */
+ * All three gradients are accumulated (+=) into dq, dk, dv.
+ * bf16 (rl_attn_dims.bf16, forward only): the same on copies of q, k, v rounded to bf16, P rounded to bf16 as
+ * it enters P·V (l sums the unrounded p). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -44,7 +46,7 @@ static inline float dot(const float *a, const float *b, int n)
 /* Online-softmax update of one score tile S (br × bc, row stride bc) whose rows
  * are queries i0.. and columns keys j0..: S becomes P = exp(S − m'), masked
  * entries 0; corr[r] = e^{m − m'} rescales the row's running output. */
-static void softmax_tile(float *S, int br, int bc, int i0, int j0, float *m, float *l, float *corr)
+static void softmax_tile(float *S, int br, int bc, int i0, int j0, float *m, float *l, float *corr, int bf16)
 {
     for (int r = 0; r < br; r++) {
         float *row = S + (size_t)r * bc;
@@ -55,8 +57,9 @@ static void softmax_tile(float *S, int br, int bc, int i0, int j0, float *m, flo
             mx = row[c] > mx ? row[c] : mx;
         float sum = 0.0f;
         for (int c = 0; c < valid; c++) {
-            row[c] = expf(row[c] - mx);
-            sum += row[c];
+            const float e = expf(row[c] - mx);
+            sum += e;
+            row[c] = bf16 ? rl_bf16_to_f32(rl_f32_to_bf16(e)) : e; /* bf16: P·V takes p in bf16, l does not */
         }
         for (int c = valid; c < bc; c++)
             row[c] = 0.0f;
@@ -74,13 +77,29 @@ int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out,
     const int KT = d->kv_seq ? d->kv_seq : T, P = d->q_pos; /* rows of k, v per sequence; first query's position */
     const float scale = d->scale;
     const int nqb = (T + FWD_BR - 1) / FWD_BR;
+    float *rounded = NULL; /* bf16: q, k, v rounded to bf16 (the products then read these) */
+    if (d->bf16) {
+        const size_t nq = (size_t)B * T * H * N, nk = (size_t)B * KT * G * N;
+        rounded = malloc(sizeof(float) * (nq + 2 * nk));
+        if (!rounded)
+            return rl__fail(be, RL_ENOMEM, "rl_attention_forward: cannot allocate bf16 copies of q, k, v (%zu floats)",
+                            nq + 2 * nk);
+#pragma omp parallel for
+        for (size_t e = 0; e < nq + 2 * nk; e++) {
+            const float x = e < nq ? q[e] : e < nq + nk ? k[e - nq] : v[e - nq - nk];
+            rounded[e] = rl_bf16_to_f32(rl_f32_to_bf16(x));
+        }
+        q = rounded, k = rounded + nq, v = rounded + nq + nk;
+    }
     const long long tasks = (long long)B * H * nqb;
     const size_t per_thread = (size_t)FWD_BR * FWD_BC + 3 * FWD_BR;
     const int nthreads = omp_get_max_threads();
     float *scratch = malloc(sizeof(float) * per_thread * (size_t)nthreads);
-    if (!scratch)
+    if (!scratch) {
+        free(rounded);
         return rl__fail(be, RL_ENOMEM, "rl_attention_forward: cannot allocate %d score tiles of %dx%d floats",
                         nthreads, FWD_BR, FWD_BC);
+    }
     int saved = rl__cpu_blas_single_begin();
 #pragma omp parallel for schedule(dynamic, 1)
     for (long long task = 0; task < tasks; task++) {
@@ -99,7 +118,7 @@ int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out,
             const int bc = p0 + br - j0 < FWD_BC ? p0 + br - j0 : FWD_BC;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, br, bc, N, scale, qi, ldq,
                         kb + (size_t)j0 * ldk, ldk, 0.0f, S, bc);
-            softmax_tile(S, br, bc, p0, j0, m, l, corr);
+            softmax_tile(S, br, bc, p0, j0, m, l, corr, d->bf16);
             if (j0)
                 for (int r = 0; r < br; r++)
                     for (int n = 0; n < N; n++)
@@ -117,6 +136,7 @@ int rl__cpu_attention_forward(rl_backend *be, const rl_attn_dims *d, float *out,
     }
     rl__cpu_blas_single_end(saved);
     free(scratch);
+    free(rounded);
     return 0;
 }
 

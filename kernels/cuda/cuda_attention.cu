@@ -24,12 +24,16 @@
  *   3. dQ: block per (query tile, head, batch), recomputing P and dS for key tiles up to the diagonal.
  * (P and dS are computed twice — 7 tile products instead of FA-2's 5 — in exchange for no atomics.)
  * With RADLADS_ATTN_TC=1, head sizes 64 and 128 run both passes (and the forward) on the tensor cores on sm_80/sm_90+
- * (attn_*_tc_kernel); by default they do not: the H100 measured them slower (attn_tc_on). */
+ * (attn_*_tc_kernel); by default they do not: the H100 measured them slower (attn_tc_on).
+ * A bf16 forward (rl_attn_dims.bf16: a teacher under autocast) at head sizes 64 and 128 runs FlashAttention-2's
+ * register-resident form on bf16 tensor cores (attn_forward_bf16_kernel); other head sizes take the fp32 kernels,
+ * unrounded. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "cuda_ops.h"
+#include "cuda_mma.cuh"
 #include "cuda_tf32.cuh"
 
 namespace {
@@ -287,6 +291,161 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
             orow[c] = Os[row * LD + c] * inv;
         if (part == 0)
             lse[((size_t)b * p.H + h) * T + qi] = m + logf(l);
+    }
+}
+
+/* ---- forward in bf16 on the tensor cores (rl_attn_dims.bf16) ----------------------------------------------
+ * FlashAttention-2's forward with every operand in registers (cuda_mma.cuh: mma.sync m16n8k16, bf16 in, fp32
+ * accumulate), for head sizes 64 and 128. Block per (query tile of 64 rows, head, batch), 4 warps; warp w owns query
+ * rows 16w..16w+15 of the tile, lane (g, t) rows g and g + 8 of those. Q (unscaled, bf16) stays in registers as A
+ * fragments for the whole block; per key tile of 64 keys the block stages K (bf16, row-major, [key][D + 8]) and V
+ * (bf16, transposed, [D][64 + 8]) in shared memory, then each warp alone:
+ *   S = Q Kᵀ (8 key tiles × D/16 steps, fp32 in registers) → scaled into the log2 domain, masked, row max over the
+ *   row's 4 lanes (2 xor shuffles), P = 2^(S − m') in place, l (this lane's part of the row sum) and O rescaled by
+ *   2^(m − m') → O += P V with P's registers reused as A fragments (rounded to bf16), V from the transposed tile.
+ * The 4 lanes' l are summed at the end; lse = ln 2 · (m + log2 l). Pitches D + 8 and 72 bf16 make a warp's 32-bit
+ * fragment loads hit 32 different banks (4g + t); V's transposed stores are arranged the same way (lane % 8 picks the
+ * column, lane / 8 the key pair). Query tiles run longest (last) first. Shared memory 36 KB (D = 128). */
+constexpr int BF_BR = 64, BF_BC = 64, BF_THREADS = 128, BF_VP = BF_BC + 8;
+constexpr float BF_LOG2E = 1.4426950408889634f, BF_LN2 = 0.6931471805599453f;
+
+template <int D> constexpr size_t attn_bf16_bytes()
+{
+    return sizeof(uint16_t) * ((size_t)BF_BC * (D + 8) + (size_t)D * BF_VP);
+}
+
+template <int D>
+__global__ void __launch_bounds__(BF_THREADS) attn_forward_bf16_kernel(attn_args p, float *out, float *lse,
+                                                                       const float *q, const float *k, const float *v)
+{
+    constexpr int BC = BF_BC, KP = D + 8, VP = BF_VP, NT = BC / 8, DT = D / 8, KS = D / 16;
+    extern __shared__ __align__(16) uint16_t sm_bf[];
+    uint16_t *Ks = sm_bf, *Vt = Ks + BC * KP;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * BF_BR, h = blockIdx.y, b = blockIdx.z, kvh = h / p.rho;
+    const int T = p.T;
+    const size_t ldq = (size_t)p.H * D, ldk = (size_t)p.G * D;
+    const float *qb = q + ((size_t)b * T * p.H + h) * D;
+    const float *kb = k + ((size_t)b * p.KT * p.G + kvh) * D, *vb = v + ((size_t)b * p.KT * p.G + kvh) * D;
+    const int rows[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8}; /* this lane's two query rows */
+
+    uint32_t qa[KS][4]; /* A fragments of Q: rows g, g + 8; columns 16ks + 2t.., + 8 */
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int r = rows[u & 1], c = ks * 16 + 2 * t + (u >> 1) * 8;
+            qa[ks][u] = 0;
+            if (r < T) {
+                const float2 f = *reinterpret_cast<const float2 *>(qb + (size_t)r * ldq + c);
+                qa[ks][u] = pack_bf16x2(f.x, f.y);
+            }
+        }
+    float o[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* log2 domain; l: this lane's part */
+    const float c2 = p.scale * BF_LOG2E;
+    const int last = p.P + min(T, i0 + BF_BR) - 1; /* the last key any row of this tile sees */
+
+    for (int j0 = 0; j0 <= last; j0 += BC) {
+        __syncthreads(); /* the previous tiles are consumed */
+        /* K rows past `last` (and V's) are 0: no query sees them, and a KV cache never wrote them */
+        for (int e = tid; e < BC * D / 2; e += BF_THREADS) {
+            const int r = e / (D / 2), c = 2 * (e % (D / 2));
+            uint32_t w = 0;
+            if (j0 + r <= last) {
+                const float2 f = *reinterpret_cast<const float2 *>(kb + (size_t)(j0 + r) * ldk + c);
+                w = pack_bf16x2(f.x, f.y);
+            }
+            *reinterpret_cast<uint32_t *>(Ks + r * KP + c) = w;
+        }
+        for (int e = tid; e < BC / 2 * D; e += BF_THREADS) {
+            const int blk = e / 32, c = (blk % (D / 8)) * 8 + e % 8, kp = (blk / (D / 8)) * 4 + e / 8 % 4;
+            const int r = 2 * kp;
+            const float v0 = j0 + r <= last ? vb[(size_t)(j0 + r) * ldk + c] : 0.0f;
+            const float v1 = j0 + r + 1 <= last ? vb[(size_t)(j0 + r + 1) * ldk + c] : 0.0f;
+            *reinterpret_cast<uint32_t *>(Vt + c * VP + r) = pack_bf16x2(v0, v1);
+        }
+        __syncthreads();
+
+        float s[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const uint16_t *kr = Ks + (n * 8 + g) * KP + ks * 16 + 2 * t;
+                const uint32_t bf[2] = {*reinterpret_cast<const uint32_t *>(kr),
+                                        *reinterpret_cast<const uint32_t *>(kr + 8)};
+                mma_bf16_16816(s[n], qa[ks], bf);
+            }
+
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int r = rows[u >> 1], j = j0 + n * 8 + 2 * t + (u & 1);
+                const float x = r < T && j <= p.P + r ? s[n][u] * c2 : -INFINITY;
+                s[n][u] = x;
+                mx[u >> 1] = fmaxf(mx[u >> 1], x);
+            }
+        float corr[2];
+#pragma unroll
+        for (int a = 0; a < 2; a++) {
+            mx[a] = fmaxf(mx[a], __shfl_xor_sync(0xffffffffu, mx[a], 1));
+            mx[a] = fmaxf(mx[a], __shfl_xor_sync(0xffffffffu, mx[a], 2));
+            const float mn = fmaxf(m[a], mx[a]);
+            corr[a] = mn == -INFINITY ? 1.0f : exp2f(m[a] - mn); /* 0 when m = −inf */
+            m[a] = mn;
+            l[a] *= corr[a];
+        }
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float x = s[n][u];
+                const float e = x == -INFINITY ? 0.0f : exp2f(x - m[u >> 1]);
+                s[n][u] = e;
+                l[u >> 1] += e;
+            }
+#pragma unroll
+        for (int n = 0; n < DT; n++)
+            o[n][0] *= corr[0], o[n][1] *= corr[0], o[n][2] *= corr[1], o[n][3] *= corr[1];
+
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                                    pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                    pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int n = 0; n < DT; n++) {
+                const uint16_t *vr = Vt + (n * 8 + g) * VP + kk * 16 + 2 * t;
+                const uint32_t bf[2] = {*reinterpret_cast<const uint32_t *>(vr),
+                                        *reinterpret_cast<const uint32_t *>(vr + 8)};
+                mma_bf16_16816(o[n], pa, bf);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int a = 0; a < 2; a++) {
+        l[a] += __shfl_xor_sync(0xffffffffu, l[a], 1);
+        l[a] += __shfl_xor_sync(0xffffffffu, l[a], 2);
+        const int r = rows[a];
+        if (r >= T)
+            continue;
+        const float inv = 1.0f / l[a];
+        float *orow = out + ((size_t)b * T * p.H + h) * D + (size_t)r * ldq;
+#pragma unroll
+        for (int n = 0; n < DT; n++)
+            *reinterpret_cast<float2 *>(orow + n * 8 + 2 * t) = make_float2(o[n][2 * a] * inv, o[n][2 * a + 1] * inv);
+        if (t == 0)
+            lse[((size_t)b * p.H + h) * T + r] = BF_LN2 * (m[a] + log2f(l[a]));
     }
 }
 
@@ -718,6 +877,16 @@ cudaError_t forward_tc(cudaStream_t st, const attn_args &p, float *out, float *l
     return cudaGetLastError();
 }
 
+template <int D>
+cudaError_t forward_bf16(cudaStream_t st, const attn_args &p, float *out, float *lse, const float *q, const float *k,
+                         const float *v)
+{
+    const size_t sm = attn_bf16_bytes<D>(); /* under the 48 KB a launch may take without asking */
+    attn_forward_bf16_kernel<D><<<dim3((p.T + BF_BR - 1) / BF_BR, p.H, p.B), BF_THREADS, sm, st>>>(p, out, lse, q, k,
+                                                                                                 v);
+    return cudaGetLastError();
+}
+
 template <int D> constexpr size_t attn_tc_bwd_bytes()
 {
     return sizeof(float) * (attn_tc_dkv_floats<D>() > attn_tc_dq_floats<D>() ? attn_tc_dkv_floats<D>()
@@ -754,6 +923,15 @@ bool attn_tc_on()
     return on != 0;
 }
 
+/* rl_attn_dims.bf16 at head sizes 64 and 128: the bf16 tensor-core forward unless RADLADS_ATTN_BF16=0, which keeps
+ * the fp32 kernels (operands unrounded: within bf16 rounding of the CPU backend's bf16 result; a timing peer). */
+bool attn_bf16_on()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_ATTN_BF16", allowed, 2, 1);
+    return on != 0;
+}
+
 bool make_args(const rl_attn_dims *d, attn_args *p)
 {
     if (d->batch <= 0 || d->seq <= 0 || d->heads <= 0 || d->kv_heads <= 0 || d->heads % d->kv_heads ||
@@ -778,6 +956,10 @@ cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_a
     attn_args p;
     if (!make_args(d, &p))
         return cudaErrorInvalidValue;
+    if (d->bf16 && p.D == 64 && attn_bf16_on())
+        return forward_bf16<64>(st, p, out, lse, q, k, v);
+    if (d->bf16 && p.D == 128 && attn_bf16_on())
+        return forward_bf16<128>(st, p, out, lse, q, k, v);
     if (p.D == 64 && attn_tc_on() && tc_fits(sizeof(float) * attn_tc_floats<64>()))
         return forward_tc<64>(st, p, out, lse, q, k, v);
     if (p.D == 128 && attn_tc_on() && tc_fits(sizeof(float) * attn_tc_floats<128>()))

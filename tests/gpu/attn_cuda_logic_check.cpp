@@ -6,6 +6,7 @@
 namespace {
 float sm[1 << 16];
 alignas(32) float sm_tc[1 << 16]; /* the tensor-core kernels' (wmma: 32-byte aligned tiles) */
+alignas(16) uint16_t sm_bf[1 << 17]; /* the bf16 forward's */
 }
 
 #define RLC_ATTN_HOST_EMULATION 1
@@ -35,7 +36,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
         for (size_t e = 0; e < nk; e++)
             if ((int)(e / ((size_t)G * D) % KT) >= q_pos + T)
                 k[e] = v[e] = NAN;
-    rl_attn_dims d = {B, T, H, G, D, 1.0f / std::sqrt((float)D), kv_seq, q_pos};
+    rl_attn_dims d = {B, T, H, G, D, 1.0f / std::sqrt((float)D), kv_seq, q_pos, 0};
     std::vector<float> out_ref(nq), lse_ref((size_t)B * H * T);
     int rc = rl_attention_forward(be, &d, out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data());
     attn_args p;
@@ -55,6 +56,25 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
         smem_tail_untouched(attn_tc_floats<DMAX>(), "tensor-core forward");
         std::printf(" tensor-core: out %.1e lse %.1e", rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref));
         worst = std::fmax(worst, std::fmax(rel_err(out_tc, out_ref), rel_err(lse_tc, lse_ref)));
+
+        /* the bf16 forward (rl_attn_dims.bf16) against the CPU backend's bf16 attention: both round q, k, v and p
+         * to bf16, p against different running maxima (key tiles of 64 here, 256 there), so they agree to bf16
+         * rounding of p, not bit for bit */
+        rl_attn_dims d16 = d;
+        d16.bf16 = 1;
+        std::vector<float> out16_ref(nq), lse16_ref((size_t)B * H * T), out16(nq, NAN), lse16((size_t)B * H * T, NAN);
+        rc |= rl_attention_forward(be, &d16, out16_ref.data(), lse16_ref.data(), q.data(), k.data(), v.data());
+        run_grid(dim3((T + BF_BR - 1) / BF_BR, H, B), BF_THREADS, [&] {
+            attn_forward_bf16_kernel<DMAX>(p, out16.data(), lse16.data(), q.data(), k.data(), v.data());
+        });
+        emu::check_smem_tail(sm_bf, sizeof sm_bf, attn_bf16_bytes<DMAX>(), "bf16 forward");
+        const double e16 = std::fmax(rel_err(out16, out16_ref), rel_err(lse16, lse16_ref));
+        /* the CPU's bf16 result must be a rounded one (≫ fp32 rounding away from the fp32 result) */
+        const double rounding = rel_err(out16_ref, out_ref);
+        std::printf(" bf16: out %.1e lse %.1e (bf16 vs fp32 %.1e)", rel_err(out16, out16_ref),
+                    rel_err(lse16, lse16_ref), rounding);
+        if (!(e16 < 2e-3) || !(rounding > 1e-5))
+            worst = INFINITY;
     }
     if (!kv_seq && !rc) {
         std::vector<float> dq0 = randv(nq, -1, 1), dk0 = randv(nk, -1, 1), dv0 = randv(nk, -1, 1);
@@ -113,6 +133,7 @@ int main(int argc, char **argv)
     const bool quick = argc > 1 && !std::strcmp(argv[1], "quick");
     emu::dynamic_smem(sm, sizeof sm);
     emu::dynamic_smem(sm_tc, sizeof sm_tc);
+    emu::dynamic_smem(sm_bf, sizeof sm_bf);
     emu::rng_state = 777;
     rl_backend *be = emu::cpu_backend();
     int fails = 0;

@@ -8,7 +8,8 @@
  *   __shfl_xor_sync()    the 32 lanes of the warp, with a full mask, none exited, the block a whole
  *                        number of warps — anything else is undefined on a GPU and is reported here;
  *   wmma::load_matrix_sync, store_matrix_sync, mma_sync   the same rule: the TF32 m16n16k8 subset of
- *                        nvcuda::wmma (<mma.h>) below, so a kernel written for tensor cores runs unchanged.
+ *                        nvcuda::wmma (<mma.h>) below, so a kernel written for tensor cores runs unchanged;
+ *   mma_bf16_16816()     the same rule: cuda_mma.cuh's mma.sync m16n8k16, operands in each lane's registers.
  * A state where no point can be released (a barrier in divergent code, a warp split between a shuffle
  * and a barrier) is reported as a deadlock instead of hanging. Because fibers switch only at those points,
  * atomics are plain read-modify-writes. `extern __shared__` arrays are ones the check defines and
@@ -65,7 +66,7 @@ enum lane_state { RUNNING, AT_BARRIER, AT_SHUFFLE, AT_WMMA, EXITED };
 
 /* A lane's wmma call, performed for the whole warp when all 32 lanes have made it. Fragments hold their
  * whole tile, row-major, in every lane (see nvcuda::wmma below). */
-enum wmma_op { WMMA_LOAD, WMMA_STORE, WMMA_MMA };
+enum wmma_op { WMMA_LOAD, WMMA_STORE, WMMA_MMA, MMA_BF16_16816 }; /* the last: cuda_mma.cuh's mma.sync */
 struct wmma_call {
     wmma_op op;
     float *frag;            /* load: the fragment filled; store: the one stored; mma: d */
@@ -192,6 +193,47 @@ inline void mma_tile(float *d, const float *a, const float *b, const float *c)
         }
 }
 
+inline float bf16_bits_to_float(uint32_t h)
+{
+    const uint32_t u = h << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+/* mma.sync.m16n8k16 bf16 → fp32 for the warp: every lane's A, B and accumulator registers, read by the PTX layout
+ * (cuda_mma.cuh), form the matrices; each lane's d becomes its part of D = A·B + C (the products summed in double,
+ * rounded once: the tensor cores' fp32 accumulation within its rounding). */
+inline void mma_bf16_warp(int w0)
+{
+    float A[16][16], B[16][8], C[16][8];
+    for (int L = 0; L < 32; L++) {
+        const wmma_call &x = lanes[w0 + L].wm;
+        const uint32_t *a = reinterpret_cast<const uint32_t *>(x.a), *b = reinterpret_cast<const uint32_t *>(x.b);
+        const int g = L / 4, t = L % 4;
+        for (int u = 0; u < 4; u++) {
+            const int r = g + 8 * (u & 1), c = 2 * t + 8 * (u >> 1);
+            A[r][c] = bf16_bits_to_float(a[u] & 0xffffu), A[r][c + 1] = bf16_bits_to_float(a[u] >> 16);
+        }
+        for (int u = 0; u < 2; u++) {
+            B[2 * t + 8 * u][g] = bf16_bits_to_float(b[u] & 0xffffu);
+            B[2 * t + 8 * u + 1][g] = bf16_bits_to_float(b[u] >> 16);
+        }
+        for (int u = 0; u < 4; u++)
+            C[g + 8 * (u >> 1)][2 * t + (u & 1)] = x.frag[u];
+    }
+    for (int L = 0; L < 32; L++) {
+        const int g = L / 4, t = L % 4;
+        for (int u = 0; u < 4; u++) {
+            const int r = g + 8 * (u >> 1), c = 2 * t + (u & 1);
+            double acc = C[r][c];
+            for (int k = 0; k < 16; k++)
+                acc += (double)A[r][k] * B[k][c];
+            lanes[w0 + L].wm.frag[u] = (float)acc;
+        }
+    }
+}
+
 /* Performs the wmma call the live lanes w0..w1 wait at. False when they wait at different calls: the warp
  * stays blocked and the block is reported as a deadlock. */
 inline bool release_wmma(int w0, int w1)
@@ -204,6 +246,16 @@ inline bool release_wmma(int w0, int w1)
         if (lanes[l].state == AT_WMMA && lanes[l].wm.op != f.op)
             return false;
     enter(first); /* a violation names the warp's first waiting lane */
+    if (f.op == MMA_BF16_16816) {
+        bool whole = w1 - w0 == 32;
+        for (int l = w0; l < w1; l++)
+            whole &= lanes[l].state == AT_WMMA;
+        if (whole)
+            mma_bf16_warp(w0);
+        else
+            violation("mma.sync with lanes of the warp missing");
+        return true;
+    }
     const int n = f.rows * f.cols;
     bool uniform = true, aligned = true, ldm_ok = true, same = true, whole = w1 - w0 == 32;
     for (int l = w0; l < w1; l++) {
@@ -656,6 +708,27 @@ static inline void mma_sync(fragment<accumulator, 16, 16, 8, float> &d,
 
 } // namespace wmma
 } // namespace nvcuda
+
+/* ---- cuda_mma.cuh's two functions ---- */
+/* __floats2bfloat162_rn: each to nearest even, NaN to the canonical bf16 NaN; lo in the low half */
+static inline uint32_t pack_bf16x2(float lo, float hi)
+{
+    auto round = [](float f) -> uint32_t {
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u)
+            return 0x7fc0u;
+        return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    };
+    return round(lo) | round(hi) << 16;
+}
+
+/* d += A·B for the warp: a rendezvous of its 32 lanes (emu::mma_bf16_warp) */
+static inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
+{
+    emu::wmma_warp_call(emu::MMA_BF16_16816, d, nullptr, 0, 16, 8, false, reinterpret_cast<const float *>(a),
+                        reinterpret_cast<const float *>(b), d);
+}
 
 /* ---- the runtime and backend calls the launchers make ---- */
 #define cudaGetLastError emu::get_last_error

@@ -256,6 +256,10 @@ static void bench_attention(void)
     report_flops("attention_forward", "B=1 T=4096 H=32 KVH=8 D=128", ms, causal);
     TIME_OP("attention_backward", ms, rl_attention_backward(be, &d, dq, dk, dv, delta, q, o, lse, q, k, v));
     report_flops("attention_backward", "B=1 T=4096 H=32 KVH=8 D=128", ms, 2.5 * causal);
+    rl_attn_dims d16 = d; /* a teacher's under bf16 autocast (RADLADS_ATTN_BF16=0: the fp32 kernel, the peer) */
+    d16.bf16 = 1;
+    TIME_OP("attention_forward_bf16", ms, rl_attention_forward(be, &d16, o, lse, q, k, v));
+    report_flops("attention_forward_bf16", "B=1 T=4096 H=32 KVH=8 D=128", ms, causal);
     float *f[] = {q, k, v, o, lse, dq, dk, dv, delta};
     for (int i = 0; i < 9; i++)
         rl_free(be, f[i]);

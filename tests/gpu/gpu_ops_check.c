@@ -777,18 +777,26 @@ static void check_layers(void)
 static void check_attention(void)
 {
     pair q, k, v, out, lse;
-    for (int hd = 64; hd <= 128; hd *= 2) { /* the tensor-core forward's two head sizes (the CUDA-core one: knob) */
-        rl_attn_dims f = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = hd, .scale = 0.125f};
-        const size_t fq = (size_t)f.batch * f.seq * f.heads * hd, fk = (size_t)f.batch * f.seq * f.kv_heads * hd;
-        op_begin(hd == 64 ? "attention_forward" : "attention_forward_d128", 1e-5, "B=%d T=%d H=%d KVH=%d D=%d",
-                 f.batch, f.seq, f.heads, f.kv_heads, hd);
-        q = sym(fq, 1), k = sym(fk, 1), v = sym(fk, 1), out = poisoned(fq);
-        lse = poisoned((size_t)f.batch * f.heads * f.seq);
-        rl_attention_forward(gpu, &f, out.g, lse.g, q.g, k.g, v.g);
-        rl_attention_forward(cpu, &f, out.c, lse.c, q.c, k.c, v.c);
-        cmp("out", out), cmp("lse", lse);
-        op_end();
-    }
+    /* the tensor-core forwards' two head sizes (the CUDA-core one: knob); then a teacher's under bf16 autocast
+     * (rl_attn_dims.bf16, the bf16 tensor-core forward): both backends round q, k, v and p to bf16, p against running
+     * maxima of different key tiles, so they agree to bf16 rounding of p (the emulated check saw 3.5e-4 at most; the
+     * rounding itself moves the output 1e-3 from the fp32 one), over 5 key tiles */
+    static const char *const fwd_names[2][2] = {{"attention_forward", "attention_forward_d128"},
+                                                {"attention_forward_bf16", "attention_forward_bf16_d128"}};
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int hd = 64; hd <= 128; hd *= 2) {
+            rl_attn_dims f = {.batch = 2, .seq = bf16 ? 300 : 67, .heads = 4, .kv_heads = 2, .head_dim = hd,
+                              .scale = 0.125f, .bf16 = bf16};
+            const size_t fq = (size_t)f.batch * f.seq * f.heads * hd, fk = (size_t)f.batch * f.seq * f.kv_heads * hd;
+            op_begin(fwd_names[bf16][hd == 128], bf16 ? 1e-3 : 1e-5, "B=%d T=%d H=%d KVH=%d D=%d", f.batch, f.seq,
+                     f.heads, f.kv_heads, hd);
+            q = sym(fq, 1), k = sym(fk, 1), v = sym(fk, 1), out = poisoned(fq);
+            lse = poisoned((size_t)f.batch * f.heads * f.seq);
+            rl_attention_forward(gpu, &f, out.g, lse.g, q.g, k.g, v.g);
+            rl_attention_forward(cpu, &f, out.c, lse.c, q.c, k.c, v.c);
+            cmp("out", out), cmp("lse", lse);
+            op_end();
+        }
 
     for (int hd = 64; hd <= 128; hd *= 2) { /* the tensor-core backward's two head sizes (the CUDA-core one: knob) */
         rl_attn_dims d = {.batch = 2, .seq = 67, .heads = 4, .kv_heads = 2, .head_dim = hd, .scale = 0.125f};
@@ -823,6 +831,15 @@ static void check_attention(void)
         if ((int)(e / ((size_t)c.kv_heads * c.head_dim) % c.kv_seq) >= c.q_pos + c.seq)
             k.c[e] = v.c[e] = NAN;
     rl_upload(gpu, k.g, k.c, ck * 4), rl_upload(gpu, v.g, v.c, ck * 4);
+    rl_attention_forward(gpu, &c, out.g, lse.g, q.g, k.g, v.g);
+    rl_attention_forward(cpu, &c, out.c, lse.c, q.c, k.c, v.c);
+    cmp("out", out), cmp("lse", lse);
+    op_end_keep(); /* the same q and cache in bf16 */
+
+    op_begin("attention_forward_kvcache_bf16", 1e-3, "B=%d T=%d kv_seq=%d q_pos=%d H=%d KVH=%d", c.batch, c.seq,
+             c.kv_seq, c.q_pos, c.heads, c.kv_heads);
+    c.bf16 = 1;
+    out = poisoned(cq), lse = poisoned(cl);
     rl_attention_forward(gpu, &c, out.g, lse.g, q.g, k.g, v.g);
     rl_attention_forward(cpu, &c, out.c, lse.c, q.c, k.c, v.c);
     cmp("out", out), cmp("lse", lse);

@@ -93,6 +93,8 @@ if [ $check_rc -ne 77 ]; then
   RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_.*N=64"
   echo "-- RADLADS_ATTN_TC=1"
   RADLADS_ATTN_TC=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"
+  echo "-- RADLADS_ATTN_BF16=0 (a bf16 teacher's attention forward on the fp32 kernel)"
+  RADLADS_ATTN_BF16=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_forward_bf16"
 fi
 
 echo "== end-to-end: a tiny conversion on the GPU against the same run on the CPU"

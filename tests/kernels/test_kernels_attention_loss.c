@@ -157,6 +157,67 @@ static void test_attention_tiles(int B, int T, int H, int G, int N)
     free(c.q), free(c.k), free(c.v), free(c.dout), free(ref), free(gq), free(gk), free(gv);
 }
 
+/* bf16 attention (rl_attn_dims.bf16, a teacher's under autocast): q, k, v rounded to bf16 exactly as the float64
+ * reference gets them; p rounded to bf16 before P·V moves each weight by at most 2^-9 of itself, so the output is
+ * within 2^-9·max|v| of the reference on the rounded inputs (plus fp32 rounding), and lse, which sums the unrounded
+ * p, within fp32 rounding. The rounding must show: the output moves away from the fp32 one. A backward refuses the
+ * flag. */
+static void round_bf16(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = rl_bf16_to_f32(rl_f32_to_bf16(x[i]));
+}
+
+static void test_attention_bf16(int B, int T, int H, int G, int N)
+{
+    printf("attention bf16 B=%d T=%d heads=%d kv_heads=%d head_dim=%d\n", B, T, H, G, N);
+    const size_t nq = (size_t)B * T * H * N, nk = (size_t)B * T * G * N, nl = (size_t)B * H * T;
+    float *q = malloc(4 * nq), *k = malloc(4 * nk), *v = malloc(4 * nk), *out = malloc(4 * nq);
+    float *out32 = malloc(4 * nq), *lse = malloc(4 * nl), *lse32 = malloc(4 * nl);
+    fill(q, nq, 2.0f), fill(k, nk, 2.0f), fill(v, nk, 1);
+    rl_attn_dims d = {.batch = B, .seq = T, .heads = H, .kv_heads = G, .head_dim = N, .scale = 1.0f / sqrtf((float)N)};
+    rl_attention_forward(be, &d, out32, lse32, q, k, v);
+    d.bf16 = 1;
+    rl_attention_forward(be, &d, out, lse, q, k, v);
+    round_bf16(q, nq), round_bf16(k, nk), round_bf16(v, nk);
+    attn_ctx c = {to_double(q, nq), to_double(k, nk), to_double(v, nk), NULL, B, T, H, G, N, 1.0 / sqrt((double)N)};
+    double *ref = malloc(8 * nq), *lref = malloc(8 * nl);
+    attn_ref(&c, ref);
+    for (int b = 0; b < B; b++) /* lse_i = log Σ_j exp(s_ij) on the rounded inputs */
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                double m = -INFINITY, l = 0, s[T];
+                for (int j = 0; j <= i; j++) {
+                    s[j] = 0;
+                    for (int n = 0; n < N; n++)
+                        s[j] += c.q[(((size_t)b * T + i) * H + h) * N + n] * c.k[(((size_t)b * T + j) * G + h / (H / G)) * N + n];
+                    s[j] *= c.scale;
+                    m = fmax(m, s[j]);
+                }
+                for (int j = 0; j <= i; j++)
+                    l += exp(s[j] - m);
+                lref[((size_t)b * H + h) * T + i] = m + log(l);
+            }
+    double vmax = 0, moved = 0;
+    for (size_t e = 0; e < nk; e++)
+        vmax = fmax(vmax, fabs((double)v[e]));
+    check_close("attention_forward bf16 vs float64 on bf16 q,k,v", out, ref, nq, ldexp(vmax, -9) + 1e-6, 0);
+    check_close("attention_forward bf16 lse vs float64", lse, lref, nl, 2e-6, 2e-6);
+    for (size_t e = 0; e < nq; e++)
+        moved = fmax(moved, fabs((double)out[e] - out32[e]));
+    printf("    bf16 vs fp32 output: max abs difference %.3e\n", moved);
+    check_true("attention_forward bf16 rounds (output moved > 1e-4 from fp32)", moved > 1e-4);
+    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4), *delta = malloc(4 * nl);
+    char err[256];
+    const int rc = rl_attention_backward(be, &d, dq, dk, dv, delta, out, out, lse, q, k, v);
+    rl_backend_status(be, err, sizeof err);
+    printf("    backward with bf16: rc %d: %s\n", rc, err);
+    check_true("attention_backward refuses bf16 with a message", rc != 0 && strstr(err, "forward only") != NULL);
+    rl_backend_clear_error(be);
+    free(q), free(k), free(v), free(out), free(out32), free(lse), free(lse32), free(dq), free(dk), free(dv), free(delta);
+    free(c.q), free(c.k), free(c.v), free(ref), free(lref);
+}
+
 /* ---- cross-entropy and KL ---- */
 typedef struct {
     double *zs, *zt;
@@ -307,6 +368,7 @@ int main(void)
     test_attention(1, 5, 2, 2, 8); /* plain MHA */
     test_attention_tiles(2, 300, 4, 2, 16); /* 5 query tiles, 2 forward key blocks */
     test_attention_tiles(1, 129, 2, 2, 8);  /* plain MHA, one-row last tile */
+    test_attention_bf16(2, 300, 4, 2, 32);   /* 2 forward key blocks: p against two running maxima */
     test_losses();
     test_distances();
     if (rl_backend_status(be, err, sizeof err)) {
