@@ -77,8 +77,40 @@ struct wmma_call {
     bool col_major; /* the memory layout */
 };
 
+/* Switching fibers: swapcontext saves and restores the signal mask, two system calls per switch — about half of an
+ * emulated check's time went there. On x86-64 (without AddressSanitizer, which must see swapcontext to follow the
+ * stack changes) a fiber switch is instead a plain call that pushes the six callee-saved registers on the current
+ * stack, stores the stack pointer, loads the other fiber's and pops its registers (the System V ABI leaves every other
+ * register to the caller; no fiber changes the floating-point control words). A new fiber's stack is laid out as if
+ * it had called emu_switch from fiber_start. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define RL_EMU_FAST_SWITCH 1
+/* void emu_switch(void **save_sp, void *load_sp) */
+__attribute__((naked, noinline)) static void emu_switch(void **, void *)
+{
+    asm volatile("pushq %rbp\n\t"
+                 "pushq %rbx\n\t"
+                 "pushq %r12\n\t"
+                 "pushq %r13\n\t"
+                 "pushq %r14\n\t"
+                 "pushq %r15\n\t"
+                 "movq %rsp, (%rdi)\n\t"
+                 "movq %rsi, %rsp\n\t"
+                 "popq %r15\n\t"
+                 "popq %r14\n\t"
+                 "popq %r13\n\t"
+                 "popq %r12\n\t"
+                 "popq %rbx\n\t"
+                 "popq %rbp\n\t"
+                 "ret\n\t");
+}
+#else
+#define RL_EMU_FAST_SWITCH 0
+#endif
+
 struct lane {
     ucontext_t ctx;
+    void *sp; /* RL_EMU_FAST_SWITCH: the suspended fiber's stack pointer */
     char *stack;
     lane_state state;
     uint64_t sent, got; /* shuffle payload (raw bits) */
@@ -93,6 +125,7 @@ constexpr size_t STACK_BYTES = 256 << 10;
 inline lane lanes[MAX_THREADS];
 inline int nthreads, current;
 inline ucontext_t scheduler;
+inline void *scheduler_sp; /* RL_EMU_FAST_SWITCH: the scheduler's, while a fiber runs */
 inline std::function<void()> body; /* the kernel call every fiber makes */
 inline uint3 tid, bid;
 inline dim3 bdim, gdim;
@@ -157,14 +190,55 @@ inline void suspend(lane_state s)
 {
     lane &me = lanes[current];
     me.state = s;
+#if RL_EMU_FAST_SWITCH
+    emu_switch(&me.sp, scheduler_sp);
+#else
     swapcontext(&me.ctx, &scheduler);
+#endif
+}
+
+/* the scheduler runs fiber l until it suspends or exits */
+inline void resume(int l)
+{
+    enter(l);
+#if RL_EMU_FAST_SWITCH
+    emu_switch(&scheduler_sp, lanes[l].sp);
+#else
+    swapcontext(&scheduler, &lanes[l].ctx);
+#endif
 }
 
 inline void fiber_entry()
 {
     body();
     lanes[current].state = EXITED;
+#if RL_EMU_FAST_SWITCH
+    void *dead;
+    emu_switch(&dead, scheduler_sp); /* never resumed */
+    __builtin_unreachable();
+#endif
     /* uc_link returns to the scheduler */
+}
+
+/* a fresh fiber on lane x's stack, to run fiber_entry when first resumed */
+inline void start_fiber(lane &x)
+{
+#if RL_EMU_FAST_SWITCH
+    /* from the top: a null return address for fiber_entry (its entry sees the stack as after a call: 8 mod 16), the
+     * address emu_switch's ret jumps to, six zero registers */
+    void **top = reinterpret_cast<void **>(x.stack + STACK_BYTES);
+    top[-1] = nullptr;
+    top[-2] = reinterpret_cast<void *>(&fiber_entry);
+    for (int r = 3; r <= 8; r++)
+        top[-r] = nullptr;
+    x.sp = top - 8;
+#else
+    getcontext(&x.ctx);
+    x.ctx.uc_stack.ss_sp = x.stack;
+    x.ctx.uc_stack.ss_size = STACK_BYTES;
+    x.ctx.uc_link = &scheduler;
+    makecontext(&x.ctx, fiber_entry, 0);
+#endif
 }
 
 /* The tensor core reads only the top 19 bits of a TF32 operand (sign, exponent, 10 mantissa bits): the low
@@ -374,10 +448,8 @@ inline void run_warps_ahead()
         do
             for (int j = 0; j < w1 - w0; j++) {
                 const int l = reverse_order ? w1 - 1 - j : w0 + j;
-                if (lanes[l].state == RUNNING) {
-                    enter(l);
-                    swapcontext(&scheduler, &lanes[l].ctx);
-                }
+                if (lanes[l].state == RUNNING)
+                    resume(l);
             }
         while (release_warp(w0, w1));
     }
@@ -398,11 +470,7 @@ inline bool run_block()
                 std::exit(1);
             }
         }
-        getcontext(&x.ctx);
-        x.ctx.uc_stack.ss_sp = x.stack;
-        x.ctx.uc_stack.ss_size = STACK_BYTES;
-        x.ctx.uc_link = &scheduler;
-        makecontext(&x.ctx, fiber_entry, 0);
+        start_fiber(x);
         x.state = RUNNING;
     }
     for (;;) {
@@ -411,10 +479,8 @@ inline bool run_block()
         } else {
             for (int i = 0; i < nthreads; i++) {
                 const int l = reverse_order ? nthreads - 1 - i : i;
-                if (lanes[l].state == RUNNING) {
-                    enter(l);
-                    swapcontext(&scheduler, &lanes[l].ctx);
-                }
+                if (lanes[l].state == RUNNING)
+                    resume(l);
             }
             if (release_warps())
                 continue;
