@@ -1,4 +1,5 @@
-/* wmma_emu_selftest.cpp — checks cuda_emu.h's nvcuda::wmma (TF32, m16n16k8) before any kernel relies on it:
+/* wmma_emu_selftest.cpp — checks cuda_emu.h's nvcuda::wmma (TF32, m16n16k8) and its bf16 mma.sync (the end of
+ * this file) before any kernel relies on them:
  * the addressing of every a/b layout and both accumulator layouts, the tensor core's numerics (inputs cut to
  * their top 19 bits, __float_to_tf32 rounding ties away from zero, the 3xTF32 split reaching ~1e-6), and
  * that the misuse a GPU would not diagnose — a misaligned pointer, a bad ldm, a divergent warp,
@@ -368,6 +369,70 @@ void misuse_cases()
     expect(!emu::violations && same, "a correct call after those runs without a violation");
 }
 
+/* cuda_mma.cuh's pair, as the emulator provides them: pack_bf16x2 rounds to nearest even (ties to even, NaN stays
+ * NaN, overflow to infinity) with lo in the low half; mma_bf16_16816 computes D = A·B + C for the warp from the
+ * fragments laid out as cuda_mma.cuh documents (here loaded from row-major A, B, C by that layout, two warps with
+ * different matrices at once), within fp32 rounding of the double product of the bf16 values; a warp with lanes
+ * missing is reported. */
+float bf16_value(uint32_t h) { return bits_to_float(h << 16); }
+
+void mma_bf16_cases()
+{
+    std::printf("== bf16 mma.sync m16n8k16 (cuda_mma.cuh) ==\n");
+    const uint32_t p = pack_bf16x2(1.0f + 0x1p-8f, -(1.0f + 0x3p-8f)); /* ties: to 1.0 (even) and to -(1 + 2^-6) */
+    expect((p & 0xffffu) == 0x3f80u && p >> 16 == 0xbf82u, "pack_bf16x2: ties to even, lo in the low half");
+    const uint32_t q = pack_bf16x2(NAN, 3.4e38f); /* above the midpoint of bf16's largest (3.39e38) and 2^128 */
+    expect(std::isnan(bf16_value(q & 0xffffu)) && std::isinf(bf16_value(q >> 16)),
+           "pack_bf16x2: NaN stays NaN, 3.4e38 rounds to infinity");
+
+    static float A[2][16][16], B[2][16][8], C[2][16][8], D[2][16][8];
+    for (int w = 0; w < 2; w++) {
+        for (auto &r : A[w])
+            for (float &x : r)
+                x = emu::frand(-2, 2);
+        for (auto &r : B[w])
+            for (float &x : r)
+                x = emu::frand(-2, 2);
+        for (auto &r : C[w])
+            for (float &x : r)
+                x = emu::frand(-1, 1);
+    }
+    emu::run_grid(dim3(1), dim3(64), [] {
+        const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+        uint32_t a[4], b[2];
+        float d[4];
+        for (int u = 0; u < 4; u++) {
+            const int r = g + 8 * (u & 1), c = 2 * t + 8 * (u >> 1);
+            a[u] = pack_bf16x2(A[w][r][c], A[w][r][c + 1]);
+            d[u] = C[w][g + 8 * (u >> 1)][2 * t + (u & 1)];
+        }
+        for (int u = 0; u < 2; u++)
+            b[u] = pack_bf16x2(B[w][2 * t + 8 * u][g], B[w][2 * t + 8 * u + 1][g]);
+        mma_bf16_16816(d, a, b);
+        for (int u = 0; u < 4; u++)
+            D[w][g + 8 * (u >> 1)][2 * t + (u & 1)] = d[u];
+    });
+    double worst = 0;
+    for (int w = 0; w < 2; w++)
+        for (int r = 0; r < 16; r++)
+            for (int c = 0; c < 8; c++) {
+                double ref = C[w][r][c];
+                for (int k = 0; k < 16; k++)
+                    ref += (double)bf16_value(pack_bf16x2(A[w][r][k], 0) & 0xffffu) *
+                           bf16_value(pack_bf16x2(B[w][k][c], 0) & 0xffffu);
+                worst = std::fmax(worst, std::fabs(D[w][r][c] - ref) / (1.0 + std::fabs(ref)));
+            }
+    std::printf("    max relative error %.2e\n", worst);
+    expect(!emu::violations && worst < 1e-6, "mma_bf16_16816 by the documented layout = the double product");
+    misuse("16 lanes of a warp call mma.sync, 16 have returned", "missing", 64, [] {
+        if (threadIdx.x % 32 >= 16)
+            return;
+        uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+        float d[4] = {0, 0, 0, 0};
+        mma_bf16_16816(d, a, b);
+    });
+}
+
 } // namespace
 
 int main()
@@ -377,6 +442,7 @@ int main()
     emu::violations = 0;
     tf32_rounding();
     misuse_cases();
+    mma_bf16_cases();
     std::printf("%s\n", failures ? "FAILED" : "all cases ok");
     return failures ? 1 : 0;
 }
