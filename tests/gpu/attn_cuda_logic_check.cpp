@@ -157,6 +157,7 @@ int main(int argc, char **argv)
     /* the tensor-core kernels with batches and KV heads > 1 (the batch and KV-head offsets, g's heads) */
     fails += check_case<128>(be, 2, 75, 4, 2, 128, 0, 0);
     fails += check_case<64>(be, 2, 130, 6, 3, 64, 0, 0);
+    fails += check_case<128>(be, 1, 300, 2, 1, 128, 0, 0); /* 5 key tiles: the online softmax over many */
     /* the tensor-core kernels again: threads highest first between barriers; then each warp run alone from one
      * barrier to the next (emu::warp_ahead), lowest and highest first: a barrier missing between two phases' tiles
      * shows there even where every warp makes the same number of wmma calls */
