@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_tc_kernel(attn_args p, f
  *   2^(m − m') → O += P V with P's registers reused as A fragments (rounded to bf16), V from the transposed tile.
  * The 4 lanes' l are summed at the end; lse = ln 2 · (m + log2 l). Pitches D + 8 and 72 bf16 make a warp's 32-bit
  * fragment loads hit 32 different banks (4g + t); V's transposed stores are arranged the same way (lane % 8 picks the
- * column, lane / 8 the key pair). Query tiles run longest (last) first. Shared memory 36 KB (D = 128). */
+ * column, lane / 8 the key pair). Query tiles run longest (last) first. Shared memory 35 KiB (D = 128). */
 constexpr int BF_BR = 64, BF_BC = 64, BF_THREADS = 128, BF_VP = BF_BC + 8;
 constexpr float BF_LOG2E = 1.4426950408889634f, BF_LN2 = 0.6931471805599453f;
 

@@ -73,7 +73,10 @@ static int check_case(rl_backend *be, int B, int T, int H, int G, int D, int kv_
         const double rounding = rel_err(out16_ref, out_ref);
         std::printf(" bf16: out %.1e lse %.1e (bf16 vs fp32 %.1e)", rel_err(out16, out16_ref),
                     rel_err(lse16, lse16_ref), rounding);
-        if (!(e16 < 2e-3) || !(rounding > 1e-5))
+        /* within 2e-3 (twice p's rounding, 2^-9 of each weight, can reach 3.9e-3 at worst; 3.5e-4 is the most seen)
+         * and nearer the CPU's bf16 result than the fp32 one is, which a kernel that left q, k, v unrounded would not
+         * be (one that left p unrounded cannot be told apart this way: p rounds against other maxima there) */
+        if (!(e16 < 2e-3) || !(e16 < rounding) || !(rounding > 1e-5))
             worst = INFINITY;
     }
     if (!kv_seq && !rc) {
@@ -158,6 +161,8 @@ int main(int argc, char **argv)
     fails += check_case<128>(be, 2, 75, 4, 2, 128, 0, 0);
     fails += check_case<64>(be, 2, 130, 6, 3, 64, 0, 0);
     fails += check_case<128>(be, 1, 300, 2, 1, 128, 0, 0); /* 5 key tiles: the online softmax over many */
+    /* a KV cache over two query and two key tiles: rows with no visible key in the second key tile */
+    fails += check_case<128>(be, 1, 70, 4, 2, 128, 200, 37);
     /* the tensor-core kernels again: threads highest first between barriers; then each warp run alone from one
      * barrier to the next (emu::warp_ahead), lowest and highest first: a barrier missing between two phases' tiles
      * shows there even where every warp makes the same number of wmma calls */
