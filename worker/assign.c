@@ -246,6 +246,12 @@ static int run_training(const Radlads__StageAssignment *a, json_t *spec, json_t 
     }
     to.rank = ctx->comm->rank, to.world = ctx->comm->world, to.threads = ctx->comm->threads;
     to.cuda = ctx->cuda, to.gpu = ctx->comm->local_rank;
+    if (to.cuda) {
+        char gerr[512];
+        to.gpu = rl_worker_gpu(ctx->comm, gerr, sizeof gerr);
+        if (to.gpu < 0) /* the backend refuses GPU -1 on every rank of this host: all ranks stop together */
+            fprintf(stderr, "radlads-worker (rank %d of %d): %s\n", ctx->comm->rank, ctx->comm->world, gerr);
+    }
     to.bucket_floats = ctx->bucket_floats;
     to.resume = a->resume_from && *a->resume_from;
     return rl_train_run(&to, ctx->hooks, err, errlen);

@@ -29,6 +29,12 @@ int rl__fault_backward_fails(int64_t step, int rank)
     return poison_at("backward", step, r, sizeof r) && atoi(r) == rank;
 }
 
+int rl__fault_start_fails(int rank)
+{
+    char unused[8];
+    return poison_at("start", rank, unused, sizeof unused);
+}
+
 int rl__fault_poisons_grad(int64_t step)
 {
     char name[160];

@@ -202,7 +202,10 @@ static int run_stage(const char *stage, const char *teacher, const char *arch, c
                             .reduce_scatter_sum = rl_comm_reduce_scatter_sum, .allgather = rl_comm_allgather,
                             .gather = rl_comm_gather_floats};
     if (to->cuda) {
-        to->gpu = comm->local_rank;
+        char gerr[512];
+        to->gpu = rl_worker_gpu(comm, gerr, sizeof gerr);
+        if (to->gpu < 0) /* the backend refuses GPU -1 on every rank of this host: all ranks stop together */
+            fprintf(stderr, "radlads-worker %s (rank %d of %d): %s\n", stage, comm->rank, comm->world, gerr);
         rl_worker_use_nccl(&hooks, comm);
     }
     char terr[2048];

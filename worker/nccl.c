@@ -18,8 +18,25 @@
 #include "worker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static const rl_comm *g_comm;
+
+static int visible_gpus(void);
+
+int rl_worker_gpu(const rl_comm *c, char *err, size_t errlen)
+{
+    const char *fake = getenv("RADLADS_TEST_VISIBLE_GPUS");
+    const int n = fake ? atoi(fake) : visible_gpus();
+    if (n <= 0 || n >= c->local_size)
+        return c->local_rank;
+    if (n == 1)
+        return 0;
+    snprintf(err, errlen, "%d ranks run on this host but it shows %d GPUs (one per rank is needed): start at most %d "
+             "ranks per host (mpirun --map-by ppr:%d:node), or make more GPUs visible (CUDA_VISIBLE_DEVICES)",
+             c->local_size, n, n, n);
+    return -1;
+}
 
 static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
 {
@@ -32,6 +49,16 @@ static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
 #include <mpi.h>
 #include <nccl.h>
 #include <string.h>
+
+static int visible_gpus(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
 
 static struct {
     ncclComm_t comm;
@@ -83,19 +110,23 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return 0;
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    ncclResult_t r = c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
-    int ok = r == ncclSuccess, all_ok = 0;
-    /* every rank learns whether rank 0 has an id before any of them waits in ncclCommInitRank */
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!all_ok)
-        return c->rank == 0 ? nccl_error(r, "ncclGetUniqueId", err, errlen)
-                            : (snprintf(err, errlen, "rank 0 could not create the NCCL id"), RL_EINVAL);
-    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     cudaError_t e = cudaSetDevice(rl_backend_device(be));
+    ncclResult_t r = e == cudaSuccess && c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    int ok = e == cudaSuccess && r == ncclSuccess, all_ok = 0;
+    /* every rank learns whether every one has its device and rank 0 an id before any of them waits in
+     * ncclCommInitRank (which would wait for a missing rank for ever) */
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "cudaSetDevice(%d): %s", rl_backend_device(be), cudaGetErrorString(e));
         return RL_EINVAL;
     }
+    if (r != ncclSuccess)
+        return nccl_error(r, "ncclGetUniqueId", err, errlen);
+    if (!all_ok) {
+        snprintf(err, errlen, "another rank could not set its GPU up for NCCL (its log has the reason)");
+        return RL_EINVAL;
+    }
+    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     r = ncclCommInitRank(&N.comm, c->world, id, c->rank);
     if (r != ncclSuccess)
         return nccl_error(r, "ncclCommInitRank", err, errlen);
@@ -251,6 +282,8 @@ void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
 }
 
 #else /* a build without CUDA: the CUDA backend refuses first, with its reason */
+
+static int visible_gpus(void) { return 0; }
 
 int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
 {

@@ -801,6 +801,25 @@ static int agree_rank0(const rl_train_opts *o, const rl_train_hooks *hooks, int 
     return rc;
 }
 
+/* Every rank learns whether every other one got through a set-up phase (rc: this rank's result); one that did not
+ * is named by count in the others' error, so none waits alone in the next collective. */
+static int agree_ready(const rl_train_opts *o, const rl_train_hooks *hooks, int rc, const char *what, char *err,
+                       size_t errlen)
+{
+    if (o->world <= 1)
+        return rc;
+    float v[AGREE_N] = {0};
+    v[AGREE_FAILED] = rc ? 1.0f : 0.0f;
+    char e2[512];
+    int r2 = agree(o, hooks, v, AGREE_N, e2, sizeof e2);
+    if (r2 && !rc)
+        rc = r2, snprintf(err, errlen, "%s", e2);
+    else if (!rc && v[AGREE_FAILED] > 0)
+        rc = fail(err, errlen, RL_EINVAL, "%.0f other rank(s) could not %s (their log has the reason)",
+                  (double)v[AGREE_FAILED], what);
+    return rc;
+}
+
 int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -834,11 +853,21 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     rl_backend_options bo = {.kind = o.cuda ? RL_BACKEND_CUDA : RL_BACKEND_CPU, .num_threads = o.threads,
                              .device = o.gpu};
     if (rl_backend_create(&t.be, &bo, err, errlen))
-        return RL_EINVAL;
-    if (hooks && hooks->backend_ready && hooks->backend_ready(hooks->ctx, t.be, err, errlen)) {
-        rl_backend_destroy(t.be);
-        return RL_EINVAL;
+        rc = RL_EINVAL, t.be = NULL;
+    else if (rl__fault_start_fails(o.rank))
+        rc = fail(err, errlen, RL_EINVAL, "RADLADS_TEST_POISON: rank %d fails as its backend is made", o.rank);
+    /* A rank without a backend (a missing GPU) must not leave the others waiting for it in their first collective
+     * (NCCL's set-up in backend_ready, or the agreement before the first step): every rank learns first. */
+    rc = agree_ready(&o, hooks, rc, "make their backend", err, errlen);
+    if (rc) {
+        if (t.be)
+            rl_backend_destroy(t.be);
+        return rc;
     }
+    /* a failure here (NCCL's communicator) reaches the agreement before the first step like any other set-up
+     * failure */
+    if (hooks && hooks->backend_ready && hooks->backend_ready(hooks->ctx, t.be, err, errlen))
+        rc = RL_EINVAL;
     rl_sampler *smp = NULL;
     rl__valid *valid = NULL; /* held-out windows (validate.c) */
     FILE *metrics = NULL;
@@ -846,7 +875,8 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     char ckdir[4096], ckpt[4096] = "", path[4200];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", o.out);
     rl_ckpt_info info = {0};
-    rc = mkdirs(o.out, err, errlen);
+    if (!rc)
+        rc = mkdirs(o.out, err, errlen);
     if (!rc && o.resume) {
         char skipped[1024] = "";
         int r = rl_ckpt_latest(ckdir, ckpt, sizeof ckpt, &info, skipped, sizeof skipped, err, errlen);
@@ -949,17 +979,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     }
     /* Every rank must know that every other one is ready before the first all-reduce: a rank that failed
      * to load leaves the others with an error instead of a hang. */
-    if (o.world > 1) {
-        float v[AGREE_N] = {0};
-        v[AGREE_FAILED] = rc ? 1.0f : 0.0f;
-        char e2[512];
-        int r2 = agree(&o, hooks, v, AGREE_N, e2, sizeof e2);
-        if (r2 && !rc)
-            rc = r2, snprintf(err, errlen, "%s", e2);
-        else if (!rc && v[AGREE_FAILED] > 0)
-            rc = fail(err, errlen, RL_EINVAL, "%.0f other rank(s) could not start the stage (their log has the "
-                      "reason)", (double)v[AGREE_FAILED]);
-    }
+    rc = agree_ready(&o, hooks, rc, "start the stage", err, errlen);
     const double t0 = now_s();
     const int64_t step0 = step;
     double lr = 0, lr2 = 0;

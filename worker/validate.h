@@ -30,6 +30,9 @@ void rl__valid_close(rl__valid *v);
 /* "backward:STEP:RANK": that rank's last backward of step STEP fails half-way (after the second gradient
  * event: some buckets started, the rest not), to prove the other ranks are not left waiting. */
 int rl__fault_backward_fails(int64_t step, int rank);
+/* "start:RANK": that rank fails as its backend is made (as a rank whose GPU is missing would), to prove the other
+ * ranks stop too instead of waiting for it. */
+int rl__fault_start_fails(int rank);
 /* 1 when RADLADS_TEST_POISON poisons a gradient at this step (the step reduces after the poisoning). */
 int rl__fault_poisons_grad(int64_t step);
 void rl__fault_poison_grad(rl__trainer *t, int64_t step);

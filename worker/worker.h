@@ -49,6 +49,12 @@ int rl_comm_gather_floats(void *ctx, const float *send, float *recv, const size_
  * stream.  The hooks take device buffers through NCCL and host buffers through the rl_comm_* MPI hooks. */
 int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen);
 void rl_nccl_finalize(void);
+/* The GPU a rank of a CUDA stage takes: its index among the ranks on its host when the host shows at least as many
+ * GPUs as it runs ranks; GPU 0 when each rank is shown one (a launcher that binds a GPU per task, as srun
+ * --gpus-per-task=1; ranks that would share one GPU are refused by NCCL); otherwise -1 with err saying what to
+ * change. Without a CUDA device (or a CUDA build) the local index: the backend then says why it cannot start.
+ * RADLADS_TEST_VISIBLE_GPUS stands in for the device count (tests). */
+int rl_worker_gpu(const rl_comm *c, char *err, size_t errlen);
 /* Points the trainer hooks' collectives at NCCL (device buffers; host ones still go through MPI) and binds
  * NCCL to each stage's backend (hooks->backend_ready) for the ranks of `c`. */
 void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c);

@@ -4,7 +4,8 @@ gives bit-identical results whatever the bucket size (in-place buckets, packed b
 one bucket for everything): the buckets change how the sums travel, never what is summed.  The same with
 the all-reduce overlapped with the backward (the default: a bucket starts once its layers' gradients are
 final) and without (--overlap 0): bit-identical; and a rank whose backward fails half-way with buckets in
-flight stops both ranks with the reason instead of leaving the other waiting.
+flight, or that cannot make its backend, stops both ranks with the reason instead of leaving the other waiting;
+more ranks on a host than it shows GPUs are refused with what to change.
 
 Each rank reads its own slice of every step's batch (global sample g = step·batch + rank·batch/ranks + j);
 the two-rank run sums the two halves' gradients with MPI_Allreduce, the one-rank run accumulates the same
@@ -80,6 +81,22 @@ def main():
         check("a rank failing mid-backward with buckets in flight: both stop, naming it, no hang",
               r.returncode != 0 and "fails at its gradient event" in r.stderr and "other rank(s) failed" in r.stderr,
               r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
+        # a rank that cannot make its backend (a missing GPU) stops the others before their first collective
+        env = dict(os.environ, RADLADS_TEST_POISON="start:1")
+        r = run(*mpirun(2), WORKER, "run", "--stage", "distill", "--teacher", teacher, "--student", student,
+                "--lr", "1e-3:1e-4", *common, "--out", os.path.join(tmp, "nostart"), ok=False, env=env, timeout=120)
+        check("a rank failing as its backend is made: both stop, naming it, no hang",
+              r.returncode != 0 and "rank 1 fails as its backend is made" in r.stderr and
+              "1 other rank(s) could not make their backend" in r.stderr,
+              r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
+        # GPU per rank: 3 ranks on a host that shows 2 GPUs are refused with what to change, every rank stops
+        env = dict(os.environ, RADLADS_TEST_VISIBLE_GPUS="2")
+        r = run(*mpirun(3), WORKER, "run", "--device", "cuda", "--stage", "distill", "--teacher", teacher,
+                "--student", student, "--lr", "1e-3:1e-4", "--data", data, "--tokens", "384", "--seq-len", "32",
+                "--batch", "3", "--out", os.path.join(tmp, "gpus"), ok=False, env=env, timeout=120)
+        check("3 ranks, 2 visible GPUs: refused with the fix, no hang",
+              r.returncode != 0 and "3 ranks run on this host but it shows 2 GPUs" in r.stderr and
+              "CUDA_VISIBLE_DEVICES" in r.stderr, r.stderr.strip().splitlines()[0][:120] if r.stderr.strip() else "")
         # a rank count that does not divide the batch is refused by every rank with the reason
         r = run(*mpirun(2), WORKER, "run", "--stage", "pretrain", "--student", teacher, "--data", data, "--tokens",
                 "384", "--seq-len", "32", "--batch", "3", "--out", os.path.join(tmp, "odd"), ok=False)
