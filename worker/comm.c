@@ -18,6 +18,8 @@
 
 #include "worker.h"
 
+static MPI_Comm g_meet = MPI_COMM_NULL; /* rl_comm_meet's: a duplicate of MPI_COMM_WORLD */
+
 static int mpi_fail(int code, const char *what, char *err, size_t errlen)
 {
     char msg[MPI_MAX_ERROR_STRING] = "";
@@ -112,6 +114,9 @@ int rl_comm_init(rl_comm *c, int *argc, char ***argv, char *err, size_t errlen)
     MPI_Comm_rank(local, &c->local_rank);
     MPI_Comm_size(local, &c->local_size);
     MPI_Comm_free(&local);
+    r = MPI_Comm_dup(MPI_COMM_WORLD, &g_meet);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Comm_dup", err, errlen);
     c->threads = threads_for(c->local_size);
     pin_mpi_plugins();
     return 0;
@@ -121,6 +126,8 @@ void rl_comm_finalize(rl_comm *c)
 {
     rl_nccl_finalize(); /* a CUDA pool's communicator, before MPI goes */
     pin_mpi_plugins(); /* and those loaded since MPI_Init */
+    if (c->mpi && g_meet != MPI_COMM_NULL)
+        MPI_Comm_free(&g_meet);
     if (c->mpi)
         MPI_Finalize();
     c->mpi = 0;
@@ -272,6 +279,38 @@ static int wait_sleeping(MPI_Request *req, const char *what, char *err, size_t e
         nanosleep(&ts, NULL);
         if (sleep_ns < 5000000)
             sleep_ns *= 2;
+    }
+}
+
+int rl_comm_meet(const rl_comm *c, int failed, char *err, size_t errlen)
+{
+    if (c->world <= 1 || g_meet == MPI_COMM_NULL)
+        return 0;
+    const char *env = getenv("RADLADS_FAIL_WAIT_S");
+    const double limit = env && atof(env) > 0 ? atof(env) : 120.0;
+    MPI_Request req;
+    int r = MPI_Ibarrier(g_meet, &req);
+    if (r != MPI_SUCCESS)
+        return mpi_fail(r, "MPI_Ibarrier", err, errlen);
+    if (!failed)
+        return wait_sleeping(&req, "MPI_Ibarrier", err, errlen);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int done = 0;
+        r = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (r != MPI_SUCCESS)
+            return mpi_fail(r, "MPI_Test", err, errlen);
+        if (done)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) > limit) {
+            snprintf(err, errlen, "the other ranks did not stop within %g s of this rank's failure (they wait in a "
+                     "collective it left; RADLADS_FAIL_WAIT_S sets the wait)", limit);
+            return -1;
+        }
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
     }
 }
 

@@ -358,6 +358,11 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     int rc = run_stage(stage, teacher, arch, variant, attn, seed, out, student, data, &to, &comm);
+    if (rl_comm_meet(&comm, rc != 0, err, sizeof err) < 0) {
+        fprintf(stderr, "radlads-worker %s (rank %d of %d): %s: ending the job (MPI_Abort)\n", stage, comm.rank,
+                comm.world, err);
+        rl_comm_abort(&comm, rc ? rc : 1);
+    }
     rl_comm_finalize(&comm);
     return rc;
 }

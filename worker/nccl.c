@@ -49,6 +49,7 @@ static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
 #include <mpi.h>
 #include <nccl.h>
 #include <string.h>
+#include <time.h>
 
 static int visible_gpus(void)
 {
@@ -74,17 +75,54 @@ static int nccl_error(ncclResult_t r, const char *what, char *err, size_t errlen
     return RL_EINVAL;
 }
 
-/* Waits for the collective just queued: the trainer uses its result next. */
+/* Ends the communicator after a failure: ncclCommAbort, not ncclCommDestroy, which would first wait for collectives
+ * that peers will never match. */
+static void abort_comm(void)
+{
+    if (N.on)
+        ncclCommAbort(N.comm);
+    N.on = 0;
+}
+
+/* Waits for the collective just queued (the trainer uses its result next), polling rather than blocking in
+ * cudaStreamSynchronize: an asynchronous NCCL error (a peer gone, a network failure) or no completion within
+ * RADLADS_NCCL_TIMEOUT_S seconds (default 900: a peer stuck elsewhere) aborts the communicator and fails with what
+ * happened, instead of waiting for ever. */
 static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
 {
     if (r != ncclSuccess)
         return nccl_error(r, what, err, errlen);
-    cudaError_t e = cudaStreamSynchronize(N.stream);
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "%s: %s", what, cudaGetErrorString(e));
-        return RL_EINVAL;
+    const char *env = getenv("RADLADS_NCCL_TIMEOUT_S");
+    const double limit = env && atof(env) > 0 ? atof(env) : 900.0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long nap_ns = 2000;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(N.stream);
+        if (e == cudaSuccess)
+            return 0;
+        if (e != cudaErrorNotReady) {
+            snprintf(err, errlen, "%s: %s", what, cudaGetErrorString(e));
+            return RL_EINVAL;
+        }
+        ncclResult_t async = ncclSuccess;
+        if (ncclCommGetAsyncError(N.comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
+            nccl_error(async, what, err, errlen);
+            abort_comm();
+            return RL_EINVAL;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) > limit) {
+            snprintf(err, errlen, "%s on rank %d of %d: not done after %g s (a peer is stuck or gone; "
+                     "RADLADS_NCCL_TIMEOUT_S sets the wait): communicator aborted", what, N.rank, N.world, limit);
+            abort_comm();
+            return RL_EINVAL;
+        }
+        struct timespec nap = {0, nap_ns};
+        nanosleep(&nap, NULL);
+        if (nap_ns < 1000000)
+            nap_ns *= 2;
     }
-    return 0;
 }
 
 static int on_device(const void *p)

@@ -214,9 +214,14 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
         if (mine.rc && p->comm->rank != 0)
             fprintf(stderr, "radlads-worker rank %d: %s\n", p->comm->rank, mine.msg);
     }
+    char gerr[256];
+    if (rl_comm_meet(p->comm, mine.rc != 0, gerr, sizeof gerr) < 0) {
+        fprintf(stderr, "radlads-worker rank %d: %s: ending the pool (MPI_Abort; the daemon resumes the stage)\n",
+                p->comm->rank, gerr);
+        rl_comm_abort(p->comm, 5);
+    }
     if (p->comm->rank == 0)
         all = calloc((size_t)p->comm->world, sizeof *all);
-    char gerr[256];
     if (rl_comm_gather(p->comm, &mine, sizeof mine, all, gerr, sizeof gerr) < 0) {
         fprintf(stderr, "radlads-worker rank %d: %s\n", p->comm->rank, gerr);
         rl_comm_abort(p->comm, 5); /* the ranks no longer agree on where they are */

@@ -985,6 +985,11 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
     double lr = 0, lr2 = 0;
     while (!rc && step < total_steps) {
         const int64_t tokens = step * per_step;
+        if (rl__fault_quits(step, o.rank)) {
+            rc = fail(err, errlen, RL_EINVAL, "RADLADS_TEST_POISON: rank %d quits at step %lld", o.rank,
+                      (long long)step);
+            break;
+        }
         /* --profile: rank 0 writes it, so only rank 0 pays for the syncs; the first step warms up (allocations,
          * cuBLASLt plans) */
         if (o.profile && o.rank == 0 && step == step0 + 1)

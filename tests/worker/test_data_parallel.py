@@ -5,6 +5,7 @@ one bucket for everything): the buckets change how the sums travel, never what i
 the all-reduce overlapped with the backward (the default: a bucket starts once its layers' gradients are
 final) and without (--overlap 0): bit-identical; and a rank whose backward fails half-way with buckets in
 flight, or that cannot make its backend, stops both ranks with the reason instead of leaving the other waiting;
+one that stops between two agreements ends the job after a bounded wait;
 more ranks on a host than it shows GPUs are refused with what to change.
 
 Each rank reads its own slice of every step's batch (global sample g = step·batch + rank·batch/ranks + j);
@@ -89,6 +90,15 @@ def main():
               r.returncode != 0 and "rank 1 fails as its backend is made" in r.stderr and
               "1 other rank(s) could not make their backend" in r.stderr,
               r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
+        # a rank that stops between two agreements (the other waits in that step's all-reduce for ever): its exit
+        # waits RADLADS_FAIL_WAIT_S for the others, then ends the job
+        env = dict(os.environ, RADLADS_TEST_POISON="quit:3:1", RADLADS_FAIL_WAIT_S="3")
+        r = run(*mpirun(2), WORKER, "run", "--stage", "distill", "--teacher", teacher, "--student", student,
+                "--lr", "1e-3:1e-4", *common, "--out", os.path.join(tmp, "quits"), ok=False, env=env, timeout=120)
+        check("a rank quitting between agreements: the job ends (MPI_Abort after 3 s), no hang",
+              r.returncode != 0 and "rank 1 quits at step 3" in r.stderr and
+              "did not stop within 3 s of this rank's failure" in r.stderr and "MPI_Abort" in r.stderr,
+              r.stderr.strip().splitlines()[0][:120] if r.stderr.strip() else "")
         # GPU per rank: 3 ranks on a host that shows 2 GPUs are refused with what to change, every rank stops
         env = dict(os.environ, RADLADS_TEST_VISIBLE_GPUS="2")
         r = run(*mpirun(3), WORKER, "run", "--device", "cuda", "--stage", "distill", "--teacher", teacher,
