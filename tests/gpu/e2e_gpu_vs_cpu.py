@@ -131,6 +131,23 @@ def main():
             compare("distill on 2 ranks, NCCL vs MPI", losses(d("ddp-cpu")), losses(d("ddp-cuda")))
         else:
             print("  (one GPU: the 2-rank NCCL comparison needs two)")
+            # two ranks shown the same single GPU: each takes GPU 0 and NCCL refuses ranks that share a device; they
+            # must all stop promptly with the reason (the start-up agreements), never wait for each other
+            mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
+            t0 = time.time()
+            try:
+                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
+                                    d("teacher"), "--student", d("align-cpu"), "--out", d("shared-gpu"), "--tokens",
+                                    "4K", "--lr", "1e-3:1e-4", *common], capture_output=True, text=True,
+                                   timeout=180)
+                shared = r.returncode == 0 or "ncclCommInitRank" in r.stderr
+                why = "ran (this NCCL shares a GPU)" if r.returncode == 0 else "refused: " + next(
+                    (ln for ln in r.stderr.splitlines() if "ncclCommInitRank" in ln), "")[:160]
+            except subprocess.TimeoutExpired:
+                shared, why = False, "still waiting after 180 s"
+            print(f"  2 ranks on 1 GPU: {why} in {time.time() - t0:.1f} s  {'ok' if shared else 'FAIL'}")
+            if not shared:
+                failures.append("2 ranks on 1 GPU")
     print("end-to-end: " + ("all checks passed" if not failures else f"FAILED: {', '.join(failures)}"))
     return 1 if failures else 0
 
