@@ -287,7 +287,7 @@ int rl_comm_meet(const rl_comm *c, int failed, char *err, size_t errlen)
     if (c->world <= 1 || g_meet == MPI_COMM_NULL)
         return 0;
     const char *env = getenv("RADLADS_FAIL_WAIT_S");
-    const double limit = env && atof(env) > 0 ? atof(env) : 120.0;
+    const double limit = env && atof(env) > 0 ? atof(env) : 300.0;
     MPI_Request req;
     int r = MPI_Ibarrier(g_meet, &req);
     if (r != MPI_SUCCESS)

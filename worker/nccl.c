@@ -90,8 +90,12 @@ static void abort_comm(void)
  * happened, instead of waiting for ever. */
 static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
 {
-    if (r != ncclSuccess)
-        return nccl_error(r, what, err, errlen);
+    if (r != ncclSuccess) {
+        nccl_error(r, what, err, errlen);
+        if (r != ncclInvalidArgument && r != ncclInvalidUsage)
+            abort_comm(); /* a system, network or internal error leaves the communicator unusable */
+        return RL_EINVAL;
+    }
     const char *env = getenv("RADLADS_NCCL_TIMEOUT_S");
     const double limit = env && atof(env) > 0 ? atof(env) : 900.0;
     struct timespec t0, t;
@@ -144,13 +148,19 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return RL_EINVAL;
     }
     N.stream = (cudaStream_t)rl_backend_stream(be); /* a new backend per stage: follow its stream */
-    if (N.on)
+    cudaError_t e = cudaSetDevice(rl_backend_device(be));
+    /* every rank, every stage: whether each has its device and a communicator (a rank that aborted its own after
+     * an error has none; then every rank makes a new one together) */
+    int mine[3] = {e == cudaSuccess, N.on, -N.on}, all[3];
+    MPI_Allreduce(mine, all, 3, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (all[0] && all[1])
         return 0;
+    if (all[0] && -all[2] == 1)
+        abort_comm();
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    cudaError_t e = cudaSetDevice(rl_backend_device(be));
-    ncclResult_t r = e == cudaSuccess && c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
-    int ok = e == cudaSuccess && r == ncclSuccess, all_ok = 0;
+    ncclResult_t r = all[0] && c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    int ok = all[0] && r == ncclSuccess, all_ok = 0;
     /* every rank learns whether every one has its device and rank 0 an id before any of them waits in
      * ncclCommInitRank (which would wait for a missing rank for ever) */
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -183,6 +193,9 @@ static struct {
 
 void rl_nccl_finalize(void)
 {
+    ncclResult_t async = ncclSuccess;
+    if (N.on && (ncclCommGetAsyncError(N.comm, &async) != ncclSuccess || async != ncclSuccess))
+        abort_comm(); /* ncclCommDestroy would wait for what a failed peer never matches */
     if (O.stream)
         cudaStreamSynchronize(O.stream), cudaStreamDestroy(O.stream);
     for (int k = 0; k < O.n_events; k++)

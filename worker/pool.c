@@ -183,6 +183,22 @@ static void join_hosts(const char *all, int world, char *out, size_t len)
 
 /* ---- one assignment ---- */
 
+/* Rank 0: the attempt's end to the daemon. */
+static void stage_finished(pool_ctx *p, const Radlads__StageAssignment *a, int ok, const char *reason)
+{
+    Radlads__StageFinished f = RADLADS__STAGE_FINISHED__INIT;
+    f.attempt_id = a->attempt_id;
+    f.ok = ok;
+    f.reason = (char *)reason;
+    f.output_dir = a->output_dir;
+    f.final_loss = p->last_loss;
+    Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
+    env.msg_case = RADLADS__ENVELOPE__MSG_STAGE_FINISHED;
+    env.stage_finished = &f;
+    rl_link_send(p->link, &env);
+    rl_link_end_attempt(p->link);
+}
+
 static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t bucket_floats)
 {
     Radlads__StageAssignment *a = radlads__stage_assignment__unpack(NULL, len, buf);
@@ -216,8 +232,13 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
     }
     char gerr[256];
     if (rl_comm_meet(p->comm, mine.rc != 0, gerr, sizeof gerr) < 0) {
-        fprintf(stderr, "radlads-worker rank %d: %s: ending the pool (MPI_Abort; the daemon resumes the stage)\n",
-                p->comm->rank, gerr);
+        fprintf(stderr, "radlads-worker rank %d: %s: ending the pool (MPI_Abort)\n", p->comm->rank, gerr);
+        if (p->comm->rank == 0 && a) { /* the daemon learns why before the pool goes */
+            char reason[1400];
+            snprintf(reason, sizeof reason, "%s; the other ranks did not stop with rank 0: the pool ended", mine.msg);
+            stage_finished(p, a, 0, reason);
+            rl_link_stop(p->link, 5000);
+        }
         rl_comm_abort(p->comm, 5);
     }
     if (p->comm->rank == 0)
@@ -244,17 +265,7 @@ static void run_assignment(pool_ctx *p, const uint8_t *buf, size_t len, size_t b
                     reason);
             send_log(p, "error", reason);
         }
-        Radlads__StageFinished f = RADLADS__STAGE_FINISHED__INIT;
-        f.attempt_id = a->attempt_id;
-        f.ok = bad < 0;
-        f.reason = reason;
-        f.output_dir = a->output_dir;
-        f.final_loss = p->last_loss;
-        Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
-        env.msg_case = RADLADS__ENVELOPE__MSG_STAGE_FINISHED;
-        env.stage_finished = &f;
-        rl_link_send(p->link, &env);
-        rl_link_end_attempt(p->link);
+        stage_finished(p, a, bad < 0, reason);
     }
     p->attempt_id = 0;
     free(all);

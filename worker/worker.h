@@ -72,8 +72,8 @@ int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *coun
 int rl_comm_bcast(const rl_comm *c, void *buf, size_t n, char *err, size_t errlen);               /* from rank 0 */
 int rl_comm_gather(const rl_comm *c, const void *send, size_t n, void *recv, char *err, size_t errlen); /* to rank 0 */
 /* Every rank at the end of a stage, on a communicator of its own (so that it never matches a collective that a rank
- * is still waiting in): a rank that failed (`failed`) waits at most RADLADS_FAIL_WAIT_S seconds (default 120) for
- * the others, the rest without limit. 0 when all arrived; -1 with err when this failed rank waited in vain — the
+ * is still waiting in): a rank that failed (`failed`) waits at most RADLADS_FAIL_WAIT_S seconds (default 300: rank 0
+ * may be writing a model) for the others, the rest without limit. 0 when all arrived; -1 with err when this failed rank waited in vain — the
  * others are stuck in a collective it left between two agreements, and only MPI_Abort ends them. */
 int rl_comm_meet(const rl_comm *c, int failed, char *err, size_t errlen);
 
