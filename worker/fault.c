@@ -41,6 +41,12 @@ int rl__fault_start_fails(int rank)
     return poison_at("start", rank, unused, sizeof unused);
 }
 
+int rl__fault_join_delay(int rank)
+{
+    char secs[32];
+    return poison_at("join", rank, secs, sizeof secs) ? atoi(secs) : 0;
+}
+
 int rl__fault_poisons_grad(int64_t step)
 {
     char name[160];

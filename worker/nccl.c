@@ -14,7 +14,12 @@
  *
  * The gradient buckets overlap the backward (rl_nccl_allreduce_start/wait): each goes on a second stream
  * after an event recorded on the backend's stream, and its completion is an event the backend's stream
- * waits for, so neither the backward nor the host waits for the network. */
+ * waits for, so the backward does not wait for the network; the host waits only after the step's last bucket,
+ * polling with the deadline below.
+ *
+ * The communicator is non-blocking and every wait of the host on NCCL polls with a deadline
+ * (RADLADS_NCCL_TIMEOUT_S): a rank that never joins, or a collective a stuck peer never matches, aborts the
+ * communicator with the reason instead of hanging the pool. */
 #include "worker.h"
 
 #include <stdio.h>
@@ -50,6 +55,9 @@ static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
 #include <nccl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "validate.h"
 
 static int visible_gpus(void)
 {
@@ -84,25 +92,92 @@ static void abort_comm(void)
     N.on = 0;
 }
 
-/* Waits for the collective just queued (the trainer uses its result next), polling rather than blocking in
- * cudaStreamSynchronize: an asynchronous NCCL error (a peer gone, a network failure) or no completion within
- * RADLADS_NCCL_TIMEOUT_S seconds (default 900: a peer stuck elsewhere) aborts the communicator and fails with what
- * happened, instead of waiting for ever. */
-static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
+/* How long the host waits for NCCL: communicator set-up, a collective's enqueueing and completion. */
+static double nccl_limit(void)
 {
+    const char *env = getenv("RADLADS_NCCL_TIMEOUT_S");
+    return env && atof(env) > 0 ? atof(env) : 900.0;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* a short sleep between polls: 2 µs, doubling to 1 ms */
+static void nap(long *ns)
+{
+    struct timespec d = {0, *ns};
+    nanosleep(&d, NULL);
+    if (*ns < 1000000)
+        *ns *= 2;
+}
+
+static int too_late(const char *what, double limit, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s on rank %d of %d: not done after %g s (a peer is stuck or gone; "
+             "RADLADS_NCCL_TIMEOUT_S sets the wait): communicator aborted", what, N.rank, N.world, limit);
+    abort_comm();
+    return RL_EINVAL;
+}
+
+/* The communicator is non-blocking (so that its set-up can have a deadline): any call may return ncclInProgress
+ * and go on in the background until ncclCommGetAsyncError says ncclSuccess or an error. Waits for that, up to
+ * RADLADS_NCCL_TIMEOUT_S; *late says the wait ran out. */
+static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, int *late)
+{
+    *late = 0;
+    if (r != ncclInProgress)
+        return r;
+    const double limit = nccl_limit();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long ns = 2000;
+    for (;;) {
+        ncclResult_t q = ncclCommGetAsyncError(comm, &r);
+        if (q != ncclSuccess)
+            return q;
+        if (r != ncclInProgress)
+            return r;
+        if (seconds_since(&t0) > limit) {
+            *late = 1;
+            return ncclInProgress;
+        }
+        nap(&ns);
+    }
+}
+
+/* An NCCL call's result once it is through: a system, network or internal error leaves the communicator unusable
+ * (aborted); a call still in progress at the deadline too. */
+static int check(ncclResult_t r, const char *what, char *err, size_t errlen)
+{
+    int late;
+    r = settle(N.comm, r, &late);
+    if (late)
+        return too_late(what, nccl_limit(), err, errlen);
     if (r != ncclSuccess) {
         nccl_error(r, what, err, errlen);
         if (r != ncclInvalidArgument && r != ncclInvalidUsage)
-            abort_comm(); /* a system, network or internal error leaves the communicator unusable */
+            abort_comm();
         return RL_EINVAL;
     }
-    const char *env = getenv("RADLADS_NCCL_TIMEOUT_S");
-    const double limit = env && atof(env) > 0 ? atof(env) : 900.0;
-    struct timespec t0, t;
+    return 0;
+}
+
+/* Waits until stream s has run everything queued on it, polling rather than blocking in cudaStreamSynchronize: an
+ * asynchronous NCCL error (a peer gone, a network failure) or no completion within RADLADS_NCCL_TIMEOUT_S seconds
+ * (default 900: a peer stuck elsewhere) aborts the communicator and fails with what happened, instead of waiting
+ * for ever. */
+static int wait_stream(cudaStream_t s, const char *what, char *err, size_t errlen)
+{
+    const double limit = nccl_limit();
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    long nap_ns = 2000;
+    long ns = 2000;
     for (;;) {
-        cudaError_t e = cudaStreamQuery(N.stream);
+        cudaError_t e = cudaStreamQuery(s);
         if (e == cudaSuccess)
             return 0;
         if (e != cudaErrorNotReady) {
@@ -110,23 +185,23 @@ static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
             return RL_EINVAL;
         }
         ncclResult_t async = ncclSuccess;
-        if (ncclCommGetAsyncError(N.comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
+        if (N.on && ncclCommGetAsyncError(N.comm, &async) == ncclSuccess && async != ncclSuccess &&
+            async != ncclInProgress) {
             nccl_error(async, what, err, errlen);
             abort_comm();
             return RL_EINVAL;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) > limit) {
-            snprintf(err, errlen, "%s on rank %d of %d: not done after %g s (a peer is stuck or gone; "
-                     "RADLADS_NCCL_TIMEOUT_S sets the wait): communicator aborted", what, N.rank, N.world, limit);
-            abort_comm();
-            return RL_EINVAL;
-        }
-        struct timespec nap = {0, nap_ns};
-        nanosleep(&nap, NULL);
-        if (nap_ns < 1000000)
-            nap_ns *= 2;
+        if (seconds_since(&t0) > limit)
+            return too_late(what, limit, err, errlen);
+        nap(&ns);
     }
+}
+
+/* Waits for the collective just queued on the backend's stream (the trainer uses its result next). */
+static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
+{
+    int rc = check(r, what, err, errlen);
+    return rc ? rc : wait_stream(N.stream, what, err, errlen);
 }
 
 static int on_device(const void *p)
@@ -175,11 +250,21 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return RL_EINVAL;
     }
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
-    r = ncclCommInitRank(&N.comm, c->world, id, c->rank);
-    if (r != ncclSuccess)
-        return nccl_error(r, "ncclCommInitRank", err, errlen);
-    N.on = 1, N.rank = c->rank, N.world = c->world;
-    return 0;
+    /* non-blocking, so that a rank that never joins (stuck, or its host gone) costs the others the deadline,
+     * not for ever */
+    const int delay = rl__fault_join_delay(c->rank);
+    if (delay > 0) {
+        fprintf(stderr, "RADLADS_TEST_POISON: rank %d joins NCCL %d s late\n", c->rank, delay);
+        sleep((unsigned)delay);
+    }
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    N.rank = c->rank, N.world = c->world;
+    r = ncclCommInitRankConfig(&N.comm, c->world, id, c->rank, &cfg);
+    if (r != ncclSuccess && r != ncclInProgress)
+        return nccl_error(r, "ncclCommInitRankConfig", err, errlen);
+    N.on = 1; /* from here on a failure aborts it */
+    return check(r, "ncclCommInitRankConfig (joining the ranks' communicator)", err, errlen);
 }
 
 /* Overlapped all-reduces: a second stream for the collectives, two events per request (the backend's
@@ -196,13 +281,21 @@ void rl_nccl_finalize(void)
     ncclResult_t async = ncclSuccess;
     if (N.on && (ncclCommGetAsyncError(N.comm, &async) != ncclSuccess || async != ncclSuccess))
         abort_comm(); /* ncclCommDestroy would wait for what a failed peer never matches */
+    char e[512];
+    if (O.stream && wait_stream(O.stream, "the overlapped all-reduces at the end", e, sizeof e))
+        fprintf(stderr, "radlads-worker: %s\n", e);
     if (O.stream)
-        cudaStreamSynchronize(O.stream), cudaStreamDestroy(O.stream);
+        cudaStreamDestroy(O.stream);
     for (int k = 0; k < O.n_events; k++)
         cudaEventDestroy(O.produced[k]), cudaEventDestroy(O.done[k]);
     memset(&O, 0, sizeof O);
-    if (N.on)
-        ncclCommDestroy(N.comm);
+    if (N.on) { /* a non-blocking communicator is finalized (its last operations flushed) before it is destroyed */
+        int late;
+        if (settle(N.comm, ncclCommFinalize(N.comm), &late) == ncclSuccess)
+            ncclCommDestroy(N.comm);
+        else
+            ncclCommAbort(N.comm);
+    }
     N.on = 0;
 }
 
@@ -239,9 +332,10 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
     if ((e = cudaEventRecord(O.produced[k], N.stream)) != cudaSuccess ||
         (e = cudaStreamWaitEvent(O.stream, O.produced[k], 0)) != cudaSuccess)
         return cuda_fail(e, "ordering the all-reduce after the backward", err, errlen);
-    ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, O.stream);
-    if (r != ncclSuccess)
-        return nccl_error(r, "ncclAllReduce (overlapped)", err, errlen);
+    int rc = check(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, O.stream), "ncclAllReduce (overlapped)",
+                   err, errlen);
+    if (rc)
+        return rc;
     if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess)
         return cuda_fail(e, "cudaEventRecord", err, errlen);
     *req = k;
@@ -260,7 +354,11 @@ int rl_nccl_allreduce_wait(void *ctx, int req, char *err, size_t errlen)
     }
     O.n_open--;
     cudaError_t e = cudaStreamWaitEvent(N.stream, O.done[req], 0);
-    return e == cudaSuccess ? 0 : cuda_fail(e, "cudaStreamWaitEvent (all-reduce done)", err, errlen);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "cudaStreamWaitEvent (all-reduce done)", err, errlen);
+    /* the last one: the host waits for the collectives' stream (with the deadline), since the next thing that
+     * blocks it (a loss read back, a checkpoint) would otherwise wait for ever on a stuck peer */
+    return O.n_open || !N.on ? 0 : wait_stream(O.stream, "ncclAllReduce (overlapped, the step's last)", err, errlen);
 }
 
 int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)

@@ -36,6 +36,9 @@ int rl__fault_start_fails(int rank);
 /* "quit:STEP:RANK": that rank stops with an error as step STEP begins without telling the others (a failure between
  * two agreements), which then wait in the step's collectives: the worker's exit must end them. */
 int rl__fault_quits(int64_t step, int rank);
+/* "join:RANK:SECONDS": that rank waits SECONDS before it joins the NCCL communicator (a rank stuck at start-up):
+ * the others must give up after RADLADS_NCCL_TIMEOUT_S. Returns the seconds, 0 for every other rank. */
+int rl__fault_join_delay(int rank);
 /* 1 when RADLADS_TEST_POISON poisons a gradient at this step (the step reduces after the poisoning). */
 int rl__fault_poisons_grad(int64_t step);
 void rl__fault_poison_grad(rl__trainer *t, int64_t step);
