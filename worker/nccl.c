@@ -154,12 +154,15 @@ static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, int *late)
 static int check(ncclResult_t r, const char *what, char *err, size_t errlen)
 {
     int late;
+    const int polled = r == ncclInProgress;
     r = settle(N.comm, r, &late);
     if (late)
         return too_late(what, nccl_limit(), err, errlen);
     if (r != ncclSuccess) {
         nccl_error(r, what, err, errlen);
-        if (r != ncclInvalidArgument && r != ncclInvalidUsage)
+        /* only an argument refused on the spot had no effect; an error that came while polling is the
+         * communicator's own state (sticky: every later call would fail) */
+        if (polled || r != ncclInvalidArgument)
             abort_comm();
         return RL_EINVAL;
     }
@@ -202,6 +205,20 @@ static int finish(ncclResult_t r, const char *what, char *err, size_t errlen)
 {
     int rc = check(r, what, err, errlen);
     return rc ? rc : wait_stream(N.stream, what, err, errlen);
+}
+
+/* finish() for a group: r the first failed call inside it (or ncclSuccess), g ncclGroupEnd's result. A call that
+ * failed inside the group left the ones before it to go out: the peers would wait for the rest, so the
+ * communicator is aborted (once ncclGroupEnd is through). */
+static int finish_group(ncclResult_t r, ncclResult_t g, const char *what, char *err, size_t errlen)
+{
+    if (r == ncclSuccess)
+        return finish(g, what, err, errlen);
+    int late;
+    settle(N.comm, g, &late);
+    nccl_error(r, what, err, errlen);
+    abort_comm();
+    return RL_EINVAL;
 }
 
 static int on_device(const void *p)
@@ -381,7 +398,7 @@ int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const s
         at += counts[owner];
     }
     ncclResult_t g = ncclGroupEnd();
-    return finish(r != ncclSuccess ? r : g, "ncclReduce (ZeRO-1 reduce-scatter)", err, errlen);
+    return finish_group(r, g, "ncclReduce (ZeRO-1 reduce-scatter)", err, errlen);
 }
 
 int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen)
@@ -395,7 +412,7 @@ int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, si
         at += counts[owner];
     }
     ncclResult_t g = ncclGroupEnd();
-    return finish(r != ncclSuccess ? r : g, "ncclBroadcast (ZeRO-1 all-gather)", err, errlen);
+    return finish_group(r, g, "ncclBroadcast (ZeRO-1 all-gather)", err, errlen);
 }
 
 int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen)
@@ -415,7 +432,7 @@ int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *coun
         }
     }
     ncclResult_t g = ncclGroupEnd();
-    return finish(r != ncclSuccess ? r : g, "ncclSend/ncclRecv (gather to rank 0)", err, errlen);
+    return finish_group(r, g, "ncclSend/ncclRecv (gather to rank 0)", err, errlen);
 }
 
 void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
