@@ -767,6 +767,12 @@ size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d)
     return (size_t)r.batch * r.heads * (size_t)((r.seq + r.chunk - 1) / r.chunk) * r.head_dim * r.head_dim;
 }
 
+size_t rl_wkv7_checkpoint_floats(const rl_wkv_dims *d)
+{
+    const size_t states = rl_wkv_checkpoint_floats(d);
+    return states ? states + (size_t)d->batch * d->seq * d->heads * d->head_dim : 0;
+}
+
 static int wkv_check(rl_backend *be, const char *op, const rl_wkv_dims *d, const rl_wkv_in *in, int need_ab)
 {
     CHECK(d->batch > 0 && d->seq > 0 && d->heads > 0 && d->head_dim > 0,

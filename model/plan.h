@@ -3,7 +3,7 @@
  * Only the teacher's config.json is needed: the parameter tables are rl_model_param_table (teacher, and
  * the student's inherited tensors) and rl_student_param_table (the new time-mix tensors), counted without
  * allocating; which of them train is rl_tensor_trains, the rule the trainer applies; the wkv checkpoint
- * size is rl_wkv_checkpoint_floats. Activations are derived tensor by tensor from what the forward saves
+ * size is rl_wkv_checkpoint_floats (RAD-RWKV7: rl_wkv7_checkpoint_floats). Activations are derived tensor by tensor from what the forward saves
  * for the backward (model/teacher.c rl_model_prepare, model/student_rwkv7.c rl_tmix_acts_alloc,
  * worker/stage_step.c), scaled to micro_batch × seq_len rows; see plan.c for the list.
  *
@@ -16,7 +16,8 @@
  *   activations      the student's saved activations, one layer's backward scratch, v_first, per-row buffers
  *   teacher_acts     align: the teacher's per-layer attention inputs (and outputs without recompute) plus
  *                    one layer's forward working set; distill: one layer's forward working set + final norm
- *   wkv_ckpt         fp32 wkv state checkpoints, batch·heads·ceil(T/16)·N² per time-mix layer
+ *   wkv_ckpt         fp32 wkv state checkpoints, batch·heads·ceil(T/16)·N² per time-mix layer (RAD-RWKV7 also
+ *                    every token's sa, batch·T·heads·N)
  *                    (one layer's with recompute)
  *   logits           fp32 logits row chunks, chunk_rows × vocab (distill: student and teacher; extend: one)
  *   gemm_copies      AUTOCAST only: bf16 copies of every student weight (and in distill of a tied teacher's

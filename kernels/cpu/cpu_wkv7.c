@@ -40,10 +40,11 @@ static inline size_t tok_off(const rl_wkv_dims *d, int b, int t, int h)
     return (((size_t)b * d->seq + t) * d->heads + h) * d->head_dim;
 }
 
-/* One token through value columns [0, nr) of a key-major state St [N][nr]; v and y
- * are offset to the first column (y may be NULL). */
+/* One token through value columns [0, nr) of a key-major state St [N][nr]; v, y and sa
+ * are offset to the first column (y and sa may be NULL: sa receives S a). */
 RL_CPU_CLONES static void wkv7_step_cols(float *St, int nr, int N, const float *r, const float *dcy,
-                                         const float *k, const float *v, const float *a, const float *b, float *y)
+                                         const float *k, const float *v, const float *a, const float *b, float *y,
+                                         float *sa_out)
 {
     int i0 = 0;
     for (; i0 + 32 <= nr; i0 += 32) {
@@ -60,6 +61,8 @@ RL_CPU_CLONES static void wkv7_step_cols(float *St, int nr, int N, const float *
             p0 += a[j] * VLD(s0), p1 += a[j] * VLD(s0 + 16);
         }
         const rl__vf16 sa0 = p0 + q0, sa1 = p1 + q1, v0 = VLD(v + i0), v1 = VLD(v + i0 + 16);
+        if (sa_out)
+            VST(sa_out + i0, sa0), VST(sa_out + i0 + 16, sa1);
         rl__vf16 y0 = {0}, y1 = {0}, z0 = {0}, z1 = {0};
         for (j = 0; j + 2 <= N; j += 2) {
             float *s0 = c + (size_t)j * nr, *s1 = s0 + nr;
@@ -84,6 +87,8 @@ RL_CPU_CLONES static void wkv7_step_cols(float *St, int nr, int N, const float *
         float sa = 0.0f, yi = 0.0f;
         for (int j = 0; j < N; j++)
             sa += a[j] * St[(size_t)j * nr + i0];
+        if (sa_out)
+            sa_out[i0] = sa;
         for (int j = 0; j < N; j++) {
             float *e = St + (size_t)j * nr + i0;
             *e = *e * dcy[j] + sa * b[j] + v[i0] * k[j];
@@ -156,9 +161,11 @@ static inline void decay(float *dcy, const float *logw, int N)
 
 /* Value columns [i0, i1) of head bh = b·H + h through the whole sequence: state_in
  * (value-major, may be NULL) in, state_out (may be NULL) out, this head's key-major
- * checkpoints ck (may be NULL), y (may be NULL). St holds N·(i1 − i0) floats, dcy N. */
+ * checkpoints ck (may be NULL), y (may be NULL), every token's sa (ck_sa: the checkpoint's
+ * sa part, laid out as y; may be NULL). St holds N·(i1 − i0) floats, dcy N. */
 static void wkv7_forward_cols(const rl_wkv_dims *d, const rl_wkv_in *in, int bh, int i0, int i1, float *y,
-                              float *state_out, float *ck, const float *state_in, float *St, float *dcy)
+                              float *state_out, float *ck, float *ck_sa, const float *state_in, float *St,
+                              float *dcy)
 {
     const int T = d->seq, H = d->heads, N = d->head_dim, L = d->chunk, nr = i1 - i0;
     const int b = bh / H, h = bh % H;
@@ -173,7 +180,7 @@ static void wkv7_forward_cols(const rl_wkv_dims *d, const rl_wkv_in *in, int bh,
         const size_t o = tok_off(d, b, t, h);
         decay(dcy, in->logw + o, N);
         wkv7_step_cols(St, nr, N, in->r + o, dcy, in->k + o, in->v + o + i0, in->a + o, in->b + o,
-                       y ? y + o + i0 : NULL);
+                       y ? y + o + i0 : NULL, ck_sa ? ck_sa + o + i0 : NULL);
     }
     if (state_out)
         for (int j = 0; j < N; j++)
@@ -208,8 +215,8 @@ int rl__cpu_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *
             oom = 1;
             continue;
         }
-        wkv7_forward_cols(d, in, bh, i0, i1, y, state_out, ckpt ? ckpt + (size_t)bh * nc * N * N : NULL, state_in,
-                          St, St + (size_t)(i1 - i0) * N);
+        wkv7_forward_cols(d, in, bh, i0, i1, y, state_out, ckpt ? ckpt + (size_t)bh * nc * N * N : NULL,
+                          ckpt ? ckpt + (size_t)BH * nc * N * N : NULL, state_in, St, St + (size_t)(i1 - i0) * N);
         free(St);
     }
     if (oom)
@@ -342,7 +349,7 @@ int rl__cpu_wkv7_backward(rl_backend *be, const rl_wkv_dims *d, const rl_wkv_gra
         }
         const float *starts = ckpt ? ckpt + (size_t)bh * nc * NN : own;
         if (!ckpt) /* replay the forward from state_in, keeping each chunk's first state (key-major) */
-            wkv7_forward_cols(d, in, bh, 0, N, NULL, NULL, own, state_in, buf, buf + NN);
+            wkv7_forward_cols(d, in, bh, 0, N, NULL, NULL, own, NULL, state_in, buf, buf + NN);
         wkv7_backward_head(d, b, h, starts, in, dy, dstate_out, dstate_in, g, buf);
         free(buf), free(own);
     }

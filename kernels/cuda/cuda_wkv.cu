@@ -64,6 +64,8 @@ struct wkv_args {
     int T, H, N, L;
     const float *r, *logw, *k, *v, *a, *b;
     int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
+    float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
+                   * it, the register backward reads it; nullptr: none */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -73,6 +75,9 @@ struct wkv_args {
 constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #ifndef RLC_WKV_SEGMENT_SEEN /* the host emulation check counts the segments of each kind */
 #define RLC_WKV_SEGMENT_SEEN(back)
+#endif
+#ifndef RLC_WKV_STORED_SEEN /* ... and the register backward's segments that read the forward's sa */
+#define RLC_WKV_STORED_SEEN(recomputed)
 #endif
 
 struct wkv_grads {
@@ -179,10 +184,12 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
                         c[(size_t)j * N] = s[j];
             }
             float yi;
-            row_step<CAP, EXACT, SEVEN>(s, N, x[V_V * N + i], x + V_R * N, x + V_D * N, x + V_K * N,
-                                        x + V_A * N, x + V_B * N, y != nullptr, &yi);
+            const float sa = row_step<CAP, EXACT, SEVEN>(s, N, x[V_V * N + i], x + V_R * N, x + V_D * N,
+                                                         x + V_K * N, x + V_A * N, x + V_B * N, y != nullptr, &yi);
             if (y)
                 y[tok_off(p, b, t, h) + i] = yi;
+            if (SEVEN && p.sa)
+                p.sa[tok_off(p, b, t, h) + i] = sa;
         }
     }
     if (state_out)
@@ -245,6 +252,8 @@ __global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p
                 }
                 sa += __shfl_xor_sync(0xffffffffu, sa, 1);
                 sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+                if (p.sa && q == 0)
+                    p.sa[tok_off(p, b, tk, h) + i] = sa;
             }
             const float vi = x[V_V * N + i];
             float yp = 0.0f;
@@ -797,6 +806,10 @@ size_t wide_smem(int N, bool seven, int bseg)
  * the one before every group of GRP tokens, so a rounding error is divided by at most GRP − 1 decays. A group
  * whose decays make that too inexact (Π min(d, 1) < BACK_MIN_PROD for a key), or every group when p.backstep is
  * 0, gets an anchor before each of its tokens instead (exact for every decay).
+ * With the forward's sa (wkv7: the checkpoint's second part, p.sa) a segment that is a whole checkpoint chunk, not
+ * the last, needs less: its end state is the next checkpoint, sa comes from memory (the recompute is the update
+ * alone), and the recompute runs only up to the last anchor inside the segment — none at all when every key's
+ * decays over the whole segment keep Π min(d, 1) ≥ BACK_MIN_PROD (then the walk steps back over all of it).
  * GSM (what runs by default, RADLADS_WKV_REG): row i of G lives in shared memory instead (only thread i touches it,
  * so no barrier guards it); with all three arrays in registers nvcc 13 needs 255 registers and spills 780 bytes a
  * thread, and the H100 measured that form 22.1 ms against 16.4 at B8 T4096 H64. (Compiler fences every 16 keys, which
@@ -806,8 +819,27 @@ constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
 
 constexpr int GSP = 64 + 4; /* the pitch of G's rows in shared memory (GSM): 16-byte rows, no bank conflicts */
 
-/* the register backward's shared memory: the token tile, G's rows (GSM), a flag per group */
-size_t reg_smem(bool gsm) { return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * GSP : 0) + SEG / GRP); }
+/* the register backward's shared memory: the token tile, G's rows (GSM), a flag per group, one for the segment and
+ * one per anchor slot */
+size_t reg_smem(bool gsm)
+{
+    return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * GSP : 0) + SEG / GRP + 1 + SEG);
+}
+
+/* Row i of the state (registers s) through one token whose sa_i the forward kept: the update of row_step without
+ * the dot product. */
+template <int N, bool SEVEN>
+__device__ __forceinline__ void row_update(float (&s)[N], float vi, float sai, const float *d, const float *k,
+                                           const float *bb)
+{
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        float e = s[j] * d[j] + vi * k[j];
+        if (SEVEN)
+            e += sai * bb[j];
+        s[j] = e;
+    }
+}
 
 /* row i (this thread's) of state s into anchor slot A (key-major: A[j][i] = S_ij) */
 template <int N> __device__ __forceinline__ void put_anchor(float *A, int i, const float (&s)[N])
@@ -838,6 +870,8 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
     float *tile = smem;                                  /* [SEG][NV][N] */
     float *Grow = tile + (size_t)SEG * NV * N + (size_t)threadIdx.x * GSP; /* GSM: row i of G, [N] of [N][GSP] */
     int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? N * GSP : 0)); /* [SEG / GRP]: anchors alone */
+    int *broken = steep + SEG / GRP; /* the stored path: some key's decays over the whole segment exceed the bound */
+    int *anchored = broken + 1;      /* [SEG]: slot m (the state before token m) is an anchor, not stepped back to */
     const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
@@ -855,47 +889,90 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
         const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + SEG - 1) / SEG;
         for (int sg = nseg - 1; sg >= 0; sg--) {
             const int s0 = cs + sg * SEG, n = min(SEG, ce - s0), ngrp = (n + GRP - 1) / GRP;
+            /* stored: the forward kept every token's sa (p.sa) and the state after this segment is the next
+             * chunk's checkpoint, so the recompute only has to make the anchors inside the segment (none where
+             * the decays allow stepping back over all of it) and needs no dot product */
+            const bool stored = SEVEN && p.sa && s0 == cs && s0 + n == ce && c + 1 < nc;
             const float *slot0 = s0 == cs ? ck + (size_t)c * NN : An; /* the state before the segment */
+            const float *slotn = stored ? ck + (size_t)(c + 1) * NN : An + (size_t)n * NN; /* the state after it */
 
-            /* 1. row i of the state at s0 */
+            /* 1. row i of the state at s0 (a replay uses the tile: before the tokens are staged) */
             float s[N];
             row_at_segment<N, true, SEVEN, SEG>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, cs, s0);
 
-            /* 2. the segment's tokens with dy; which groups cannot step back */
+            /* 2. the segment's tokens with dy (and the stored sa); which groups cannot step back */
             __syncthreads();
             stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+            if (stored)
+                for (int e = i; e < n * N; e += N) {
+                    const int tt = e / N, j = e - tt * N;
+                    tile[(size_t)tt * NV * N + BV_SA * N + j] = p.sa[tok_off(p, b, s0 + tt, h) + j];
+                }
             if (i < SEG / GRP)
                 steep[i] = !p.backstep;
+            if (i == 0)
+                *broken = !p.backstep;
             __syncthreads();
-            if (p.backstep)
+            if (p.backstep) {
+                float whole = 1.0f;
                 for (int gi = 0; gi < ngrp; gi++) {
                     float prod = 1.0f; /* key i's decays over the group, those above 1 counted as 1 */
                     for (int tau = gi * GRP; tau < min(n, gi * GRP + GRP); tau++)
                         prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + i], 1.0f);
                     if (!(prod >= BACK_MIN_PROD))
                         steep[gi] = 1; /* every writer writes 1 */
+                    whole *= prod;
                 }
+                if (!(whole >= BACK_MIN_PROD))
+                    *broken = 1;
+            }
             __syncthreads();
-            if (i == 0)
+            /* which slots the walk reads instead of stepping back to: slot 0 (the state before the segment),
+             * every group's first (unless the stored path steps back over the whole segment) and every slot of a
+             * group too steep to step back through; the recompute writes them (slot 0 only inside a chunk) */
+            if (i < SEG) {
+                const bool whole = stored && !*broken;
+                anchored[i] = i == 0 || (i < n && ((i % GRP == 0 && !whole) || steep[i / GRP]));
+            }
+            __syncthreads();
+            int upto = n; /* the recompute runs tokens 0..upto−1 and writes slot upto last */
+            if (stored) {
+                upto = 0;
+                for (int m = 1; m < n; m++)
+                    if (anchored[m])
+                        upto = m;
+            }
+            if (i == 0) {
                 for (int gi = 0; gi < ngrp; gi++)
                     RLC_WKV_SEGMENT_SEEN(!steep[gi]);
-
-            /* 3. the recompute: sa into the tile, the anchors into An */
-            for (int tau = 0; tau < n; tau++) {
-                float *x = tile + (size_t)tau * NV * N;
-                if ((tau % GRP == 0 || steep[tau / GRP]) && !(tau == 0 && s0 == cs))
-                    put_anchor<N>(An + (size_t)tau * NN, i, s);
-                const float sa = row_step<N, true, SEVEN>(s, N, x[BV_V * N + i], x + BV_R * N, x + BV_D * N,
-                                                          x + BV_K * N, x + BV_A * N, x + BV_B * N, false, nullptr);
-                if (SEVEN)
-                    x[BV_SA * N + i] = sa; /* slot written by thread i only */
+                if (stored)
+                    RLC_WKV_STORED_SEEN(upto);
             }
-            put_anchor<N>(An + (size_t)n * NN, i, s);
+
+            /* 3. the recompute from row i of the state at s0: the anchors into An (and, without the stored sa,
+             * sa into the tile and the state after the segment) */
+            for (int tau = 0; tau < upto; tau++) {
+                float *x = tile + (size_t)tau * NV * N;
+                if (anchored[tau] && !(tau == 0 && s0 == cs))
+                    put_anchor<N>(An + (size_t)tau * NN, i, s);
+                float sa = 0.0f;
+                if (SEVEN && stored)
+                    sa = x[BV_SA * N + i];
+                else if (SEVEN) {
+#pragma unroll
+                    for (int j = 0; j < N; j++)
+                        sa += s[j] * x[BV_A * N + j];
+                    x[BV_SA * N + i] = sa; /* slot written by thread i only */
+                }
+                row_update<N, SEVEN>(s, x[BV_V * N + i], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
+            }
+            if (upto > 0)
+                put_anchor<N>(An + (size_t)upto * NN, i, s);
             __syncthreads(); /* the anchors (global) and the sa slots are visible to the whole block */
 
             /* 4. the walk back: st = column i of S_t, the state after token t */
             float st[N];
-            get_column<N>(An + (size_t)n * NN, i, st);
+            get_column<N>(slotn, i, st);
             for (int tau = n - 1; tau >= 0; tau--) {
                 float *x = tile + (size_t)tau * NV * N;
                 const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
@@ -941,7 +1018,7 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
 
                 /* column i, one pass (a vector read twice would be kept in registers): dr from S_t, then
                  * S_{t−1} (stepped back, or an anchor's column), G' = G + dy rᵀ, dd, dk, db */
-                const bool anchor = tau % GRP == 0 || steep[tau / GRP];
+                const bool anchor = anchored[tau];
                 const float4 *an4 = reinterpret_cast<const float4 *>((tau == 0 ? slot0 : An + (size_t)tau * NN) +
                                                                      (size_t)i * N);
                 const float inv = 1.0f / di;
@@ -1162,6 +1239,15 @@ bool backstep_on()
     return on != 0;
 }
 
+/* RADLADS_WKV_SA=0: the register backward ignores the forward's sa and recomputes every segment (the peer run.sh
+ * times it against); the forward keeps sa either way. */
+bool backward_reads_sa()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_WKV_SA", allowed, 2, 1);
+    return on != 0;
+}
+
 /* The backward's segment length: RADLADS_WKV_BSEG = 4, 8 or 16, else −1 (each kernel's default). */
 int backward_segment()
 {
@@ -1331,6 +1417,7 @@ wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
     p.T = d->seq, p.H = d->heads, p.N = d->head_dim, p.L = d->chunk ? d->chunk : RL_WKV_DEFAULT_CHUNK;
     p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
     p.backstep = backstep_on();
+    p.sa = nullptr;
     return p;
 }
 
@@ -1340,12 +1427,16 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
 {
     if (!dims_ok(d))
         return cudaErrorInvalidValue;
-    return dispatch_forward<SEVEN>(st, make_args(d, in), d->batch * d->heads, state_in, y, state_out, ckpt);
+    wkv_args p = make_args(d, in);
+    const int BH = d->batch * d->heads;
+    if (SEVEN && ckpt && !chunked_forward(p)) /* the checkpoint's sa part (kernels.h) */
+        p.sa = ckpt + (size_t)BH * ((d->seq + p.L - 1) / p.L) * d->head_dim * d->head_dim;
+    return dispatch_forward<SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
-/* Workspace: [ckpt replay: B·H·nc·N² floats, only when ckpt == NULL][segment states: B·H·(SEG + 1)·N², the
- * longest segment whatever the knob chose and, for the register backward, the state after it; none for the
- * chunked kernel]. */
+/* Workspace: [ckpt replay: B·H·nc·N² floats (wkv7: + B·T·H·N, sa), only when ckpt == NULL][segment states:
+ * B·H·(SEG + 1)·N², the longest segment whatever the knob chose and, for the register backward, the state after
+ * it; none for the chunked kernel]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -1354,15 +1445,19 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     if (!dims_ok(d))
         return cudaErrorInvalidValue;
     const int BH = d->batch * d->heads, N = d->head_dim;
-    const wkv_args p = make_args(d, in);
+    wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
     const bool chunked = chunked_backward<SEVEN>(p);
-    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN;
+    /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one */
+    const bool has_sa = SEVEN && !chunked_forward(p);
+    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN + (has_sa ? (size_t)BH * d->seq * N : 0);
     const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN; /* the longest segment and the state after it */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;
-    if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states */
+    if (has_sa && backward_reads_sa())
+        p.sa = (float *)(ckpt ? ckpt : buf) + (size_t)BH * nc * NN; /* read only here */
+    if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states (and sa) */
         cudaError_t e = dispatch_forward<SEVEN>(st, p, BH, state_in, nullptr, nullptr, buf);
         if (e != cudaSuccess)
             return e;

@@ -22,6 +22,8 @@ alignas(32) float wc_smem[1 << 16]; /* the chunked kernels' (wmma needs 32-byte 
 #define RLC_WKV_HOST_EMULATION 1
 static long segments_seen[2]; /* the backward's segments: [0] through the state history, [1] backstepped */
 #define RLC_WKV_SEGMENT_SEEN(back) (segments_seen[(back) ? 1 : 0]++)
+static long stored_seen[2]; /* the register backward's segments on the forward's sa: [0] how many, [1] tokens recomputed */
+#define RLC_WKV_STORED_SEEN(recomputed) (stored_seen[0]++, stored_seen[1] += (recomputed))
 #include "../../kernels/cuda/cuda_wkv.cu"
 
 using emu::randv;
@@ -63,6 +65,9 @@ static float logw_min = 0.0f, logw_max = -0.01f;
  * backstepped, 0 = none, −1 = any mix */
 static bool logw_pattern = false;
 static int want_backstepped = -1;
+/* the register backward on the forward's sa: 1 = some segments and none recomputed (mild decays: stepped back over
+ * whole segments), 0 = some segments, each recomputing up to its anchors, −1 = any */
+static int want_whole = -1;
 
 /* the chunked kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
@@ -105,7 +110,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
     const int nc = (T + L - 1) / L;
-    const size_t nck = (size_t)B * H * nc * N * N;
+    const size_t nck_states = (size_t)B * H * nc * N * N, nck = nck_states + (SEVEN ? ntok : 0); /* + sa (wkv7) */
     const float kscale = 1.0f / std::sqrt((float)N);
     const float lw_lo = logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f;
     std::vector<float> r = randv(ntok, -1, 1), logw = randv(ntok, lw_lo, logw_max),
@@ -148,6 +153,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     p.T = T, p.H = H, p.N = N, p.L = L, p.backstep = backstep;
     p.r = r.data(), p.logw = logw.data(), p.k = k.data(), p.v = v.data(), p.a = a.data(), p.b = bb.data();
     std::vector<float> y(ntok), ck(nck, -7.0f), st = s_in;
+    /* as the launchers: the per-row forwards keep wkv7's sa in the checkpoint's second part, the chunked one not */
+    p.sa = SEVEN && CH == 0 ? ck.data() + nck_states : nullptr;
     const float *sin_p = with_state ? st.data() : nullptr;
     float *sout_p = with_state ? st.data() : nullptr;
     std::vector<float> so_sep(nst);
@@ -166,7 +173,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     gk.b = g[5].data();
     std::vector<float> own(nck), segbuf((size_t)B * H * (SEG + 1) * N * N);
     const float *ckp = ck.data();
-    if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only */
+    if (!use_ckpt) { /* the launcher's replay: forward from state_in, checkpoints only (and sa) */
+        if (p.sa)
+            p.sa = own.data() + nck_states;
         if constexpr (CH != 0)
             chunked_forward<CAP, SEVEN>(B * H, p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
         else
@@ -214,7 +223,14 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
-    std::printf(" ckpt %.1e", e = rel_err(ck, ck_ref)), worst = std::fmax(worst, e);
+    {
+        const std::vector<float> cs(ck.begin(), ck.begin() + nck_states), cr(ck_ref.begin(), ck_ref.begin() + nck_states);
+        std::printf(" ckpt %.1e", e = rel_err(cs, cr)), worst = std::fmax(worst, e);
+    }
+    if (SEVEN && CH == 0) { /* the forward's sa */
+        const std::vector<float> cs(ck.begin() + nck_states, ck.end()), cr(ck_ref.begin() + nck_states, ck_ref.end());
+        std::printf(" sa %.1e", e = rel_err(cs, cr)), worst = std::fmax(worst, e);
+    }
     for (int q = 0; q < (SEVEN ? 6 : 4); q++)
         std::printf(" %s %.1e", names[q], e = rel_err(g[q], g_ref[q])), worst = std::fmax(worst, e);
     std::printf(" dstate_in %.1e", e = rel_err(dsi, dsi_ref)), worst = std::fmax(worst, e);
@@ -230,6 +246,10 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             ok = false; /* backstepping off must mean off; too steep decays must take the history */
         if (want_backstepped == 1 && (segments_seen[0] || !segments_seen[1]))
             ok = false;
+        if (REG && SEVEN)
+            std::printf(", %ld on the forward's sa recomputing %ld tokens", stored_seen[0], stored_seen[1]);
+        if (REG && SEVEN && want_whole >= 0 && (!stored_seen[0] || (want_whole == 1) != (stored_seen[1] == 0)))
+            ok = false;
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
             emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
@@ -238,6 +258,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         ok = ok && !emu::violations;
     }
     segments_seen[0] = segments_seen[1] = 0;
+    stored_seen[0] = stored_seen[1] = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
@@ -326,6 +347,20 @@ int main(void)
     logw_pattern = false, logw_min = 0.0f, logw_max = -0.01f, want_backstepped = -1, backstep = 0;
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
     backstep = 1;
+    /* the register backward on the forward's sa (wkv7; every chunk but the last is one segment): mild decays step
+     * back over whole segments of 16 and 8 tokens (nothing recomputed), RAD-RWKV7's decays over 8 too, and over 16
+     * recompute up to the mid-segment anchor; given and replayed checkpoints, G's rows in shared memory and in
+     * registers (the steep decays, the pattern and backstepping off above ran this path too) */
+    want_backstepped = 1, want_whole = 1, logw_min = -0.3f, reg_gsm = true;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 45, 1, 64, 8, false, true);
+    logw_min = 0.0f;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 8, true, false);
+    want_whole = 0;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+    reg_gsm = false;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 1, 64, 16, false, true);
+    want_whole = -1, want_backstepped = -1;
     /* head size 64's forward with four threads per row, before the other backwards: wkv6, L > SEG, odd tails */
     fails += check_case<64, true, false, 16, true>(be, 1, 45, 2, 64, 48, true, true);
     fails += check_case<64, true, true, 8, true>(be, 2, 29, 1, 64, 7, false, false);

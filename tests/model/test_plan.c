@@ -97,8 +97,8 @@ int main(void)
     rl_plan off = plan(&c, o);
     o.recompute = RL_RECOMPUTE_ON;
     rl_plan on = plan(&c, o);
-    /* B·H·ceil(T/16)·N² fp32 = 2·28·1024·128²·4 per layer */
-    CHECK(on.bytes[RL_ROLE_WKV_CKPT] == 2ull * 28 * 1024 * 128 * 128 * 4 &&
+    /* B·H·ceil(T/16)·N² fp32 = 2·28·1024·128²·4 per layer, and every token's sa, B·T·H·N fp32 = 2·16384·28·128·4 */
+    CHECK(on.bytes[RL_ROLE_WKV_CKPT] == 2ull * 28 * 1024 * 128 * 128 * 4 + 2ull * 16384 * 28 * 128 * 4 &&
               off.bytes[RL_ROLE_WKV_CKPT] == 28 * on.bytes[RL_ROLE_WKV_CKPT], "one layer's checkpoints vs 28");
     CHECK(on.bytes[RL_ROLE_ACTS] * 5 < off.bytes[RL_ROLE_ACTS], "%.1f vs %.1f GiB",
           on.bytes[RL_ROLE_ACTS] / 1073741824.0, off.bytes[RL_ROLE_ACTS] / 1073741824.0);
