@@ -117,6 +117,17 @@ __device__ __forceinline__ void stage_tokens(float *tile, int nv, const wkv_args
     }
 }
 
+/* The forward's sa of tokens t0..t0+nt−1 (p.sa) into the backward tile's BV_SA slots, like stage_tokens (NT: the
+ * block's threads). */
+template <int NT>
+__device__ __forceinline__ void stage_sa(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0, int nt)
+{
+    for (int e = threadIdx.x; e < nt * N; e += NT) {
+        const int tt = e / N, j = e - tt * N;
+        tile[(size_t)tt * nv * N + BV_SA * N + j] = p.sa[tok_off(p, b, t0 + tt, h) + j];
+    }
+}
+
 /* One token through row i of S (registers s[]), given the token's staged vectors. Returns sa_i (wkv7)
  * and, when want_y, y_i. */
 template <int CAP, bool EXACT, bool SEVEN>
@@ -530,17 +541,24 @@ __global__ void __launch_bounds__(CAP) wkv_backward_kernel(wkv_args p, wkv_grads
  * the stepping of the fp32 reference kernels (KERNELS.md §8). Dividing by d_i amplifies rounding by up to
  * Π 1/min(d_i, 1) over the segment, so a segment where that exceeds 1 / BACK_MIN_PROD for some key (strong
  * decays; not RAD-RWKV7's at 8-token segments) takes the history path instead: exact for every input, the choice
- * uniform per block. */
+ * uniform per block.
+ * With the forward's sa (wkv7, p.sa) every recompute and replay step is the update alone (no dot product, no
+ * barrier), and a segment that ends a checkpoint chunk (not the last) and can step back starts its walk from the
+ * next checkpoint: no replay, no recompute (at 8-token segments and 16-token chunks, half the segments). */
 constexpr int WQ = 4;
 
+/* given (uniform over the block): sa_i is the forward's, staged in the tile, instead of a dot product summed over
+ * the row's four threads (one barrier) */
 template <int CAP, bool SEVEN>
 __device__ __forceinline__ float wide_step(float (&s)[CAP / WQ], float *red_sa, int &par, int i, int q,
-                                           const float *x)
+                                           const float *x, bool given)
 {
     constexpr int W = CAP / WQ;
     const int j0 = q * W;
     float sa = 0.0f;
-    if (SEVEN) {
+    if (SEVEN && given) {
+        sa = x[BV_SA * CAP + i];
+    } else if (SEVEN) {
         float part = 0.0f;
 #pragma unroll
         for (int jj = 0; jj < W; jj += 4) {
@@ -572,8 +590,8 @@ __device__ __forceinline__ float wide_step(float (&s)[CAP / WQ], float *red_sa, 
     return sa;
 }
 
-template <int CAP, bool SEVEN, int BSEG = SEG>
-__global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_kernel(wkv_args p, wkv_grads g, const float *dy,
+template <int CAP, bool SEVEN, int BSEG = SEG, bool GIVEN = false>
+__global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? (GIVEN ? 3 : 4) : 1) wkv_backward_wide_kernel(wkv_args p, wkv_grads g, const float *dy,
                                                                     const float *dstate_out, const float *ckpt,
                                                                     float *ws, float *dstate_in)
 {
@@ -602,53 +620,82 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? 4 : 1) wkv_backward_wide_
         for (int sg = nseg - 1; sg >= 0; sg--) {
             const int s0 = cs + sg * BSEG, n = min(BSEG, ce - s0);
 
-            /* 1. row i of the state at s0, keys of quarter q: checkpoint, then replay of earlier segments */
-            float s[W];
-#pragma unroll
-            for (int jj = 0; jj < W; jj++)
-                s[jj] = ck[(size_t)c * NN + (size_t)(q * W + jj) * N + i];
-            for (int t0 = cs; t0 < s0; t0 += BSEG) {
-                __syncthreads();
-                stage_tokens(tile, NV, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
-                __syncthreads();
-                for (int tt = 0; tt < BSEG; tt++)
-                    wide_step<CAP, SEVEN>(s, red_sa, par, i, q, tile + (size_t)tt * NV * N);
-            }
+            /* given: the forward kept every token's sa (p.sa), so the recompute is the update alone; stored: the
+             * segment also ends its checkpoint chunk (not the last), so its end state is the next checkpoint */
+            constexpr bool given = SEVEN && GIVEN; /* p.sa is set (the launcher's choice) */
+            const bool stored = given && s0 + n == ce && c + 1 < nc;
 
-            /* 2. the segment's tokens, the states before each (key-major) and sa; or, backstepping, no states */
+            /* 0. whether the segment can step back: key i's decay product over it (from memory: the tile is still
+             * the replay's), decays above 1 counted as 1 — a bound on every later part of it, which is what
+             * divides an error */
             if (t == 0)
                 *too_steep = 0;
             __syncthreads();
-            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
-            __syncthreads();
-            if (p.backstep && q == 0) { /* key i's decay product over the segment, decays above 1 counted as 1: */
-                float prod = 1.0f;    /* a bound on every later part of it, which is what divides an error */
+            if (p.backstep && q == 0) {
+                float prod = 1.0f;
                 for (int tau = 0; tau < n; tau++)
-                    prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + i], 1.0f);
+                    prod *= fminf(expf(p.logw[tok_off(p, b, s0 + tau, h) + i]), 1.0f);
                 if (!(prod >= BACK_MIN_PROD))
                     *too_steep = 1; /* every writer writes 1 */
             }
             __syncthreads();
             const bool back = p.backstep && !*too_steep; /* uniform over the block */
-            if (t == 0)
-                RLC_WKV_SEGMENT_SEEN(back);
-            for (int tau = 0; tau < n; tau++) {
-                float *x = tile + (size_t)tau * NV * N;
-                if (!back) {
-                    float *col = Sb + (size_t)tau * NN + i;
+            const bool skip = stored && back;            /* the walk steps back from the next checkpoint alone */
+
+            /* 1. row i of the state at s0, keys of quarter q: checkpoint, then replay of earlier segments */
+            float s[W];
+            if (!skip) {
 #pragma unroll
-                    for (int jj = 0; jj < W; jj++)
-                        col[(size_t)(q * W + jj) * N] = s[jj];
+                for (int jj = 0; jj < W; jj++)
+                    s[jj] = ck[(size_t)c * NN + (size_t)(q * W + jj) * N + i];
+                for (int t0 = cs; t0 < s0; t0 += BSEG) {
+                    __syncthreads();
+                    stage_tokens(tile, NV, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
+                    if (given)
+                        stage_sa<NT>(tile, NV, p, N, b, h, t0, BSEG);
+                    __syncthreads();
+                    for (int tt = 0; tt < BSEG; tt++)
+                        wide_step<CAP, SEVEN>(s, red_sa, par, i, q, tile + (size_t)tt * NV * N, given);
                 }
-                const float sa = wide_step<CAP, SEVEN>(s, red_sa, par, i, q, x);
-                if (SEVEN && q == 0)
-                    x[BV_SA * N + i] = sa;
             }
+
+            /* 2. the segment's tokens (and sa); the states before each (key-major) or, backstepping, none */
             __syncthreads();
-            /* backstepping: this thread's column of the state after the segment, S[r0..r0+W−1][i], from the rows
-             * the recompute left in registers, through the (now idle) reduction buffers a quarter of rows at a time */
+            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+            if (given)
+                stage_sa<NT>(tile, NV, p, N, b, h, s0, n);
+            __syncthreads();
+            if (t == 0) {
+                RLC_WKV_SEGMENT_SEEN(back);
+                if (stored)
+                    RLC_WKV_STORED_SEEN(skip ? 0 : s0 - cs + n);
+            }
+            if (!skip)
+                for (int tau = 0; tau < n; tau++) {
+                    float *x = tile + (size_t)tau * NV * N;
+                    if (!back) {
+                        float *col = Sb + (size_t)tau * NN + i;
+#pragma unroll
+                        for (int jj = 0; jj < W; jj++)
+                            col[(size_t)(q * W + jj) * N] = s[jj];
+                    }
+                    const float sa = wide_step<CAP, SEVEN>(s, red_sa, par, i, q, x, given);
+                    if (SEVEN && !given && q == 0)
+                        x[BV_SA * N + i] = sa;
+                }
+            __syncthreads();
+            /* backstepping: this thread's column of the state after the segment, S[r0..r0+W−1][i] — the next
+             * checkpoint's row i (key-major), or the rows the recompute left in registers, through the (now idle)
+             * reduction buffers a quarter of rows at a time */
             float sp[W]; /* S_{t−1}[q·W + m][i] during the walk */
-            if (back) {
+            if (skip) {
+                const float4 *nx = reinterpret_cast<const float4 *>(ck + (size_t)(c + 1) * NN + (size_t)i * N + q * W);
+#pragma unroll
+                for (int m = 0; m < W / 4; m++) {
+                    const float4 f = nx[m];
+                    sp[4 * m] = f.x, sp[4 * m + 1] = f.y, sp[4 * m + 2] = f.z, sp[4 * m + 3] = f.w;
+                }
+            } else if (back) {
                 float *Sx = red_sa; /* [W][N+1]: fits in red_sa, redA and redB (44 N floats) */
                 for (int pass = 0; pass < WQ; pass++) {
                     if (i / W == pass)
@@ -904,10 +951,7 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             __syncthreads();
             stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
             if (stored)
-                for (int e = i; e < n * N; e += N) {
-                    const int tt = e / N, j = e - tt * N;
-                    tile[(size_t)tt * NV * N + BV_SA * N + j] = p.sa[tok_off(p, b, s0 + tt, h) + j];
-                }
+                stage_sa<N>(tile, NV, p, N, b, h, s0, n);
             if (i < SEG / GRP)
                 steep[i] = !p.backstep;
             if (i == 0)
@@ -1176,17 +1220,28 @@ cudaError_t launch_backward(cudaStream_t st, const wkv_args &p, int BH, const wk
 }
 
 
-template <int CAP, bool SEVEN, int BSEG>
-cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
-                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+/* GIVEN: the kernel reads the forward's sa (p.sa set); a separate instantiation, so that the form without it keeps
+ * its registers (ptxas, sm_90, 8-token segments: head size 64 80 registers and 40 bytes of spills at 3 blocks per
+ * SM — at 4, 64 registers and 180 bytes; the launcher runs it with fewer pairs than 3 per SM — 128: 24 bytes) */
+template <int CAP, bool SEVEN, int BSEG, bool GIVEN>
+cudaError_t launch_backward_wide_g(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                   const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    auto kern = wkv_backward_wide_kernel<CAP, SEVEN, BSEG>;
+    auto kern = wkv_backward_wide_kernel<CAP, SEVEN, BSEG, GIVEN>;
     const size_t sm = wide_smem(p.N, SEVEN, BSEG);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     kern<<<BH, p.N * WQ, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
+}
+template <int CAP, bool SEVEN, int BSEG>
+cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    if (SEVEN && p.sa)
+        return launch_backward_wide_g<CAP, SEVEN, BSEG, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return launch_backward_wide_g<CAP, SEVEN, BSEG, false>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
 template <bool SEVEN, bool GSM>
@@ -1239,8 +1294,8 @@ bool backstep_on()
     return on != 0;
 }
 
-/* RADLADS_WKV_SA=0: the register backward ignores the forward's sa and recomputes every segment (the peer run.sh
- * times it against); the forward keeps sa either way. */
+/* RADLADS_WKV_SA=0: the wkv7 backwards ignore the forward's sa and recompute every segment with dot products (the
+ * peer run.sh times them against); the forward keeps sa either way. */
 bool backward_reads_sa()
 {
     static const int allowed[] = {0, 1};

@@ -68,6 +68,8 @@ static int want_backstepped = -1;
 /* the register backward on the forward's sa: 1 = some segments and none recomputed (mild decays: stepped back over
  * whole segments), 0 = some segments, each recomputing up to its anchors, −1 = any */
 static int want_whole = -1;
+/* the backward ignores the forward's sa (RADLADS_WKV_SA=0) */
+static bool sa_off = false;
 
 /* the chunked kernels stay inside the shared memory their launchers ask for */
 static void smem_tail_untouched(size_t floats, const char *kernel)
@@ -182,6 +184,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             row_forward<CAP, EXACT, SEVEN>(B * H, p, with_state ? s_in.data() : nullptr, nullptr, nullptr, own.data());
         ckp = own.data();
     }
+    if (sa_off)
+        p.sa = nullptr;
     if constexpr (CH == 1)
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
     else if constexpr (REG)
@@ -193,9 +197,13 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                                                       dsi.data());
         });
     else if constexpr (WIDE)
-        run_grid(B * H, N * WQ, [&] {
-            wkv_backward_wide_kernel<CAP, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
-                                                       dsi.data());
+        run_grid(B * H, N * WQ, [&] { /* the launcher's choice: the form reading the forward's sa where p.sa is set */
+            if (SEVEN && p.sa)
+                wkv_backward_wide_kernel<CAP, SEVEN, BSEG, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
+                                                                 dsi.data());
+            else
+                wkv_backward_wide_kernel<CAP, SEVEN, BSEG, false>(p, gk, dy.data(), ds_out.data(), ckp,
+                                                                  segbuf.data(), dsi.data());
         });
     else
         run_grid(B * H, N, [&] {
@@ -246,9 +254,12 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             ok = false; /* backstepping off must mean off; too steep decays must take the history */
         if (want_backstepped == 1 && (segments_seen[0] || !segments_seen[1]))
             ok = false;
-        if (REG && SEVEN)
-            std::printf(", %ld on the forward's sa recomputing %ld tokens", stored_seen[0], stored_seen[1]);
-        if (REG && SEVEN && want_whole >= 0 && (!stored_seen[0] || (want_whole == 1) != (stored_seen[1] == 0)))
+        if (SEVEN)
+            std::printf(", %ld on the forward's sa recomputing %ld tokens%s", stored_seen[0], stored_seen[1],
+                        sa_off ? " (sa ignored)" : "");
+        if (SEVEN && want_whole >= 0 && (!stored_seen[0] || (want_whole == 1) != (stored_seen[1] == 0)))
+            ok = false;
+        if (sa_off && stored_seen[0])
             ok = false;
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
@@ -360,6 +371,18 @@ int main(void)
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
     reg_gsm = false;
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 1, 64, 16, false, true);
+    /* the same for the four-threads-per-row backward (8-token segments: the second of every chunk starts from the
+     * next checkpoint; the first replays and recomputes with the stored sa, no barriers), then with sa ignored */
+    fwd_wide = false, want_backstepped = 1, want_whole = 1;
+    fails += check_case<64, true, true, 8, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<128, true, true, 8, true>(be, 1, 40, 1, 128, 16, false, true);
+    fails += check_case<64, true, true, 4, true>(be, 1, 45, 1, 64, 16, true, false);
+    want_whole = 0, logw_min = -3.0f, want_backstepped = 0;
+    fails += check_case<64, true, true, 8, true>(be, 1, 40, 1, 64, 16, true, true);
+    logw_min = 0.0f, want_whole = -1, want_backstepped = -1, sa_off = true;
+    fails += check_case<64, true, true, 8, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 1, 64, 16, false, true);
+    sa_off = false, fwd_wide = true;
     want_whole = -1, want_backstepped = -1;
     /* head size 64's forward with four threads per row, before the other backwards: wkv6, L > SEG, odd tails */
     fails += check_case<64, true, false, 16, true>(be, 1, 45, 2, 64, 48, true, true);
