@@ -65,7 +65,7 @@ struct wkv_args {
     const float *r, *logw, *k, *v, *a, *b;
     int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
     float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
-                   * it, the register backward reads it; nullptr: none */
+                   * it, the register and four-threads-per-row backwards read it; nullptr: none */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -1503,14 +1503,15 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
     const bool chunked = chunked_backward<SEVEN>(p);
-    /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one */
-    const bool has_sa = SEVEN && !chunked_forward(p);
+    /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one; RADLADS_WKV_SA=0 reads
+     * none (and the replay keeps none) */
+    const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
     const size_t own = ckpt ? 0 : (size_t)BH * nc * NN + (has_sa ? (size_t)BH * d->seq * N : 0);
     const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN; /* the longest segment and the state after it */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;
-    if (has_sa && backward_reads_sa())
+    if (has_sa)
         p.sa = (float *)(ckpt ? ckpt : buf) + (size_t)BH * nc * NN; /* read only here */
     if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states (and sa) */
         cudaError_t e = dispatch_forward<SEVEN>(st, p, BH, state_in, nullptr, nullptr, buf);
