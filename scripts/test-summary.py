@@ -8,12 +8,14 @@ A rerun's log (scripts/test.sh reruns tests that failed only because LeakSanitiz
 first run's result of the tests it holds; the summary says how many were rerun and why.
 --sanitizer-crashes prints the names of the failed tests whose output shows that crash and nothing else
 wrong: LeakSanitizer's tracer dying ("LeakSanitizer has encountered a fatal error") with no leak, sanitizer
-report or failed check in the output."""
+report or failed check in the output (a Python traceback only where it reports a command that died of it)."""
 import json
+import re
 import sys
 
 LSAN_CRASH = "LeakSanitizer has encountered a fatal error"
-REAL_TROUBLE = ("detected memory leaks", "ERROR: AddressSanitizer", "runtime error:", "FAIL", "Traceback")
+SANITIZER_FINDINGS = ("detected memory leaks", "ERROR: AddressSanitizer", "runtime error:")
+REAL_TROUBLE = SANITIZER_FINDINGS + ("FAIL", "Traceback")
 
 
 def load(path):
@@ -21,12 +23,31 @@ def load(path):
         return {t["name"]: t for t in map(json.loads, f)}
 
 
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def without_crash_reports(out):
+    """The output less each Python traceback that only reports a command which failed because LeakSanitizer's
+    tracer crashed (the test harnesses raise AssertionError with the failed command's own output, crash message
+    included); any other traceback stays, and counts as real trouble."""
+    head, *tracebacks = out.split(TRACEBACK)
+    kept = [head]
+    for tb in tracebacks:
+        # "AssertionError: COMMAND -> RC" and that command's output (tests/worker/poolfix.py run)
+        m = re.search(r"^AssertionError: [^\n]* -> -?\d+\n", tb, re.M)
+        said = tb[m.end():] if m else ""
+        if not (m and LSAN_CRASH in said and not any(x in said for x in SANITIZER_FINDINGS)):
+            kept.append(TRACEBACK + tb)
+    return "".join(kept)
+
+
 def lsan_crash_only(t):
     out = (t.get("stdout") or "") + (t.get("stderr") or "")
     if t["result"] in ("OK", "EXPECTEDFAIL", "SKIP") or LSAN_CRASH not in out:
         return False
-    # the crash must be the only trouble: no leak report, no sanitizer finding, no failed check, no traceback
-    return not any(m in out for m in REAL_TROUBLE)
+    # the crash must be the only trouble: no leak report, no sanitizer finding, no failed check, no traceback but
+    # a harness's report of a command that died of that crash
+    return not any(m in without_crash_reports(out) for m in REAL_TROUBLE)
 
 
 if sys.argv[1] == "--sanitizer-crashes":
