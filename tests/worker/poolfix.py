@@ -41,9 +41,14 @@ def mpirun(n):
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     cmd += ["--oversubscribe", "--bind-to", "none", "-np", str(n)]
-    for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+    for var in ("LSAN_OPTIONS", "UBSAN_OPTIONS"):
         if var in os.environ:
             cmd += ["-x", var]
+    if "ASAN_OPTIONS" in os.environ:
+        # AddressSanitizer stays on; LeakSanitizer's exit-time tracer crashed in these ranks ("Tracer caught signal
+        # 11" among Open MPI's threads, 3 times in 2 CI runs) after every check had passed, so multi-rank runs skip
+        # the leak check — the single-rank runs of the same code keep it
+        cmd += ["-x", "ASAN_OPTIONS=" + os.environ["ASAN_OPTIONS"] + ":detect_leaks=0"]
     return cmd
 
 
