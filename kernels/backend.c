@@ -759,18 +759,13 @@ static rl_wkv_dims wkv_resolve(const rl_wkv_dims *d)
     return r;
 }
 
-size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d)
+size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d, int kind)
 {
     rl_wkv_dims r = wkv_resolve(d);
-    if (r.batch <= 0 || r.seq <= 0 || r.heads <= 0 || r.head_dim <= 0 || r.chunk <= 0)
+    if ((kind != 6 && kind != 7) || r.batch <= 0 || r.seq <= 0 || r.heads <= 0 || r.head_dim <= 0 || r.chunk <= 0)
         return 0;
-    return (size_t)r.batch * r.heads * (size_t)((r.seq + r.chunk - 1) / r.chunk) * r.head_dim * r.head_dim;
-}
-
-size_t rl_wkv7_checkpoint_floats(const rl_wkv_dims *d)
-{
-    const size_t states = rl_wkv_checkpoint_floats(d);
-    return states ? states + (size_t)d->batch * d->seq * d->heads * d->head_dim : 0;
+    const size_t states = (size_t)r.batch * r.heads * (size_t)((r.seq + r.chunk - 1) / r.chunk) * r.head_dim * r.head_dim;
+    return states + (kind == 7 ? (size_t)r.batch * r.seq * r.heads * r.head_dim : 0); /* + sa */
 }
 
 static int wkv_check(rl_backend *be, const char *op, const rl_wkv_dims *d, const rl_wkv_in *in, int need_ab)

@@ -295,9 +295,9 @@ int rl_adamw_update_bf16(rl_backend *be, uint16_t *param16, float *master, const
  * (RWKV-7 maps a = −κ̂, b = κ̂ ⊙ α; wkv6 ignores a and b.) state_in NULL = zeros;
  * state_out (may be NULL) receives the final state, so a long sequence can be run
  * in pieces; state_out may be state_in (updated in place). ckpt (may be NULL) receives the state before every chunk of `chunk`
- * tokens, rl_wkv_checkpoint_floats() floats; the backward rebuilds each chunk's
+ * tokens, rl_wkv_checkpoint_floats(d, 6) floats; the backward rebuilds each chunk's
  * states from it (or, given NULL, replays the forward from state_in first). wkv7's ckpt is
- * rl_wkv7_checkpoint_floats() floats: those states (key-major, [batch·heads][chunks][N][N]), then every token's
+ * rl_wkv_checkpoint_floats(d, 7) floats: those states (key-major, [batch·heads][chunks][N][N]), then every token's
  * sa ([batch, seq, heads, N], as the inputs), so that a backward can step the state back from a chunk's end
  * without recomputing the chunk (the CUDA backend's; the chunked tensor-core forward, RADLADS_WKV_CHUNKED=1,
  * leaves the sa part as it was and its backward reads none).
@@ -321,8 +321,9 @@ typedef struct {
     float *r, *logw, *k, *v, *a, *b; /* a, b: wkv7 only */
 } rl_wkv_grad;
 
-size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d);  /* batch·heads·ceil(seq/chunk)·N² */
-size_t rl_wkv7_checkpoint_floats(const rl_wkv_dims *d); /* that + batch·seq·heads·N (sa) */
+/* kind 6: batch·heads·ceil(seq/chunk)·N² (the states); kind 7: that + batch·seq·heads·N (sa, after the states);
+ * 0 for any other kind or bad dims */
+size_t rl_wkv_checkpoint_floats(const rl_wkv_dims *d, int kind);
 
 int rl_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *state_out, float *ckpt,
                     const rl_wkv_in *in, const float *state_in);

@@ -359,8 +359,7 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
         s.rk.shift = 0;
     const int rec = o->recompute == RL_RECOMPUTE_ON;
     const rl_wkv_dims wd = {o->micro_batch, o->seq_len, c->heads, c->head_dim, 0};
-    const uint64_t ckpt =
-        (o->arch == RL_STUDENT_RWKV6 ? rl_wkv_checkpoint_floats(&wd) : rl_wkv7_checkpoint_floats(&wd)) * 4;
+    const uint64_t ckpt = rl_wkv_checkpoint_floats(&wd, o->arch == RL_STUDENT_RWKV6 ? 6 : 7) * 4;
     const uint64_t RD = s.R * s.D;
     const elems v_first = {o->arch == RL_STUDENT_RWKV7 ? 2 * s.R * s.A : 0, 0};
     const elems tblock = block_saved(&s, s.C); /* a teacher keeps no layer's activations: its MLP in chunks */

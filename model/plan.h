@@ -3,7 +3,7 @@
  * Only the teacher's config.json is needed: the parameter tables are rl_model_param_table (teacher, and
  * the student's inherited tensors) and rl_student_param_table (the new time-mix tensors), counted without
  * allocating; which of them train is rl_tensor_trains, the rule the trainer applies; the wkv checkpoint
- * size is rl_wkv_checkpoint_floats (RAD-RWKV7: rl_wkv7_checkpoint_floats). Activations are derived tensor by tensor from what the forward saves
+ * size is rl_wkv_checkpoint_floats. Activations are derived tensor by tensor from what the forward saves
  * for the backward (model/teacher.c rl_model_prepare, model/student_rwkv7.c rl_tmix_acts_alloc,
  * worker/stage_step.c), scaled to micro_batch × seq_len rows; see plan.c for the list.
  *

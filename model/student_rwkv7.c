@@ -60,7 +60,7 @@ static int acts_table(rl_tmix_acts *a, const rl_tmix_dims *d, acts_field *out)
         {&a->nl, x7 * R * D, 0}, {&a->logw, R * D, 0}, {&a->ka, x7 * R * D, 0}, {&a->kb, R * D, 0},
         {&a->kt, R * D, 0}, {&a->v, R * D, 0}, {&a->o, R * D, 0}, {&a->og, R * D, 0},
         {&a->mean, gn * R * (size_t)d->heads, 0}, {&a->rstd, gn * R * (size_t)d->heads, 0},
-        {&a->ckpt, R ? (rwkv6 ? rl_wkv_checkpoint_floats(&wd) : rl_wkv7_checkpoint_floats(&wd)) : 0, 0},
+        {&a->ckpt, R ? rl_wkv_checkpoint_floats(&wd, rwkv6 ? 6 : 7) : 0, 0},
         {&a->d_r, R * D, 1}, {&a->d_k, R * KD, 1}, {&a->d_vp, R * KD, 1}, {&a->d_mid, R * rmax, 1},
         {&a->d_pre, R * rmax, 1}, {&a->d_dl, R * D, 1}, {&a->d_al, x7 * R * D, 1}, {&a->d_gate, R * D, 1},
         {&a->d_nl, R * D, 1}, {&a->d_logw, R * D, 1}, {&a->d_ka, x7 * R * D, 1}, {&a->d_kb, R * D, 1},

@@ -296,8 +296,9 @@ static struct {
 void rl_nccl_finalize(void)
 {
     ncclResult_t async = ncclSuccess;
-    if (N.on && (ncclCommGetAsyncError(N.comm, &async) != ncclSuccess || async != ncclSuccess))
-        abort_comm(); /* ncclCommDestroy would wait for what a failed peer never matches */
+    if (N.on && (ncclCommGetAsyncError(N.comm, &async) != ncclSuccess ||
+                 (async != ncclSuccess && async != ncclInProgress)))
+        abort_comm(); /* an error: finalizing would wait for what a failed peer never matches */
     char e[512];
     if (O.stream && wait_stream(O.stream, "the overlapped all-reduces at the end", e, sizeof e))
         fprintf(stderr, "radlads-worker: %s\n", e);

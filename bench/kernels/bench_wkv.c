@@ -96,7 +96,7 @@ int main(int argc, char **argv)
                 g[i] = calloc(n, sizeof(float));
             rl_wkv_grad gr = {g[0], g[1], g[2], g[3], g[4], g[5]};
             rl_wkv_dims d = {B, T, H, N, 0};
-            float *ck = malloc(sizeof(float) * (kind == 7 ? rl_wkv7_checkpoint_floats(&d) : rl_wkv_checkpoint_floats(&d)));
+            float *ck = malloc(sizeof(float) * rl_wkv_checkpoint_floats(&d, kind));
             double tn[REPS], tf[REPS], tb[REPS];
             for (int r = 0; r < REPS; r++) {
                 double t0 = now();

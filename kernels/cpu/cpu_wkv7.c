@@ -204,6 +204,7 @@ int rl__cpu_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *
 {
     const int BH = d->batch * d->heads, N = d->head_dim, split = column_split(BH, be->num_threads, N);
     const int nc = (d->seq + d->chunk - 1) / d->chunk;
+    const size_t sa_at = rl_wkv_checkpoint_floats(d, 6); /* the checkpoint's sa part follows the states */
     int oom = 0;
 #pragma omp parallel for schedule(static)
     for (int item = 0; item < BH * split; item++) {
@@ -216,7 +217,7 @@ int rl__cpu_wkv7_forward(rl_backend *be, const rl_wkv_dims *d, float *y, float *
             continue;
         }
         wkv7_forward_cols(d, in, bh, i0, i1, y, state_out, ckpt ? ckpt + (size_t)bh * nc * N * N : NULL,
-                          ckpt ? ckpt + (size_t)BH * nc * N * N : NULL, state_in, St, St + (size_t)(i1 - i0) * N);
+                          ckpt ? ckpt + sa_at : NULL, state_in, St, St + (size_t)(i1 - i0) * N);
         free(St);
     }
     if (oom)

@@ -76,7 +76,7 @@ constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #ifndef RLC_WKV_SEGMENT_SEEN /* the host emulation check counts the segments of each kind */
 #define RLC_WKV_SEGMENT_SEEN(back)
 #endif
-#ifndef RLC_WKV_STORED_SEEN /* ... and the register backward's segments that read the forward's sa */
+#ifndef RLC_WKV_STORED_SEEN /* ... and the wkv7 backwards' segments that end at a checkpoint, with the forward's sa */
 #define RLC_WKV_STORED_SEEN(recomputed)
 #endif
 
@@ -1485,7 +1485,7 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
     wkv_args p = make_args(d, in);
     const int BH = d->batch * d->heads;
     if (SEVEN && ckpt && !chunked_forward(p)) /* the checkpoint's sa part (kernels.h) */
-        p.sa = ckpt + (size_t)BH * ((d->seq + p.L - 1) / p.L) * d->head_dim * d->head_dim;
+        p.sa = ckpt + rl_wkv_checkpoint_floats(d, 6);
     return dispatch_forward<SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
@@ -1501,18 +1501,18 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
         return cudaErrorInvalidValue;
     const int BH = d->batch * d->heads, N = d->head_dim;
     wkv_args p = make_args(d, in);
-    const size_t NN = (size_t)N * N, nc = (size_t)(d->seq + p.L - 1) / p.L;
+    const size_t NN = (size_t)N * N;
     const bool chunked = chunked_backward<SEVEN>(p);
     /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one; RADLADS_WKV_SA=0 reads
      * none (and the replay keeps none) */
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
-    const size_t own = ckpt ? 0 : (size_t)BH * nc * NN + (has_sa ? (size_t)BH * d->seq * N : 0);
+    const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
     const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN; /* the longest segment and the state after it */
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;
     if (has_sa)
-        p.sa = (float *)(ckpt ? ckpt : buf) + (size_t)BH * nc * NN; /* read only here */
+        p.sa = (float *)(ckpt ? ckpt : buf) + rl_wkv_checkpoint_floats(d, 6); /* read only here */
     if (!ckpt) { /* replay the forward from state_in, keeping only the chunk-start states (and sa) */
         cudaError_t e = dispatch_forward<SEVEN>(st, p, BH, state_in, nullptr, nullptr, buf);
         if (e != cudaSuccess)

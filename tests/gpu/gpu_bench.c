@@ -277,7 +277,7 @@ static void bench_wkv(int kind, int head_dim, int chunk)
     double fwd_ms, bwd_ms;
     rl_wkv_dims d = {.batch = 8, .seq = 4096, .heads = 4096 / head_dim, .head_dim = head_dim, .chunk = chunk};
     const size_t n = (size_t)d.batch * d.seq * d.heads * d.head_dim;
-    const size_t nck = kind == 7 ? rl_wkv7_checkpoint_floats(&d) : rl_wkv_checkpoint_floats(&d);
+    const size_t nck = rl_wkv_checkpoint_floats(&d, kind);
     /* r = k = v = dy share one buffer (inputs are read-only); a = −0.2x, b = 0.2x point opposite ways */
     float *x = dev_uniform(n, -0.1f, 0.1f), *lw = dev_uniform(n, -0.6f, -0.05f), *a = dev(n * 4), *b = dev(n * 4);
     rl_copy(be, a, x, n * 4), rl_scale(be, a, -0.2f, n);

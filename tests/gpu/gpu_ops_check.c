@@ -959,8 +959,8 @@ static void check_wkv(int kind, int head_dim, int chunk)
 {
     rl_wkv_dims d = {.batch = 2, .seq = 45, .heads = 3, .head_dim = head_dim, .chunk = chunk};
     const size_t n = (size_t)d.batch * d.seq * d.heads * d.head_dim;
-    const size_t ns = (size_t)d.batch * d.heads * d.head_dim * d.head_dim, nstates = rl_wkv_checkpoint_floats(&d);
-    const size_t nck = kind == 7 ? rl_wkv7_checkpoint_floats(&d) : nstates; /* wkv7: + every token's sa */
+    const size_t ns = (size_t)d.batch * d.heads * d.head_dim * d.head_dim, nstates = rl_wkv_checkpoint_floats(&d, 6);
+    const size_t nck = rl_wkv_checkpoint_floats(&d, kind); /* wkv7: + every token's sa */
     /* the chunked tensor-core forward (RADLADS_WKV_CHUNKED=1, head sizes 64 and 128, whole chunks of 16) keeps no
      * sa: its part of the checkpoint stays as it was (kernels.h) */
     const char *chunked = getenv("RADLADS_WKV_CHUNKED");

@@ -135,8 +135,7 @@ static int run_forward(int kind, const rl_wkv_dims *d, kcase *K, const float *s0
 {
     rl_wkv_in in = {K->r, K->logw, K->k, K->v, K->a, K->b};
     free(K->ckpt);
-    K->ckpt = with_ckpt ? malloc(sizeof(float) * (kind == 7 ? rl_wkv7_checkpoint_floats(d) : rl_wkv_checkpoint_floats(d)))
-                        : NULL;
+    K->ckpt = with_ckpt ? malloc(sizeof(float) * rl_wkv_checkpoint_floats(d, kind)) : NULL;
     return kind == 7 ? rl_wkv7_forward(be, d, K->y, K->sT, K->ckpt, &in, s0)
                      : rl_wkv6_forward(be, d, K->y, K->sT, K->ckpt, &in, s0);
 }
