@@ -20,7 +20,7 @@ typedef struct {
     int B, T, H, N;
     /* float64 copies of the inputs the C kernel sees */
     double *r, *logw, *k, *v, *a, *b, *s0, *wy, *ws;
-    double *y_out, *s_out; /* when set, ref_loss also stores y and the final state */
+    double *y_out, *s_out, *sa_out; /* when set, ref_loss also stores y, the final state and (wkv7) every sa */
 } ref_case;
 
 /* float64 recurrence: returns L = Σ y·wy + Σ S_T·ws */
@@ -39,6 +39,8 @@ static double ref_loss(void *p)
                     if (c->kind == 7)
                         for (int j = 0; j < N; j++)
                             sa += S[i * N + j] * c->a[o + j];
+                    if (c->sa_out)
+                        c->sa_out[o + i] = sa;
                     double y = 0;
                     for (int j = 0; j < N; j++) {
                         double s = S[i * N + j] * exp(c->logw[o + j]) + c->v[o + i] * c->k[o + j];
@@ -73,6 +75,7 @@ static double sigm(double x) { return 1 / (1 + exp(-x)); }
 static void make_case(kcase *K, ref_case *R, int kind, int B, int T, int H, int N)
 {
     memset(K, 0, sizeof *K);
+    memset(R, 0, sizeof *R); /* no y_out, s_out, sa_out until a test sets them */
     K->nt = (size_t)B * T * H * N, K->ns = (size_t)B * H * N * N;
     float **tok[] = {&K->r, &K->logw, &K->k, &K->v, &K->a, &K->b, &K->wy, &K->y};
     for (int i = 0; i < 8; i++)
@@ -160,12 +163,15 @@ static void test_full_fd(int kind, int B, int T, int H, int N, int chunk)
     make_case(&K, &R, kind, B, T, H, N);
     rl_wkv_dims d = {B, T, H, N, chunk};
     check_true("forward returns 0", run_forward(kind, &d, &K, K.s0, 1) == 0);
-    double *gy = malloc(sizeof(double) * K.nt), *gs = malloc(sizeof(double) * K.ns);
-    R.y_out = gy, R.s_out = gs;
+    double *gy = malloc(sizeof(double) * K.nt), *gs = malloc(sizeof(double) * K.ns), *gsa = malloc(sizeof(double) * K.nt);
+    R.y_out = gy, R.s_out = gs, R.sa_out = gsa;
     ref_loss(&R);
-    R.y_out = R.s_out = NULL;
+    R.y_out = R.s_out = R.sa_out = NULL;
     compare("y", K.y, gy, K.nt, 2e-6);
     compare("final state", K.sT, gs, K.ns, 2e-6);
+    if (kind == 7) /* the checkpoint's second part: every token's sa, after the chunk-start states */
+        compare("checkpoint sa", K.ckpt + rl_wkv_checkpoint_floats(&d, 6), gsa, K.nt, 2e-6);
+    free(gsa);
     check_true("backward returns 0", run_backward(kind, &d, &K, K.s0) == 0);
     double *inputs[6] = {R.r, R.logw, R.k, R.v, R.a, R.b};
     double *fd = malloc(sizeof(double) * K.nt);
@@ -232,6 +238,15 @@ static void test_long(int kind, int B, int T, int H, int N)
                i < (kind == 7 ? 6 : 4) ? names[i] : "dstate_in", worst, worst / scale, ok ? "ok" : "FAIL");
         if (!ok)
             check_failures++;
+    }
+    if (kind == 7) { /* the forward again, keeping checkpoints: their sa part (the vectorised columns too) */
+        double *gsa = malloc(sizeof(double) * K.nt);
+        R.sa_out = gsa;
+        ref_loss(&R);
+        R.sa_out = NULL;
+        check_true("forward with checkpoints returns 0", run_forward(kind, &d, &K, K.s0, 1) == 0);
+        compare("checkpoint sa", K.ckpt + rl_wkv_checkpoint_floats(&d, 6), gsa, K.nt, 5e-6);
+        free(gsa);
     }
     free(gy);
     free_case(&K, &R);
@@ -339,6 +354,11 @@ int main(void)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    /* checkpoint sizes: wkv7's adds batch·seq·heads·N floats of sa; an unknown kind or bad dims is 0 */
+    const rl_wkv_dims cd = {2, 11, 3, 4, 4}, bad = {2, 0, 3, 4, 4};
+    check_true("checkpoint floats: wkv6 2·3·ceil(11/4)·4², wkv7 + 2·11·3·4, kind 5 and seq 0 give 0",
+               rl_wkv_checkpoint_floats(&cd, 6) == 2 * 3 * 3 * 16 && rl_wkv_checkpoint_floats(&cd, 7) == 288 + 264 &&
+                   rl_wkv_checkpoint_floats(&cd, 5) == 0 && rl_wkv_checkpoint_floats(&bad, 7) == 0);
     for (int kind = 7; kind >= 6; kind--) {
         test_full_fd(kind, 2, 11, 2, 4, 4);  /* partial last chunk, B·H > threads */
         test_full_fd(kind, 1, 13, 1, 8, 16); /* one chunk longer than T; rows split over threads */
