@@ -274,6 +274,12 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         fprintf(stderr, "RADLADS_TEST_POISON: rank %d joins NCCL %d s late\n", c->rank, delay);
         sleep((unsigned)delay);
     }
+    static int warned;
+    const char *blocking = getenv("NCCL_COMM_BLOCKING"); /* NCCL lets it override the config below */
+    if (blocking && atoi(blocking) == 1 && !warned++)
+        fprintf(stderr, "radlads-worker rank %d: NCCL_COMM_BLOCKING=1 is set, so NCCL calls block: RADLADS_NCCL_TIMEOUT_S "
+                "cannot bound the wait for a rank that never joins or a collective a stuck peer never matches (unset "
+                "it to keep that deadline)\n", c->rank);
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
     N.rank = c->rank, N.world = c->world;

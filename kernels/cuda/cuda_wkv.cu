@@ -22,7 +22,11 @@
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
- * staged in shared memory by the whole block; every thread then reads them as broadcasts. The
+ * staged in shared memory by the whole block; every thread then reads them as broadcasts. The staging is
+ * double-buffered with cp.async (RADLADS_WKV_ASYNC, on by default where the vectors are 16-byte aligned): the
+ * copies of the next tile are issued before the current one is computed, so that the block does not stop for a
+ * global-memory latency per element it copies (the synchronous loop below waits for one per 6 loads: 16 waits per
+ * 16-token tile at head size 64). The
  * checkpoint (the state before every chunk of L tokens) is written key-major, ck[j][i] = S[i][j],
  * exactly as the CPU backend lays it out: thread i writes column i of that matrix, so consecutive
  * threads write consecutive addresses.
@@ -48,9 +52,11 @@
  * (the two dot products are computed redundantly by every thread from the staged vectors). Every
  * gradient element of a token is written by exactly one thread (+=, kernels.h's accumulate rule). */
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cuda_async.cuh"
 #include "cuda_ops.h"
 #include "cuda_tf32.cuh"
 
@@ -66,6 +72,8 @@ struct wkv_args {
     int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
     float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
                    * it, the register and four-threads-per-row backwards read it; nullptr: none */
+    int async;    /* the per-row forward stages its token tiles with cp.async, the next during the current (see
+                   * async_stage_ok; twice the shared memory) */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -78,6 +86,9 @@ constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #endif
 #ifndef RLC_WKV_STORED_SEEN /* ... and the wkv7 backwards' segments that end at a checkpoint, with the forward's sa */
 #define RLC_WKV_STORED_SEEN(recomputed)
+#endif
+#ifndef RLC_WKV_PREFETCH_SEEN /* ... and the register backward's segments whose tokens came during the walk before */
+#define RLC_WKV_PREFETCH_SEEN()
 #endif
 
 struct wkv_grads {
@@ -114,6 +125,42 @@ __device__ __forceinline__ void stage_tokens(float *tile, int nv, const wkv_args
         }
         if (sl_dy >= 0)
             x[sl_dy * N + j] = dy[o];
+    }
+}
+
+/* stage_tokens' copy as cp.async of 16 bytes, each thread's part of the tile one group (the caller commits): the
+ * block issues the next tile before it computes the current one, so the loads' latency is spent computing. logw is
+ * copied as it is; async_finish turns it into the decay once the copies are waited for. Needs every vector
+ * 16-byte aligned and N a multiple of 4 (async_stage_ok). The forward's layout (V_*) only. */
+__device__ __forceinline__ void stage_async(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0,
+                                            int nt, bool seven)
+{
+    const int nq = N / 4;
+    for (int e = threadIdx.x; e < nt * nq; e += blockDim.x) {
+        const int tt = e / nq, j = 4 * (e - tt * nq);
+        const size_t o = tok_off(p, b, t0 + tt, h) + j;
+        float *x = tile + (size_t)tt * nv * N + j;
+        cp_async16(x + V_R * N, p.r + o);
+        cp_async16(x + V_D * N, p.logw + o);
+        cp_async16(x + V_K * N, p.k + o);
+        cp_async16(x + V_V * N, p.v + o);
+        if (seven) {
+            cp_async16(x + V_A * N, p.a + o);
+            cp_async16(x + V_B * N, p.b + o);
+        }
+    }
+}
+
+/* After this thread's copies of stage_async are waited for: the decays d = e^logw of the elements it copied (the same
+ * expf as stage_tokens: the two paths agree bit for bit). A barrier follows before any thread reads the tile. */
+__device__ __forceinline__ void async_finish(float *tile, int nv, int N, int nt)
+{
+    const int nq = N / 4;
+    for (int e = threadIdx.x; e < nt * nq; e += blockDim.x) {
+        const int tt = e / nq, j = 4 * (e - tt * nq);
+        float4 *q = reinterpret_cast<float4 *>(tile + (size_t)tt * nv * N + V_D * N + j);
+        const float4 w = *q;
+        *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
     }
 }
 
@@ -179,14 +226,32 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
     for (int j = 0; j < CAP; j++)
         s[j] = ((EXACT || j < N) && state_in) ? state_in[soff + (size_t)i * N + j] : 0.0f;
 
-    for (int t0 = 0; t0 < p.T; t0 += SEG) {
-        const int nt = min(SEG, p.T - t0);
-        __syncthreads(); /* the previous tile is consumed */
-        stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
+    /* p.async: two tiles of TL tokens, the next one's copies in flight while the current one is computed (8 tokens at
+     * head size 128, so that the two take the shared memory of one 16-token tile) */
+    const int TL = p.async && CAP > 64 ? SEG / 2 : SEG;
+    const size_t tile_floats = (size_t)TL * NV * N;
+    for (int t0 = 0, k = 0; t0 < p.T; t0 += TL, k++) {
+        const int nt = min(TL, p.T - t0);
+        __syncthreads(); /* the previous tile is consumed (async: the buffer the next one goes to is free) */
+        const float *cur = tile;
+        if (p.async) {
+            if (t0 == 0) {
+                stage_async(tile, NV, p, N, b, h, 0, nt, SEVEN);
+                cp_async_commit();
+            }
+            if (t0 + TL < p.T)
+                stage_async(tile + ((k + 1) & 1) * tile_floats, NV, p, N, b, h, t0 + TL, min(TL, p.T - t0 - TL),
+                                 SEVEN);
+            cp_async_commit(); /* (empty after the last tile) */
+            cp_async_wait<1>(); /* this tile's copies are here; the next tile's may still be in flight */
+            cur = tile + (k & 1) * tile_floats;
+            async_finish(tile + (k & 1) * tile_floats, NV, N, nt);
+        } else
+            stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
         __syncthreads();
         for (int tt = 0; tt < nt; tt++) {
             const int t = t0 + tt;
-            const float *x = tile + (size_t)tt * NV * N;
+            const float *x = cur + (size_t)tt * NV * N;
             if (ck && t % p.L == 0) {
                 float *c = ck + (size_t)(t / p.L) * NN + i;
 #pragma unroll
@@ -860,7 +925,11 @@ size_t wide_smem(int N, bool seven, int bseg)
  * GSM (what runs by default, RADLADS_WKV_REG): row i of G lives in shared memory instead (only thread i touches it,
  * so no barrier guards it); with all three arrays in registers nvcc 13 needs 255 registers and spills 780 bytes a
  * thread, and the H100 measured that form 22.1 ms against 16.4 at B8 T4096 H64. (Compiler fences every 16 keys, which
- * took the GSM form from 32 bytes of spills to none, cost it 18 %: 19.3 ms.) */
+ * took the GSM form from 32 bytes of spills to none, cost it 18 %: 19.3 ms.)
+ * The tokens of a segment that is its chunk's first (no replay goes through the tile) are copied in during the walk
+ * back over the segment before it, with cp.async (p.async, RADLADS_WKV_ASYNC): each slot once every thread is past
+ * it (the per-token barrier tells), slot 0 at the segment's start — instead of a synchronous staging loop that
+ * waits for global memory 32 times a segment (16 elements a thread, then the 16 sa), the block waits once. */
 constexpr int GRP = 8;
 constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
 
@@ -906,6 +975,34 @@ template <int N> __device__ __forceinline__ void get_column(const float *A, int 
     }
 }
 
+/* The register backward's tile slot x (BV_R..BV_B, then the forward's sa when sa) from token offset o, as cp.async
+ * copies of 16 bytes: thread i (of 64) copies quad i % 16 of vector i / 16 and of vector 4 + i / 16. The next
+ * segment's tokens go into the slots the walk back has finished with; logw is copied as it is, and slot_finish makes
+ * it the decay once the copies are waited for. */
+__device__ __forceinline__ void slot_async(float *x, const wkv_args &p, size_t o, const float *dy, bool sa)
+{
+    static_assert(BV_R == 0 && BV_D == 1 && BV_K == 2 && BV_V == 3 && BV_DY == 4 && BV_A == 5 && BV_B == 6 &&
+                      BV_SA == 7,
+                  "slot_async copies vector v into slot v");
+    const int v = threadIdx.x >> 4, j = 4 * (threadIdx.x & 15);
+    const float *lo = v == 0 ? p.r : v == 1 ? p.logw : v == 2 ? p.k : p.v;
+    const float *hi = v == 0 ? dy : v == 1 ? p.a : v == 2 ? p.b : p.sa;
+    cp_async16(x + v * 64 + j, lo + o + j);
+    if (v < 3 || sa)
+        cp_async16(x + (4 + v) * 64 + j, hi + o + j);
+}
+
+/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x (the same
+ * expf as stage_tokens) */
+__device__ __forceinline__ void slot_finish(float *x)
+{
+    if (threadIdx.x >> 4 == BV_D) {
+        float4 *q = reinterpret_cast<float4 *>(x + BV_D * 64 + 4 * (threadIdx.x & 15));
+        const float4 w = *q;
+        *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
+    }
+}
+
 template <bool SEVEN, bool GSM>
 __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy,
                                                                  const float *dstate_out, const float *ckpt,
@@ -932,6 +1029,10 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
         gc[j] = dstate_out ? dstate_out[soff + (size_t)j * N + i] : 0.0f;
     }
 
+    /* p.async (wkv7): while a segment is walked back, the tokens of the next one (when it is the first of its chunk,
+     * which needs no replay through the tile) are copied into the slots the walk has finished with; `have`: the
+     * segment's tokens are in the tile (all but slot 0, copied at its start) */
+    bool have = false;
     for (int c = nc - 1; c >= 0; c--) {
         const int cs = c * p.L, ce = min(p.T, cs + p.L), nseg = (ce - cs + SEG - 1) / SEG;
         for (int sg = nseg - 1; sg >= 0; sg--) {
@@ -942,6 +1043,13 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             const bool stored = SEVEN && p.sa && s0 == cs && s0 + n == ce && c + 1 < nc;
             const float *slot0 = s0 == cs ? ck + (size_t)c * NN : An; /* the state before the segment */
             const float *slotn = stored ? ck + (size_t)(c + 1) * NN : An + (size_t)n * NN; /* the state after it */
+            /* the next segment walked (the previous chunk's last when this is its chunk's first) and whether its tokens
+             * are prefetched: only a chunk's first segment (s0 at the chunk start: no replay) */
+            const int pc = sg > 0 ? c : c - 1, pce = min(p.T, (pc + 1) * p.L);
+            const bool pf = SEVEN && p.async && pc >= 0 && (sg == 1 || (sg == 0 && pce - pc * p.L <= SEG));
+            /* its length (0: not prefetched; it ends where this segment starts) and whether it is stored */
+            const int pn = pf ? min(SEG, pce - pc * p.L) : 0;
+            const bool pstored = pf && p.sa && pc * p.L + pn == pce; /* (pc + 1 < nc: pc < c) */
 
             /* 1. row i of the state at s0 (a replay uses the tile: before the tokens are staged) */
             float s[N];
@@ -949,9 +1057,19 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
 
             /* 2. the segment's tokens with dy (and the stored sa); which groups cannot step back */
             __syncthreads();
-            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
-            if (stored)
-                stage_sa<N>(tile, NV, p, N, b, h, s0, n);
+            if (have) { /* slot 0 now (the last token walked before read it); the others came during that walk */
+                if (i == 0)
+                    RLC_WKV_PREFETCH_SEEN();
+                slot_async(tile, p, tok_off(p, b, s0, h), dy, stored);
+                cp_async_commit();
+                cp_async_wait<0>();
+                for (int m = 0; m < n; m++)
+                    slot_finish(tile + (size_t)m * NV * N);
+            } else {
+                stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
+                if (stored)
+                    stage_sa<N>(tile, NV, p, N, b, h, s0, n);
+            }
             if (i < SEG / GRP)
                 steep[i] = !p.backstep;
             if (i == 0)
@@ -1014,9 +1132,12 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                 put_anchor<N>(An + (size_t)upto * NN, i, s);
             __syncthreads(); /* the anchors (global) and the sa slots are visible to the whole block */
 
-            /* 4. the walk back: st = column i of S_t, the state after token t */
+            /* 4. the walk back: st = column i of S_t, the state after token t; the next segment's tokens into the
+             * slots this segment does not use, then into each slot once every thread is past it */
             float st[N];
             get_column<N>(slotn, i, st);
+            for (int m = n; m < pn; m++)
+                slot_async(tile + (size_t)m * NV * N, p, tok_off(p, b, s0 - pn + m, h), dy, pstored);
             for (int tau = n - 1; tau >= 0; tau--) {
                 float *x = tile + (size_t)tau * NV * N;
                 const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
@@ -1090,8 +1211,11 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                 }
                 /* da from S_{t−1} and every row's dsa; both copies of G take the update */
                 float da = 0.0f;
-                if (SEVEN)
-                    __syncthreads(); /* every row's dsa is in the tile */
+                if (SEVEN) {
+                    __syncthreads(); /* every row's dsa is in the tile; every thread is done with slot tau + 1 */
+                    if (tau + 1 < min(n, pn)) /* (slots n.. went before the walk) */
+                        slot_async(x + (size_t)NV * N, p, tok_off(p, b, s0 - pn + tau + 1, h), dy, pstored);
+                }
                 const float *dsv = x + BV_DSA * N;
 #pragma unroll
                 for (int j = 0; j < N; j += 4) {
@@ -1129,6 +1253,7 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                     g.b[o] = o_b + db;
                 }
             }
+            have = pn > 0;
         }
     }
     if (dstate_in)
@@ -1139,6 +1264,26 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
 
 #include "cuda_wkv7_chunked.cuh"
 
+/* The per-row forward can stage with cp.async (p.async) when every vector allows 16-byte copies: N a multiple of 4
+ * and the six inputs 16-byte aligned (absent ones are null: aligned). */
+bool aligned16(const float *q) { return ((uintptr_t)q & 15) == 0; }
+bool async_stage_ok(const wkv_args &p)
+{
+    return p.N % 4 == 0 && aligned16(p.r) && aligned16(p.logw) && aligned16(p.k) && aligned16(p.v) &&
+           aligned16(p.a) && aligned16(p.b);
+}
+
+/* The register backward prefetches its segments' tokens with cp.async where the forward staged with it (RADLADS_WKV_ASYNC,
+ * the inputs' alignment) and dy and the forward's sa allow 16-byte copies too. */
+bool async_backward_ok(const wkv_args &p, const float *dy) { return p.async && aligned16(dy) && aligned16(p.sa); }
+
+/* its shared memory: one tile of SEG tokens, or with p.async two (of SEG / 2 tokens above head size 64) */
+size_t fwd_smem(int N, bool seven, bool async)
+{
+    const size_t tile = (size_t)SEG * (seven ? 6 : 4) * N;
+    return sizeof(float) * (async ? (N > 64 ? tile : 2 * tile) : tile);
+}
+
 /* ---- launchers ------------------------------------------------------------------------------ */
 /* tests/gpu/wkv_cuda_logic_check.cpp compiles the kernels above on the host (a std::thread per GPU
  * thread, a barrier for __syncthreads) and leaves the launchers out. */
@@ -1146,7 +1291,6 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
 } // namespace
 #else
 
-size_t fwd_smem(int N, bool seven) { return sizeof(float) * (size_t)SEG * (seven ? 6 : 4) * N; }
 size_t bwd_smem(int N, bool seven, int bseg)
 {
     return sizeof(float) * ((size_t)N * (N + 1) + (size_t)bseg * (seven ? 8 : 5) * N + (size_t)N);
@@ -1157,7 +1301,7 @@ cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const flo
                            float *state_out, float *ckpt)
 {
     auto kern = wkv_forward_kernel<CAP, EXACT, SEVEN>;
-    const size_t sm = fwd_smem(p.N, SEVEN);
+    const size_t sm = fwd_smem(p.N, SEVEN, p.async);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
@@ -1169,8 +1313,8 @@ template <int CAP, bool SEVEN>
 cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                 float *state_out, float *ckpt)
 {
-    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>;
-    const size_t sm = fwd_smem(p.N, SEVEN);
+    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>; /* (stages synchronously: p.async is not its) */
+    const size_t sm = fwd_smem(p.N, SEVEN, false);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
@@ -1253,7 +1397,9 @@ cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, co
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, 64, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
+    wkv_args q = p;
+    q.async = async_backward_ok(p, dy);
+    kern<<<BH, 64, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
 }
 
@@ -1300,6 +1446,15 @@ bool backward_reads_sa()
 {
     static const int allowed[] = {0, 1};
     static const int on = rlc_env_knob("RADLADS_WKV_SA", allowed, 2, 1);
+    return on != 0;
+}
+
+/* RADLADS_WKV_ASYNC=0: the per-row forward stages every tile synchronously (the peer run.sh times the default
+ * against). */
+bool async_knob()
+{
+    static const int allowed[] = {0, 1};
+    static const int on = rlc_env_knob("RADLADS_WKV_ASYNC", allowed, 2, 1);
     return on != 0;
 }
 
@@ -1473,6 +1628,7 @@ wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
     p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
     p.backstep = backstep_on();
     p.sa = nullptr;
+    p.async = async_knob() && async_stage_ok(p);
     return p;
 }
 

@@ -10,6 +10,10 @@
  *   wmma::load_matrix_sync, store_matrix_sync, mma_sync   the same rule: the TF32 m16n16k8 subset of
  *                        nvcuda::wmma (<mma.h>) below, so a kernel written for tensor cores runs unchanged;
  *   mma_bf16_16816()     the same rule: cuda_mma.cuh's mma.sync m16n8k16, operands in each lane's registers.
+ * cuda_async.cuh's cp.async copies are not synchronisation points: a thread's copies are recorded and made when it
+ * waits for their group (cp_async_wait), so a tile read before its copies were waited for (by the thread that issued
+ * them, then a barrier) holds what was there before; with emu::async_eager they land when issued instead, so a
+ * tile overwritten while other threads still read it shows; a thread that exits with copies pending is reported.
  * A state where no point can be released (a barrier in divergent code, a warp split between a shuffle
  * and a barrier) is reported as a deadlock instead of hanging. Because fibers switch only at those points,
  * atomics are plain read-modify-writes. `extern __shared__` arrays are ones the check defines and
@@ -108,6 +112,12 @@ __attribute__((naked, noinline)) static void emu_switch(void **, void *)
 #define RL_EMU_FAST_SWITCH 0
 #endif
 
+/* a cp.async copy of 16 bytes (cuda_async.cuh), performed when its thread waits for its group */
+struct async_copy {
+    void *dst;
+    const void *src;
+};
+
 struct lane {
     ucontext_t ctx;
     void *sp; /* RL_EMU_FAST_SWITCH: the suspended fiber's stack pointer */
@@ -117,6 +127,8 @@ struct lane {
     unsigned mask;
     int src, bytes;
     wmma_call wm;
+    std::vector<async_copy> open;               /* cp.async copies not yet committed */
+    std::vector<std::vector<async_copy>> groups; /* committed groups not yet waited for, oldest first */
 };
 
 constexpr int MAX_THREADS = 1024;
@@ -223,6 +235,7 @@ inline void fiber_entry()
 /* a fresh fiber on lane x's stack, to run fiber_entry when first resumed */
 inline void start_fiber(lane &x)
 {
+    x.open.clear(), x.groups.clear();
 #if RL_EMU_FAST_SWITCH
     /* from the top: a null return address for fiber_entry (its entry sees the stack as after a call: 8 mod 16), the
      * address emu_switch's ret jumps to, six zero registers */
@@ -488,8 +501,18 @@ inline bool run_block()
         int live = 0, at_bar = 0;
         for (int l = 0; l < nthreads; l++)
             live += lanes[l].state != EXITED, at_bar += lanes[l].state == AT_BARRIER;
-        if (!live)
+        if (!live) {
+            for (int l = 0; l < nthreads; l++) {
+                bool pending = !lanes[l].open.empty();
+                for (const auto &g : lanes[l].groups)
+                    pending |= !g.empty();
+                if (pending) {
+                    enter(l);
+                    violation("a thread exited with cp.async copies it never waited for");
+                }
+            }
             return true;
+        }
         if (at_bar != live) {
             violation("deadlock: threads wait at different synchronisation points");
             return false;
@@ -794,6 +817,50 @@ static inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const u
 {
     emu::wmma_warp_call(emu::MMA_BF16_16816, d, nullptr, 0, 16, 8, false, reinterpret_cast<const float *>(a),
                         reinterpret_cast<const float *>(b), d);
+}
+
+/* ---- cuda_async.cuh's cp.async: a thread's copies are made when it waits for their group ---- */
+namespace emu {
+/* Copies land when waited for (a tile read too early holds stale data), or with async_eager when issued (a tile
+ * overwritten while other threads still read it shows): a check runs both. */
+inline bool async_eager;
+
+inline bool in_shared(const void *p, size_t bytes)
+{
+    for (const smem_region &r : dyn_smem)
+        if ((const char *)p >= (const char *)r.p && (const char *)p + bytes <= (const char *)r.p + r.bytes)
+            return true;
+    return false;
+}
+} // namespace emu
+
+static inline void cp_async16(void *dst, const void *src)
+{
+    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16)
+        emu::violation("cp.async of 16 bytes: an address not 16-byte aligned");
+    if (!emu::in_shared(dst, 16))
+        emu::violation("cp.async: the destination is not in (registered dynamic) shared memory");
+    if (emu::async_eager) /* the other extreme: the copy lands at once (and only then; the wait has nothing to copy) */
+        std::memcpy(dst, src, 16);
+    emu::lanes[emu::current].open.push_back({dst, emu::async_eager ? nullptr : src});
+}
+
+static inline void cp_async_commit()
+{
+    emu::lane &me = emu::lanes[emu::current];
+    me.groups.push_back(std::move(me.open));
+    me.open.clear();
+}
+
+template <int N> static inline void cp_async_wait()
+{
+    emu::lane &me = emu::lanes[emu::current];
+    while ((int)me.groups.size() > N) {
+        for (const emu::async_copy &c : me.groups.front())
+            if (c.src)
+                std::memcpy(c.dst, c.src, 16);
+        me.groups.erase(me.groups.begin());
+    }
 }
 
 /* ---- the runtime and backend calls the launchers make ---- */

@@ -14,7 +14,7 @@
 #include "cuda_emu.h"
 
 namespace {
-float tile[1 << 16]; /* the forward kernel's shared memory */
+alignas(16) float tile[1 << 16]; /* the forward kernel's shared memory (cp.async copies 16-byte pieces into it) */
 float smem[1 << 17]; /* the backward kernel's */
 alignas(32) float wc_smem[1 << 16]; /* the chunked kernels' (wmma needs 32-byte aligned tiles) */
 } // namespace
@@ -24,6 +24,8 @@ static long segments_seen[2]; /* the backward's segments: [0] through the state 
 #define RLC_WKV_SEGMENT_SEEN(back) (segments_seen[(back) ? 1 : 0]++)
 static long stored_seen[2]; /* the register backward's segments on the forward's sa: [0] how many, [1] tokens recomputed */
 #define RLC_WKV_STORED_SEEN(recomputed) (stored_seen[0]++, stored_seen[1] += (recomputed))
+static long prefetch_seen; /* the register backward's segments whose tokens it copied during the walk before */
+#define RLC_WKV_PREFETCH_SEEN() (prefetch_seen++)
 #include "../../kernels/cuda/cuda_wkv.cu"
 
 using emu::randv;
@@ -43,6 +45,8 @@ static bool other_threads;
 static bool reg_gsm;
 /* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
 static bool fwd_wide;
+/* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can */
+static bool fwd_sync;
 
 /* the per-row forward, or its four-threads-per-row form where fwd_wide asks and it applies */
 template <int CAP, bool EXACT, bool SEVEN>
@@ -54,6 +58,8 @@ static void row_forward(int BH, const wkv_args &p, const float *state_in, float 
             return;
         }
     run_grid(BH, p.N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, state_in, y, state_out, ck); });
+    /* it stays inside the shared memory its launcher asks for */
+    emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_kernel");
 }
 
 /* The four-threads-per-row backward's backstepping (p.backstep), and the decays' lower end (logw ≥ logw_min; 0 =
@@ -154,6 +160,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     wkv_args p;
     p.T = T, p.H = H, p.N = N, p.L = L, p.backstep = backstep;
     p.r = r.data(), p.logw = logw.data(), p.k = k.data(), p.v = v.data(), p.a = a.data(), p.b = bb.data();
+    p.async = !fwd_sync && async_stage_ok(p); /* as make_args */
     std::vector<float> y(ntok), ck(nck, -7.0f), st = s_in;
     /* as the launchers: the per-row forwards keep wkv7's sa in the checkpoint's second part, the chunked one not */
     p.sa = SEVEN && CH == 0 ? ck.data() + nck_states : nullptr;
@@ -188,7 +195,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         p.sa = nullptr;
     if constexpr (CH == 1)
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
-    else if constexpr (REG)
+    else if constexpr (REG) {
+        p.async = !fwd_sync && async_stage_ok(p) && async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
         run_grid(B * H, 64, [&] {
             if (reg_gsm)
                 wkv_backward_reg_kernel<SEVEN, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
@@ -196,7 +204,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                 wkv_backward_reg_kernel<SEVEN, false>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
                                                       dsi.data());
         });
-    else if constexpr (WIDE)
+    } else if constexpr (WIDE)
         run_grid(B * H, N * WQ, [&] { /* the launcher's choice: the form reading the forward's sa where p.sa is set */
             if (SEVEN && p.sa)
                 wkv_backward_wide_kernel<CAP, SEVEN, BSEG, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
@@ -215,6 +223,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     double worst = 0;
     if (fwd_wide && CAP == 64 && EXACT && !CH)
         std::printf("(forward: 4 threads per row) ");
+    else if (!CH)
+        std::printf("(forward staged %s) ", p.async ? "with cp.async" : "synchronously");
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
                     SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
@@ -261,6 +271,11 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             ok = false;
         if (sa_off && stored_seen[0])
             ok = false;
+        if (REG && SEVEN) { /* cp.async prefetch wherever a chunk is one segment (or the next is a chunk's first) */
+            std::printf(", %ld prefetched%s", prefetch_seen, p.async ? "" : " (cp.async off)");
+            if (p.async != (prefetch_seen > 0) && T > 2 * L)
+                ok = false;
+        }
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
             emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
@@ -269,7 +284,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         ok = ok && !emu::violations;
     }
     segments_seen[0] = segments_seen[1] = 0;
-    stored_seen[0] = stored_seen[1] = 0;
+    stored_seen[0] = stored_seen[1] = 0, prefetch_seen = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
@@ -296,6 +311,42 @@ int main(void)
     fails += check_case<64, true, false>(be, 1, 50, 2, 64, 16, true, true);
     fails += check_case<128, true, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<128, true, false>(be, 1, 20, 1, 128, 7, false, true);
+    /* the per-row forward staged synchronously (RADLADS_WKV_ASYNC=0; the cases above stage with cp.async where the
+     * head size is a multiple of 4), then with cp.async and the threads run highest first between barriers */
+    fwd_sync = true;
+    fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<128, true, false>(be, 1, 20, 1, 128, 7, false, true);
+    fails += check_case<32, false, true>(be, 2, 37, 2, 8, 16, true, true);
+    fwd_sync = false, emu::reverse_order = true;
+    fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<128, true, true>(be, 1, 20, 1, 128, 16, true, true);
+    fails += check_case<32, false, false>(be, 2, 37, 2, 8, 16, false, true);
+    /* the register backward (head size 64) prefetching each segment's tokens during the walk before (the cases below
+     * do, where the forward staged with cp.async), in both orders; then neither stage with cp.async */
+    fwd_wide = true, want_backstepped = -1, reg_gsm = true;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 8, false, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, true, true);
+    fwd_sync = true;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+    fwd_sync = false, emu::reverse_order = true;
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 37, 1, 64, 5, false, false);
+    emu::reverse_order = false;
+    /* ... and with every copy landing as soon as it is issued, in both orders (the cases above: when waited for) */
+    emu::async_eager = true;
+    std::printf("(cp.async copies land when issued)\n");
+    for (int k = 0; k < 2; k++) {
+        emu::reverse_order = k;
+        fwd_wide = false;
+        fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
+        fails += check_case<128, true, false>(be, 1, 20, 1, 128, 16, true, true);
+        fwd_wide = true;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, false, true);
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 7, true, true);
+    }
+    emu::reverse_order = false, emu::async_eager = false, fwd_wide = false;
     /* shorter backward segments (RADLADS_WKV_BSEG): replays inside a chunk of 16, odd tails */
     fails += check_case<64, true, true, 4>(be, 1, 37, 2, 64, 16, true, true);
     fails += check_case<64, true, true, 8>(be, 1, 45, 1, 64, 16, false, true);

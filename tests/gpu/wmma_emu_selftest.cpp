@@ -1,5 +1,5 @@
-/* wmma_emu_selftest.cpp — checks cuda_emu.h's nvcuda::wmma (TF32, m16n16k8) and its bf16 mma.sync (the end of
- * this file) before any kernel relies on them:
+/* wmma_emu_selftest.cpp — checks cuda_emu.h's nvcuda::wmma (TF32, m16n16k8), its bf16 mma.sync and its cp.async (the
+ * end of this file) before any kernel relies on them:
  * the addressing of every a/b layout and both accumulator layouts, the tensor core's numerics (inputs cut to
  * their top 19 bits, __float_to_tf32 rounding ties away from zero, the 3xTF32 split reaching ~1e-6), and
  * that the misuse a GPU would not diagnose — a misaligned pointer, a bad ldm, a divergent warp,
@@ -433,6 +433,52 @@ void mma_bf16_cases()
     });
 }
 
+/* cuda_async.cuh's cp.async as emulated: a thread's copies land when it waits for their group (wait<N> leaves the N
+ * newest in flight), or at once with emu::async_eager; misuse is reported. */
+void cp_async_cases()
+{
+    std::printf("== cp.async ==\n");
+    alignas(16) static float sh[256], src[256], global_dst[8];
+    static bool seen_before[2], seen_after[2];
+    emu::dynamic_smem(sh, sizeof sh); /* (poisoned with 0x7f before every block) */
+    for (int k = 0; k < 256; k++)
+        src[k] = (float)k;
+    for (int eager = 0; eager < 2; eager++) {
+        emu::async_eager = eager, emu::violations = 0;
+        seen_before[0] = seen_before[1] = seen_after[0] = seen_after[1] = true;
+        emu::run_grid(dim3(1), dim3(32), [] {
+            const int t = threadIdx.x;
+            cp_async16(sh + 4 * t, src + 4 * t); /* group 1: quads 0..31 */
+            cp_async_commit();
+            cp_async16(sh + 128 + 4 * t, src + 128 + 4 * t); /* group 2: quads 32..63 */
+            cp_async_commit();
+            const bool g1 = sh[4 * t + 3] == src[4 * t + 3], g2 = sh[128 + 4 * t] == src[128 + 4 * t];
+            cp_async_wait<1>(); /* group 1 is here, group 2 may not be */
+            const bool h1 = sh[4 * t + 3] == src[4 * t + 3], h2 = sh[128 + 4 * t] == src[128 + 4 * t];
+            cp_async_wait<0>();
+            const bool all = sh[4 * t + 1] == src[4 * t + 1] && sh[128 + 4 * t + 2] == src[128 + 4 * t + 2];
+            if (!h1 || !all)
+                seen_after[0] = false;
+            if (emu::async_eager ? !(g1 && g2 && h2) : (g1 || g2 || h2))
+                seen_before[0] = false;
+        });
+        expect(seen_after[0] && !emu::violations,
+               eager ? "copies land when issued (async_eager)" : "a group lands when waited for; wait<1> leaves the newest");
+        expect(seen_before[0], eager ? "... so a read right after the issue sees them"
+                                     : "... so a read before the wait sees what was there (the poison)");
+    }
+    emu::async_eager = false;
+    misuse("cp.async of 16 bytes from an address 4 bytes off 16", "aligned", 32,
+           [] { cp_async16(sh + 4 * threadIdx.x, src + 1), cp_async_commit(), cp_async_wait<0>(); });
+    misuse("cp.async into memory that is not shared", "shared", 32,
+           [] { cp_async16(global_dst, src), cp_async_commit(), cp_async_wait<0>(); });
+    misuse("a thread exits with a copy it never waited for", "never waited", 32, [] {
+        if (threadIdx.x == 5)
+            cp_async16(sh, src), cp_async_commit();
+    });
+    emu::dyn_smem.pop_back();
+}
+
 } // namespace
 
 int main()
@@ -443,6 +489,7 @@ int main()
     tf32_rounding();
     misuse_cases();
     mma_bf16_cases();
+    cp_async_cases();
     std::printf("%s\n", failures ? "FAILED" : "all cases ok");
     return failures ? 1 : 0;
 }
