@@ -72,8 +72,8 @@ struct wkv_args {
     int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
     float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
                    * it, the register and four-threads-per-row backwards read it; nullptr: none */
-    int async;    /* the per-row forward stages its token tiles with cp.async, the next during the current (see
-                   * async_stage_ok; twice the shared memory) */
+    int async;    /* the forwards stage their token tiles with cp.async, the next during the current (see
+                   * async_stage_ok; twice the shared memory), the register backward its segments' tokens */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -164,6 +164,35 @@ __device__ __forceinline__ void async_finish(float *tile, int nv, int N, int nt)
     }
 }
 
+/* The forwards' tile of tokens t0..t0+nt−1 (the k-th, TL tokens each) in shared memory, ready to read: staged
+ * synchronously, or (p.async) double-buffered — the next tile's copies issued before this one is computed (the
+ * first tile's too at k = 0), only this tile's waited for. Brackets itself with barriers: the previous tile is
+ * consumed (and with p.async the buffer the next one goes to is free) before, every thread's part is in after.
+ * Returns where the tile is. */
+__device__ __forceinline__ const float *forward_tile(float *tile, int nv, const wkv_args &p, int N, int b, int h,
+                                                     int t0, int nt, int TL, int k, bool seven)
+{
+    __syncthreads();
+    if (!p.async) {
+        stage_tokens(tile, nv, p, N, b, h, t0, nt, seven, V_V, -1, nullptr);
+        __syncthreads();
+        return tile;
+    }
+    const size_t tile_floats = (size_t)TL * nv * N;
+    if (k == 0) {
+        stage_async(tile, nv, p, N, b, h, 0, nt, seven);
+        cp_async_commit();
+    }
+    if (t0 + TL < p.T)
+        stage_async(tile + ((k + 1) & 1) * tile_floats, nv, p, N, b, h, t0 + TL, min(TL, p.T - t0 - TL), seven);
+    cp_async_commit();  /* (empty after the last tile) */
+    cp_async_wait<1>(); /* this tile's copies are here; the next tile's may still be in flight */
+    float *cur = tile + (k & 1) * tile_floats;
+    async_finish(cur, nv, N, nt);
+    __syncthreads();
+    return cur;
+}
+
 /* The forward's sa of tokens t0..t0+nt−1 (p.sa) into the backward tile's BV_SA slots, like stage_tokens (NT: the
  * block's threads). */
 template <int NT>
@@ -214,7 +243,7 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
                                                           float *state_out, float *ckpt)
 {
     constexpr int NV = SEVEN ? 6 : 4;
-    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N] */
+    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N], or two [TL][NV][N] with p.async */
     const int N = EXACT ? CAP : p.N;
     const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
@@ -229,26 +258,9 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
     /* p.async: two tiles of TL tokens, the next one's copies in flight while the current one is computed (8 tokens at
      * head size 128, so that the two take the shared memory of one 16-token tile) */
     const int TL = p.async && CAP > 64 ? SEG / 2 : SEG;
-    const size_t tile_floats = (size_t)TL * NV * N;
     for (int t0 = 0, k = 0; t0 < p.T; t0 += TL, k++) {
         const int nt = min(TL, p.T - t0);
-        __syncthreads(); /* the previous tile is consumed (async: the buffer the next one goes to is free) */
-        const float *cur = tile;
-        if (p.async) {
-            if (t0 == 0) {
-                stage_async(tile, NV, p, N, b, h, 0, nt, SEVEN);
-                cp_async_commit();
-            }
-            if (t0 + TL < p.T)
-                stage_async(tile + ((k + 1) & 1) * tile_floats, NV, p, N, b, h, t0 + TL, min(TL, p.T - t0 - TL),
-                                 SEVEN);
-            cp_async_commit(); /* (empty after the last tile) */
-            cp_async_wait<1>(); /* this tile's copies are here; the next tile's may still be in flight */
-            cur = tile + (k & 1) * tile_floats;
-            async_finish(tile + (k & 1) * tile_floats, NV, N, nt);
-        } else
-            stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
-        __syncthreads();
+        const float *cur = forward_tile(tile, NV, p, N, b, h, t0, nt, TL, k, SEVEN);
         for (int tt = 0; tt < nt; tt++) {
             const int t = t0 + tt;
             const float *x = cur + (size_t)tt * NV * N;
@@ -289,7 +301,7 @@ __global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p
                                                                     float *state_out, float *ckpt)
 {
     constexpr int NV = SEVEN ? 6 : 4, N = CAP, W = N / FQ;
-    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N] */
+    extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N], two with p.async */
     const int t = threadIdx.x, i = t / FQ, q = t % FQ, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
@@ -303,14 +315,12 @@ __global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p
         for (int u = 0; u < 4; u++)
             s[4 * m + u] = state_in ? state_in[soff + (size_t)i * N + key(m, u)] : 0.0f;
 
-    for (int t0 = 0; t0 < p.T; t0 += SEG) {
+    for (int t0 = 0, k = 0; t0 < p.T; t0 += SEG, k++) { /* (p.async: 16-token tiles, two of them) */
         const int nt = min(SEG, p.T - t0);
-        __syncthreads(); /* the previous tile is consumed */
-        stage_tokens(tile, NV, p, N, b, h, t0, nt, SEVEN, V_V, -1, nullptr);
-        __syncthreads();
+        const float *cur = forward_tile(tile, NV, p, N, b, h, t0, nt, SEG, k, SEVEN);
         for (int tt = 0; tt < nt; tt++) {
             const int tk = t0 + tt;
-            const float *x = tile + (size_t)tt * NV * N;
+            const float *x = cur + (size_t)tt * NV * N;
             if (ck && tk % p.L == 0) {
                 float *c = ck + (size_t)(tk / p.L) * NN + i;
 #pragma unroll
@@ -1264,7 +1274,7 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
 
 #include "cuda_wkv7_chunked.cuh"
 
-/* The per-row forward can stage with cp.async (p.async) when every vector allows 16-byte copies: N a multiple of 4
+/* The forwards can stage with cp.async (p.async) when every vector allows 16-byte copies: N a multiple of 4
  * and the six inputs 16-byte aligned (absent ones are null: aligned). */
 bool aligned16(const float *q) { return ((uintptr_t)q & 15) == 0; }
 bool async_stage_ok(const wkv_args &p)
@@ -1277,7 +1287,7 @@ bool async_stage_ok(const wkv_args &p)
  * the inputs' alignment) and dy and the forward's sa allow 16-byte copies too. */
 bool async_backward_ok(const wkv_args &p, const float *dy) { return p.async && aligned16(dy) && aligned16(p.sa); }
 
-/* its shared memory: one tile of SEG tokens, or with p.async two (of SEG / 2 tokens above head size 64) */
+/* the forwards' shared memory: one tile of SEG tokens, or with p.async two (of SEG / 2 tokens above head size 64) */
 size_t fwd_smem(int N, bool seven, bool async)
 {
     const size_t tile = (size_t)SEG * (seven ? 6 : 4) * N;
@@ -1313,8 +1323,8 @@ template <int CAP, bool SEVEN>
 cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                 float *state_out, float *ckpt)
 {
-    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>; /* (stages synchronously: p.async is not its) */
-    const size_t sm = fwd_smem(p.N, SEVEN, false);
+    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>;
+    const size_t sm = fwd_smem(p.N, SEVEN, p.async); /* (head size 64 only: 16-token tiles) */
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
@@ -1449,8 +1459,8 @@ bool backward_reads_sa()
     return on != 0;
 }
 
-/* RADLADS_WKV_ASYNC=0: the per-row forward stages every tile synchronously (the peer run.sh times the default
- * against). */
+/* RADLADS_WKV_ASYNC=0: the forwards and the register backward stage every tile synchronously (the peer run.sh times
+ * the default against). */
 bool async_knob()
 {
     static const int allowed[] = {0, 1};

@@ -42,6 +42,10 @@ else
   ninja -C "$BUILD" $PROGS || { echo "run.sh: FAIL: build" >&2; exit 1; }
 fi
 
+# each part's wall time (the device is lent by the minute: sizes the next run)
+t_part=$SECONDS
+took() { echo "   ($1 took $((SECONDS - t_part)) s)"; t_part=$SECONDS; }
+took "set-up"
 echo "== every op: CUDA vs CPU"
 timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check"
 check_rc=$?
@@ -75,6 +79,7 @@ if [ $check_rc -eq 0 ]; then
   done
 fi
 
+took "the ops checks"
 echo "== kernel timings"
 bench_rc=0
 if [ $check_rc -ne 77 ]; then
@@ -104,6 +109,7 @@ if [ $check_rc -ne 77 ]; then
   RADLADS_ATTN_BF16=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_forward_bf16"
 fi
 
+took "the kernel timings"
 echo "== end-to-end: a tiny conversion on the GPU against the same run on the CPU"
 e2e_rc=77
 if [ $check_rc -ne 77 ]; then
@@ -111,7 +117,8 @@ if [ $check_rc -ne 77 ]; then
   e2e_rc=$?
 fi
 
-echo "== summary"
+took "the end-to-end run"
+echo "== summary ($SECONDS s in all)"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 echo "ops check: $check_msg"
 [ $check_rc -eq 77 ] || echo "benchmark: $([ $bench_rc -eq 0 ] && echo ok || echo "FAILED (rc $bench_rc)")"

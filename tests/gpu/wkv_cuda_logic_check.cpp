@@ -55,6 +55,7 @@ static void row_forward(int BH, const wkv_args &p, const float *state_in, float 
     if constexpr (CAP == 64 && EXACT)
         if (fwd_wide) {
             run_grid(BH, 64 * FQ, [&] { wkv_forward_wide_kernel<64, SEVEN>(p, state_in, y, state_out, ck); });
+            emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_wide_kernel");
             return;
         }
     run_grid(BH, p.N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, state_in, y, state_out, ck); });
@@ -221,10 +222,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
-    if (fwd_wide && CAP == 64 && EXACT && !CH)
-        std::printf("(forward: 4 threads per row) ");
-    else if (!CH)
-        std::printf("(forward staged %s) ", p.async ? "with cp.async" : "synchronously");
+    if (!CH)
+        std::printf("(forward: %s, staged %s) ", fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread",
+                    p.async ? "with cp.async" : "synchronously");
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
                     SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
@@ -334,6 +334,9 @@ int main(void)
     fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 37, 1, 64, 5, false, false);
     emu::reverse_order = false;
     /* ... and with every copy landing as soon as it is issued, in both orders (the cases above: when waited for) */
+    fwd_sync = true; /* the four-threads-per-row forward staged synchronously */
+    fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
+    fwd_sync = false;
     emu::async_eager = true;
     std::printf("(cp.async copies land when issued)\n");
     for (int k = 0; k < 2; k++) {
