@@ -176,15 +176,36 @@ def main():
                       f"{last.get('backend_peak_bytes', 0) / 2**30:8.2f} {last['loss']:10.4f}", flush=True)
 
         for what, path in profiles:
-            with open(path) as f:
-                rows = list(csv.DictReader((ln for ln in f if not ln.startswith("#")), delimiter="\t"))
-            print(f"  profile of {what} (--profile 1: each op timed between device syncs), top 16 by time:")
-            print(f"    {'op':<24} {'shape M x N x K':<20} {'calls':>6} {'ms/step':>8} {'share':>7} {'TFLOP/s':>8}")
-            for r in rows[:16]:
-                shape = (f"{r['M']}x{r['N']}x{r['K']} {'NT'[int(r['trans_a'])]}{'NT'[int(r['trans_b'])]}"
-                         if r["M"] != "0" else "")
-                print(f"    {r['op']:<24} {shape:<20} {r['calls']:>6} {float(r['ms_per_step']):8.2f} "
-                      f"{100 * float(r['share']):6.1f}% {float(r['TFLOP_per_s']):8.1f}")
+            print_profile(what, path)
+
+
+def print_profile(what, path, top=30):
+    """the --profile 1 table of one run: the top ops by time, then the step's time by kind"""
+    with open(path) as f:
+        rows = list(csv.DictReader((ln for ln in f if not ln.startswith("#")), delimiter="\t"))
+    print(f"  profile of {what} (--profile 1: each op timed between device syncs), top {top} by time:")
+    print(f"    {'op':<24} {'shape M x N x K':<20} {'calls':>6} {'ms/step':>8} {'share':>7} {'TFLOP/s':>8}")
+    rest = rows[top:]
+    for r in rows[:top]:
+        shape = (f"{r['M']}x{r['N']}x{r['K']} {'NT'[int(r['trans_a'])]}{'NT'[int(r['trans_b'])]}"
+                 if r["M"] != "0" else "")
+        print(f"    {r['op']:<24} {shape:<20} {r['calls']:>6} {float(r['ms_per_step']):8.2f} "
+              f"{100 * float(r['share']):6.1f}% {float(r['TFLOP_per_s']):8.1f}")
+    if rest:
+        print(f"    {'(the other %d)' % len(rest):<52} {sum(float(r['ms_per_step']) for r in rest):8.2f} "
+              f"{100 * sum(float(r['share']) for r in rest):6.1f}%")
+    # where the step goes by kind: the products (what MFU counts), the recurrences, attention, the rest
+    kinds = {"GEMMs": lambda r: r["M"] != "0", "wkv": lambda r: r["op"].startswith("wkv"),
+             "attention": lambda r: r["op"].startswith("attention")}
+    done = set()
+    for name, pick in kinds.items():
+        sel = [i for i, r in enumerate(rows) if i not in done and pick(r)]
+        done.update(sel)
+        print(f"    {name:<52} {sum(float(rows[i]['ms_per_step']) for i in sel):8.2f} "
+              f"{100 * sum(float(rows[i]['share']) for i in sel):6.1f}%")
+    other = [r for i, r in enumerate(rows) if i not in done]
+    print(f"    {'everything else (%d ops)' % len(other):<52} {sum(float(r['ms_per_step']) for r in other):8.2f} "
+          f"{100 * sum(float(r['share']) for r in other):6.1f}%")
 
 
 if __name__ == "__main__":
