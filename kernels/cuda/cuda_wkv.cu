@@ -72,8 +72,9 @@ struct wkv_args {
     int backstep; /* the four-threads-per-row backward may step the state back (see there; RADLADS_WKV_BACKSTEP) */
     float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
                    * it, the register and four-threads-per-row backwards read it; nullptr: none */
-    int async;    /* the forwards stage their token tiles with cp.async, the next during the current (see
-                   * async_stage_ok; twice the shared memory), the register backward its segments' tokens */
+    int async;    /* 0: synchronous staging; else the forwards stage tiles of this many tokens (16 or 8) with cp.async,
+                   * two of them, the next during the current (async_stage_ok; the launchers pick the length),
+                   * and the register backward its segments' tokens */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -255,9 +256,8 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
     for (int j = 0; j < CAP; j++)
         s[j] = ((EXACT || j < N) && state_in) ? state_in[soff + (size_t)i * N + j] : 0.0f;
 
-    /* p.async: two tiles of TL tokens, the next one's copies in flight while the current one is computed (8 tokens at
-     * head size 128, so that the two take the shared memory of one 16-token tile) */
-    const int TL = p.async && CAP > 64 ? SEG / 2 : SEG;
+    /* p.async: two tiles of TL tokens, the next one's copies in flight while the current one is computed */
+    const int TL = p.async ? p.async : SEG;
     for (int t0 = 0, k = 0; t0 < p.T; t0 += TL, k++) {
         const int nt = min(TL, p.T - t0);
         const float *cur = forward_tile(tile, NV, p, N, b, h, t0, nt, TL, k, SEVEN);
@@ -315,9 +315,10 @@ __global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p
         for (int u = 0; u < 4; u++)
             s[4 * m + u] = state_in ? state_in[soff + (size_t)i * N + key(m, u)] : 0.0f;
 
-    for (int t0 = 0, k = 0; t0 < p.T; t0 += SEG, k++) { /* (p.async: 16-token tiles, two of them) */
-        const int nt = min(SEG, p.T - t0);
-        const float *cur = forward_tile(tile, NV, p, N, b, h, t0, nt, SEG, k, SEVEN);
+    const int TL = p.async ? p.async : SEG; /* (p.async: two tiles of TL tokens) */
+    for (int t0 = 0, k = 0; t0 < p.T; t0 += TL, k++) {
+        const int nt = min(TL, p.T - t0);
+        const float *cur = forward_tile(tile, NV, p, N, b, h, t0, nt, TL, k, SEVEN);
         for (int tt = 0; tt < nt; tt++) {
             const int tk = t0 + tt;
             const float *x = cur + (size_t)tt * NV * N;
@@ -1286,12 +1287,12 @@ bool async_stage_ok(const wkv_args &p)
 /* The register backward prefetches its segments' tokens with cp.async where the forward staged with it (RADLADS_WKV_ASYNC,
  * the inputs' alignment) and dy and the forward's sa allow 16-byte copies too. */
 bool async_backward_ok(const wkv_args &p, const float *dy) { return p.async && aligned16(dy) && aligned16(p.sa); }
+/* (the launchers set p.async to that: 1 or 0) */
 
-/* the forwards' shared memory: one tile of SEG tokens, or with p.async two (of SEG / 2 tokens above head size 64) */
-size_t fwd_smem(int N, bool seven, bool async)
+/* the forwards' shared memory: one tile of SEG tokens, or with p.async two of p.async tokens */
+size_t fwd_smem(int N, bool seven, int async)
 {
-    const size_t tile = (size_t)SEG * (seven ? 6 : 4) * N;
-    return sizeof(float) * (async ? (N > 64 ? tile : 2 * tile) : tile);
+    return sizeof(float) * (async ? 2 * (size_t)async : (size_t)SEG) * (seven ? 6 : 4) * N;
 }
 
 /* ---- launchers ------------------------------------------------------------------------------ */
@@ -1306,16 +1307,21 @@ size_t bwd_smem(int N, bool seven, int bseg)
     return sizeof(float) * ((size_t)N * (N + 1) + (size_t)bseg * (seven ? 8 : 5) * N + (size_t)N);
 }
 
+bool all_resident(int BH, size_t smem);
+
 template <int CAP, bool EXACT, bool SEVEN>
 cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                            float *state_out, float *ckpt)
 {
     auto kern = wkv_forward_kernel<CAP, EXACT, SEVEN>;
-    const size_t sm = fwd_smem(p.N, SEVEN, p.async);
+    wkv_args q = p;
+    if (q.async == SEG && !all_resident(BH, fwd_smem(p.N, SEVEN, SEG)))
+        q.async = SEG / 2; /* two 8-token tiles take the shared memory of one 16-token tile */
+    const size_t sm = fwd_smem(p.N, SEVEN, q.async);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, p.N, sm, st>>>(p, state_in, y, state_out, ckpt);
+    kern<<<BH, p.N, sm, st>>>(q, state_in, y, state_out, ckpt);
     return cudaGetLastError();
 }
 
@@ -1324,7 +1330,7 @@ cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, cons
                                 float *state_out, float *ckpt)
 {
     auto kern = wkv_forward_wide_kernel<CAP, SEVEN>;
-    const size_t sm = fwd_smem(p.N, SEVEN, p.async); /* (head size 64 only: 16-token tiles) */
+    const size_t sm = fwd_smem(p.N, SEVEN, p.async); /* (run with few pairs: 16-token tiles) */
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
@@ -1338,17 +1344,33 @@ cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, cons
  * row, backward 16.4 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
  * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls; that
  * register backward still had compiler fences, 19.3 ms at B8 T4096; without them it is not yet timed at 256 pairs). */
-bool few_pairs(int BH)
+/* the current device's SM count and shared memory per SM (bytes), 0 when CUDA cannot say */
+int device_attr(cudaDeviceAttr what)
 {
-    static int sms[16]; /* per device */
+    static int cache[16][2]; /* per device: SMs, shared memory per SM */
+    const int w = what == cudaDevAttrMultiProcessorCount ? 0 : 1;
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16)
-        return false;
-    if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16) {
         (void)cudaGetLastError();
-        return false;
+        return 0;
     }
-    return BH < 3 * sms[dev];
+    if (!cache[dev][w] && cudaDeviceGetAttribute(&cache[dev][w], what, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cache[dev][w] = 0;
+    }
+    return cache[dev][w];
+}
+
+bool few_pairs(int BH) { return BH < 3 * device_attr(cudaDevAttrMultiProcessorCount); }
+
+/* Whether BH blocks of `smem` bytes of shared memory each fit on the device at once (1 KiB a block reserved): the
+ * per-row forward's double 16-token tiles (48 KiB at head size 64) hold the H100 to 4 blocks per SM where 8 fit with
+ * one tile; with more pairs than that it takes two 8-token tiles (the shared memory of one 16-token tile) instead. */
+bool all_resident(int BH, size_t smem)
+{
+    const long sms = device_attr(cudaDevAttrMultiProcessorCount);
+    const long per_sm = device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+    return sms > 0 && per_sm > 0 && BH <= per_sm / (long)(smem + 1024) * sms;
 }
 
 /* RADLADS_WKV_WIDE_FWD: head size 64's forward with four threads per row (1) or one (0); unset: four when the (b, h)
@@ -1638,7 +1660,7 @@ wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
     p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
     p.backstep = backstep_on();
     p.sa = nullptr;
-    p.async = async_knob() && async_stage_ok(p);
+    p.async = async_knob() && async_stage_ok(p) ? (p.N > 64 ? SEG / 2 : SEG) : 0;
     return p;
 }
 

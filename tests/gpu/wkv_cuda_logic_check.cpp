@@ -45,8 +45,9 @@ static bool other_threads;
 static bool reg_gsm;
 /* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
 static bool fwd_wide;
-/* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can */
-static bool fwd_sync;
+/* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can; or with
+ * 8-token tiles at head size 64 too (what the launcher does with more pairs than 16-token ones let fit at once) */
+static bool fwd_sync, fwd_tile8;
 
 /* the per-row forward, or its four-threads-per-row form where fwd_wide asks and it applies */
 template <int CAP, bool EXACT, bool SEVEN>
@@ -161,7 +162,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     wkv_args p;
     p.T = T, p.H = H, p.N = N, p.L = L, p.backstep = backstep;
     p.r = r.data(), p.logw = logw.data(), p.k = k.data(), p.v = v.data(), p.a = a.data(), p.b = bb.data();
-    p.async = !fwd_sync && async_stage_ok(p); /* as make_args */
+    /* as make_args and the launchers: 16-token tiles at head size ≤ 64 (8 with more pairs than fit at once) */
+    p.async = !fwd_sync && async_stage_ok(p) ? (N > 64 || fwd_tile8 ? 8 : 16) : 0;
+    const int fwd_async = p.async;
     std::vector<float> y(ntok), ck(nck, -7.0f), st = s_in;
     /* as the launchers: the per-row forwards keep wkv7's sa in the checkpoint's second part, the chunked one not */
     p.sa = SEVEN && CH == 0 ? ck.data() + nck_states : nullptr;
@@ -197,7 +200,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if constexpr (CH == 1)
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
     else if constexpr (REG) {
-        p.async = !fwd_sync && async_stage_ok(p) && async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
+        p.async = async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
         run_grid(B * H, 64, [&] {
             if (reg_gsm)
                 wkv_backward_reg_kernel<SEVEN, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
@@ -222,9 +225,12 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
-    if (!CH)
-        std::printf("(forward: %s, staged %s) ", fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread",
-                    p.async ? "with cp.async" : "synchronously");
+    if (!CH && fwd_async)
+        std::printf("(forward: %s, staged with cp.async, %d-token tiles) ",
+                    fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread", fwd_async);
+    else if (!CH)
+        std::printf("(forward: %s, staged synchronously) ",
+                    fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread");
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
                     SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
@@ -317,7 +323,11 @@ int main(void)
     fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
     fails += check_case<128, true, false>(be, 1, 20, 1, 128, 7, false, true);
     fails += check_case<32, false, true>(be, 2, 37, 2, 8, 16, true, true);
-    fwd_sync = false, emu::reverse_order = true;
+    fwd_sync = false, fwd_tile8 = true; /* 8-token tiles at head size 64 and below */
+    fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
+    fails += check_case<64, true, false>(be, 1, 45, 1, 64, 7, false, true);
+    fails += check_case<32, false, true>(be, 2, 37, 2, 8, 16, true, true);
+    fwd_tile8 = false, emu::reverse_order = true;
     fails += check_case<64, true, true>(be, 1, 50, 2, 64, 16, true, true);
     fails += check_case<128, true, true>(be, 1, 20, 1, 128, 16, true, true);
     fails += check_case<32, false, false>(be, 2, 37, 2, 8, 16, false, true);
