@@ -1338,12 +1338,6 @@ cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, cons
     return cudaGetLastError();
 }
 
-/* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
- * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the ones with 256 threads per
- * block (four per row) are faster. H100, B8 T4096 (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per
- * row, backward 16.4 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
- * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls; that
- * register backward still had compiler fences, 19.3 ms at B8 T4096; without them it is not yet timed at 256 pairs). */
 /* the current device's SM count and shared memory per SM (bytes), 0 when CUDA cannot say */
 int device_attr(cudaDeviceAttr what)
 {
@@ -1361,6 +1355,12 @@ int device_attr(cudaDeviceAttr what)
     return cache[dev][w];
 }
 
+/* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
+ * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the ones with 256 threads per
+ * block (four per row) are faster. H100, B8 T4096 (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per
+ * row, backward 16.4 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
+ * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls; that
+ * register backward still had compiler fences, 19.3 ms at B8 T4096; without them it is not yet timed at 256 pairs). */
 bool few_pairs(int BH) { return BH < 3 * device_attr(cudaDevAttrMultiProcessorCount); }
 
 /* Whether BH blocks of `smem` bytes of shared memory each fit on the device at once (1 KiB a block reserved): the
