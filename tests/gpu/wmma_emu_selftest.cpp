@@ -440,6 +440,7 @@ void cp_async_cases()
     std::printf("== cp.async ==\n");
     alignas(16) static float sh[256], src[256], global_dst[8];
     static bool seen_before[2], seen_after[2];
+    const size_t capacity = emu::dyn_smem_capacity;
     emu::dynamic_smem(sh, sizeof sh); /* (poisoned with 0x7f before every block) */
     for (int k = 0; k < 256; k++)
         src[k] = (float)k;
@@ -476,7 +477,8 @@ void cp_async_cases()
         if (threadIdx.x == 5)
             cp_async16(sh, src), cp_async_commit();
     });
-    emu::dyn_smem.pop_back();
+    emu::dyn_smem.pop_back(); /* (unregistered: later launches may ask for more than its 1 KiB) */
+    emu::dyn_smem_capacity = capacity;
 }
 
 } // namespace
