@@ -152,16 +152,23 @@ __device__ __forceinline__ void stage_async(float *tile, int nv, const wkv_args 
     }
 }
 
-/* After this thread's copies of stage_async are waited for: the decays d = e^logw of the elements it copied (the same
- * expf as stage_tokens: the two paths agree bit for bit). A barrier follows before any thread reads the tile. */
+/* four logw copied by cp.async into their decays, in place (the same expf as stage_tokens: the paths agree bit for
+ * bit) */
+__device__ __forceinline__ void decays_in_place(float *x)
+{
+    float4 *q = reinterpret_cast<float4 *>(x);
+    const float4 w = *q;
+    *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
+}
+
+/* After this thread's copies of stage_async are waited for: the decays of the logw quads it copied. A barrier follows
+ * before any thread reads the tile. */
 __device__ __forceinline__ void async_finish(float *tile, int nv, int N, int nt)
 {
     const int nq = N / 4;
     for (int e = threadIdx.x; e < nt * nq; e += blockDim.x) {
         const int tt = e / nq, j = 4 * (e - tt * nq);
-        float4 *q = reinterpret_cast<float4 *>(tile + (size_t)tt * nv * N + V_D * N + j);
-        const float4 w = *q;
-        *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
+        decays_in_place(tile + (size_t)tt * nv * N + V_D * N + j);
     }
 }
 
@@ -1003,15 +1010,11 @@ __device__ __forceinline__ void slot_async(float *x, const wkv_args &p, size_t o
         cp_async16(x + (4 + v) * 64 + j, hi + o + j);
 }
 
-/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x (the same
- * expf as stage_tokens) */
+/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x */
 __device__ __forceinline__ void slot_finish(float *x)
 {
-    if (threadIdx.x >> 4 == BV_D) {
-        float4 *q = reinterpret_cast<float4 *>(x + BV_D * 64 + 4 * (threadIdx.x & 15));
-        const float4 w = *q;
-        *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
-    }
+    if (threadIdx.x >> 4 == BV_D)
+        decays_in_place(x + BV_D * 64 + 4 * (threadIdx.x & 15));
 }
 
 template <bool SEVEN, bool GSM>
@@ -1284,6 +1287,11 @@ bool async_stage_ok(const wkv_args &p)
            aligned16(p.a) && aligned16(p.b);
 }
 
+/* The forwards' cp.async tile length (p.async): 0 where the vectors do not allow 16-byte copies; else 16 tokens, or 8
+ * at head size 128 and where `many` (b, h) pairs would not all fit on the device at once with two 16-token tiles (two
+ * 8-token tiles take the shared memory of one 16-token tile). make_args and launch_forward decide with it. */
+int async_tile(const wkv_args &p, bool many) { return !async_stage_ok(p) ? 0 : p.N > 64 || many ? SEG / 2 : SEG; }
+
 /* The register backward prefetches its segments' tokens with cp.async where the forward staged with it (RADLADS_WKV_ASYNC,
  * the inputs' alignment) and dy and the forward's sa allow 16-byte copies too. */
 bool async_backward_ok(const wkv_args &p, const float *dy) { return p.async && aligned16(dy) && aligned16(p.sa); }
@@ -1316,7 +1324,7 @@ cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const flo
     auto kern = wkv_forward_kernel<CAP, EXACT, SEVEN>;
     wkv_args q = p;
     if (q.async == SEG && !all_resident(BH, fwd_smem(p.N, SEVEN, SEG)))
-        q.async = SEG / 2; /* two 8-token tiles take the shared memory of one 16-token tile */
+        q.async = async_tile(q, true);
     const size_t sm = fwd_smem(p.N, SEVEN, q.async);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
@@ -1660,7 +1668,7 @@ wkv_args make_args(const rl_wkv_dims *d, const rl_wkv_in *in)
     p.r = in->r, p.logw = in->logw, p.k = in->k, p.v = in->v, p.a = in->a, p.b = in->b;
     p.backstep = backstep_on();
     p.sa = nullptr;
-    p.async = async_knob() && async_stage_ok(p) ? (p.N > 64 ? SEG / 2 : SEG) : 0;
+    p.async = async_knob() ? async_tile(p, false) : 0;
     return p;
 }
 

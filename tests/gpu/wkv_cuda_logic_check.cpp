@@ -162,8 +162,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     wkv_args p;
     p.T = T, p.H = H, p.N = N, p.L = L, p.backstep = backstep;
     p.r = r.data(), p.logw = logw.data(), p.k = k.data(), p.v = v.data(), p.a = a.data(), p.b = bb.data();
-    /* as make_args and the launchers: 16-token tiles at head size ≤ 64 (8 with more pairs than fit at once) */
-    p.async = !fwd_sync && async_stage_ok(p) ? (N > 64 || fwd_tile8 ? 8 : 16) : 0;
+    p.async = fwd_sync ? 0 : async_tile(p, fwd_tile8); /* as make_args and launch_forward */
     const int fwd_async = p.async;
     std::vector<float> y(ntok), ck(nck, -7.0f), st = s_in;
     /* as the launchers: the per-row forwards keep wkv7's sa in the checkpoint's second part, the chunked one not */
@@ -343,10 +342,10 @@ int main(void)
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
     fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 37, 1, 64, 5, false, false);
     emu::reverse_order = false;
-    /* ... and with every copy landing as soon as it is issued, in both orders (the cases above: when waited for) */
     fwd_sync = true; /* the four-threads-per-row forward staged synchronously */
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
     fwd_sync = false;
+    /* ... and with every copy landing as soon as it is issued, in both orders (the cases above: when waited for) */
     emu::async_eager = true;
     std::printf("(cp.async copies land when issued)\n");
     for (int k = 0; k < 2; k++) {
