@@ -152,6 +152,12 @@ struct pool {
     pool *next;
 };
 
+/* Writes a small state file (token, worker.addr, http.addr) whole: a temporary file, fsync, rename, so a
+ * reader sees the old content or the new, never a part.  Returns 0 or -1 with err set. */
+int state_file_write(const char *path, const void *data, size_t n, mode_t mode, char *err, size_t errlen);
+/* The TCP worker listener (--worker-listen) and DIR/worker.addr; before server_listen. */
+int server_listen_workers(rl_daemon *d, char *err, size_t errlen);
+/* The Unix socket: opened last at start, so a client that can connect finds the daemon fully up. */
 int server_listen(rl_daemon *d, char *err, size_t errlen);
 void server_close_all(rl_daemon *d);
 void conn_send(conn *c, const Radlads__Envelope *env);

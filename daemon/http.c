@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,16 +434,17 @@ static void write_addr_file(http_server *srv)
     srv->addr_file = malloc(n);
     if (!srv->addr_file) return;
     snprintf(srv->addr_file, n, "%s/http.addr", srv->d->state_dir);
-    FILE *f = fopen(srv->addr_file, "w");
-    if (f) {
-        fprintf(f, "%s:%d\n", ip, port);
-        fclose(f);
-    }
+    char line[128], err[512];
+    int used = snprintf(line, sizeof line, "%s:%d\n", ip, port);
+    if (state_file_write(srv->addr_file, line, (size_t)used, 0644, err, sizeof err) < 0) log_warn("http: %s", err);
 }
 
 int http_start(rl_daemon *d, char *err, size_t errlen)
 {
     const char *spec = d->http_listen ? d->http_listen : HTTP_DEFAULT_LISTEN;
+    char stale[PATH_MAX];
+    snprintf(stale, sizeof stale, "%s/http.addr", d->state_dir);
+    unlink(stale); /* a killed daemon's address: written again below once we listen */
     if (!strcmp(spec, "off")) return 0;
     struct sockaddr_storage ss;
     if (parse_listen(spec, &ss, err, errlen) < 0) return -1;

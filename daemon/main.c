@@ -89,15 +89,7 @@ static int load_token(rl_daemon *d, char *err, size_t errlen)
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
         return rl_errf(err, errlen, "getrandom: %s", strerror(errno));
     for (int i = 0; i < 32; i++) snprintf(d->token + 2 * i, 3, "%02x", raw[i]);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp", d->token_path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return rl_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = write(fd, d->token, 64) == 64 && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, d->token_path) < 0)
-        return rl_errf(err, errlen, "cannot write %s: %s", d->token_path, strerror(errno));
-    return 0;
+    return state_file_write(d->token_path, d->token, 64, 0600, err, errlen);
 }
 
 /* One daemon per database: an exclusive flock on DB.lock, held for the life of the process. */
@@ -349,13 +341,23 @@ int main(int argc, char **argv)
     d->loop = uv_default_loop();
     d->submits_tail = &d->submits;
     d->started_at_ms = now_ms();
+    /* SIGTERM/SIGINT are caught from here on (handled once the loop runs): a stop sent while we start up
+     * still shuts down cleanly instead of killing us half-initialised. */
+    uv_signal_init(d->loop, &d->sigterm);
+    uv_signal_init(d->loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
     if (rc == 0 && jobs_reconcile_at_start(d) < 0) rc = rl_errf(err, sizeof err, "start-up reconciliation failed (see log)");
-    if (rc == 0) rc = server_listen(d, err, sizeof err);
-    int listening = rc == 0;
+    if (rc == 0) rc = server_listen_workers(d, err, sizeof err);
     if (rc == 0) rc = http_start(d, err, sizeof err);
     if (rc == 0) rc = launcher_init(d, launcher_kind, worker_path, slurm_args, err, sizeof err);
+    /* The Unix socket last: whoever can connect to it (the CLI, scripts waiting for us) finds every other
+     * listener up and DIR/worker.addr written. */
+    int own_socket = rc == 0;
+    if (rc == 0) rc = server_listen(d, err, sizeof err);
     if (rc < 0) {
-        if (listening) unlink(d->socket_path); /* ours: we hold the lock */
+        if (own_socket) unlink(d->socket_path); /* ours: we hold the lock */
         log_error("%s", err);
         if (ready[1] >= 0) {
             char msg[1100];
@@ -373,11 +375,6 @@ int main(int argc, char **argv)
     uv_timer_init(d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 1000, 1000);
-    uv_signal_init(d->loop, &d->sigterm);
-    uv_signal_init(d->loop, &d->sigint);
-    d->sigterm.data = d->sigint.data = d;
-    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&d->sigint, on_signal, SIGINT);
     log_info("radladsd %s started: pid %d, db %s (schema %d), socket %s%s%s", RL_VERSION, (int)getpid(), d->db_path,
              store_schema_version(d->db), d->socket_path, d->group ? ", group " : "", d->group ? d->group : "");
     if (ready[1] >= 0) {

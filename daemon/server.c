@@ -4,7 +4,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -337,14 +339,38 @@ static int listen_tcp(rl_daemon *d, char *err, size_t errlen)
         snprintf(d->worker_addr, sizeof d->worker_addr, "tcp:%s:%d", ip, p);
         char path[4200];
         snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
-        FILE *f = fopen(path, "w");
-        if (f) {
-            fprintf(f, "tcp:%s:%d\n", ip, p);
-            fclose(f);
-        }
+        char line[400];
+        snprintf(line, sizeof line, "%s\n", d->worker_addr);
+        if (state_file_write(path, line, strlen(line), 0644, err, errlen) < 0) return -1;
         log_info("pools may connect over TCP at tcp:%s:%d (token in %s)", ip, p, d->token_path);
     }
     return 0;
+}
+
+int state_file_write(const char *path, const void *data, size_t n, mode_t mode, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return rl_errf(err, errlen, "cannot write %s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) return rl_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    int ok = write(fd, data, n) == (ssize_t)n && fsync(fd) == 0;
+    int saved = errno;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0) {
+        if (ok) saved = errno;
+        unlink(tmp);
+        return rl_errf(err, errlen, "cannot write %s: %s", path, saved ? strerror(saved) : "short write");
+    }
+    return 0;
+}
+
+int server_listen_workers(rl_daemon *d, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
+    unlink(path); /* a previous daemon's address; rewritten below if pools may connect over TCP */
+    return d->worker_listen ? listen_tcp(d, err, errlen) : 0;
 }
 
 int server_listen(rl_daemon *d, char *err, size_t errlen)
@@ -368,7 +394,7 @@ int server_listen(rl_daemon *d, char *err, size_t errlen)
         return rl_errf(err, errlen, "cannot give %s to group %s: %s", d->socket_path, d->group, strerror(errno));
     rc = uv_listen((uv_stream_t *)&d->listener, 512, on_connection);
     if (rc < 0) return rl_errf(err, errlen, "listen on %s: %s", d->socket_path, uv_strerror(rc));
-    return d->worker_listen ? listen_tcp(d, err, errlen) : 0;
+    return 0;
 }
 
 void server_close_all(rl_daemon *d)

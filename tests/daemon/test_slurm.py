@@ -86,7 +86,8 @@ def test_slurm_job_that_fails_holds_the_job(root):
         # seen either in its final state or while completing, with the reason Slurm gives
         assert "failed to start 3 times" in reason and "Slurm job" in reason, reason
         assert "FAILED" in reason or "NonZeroExitCode" in reason, reason
-        assert not slurm_jobs(d.state)
+        # The last one may still be listed as completing when the job is held: it must leave the queue.
+        wait_for(lambda: not slurm_jobs(d.state), timeout=30, what="the failed Slurm jobs to leave the queue")
     finally:
         d.stop()
         cancel_leftovers(d.state)

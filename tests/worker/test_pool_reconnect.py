@@ -90,9 +90,9 @@ def run_job(d, root, name, teacher, data, stages, proxy=None, victim_step=None):
     jid = int(d.cli("submit", write_spec(root, name, teacher, data, stages, os.path.join(root, name)),
                     "--print-id").stdout)
     if proxy:
+        pool_before = d.json("pools")["pools"][0]["id"]  # before: nothing but the poll between the step and the cut
         wait_for(lambda: d.json("show", jid)["stages"][1]["step"] >= victim_step, timeout=240,
                  what=f"align step {victim_step}")
-        pool_before = d.json("pools")["pools"][0]["id"]
         proxy.cut()
         print(f"  cut the pool's connection at align step ~{d.json('show', jid)['stages'][1]['step']}")
     r = d.cli("wait", jid, "--timeout", "240", check=False, timeout=250)
@@ -113,7 +113,7 @@ def test_connection_cut_mid_stage_same_attempt_continues(root):
     try:
         proxy, p = proxied_pool(root, d)
         ref, _ = run_job(d, root, "ref", teacher, data, stages)
-        show, pool_before = run_job(d, root, "cut", teacher, data, stages, proxy=proxy, victim_step=steps // 4)
+        show, pool_before = run_job(d, root, "cut", teacher, data, stages, proxy=proxy, victim_step=steps // 8)
         align = [a for a in show["attempts"] if a["stage_idx"] == 1]
         assert len(align) == 1 and align[0]["state"] == "SUCCEEDED", align
         reasons = [e["reason"] or "" for e in d.json("events", show["id"])["events"]]
