@@ -80,6 +80,9 @@ class Daemon:
 
     def cli(self, *args, check=True, user=None, stdin=None, timeout=60):
         cmd = [CLI, "--socket", self.sock, *map(str, args)]
+        args = [str(a) for a in args]
+        if "--timeout" in args[:-1]:  # `wait --timeout N`: the command itself must be allowed its N seconds
+            timeout = max(timeout, float(args[args.index("--timeout") + 1]) + 30)
         if user:
             cmd = ["runuser", "-u", user, "--"] + cmd
         p = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=timeout)

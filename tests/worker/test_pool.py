@@ -153,7 +153,7 @@ def test_kill9_rank_resumes_bit_exact(root):
         os.kill(victim, signal.SIGKILL)
         step_at_kill = d.json("show", jid)["stages"][1]["step"]
         print(f"  killed rank 1 (pid {victim}) at align step ~{step_at_kill}")
-        r = d.cli("wait", jid, "--timeout", "80", check=False)
+        r = d.cli("wait", jid, "--timeout", "150", check=False)
         show = d.json("show", jid)
         assert show["state"] == "COMPLETED", (show, d.log()[-3000:])
         align = [a for a in show["attempts"] if a["stage_idx"] == 1]
@@ -210,7 +210,7 @@ def test_daemon_kill9_and_restart_the_pool_reattaches(root):
     try:
         ref = int(d.cli("submit", write_spec(root, "ref", teacher, data, stages, os.path.join(root, "ref")),
                         "--print-id").stdout)
-        assert d.cli("wait", ref, "--timeout", "80", check=False).returncode == 0, d.log()[-3000:]
+        assert d.cli("wait", ref, "--timeout", "150", check=False).returncode == 0, d.log()[-3000:]
         wait_for(lambda: not pool_processes(d), timeout=20, what="the first pool to be retired")
         jid = int(d.cli("submit", write_spec(root, "re", teacher, data, stages, os.path.join(root, "re")),
                         "--print-id").stdout)
@@ -220,7 +220,7 @@ def test_daemon_kill9_and_restart_the_pool_reattaches(root):
         time.sleep(1.0)
         d.start()
         step_back = d.json("show", jid)["stages"][1]["step"]
-        r = d.cli("wait", jid, "--timeout", "80", check=False)
+        r = d.cli("wait", jid, "--timeout", "150", check=False)
         show = d.json("show", jid)
         assert show["state"] == "COMPLETED", (show, d.log()[-3000:])
         align = [a for a in show["attempts"] if a["stage_idx"] == 1]
