@@ -73,8 +73,8 @@ struct wkv_args {
     float *sa;    /* wkv7: every token's sa, [B, T, H, N] (the checkpoint's second part): the per-row forwards write
                    * it, the register and four-threads-per-row backwards read it; nullptr: none */
     int async;    /* 0: synchronous staging; else the forwards stage tiles of this many tokens (16 or 8) with cp.async,
-                   * two of them, the next during the current (async_stage_ok; the launchers pick the length),
-                   * and the register backward its segments' tokens */
+                   * two of them, the next during the current (async_stage_ok; the launchers pick the length);
+                   * the backwards (a flag: async_backward_ok) their segments' tokens */
 };
 
 /* Backstepping a segment divides each key column of the state by its decays, so a rounding error in S grows
@@ -104,6 +104,7 @@ __device__ __forceinline__ size_t tok_off(const wkv_args &p, int b, int t, int h
 /* Shared token-tile slots: forward and replay use the first NV_FWD, the backward all of them. */
 constexpr int V_R = 0, V_D = 1, V_K = 2, V_V = 3, V_A = 4, V_B = 5;
 constexpr int BV_R = 0, BV_D = 1, BV_K = 2, BV_V = 3, BV_DY = 4, BV_A = 5, BV_B = 6, BV_SA = 7, BV_DSA = 8;
+static_assert(V_R == BV_R && V_D == BV_D && V_K == BV_K && V_V == BV_V, "stage_tokens and stage_async rely on it");
 
 /* The whole block copies tokens t0..t0+nt−1 of head (b, h) into tile [nt][nv][N] with the slot order
  * given by the caller's slot numbers (sl_* < 0 = skip). Consecutive threads read consecutive channels
@@ -129,13 +130,16 @@ __device__ __forceinline__ void stage_tokens(float *tile, int nv, const wkv_args
     }
 }
 
-/* stage_tokens' copy as cp.async of 16 bytes, each thread's part of the tile one group (the caller commits): the
- * block issues the next tile before it computes the current one, so the loads' latency is spent computing. logw is
- * copied as it is; async_finish turns it into the decay once the copies are waited for. Needs every vector
- * 16-byte aligned and N a multiple of 4 (async_stage_ok). The forward's layout (V_*) only. */
+/* stage_tokens' copy as cp.async of 16 bytes, each thread's part of the tile one group (the caller commits): a thread
+ * copies one quad of every vector of a token. logw is copied as it is; async_finish turns it into the decay once the
+ * copies are waited for. Needs every vector 16-byte aligned and N a multiple of 4 (async_stage_ok). The forwards'
+ * layout (V_*: nv 4 or 6), double-buffered, so the block issues the next tile before it computes the current one; or
+ * a backward's (BV_*: nv 5 or 8), with dy into slot sl_dy (≥ 0) and the forward's sa (sa), waited for at once. */
 __device__ __forceinline__ void stage_async(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0,
-                                            int nt, bool seven)
+                                            int nt, bool seven, int sl_dy = -1, const float *dy = nullptr,
+                                            bool sa = false)
 {
+    const int sl_a = nv >= 8 ? BV_A : V_A, sl_b = nv >= 8 ? BV_B : V_B; /* as stage_tokens */
     const int nq = N / 4;
     for (int e = threadIdx.x; e < nt * nq; e += blockDim.x) {
         const int tt = e / nq, j = 4 * (e - tt * nq);
@@ -145,10 +149,14 @@ __device__ __forceinline__ void stage_async(float *tile, int nv, const wkv_args 
         cp_async16(x + V_D * N, p.logw + o);
         cp_async16(x + V_K * N, p.k + o);
         cp_async16(x + V_V * N, p.v + o);
+        if (sl_dy >= 0)
+            cp_async16(x + sl_dy * N, dy + o);
         if (seven) {
-            cp_async16(x + V_A * N, p.a + o);
-            cp_async16(x + V_B * N, p.b + o);
+            cp_async16(x + sl_a * N, p.a + o);
+            cp_async16(x + sl_b * N, p.b + o);
         }
+        if (sa)
+            cp_async16(x + BV_SA * N, p.sa + o);
     }
 }
 
@@ -161,8 +169,8 @@ __device__ __forceinline__ void decays_in_place(float *x)
     *q = make_float4(expf(w.x), expf(w.y), expf(w.z), expf(w.w));
 }
 
-/* After this thread's copies of stage_async are waited for: the decays of the logw quads it copied. A barrier follows
- * before any thread reads the tile. */
+/* After this thread's copies of stage_async are waited for: the decays of the logw quads it copied (V_D = BV_D: both
+ * layouts). A barrier follows before any thread reads the tile. */
 __device__ __forceinline__ void async_finish(float *tile, int nv, int N, int nt)
 {
     const int nq = N / 4;
@@ -210,6 +218,25 @@ __device__ __forceinline__ void stage_sa(float *tile, int nv, const wkv_args &p,
         const int tt = e / N, j = e - tt * N;
         tile[(size_t)tt * nv * N + BV_SA * N + j] = p.sa[tok_off(p, b, t0 + tt, h) + j];
     }
+}
+
+/* The four-threads-per-row backward's tile of tokens t0..t0+nt−1 with dy (sl_dy = BV_DY; −1: a replay's, without)
+ * and the forward's sa (given): with cp.async where p.async (the launcher: async_backward_ok), else synchronously.
+ * The caller brackets it with barriers. */
+template <int NT>
+__device__ __forceinline__ void stage_segment(float *tile, int nv, const wkv_args &p, int N, int b, int h, int t0,
+                                              int nt, bool seven, int sl_dy, const float *dy, bool given)
+{
+    if (p.async) { /* one group of copies a thread, one wait: one global-memory latency a segment */
+        stage_async(tile, nv, p, N, b, h, t0, nt, seven, sl_dy, dy, given);
+        cp_async_commit();
+        cp_async_wait<0>();
+        async_finish(tile, nv, N, nt);
+        return;
+    }
+    stage_tokens(tile, nv, p, N, b, h, t0, nt, seven, BV_V, sl_dy, dy);
+    if (given)
+        stage_sa<NT>(tile, nv, p, N, b, h, t0, nt);
 }
 
 /* One token through row i of S (registers s[]), given the token's staged vectors. Returns sa_i (wkv7)
@@ -733,9 +760,7 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? (GIVEN ? 3 : 4) : 1) wkv_
                     s[jj] = ck[(size_t)c * NN + (size_t)(q * W + jj) * N + i];
                 for (int t0 = cs; t0 < s0; t0 += BSEG) {
                     __syncthreads();
-                    stage_tokens(tile, NV, p, N, b, h, t0, BSEG, SEVEN, BV_V, -1, nullptr);
-                    if (given)
-                        stage_sa<NT>(tile, NV, p, N, b, h, t0, BSEG);
+                    stage_segment<NT>(tile, NV, p, N, b, h, t0, BSEG, SEVEN, -1, nullptr, given);
                     __syncthreads();
                     for (int tt = 0; tt < BSEG; tt++)
                         wide_step<CAP, SEVEN>(s, red_sa, par, i, q, tile + (size_t)tt * NV * N, given);
@@ -744,9 +769,7 @@ __global__ void __launch_bounds__(CAP *WQ, CAP == 64 ? (GIVEN ? 3 : 4) : 1) wkv_
 
             /* 2. the segment's tokens (and sa); the states before each (key-major) or, backstepping, none */
             __syncthreads();
-            stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
-            if (given)
-                stage_sa<NT>(tile, NV, p, N, b, h, s0, n);
+            stage_segment<NT>(tile, NV, p, N, b, h, s0, n, SEVEN, BV_DY, dy, given);
             __syncthreads();
             if (t == 0) {
                 RLC_WKV_SEGMENT_SEEN(back);
@@ -1292,8 +1315,9 @@ bool async_stage_ok(const wkv_args &p)
  * 8-token tiles take the shared memory of one 16-token tile). make_args and launch_forward decide with it. */
 int async_tile(const wkv_args &p, bool many) { return !async_stage_ok(p) ? 0 : p.N > 64 || many ? SEG / 2 : SEG; }
 
-/* The register backward prefetches its segments' tokens with cp.async where the forward staged with it (RADLADS_WKV_ASYNC,
- * the inputs' alignment) and dy and the forward's sa allow 16-byte copies too. */
+/* The register backward prefetches its segments' tokens with cp.async, the four-threads-per-row one copies each
+ * segment's with it, where the forward staged with it (RADLADS_WKV_ASYNC, the inputs' alignment) and dy and the
+ * forward's sa allow 16-byte copies too. */
 bool async_backward_ok(const wkv_args &p, const float *dy) { return p.async && aligned16(dy) && aligned16(p.sa); }
 /* (the launchers set p.async to that: 1 or 0) */
 
@@ -1416,7 +1440,9 @@ cudaError_t launch_backward_wide_g(cudaStream_t st, const wkv_args &p, int BH, c
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, p.N * WQ, sm, st>>>(p, g, dy, dstate_out, ckpt, ws, dstate_in);
+    wkv_args q = p;
+    q.async = async_backward_ok(p, dy);
+    kern<<<BH, p.N * WQ, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
 }
 template <int CAP, bool SEVEN, int BSEG>

@@ -207,7 +207,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                 wkv_backward_reg_kernel<SEVEN, false>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
                                                       dsi.data());
         });
-    } else if constexpr (WIDE)
+    } else if constexpr (WIDE) {
+        p.async = async_backward_ok(p, dy.data()); /* as launch_backward_wide_g */
         run_grid(B * H, N * WQ, [&] { /* the launcher's choice: the form reading the forward's sa where p.sa is set */
             if (SEVEN && p.sa)
                 wkv_backward_wide_kernel<CAP, SEVEN, BSEG, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
@@ -216,7 +217,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                 wkv_backward_wide_kernel<CAP, SEVEN, BSEG, false>(p, gk, dy.data(), ds_out.data(), ckp,
                                                                   segbuf.data(), dsi.data());
         });
-    else
+    } else
         run_grid(B * H, N, [&] {
             wkv_backward_kernel<CAP, EXACT, SEVEN, BSEG>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
                                                          dsi.data());
@@ -280,7 +281,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             std::printf(", %ld prefetched%s", prefetch_seen, p.async ? "" : " (cp.async off)");
             if (p.async != (prefetch_seen > 0) && T > 2 * L)
                 ok = false;
-        }
+        } else if (!REG)
+            std::printf(", segments staged %s", p.async ? "with cp.async" : "synchronously");
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
             emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
@@ -358,7 +360,22 @@ int main(void)
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, false, true);
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 7, true, true);
     }
+    /* the four-threads-per-row backward's segments (and replays: BSEG 4 in chunks of 16) copied with cp.async, landing
+     * when issued */
+    for (int k = 0; k < 2; k++) {
+        emu::reverse_order = k;
+        fwd_wide = false;
+        fails += check_case<64, true, true, 8, true>(be, 1, 45, 2, 64, 16, true, true);
+        fails += check_case<64, true, true, 4, true>(be, 1, 37, 1, 64, 16, false, true);
+        fails += check_case<128, true, false, 8, true>(be, 1, 20, 1, 128, 16, true, false);
+    }
     emu::reverse_order = false, emu::async_eager = false, fwd_wide = false;
+    /* ... and synchronously (RADLADS_WKV_ASYNC=0), wkv7 with the forward's sa and wkv6 */
+    fwd_sync = true;
+    fails += check_case<64, true, true, 8, true>(be, 1, 45, 2, 64, 16, true, true);
+    fails += check_case<64, true, true, 4, true>(be, 1, 37, 1, 64, 16, false, true);
+    fails += check_case<128, true, false, 8, true>(be, 1, 20, 1, 128, 16, true, false);
+    fwd_sync = false;
     /* shorter backward segments (RADLADS_WKV_BSEG): replays inside a chunk of 16, odd tails */
     fails += check_case<64, true, true, 4>(be, 1, 37, 2, 64, 16, true, true);
     fails += check_case<64, true, true, 8>(be, 1, 45, 1, 64, 16, false, true);
