@@ -294,7 +294,8 @@ static void on_tcp_connection(uv_stream_t *server, int status)
     uv_read_start(&c->h.stream, on_alloc, on_read);
 }
 
-static int listen_tcp(rl_daemon *d, char *err, size_t errlen)
+/* addr_file: DIR/worker.addr, written once we listen */
+static int listen_tcp(rl_daemon *d, const char *addr_file, char *err, size_t errlen)
 {
     const char *spec = d->worker_listen;
     if (strncmp(spec, "tcp:", 4)) return rl_errf(err, errlen, "--worker-listen %s: expected tcp:HOST:PORT", spec);
@@ -337,11 +338,9 @@ static int listen_tcp(rl_daemon *d, char *err, size_t errlen)
             }
         }
         snprintf(d->worker_addr, sizeof d->worker_addr, "tcp:%s:%d", ip, p);
-        char path[4200];
-        snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
         char line[400];
         snprintf(line, sizeof line, "%s\n", d->worker_addr);
-        if (state_file_write(path, line, strlen(line), 0644, err, errlen) < 0) return -1;
+        if (state_file_write(addr_file, line, strlen(line), 0644, err, errlen) < 0) return -1;
         log_info("pools may connect over TCP at tcp:%s:%d (token in %s)", ip, p, d->token_path);
     }
     return 0;
@@ -354,6 +353,7 @@ int state_file_write(const char *path, const void *data, size_t n, mode_t mode, 
         return rl_errf(err, errlen, "cannot write %s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) return rl_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    errno = 0; /* a short write sets none */
     int ok = write(fd, data, n) == (ssize_t)n && fsync(fd) == 0;
     int saved = errno;
     close(fd);
@@ -367,10 +367,10 @@ int state_file_write(const char *path, const void *data, size_t n, mode_t mode, 
 
 int server_listen_workers(rl_daemon *d, char *err, size_t errlen)
 {
-    char path[4200];
+    char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/worker.addr", d->state_dir);
     unlink(path); /* a previous daemon's address; rewritten below if pools may connect over TCP */
-    return d->worker_listen ? listen_tcp(d, err, errlen) : 0;
+    return d->worker_listen ? listen_tcp(d, path, err, errlen) : 0;
 }
 
 int server_listen(rl_daemon *d, char *err, size_t errlen)

@@ -91,6 +91,9 @@ constexpr float BACK_MIN_PROD = 1.0f / 160.0f;
 #ifndef RLC_WKV_PREFETCH_SEEN /* ... and the register backward's segments whose tokens came during the walk before */
 #define RLC_WKV_PREFETCH_SEEN()
 #endif
+#ifndef RLC_WKV_ASYNC_STAGED /* ... and the four-threads-per-row backward's tiles copied with cp.async */
+#define RLC_WKV_ASYNC_STAGED()
+#endif
 
 struct wkv_grads {
     float *r, *logw, *k, *v, *a, *b;
@@ -232,6 +235,8 @@ __device__ __forceinline__ void stage_segment(float *tile, int nv, const wkv_arg
         cp_async_commit();
         cp_async_wait<0>();
         async_finish(tile, nv, N, nt);
+        if (threadIdx.x == 0)
+            RLC_WKV_ASYNC_STAGED();
         return;
     }
     stage_tokens(tile, nv, p, N, b, h, t0, nt, seven, BV_V, sl_dy, dy);

@@ -79,8 +79,8 @@ class Daemon:
         return os.path.join(self.state, "token")
 
     def cli(self, *args, check=True, user=None, stdin=None, timeout=60):
-        cmd = [CLI, "--socket", self.sock, *map(str, args)]
         args = [str(a) for a in args]
+        cmd = [CLI, "--socket", self.sock, *args]
         if "--timeout" in args[:-1]:  # `wait --timeout N`: the command itself must be allowed its N seconds
             timeout = max(timeout, float(args[args.index("--timeout") + 1]) + 30)
         if user:

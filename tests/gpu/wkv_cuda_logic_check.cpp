@@ -26,6 +26,8 @@ static long stored_seen[2]; /* the register backward's segments on the forward's
 #define RLC_WKV_STORED_SEEN(recomputed) (stored_seen[0]++, stored_seen[1] += (recomputed))
 static long prefetch_seen; /* the register backward's segments whose tokens it copied during the walk before */
 #define RLC_WKV_PREFETCH_SEEN() (prefetch_seen++)
+static long async_staged; /* the four-threads-per-row backward's tiles copied with cp.async */
+#define RLC_WKV_ASYNC_STAGED() (async_staged++)
 #include "../../kernels/cuda/cuda_wkv.cu"
 
 using emu::randv;
@@ -281,8 +283,11 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             std::printf(", %ld prefetched%s", prefetch_seen, p.async ? "" : " (cp.async off)");
             if (p.async != (prefetch_seen > 0) && T > 2 * L)
                 ok = false;
-        } else if (!REG)
-            std::printf(", segments staged %s", p.async ? "with cp.async" : "synchronously");
+        } else if (!REG) { /* every tile with cp.async where the launcher's rule says so, else none */
+            std::printf(", %ld tiles staged with cp.async%s", async_staged, p.async ? "" : " (cp.async off)");
+            if ((p.async != 0) != (async_staged > 0))
+                ok = false;
+        }
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
             emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
@@ -291,7 +296,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         ok = ok && !emu::violations;
     }
     segments_seen[0] = segments_seen[1] = 0;
-    stored_seen[0] = stored_seen[1] = 0, prefetch_seen = 0;
+    stored_seen[0] = stored_seen[1] = 0, prefetch_seen = 0, async_staged = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
