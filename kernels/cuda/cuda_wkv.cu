@@ -17,8 +17,9 @@
  * forward and the backward have one thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128
  * the backward that runs by default is one with four threads per row and column (wkv_backward_wide_kernel), and at
  * head size 64 with enough (b, h) pairs to give every SM about four blocks (few_pairs) the one with the state and G
- * in registers (wkv_backward_reg_kernel); with fewer pairs head size 64's forward runs four threads per row
- * (wkv_forward_wide_kernel).
+ * in registers (wkv_backward_reg_kernel; it also comes with two or four threads per index, RADLADS_WKV_REG=3..5,
+ * not chosen by default until a GPU has timed them); with fewer pairs head size 64's forward runs four threads per
+ * row (wkv_forward_wide_kernel).
  *
  * Forward: thread i keeps row i of S in registers (sa_i and y_i need only that row, so there is no
  * cross-thread traffic). The per-token vectors r, d = e^logw, k, v (and a, b) of SEG tokens are
@@ -979,96 +980,164 @@ size_t wide_smem(int N, bool seven, int bseg)
 constexpr int GRP = 8;
 constexpr int RNV = 9; /* the tile's slots: BV_* and dsa */
 
-constexpr int GSP = 64 + 4; /* the pitch of G's rows in shared memory (GSM): 16-byte rows, no bank conflicts */
+/* PR (1, 2 or 4) threads share an index: thread t is row and column i = t / PR, part u = t % PR, and holds the
+ * quads q ≡ u (mod PR) of its row and of its column (local entry l = 4m + e is index 4(PR·m + u) + e); its sums are
+ * partial, and the PR threads, adjacent lanes of one warp, add theirs with xor shuffles (every thread of the group
+ * gets the same sum, in the same order). PR = 1 is the kernel as first designed. */
+template <int PR> __device__ __forceinline__ int part_j(int u, int l) { return 4 * (PR * (l >> 2) + u) + (l & 3); }
+template <int PR> __device__ __forceinline__ float part_sum(float x)
+{
+    if (PR >= 2)
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+    if (PR >= 4)
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+    return x;
+}
+
+/* The pitch of G's rows in shared memory (GSM): 16-byte rows whose float4 reads by a quarter warp (8 / PR rows, PR
+ * parts each) fall in 8 different bank quads: 68, 72, 80 floats. */
+__host__ __device__ constexpr int reg_gsp(int pr) { return 64 + 4 * pr; }
 
 /* the register backward's shared memory: the token tile, G's rows (GSM), a flag per group, one for the segment and
  * one per anchor slot */
-size_t reg_smem(bool gsm)
+size_t reg_smem(bool gsm, int pr)
 {
-    return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * GSP : 0) + SEG / GRP + 1 + SEG);
+    return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * reg_gsp(pr) : 0) + SEG / GRP + 1 + SEG);
 }
 
-/* Row i of the state (registers s) through one token whose sa_i the forward kept: the update of row_step without
- * the dot product. */
-template <int N, bool SEVEN>
-__device__ __forceinline__ void row_update(float (&s)[N], float vi, float sai, const float *d, const float *k,
-                                           const float *bb)
+/* This thread's part (u) of row i of the state (registers s) through one token whose sa_i is known: the update of
+ * row_step without the dot product. */
+template <int N, int PR, bool SEVEN>
+__device__ __forceinline__ void row_update(float (&s)[N / PR], int u, float vi, float sai, const float *d,
+                                           const float *k, const float *bb)
 {
 #pragma unroll
-    for (int j = 0; j < N; j++) {
-        float e = s[j] * d[j] + vi * k[j];
+    for (int l = 0; l < N / PR; l++) {
+        const int j = part_j<PR>(u, l);
+        float e = s[l] * d[j] + vi * k[j];
         if (SEVEN)
             e += sai * bb[j];
-        s[j] = e;
+        s[l] = e;
     }
 }
 
-/* row i (this thread's) of state s into anchor slot A (key-major: A[j][i] = S_ij) */
-template <int N> __device__ __forceinline__ void put_anchor(float *A, int i, const float (&s)[N])
+/* sa_i of row i: this thread's part of the dot product with a, summed over the PR parts */
+template <int N, int PR>
+__device__ __forceinline__ float row_sa(const float (&s)[N / PR], int u, const float *a)
+{
+    float sa = 0.0f;
+#pragma unroll
+    for (int l = 0; l < N / PR; l++)
+        sa += s[l] * a[part_j<PR>(u, l)];
+    return part_sum<PR>(sa);
+}
+
+/* this thread's part of row i of state s into anchor slot A (key-major: A[j][i] = S_ij) */
+template <int N, int PR> __device__ __forceinline__ void put_anchor(float *A, int i, int u, const float (&s)[N / PR])
 {
 #pragma unroll
-    for (int j = 0; j < N; j++)
-        A[(size_t)j * N + i] = s[j];
+    for (int l = 0; l < N / PR; l++)
+        A[(size_t)part_j<PR>(u, l) * N + i] = s[l];
 }
-/* column i of the state in anchor (or checkpoint) A: row i of the key-major copy, contiguous */
-template <int N> __device__ __forceinline__ void get_column(const float *A, int i, float (&st)[N])
+/* this thread's part of column i of the state in anchor (or checkpoint) A: row i of the key-major copy */
+template <int N, int PR> __device__ __forceinline__ void get_column(const float *A, int i, int u, float (&st)[N / PR])
 {
     const float4 *q = reinterpret_cast<const float4 *>(A + (size_t)i * N);
 #pragma unroll
-    for (int m = 0; m < N / 4; m++) {
-        const float4 f = q[m];
+    for (int m = 0; m < N / (4 * PR); m++) {
+        const float4 f = q[PR * m + u];
         st[4 * m] = f.x, st[4 * m + 1] = f.y, st[4 * m + 2] = f.z, st[4 * m + 3] = f.w;
     }
 }
 
+/* This thread's part of row i of the state at token s0 of the checkpoint chunk starting at cs (row_at_segment for
+ * the register backward): the checkpoint, then a replay of the chunk's tokens before s0 in tiles of SEG. */
+template <int N, int PR, bool SEVEN>
+__device__ __forceinline__ void row_part_at_segment(float (&s)[N / PR], const float *ckc, float *tile, int nv,
+                                                    const wkv_args &p, int b, int h, int i, int u, int cs, int s0)
+{
+#pragma unroll
+    for (int l = 0; l < N / PR; l++)
+        s[l] = ckc[(size_t)part_j<PR>(u, l) * N + i];
+    for (int t0 = cs; t0 < s0; t0 += SEG) {
+        __syncthreads();
+        stage_tokens(tile, nv, p, N, b, h, t0, SEG, SEVEN, BV_V, -1, nullptr);
+        __syncthreads();
+        for (int tt = 0; tt < SEG; tt++) {
+            const float *x = tile + (size_t)tt * nv * N;
+            const float sa = SEVEN ? row_sa<N, PR>(s, u, x + BV_A * N) : 0.0f;
+            row_update<N, PR, SEVEN>(s, u, x[BV_V * N + i], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
+        }
+    }
+}
+
 /* The register backward's tile slot x (BV_R..BV_B, then the forward's sa when sa) from token offset o, as cp.async
- * copies of 16 bytes: thread i (of 64) copies quad i % 16 of vector i / 16 and of vector 4 + i / 16. The next
- * segment's tokens go into the slots the walk back has finished with; logw is copied as it is, and slot_finish makes
- * it the decay once the copies are waited for. */
+ * copies of 16 bytes: with 64 threads, thread t copies quad t % 16 of vector t / 16 and of vector 4 + t / 16; with
+ * more, quad t % 16 of vector t / 16 (threads from 128 on copy nothing). The next segment's tokens go into the slots
+ * the walk back has finished with; logw is copied as it is, and slot_finish makes it the decay once the copies are
+ * waited for. */
+template <int NT>
 __device__ __forceinline__ void slot_async(float *x, const wkv_args &p, size_t o, const float *dy, bool sa)
 {
     static_assert(BV_R == 0 && BV_D == 1 && BV_K == 2 && BV_V == 3 && BV_DY == 4 && BV_A == 5 && BV_B == 6 &&
                       BV_SA == 7,
                   "slot_async copies vector v into slot v");
     const int v = threadIdx.x >> 4, j = 4 * (threadIdx.x & 15);
-    const float *lo = v == 0 ? p.r : v == 1 ? p.logw : v == 2 ? p.k : p.v;
-    const float *hi = v == 0 ? dy : v == 1 ? p.a : v == 2 ? p.b : p.sa;
-    cp_async16(x + v * 64 + j, lo + o + j);
-    if (v < 3 || sa)
-        cp_async16(x + (4 + v) * 64 + j, hi + o + j);
+    if (NT == 64) {
+        const float *lo = v == 0 ? p.r : v == 1 ? p.logw : v == 2 ? p.k : p.v;
+        const float *hi = v == 0 ? dy : v == 1 ? p.a : v == 2 ? p.b : p.sa;
+        cp_async16(x + v * 64 + j, lo + o + j);
+        if (v < 3 || sa)
+            cp_async16(x + (4 + v) * 64 + j, hi + o + j);
+        return;
+    }
+    if (v >= 8 || (v == BV_SA && !sa))
+        return;
+    const float *src = v == BV_R ? p.r : v == BV_D ? p.logw : v == BV_K ? p.k : v == BV_V ? p.v : v == BV_DY ? dy
+                       : v == BV_A ? p.a : v == BV_B ? p.b : p.sa;
+    cp_async16(x + v * 64 + j, src + o + j);
 }
 
-/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x */
+/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x (the
+ * threads 16..31 in both of slot_async's layouts) */
 __device__ __forceinline__ void slot_finish(float *x)
 {
     if (threadIdx.x >> 4 == BV_D)
         decays_in_place(x + BV_D * 64 + 4 * (threadIdx.x & 15));
 }
 
-template <bool SEVEN, bool GSM>
-__global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy,
-                                                                 const float *dstate_out, const float *ckpt,
-                                                                 float *ws, float *dstate_in)
+/* Blocks per SM the register backward is compiled for (ptxas, sm_90: registers a thread, bytes of spills a thread
+ * stored / loaded, wkv7 with G's rows in shared memory): one thread per index 4 (255, 24 / 16; 512 (b, h) pairs fit
+ * an H100 in one wave), two 3 (168, 28 / 32; capped at 128 for 4 it spills 268 / 268), four 2 (128, 20 / 20). */
+__host__ __device__ constexpr int reg_blocks(int pr) { return pr == 1 ? 4 : pr == 2 ? 3 : 2; }
+
+template <bool SEVEN, bool GSM, int PR>
+__global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy,
+                                                                      const float *dstate_out, const float *ckpt,
+                                                                      float *ws, float *dstate_in)
 {
-    constexpr int N = 64, NV = RNV;
+    constexpr int N = 64, NV = RNV, NT = N * PR, NP = N / PR, NQ = NP / 4, GSP = reg_gsp(PR);
     constexpr size_t NN = (size_t)N * N;
     extern __shared__ __align__(16) float smem[];
-    float *tile = smem;                                  /* [SEG][NV][N] */
-    float *Grow = tile + (size_t)SEG * NV * N + (size_t)threadIdx.x * GSP; /* GSM: row i of G, [N] of [N][GSP] */
+    const int t = threadIdx.x, i = t / PR, u = t % PR, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    float *tile = smem;                                                    /* [SEG][NV][N] */
+    float *Grow = tile + (size_t)SEG * NV * N + (size_t)i * GSP; /* GSM: row i of G, [N] of [N][GSP] */
     int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? N * GSP : 0)); /* [SEG / GRP]: anchors alone */
     int *broken = steep + SEG / GRP; /* the stored path: some key's decays over the whole segment exceed the bound */
     int *anchored = broken + 1;      /* [SEG]: slot m (the state before token m) is an anchor, not stepped back to */
-    const int i = threadIdx.x, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     const size_t soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
     const float *ck = ckpt + (size_t)bh * nc * NN;
     float *An = ws + (size_t)bh * (SEG + 1) * NN; /* slot m: the state before token m of the segment */
+    float *const outs[6] = {g.r, g.logw, g.k, g.v, g.a, g.b}; /* thread part u writes output q when q % PR == u */
 
-    float gr[GSM ? 1 : N], gc[N]; /* GSM: row i of G in shared memory instead (Grow; only this thread uses it) */
+    /* GSM: this thread's part of row i of G in shared memory instead (Grow; only this thread uses those entries) */
+    float gr[GSM ? 1 : NP], gc[NP];
 #pragma unroll
-    for (int j = 0; j < N; j++) {
-        (GSM ? Grow[j] : gr[GSM ? 0 : j]) = dstate_out ? dstate_out[soff + (size_t)i * N + j] : 0.0f;
-        gc[j] = dstate_out ? dstate_out[soff + (size_t)j * N + i] : 0.0f;
+    for (int l = 0; l < NP; l++) {
+        const int j = part_j<PR>(u, l);
+        (GSM ? Grow[j] : gr[GSM ? 0 : l]) = dstate_out ? dstate_out[soff + (size_t)i * N + j] : 0.0f;
+        gc[l] = dstate_out ? dstate_out[soff + (size_t)j * N + i] : 0.0f;
     }
 
     /* p.async (wkv7): while a segment is walked back, the tokens of the next one (when it is the first of its chunk,
@@ -1093,16 +1162,17 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             const int pn = pf ? min(SEG, pce - pc * p.L) : 0;
             const bool pstored = pf && p.sa && pc * p.L + pn == pce; /* (pc + 1 < nc: pc < c) */
 
-            /* 1. row i of the state at s0 (a replay uses the tile: before the tokens are staged) */
-            float s[N];
-            row_at_segment<N, true, SEVEN, SEG>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, cs, s0);
+            /* 1. this thread's part of row i of the state at s0 (a replay uses the tile: before the tokens are
+             * staged) */
+            float s[NP];
+            row_part_at_segment<N, PR, SEVEN>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, u, cs, s0);
 
             /* 2. the segment's tokens with dy (and the stored sa); which groups cannot step back */
             __syncthreads();
             if (have) { /* slot 0 now (the last token walked before read it); the others came during that walk */
-                if (i == 0)
+                if (t == 0)
                     RLC_WKV_PREFETCH_SEEN();
-                slot_async(tile, p, tok_off(p, b, s0, h), dy, stored);
+                slot_async<NT>(tile, p, tok_off(p, b, s0, h), dy, stored);
                 cp_async_commit();
                 cp_async_wait<0>();
                 for (int m = 0; m < n; m++)
@@ -1110,14 +1180,14 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             } else {
                 stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
                 if (stored)
-                    stage_sa<N>(tile, NV, p, N, b, h, s0, n);
+                    stage_sa<NT>(tile, NV, p, N, b, h, s0, n);
             }
-            if (i < SEG / GRP)
-                steep[i] = !p.backstep;
-            if (i == 0)
+            if (t < SEG / GRP)
+                steep[t] = !p.backstep;
+            if (t == 0)
                 *broken = !p.backstep;
             __syncthreads();
-            if (p.backstep) {
+            if (p.backstep && u == 0) { /* (one thread per key) */
                 float whole = 1.0f;
                 for (int gi = 0; gi < ngrp; gi++) {
                     float prod = 1.0f; /* key i's decays over the group, those above 1 counted as 1 */
@@ -1134,9 +1204,9 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             /* which slots the walk reads instead of stepping back to: slot 0 (the state before the segment),
              * every group's first (unless the stored path steps back over the whole segment) and every slot of a
              * group too steep to step back through; the recompute writes them (slot 0 only inside a chunk) */
-            if (i < SEG) {
+            if (t < SEG) {
                 const bool whole = stored && !*broken;
-                anchored[i] = i == 0 || (i < n && ((i % GRP == 0 && !whole) || steep[i / GRP]));
+                anchored[t] = t == 0 || (t < n && ((t % GRP == 0 && !whole) || steep[t / GRP]));
             }
             __syncthreads();
             int upto = n; /* the recompute runs tokens 0..upto−1 and writes slot upto last */
@@ -1146,7 +1216,7 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                     if (anchored[m])
                         upto = m;
             }
-            if (i == 0) {
+            if (t == 0) {
                 for (int gi = 0; gi < ngrp; gi++)
                     RLC_WKV_SEGMENT_SEEN(!steep[gi]);
                 if (stored)
@@ -1158,43 +1228,46 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
             for (int tau = 0; tau < upto; tau++) {
                 float *x = tile + (size_t)tau * NV * N;
                 if (anchored[tau] && !(tau == 0 && s0 == cs))
-                    put_anchor<N>(An + (size_t)tau * NN, i, s);
+                    put_anchor<N, PR>(An + (size_t)tau * NN, i, u, s);
                 float sa = 0.0f;
                 if (SEVEN && stored)
                     sa = x[BV_SA * N + i];
                 else if (SEVEN) {
-#pragma unroll
-                    for (int j = 0; j < N; j++)
-                        sa += s[j] * x[BV_A * N + j];
-                    x[BV_SA * N + i] = sa; /* slot written by thread i only */
+                    sa = row_sa<N, PR>(s, u, x + BV_A * N);
+                    if (u == 0)
+                        x[BV_SA * N + i] = sa; /* slot written by one thread of index i only */
                 }
-                row_update<N, SEVEN>(s, x[BV_V * N + i], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
+                row_update<N, PR, SEVEN>(s, u, x[BV_V * N + i], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
             }
             if (upto > 0)
-                put_anchor<N>(An + (size_t)upto * NN, i, s);
+                put_anchor<N, PR>(An + (size_t)upto * NN, i, u, s);
             __syncthreads(); /* the anchors (global) and the sa slots are visible to the whole block */
 
-            /* 4. the walk back: st = column i of S_t, the state after token t; the next segment's tokens into the
-             * slots this segment does not use, then into each slot once every thread is past it */
-            float st[N];
-            get_column<N>(slotn, i, st);
+            /* 4. the walk back: st = this thread's part of column i of S_t, the state after token t; the next
+             * segment's tokens into the slots this segment does not use, then into each slot once every thread is
+             * past it */
+            float st[NP];
+            get_column<N, PR>(slotn, i, u, st);
             for (int m = n; m < pn; m++)
-                slot_async(tile + (size_t)m * NV * N, p, tok_off(p, b, s0 - pn + m, h), dy, pstored);
+                slot_async<NT>(tile + (size_t)m * NV * N, p, tok_off(p, b, s0 - pn + m, h), dy, pstored);
             for (int tau = n - 1; tau >= 0; tau--) {
                 float *x = tile + (size_t)tau * NV * N;
                 const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
                 const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
                 const size_t o = tok_off(p, b, s0 + tau, h) + i;
                 /* the gradients this thread adds to, read now so that the loads are not waited for at the end */
-                const float o_r = g.r[o], o_w = g.logw[o], o_k = g.k[o], o_v = g.v[o];
-                const float o_a = SEVEN ? g.a[o] : 0.0f, o_b = SEVEN ? g.b[o] : 0.0f;
+                float old[6];
+#pragma unroll
+                for (int q = 0; q < 6; q++)
+                    old[q] = q % PR == u && (SEVEN || q < 4) ? outs[q][o] : 0.0f;
                 const float ri = r[i], di = dc[i], ki = k[i], dyi = dyt[i];
                 const float ai = SEVEN ? a[i] : 0.0f, bi = SEVEN ? bb[i] : 0.0f;
 
                 /* row i: G' = G + dy rᵀ, dv_i, dsa_i */
                 float dv = 0.0f, dsa = 0.0f;
 #pragma unroll
-                for (int j = 0; j < N; j += 4) {
+                for (int m = 0; m < NQ; m++) {
+                    const int j = 4 * (PR * m + u);
                     const float4 r4 = ld4<true>(r, j, N), k4 = ld4<true>(k, j, N);
                     const float4 b4 = SEVEN ? ld4<true>(bb, j, N) : r4;
                     const float rr[4] = {r4.x, r4.y, r4.z, r4.w}, kk[4] = {k4.x, k4.y, k4.z, k4.w};
@@ -1203,25 +1276,28 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                         const float4 g4 = *reinterpret_cast<const float4 *>(Grow + j);
                         const float gg[4] = {g4.x, g4.y, g4.z, g4.w};
 #pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            const float gp = gg[u] + dyi * rr[u];
-                            dv += gp * kk[u];
+                        for (int e = 0; e < 4; e++) {
+                            const float gp = gg[e] + dyi * rr[e];
+                            dv += gp * kk[e];
                             if (SEVEN)
-                                dsa += gp * bv[u];
+                                dsa += gp * bv[e];
                         }
                     } else {
 #pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            float &gj = gr[GSM ? 0 : j + u];
-                            gj += dyi * rr[u];
-                            dv += gj * kk[u];
+                        for (int e = 0; e < 4; e++) {
+                            float &gj = gr[GSM ? 0 : 4 * m + e];
+                            gj += dyi * rr[e];
+                            dv += gj * kk[e];
                             if (SEVEN)
-                                dsa += gj * bv[u];
+                                dsa += gj * bv[e];
                         }
                     }
                 }
-                if (SEVEN)
-                    x[BV_DSA * N + i] = dsa;
+                if (SEVEN) {
+                    dsa = part_sum<PR>(dsa);
+                    if (u == 0)
+                        x[BV_DSA * N + i] = dsa;
+                }
 
                 /* column i, one pass (a vector read twice would be kept in registers): dr from S_t, then
                  * S_{t−1} (stepped back, or an anchor's column), G' = G + dy rᵀ, dd, dk, db */
@@ -1231,24 +1307,26 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                 const float inv = 1.0f / di;
                 float dr = 0.0f, dd = 0.0f, dk = 0.0f, db = 0.0f;
 #pragma unroll
-                for (int j = 0; j < N; j += 4) {
+                for (int m = 0; m < NQ; m++) {
+                    const int j = 4 * (PR * m + u);
                     const float4 y4 = ld4<true>(dyt, j, N), v4 = ld4<true>(v, j, N);
                     const float4 s4 = SEVEN ? ld4<true>(sav, j, N) : v4;
                     const float4 f4 = anchor ? an4[j / 4] : v4;
                     const float yy[4] = {y4.x, y4.y, y4.z, y4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
                     const float ss[4] = {s4.x, s4.y, s4.z, s4.w}, ff[4] = {f4.x, f4.y, f4.z, f4.w};
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        dr += st[j + u] * yy[u];
-                        float e = st[j + u] - vv[u] * ki;
+                    for (int e = 0; e < 4; e++) {
+                        const int l = 4 * m + e;
+                        dr += st[l] * yy[e];
+                        float w = st[l] - vv[e] * ki;
                         if (SEVEN)
-                            e -= ss[u] * bi;
-                        st[j + u] = anchor ? ff[u] : e * inv;
-                        gc[j + u] += yy[u] * ri;
-                        dd += gc[j + u] * st[j + u];
-                        dk += gc[j + u] * vv[u];
+                            w -= ss[e] * bi;
+                        st[l] = anchor ? ff[e] : w * inv;
+                        gc[l] += yy[e] * ri;
+                        dd += gc[l] * st[l];
+                        dk += gc[l] * vv[e];
                         if (SEVEN)
-                            db += gc[j + u] * ss[u];
+                            db += gc[l] * ss[e];
                     }
                 }
                 /* da from S_{t−1} and every row's dsa; both copies of G take the update */
@@ -1256,11 +1334,12 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                 if (SEVEN) {
                     __syncthreads(); /* every row's dsa is in the tile; every thread is done with slot tau + 1 */
                     if (tau + 1 < min(n, pn)) /* (slots n.. went before the walk) */
-                        slot_async(x + (size_t)NV * N, p, tok_off(p, b, s0 - pn + tau + 1, h), dy, pstored);
+                        slot_async<NT>(x + (size_t)NV * N, p, tok_off(p, b, s0 - pn + tau + 1, h), dy, pstored);
                 }
                 const float *dsv = x + BV_DSA * N;
 #pragma unroll
-                for (int j = 0; j < N; j += 4) {
+                for (int m = 0; m < NQ; m++) {
+                    const int j = 4 * (PR * m + u);
                     const float4 d4 = ld4<true>(dc, j, N);
                     const float4 q4 = SEVEN ? ld4<true>(dsv, j, N) : d4, a4 = SEVEN ? ld4<true>(a, j, N) : d4;
                     const float dd4[4] = {d4.x, d4.y, d4.z, d4.w}, qq[4] = {q4.x, q4.y, q4.z, q4.w};
@@ -1272,36 +1351,35 @@ __global__ void __launch_bounds__(64, 4) wkv_backward_reg_kernel(wkv_args p, wkv
                         gg[2] = g4.z + dyi * r4.z, gg[3] = g4.w + dyi * r4.w;
                     }
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        float &gj = GSM ? gg[u] : gr[GSM ? 0 : j + u];
+                    for (int e = 0; e < 4; e++) {
+                        const int l = 4 * m + e;
+                        float &gj = GSM ? gg[e] : gr[GSM ? 0 : l];
                         if (SEVEN) {
-                            da += st[j + u] * qq[u];
-                            gc[j + u] = gc[j + u] * di + qq[u] * ai;
-                            gj = gj * dd4[u] + dsa * aa[u];
+                            da += st[l] * qq[e];
+                            gc[l] = gc[l] * di + qq[e] * ai;
+                            gj = gj * dd4[e] + dsa * aa[e];
                         } else {
-                            gc[j + u] *= di;
-                            gj *= dd4[u];
+                            gc[l] *= di;
+                            gj *= dd4[e];
                         }
                     }
                     if (GSM)
                         *reinterpret_cast<float4 *>(Grow + j) = make_float4(gg[0], gg[1], gg[2], gg[3]);
                 }
-                g.r[o] = o_r + dr;
-                g.logw[o] = o_w + dd * di;
-                g.k[o] = o_k + dk;
-                g.v[o] = o_v + dv;
-                if (SEVEN) {
-                    g.a[o] = o_a + da;
-                    g.b[o] = o_b + db;
-                }
+                const float val[6] = {part_sum<PR>(dr), part_sum<PR>(dd) * di, part_sum<PR>(dk), part_sum<PR>(dv),
+                                      SEVEN ? part_sum<PR>(da) : 0.0f, SEVEN ? part_sum<PR>(db) : 0.0f};
+#pragma unroll
+                for (int q = 0; q < 6; q++)
+                    if (q % PR == u && (SEVEN || q < 4))
+                        outs[q][o] = old[q] + val[q];
             }
             have = pn > 0;
         }
     }
     if (dstate_in)
 #pragma unroll
-        for (int k = 0; k < N; k++)
-            dstate_in[soff + (size_t)k * N + i] += gc[k];
+        for (int l = 0; l < NP; l++)
+            dstate_in[soff + (size_t)part_j<PR>(u, l) * N + i] += gc[l];
 }
 
 #include "cuda_wkv7_chunked.cuh"
@@ -1459,38 +1537,46 @@ cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, con
     return launch_backward_wide_g<CAP, SEVEN, BSEG, false>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
-template <bool SEVEN, bool GSM>
+template <bool SEVEN, bool GSM, int PR>
 cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    auto kern = wkv_backward_reg_kernel<SEVEN, GSM>;
-    const size_t sm = reg_smem(GSM);
+    auto kern = wkv_backward_reg_kernel<SEVEN, GSM, PR>;
+    const size_t sm = reg_smem(GSM, PR);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     wkv_args q = p;
     q.async = async_backward_ok(p, dy);
-    kern<<<BH, 64, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in);
+    kern<<<BH, 64 * PR, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in);
     return cudaGetLastError();
 }
 
-/* RADLADS_WKV_REG: at head size 64, 2 runs the backward with the state and the column copy of G in registers and
- * G's rows in shared memory, 1 the same with both copies of G in registers (the reference design, but 255 registers
- * and 780 bytes of spills per thread with nvcc 13: 22.1 ms where 2 takes 16.4 on the H100), 0 the four-threads-per-row
- * backward; unset: 2, or 0 when the (b, h) pairs are few (few_pairs). tests/gpu/run.sh checks and times each. */
+/* RADLADS_WKV_REG: the backward at head size 64. 2 runs the one with the state and the column copy of G in
+ * registers and G's rows in shared memory, 1 the same with both copies of G in registers (the reference design, but
+ * 255 registers and 780 bytes of spills per thread with nvcc 13: 22.1 ms where 2 takes 16.4 on the H100), 3 and 4 the
+ * form of 2 with two and four threads per index (each a half or a quarter of every row and column: 2× or 4× the
+ * warps of a block, for the (b, h) pairs too few to fill the device), 5 the form of 1 with four, 0 the
+ * four-threads-per-row backward; unset: 2, or 0 when the pairs are few (few_pairs). tests/gpu/run.sh checks and times
+ * each. */
 int backward_reg(int BH)
 {
-    static const int allowed[] = {0, 1, 2, 3};
-    static const int mode = rlc_env_knob("RADLADS_WKV_REG", allowed, 4, 3);
-    return mode == 3 ? (few_pairs(BH) ? 0 : 2) : mode;
+    static const int allowed[] = {0, 1, 2, 3, 4, 5};
+    static const int mode = rlc_env_knob("RADLADS_WKV_REG", allowed, 6, 6);
+    return mode == 6 ? (few_pairs(BH) ? 0 : 2) : mode;
 }
 
 template <bool SEVEN>
 cudaError_t launch_backward_reg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    return backward_reg(BH) == 2 ? launch_backward_reg_g<SEVEN, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in)
-                               : launch_backward_reg_g<SEVEN, false>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    switch (backward_reg(BH)) {
+    case 1: return launch_backward_reg_g<SEVEN, false, 1>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    case 3: return launch_backward_reg_g<SEVEN, true, 2>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    case 4: return launch_backward_reg_g<SEVEN, true, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    case 5: return launch_backward_reg_g<SEVEN, false, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    default: return launch_backward_reg_g<SEVEN, true, 1>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    }
 }
 
 /* RADLADS_WKV_WIDE=0: head sizes 64 and 128 run the N-thread backward too (a benchmark knob). */

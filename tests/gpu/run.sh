@@ -61,7 +61,7 @@ esac
 # kernels: the N-thread backward with 16-token segments, the four-threads-per-row one with 4-token segments, and
 # that one writing every segment's state history instead of stepping the state back; at head size 64 the backward
 # with the state in registers (G's rows in shared memory, reading the forward's sa or not, or both copies of G in
-# registers) and the forward with one thread per row or four (the launcher picks by the number of (b, h) pairs: the
+# registers; with two or four threads per index) and the forward with one thread per row or four (the launcher picks by the number of (b, h) pairs: the
 # check's shapes have few), the forwards and backwards staging their tokens synchronously instead of with cp.async.
 if [ $check_rc -eq 0 ]; then
   for knobs in "RADLADS_WKV_CHUNKED=1 RADLADS_ATTN_TC=1" "RADLADS_WKV_CHUNKED=1 RADLADS_WKV_THREADS=128" \
@@ -71,7 +71,9 @@ if [ $check_rc -eq 0 ]; then
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE_FWD=0 RADLADS_WKV_ASYNC=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_SA=0" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SA=0" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0"; do
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=3" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=4" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0"; do
     echo "== every op again with $knobs"
     env $knobs timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check" | grep -E "FAIL|passed"
     rc=${PIPESTATUS[0]}
@@ -106,6 +108,11 @@ if [ $check_rc -ne 77 ]; then
   RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_.*N=64"
   echo "-- RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 (head size 64: four threads per row, forward and backward)"
   RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_.*N=64"
+  for reg in 3 4 5; do
+    echo "-- RADLADS_WKV_REG=$reg (head size 64: the register backward with $([ $reg = 3 ] && echo two || echo four) threads per index,"
+    echo "   G's rows in $([ $reg = 5 ] && echo registers || echo "shared memory"); against the default's backward above at both shapes)"
+    RADLADS_WKV_REG=$reg timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_(backward|fwd\+bwd).*N=64"
+  done
   echo "-- RADLADS_ATTN_TC=1"
   RADLADS_ATTN_TC=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"
   echo "-- RADLADS_ATTN_BF16=0 (a bf16 teacher's attention forward on the fp32 kernel)"

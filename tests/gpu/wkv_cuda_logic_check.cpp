@@ -43,8 +43,10 @@ static void run_grid(int blocks, int threads, const std::function<void()> &body)
  * launch per slice in order; 256 threads per block (the launchers' default), or 128 (RADLADS_WKV_THREADS=128)
  * when `other_threads` is set. */
 static bool other_threads;
-/* the register backward with G's rows in shared memory (RADLADS_WKV_REG=2) instead of registers */
+/* the register backward with G's rows in shared memory (RADLADS_WKV_REG=2) instead of registers, and its threads
+ * per index (1; 2 and 4: RADLADS_WKV_REG=3, 4 and 5) */
 static bool reg_gsm;
+static int reg_pr = 1;
 /* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
 static bool fwd_wide;
 /* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can; or with
@@ -202,12 +204,18 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
     else if constexpr (REG) {
         p.async = async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
-        run_grid(B * H, 64, [&] {
-            if (reg_gsm)
-                wkv_backward_reg_kernel<SEVEN, true>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(), dsi.data());
+        run_grid(B * H, 64 * reg_pr, [&] {
+            float *const out[3] = {ds_out.data(), segbuf.data(), dsi.data()};
+            if (reg_gsm && reg_pr == 1)
+                wkv_backward_reg_kernel<SEVEN, true, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
+            else if (reg_pr == 1)
+                wkv_backward_reg_kernel<SEVEN, false, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
+            else if (reg_gsm && reg_pr == 2)
+                wkv_backward_reg_kernel<SEVEN, true, 2>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
+            else if (reg_gsm)
+                wkv_backward_reg_kernel<SEVEN, true, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
             else
-                wkv_backward_reg_kernel<SEVEN, false>(p, gk, dy.data(), ds_out.data(), ckp, segbuf.data(),
-                                                      dsi.data());
+                wkv_backward_reg_kernel<SEVEN, false, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
         });
     } else if constexpr (WIDE) {
         p.async = async_backward_ok(p, dy.data()); /* as launch_backward_wide_g */
@@ -233,6 +241,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     else if (!CH)
         std::printf("(forward: %s, staged synchronously) ",
                     fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread");
+    if (REG && reg_pr > 1)
+        std::printf("(%d threads per index) ", reg_pr);
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
                     SEVEN ? "wkv7" : "wkv6", CH == 1 ? "forward and backward" : "forward",
@@ -290,7 +300,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         }
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
-            emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm), "wkv_backward_reg_kernel");
+            emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm, reg_pr), "wkv_backward_reg_kernel");
         else
             emu::check_smem_tail(smem, sizeof smem, wide_smem(N, SEVEN, BSEG), "wkv_backward_wide_kernel");
         ok = ok && !emu::violations;
@@ -456,6 +466,35 @@ int main(void)
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
     reg_gsm = false;
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 1, 64, 16, false, true);
+    /* the register backward with two and four threads per index (RADLADS_WKV_REG=3, 4, 5; each a part of every row
+     * and column, the parts' sums added by shuffles): replays, short segments and odd tails, wkv6, steep decays, the
+     * forward's sa stepped back over whole segments and recomputed to the mid-segment anchor, backstepping off; then
+     * four threads per index under the orders that expose a missing barrier */
+    const int pr_forms[3][2] = {{2, 1}, {4, 1}, {4, 0}};
+    for (const auto &f : pr_forms) {
+        reg_pr = f[0], reg_gsm = f[1], fwd_wide = true, want_backstepped = 1, want_whole = -1;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 48, false, true);
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 37, 2, 64, 5, true, false);
+        logw_min = -0.3f;
+        fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 41, 1, 64, 7, true, true);
+        want_whole = 1;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+        logw_min = 0.0f, want_whole = 0;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+        logw_min = -3.0f, want_backstepped = 0, want_whole = -1;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+        logw_min = 0.0f, want_backstepped = -1, backstep = 0;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
+        backstep = 1;
+    }
+    reg_pr = 4, reg_gsm = true;
+    for (int k = 1; k < 3; k++) {
+        emu::reverse_order = k == 1, emu::warp_ahead = k == 2;
+        std::printf("(threads run %s)\n", k == 1 ? "highest first" : "a warp alone to its next barrier");
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 48, false, true);
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+    }
+    emu::reverse_order = false, emu::warp_ahead = false, reg_pr = 1, reg_gsm = false, fwd_wide = false;
     /* the same for the four-threads-per-row backward (8-token segments: the second of every chunk starts from the
      * next checkpoint; the first replays and recomputes with the stored sa, no barriers), then with sa ignored */
     fwd_wide = false, want_backstepped = 1, want_whole = 1;
