@@ -29,6 +29,12 @@ int rl__fault_backward_fails(int64_t step, int rank)
     return poison_at("backward", step, r, sizeof r) && atoi(r) == rank;
 }
 
+int rl__fault_pack_fails(int64_t step, int rank)
+{
+    char r[32];
+    return poison_at("pack", step, r, sizeof r) && atoi(r) == rank;
+}
+
 int rl__fault_quits(int64_t step, int rank)
 {
     char r[32];

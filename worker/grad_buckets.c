@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "trainer_int.h"
+#include "validate.h"
 
 static int add_span(rl__grad_buckets *b, int *cap, void *ptr, void *param, size_t n, int bf16)
 {
@@ -200,26 +201,40 @@ int rl__buckets_overlap_plan(rl__trainer *t, char *err, size_t errlen)
 
 void rl__buckets_begin(rl__trainer *t) { t->buckets.next = t->buckets.early = 0; }
 
+/* Starts the next bucket in the start order. bk->req stays −1 unless a collective went out (finish waits only for
+ * those). A bucket whose packing failed is all-reduced all the same (whatever the staging holds; the step fails
+ * anyway): the peers issue it, and every later bucket of this rank must still pair with theirs. */
 static int start_next(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
     rl__grad_buckets *b = &t->buckets;
     rl__bucket *bk = &b->buckets[b->order[b->next++]];
+    bk->req = -1;
     if (!bk->packed)
         return hooks->allreduce_start(hooks->ctx, b->spans[bk->first].ptr, bk->floats, &bk->req, err, errlen);
     int rc = rl__span_copy(t, bk, 0, b->ostaging + bk->stage_off, bk->floats, 0, 0);
-    if (rc) {
+    if (rc)
         rl_backend_status(t->be, err, errlen);
-        return rc;
+    else if (rl__fault_pack_fails(t->step, t->o->rank)) {
+        rc = RL_EINVAL;
+        snprintf(err, errlen, "RADLADS_TEST_POISON: packing gradient bucket %d for its all-reduce fails at step %lld "
+                 "on rank %d", b->order[b->next - 1], (long long)t->step, t->o->rank);
     }
-    return hooks->allreduce_start(hooks->ctx, b->ostaging + bk->stage_off, bk->floats, &bk->req, err, errlen);
+    char e2[256];
+    int r2 = hooks->allreduce_start(hooks->ctx, b->ostaging + bk->stage_off, bk->floats, &bk->req, rc ? e2 : err,
+                                    rc ? sizeof e2 : errlen);
+    return rc ? rc : r2;
 }
 
+/* Starts every bucket whose gradients are final at `event`; after a failure the rest all the same (the first
+ * error is the one reported): every rank issues every bucket, in the same order. */
 int rl__buckets_event(rl__trainer *t, const rl_train_hooks *hooks, int event, char *err, size_t errlen)
 {
     rl__grad_buckets *b = &t->buckets;
     int rc = 0;
-    while (!rc && b->next < b->n_buckets && b->buckets[b->order[b->next]].ready <= event) {
-        rc = start_next(t, hooks, err, errlen);
+    while (b->next < b->n_buckets && b->buckets[b->order[b->next]].ready <= event) {
+        char e2[256];
+        int r2 = start_next(t, hooks, rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
         b->early += event < b->buckets[b->order[b->n_buckets - 1]].ready; /* before the last gradients */
     }
     return rc;
@@ -229,10 +244,15 @@ int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, s
 {
     rl__grad_buckets *b = &t->buckets;
     int rc = 0;
-    while (!rc && b->next < b->n_buckets)
-        rc = start_next(t, hooks, err, errlen);
-    for (int j = 0; j < b->next; j++) { /* every started one is waited for, even after an error */
+    while (b->next < b->n_buckets) { /* (as rl__buckets_event) */
+        char e2[256];
+        int r2 = start_next(t, hooks, rc ? e2 : err, rc ? sizeof e2 : errlen);
+        rc = rc ? rc : r2;
+    }
+    for (int j = 0; j < b->next; j++) { /* every collective that went out is waited for, even after an error */
         rl__bucket *bk = &b->buckets[b->order[j]];
+        if (bk->req < 0)
+            continue; /* its start failed, and said why */
         char e2[256];
         int r2 = hooks->allreduce_wait(hooks->ctx, bk->req, e2, sizeof e2);
         if (r2 && !rc)

@@ -221,16 +221,25 @@ static int finish_group(ncclResult_t r, ncclResult_t g, const char *what, char *
     return RL_EINVAL;
 }
 
-static int on_device(const void *p)
+/* Where a hook's buffer lives: 1 device memory (NCCL), 0 host memory (MPI), −1 device memory when the communicator
+ * is gone (an earlier error aborted it): that call fails — device memory never goes to MPI, and a collective the
+ * peers would not match must not be issued there either. */
+static int on_device(const void *p, char *err, size_t errlen)
 {
     struct cudaPointerAttributes a;
-    if (!N.on || !p)
+    if (!p)
         return 0;
     if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
         cudaGetLastError(); /* clear it: not a pointer CUDA knows, i.e. ordinary host memory */
         return 0;
     }
-    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+    if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
+        return 0;
+    if (N.on)
+        return 1;
+    snprintf(err, errlen, "the NCCL communicator was aborted after an earlier error (the first error of this rank says "
+             "why): no further collective on GPU buffers this stage");
+    return -1;
 }
 
 int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
@@ -332,7 +341,10 @@ static int cuda_fail(cudaError_t e, const char *what, char *err, size_t errlen)
 /* Host buffers go through MPI's non-blocking all-reduce: their ids are MAX_OVERLAP + MPI's id. */
 int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen)
 {
-    if (!on_device(buf)) {
+    const int dev = on_device(buf, err, errlen);
+    if (dev < 0)
+        return RL_EINVAL;
+    if (!dev) {
         int rc = rl_comm_allreduce_start(ctx, buf, n, req, err, errlen);
         *req += MAX_OVERLAP;
         return rc;
@@ -349,21 +361,30 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
     const int k = O.n_ids;
     if (k == O.n_events) {
         if ((e = cudaEventCreateWithFlags(&O.produced[k], cudaEventDisableTiming)) != cudaSuccess ||
-            (e = cudaEventCreateWithFlags(&O.done[k], cudaEventDisableTiming)) != cudaSuccess)
+            (e = cudaEventCreateWithFlags(&O.done[k], cudaEventDisableTiming)) != cudaSuccess) {
+            abort_comm(); /* (as below) */
             return cuda_fail(e, "cudaEventCreate", err, errlen);
+        }
         O.n_events++;
     }
     if ((e = cudaEventRecord(O.produced[k], N.stream)) != cudaSuccess ||
-        (e = cudaStreamWaitEvent(O.stream, O.produced[k], 0)) != cudaSuccess)
+        (e = cudaStreamWaitEvent(O.stream, O.produced[k], 0)) != cudaSuccess) {
+        /* this rank cannot issue the collective its peers issue now: without a communicator every later bucket
+         * fails here at once, and the peers' waits end (their deadline at the latest) instead of pairing this
+         * rank's next bucket with this one */
+        abort_comm();
         return cuda_fail(e, "ordering the all-reduce after the backward", err, errlen);
+    }
     int rc = check(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, O.stream), "ncclAllReduce (overlapped)",
                    err, errlen);
     if (rc)
         return rc;
-    if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess)
-        return cuda_fail(e, "cudaEventRecord", err, errlen);
-    *req = k;
+    *req = k; /* (issued: finish waits for it whatever follows) */
     O.n_ids++, O.n_open++;
+    if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess) {
+        abort_comm();
+        return cuda_fail(e, "cudaEventRecord", err, errlen);
+    }
     return 0;
 }
 
@@ -387,7 +408,10 @@ int rl_nccl_allreduce_wait(void *ctx, int req, char *err, size_t errlen)
 
 int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)
 {
-    if (!on_device(buf))
+    const int dev = on_device(buf, err, errlen);
+    if (dev < 0)
+        return RL_EINVAL;
+    if (!dev)
         return rl_comm_allreduce_sum(ctx, buf, n, err, errlen);
     return finish(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, N.stream), "ncclAllReduce", err, errlen);
 }
@@ -395,7 +419,10 @@ int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t err
 int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const size_t *counts, char *err,
                                size_t errlen)
 {
-    if (!on_device(buf))
+    const int dev = on_device(buf, err, errlen);
+    if (dev < 0)
+        return RL_EINVAL;
+    if (!dev)
         return rl_comm_reduce_scatter_sum(ctx, buf, recv, counts, err, errlen);
     ncclResult_t r = ncclGroupStart();
     size_t at = 0;
@@ -410,7 +437,10 @@ int rl_nccl_reduce_scatter_sum(void *ctx, const float *buf, float *recv, const s
 
 int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, size_t errlen)
 {
-    if (!on_device(buf))
+    const int dev = on_device(buf, err, errlen);
+    if (dev < 0)
+        return RL_EINVAL;
+    if (!dev)
         return rl_comm_allgather(ctx, buf, counts, err, errlen);
     ncclResult_t r = ncclGroupStart();
     size_t at = 0;
@@ -424,7 +454,10 @@ int rl_nccl_allgather(void *ctx, float *buf, const size_t *counts, char *err, si
 
 int rl_nccl_gather(void *ctx, const float *send, float *recv, const size_t *counts, char *err, size_t errlen)
 {
-    if (!on_device(send))
+    const int dev = on_device(send, err, errlen);
+    if (dev < 0)
+        return RL_EINVAL;
+    if (!dev)
         return rl_comm_gather_floats(ctx, send, recv, counts, err, errlen);
     ncclResult_t r = ncclGroupStart();
     if (N.rank != 0) {

@@ -609,7 +609,9 @@ static int grads_ready(void *ctx, int event)
                  "event %d on rank %d", (long long)t->step, event, t->o->rank);
         return RL_EINVAL;
     }
-    return rl__buckets_event(t, t->hooks, event, t->ov_err, sizeof t->ov_err);
+    char e2[256]; /* (the first error of the step is the one kept) */
+    const int first = !t->ov_err[0];
+    return rl__buckets_event(t, t->hooks, event, first ? t->ov_err : e2, first ? sizeof t->ov_err : sizeof e2);
 }
 
 static int cmp_stat_seconds(const void *a, const void *b)

@@ -33,6 +33,9 @@ int rl__fault_backward_fails(int64_t step, int rank);
 /* "start:RANK": that rank fails as its backend is made (as a rank whose GPU is missing would), to prove the other
  * ranks stop too instead of waiting for it. */
 int rl__fault_start_fails(int rank);
+/* "pack:STEP:RANK": packing that rank's overlapped gradient buckets fails at that optimizer step (as a failed copy on
+ * the device would) */
+int rl__fault_pack_fails(int64_t step, int rank);
 /* "quit:STEP:RANK": that rank stops with an error as step STEP begins without telling the others (a failure between
  * two agreements), which then wait in the step's collectives: the worker's exit must end them. */
 int rl__fault_quits(int64_t step, int rank);

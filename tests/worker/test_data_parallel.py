@@ -82,6 +82,16 @@ def main():
         check("a rank failing mid-backward with buckets in flight: both stop, naming it, no hang",
               r.returncode != 0 and "fails at its gradient event" in r.stderr and "other rank(s) failed" in r.stderr,
               r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
+        # a rank whose packing of an overlapped bucket fails (as a failed device copy would): it still issues that
+        # bucket's all-reduce, so its later buckets pair with the other rank's same ones; both stop at the step's
+        # agreement, naming it, no hang (a rank skipping it would pair its next bucket with the other's this one)
+        env = dict(os.environ, RADLADS_TEST_POISON="pack:3:1")
+        r = run(*mpirun(2), WORKER, "run", "--stage", "distill", "--teacher", teacher, "--student", student,
+                "--lr", "1e-3:1e-4", *common, "--bucket-floats", "700", "--out", os.path.join(tmp, "packfails"),
+                ok=False, env=env, timeout=120)
+        check("a rank failing to pack a bucket: it still issues the collective; both stop, naming it, no hang",
+              r.returncode != 0 and "packing gradient bucket" in r.stderr and "other rank(s) failed" in r.stderr,
+              r.stderr.strip().splitlines()[-1][:100] if r.stderr.strip() else "")
         # a rank that cannot make its backend (a missing GPU) stops the others before their first collective
         env = dict(os.environ, RADLADS_TEST_POISON="start:1")
         r = run(*mpirun(2), WORKER, "run", "--stage", "distill", "--teacher", teacher, "--student", student,
