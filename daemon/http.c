@@ -430,10 +430,7 @@ static void write_addr_file(http_server *srv)
         }
     }
     log_info("http: dashboard on http://%s:%d/", ip, port);
-    size_t n = strlen(srv->d->state_dir) + 16;
-    srv->addr_file = malloc(n);
-    if (!srv->addr_file) return;
-    snprintf(srv->addr_file, n, "%s/http.addr", srv->d->state_dir);
+    if (!srv->addr_file) return; /* (out of memory at the start: no file, the log line above says where) */
     char line[128], err[512];
     int used = snprintf(line, sizeof line, "%s:%d\n", ip, port);
     if (state_file_write(srv->addr_file, line, (size_t)used, 0644, err, sizeof err) < 0) log_warn("http: %s", err);
@@ -442,15 +439,16 @@ static void write_addr_file(http_server *srv)
 int http_start(rl_daemon *d, char *err, size_t errlen)
 {
     const char *spec = d->http_listen ? d->http_listen : HTTP_DEFAULT_LISTEN;
-    char stale[PATH_MAX];
-    snprintf(stale, sizeof stale, "%s/http.addr", d->state_dir);
-    unlink(stale); /* a killed daemon's address: written again below once we listen */
+    char addr_file[PATH_MAX];
+    snprintf(addr_file, sizeof addr_file, "%s/http.addr", d->state_dir);
+    unlink(addr_file); /* a killed daemon's address: written again below once we listen */
     if (!strcmp(spec, "off")) return 0;
     struct sockaddr_storage ss;
     if (parse_listen(spec, &ss, err, errlen) < 0) return -1;
     http_server *srv = calloc(1, sizeof *srv);
     if (!srv) return rl_errf(err, errlen, "out of memory");
     srv->d = d;
+    srv->addr_file = strdup(addr_file);
     uv_tcp_init(d->loop, &srv->listener);
     srv->listener.data = srv;
     srv->handles_open = 1;

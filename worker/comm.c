@@ -19,6 +19,7 @@
 #include "worker.h"
 
 static MPI_Comm g_meet = MPI_COMM_NULL; /* rl_comm_meet's: a duplicate of MPI_COMM_WORLD */
+static int g_failed_seen; /* the last rl_comm_meet: some rank had failed (this one too, unless it met nobody) */
 
 static int mpi_fail(int code, const char *what, char *err, size_t errlen)
 {
@@ -124,7 +125,7 @@ int rl_comm_init(rl_comm *c, int *argc, char ***argv, char *err, size_t errlen)
 
 void rl_comm_finalize(rl_comm *c)
 {
-    rl_nccl_finalize(); /* a CUDA pool's communicator, before MPI goes */
+    rl_nccl_finalize(g_failed_seen); /* a CUDA pool's communicator, before MPI goes */
     pin_mpi_plugins(); /* and those loaded since MPI_Init */
     if (c->mpi && g_meet != MPI_COMM_NULL)
         MPI_Comm_free(&g_meet);
@@ -289,11 +290,14 @@ int rl_comm_meet(const rl_comm *c, int failed, char *err, size_t errlen)
     const char *env = getenv("RADLADS_FAIL_WAIT_S");
     const double limit = env && atof(env) > 0 ? atof(env) : 300.0;
     MPI_Request req;
-    int r = MPI_Ibarrier(g_meet, &req);
+    static int mine;
+    mine = failed != 0;
+    /* (a barrier that also tells whether any rank failed: rl_comm_finalize then aborts NCCL instead of flushing it) */
+    int r = MPI_Iallreduce(&mine, &g_failed_seen, 1, MPI_INT, MPI_MAX, g_meet, &req);
     if (r != MPI_SUCCESS)
-        return mpi_fail(r, "MPI_Ibarrier", err, errlen);
+        return mpi_fail(r, "MPI_Iallreduce (the ranks' meeting)", err, errlen);
     if (!failed)
-        return wait_sleeping(&req, "MPI_Ibarrier", err, errlen);
+        return wait_sleeping(&req, "MPI_Iallreduce (the ranks' meeting)", err, errlen);
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {

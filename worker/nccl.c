@@ -308,12 +308,13 @@ static struct {
     int n_events, n_ids, n_open;
 } O;
 
-void rl_nccl_finalize(void)
+void rl_nccl_finalize(int peer_failed)
 {
     ncclResult_t async = ncclSuccess;
-    if (N.on && (ncclCommGetAsyncError(N.comm, &async) != ncclSuccess ||
+    if (N.on && (peer_failed || ncclCommGetAsyncError(N.comm, &async) != ncclSuccess ||
                  (async != ncclSuccess && async != ncclInProgress)))
-        abort_comm(); /* an error: finalizing would wait for what a failed peer never matches */
+        abort_comm(); /* an error, here or on a peer (whose communicator may be gone): finalizing would wait for what
+                       * a failed peer never matches, up to RADLADS_NCCL_TIMEOUT_S */
     char e[512];
     if (O.stream && wait_stream(O.stream, "the overlapped all-reduces at the end", e, sizeof e))
         fprintf(stderr, "radlads-worker: %s\n", e);
@@ -498,7 +499,7 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
     return RL_ENOTSUP;
 }
 
-void rl_nccl_finalize(void) {}
+void rl_nccl_finalize(int peer_failed) { (void)peer_failed; }
 
 void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
 {

@@ -48,7 +48,9 @@ int rl_comm_gather_floats(void *ctx, const float *send, float *recv, const size_
  * communicator the first time (id from rank 0 over MPI) and queues later collectives on the backend's
  * stream.  The hooks take device buffers through NCCL and host buffers through the rl_comm_* MPI hooks. */
 int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen);
-void rl_nccl_finalize(void);
+/* The communicator at the process's end: flushed and destroyed, or aborted where peer_failed (the last
+ * rl_comm_meet saw a rank fail: its communicator may be gone) or an error is pending. */
+void rl_nccl_finalize(int peer_failed);
 /* The GPU a rank of a CUDA stage takes: its index among the ranks on its host when the host shows at least as many
  * GPUs as it runs ranks; GPU 0 when each rank is shown one (a launcher that binds a GPU per task, as srun
  * --gpus-per-task=1; ranks that would share one GPU are refused by NCCL); otherwise -1 with err saying what to
