@@ -47,6 +47,12 @@ int rl__fault_start_fails(int rank)
     return poison_at("start", rank, unused, sizeof unused);
 }
 
+int rl__fault_nccl_init_fails(int rank)
+{
+    char unused[8];
+    return poison_at("ncclinit", rank, unused, sizeof unused);
+}
+
 int rl__fault_join_delay(int rank)
 {
     char secs[32];

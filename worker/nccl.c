@@ -242,6 +242,62 @@ static int on_device(const void *p, char *err, size_t errlen)
     return -1;
 }
 
+/* Joining the communicator: every rank's ncclCommInitRankConfig has started (non-blocking) or failed at once. The
+ * ranks tell each other which, on a communicator of their own, while each polls its own set-up: a rank whose call
+ * failed at once then stops the others now (they abort theirs), not at the deadline; a rank that never gets there
+ * (stuck before, or gone) costs the others RADLADS_NCCL_TIMEOUT_S. A request a rank stopped waiting for (the
+ * deadline, its own set-up failing) is completed at the next set-up, before a new one, in the same order on every
+ * rank. err already holds this rank's own failure where !started. */
+static MPI_Comm g_join = MPI_COMM_NULL;
+static MPI_Request g_join_req = MPI_REQUEST_NULL;
+
+static int join_wait(int started, ncclResult_t r, char *err, size_t errlen)
+{
+    static int mine, all;
+    mine = started;
+    if (MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, g_join, &g_join_req) != MPI_SUCCESS) {
+        if (started)
+            snprintf(err, errlen, "MPI_Iallreduce (whether every rank started NCCL) failed"), abort_comm();
+        return RL_EINVAL;
+    }
+    const double limit = nccl_limit();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long ns = 2000;
+    const char *what = "ncclCommInitRankConfig (joining the ranks' communicator)";
+    int told = 0; /* the ranks' answer is here */
+    for (;;) {
+        if (!told && MPI_Test(&g_join_req, &told, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            told = 1, all = 0;
+        if (told && !all) {
+            if (started) {
+                abort_comm();
+                snprintf(err, errlen, "%s: another rank's ncclCommInitRankConfig failed at once (its log has the "
+                         "reason): communicator aborted", what);
+            }
+            return RL_EINVAL;
+        }
+        if (!started) { /* this rank's failure is said (err); the others are told as soon as they get here */
+            if (told || seconds_since(&t0) > limit)
+                return RL_EINVAL;
+        } else if (r == ncclInProgress) {
+            ncclResult_t q = ncclCommGetAsyncError(N.comm, &r);
+            if (q != ncclSuccess)
+                r = q;
+            if (r != ncclInProgress && r != ncclSuccess) {
+                nccl_error(r, what, err, errlen);
+                abort_comm();
+                return RL_EINVAL;
+            }
+        }
+        if (started && r == ncclSuccess && told)
+            return 0;
+        if (seconds_since(&t0) > limit)
+            return too_late(what, limit, err, errlen);
+        nap(&ns);
+    }
+}
+
 int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
 {
     if (!rl_backend_stream(be)) {
@@ -276,6 +332,10 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return RL_EINVAL;
     }
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (g_join == MPI_COMM_NULL) /* (every rank here, the first time: a collective) */
+        MPI_Comm_dup(MPI_COMM_WORLD, &g_join);
+    if (g_join_req != MPI_REQUEST_NULL) /* the last set-up's answer, which this rank stopped waiting for */
+        MPI_Wait(&g_join_req, MPI_STATUS_IGNORE);
     /* non-blocking, so that a rank that never joins (stuck, or its host gone) costs the others the deadline,
      * not for ever */
     const int delay = rl__fault_join_delay(c->rank);
@@ -292,11 +352,18 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
     N.rank = c->rank, N.world = c->world;
-    r = ncclCommInitRankConfig(&N.comm, c->world, id, c->rank, &cfg);
-    if (r != ncclSuccess && r != ncclInProgress)
-        return nccl_error(r, "ncclCommInitRankConfig", err, errlen);
-    N.on = 1; /* from here on a failure aborts it */
-    return check(r, "ncclCommInitRankConfig (joining the ranks' communicator)", err, errlen);
+    if (rl__fault_nccl_init_fails(c->rank)) {
+        fprintf(stderr, "RADLADS_TEST_POISON: rank %d's ncclCommInitRankConfig fails at once\n", c->rank);
+        r = ncclInvalidUsage;
+    } else {
+        r = ncclCommInitRankConfig(&N.comm, c->world, id, c->rank, &cfg);
+    }
+    const int started = r == ncclSuccess || r == ncclInProgress;
+    if (started)
+        N.on = 1; /* from here on a failure aborts it */
+    else
+        nccl_error(r, "ncclCommInitRankConfig", err, errlen);
+    return join_wait(started, r, err, errlen);
 }
 
 /* Overlapped all-reduces: a second stream for the collectives, two events per request (the backend's
@@ -323,6 +390,12 @@ void rl_nccl_finalize(int peer_failed)
     for (int k = 0; k < O.n_events; k++)
         cudaEventDestroy(O.produced[k]), cudaEventDestroy(O.done[k]);
     memset(&O, 0, sizeof O);
+    if (g_join_req != MPI_REQUEST_NULL) { /* a set-up's answer this rank stopped waiting for: done by now, or never */
+        int done;
+        MPI_Test(&g_join_req, &done, MPI_STATUS_IGNORE);
+    }
+    if (g_join != MPI_COMM_NULL)
+        MPI_Comm_free(&g_join);
     if (N.on) { /* a non-blocking communicator is finalized (its last operations flushed) before it is destroyed */
         int late;
         if (settle(N.comm, ncclCommFinalize(N.comm), &late) == ncclSuccess)

@@ -42,6 +42,9 @@ int rl__fault_quits(int64_t step, int rank);
 /* "join:RANK:SECONDS": that rank waits SECONDS before it joins the NCCL communicator (a rank stuck at start-up):
  * the others must give up after RADLADS_NCCL_TIMEOUT_S. Returns the seconds, 0 for every other rank. */
 int rl__fault_join_delay(int rank);
+/* "ncclinit:RANK": that rank's ncclCommInitRankConfig fails at once (as a bad NCCL setting would): the other ranks
+ * must stop at once too, not at RADLADS_NCCL_TIMEOUT_S. */
+int rl__fault_nccl_init_fails(int rank);
 /* 1 when RADLADS_TEST_POISON poisons a gradient at this step (the step reduces after the poisoning). */
 int rl__fault_poisons_grad(int64_t step);
 void rl__fault_poison_grad(rl__trainer *t, int64_t step);

@@ -8,7 +8,8 @@ bf16 mixed precision (--precision bf16: cuBLASLt BF16 GEMMs on the GPU; the same
 multiplied in fp32 on the CPU) with recomputation on the GPU side: per step within 2e-3 of the CPU's bf16 run
 and within 1e-2 of fp32; and with --precision bf16-weights (bf16 matrices and gradients, fp32 masters): within
 2e-3 of the CPU's bf16-weights run and 1e-2 of the GPU's bf16 run.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
-CPU ranks (MPI), and a rank that joins NCCL 60 s late must make the other give up at the set-up deadline.
+CPU ranks (MPI), a rank that joins NCCL 60 s late must make the other give up at the set-up deadline, and one whose
+NCCL set-up fails at once must stop the other at once.
 
 usage: /usr/bin/python3 tests/gpu/e2e_gpu_vs_cpu.py BUILD_DIR     exit 0 ok, 1 mismatch, 77 no GPU
 RL_GPU_E2E_DEVICE=cpu runs the "GPU" side on the CPU too (a dry run of this script where there is no GPU)."""
@@ -147,6 +148,26 @@ def main():
             print(f"  a rank joining NCCL 60 s late: {why} in {time.time() - t0:.1f} s  {'ok' if ok else 'FAIL'}")
             if not ok:
                 failures.append("NCCL set-up deadline")
+            # a rank whose ncclCommInitRankConfig fails at once (a bad NCCL setting): the other stops at once too,
+            # not at its 120 s deadline
+            env = dict(os.environ, RADLADS_TEST_POISON="ncclinit:1", RADLADS_NCCL_TIMEOUT_S="120",
+                       RADLADS_FAIL_WAIT_S="5")
+            t0 = time.time()
+            try:
+                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
+                                    d("teacher"), "--student", d("align-cpu"), "--out", d("init-fails"), "--tokens",
+                                    "4K", "--lr", "1e-3:1e-4", *common], capture_output=True, text=True,
+                                   timeout=100, env=env)
+                said = next((ln for ln in r.stderr.splitlines() if "failed at once" in ln), "")
+                ok = r.returncode != 0 and "another rank's ncclCommInitRankConfig failed at once" in said and \
+                    time.time() - t0 < 60
+                why = f"exit {r.returncode}: " + (said[:160] or "no message about the other rank")
+            except subprocess.TimeoutExpired:
+                ok, why = False, "still waiting after 100 s"
+            print(f"  a rank whose NCCL set-up fails at once: {why} in {time.time() - t0:.1f} s  "
+                  f"{'ok' if ok else 'FAIL'}")
+            if not ok:
+                failures.append("NCCL set-up failing at once")
         else:
             print("  (one GPU: the 2-rank NCCL comparison needs two)")
             # two ranks shown the same single GPU: each takes GPU 0 and NCCL refuses ranks that share a device; they
