@@ -49,7 +49,10 @@ def score(model, held):
 
 
 def gpus():
-    r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    except FileNotFoundError:  # no driver installed: no GPU
+        return 0
     return len([ln for ln in r.stdout.splitlines() if ln.startswith("GPU ")]) if r.returncode == 0 else 0
 
 
@@ -123,70 +126,62 @@ def main():
         compare("distill bf16-weights GPU vs bf16-weights CPU", losses(d("bw-cpu")), losses(d("bw-cuda")))
         compare("distill bf16-weights GPU vs bf16 (autocast) GPU", losses(d("bf16-cuda")), losses(d("bw-cuda")),
                 tol=1e-2)
+        mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
+
+        def two_ranks(out, timeout, **env):
+            """a short distill on 2 GPU ranks with env added: (CompletedProcess, or None past timeout; seconds)"""
+            t0 = time.time()
+            try:
+                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
+                                    d("teacher"), "--student", d("align-cpu"), "--out", d(out), "--tokens", "4K",
+                                    "--lr", "1e-3:1e-4", *common], capture_output=True, text=True, timeout=timeout,
+                                   env=dict(os.environ, **env))
+            except subprocess.TimeoutExpired:
+                r = None
+            return r, time.time() - t0
+
+        def said(r, needle):
+            return next((ln for ln in (r.stdout + r.stderr).splitlines() if needle in ln), "") if r else ""
+
+        def verdict(what, ok, why, secs, failure):
+            print(f"  {what}: {why} in {secs:.1f} s  {'ok' if ok else 'FAIL'}")
+            if not ok:
+                failures.append(failure)
+
         if n_gpu >= 2:
-            mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
             for side, dev in (("cpu", "cpu"), ("cuda", DEV)):
                 run(*mpi, WORKER, "run", "--device", dev, "--stage", "distill", "--teacher", d("teacher"), "--student",
                     d("align-cpu"), "--out", d("ddp-" + side), "--tokens", "32K", "--lr", "1e-3:1e-4", "--warmup", "5",
                     *common)
             compare("distill on 2 ranks, NCCL vs MPI", losses(d("ddp-cpu")), losses(d("ddp-cuda")))
+        if n_gpu >= 2 and DEV == "cpu":
+            print("  (a dry run on the CPU: the NCCL set-up checks need GPUs)")
+        elif n_gpu >= 2:
             # a rank that joins the communicator 60 s late: the other gives up after RADLADS_NCCL_TIMEOUT_S (10 s)
             # with the reason, and the job ends (the failed rank's exit waits RADLADS_FAIL_WAIT_S, then aborts)
-            env = dict(os.environ, RADLADS_TEST_POISON="join:1:60", RADLADS_NCCL_TIMEOUT_S="10",
-                       RADLADS_FAIL_WAIT_S="5")
-            t0 = time.time()
-            try:
-                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
-                                    d("teacher"), "--student", d("align-cpu"), "--out", d("late-join"), "--tokens",
-                                    "4K", "--lr", "1e-3:1e-4", *common], capture_output=True, text=True,
-                                   timeout=150, env=env)
-                said = next((ln for ln in (r.stdout + r.stderr).splitlines() if "not done after 10 s" in ln), "")
-                ok = r.returncode != 0 and "ncclCommInitRank" in said
-                why = f"exit {r.returncode}: " + (said[:160] or "no deadline message")
-            except subprocess.TimeoutExpired:
-                ok, why = False, "still waiting after 150 s"
-            print(f"  a rank joining NCCL 60 s late: {why} in {time.time() - t0:.1f} s  {'ok' if ok else 'FAIL'}")
-            if not ok:
-                failures.append("NCCL set-up deadline")
+            r, secs = two_ranks("late-join", 150, RADLADS_TEST_POISON="join:1:60", RADLADS_NCCL_TIMEOUT_S="10",
+                                RADLADS_FAIL_WAIT_S="5")
+            line = said(r, "not done after 10 s")
+            verdict("a rank joining NCCL 60 s late", r is not None and r.returncode != 0 and "ncclCommInitRank" in line,
+                    f"exit {r.returncode}: " + (line[:160] or "no deadline message") if r else "still waiting after 150 s",
+                    secs, "NCCL set-up deadline")
             # a rank whose ncclCommInitRankConfig fails at once (a bad NCCL setting): the other stops at once too,
             # not at its 120 s deadline
-            env = dict(os.environ, RADLADS_TEST_POISON="ncclinit:1", RADLADS_NCCL_TIMEOUT_S="120",
-                       RADLADS_FAIL_WAIT_S="5")
-            t0 = time.time()
-            try:
-                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
-                                    d("teacher"), "--student", d("align-cpu"), "--out", d("init-fails"), "--tokens",
-                                    "4K", "--lr", "1e-3:1e-4", *common], capture_output=True, text=True,
-                                   timeout=100, env=env)
-                said = next((ln for ln in r.stderr.splitlines() if "failed at once" in ln), "")
-                ok = r.returncode != 0 and "another rank's ncclCommInitRankConfig failed at once" in said and \
-                    time.time() - t0 < 60
-                why = f"exit {r.returncode}: " + (said[:160] or "no message about the other rank")
-            except subprocess.TimeoutExpired:
-                ok, why = False, "still waiting after 100 s"
-            print(f"  a rank whose NCCL set-up fails at once: {why} in {time.time() - t0:.1f} s  "
-                  f"{'ok' if ok else 'FAIL'}")
-            if not ok:
-                failures.append("NCCL set-up failing at once")
+            r, secs = two_ranks("init-fails", 100, RADLADS_TEST_POISON="ncclinit:1", RADLADS_NCCL_TIMEOUT_S="120",
+                                RADLADS_FAIL_WAIT_S="5")
+            line = said(r, "another rank's ncclCommInitRankConfig failed at once")
+            verdict("a rank whose NCCL set-up fails at once", r is not None and r.returncode != 0 and line != "" and
+                    secs < 60, f"exit {r.returncode}: " + (line[:160] or "no message about the other rank") if r
+                    else "still waiting after 100 s", secs, "NCCL set-up failing at once")
         else:
             print("  (one GPU: the 2-rank NCCL comparison needs two)")
             # two ranks shown the same single GPU: each takes GPU 0 and NCCL refuses ranks that share a device; they
             # must all stop promptly with the reason (the start-up agreements), never wait for each other
-            mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
-            t0 = time.time()
-            try:
-                r = subprocess.run([*mpi, WORKER, "run", "--device", DEV, "--stage", "distill", "--teacher",
-                                    d("teacher"), "--student", d("align-cpu"), "--out", d("shared-gpu"), "--tokens",
-                                    "4K", "--lr", "1e-3:1e-4", *common], capture_output=True, text=True,
-                                   timeout=180)
-                shared = r.returncode == 0 or "ncclCommInitRank" in r.stderr
-                why = "ran (this NCCL shares a GPU)" if r.returncode == 0 else "refused: " + next(
-                    (ln for ln in r.stderr.splitlines() if "ncclCommInitRank" in ln), "")[:160]
-            except subprocess.TimeoutExpired:
-                shared, why = False, "still waiting after 180 s"
-            print(f"  2 ranks on 1 GPU: {why} in {time.time() - t0:.1f} s  {'ok' if shared else 'FAIL'}")
-            if not shared:
-                failures.append("2 ranks on 1 GPU")
+            r, secs = two_ranks("shared-gpu", 180)
+            shared = r is not None and (r.returncode == 0 or "ncclCommInitRank" in r.stderr)
+            verdict("2 ranks on 1 GPU", shared, "still waiting after 180 s" if r is None else
+                    "ran (this NCCL shares a GPU)" if r.returncode == 0 else
+                    "refused: " + said(r, "ncclCommInitRank")[:160], secs, "2 ranks on 1 GPU")
     print("end-to-end: " + ("all checks passed" if not failures else f"FAILED: {', '.join(failures)}"))
     return 1 if failures else 0
 
