@@ -181,13 +181,14 @@ int rl_comm_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
             int done = 0;
             MPI_Test(&inflight[k], &done, MPI_STATUS_IGNORE);
         }
-    *req = n_inflight_ids++;
-    int r = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &inflight[*req]);
-    if (r != MPI_SUCCESS) {
+    const int k = n_inflight_ids;
+    int r = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &inflight[k]);
+    if (r != MPI_SUCCESS) { /* (no id: nothing to wait for) */
         mpi_fail(r, "MPI_Iallreduce", err, errlen);
         return RL_EINVAL;
     }
-    n_open++;
+    *req = k;
+    n_inflight_ids++, n_open++;
     return 0;
 }
 

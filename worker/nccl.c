@@ -229,9 +229,17 @@ static int on_device(const void *p, char *err, size_t errlen)
     struct cudaPointerAttributes a;
     if (!p)
         return 0;
-    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError(); /* clear it: not a pointer CUDA knows, i.e. ordinary host memory */
+    const cudaError_t e = cudaPointerGetAttributes(&a, p);
+    if (e == cudaErrorInvalidValue) { /* (CUDA before 11: a pointer CUDA does not know, i.e. ordinary host memory) */
+        cudaGetLastError();
         return 0;
+    }
+    if (e != cudaSuccess) { /* a sticky error from an earlier launch: where p lives is unknown, and this rank cannot
+                             * go on issuing collectives its peers match */
+        snprintf(err, errlen, "cudaPointerGetAttributes: %s (an earlier kernel failed): NCCL communicator aborted",
+                 cudaGetErrorString(e));
+        abort_comm();
+        return -1;
     }
     if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
         return 0;
@@ -390,10 +398,9 @@ void rl_nccl_finalize(int peer_failed)
     for (int k = 0; k < O.n_events; k++)
         cudaEventDestroy(O.produced[k]), cudaEventDestroy(O.done[k]);
     memset(&O, 0, sizeof O);
-    if (g_join_req != MPI_REQUEST_NULL) { /* a set-up's answer this rank stopped waiting for: done by now, or never */
-        int done;
-        MPI_Test(&g_join_req, &done, MPI_STATUS_IGNORE);
-    }
+    if (g_join_req != MPI_REQUEST_NULL) /* a set-up's answer this rank stopped waiting for: every rank that gets
+                                         * here met the others after that set-up, so each has posted its part */
+        MPI_Wait(&g_join_req, MPI_STATUS_IGNORE);
     if (g_join != MPI_COMM_NULL)
         MPI_Comm_free(&g_join);
     if (N.on) { /* a non-blocking communicator is finalized (its last operations flushed) before it is destroyed */
@@ -420,12 +427,15 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
         return RL_EINVAL;
     if (!dev) {
         int rc = rl_comm_allreduce_start(ctx, buf, n, req, err, errlen);
-        *req += MAX_OVERLAP;
+        if (!rc)
+            *req += MAX_OVERLAP; /* (a failed start leaves *req alone: nothing to wait for) */
         return rc;
     }
     cudaError_t e = cudaSuccess;
-    if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess)
+    if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        abort_comm(); /* (as below: this rank cannot issue what its peers issue now) */
         return cuda_fail(e, "cudaStreamCreate (the all-reduce stream)", err, errlen);
+    }
     if (!O.n_open)
         O.n_ids = 0;
     if (O.n_ids == MAX_OVERLAP) {

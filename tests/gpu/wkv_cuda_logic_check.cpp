@@ -374,6 +374,12 @@ int main(void)
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, false, true);
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 7, true, true);
+        for (int pr : {2, 4}) { /* the register backward's copies with 128 and 256 threads */
+            reg_pr = pr;
+            fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+            fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 70, 1, 64, 48, false, true);
+        }
+        reg_pr = 1;
     }
     /* the four-threads-per-row backward's segments (and replays: BSEG 4 in chunks of 16) copied with cp.async, landing
      * when issued */
