@@ -10,12 +10,12 @@
  * run) reduces exactly the same element groups in the same order.  A NCCL transport reuses the plan as
  * is: the staging buffer is backend memory and the packing uses rl_copy.  ZeRO-1 (zero.c) reduce-scatters
  * and all-gathers the same buckets. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "trainer_int.h"
-#include "validate.h"
 
 static int add_span(rl__grad_buckets *b, int *cap, void *ptr, void *param, size_t n, int bf16)
 {
@@ -214,7 +214,7 @@ static int start_next(rl__trainer *t, const rl_train_hooks *hooks, char *err, si
     int rc = rl__span_copy(t, bk, 0, b->ostaging + bk->stage_off, bk->floats, 0, 0);
     if (rc)
         rl_backend_status(t->be, err, errlen);
-    else if (rl__fault_pack_fails(t->step, t->o->rank)) {
+    else if (t->fail_pack) {
         rc = RL_EINVAL;
         snprintf(err, errlen, "RADLADS_TEST_POISON: packing gradient bucket %d for its all-reduce fails at step %lld "
                  "on rank %d", b->order[b->next - 1], (long long)t->step, t->o->rank);
@@ -243,12 +243,7 @@ int rl__buckets_event(rl__trainer *t, const rl_train_hooks *hooks, int event, ch
 int rl__buckets_finish(rl__trainer *t, const rl_train_hooks *hooks, char *err, size_t errlen)
 {
     rl__grad_buckets *b = &t->buckets;
-    int rc = 0;
-    while (b->next < b->n_buckets) { /* (as rl__buckets_event) */
-        char e2[256];
-        int r2 = start_next(t, hooks, rc ? e2 : err, rc ? sizeof e2 : errlen);
-        rc = rc ? rc : r2;
-    }
+    int rc = rl__buckets_event(t, hooks, INT_MAX, err, errlen); /* whatever has not started yet */
     for (int j = 0; j < b->next; j++) { /* every collective that went out is waited for, even after an error */
         rl__bucket *bk = &b->buckets[b->order[j]];
         if (bk->req < 0)

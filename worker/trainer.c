@@ -1005,6 +1005,7 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
         /* (a step that poisons a gradient for the tests reduces after the poisoning, as without overlap) */
         const int overlap_now = overlap && !rl__fault_poisons_grad(step);
         t.step = step, t.fail_backward = rl__fault_backward_fails(step, o.rank);
+        t.fail_pack = rl__fault_pack_fails(step, o.rank);
         rl__buckets_begin(&t);
         for (int a = 0; a < A && !rc; a++) {
             const uint64_t g0 = (uint64_t)step * o.batch + (uint64_t)o.rank * local + (uint64_t)a * o.micro_batch;

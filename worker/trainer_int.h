@@ -87,6 +87,7 @@ typedef struct {
     const rl_train_hooks *hooks;
     int64_t step;      /* the optimizer step being computed */
     int fail_backward; /* tests (RADLADS_TEST_POISON=backward:…): this step's last backward fails half-way */
+    int fail_pack;     /* tests (RADLADS_TEST_POISON=pack:…): this step's overlapped buckets fail to pack */
     char ov_err[256];  /* a failed all-reduce start during the backward */
     rl__grad_buckets buckets;
 } rl__trainer;

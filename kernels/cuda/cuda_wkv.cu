@@ -1072,30 +1072,23 @@ __device__ __forceinline__ void row_part_at_segment(float (&s)[N / PR], const fl
 }
 
 /* The register backward's tile slot x (BV_R..BV_B, then the forward's sa when sa) from token offset o, as cp.async
- * copies of 16 bytes: with 64 threads, thread t copies quad t % 16 of vector t / 16 and of vector 4 + t / 16; with
- * more, quad t % 16 of vector t / 16 (threads from 128 on copy nothing). The next segment's tokens go into the slots
- * the walk back has finished with; logw is copied as it is, and slot_finish makes it the decay once the copies are
- * waited for. */
+ * copies of 16 bytes: thread t copies quad t % 16 of vector t / 16, and with 64 threads also of vector 4 + t / 16
+ * (threads from 128 on copy nothing). The next segment's tokens go into the slots the walk back has finished with;
+ * logw is copied as it is, and slot_finish makes it the decay once the copies are waited for. */
 template <int NT>
 __device__ __forceinline__ void slot_async(float *x, const wkv_args &p, size_t o, const float *dy, bool sa)
 {
     static_assert(BV_R == 0 && BV_D == 1 && BV_K == 2 && BV_V == 3 && BV_DY == 4 && BV_A == 5 && BV_B == 6 &&
                       BV_SA == 7,
                   "slot_async copies vector v into slot v");
-    const int v = threadIdx.x >> 4, j = 4 * (threadIdx.x & 15);
-    if (NT == 64) {
-        const float *lo = v == 0 ? p.r : v == 1 ? p.logw : v == 2 ? p.k : p.v;
-        const float *hi = v == 0 ? dy : v == 1 ? p.a : v == 2 ? p.b : p.sa;
-        cp_async16(x + v * 64 + j, lo + o + j);
-        if (v < 3 || sa)
-            cp_async16(x + (4 + v) * 64 + j, hi + o + j);
-        return;
+    const int j = 4 * (threadIdx.x & 15);
+    for (int v = threadIdx.x >> 4; v < 8; v += NT / 16) {
+        if (v == BV_SA && !sa)
+            continue;
+        const float *src = v == BV_R ? p.r : v == BV_D ? p.logw : v == BV_K ? p.k : v == BV_V ? p.v
+                           : v == BV_DY ? dy : v == BV_A ? p.a : v == BV_B ? p.b : p.sa;
+        cp_async16(x + v * 64 + j, src + o + j);
     }
-    if (v >= 8 || (v == BV_SA && !sa))
-        return;
-    const float *src = v == BV_R ? p.r : v == BV_D ? p.logw : v == BV_K ? p.k : v == BV_V ? p.v : v == BV_DY ? dy
-                       : v == BV_A ? p.a : v == BV_B ? p.b : p.sa;
-    cp_async16(x + v * 64 + j, src + o + j);
 }
 
 /* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x (the
