@@ -995,14 +995,18 @@ template <int PR> __device__ __forceinline__ float part_sum(float x)
 }
 
 /* The pitch of G's rows in shared memory (GSM): 16-byte rows whose float4 reads by a quarter warp (8 / PR rows, PR
- * parts each) fall in 8 different bank quads: 68, 72, 80 floats. */
-__host__ __device__ constexpr int reg_gsp(int pr) { return 64 + 4 * pr; }
+ * parts each) fall in 8 different bank quads: N + 4·PR floats (68, 72, 80 at head size 64; N is a multiple of 32). */
+__host__ __device__ constexpr int reg_gsp(int n, int pr) { return n + 4 * pr; }
+
+/* The register backward's rows of the state per block: all N, or with the value rows split (SPLIT) N / PR. */
+__host__ __device__ constexpr int reg_rows(int n, int pr, bool split) { return split ? n / pr : n; }
 
 /* the register backward's shared memory: the token tile, G's rows (GSM), a flag per group, one for the segment and
  * one per anchor slot */
-size_t reg_smem(bool gsm, int pr)
+size_t reg_smem(bool gsm, int pr, int n = 64, bool split = false)
 {
-    return sizeof(float) * ((size_t)SEG * RNV * 64 + (gsm ? 64 * reg_gsp(pr) : 0) + SEG / GRP + 1 + SEG);
+    return sizeof(float) * ((size_t)SEG * RNV * n + (gsm ? (size_t)reg_rows(n, pr, split) * reg_gsp(n, pr) : 0) +
+                            SEG / GRP + 1 + SEG);
 }
 
 /* This thread's part (u) of row i of the state (registers s) through one token whose sa_i is known: the update of
@@ -1039,13 +1043,16 @@ template <int N, int PR> __device__ __forceinline__ void put_anchor(float *A, in
     for (int l = 0; l < N / PR; l++)
         A[(size_t)part_j<PR>(u, l) * N + i] = s[l];
 }
-/* this thread's part of column i of the state in anchor (or checkpoint) A: row i of the key-major copy */
-template <int N, int PR> __device__ __forceinline__ void get_column(const float *A, int i, int u, float (&st)[N / PR])
+/* this thread's part of column i of the state in anchor (or checkpoint) A: row i of the key-major copy, its quads
+ * q0, q0 + qs, q0 + 2·qs, ... (the register backward's column quads: u, u + PR, ... or, with the value rows split,
+ * the block's r0 / 4, r0 / 4 + 1, ...) */
+template <int N, int PR>
+__device__ __forceinline__ void get_column(const float *A, int i, int q0, int qs, float (&st)[N / PR])
 {
     const float4 *q = reinterpret_cast<const float4 *>(A + (size_t)i * N);
 #pragma unroll
     for (int m = 0; m < N / (4 * PR); m++) {
-        const float4 f = q[PR * m + u];
+        const float4 f = q[q0 + qs * m];
         st[4 * m] = f.x, st[4 * m + 1] = f.y, st[4 * m + 2] = f.z, st[4 * m + 3] = f.w;
     }
 }
@@ -1072,50 +1079,89 @@ __device__ __forceinline__ void row_part_at_segment(float (&s)[N / PR], const fl
 }
 
 /* The register backward's tile slot x (BV_R..BV_B, then the forward's sa when sa) from token offset o, as cp.async
- * copies of 16 bytes: thread t copies quad t % 16 of vector t / 16, and with 64 threads also of vector 4 + t / 16
- * (threads from 128 on copy nothing). The next segment's tokens go into the slots the walk back has finished with;
- * logw is copied as it is, and slot_finish makes it the decay once the copies are waited for. */
-template <int NT>
+ * copies of 16 bytes: vector v, quad e of the slot's N / 4 · 8 is thread (v · N / 4 + e) mod NT's (threads past
+ * the last copy copy nothing). The next segment's tokens go into the slots the walk back has finished with; logw is
+ * copied as it is, and slot_finish makes it the decay once the copies are waited for. */
+template <int NT, int N>
 __device__ __forceinline__ void slot_async(float *x, const wkv_args &p, size_t o, const float *dy, bool sa)
 {
     static_assert(BV_R == 0 && BV_D == 1 && BV_K == 2 && BV_V == 3 && BV_DY == 4 && BV_A == 5 && BV_B == 6 &&
                       BV_SA == 7,
                   "slot_async copies vector v into slot v");
-    const int j = 4 * (threadIdx.x & 15);
-    for (int v = threadIdx.x >> 4; v < 8; v += NT / 16) {
+    constexpr int Q = N / 4;
+    static_assert(NT % Q == 0, "a thread copies the same quad of each of its vectors");
+    const int j = 4 * (threadIdx.x % Q);
+    for (int v = threadIdx.x / Q; v < 8; v += NT / Q) {
         if (v == BV_SA && !sa)
             continue;
         const float *src = v == BV_R ? p.r : v == BV_D ? p.logw : v == BV_K ? p.k : v == BV_V ? p.v
                            : v == BV_DY ? dy : v == BV_A ? p.a : v == BV_B ? p.b : p.sa;
-        cp_async16(x + v * 64 + j, src + o + j);
+        cp_async16(x + v * N + j, src + o + j);
     }
 }
 
-/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x (the
- * threads 16..31 in both of slot_async's layouts) */
-__device__ __forceinline__ void slot_finish(float *x)
+/* after this thread's copies of slot_async are waited for: the decays of the logw quad it copied into slot x, if
+ * any */
+template <int NT, int N> __device__ __forceinline__ void slot_finish(float *x)
 {
-    if (threadIdx.x >> 4 == BV_D)
-        decays_in_place(x + BV_D * 64 + 4 * (threadIdx.x & 15));
+    constexpr int Q = N / 4;
+    for (int v = threadIdx.x / Q; v < 8; v += NT / Q)
+        if (v == BV_D)
+            decays_in_place(x + BV_D * N + 4 * (threadIdx.x % Q));
 }
 
 /* Blocks per SM the register backward is compiled for (ptxas, sm_90: registers a thread, bytes of spills a thread
- * stored / loaded, wkv7 with G's rows in shared memory): one thread per index 4 (255, 24 / 16; 512 (b, h) pairs fit
- * an H100 in one wave), two 3 (168, 28 / 32; capped at 128 for 4 it spills 268 / 268), four 2 (128, 20 / 20). */
-__host__ __device__ constexpr int reg_blocks(int pr) { return pr == 1 ? 4 : pr == 2 ? 3 : 2; }
-
-template <bool SEVEN, bool GSM, int PR>
-__global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy,
-                                                                      const float *dstate_out, const float *ckpt,
-                                                                      float *ws, float *dstate_in)
+ * stored / loaded, wkv7 with G's rows in shared memory): one thread per index 4 (255, 32 / 16; 512 (b, h) pairs fit
+ * an H100 in one wave), two 3 (168, 36 / 48; capped at 128 for 4 it spills 268 / 268), four 2 (128, 20 / 20). With
+ * the value rows split (one thread per key, N threads a block): what the shared memory lets fit, at most 4. */
+__host__ __device__ constexpr int reg_blocks(int pr, int n = 64, bool split = false)
 {
-    constexpr int N = 64, NV = RNV, NT = N * PR, NP = N / PR, NQ = NP / 4, GSP = reg_gsp(PR);
+    return !split ? (pr == 1 ? 4 : pr == 2 ? 3 : 2) : n == 64 ? 4 : 2;
+}
+
+/* With the value rows split, the blocks of one (b, h) add their parts of a key gradient in block order: block s
+ * waits until block s − 1 has written a token's before it reads them back and adds its own. chain[s] counts the
+ * tokens block s has finished (published every CHAIN_PUB tokens and at the end, after a barrier and a fence, the
+ * pattern of a grid-wide barrier); block s − 1 never waits for block s, and lower blocks are dispatched first, so
+ * the chain always moves. The sums are in a fixed order: deterministic. */
+constexpr int CHAIN_PUB = 4;
+#ifndef RLC_WKV_CHAIN_WAIT /* (the host emulation runs the blocks one after another: it checks that no wait is needed) */
+#define RLC_WKV_CHAIN_WAIT(flag, need)                                                                                \
+    do {                                                                                                          \
+        while (*(volatile const int *)(flag) < (need)) {                                                          \
+        }                                                                                                         \
+        __threadfence();                                                                                          \
+    } while (0)
+#endif
+__device__ __forceinline__ void chain_publish(int *flag, int tokens)
+{
+    __threadfence(); /* after the block's barrier: every thread's gradient stores of those tokens are visible */
+    *(volatile int *)flag = tokens;
+}
+
+/* SPLIT: the (b, h) pair's N value rows in PR blocks of R = N / PR (grid y), N threads a block. Thread t is column
+ * (key) t of the state and of G over the block's rows (st, gc: R entries) and part u = t % PR of row r0 + t / PR (its
+ * keys part_j, R of them, as without the split): the same register arrays, now for 2× or 4× the blocks of a pair
+ * that is alone on its SM. A column's sums (dr, dd, dk, db, da) are partial over the block's rows: they are added
+ * to the gradients through the chain above; a row's (dv, dsa) are whole in the block. The anchors' rows and
+ * dstate_in's are the block's own. */
+template <bool SEVEN, bool GSM, int PR, int N = 64, bool SPLIT = false>
+__global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
+    wkv_backward_reg_kernel(wkv_args p, wkv_grads g, const float *dy, const float *dstate_out, const float *ckpt,
+                            float *ws, float *dstate_in, int *chain)
+{
+    constexpr int NV = RNV, NT = SPLIT ? N : N * PR, NP = N / PR, NQ = NP / 4, GSP = reg_gsp(N, PR);
+    constexpr int R = reg_rows(N, PR, SPLIT);
     constexpr size_t NN = (size_t)N * N;
     extern __shared__ __align__(16) float smem[];
-    const int t = threadIdx.x, i = t / PR, u = t % PR, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int t = threadIdx.x, u = t % PR, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int part = SPLIT ? (int)blockIdx.y : 0, r0 = part * R;
+    /* row (value index) and column (key index) of this thread; the column's entries are the rows of its quads
+     * crow(m) .. crow(m) + 3, crow(m) = 4·(cq0 + cqs·m) */
+    const int row = r0 + t / PR, col = SPLIT ? t : t / PR, cq0 = SPLIT ? r0 / 4 : u, cqs = SPLIT ? 1 : PR;
     float *tile = smem;                                                    /* [SEG][NV][N] */
-    float *Grow = tile + (size_t)SEG * NV * N + (size_t)i * GSP; /* GSM: row i of G, [N] of [N][GSP] */
-    int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? N * GSP : 0)); /* [SEG / GRP]: anchors alone */
+    float *Grow = tile + (size_t)SEG * NV * N + (size_t)(t / PR) * GSP; /* GSM: row `row` of G, [N] of [R][GSP] */
+    int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? R * GSP : 0)); /* [SEG / GRP]: anchors alone */
     int *broken = steep + SEG / GRP; /* the stored path: some key's decays over the whole segment exceed the bound */
     int *anchored = broken + 1;      /* [SEG]: slot m (the state before token m) is an anchor, not stepped back to */
     const size_t soff = (size_t)bh * NN;
@@ -1123,14 +1169,17 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
     const float *ck = ckpt + (size_t)bh * nc * NN;
     float *An = ws + (size_t)bh * (SEG + 1) * NN; /* slot m: the state before token m of the segment */
     float *const outs[6] = {g.r, g.logw, g.k, g.v, g.a, g.b}; /* thread part u writes output q when q % PR == u */
+    int *const mine = SPLIT ? chain + (size_t)bh * PR + part : nullptr;
+    int walked = 0; /* tokens walked back so far (split: the chain's count) */
 
-    /* GSM: this thread's part of row i of G in shared memory instead (Grow; only this thread uses those entries) */
+    /* GSM: this thread's part of row `row` of G in shared memory instead (Grow; only this thread uses those
+     * entries) */
     float gr[GSM ? 1 : NP], gc[NP];
 #pragma unroll
     for (int l = 0; l < NP; l++) {
-        const int j = part_j<PR>(u, l);
-        (GSM ? Grow[j] : gr[GSM ? 0 : l]) = dstate_out ? dstate_out[soff + (size_t)i * N + j] : 0.0f;
-        gc[l] = dstate_out ? dstate_out[soff + (size_t)j * N + i] : 0.0f;
+        const int j = part_j<PR>(u, l), c = 4 * (cq0 + cqs * (l >> 2)) + (l & 3);
+        (GSM ? Grow[j] : gr[GSM ? 0 : l]) = dstate_out ? dstate_out[soff + (size_t)row * N + j] : 0.0f;
+        gc[l] = dstate_out ? dstate_out[soff + (size_t)c * N + col] : 0.0f;
     }
 
     /* p.async (wkv7): while a segment is walked back, the tokens of the next one (when it is the first of its chunk,
@@ -1155,21 +1204,21 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
             const int pn = pf ? min(SEG, pce - pc * p.L) : 0;
             const bool pstored = pf && p.sa && pc * p.L + pn == pce; /* (pc + 1 < nc: pc < c) */
 
-            /* 1. this thread's part of row i of the state at s0 (a replay uses the tile: before the tokens are
+            /* 1. this thread's part of row `row` of the state at s0 (a replay uses the tile: before the tokens are
              * staged) */
             float s[NP];
-            row_part_at_segment<N, PR, SEVEN>(s, ck + (size_t)c * NN, tile, NV, p, b, h, i, u, cs, s0);
+            row_part_at_segment<N, PR, SEVEN>(s, ck + (size_t)c * NN, tile, NV, p, b, h, row, u, cs, s0);
 
             /* 2. the segment's tokens with dy (and the stored sa); which groups cannot step back */
             __syncthreads();
             if (have) { /* slot 0 now (the last token walked before read it); the others came during that walk */
                 if (t == 0)
                     RLC_WKV_PREFETCH_SEEN();
-                slot_async<NT>(tile, p, tok_off(p, b, s0, h), dy, stored);
+                slot_async<NT, N>(tile, p, tok_off(p, b, s0, h), dy, stored);
                 cp_async_commit();
                 cp_async_wait<0>();
                 for (int m = 0; m < n; m++)
-                    slot_finish(tile + (size_t)m * NV * N);
+                    slot_finish<NT, N>(tile + (size_t)m * NV * N);
             } else {
                 stage_tokens(tile, NV, p, N, b, h, s0, n, SEVEN, BV_V, BV_DY, dy);
                 if (stored)
@@ -1180,12 +1229,12 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
             if (t == 0)
                 *broken = !p.backstep;
             __syncthreads();
-            if (p.backstep && u == 0) { /* (one thread per key) */
+            if (p.backstep && (SPLIT || u == 0)) { /* (one thread per key: `col`) */
                 float whole = 1.0f;
                 for (int gi = 0; gi < ngrp; gi++) {
-                    float prod = 1.0f; /* key i's decays over the group, those above 1 counted as 1 */
+                    float prod = 1.0f; /* the key's decays over the group, those above 1 counted as 1 */
                     for (int tau = gi * GRP; tau < min(n, gi * GRP + GRP); tau++)
-                        prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + i], 1.0f);
+                        prod *= fminf(tile[(size_t)tau * NV * N + BV_D * N + col], 1.0f);
                     if (!(prod >= BACK_MIN_PROD))
                         steep[gi] = 1; /* every writer writes 1 */
                     whole *= prod;
@@ -1209,54 +1258,57 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
                     if (anchored[m])
                         upto = m;
             }
-            if (t == 0) {
+            if (t == 0 && part == 0) {
                 for (int gi = 0; gi < ngrp; gi++)
                     RLC_WKV_SEGMENT_SEEN(!steep[gi]);
                 if (stored)
                     RLC_WKV_STORED_SEEN(upto);
             }
 
-            /* 3. the recompute from row i of the state at s0: the anchors into An (and, without the stored sa,
+            /* 3. the recompute from row `row` of the state at s0: the anchors into An (and, without the stored sa,
              * sa into the tile and the state after the segment) */
             for (int tau = 0; tau < upto; tau++) {
                 float *x = tile + (size_t)tau * NV * N;
                 if (anchored[tau] && !(tau == 0 && s0 == cs))
-                    put_anchor<N, PR>(An + (size_t)tau * NN, i, u, s);
+                    put_anchor<N, PR>(An + (size_t)tau * NN, row, u, s);
                 float sa = 0.0f;
                 if (SEVEN && stored)
-                    sa = x[BV_SA * N + i];
+                    sa = x[BV_SA * N + row];
                 else if (SEVEN) {
                     sa = row_sa<N, PR>(s, u, x + BV_A * N);
                     if (u == 0)
-                        x[BV_SA * N + i] = sa; /* slot written by one thread of index i only */
+                        x[BV_SA * N + row] = sa; /* slot written by one thread of the row only */
                 }
-                row_update<N, PR, SEVEN>(s, u, x[BV_V * N + i], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
+                row_update<N, PR, SEVEN>(s, u, x[BV_V * N + row], sa, x + BV_D * N, x + BV_K * N, x + BV_B * N);
             }
             if (upto > 0)
-                put_anchor<N, PR>(An + (size_t)upto * NN, i, u, s);
+                put_anchor<N, PR>(An + (size_t)upto * NN, row, u, s);
             __syncthreads(); /* the anchors (global) and the sa slots are visible to the whole block */
 
-            /* 4. the walk back: st = this thread's part of column i of S_t, the state after token t; the next
+            /* 4. the walk back: st = this thread's part of column `col` of S_t, the state after token t; the next
              * segment's tokens into the slots this segment does not use, then into each slot once every thread is
              * past it */
             float st[NP];
-            get_column<N, PR>(slotn, i, u, st);
+            get_column<N, PR>(slotn, col, cq0, cqs, st);
             for (int m = n; m < pn; m++)
-                slot_async<NT>(tile + (size_t)m * NV * N, p, tok_off(p, b, s0 - pn + m, h), dy, pstored);
-            for (int tau = n - 1; tau >= 0; tau--) {
+                slot_async<NT, N>(tile + (size_t)m * NV * N, p, tok_off(p, b, s0 - pn + m, h), dy, pstored);
+            for (int tau = n - 1; tau >= 0; tau--, walked++) {
                 float *x = tile + (size_t)tau * NV * N;
                 const float *r = x + BV_R * N, *dc = x + BV_D * N, *k = x + BV_K * N, *v = x + BV_V * N;
                 const float *dyt = x + BV_DY * N, *a = x + BV_A * N, *bb = x + BV_B * N, *sav = x + BV_SA * N;
-                const size_t o = tok_off(p, b, s0 + tau, h) + i;
-                /* the gradients this thread adds to, read now so that the loads are not waited for at the end */
+                const size_t o = tok_off(p, b, s0 + tau, h);
+                /* the gradients this thread adds to, read now so that the loads are not waited for at the end (split:
+                 * dv only; the key gradients once the block before has added to them) */
                 float old[6];
 #pragma unroll
                 for (int q = 0; q < 6; q++)
-                    old[q] = q % PR == u && (SEVEN || q < 4) ? outs[q][o] : 0.0f;
-                const float ri = r[i], di = dc[i], ki = k[i], dyi = dyt[i];
-                const float ai = SEVEN ? a[i] : 0.0f, bi = SEVEN ? bb[i] : 0.0f;
+                    old[q] = !SPLIT && q % PR == u && (SEVEN || q < 4) ? outs[q][o + col]
+                             : SPLIT && q == 3 && u == 0                ? outs[q][o + row]
+                                                                        : 0.0f;
+                const float ri = r[col], di = dc[col], ki = k[col], dyi = dyt[row];
+                const float ai = SEVEN ? a[col] : 0.0f, bi = SEVEN ? bb[col] : 0.0f;
 
-                /* row i: G' = G + dy rᵀ, dv_i, dsa_i */
+                /* row `row`: G' = G + dy rᵀ, dv, dsa */
                 float dv = 0.0f, dsa = 0.0f;
 #pragma unroll
                 for (int m = 0; m < NQ; m++) {
@@ -1289,22 +1341,22 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
                 if (SEVEN) {
                     dsa = part_sum<PR>(dsa);
                     if (u == 0)
-                        x[BV_DSA * N + i] = dsa;
+                        x[BV_DSA * N + row] = dsa;
                 }
 
-                /* column i, one pass (a vector read twice would be kept in registers): dr from S_t, then
+                /* column `col`, one pass (a vector read twice would be kept in registers): dr from S_t, then
                  * S_{t−1} (stepped back, or an anchor's column), G' = G + dy rᵀ, dd, dk, db */
                 const bool anchor = anchored[tau];
                 const float4 *an4 = reinterpret_cast<const float4 *>((tau == 0 ? slot0 : An + (size_t)tau * NN) +
-                                                                     (size_t)i * N);
+                                                                     (size_t)col * N);
                 const float inv = 1.0f / di;
                 float dr = 0.0f, dd = 0.0f, dk = 0.0f, db = 0.0f;
 #pragma unroll
                 for (int m = 0; m < NQ; m++) {
-                    const int j = 4 * (PR * m + u);
-                    const float4 y4 = ld4<true>(dyt, j, N), v4 = ld4<true>(v, j, N);
-                    const float4 s4 = SEVEN ? ld4<true>(sav, j, N) : v4;
-                    const float4 f4 = anchor ? an4[j / 4] : v4;
+                    const int cq = cq0 + cqs * m; /* the column's quad m: rows 4·cq .. 4·cq + 3 */
+                    const float4 y4 = ld4<true>(dyt, 4 * cq, N), v4 = ld4<true>(v, 4 * cq, N);
+                    const float4 s4 = SEVEN ? ld4<true>(sav, 4 * cq, N) : v4;
+                    const float4 f4 = anchor ? an4[cq] : v4;
                     const float yy[4] = {y4.x, y4.y, y4.z, y4.w}, vv[4] = {v4.x, v4.y, v4.z, v4.w};
                     const float ss[4] = {s4.x, s4.y, s4.z, s4.w}, ff[4] = {f4.x, f4.y, f4.z, f4.w};
 #pragma unroll
@@ -1322,22 +1374,28 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
                             db += gc[l] * ss[e];
                     }
                 }
-                /* da from S_{t−1} and every row's dsa; both copies of G take the update */
+                /* da from S_{t−1} and every row's dsa; both copies of G take the update. Split: the block before
+                 * has added its part of this token's key gradients before the barrier lets this block on (and this
+                 * block's tokens before `walked` are published) */
                 float da = 0.0f;
-                if (SEVEN) {
+                if (SEVEN || SPLIT) {
+                    if (SPLIT && part > 0 && t == 0)
+                        RLC_WKV_CHAIN_WAIT(mine - 1, walked + 1);
                     __syncthreads(); /* every row's dsa is in the tile; every thread is done with slot tau + 1 */
-                    if (tau + 1 < min(n, pn)) /* (slots n.. went before the walk) */
-                        slot_async<NT>(x + (size_t)NV * N, p, tok_off(p, b, s0 - pn + tau + 1, h), dy, pstored);
+                    if (SPLIT && t == 0 && walked > 0 && walked % CHAIN_PUB == 0)
+                        chain_publish(mine, walked);
+                    if (SEVEN && tau + 1 < min(n, pn)) /* (slots n.. went before the walk) */
+                        slot_async<NT, N>(x + (size_t)NV * N, p, tok_off(p, b, s0 - pn + tau + 1, h), dy, pstored);
                 }
                 const float *dsv = x + BV_DSA * N;
 #pragma unroll
                 for (int m = 0; m < NQ; m++) {
-                    const int j = 4 * (PR * m + u);
+                    const int j = 4 * (PR * m + u), cq = cq0 + cqs * m;
                     const float4 d4 = ld4<true>(dc, j, N);
-                    const float4 q4 = SEVEN ? ld4<true>(dsv, j, N) : d4, a4 = SEVEN ? ld4<true>(a, j, N) : d4;
+                    const float4 q4 = SEVEN ? ld4<true>(dsv, 4 * cq, N) : d4, a4 = SEVEN ? ld4<true>(a, j, N) : d4;
                     const float dd4[4] = {d4.x, d4.y, d4.z, d4.w}, qq[4] = {q4.x, q4.y, q4.z, q4.w};
                     const float aa[4] = {a4.x, a4.y, a4.z, a4.w};
-                    float gg[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* GSM: G' of row i again */
+                    float gg[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* GSM: G' of the row again */
                     if (GSM) {
                         const float4 g4 = *reinterpret_cast<const float4 *>(Grow + j), r4 = ld4<true>(r, j, N);
                         gg[0] = g4.x + dyi * r4.x, gg[1] = g4.y + dyi * r4.y;
@@ -1359,20 +1417,34 @@ __global__ void __launch_bounds__(64 * PR, reg_blocks(PR)) wkv_backward_reg_kern
                     if (GSM)
                         *reinterpret_cast<float4 *>(Grow + j) = make_float4(gg[0], gg[1], gg[2], gg[3]);
                 }
-                const float val[6] = {part_sum<PR>(dr), part_sum<PR>(dd) * di, part_sum<PR>(dk), part_sum<PR>(dv),
-                                      SEVEN ? part_sum<PR>(da) : 0.0f, SEVEN ? part_sum<PR>(db) : 0.0f};
+                /* a column's sums: the PR parts' (split: this block's rows'); a row's: the PR parts' */
+                auto col_sum = [](float z) { return SPLIT ? z : part_sum<PR>(z); };
+                const float val[6] = {col_sum(dr), col_sum(dd) * di, col_sum(dk), part_sum<PR>(dv),
+                                      SEVEN ? col_sum(da) : 0.0f, SEVEN ? col_sum(db) : 0.0f};
 #pragma unroll
-                for (int q = 0; q < 6; q++)
-                    if (q % PR == u && (SEVEN || q < 4))
-                        outs[q][o] = old[q] + val[q];
+                for (int q = 0; q < 6; q++) {
+                    if (!(SEVEN || q < 4))
+                        continue;
+                    if (!SPLIT && q % PR == u)
+                        outs[q][o + col] = old[q] + val[q];
+                    else if (SPLIT && q == 3 && u == 0)
+                        outs[q][o + row] = old[q] + val[q];
+                    else if (SPLIT && q != 3) /* after the blocks before (L2: not a line this SM cached) */
+                        outs[q][o + col] = __ldcg(outs[q] + o + col) + val[q];
+                }
             }
             have = pn > 0;
         }
     }
+    if (SPLIT) { /* the last tokens' key gradients */
+        __syncthreads();
+        if (t == 0)
+            chain_publish(mine, walked);
+    }
     if (dstate_in)
 #pragma unroll
         for (int l = 0; l < NP; l++)
-            dstate_in[soff + (size_t)part_j<PR>(u, l) * N + i] += gc[l];
+            dstate_in[soff + (size_t)(4 * (cq0 + cqs * (l >> 2)) + (l & 3)) * N + col] += gc[l];
 }
 
 #include "cuda_wkv7_chunked.cuh"
@@ -1530,19 +1602,46 @@ cudaError_t launch_backward_wide(cudaStream_t st, const wkv_args &p, int BH, con
     return launch_backward_wide_g<CAP, SEVEN, BSEG, false>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
-template <bool SEVEN, bool GSM, int PR>
+template <bool SEVEN, bool GSM, int PR, int N = 64, bool SPLIT = false>
 cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
-    auto kern = wkv_backward_reg_kernel<SEVEN, GSM, PR>;
-    const size_t sm = reg_smem(GSM, PR);
+    auto kern = wkv_backward_reg_kernel<SEVEN, GSM, PR, N, SPLIT>;
+    const size_t sm = reg_smem(GSM, PR, N, SPLIT);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     wkv_args q = p;
     q.async = async_backward_ok(p, dy);
-    kern<<<BH, 64 * PR, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in);
+    int *chain = nullptr; /* split: the blocks' token counts, after the segment states (wkv_backward sized ws) */
+    if (SPLIT) {
+        chain = (int *)(ws + (size_t)BH * (SEG + 1) * N * N);
+        if ((e = cudaMemsetAsync(chain, 0, sizeof(int) * BH * PR, st)) != cudaSuccess)
+            return e;
+    }
+    kern<<<dim3(BH, SPLIT ? PR : 1), SPLIT ? N : N * PR, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in, chain);
     return cudaGetLastError();
+}
+
+/* RADLADS_WKV_SPLIT = 2 or 4: the backward at head sizes 64 and 128 splits each (b, h) pair's value rows over that
+ * many blocks (the register backward, G's rows in shared memory, one thread per key: wkv_backward_reg_kernel's
+ * SPLIT), for (b, h) pairs too few to fill the device — Qwen2.5-7B's 28 heads of 128 at 2 to 12 sequences a GPU
+ * are 56 to 336 pairs on 132 SMs; 0 or unset: off. Not yet timed on a GPU, so off by default; tests/gpu/run.sh
+ * checks and times it. */
+int backward_split(int N)
+{
+    static const int allowed[] = {0, 2, 4};
+    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT", allowed, 3, 0);
+    return N == 64 || N == 128 ? mode : 0;
+}
+
+template <int N, bool SEVEN>
+cudaError_t launch_backward_split(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
+                                  const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+{
+    if (backward_split(N) == 2)
+        return launch_backward_reg_g<SEVEN, true, 2, N, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+    return launch_backward_reg_g<SEVEN, true, 4, N, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
 
 /* RADLADS_WKV_REG: the backward at head size 64. 2 runs the one with the state and the column copy of G in
@@ -1734,6 +1833,8 @@ cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, cons
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
     if constexpr (EXACT) {
+        if (backward_split(CAP))
+            return launch_backward_split<CAP, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (CAP == 64 && backward_reg(BH) && backward_wide())
             return launch_backward_reg<SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (backward_wide())
@@ -1797,7 +1898,7 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
 
 /* Workspace: [ckpt replay: B·H·nc·N² floats (wkv7: + B·T·H·N, sa), only when ckpt == NULL][segment states:
  * B·H·(SEG + 1)·N², the longest segment whatever the knob chose and, for the register backward, the state after
- * it; none for the chunked kernel]. */
+ * it; with the value rows split, B·H·4 ints after them; none for the chunked kernel]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -1813,7 +1914,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
      * none (and the replay keeps none) */
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
     const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
-    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN; /* the longest segment and the state after it */
+    /* the longest segment and the state after it; the split backward's token counts after them */
+    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (backward_split(N) ? (size_t)BH * 4 : 0);
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;

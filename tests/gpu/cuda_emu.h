@@ -665,6 +665,11 @@ template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int lane_
     return r;
 }
 
+/* Blocks run one after another, and each thread's memory operations happen in program order: a fence has nothing to
+ * order, and a load that bypasses L1 reads what an ordinary one does. */
+static inline void __threadfence() {}
+template <class T> static inline T __ldcg(const T *p) { return *p; }
+
 static inline float atomicAdd(float *p, float v)
 {
     const float old = *p;

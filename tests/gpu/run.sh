@@ -62,7 +62,8 @@ esac
 # that one writing every segment's state history instead of stepping the state back; at head size 64 the backward
 # with the state in registers (G's rows in shared memory, reading the forward's sa or not, or both copies of G in
 # registers; with two or four threads per index) and the forward with one thread per row or four (the launcher picks by the number of (b, h) pairs: the
-# check's shapes have few), the forwards and backwards staging their tokens synchronously instead of with cp.async.
+# check's shapes have few), the forwards and backwards staging their tokens synchronously instead of with cp.async;
+# at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks.
 if [ $check_rc -eq 0 ]; then
   for knobs in "RADLADS_WKV_CHUNKED=1 RADLADS_ATTN_TC=1" "RADLADS_WKV_CHUNKED=1 RADLADS_WKV_THREADS=128" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=0 RADLADS_WKV_BSEG=16" \
@@ -73,7 +74,8 @@ if [ $check_rc -eq 0 ]; then
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_SA=0" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SA=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=3" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=4" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0"; do
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=2" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=4"; do
     echo "== every op again with $knobs"
     env $knobs timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check" | grep -E "FAIL|passed"
     rc=${PIPESTATUS[0]}
@@ -112,6 +114,13 @@ if [ $check_rc -ne 77 ]; then
     echo "-- RADLADS_WKV_REG=$reg (head size 64: the register backward with $([ $reg = 3 ] && echo two || echo four) threads per index,"
     echo "   G's rows in $([ $reg = 5 ] && echo registers || echo "shared memory"); against the default's backward above at both shapes)"
     RADLADS_WKV_REG=$reg timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_(backward|fwd\+bwd).*N=64"
+  done
+  echo "-- wkv7 at the per-GPU shapes of a Qwen2.5-7B conversion (heads of 128, 56 to 336 (b, h) pairs): the default,"
+  echo "   then each pair's value rows split over 2 and 4 blocks (RADLADS_WKV_SPLIT; not yet the default)"
+  timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_"
+  for split in 2 4; do
+    echo "-- RADLADS_WKV_SPLIT=$split"
+    RADLADS_WKV_SPLIT=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_(backward|fwd\+bwd)"
   done
   echo "-- RADLADS_ATTN_TC=1"
   RADLADS_ATTN_TC=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"

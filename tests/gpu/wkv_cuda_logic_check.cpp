@@ -28,6 +28,10 @@ static long prefetch_seen; /* the register backward's segments whose tokens it c
 #define RLC_WKV_PREFETCH_SEEN() (prefetch_seen++)
 static long async_staged; /* the four-threads-per-row backward's tiles copied with cp.async */
 #define RLC_WKV_ASYNC_STAGED() (async_staged++)
+static long chain_waits; /* the split register backward's waits for the block before (each must already hold) */
+#define RLC_WKV_CHAIN_WAIT(flag, need)                                                                                \
+    (*(flag) < (need) ? emu::violation("split backward: a block waits for one that has not finished those tokens")   \
+                      : (void)chain_waits++)
 #include "../../kernels/cuda/cuda_wkv.cu"
 
 using emu::randv;
@@ -47,6 +51,9 @@ static bool other_threads;
  * per index (1; 2 and 4: RADLADS_WKV_REG=3, 4 and 5) */
 static bool reg_gsm;
 static int reg_pr = 1;
+/* the register backward with each (b, h) pair's value rows split over 2 or 4 blocks (RADLADS_WKV_SPLIT; head sizes
+ * 64 and 128, G's rows in shared memory), 0: not */
+static int reg_split;
 /* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
 static bool fwd_wide;
 /* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can; or with
@@ -204,19 +211,40 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         chunked_backward<CAP, SEVEN>(B * H, p, gk, dy.data(), ds_out.data(), ckp, dsi.data());
     else if constexpr (REG) {
         p.async = async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
-        run_grid(B * H, 64 * reg_pr, [&] {
-            float *const out[3] = {ds_out.data(), segbuf.data(), dsi.data()};
-            if (reg_gsm && reg_pr == 1)
-                wkv_backward_reg_kernel<SEVEN, true, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
-            else if (reg_pr == 1)
-                wkv_backward_reg_kernel<SEVEN, false, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
-            else if (reg_gsm && reg_pr == 2)
-                wkv_backward_reg_kernel<SEVEN, true, 2>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
-            else if (reg_gsm)
-                wkv_backward_reg_kernel<SEVEN, true, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
-            else
-                wkv_backward_reg_kernel<SEVEN, false, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2]);
-        });
+        std::vector<int> chain((size_t)B * H * 4, 0);
+        float *const out[3] = {ds_out.data(), segbuf.data(), dsi.data()};
+        if (reg_split) /* as launch_backward_reg_g: grid (B·H, parts), a thread per key */
+            emu::run_grid(dim3(B * H, reg_split), dim3(CAP), [&] {
+                if (reg_split == 2)
+                    wkv_backward_reg_kernel<SEVEN, true, 2, CAP, true>(p, gk, dy.data(), out[0], ckp, out[1], out[2],
+                                                                      chain.data());
+                else
+                    wkv_backward_reg_kernel<SEVEN, true, 4, CAP, true>(p, gk, dy.data(), out[0], ckp, out[1], out[2],
+                                                                      chain.data());
+            });
+        else if constexpr (CAP == 64)
+            run_grid(B * H, 64 * reg_pr, [&] {
+                if (reg_gsm && reg_pr == 1)
+                    wkv_backward_reg_kernel<SEVEN, true, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2], nullptr);
+                else if (reg_pr == 1)
+                    wkv_backward_reg_kernel<SEVEN, false, 1>(p, gk, dy.data(), out[0], ckp, out[1], out[2], nullptr);
+                else if (reg_gsm && reg_pr == 2)
+                    wkv_backward_reg_kernel<SEVEN, true, 2>(p, gk, dy.data(), out[0], ckp, out[1], out[2], nullptr);
+                else if (reg_gsm)
+                    wkv_backward_reg_kernel<SEVEN, true, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2], nullptr);
+                else
+                    wkv_backward_reg_kernel<SEVEN, false, 4>(p, gk, dy.data(), out[0], ckp, out[1], out[2], nullptr);
+            });
+        else { /* (a case asking for what no launcher runs) */
+            std::printf("(no register backward at head size %d without the split) ", CAP);
+            emu::violations++;
+        }
+        /* split: every block but each pair's first waited for the one before at every token it walked */
+        if (reg_split && chain_waits != (long)B * H * (reg_split - 1) * T) {
+            std::printf("(chain waits %ld, expected %ld) ", chain_waits, (long)B * H * (reg_split - 1) * T);
+            emu::violations++;
+        }
+        chain_waits = 0;
     } else if constexpr (WIDE) {
         p.async = async_backward_ok(p, dy.data()); /* as launch_backward_wide_g */
         run_grid(B * H, N * WQ, [&] { /* the launcher's choice: the form reading the forward's sa where p.sa is set */
@@ -241,7 +269,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     else if (!CH)
         std::printf("(forward: %s, staged synchronously) ",
                     fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread");
-    if (REG && reg_pr > 1)
+    if (REG && reg_split)
+        std::printf("(value rows split over %d blocks) ", reg_split);
+    else if (REG && reg_pr > 1)
         std::printf("(%d threads per index) ", reg_pr);
     if (CH)
         std::printf("%s chunked tensor-core %s, then %s: N=%d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s:",
@@ -300,7 +330,9 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         }
         /* the kernel stays inside the shared memory its launcher asks for */
         if (REG)
-            emu::check_smem_tail(smem, sizeof smem, reg_smem(reg_gsm, reg_pr), "wkv_backward_reg_kernel");
+            emu::check_smem_tail(smem, sizeof smem,
+                                 reg_split ? reg_smem(true, reg_split, CAP, true) : reg_smem(reg_gsm, reg_pr),
+                                 "wkv_backward_reg_kernel");
         else
             emu::check_smem_tail(smem, sizeof smem, wide_smem(N, SEVEN, BSEG), "wkv_backward_wide_kernel");
         ok = ok && !emu::violations;
@@ -473,33 +505,49 @@ int main(void)
     reg_gsm = false;
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 1, 64, 16, false, true);
     /* the register backward with two and four threads per index (RADLADS_WKV_REG=3, 4, 5; each a part of every row
-     * and column, the parts' sums added by shuffles): replays, short segments and odd tails, wkv6, steep decays, the
-     * forward's sa stepped back over whole segments and recomputed to the mid-segment anchor, backstepping off; then
-     * four threads per index under the orders that expose a missing barrier */
-    const int pr_forms[3][2] = {{2, 1}, {4, 1}, {4, 0}};
-    for (const auto &f : pr_forms) {
-        reg_pr = f[0], reg_gsm = f[1], fwd_wide = true, want_backstepped = 1, want_whole = -1;
+     * and column, the parts' sums added by shuffles), then with each pair's value rows split over 2 and 4 blocks
+     * (RADLADS_WKV_SPLIT; a thread per key; each block's key gradients added after the block before's, every wait of
+     * that chain checked), the split also at head size 128: replays, short segments and odd tails, wkv6, the
+     * forward's sa stepped back over whole segments and recomputed to the mid-segment anchor, steep decays,
+     * backstepping off; then four threads per index and split 4 under the orders that expose a missing barrier */
+    const int reg_forms[5][3] = {{2, 1, 0}, {4, 1, 0}, {4, 0, 0}, {1, 1, 2}, {1, 1, 4}}; /* PR, GSM, split */
+    for (const auto &f : reg_forms) {
+        reg_pr = f[0], reg_gsm = f[1], reg_split = f[2], fwd_wide = true, want_backstepped = 1, want_whole = -1;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 48, false, true);
-        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 37, 2, 64, 5, true, false);
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 37, 1, 64, 5, true, false);
         logw_min = -0.3f;
         fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 41, 1, 64, 7, true, true);
+        if (reg_split)
+            fails += check_case<128, true, false, 16, true, 0, true>(be, 1, 29, 2, 128, 48, true, false);
         want_whole = 1;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+        if (reg_split)
+            fails += check_case<128, true, true, 16, true, 0, true>(be, 1, 40, 1, 128, 16, true, true);
         logw_min = 0.0f, want_whole = 0;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+        if (reg_split)
+            fails += check_case<128, true, true, 16, true, 0, true>(be, 2, 36, 1, 128, 16, false, true);
         logw_min = -3.0f, want_backstepped = 0, want_whole = -1;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 40, 1, 64, 16, true, true);
+        if (reg_split)
+            fails += check_case<128, true, true, 16, true, 0, true>(be, 1, 40, 1, 128, 16, true, true);
         logw_min = 0.0f, want_backstepped = -1, backstep = 0;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
         backstep = 1;
     }
-    reg_pr = 4, reg_gsm = true;
-    for (int k = 1; k < 3; k++) {
-        emu::reverse_order = k == 1, emu::warp_ahead = k == 2;
-        std::printf("(threads run %s)\n", k == 1 ? "highest first" : "a warp alone to its next barrier");
+    reg_gsm = true;
+    for (int k = 0; k < 3; k++) {
+        emu::reverse_order = k == 1, emu::warp_ahead = k == 2, emu::async_eager = k == 0;
+        std::printf("(threads run %s)\n", k == 1 ? "highest first" : k == 2 ? "a warp alone to its next barrier"
+                                                                               : "lowest first, cp.async copies landing when issued");
+        reg_pr = 1, reg_split = 4;
+        fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
+        fails += check_case<128, true, true, 16, true, 0, true>(be, 1, 45, 1, 128, 48, false, true);
+        reg_pr = 4, reg_split = 0;
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 1, 64, 48, false, true);
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
     }
+    emu::async_eager = false;
     emu::reverse_order = false, emu::warp_ahead = false, reg_pr = 1, reg_gsm = false, fwd_wide = false;
     /* the same for the four-threads-per-row backward (8-token segments: the second of every chunk starts from the
      * next checkpoint; the first replays and recomputes with the stored sa, no barriers), then with sa ignored */
