@@ -327,8 +327,8 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
                 state_out[soff + (size_t)i * N + j] = s[j];
 }
 
-/* The forward with FQ threads per state row (head size 64; 128 would need 114 registers a thread, one block of 512
- * threads per SM): the block of (b, h) has FQ·N threads, the FQ of
+/* The forward with FQ threads per state row (head size 64; and 128, compiled for one block of 512 threads per SM —
+ * for fewer (b, h) pairs than SMs, RADLADS_WKV_WIDE_FWD=1): the block of (b, h) has FQ·N threads, the FQ of
  * row i adjacent lanes (t = FQ·i + q), thread q keeping keys j = 16m + 4q + u (m < N/16, u < 4) of the row, so that
  * for each m the FQ threads read one contiguous 64-byte run of a staged vector and a warp's eight rows read the same
  * one (a broadcast, no bank conflicts). sa_i and y_i are the FQ partial sums added by two xor shuffles (the same
@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
 constexpr int FQ = 4;
 
 template <int CAP, bool SEVEN>
-__global__ void __launch_bounds__(CAP *FQ, 4) wkv_forward_wide_kernel(wkv_args p, const float *state_in, float *y,
+__global__ void __launch_bounds__(CAP *FQ, CAP == 64 ? 4 : 1) wkv_forward_wide_kernel(wkv_args p, const float *state_in, float *y,
                                                                     float *state_out, float *ckpt)
 {
     constexpr int NV = SEVEN ? 6 : 4, N = CAP, W = N / FQ;
@@ -1553,13 +1553,14 @@ bool all_resident(int BH, size_t smem)
     return sms > 0 && per_sm > 0 && BH <= per_sm / (long)(smem + 1024) * sms;
 }
 
-/* RADLADS_WKV_WIDE_FWD: head size 64's forward with four threads per row (1) or one (0); unset: four when the (b, h)
- * pairs are few (few_pairs). */
-bool forward_wide(int BH)
+/* RADLADS_WKV_WIDE_FWD: the forward at head sizes 64 and 128 with four threads per row (1) or one (0); unset: at head
+ * size 64 four when the (b, h) pairs are few (few_pairs), at 128 one (four, 512 threads a block, is not yet timed on a
+ * GPU: tests/gpu/run.sh times it at the per-GPU shapes of a 7B conversion, where the pairs are fewer than the SMs). */
+bool forward_wide(int BH, int N)
 {
     static const int allowed[] = {0, 1, 2};
     static const int mode = rlc_env_knob("RADLADS_WKV_WIDE_FWD", allowed, 3, 2);
-    return mode == 2 ? few_pairs(BH) : mode == 1;
+    return mode == 2 ? N == 64 && few_pairs(BH) : mode == 1;
 }
 
 template <int CAP, bool EXACT, bool SEVEN, int BSEG>
@@ -1817,10 +1818,11 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
         return p.N == 64 ? launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
                          : launch_chunked_forward<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
-        return forward_wide(BH) ? launch_forward_wide<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
-                              : launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return forward_wide(BH, 64) ? launch_forward_wide<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
+                                    : launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
-        return launch_forward<128, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return forward_wide(BH, 128) ? launch_forward_wide<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
+                                     : launch_forward<128, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N <= 32)
         return launch_forward<32, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N <= 64)

@@ -63,7 +63,8 @@ esac
 # with the state in registers (G's rows in shared memory, reading the forward's sa or not, or both copies of G in
 # registers; with two or four threads per index) and the forward with one thread per row or four (the launcher picks by the number of (b, h) pairs: the
 # check's shapes have few), the forwards and backwards staging their tokens synchronously instead of with cp.async;
-# at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks.
+# at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks (with 4, the
+# forward with four threads per row at head size 128 too).
 if [ $check_rc -eq 0 ]; then
   for knobs in "RADLADS_WKV_CHUNKED=1 RADLADS_ATTN_TC=1" "RADLADS_WKV_CHUNKED=1 RADLADS_WKV_THREADS=128" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=0 RADLADS_WKV_BSEG=16" \
@@ -75,7 +76,8 @@ if [ $check_rc -eq 0 ]; then
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=3" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=4" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=2" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=4"; do
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=2" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1"; do
     echo "== every op again with $knobs"
     env $knobs timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check" | grep -E "FAIL|passed"
     rc=${PIPESTATUS[0]}
@@ -122,6 +124,8 @@ if [ $check_rc -ne 77 ]; then
     echo "-- RADLADS_WKV_SPLIT=$split"
     RADLADS_WKV_SPLIT=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_(backward|fwd\+bwd)"
   done
+  echo "-- RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1 (and the forward with four threads per row at head size 128)"
+  RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_"
   echo "-- RADLADS_ATTN_TC=1"
   RADLADS_ATTN_TC=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"
   echo "-- RADLADS_ATTN_BF16=0 (a bf16 teacher's attention forward on the fp32 kernel)"

@@ -54,8 +54,13 @@ static int reg_pr = 1;
 /* the register backward with each (b, h) pair's value rows split over 2 or 4 blocks (RADLADS_WKV_SPLIT; head sizes
  * 64 and 128, G's rows in shared memory), 0: not */
 static int reg_split;
-/* head size 64's forward with four threads per row (what the launcher runs unless RADLADS_WKV_WIDE_FWD=0) */
-static bool fwd_wide;
+/* head size 64's forward with four threads per row (what the launcher runs with few pairs unless
+ * RADLADS_WKV_WIDE_FWD=0); fwd_wide128: head size 128's too (RADLADS_WKV_WIDE_FWD=1) */
+static bool fwd_wide, fwd_wide128;
+template <int CAP, bool EXACT> static bool wide_forward()
+{
+    return EXACT && ((CAP == 64 && fwd_wide) || (CAP == 128 && fwd_wide128));
+}
 /* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can; or with
  * 8-token tiles at head size 64 too (what the launcher does with more pairs than 16-token ones let fit at once) */
 static bool fwd_sync, fwd_tile8;
@@ -64,9 +69,9 @@ static bool fwd_sync, fwd_tile8;
 template <int CAP, bool EXACT, bool SEVEN>
 static void row_forward(int BH, const wkv_args &p, const float *state_in, float *y, float *state_out, float *ck)
 {
-    if constexpr (CAP == 64 && EXACT)
-        if (fwd_wide) {
-            run_grid(BH, 64 * FQ, [&] { wkv_forward_wide_kernel<64, SEVEN>(p, state_in, y, state_out, ck); });
+    if constexpr ((CAP == 64 || CAP == 128) && EXACT)
+        if (wide_forward<CAP, EXACT>()) {
+            run_grid(BH, CAP * FQ, [&] { wkv_forward_wide_kernel<CAP, SEVEN>(p, state_in, y, state_out, ck); });
             emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_wide_kernel");
             return;
         }
@@ -265,10 +270,10 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     double worst = 0;
     if (!CH && fwd_async)
         std::printf("(forward: %s, staged with cp.async, %d-token tiles) ",
-                    fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread", fwd_async);
+                    wide_forward<CAP, EXACT>() ? "4 threads per row" : "a row a thread", fwd_async);
     else if (!CH)
         std::printf("(forward: %s, staged synchronously) ",
-                    fwd_wide && CAP == 64 && EXACT ? "4 threads per row" : "a row a thread");
+                    wide_forward<CAP, EXACT>() ? "4 threads per row" : "a row a thread");
     if (REG && reg_split)
         std::printf("(value rows split over %d blocks) ", reg_split);
     else if (REG && reg_pr > 1)
@@ -548,6 +553,17 @@ int main(void)
         fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 50, 2, 64, 16, true, true);
     }
     emu::async_eager = false;
+    /* head size 128's forward with four threads per row (RADLADS_WKV_WIDE_FWD=1), before the split register backward
+     * and the four-threads-per-row one: wkv7 and wkv6, 8-token cp.async tiles and synchronous staging, odd tails, L >
+     * SEG, with the threads in each order and the copies landing when issued */
+    fwd_wide128 = true, reg_split = 4, reg_pr = 1;
+    for (int k = 0; k < 4; k++) {
+        emu::reverse_order = k == 1, emu::warp_ahead = k == 2, emu::async_eager = k == 3, fwd_sync = k == 0;
+        fails += check_case<128, true, true, 16, true, 0, true>(be, 1, 37, 2, 128, 16, true, true);
+        fails += check_case<128, true, false, 8, true>(be, 2, 29, 1, 128, 48, false, false);
+    }
+    emu::reverse_order = false, emu::warp_ahead = false, emu::async_eager = false, fwd_sync = false;
+    fwd_wide128 = false, reg_split = 0;
     emu::reverse_order = false, emu::warp_ahead = false, reg_pr = 1, reg_gsm = false, fwd_wide = false;
     /* the same for the four-threads-per-row backward (8-token segments: the second of every chunk starts from the
      * next checkpoint; the first replays and recomputes with the stored sa, no barriers), then with sa ignored */
