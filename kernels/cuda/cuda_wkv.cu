@@ -1121,9 +1121,10 @@ __host__ __device__ constexpr int reg_blocks(int pr, int n = 64, bool split = fa
 
 /* With the value rows split, the blocks of one (b, h) add their parts of a key gradient in block order: block s
  * waits until block s − 1 has written a token's before it reads them back and adds its own. chain[s] counts the
- * tokens block s has finished (published every CHAIN_PUB tokens and at the end, after a barrier and a fence, the
- * pattern of a grid-wide barrier); block s − 1 never waits for block s, and lower blocks are dispatched first, so
- * the chain always moves. The sums are in a fixed order: deterministic. */
+ * tokens block s has finished (published every CHAIN_PUB tokens, at every segment's start and at the end, after a
+ * barrier and a fence: the pattern of a grid-wide barrier); block s − 1 never waits for block s, and the launcher
+ * splits only where every block fits on the device at once, so the chain always moves. The sums are in a fixed
+ * order: deterministic. */
 constexpr int CHAIN_PUB = 4;
 #ifndef RLC_WKV_CHAIN_WAIT /* (the host emulation runs the blocks one after another: it checks that no wait is needed) */
 #define RLC_WKV_CHAIN_WAIT(flag, need)                                                                                \
@@ -1154,8 +1155,9 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
     constexpr int R = reg_rows(N, PR, SPLIT);
     constexpr size_t NN = (size_t)N * N;
     extern __shared__ __align__(16) float smem[];
-    const int t = threadIdx.x, u = t % PR, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int part = SPLIT ? (int)blockIdx.y : 0, r0 = part * R;
+    /* split: the PR blocks of a pair are adjacent (block bh·PR + part), so they start together, part s − 1 first */
+    const int t = threadIdx.x, u = t % PR, bh = SPLIT ? blockIdx.x / PR : blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int part = SPLIT ? (int)(blockIdx.x % PR) : 0, r0 = part * R;
     /* row (value index) and column (key index) of this thread; the column's entries are the rows of its quads
      * crow(m) .. crow(m) + 3, crow(m) = 4·(cq0 + cqs·m) */
     const int row = r0 + t / PR, col = SPLIT ? t : t / PR, cq0 = SPLIT ? r0 / 4 : u, cqs = SPLIT ? 1 : PR;
@@ -1203,6 +1205,11 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
             /* its length (0: not prefetched; it ends where this segment starts) and whether it is stored */
             const int pn = pf ? min(SEG, pce - pc * p.L) : 0;
             const bool pstored = pf && p.sa && pc * p.L + pn == pce; /* (pc + 1 < nc: pc < c) */
+            if (SPLIT) { /* the last segment's tokens, before this one's recompute keeps the next block waiting */
+                __syncthreads();
+                if (t == 0 && walked > 0)
+                    chain_publish(mine, walked);
+            }
 
             /* 1. this thread's part of row `row` of the state at s0 (a replay uses the tile: before the tokens are
              * staged) */
@@ -1554,8 +1561,8 @@ bool all_resident(int BH, size_t smem)
 }
 
 /* RADLADS_WKV_WIDE_FWD: the forward at head sizes 64 and 128 with four threads per row (1) or one (0); unset: at head
- * size 64 four when the (b, h) pairs are few (few_pairs), at 128 one (four, 512 threads a block, is not yet timed on a
- * GPU: tests/gpu/run.sh times it at the per-GPU shapes of a 7B conversion, where the pairs are fewer than the SMs). */
+ * size 64 four when the (b, h) pairs are few (few_pairs), at 128 one (H200, wkv7 forward at head size 128: B2 T16384
+ * H28 21.1 ms one per row, 26.1 four; B4 T512 H28 0.67 vs 0.83). */
 bool forward_wide(int BH, int N)
 {
     static const int allowed[] = {0, 1, 2};
@@ -1620,20 +1627,41 @@ cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, co
         if ((e = cudaMemsetAsync(chain, 0, sizeof(int) * BH * PR, st)) != cudaSuccess)
             return e;
     }
-    kern<<<dim3(BH, SPLIT ? PR : 1), SPLIT ? N : N * PR, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in, chain);
+    kern<<<SPLIT ? BH * PR : BH, SPLIT ? N : N * PR, sm, st>>>(q, g, dy, dstate_out, ckpt, ws, dstate_in, chain);
     return cudaGetLastError();
+}
+
+/* Whether the split register backward's BH·PR blocks all fit on the device at once (its chain needs every block
+ * before a waiting one running; an H100 measured the split slower wherever they did not: B12 T512 H28 N128, 336
+ * pairs, 6.9 ms unsplit, 10.2 / 12.9 split 2 / 4, the blocks then in another order). */
+template <bool SEVEN, int PR, int N> bool split_fits(int BH)
+{
+    auto kern = wkv_backward_reg_kernel<SEVEN, true, PR, N, true>;
+    const size_t sm = reg_smem(true, PR, N, true);
+    int per_sm = 0;
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, N, sm) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return (long)per_sm * device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
 }
 
 /* RADLADS_WKV_SPLIT = 2 or 4: the backward at head sizes 64 and 128 splits each (b, h) pair's value rows over that
  * many blocks (the register backward, G's rows in shared memory, one thread per key: wkv_backward_reg_kernel's
  * SPLIT), for (b, h) pairs too few to fill the device — Qwen2.5-7B's 28 heads of 128 at 2 to 12 sequences a GPU
- * are 56 to 336 pairs on 132 SMs; 0 or unset: off. Not yet timed on a GPU, so off by default; tests/gpu/run.sh
- * checks and times it. */
+ * are 56 to 336 pairs on 132 SMs — where all the blocks fit at once (split_fits; else the other knobs decide); it
+ * then takes precedence over RADLADS_WKV_REG and RADLADS_WKV_WIDE. 0: off. Unset: 4 at head size 128 (where it
+ * fits: up to 66 pairs on 132 SMs), off at 64. H200, wkv7 backward at B2 T16384 H28 N128 (step 3 of a 7B
+ * conversion, 56 pairs): 60.9 ms split 4, 82.6 split 2, 73.1 the four-threads-per-row backward (an H100 at T4096:
+ * 17.2 / 20.7 / 18.3); at head size 64 split 2 was slower than the unsplit backwards (B8 T1024 H32: 3.64 vs 2.06). */
 int backward_split(int N)
 {
     static const int allowed[] = {0, 2, 4};
-    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT", allowed, 3, 0);
-    return N == 64 || N == 128 ? mode : 0;
+    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT", allowed, 3, -1);
+    if (N != 64 && N != 128)
+        return 0;
+    return mode >= 0 ? mode : N == 128 ? 4 : 0;
 }
 
 template <int N, bool SEVEN>
@@ -1644,19 +1672,25 @@ cudaError_t launch_backward_split(cudaStream_t st, const wkv_args &p, int BH, co
         return launch_backward_reg_g<SEVEN, true, 2, N, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     return launch_backward_reg_g<SEVEN, true, 4, N, true>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
 }
+template <int N, bool SEVEN> bool use_split(int BH)
+{
+    const int sp = backward_split(N);
+    return sp == 2 ? split_fits<SEVEN, 2, N>(BH) : sp == 4 && split_fits<SEVEN, 4, N>(BH);
+}
 
 /* RADLADS_WKV_REG: the backward at head size 64. 2 runs the one with the state and the column copy of G in
  * registers and G's rows in shared memory, 1 the same with both copies of G in registers (the reference design, but
  * 255 registers and 780 bytes of spills per thread with nvcc 13: 22.1 ms where 2 takes 16.4 on the H100), 3 and 4 the
  * form of 2 with two and four threads per index (each a half or a quarter of every row and column: 2× or 4× the
  * warps of a block, for the (b, h) pairs too few to fill the device), 5 the form of 1 with four, 0 the
- * four-threads-per-row backward; unset: 2, or 0 when the pairs are few (few_pairs). tests/gpu/run.sh checks and times
- * each. */
+ * four-threads-per-row backward; unset: 2, or 3 when the pairs are few (few_pairs). H200, B8 (ms): T4096 H64 (512
+ * pairs) 2 14.85, 3 16.51, 5 17.33, 4 20.86, 0 21.19; T1024 H32 (256 pairs) 3 2.06, 5 2.19, 4 2.65, 0 2.70.
+ * tests/gpu/run.sh checks and times each. */
 int backward_reg(int BH)
 {
     static const int allowed[] = {0, 1, 2, 3, 4, 5};
     static const int mode = rlc_env_knob("RADLADS_WKV_REG", allowed, 6, 6);
-    return mode == 6 ? (few_pairs(BH) ? 0 : 2) : mode;
+    return mode == 6 ? (few_pairs(BH) ? 3 : 2) : mode;
 }
 
 template <bool SEVEN>
@@ -1835,7 +1869,7 @@ cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, cons
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
 {
     if constexpr (EXACT) {
-        if (backward_split(CAP))
+        if (use_split<CAP, SEVEN>(BH))
             return launch_backward_split<CAP, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (CAP == 64 && backward_reg(BH) && backward_wide())
             return launch_backward_reg<SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);

@@ -11,8 +11,8 @@
 #                                      (the CUDA toolkit or PyTorch's wheels), runs tests/gpu/run.sh on the
 #                                      unpacked programs, then bench/train/bench_gpu_step.py; exits with run.sh's
 #                                      status.  RL_GPU_T_STEP limits the step benchmark (default 150 s), then
-#                                      RL_GPU_T_STEP_PEER (75 s) each of its distill peers (RADLADS_WKV_REG=4,
-#                                      RADLADS_WKV_SPLIT=2).
+#                                      RL_GPU_T_STEP_PEER (75 s) each of its distill peers (RADLADS_WKV_REG=0,
+#                                      RADLADS_WKV_REG=4).
 #   tests/gpu/prebuilt.sh shell DIR 'CMDS'   there: the same environment (unpacking only if not yet done),
 #                                      then bash -c CMDS with $B the unpacked build folder
 set -uo pipefail
@@ -76,10 +76,9 @@ run | shell)
   python3 -c "import torch" 2>/dev/null && py=python3
   PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP:-150}" "$py" bench/train/bench_gpu_step.py --build "$u/build" ||
     echo "prebuilt.sh: the step benchmark failed or ran out of time (rc $?)"
-  # the distill step's peers where the launch rule picks the four-threads-per-row backward (256 (b, h) pairs at hidden
-  # 2048): the register backward with four threads per index (G's rows in shared memory), and with each pair's value
-  # rows split over two blocks
-  for knob in RADLADS_WKV_REG=4 RADLADS_WKV_SPLIT=2; do
+  # the distill step's peers where the launch rule picks the register backward with two threads per index (256 (b, h)
+  # pairs at hidden 2048): the four-threads-per-row backward (the rule before), and four threads per index
+  for knob in RADLADS_WKV_REG=0 RADLADS_WKV_REG=4; do
     echo "== distill bf16 again with $knob"
     env $knob PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_PEER:-75}" "$py" bench/train/bench_gpu_step.py \
       --build "$u/build" --stages distill --precisions bf16 --profile '' | grep -E "ceiling|^  distill" ||

@@ -63,16 +63,18 @@ esac
 # with the state in registers (G's rows in shared memory, reading the forward's sa or not, or both copies of G in
 # registers; with two or four threads per index) and the forward with one thread per row or four (the launcher picks by the number of (b, h) pairs: the
 # check's shapes have few), the forwards and backwards staging their tokens synchronously instead of with cp.async;
-# at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks (with 4, the
-# forward with four threads per row at head size 128 too).
+# at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks (4 is the
+# default at 128 where it fits: the check's shapes; with 4, the forward with four threads per row at 128 too); the
+# knob sets that pick another backward turn the split off (RADLADS_WKV_SPLIT=0).
 if [ $check_rc -eq 0 ]; then
   for knobs in "RADLADS_WKV_CHUNKED=1 RADLADS_ATTN_TC=1" "RADLADS_WKV_CHUNKED=1 RADLADS_WKV_THREADS=128" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=0 RADLADS_WKV_BSEG=16" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=1 RADLADS_WKV_BSEG=4" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_BACKSTEP=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=0 RADLADS_WKV_BSEG=16 RADLADS_WKV_SPLIT=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=1 RADLADS_WKV_BSEG=4 RADLADS_WKV_SPLIT=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_BACKSTEP=0 RADLADS_WKV_SPLIT=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE_FWD=0 RADLADS_WKV_ASYNC=0" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_SA=0" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SA=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_SA=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SA=0 RADLADS_WKV_SPLIT=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=3" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=4" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0" \
@@ -110,22 +112,23 @@ if [ $check_rc -ne 77 ]; then
   echo "-- RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0 (head size 64: one thread per row, forward and backward, at"
   echo "   every shape: the launch rule's other side at the 256-pair T=1024 one)"
   RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_.*N=64"
-  echo "-- RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 (head size 64: four threads per row, forward and backward)"
+  echo "-- RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 (head size 64: four threads per row, forward and backward; the"
+  echo "   few-pairs backward before the H200 measured two threads per index faster)"
   RADLADS_WKV_REG=0 RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_.*N=64"
   for reg in 3 4 5; do
     echo "-- RADLADS_WKV_REG=$reg (head size 64: the register backward with $([ $reg = 3 ] && echo two || echo four) threads per index,"
     echo "   G's rows in $([ $reg = 5 ] && echo registers || echo "shared memory"); against the default's backward above at both shapes)"
     RADLADS_WKV_REG=$reg timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_(backward|fwd\+bwd).*N=64"
   done
-  echo "-- wkv7 at the per-GPU shapes of a Qwen2.5-7B conversion (heads of 128, 56 to 336 (b, h) pairs): the default,"
-  echo "   then each pair's value rows split over 2 and 4 blocks (RADLADS_WKV_SPLIT; not yet the default)"
+  echo "-- wkv7 at the per-GPU shapes of a Qwen2.5-7B conversion (heads of 128, 56 to 336 (b, h) pairs): the default"
+  echo "   (each pair's value rows split over 4 blocks where they fit), then unsplit and split over 2 (RADLADS_WKV_SPLIT)"
   timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_"
-  for split in 2 4; do
+  for split in 0 2; do
     echo "-- RADLADS_WKV_SPLIT=$split"
     RADLADS_WKV_SPLIT=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_(backward|fwd\+bwd)"
   done
-  echo "-- RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1 (and the forward with four threads per row at head size 128)"
-  RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_"
+  echo "-- RADLADS_WKV_WIDE_FWD=1 (the forward with four threads per row at head size 128)"
+  RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_forward"
   echo "-- RADLADS_ATTN_TC=1"
   RADLADS_ATTN_TC=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" attn | grep -E "attention_"
   echo "-- RADLADS_ATTN_BF16=0 (a bf16 teacher's attention forward on the fp32 kernel)"

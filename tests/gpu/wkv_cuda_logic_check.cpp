@@ -218,8 +218,8 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
         p.async = async_backward_ok(p, dy.data()); /* as launch_backward_reg_g */
         std::vector<int> chain((size_t)B * H * 4, 0);
         float *const out[3] = {ds_out.data(), segbuf.data(), dsi.data()};
-        if (reg_split) /* as launch_backward_reg_g: grid (B·H, parts), a thread per key */
-            emu::run_grid(dim3(B * H, reg_split), dim3(CAP), [&] {
+        if (reg_split) /* as launch_backward_reg_g: B·H·parts blocks, a pair's adjacent, a thread per key */
+            emu::run_grid(dim3(B * H * reg_split), dim3(CAP), [&] {
                 if (reg_split == 2)
                     wkv_backward_reg_kernel<SEVEN, true, 2, CAP, true>(p, gk, dy.data(), out[0], ckp, out[1], out[2],
                                                                       chain.data());
