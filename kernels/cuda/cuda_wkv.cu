@@ -1543,11 +1543,10 @@ int device_attr(cudaDeviceAttr what)
 }
 
 /* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
- * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the ones with 256 threads per
- * block (four per row) are faster. H100, B8 T4096 (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per
- * row, backward 16.4 registers (G's rows in shared memory) vs 22.1 four per row; B8 T1024 H32 (the distill step's
- * 256 pairs, 1.9 per SM): forward 4.03 four per row vs 5.32, backward 14.45 vs 15.09 (ms per step, 44 calls; that
- * register backward still had compiler fences, 19.3 ms at B8 T4096; without them it is not yet timed at 256 pairs). */
+ * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the forward with 256 threads
+ * per block (four per row) and the register backward with two threads per index (128) are faster. H100, B8 T4096
+ * (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per row; B8 T1024 H32 (the distill step's 256 pairs,
+ * 1.9 per SM): forward 4.03 four per row vs 5.32 (ms per step, 44 calls). The backwards: backward_reg. */
 bool few_pairs(int BH) { return BH < 3 * device_attr(cudaDevAttrMultiProcessorCount); }
 
 /* Whether BH blocks of `smem` bytes of shared memory each fit on the device at once (1 KiB a block reserved): the
@@ -1636,13 +1635,17 @@ cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, co
  * pairs, 6.9 ms unsplit, 10.2 / 12.9 split 2 / 4, the blocks then in another order). */
 template <bool SEVEN, int PR, int N> bool split_fits(int BH)
 {
-    auto kern = wkv_backward_reg_kernel<SEVEN, true, PR, N, true>;
-    const size_t sm = reg_smem(true, PR, N, true);
-    int per_sm = 0;
-    if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, N, sm) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return false;
+    static int per_sm = -1; /* blocks per SM: asked once (a backward at head size 128 asks every call) */
+    if (per_sm < 0) {
+        auto kern = wkv_backward_reg_kernel<SEVEN, true, PR, N, true>;
+        const size_t sm = reg_smem(true, PR, N, true);
+        int n = 0;
+        if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, N, sm) != cudaSuccess) {
+            (void)cudaGetLastError();
+            n = 0;
+        }
+        per_sm = n;
     }
     return (long)per_sm * device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
 }
