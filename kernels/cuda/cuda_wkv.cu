@@ -333,16 +333,29 @@ __global__ void __launch_bounds__(CAP) wkv_forward_kernel(wkv_args p, const floa
  * for each m the FQ threads read one contiguous 64-byte run of a staged vector and a warp's eight rows read the same
  * one (a broadcast, no bank conflicts). sa_i and y_i are the FQ partial sums added by two xor shuffles (the same
  * order in every lane: lanes agree bit for bit). Four times the warps of the kernel above for the same rows: the
- * latency of each token's dot products is hidden by the other warps instead of waited for. */
+ * latency of each token's dot products is hidden by the other warps instead of waited for.
+ *
+ * PRF > 1 (RADLADS_WKV_SPLIT_FWD, for (b, h) pairs too few to fill the device): each pair's N rows go to PRF blocks
+ * of FQ·N / PRF threads (block bh·PRF + part holds rows part·N/PRF onwards). The rows of the forward are
+ * independent (sa_i, y_i and the next row i read the token's vectors and row i alone), so the blocks share nothing
+ * and need no order: each stages the whole token tile (every key) and computes, writes and checkpoints its rows. */
 constexpr int FQ = 4;
 
-template <int CAP, bool SEVEN>
-__global__ void __launch_bounds__(CAP *FQ, CAP == 64 ? 4 : 1) wkv_forward_wide_kernel(wkv_args p, const float *state_in, float *y,
-                                                                    float *state_out, float *ckpt)
+/* Blocks per SM the kernel is compiled for: unsplit as before; split, 512 threads per SM, i.e. up to 128 registers a
+ * thread (ptxas sm_90, wkv7 at 128 split 2 capped at 4 blocks: 64 registers and 40 bytes of spill loads) */
+template <int CAP, int PRF> constexpr int fwd_wide_min_blocks()
+{
+    return PRF > 1 ? 512 / (CAP * FQ / PRF) : CAP == 64 ? 4 : 1;
+}
+
+template <int CAP, bool SEVEN, int PRF = 1>
+__global__ void __launch_bounds__(CAP *FQ / PRF, (fwd_wide_min_blocks<CAP, PRF>()))
+    wkv_forward_wide_kernel(wkv_args p, const float *state_in, float *y, float *state_out, float *ckpt)
 {
     constexpr int NV = SEVEN ? 6 : 4, N = CAP, W = N / FQ;
     extern __shared__ __align__(16) float tile[]; /* [SEG][NV][N], two with p.async */
-    const int t = threadIdx.x, i = t / FQ, q = t % FQ, bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int t = threadIdx.x, bh = blockIdx.x / PRF, b = bh / p.H, h = bh % p.H;
+    const int i = (int)(blockIdx.x % PRF) * (N / PRF) + t / FQ, q = t % FQ;
     const size_t NN = (size_t)N * N, soff = (size_t)bh * NN;
     const int nc = (p.T + p.L - 1) / p.L;
     float *ck = ckpt ? ckpt + (size_t)bh * nc * NN : nullptr;
@@ -1158,9 +1171,10 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
     /* split: the PR blocks of a pair are adjacent (block bh·PR + part), so they start together, part s − 1 first */
     const int t = threadIdx.x, u = t % PR, bh = SPLIT ? blockIdx.x / PR : blockIdx.x, b = bh / p.H, h = bh % p.H;
     const int part = SPLIT ? (int)(blockIdx.x % PR) : 0, r0 = part * R;
-    /* row (value index) and column (key index) of this thread; the column's entries are the rows of its quads
-     * crow(m) .. crow(m) + 3, crow(m) = 4·(cq0 + cqs·m) */
+    /* row (value index) and column (key index) of this thread; the column's entries are the rows of its quads m,
+     * 4·(cq0 + cqs·m) .. 4·(cq0 + cqs·m) + 3 (entry l = 4m + e: row crow(l)) */
     const int row = r0 + t / PR, col = SPLIT ? t : t / PR, cq0 = SPLIT ? r0 / 4 : u, cqs = SPLIT ? 1 : PR;
+    auto crow = [&](int l) { return 4 * (cq0 + cqs * (l >> 2)) + (l & 3); }; /* the row of column entry gc[l] */
     float *tile = smem;                                                    /* [SEG][NV][N] */
     float *Grow = tile + (size_t)SEG * NV * N + (size_t)(t / PR) * GSP; /* GSM: row `row` of G, [N] of [R][GSP] */
     int *steep = (int *)(tile + (size_t)SEG * NV * N + (GSM ? R * GSP : 0)); /* [SEG / GRP]: anchors alone */
@@ -1179,9 +1193,9 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
     float gr[GSM ? 1 : NP], gc[NP];
 #pragma unroll
     for (int l = 0; l < NP; l++) {
-        const int j = part_j<PR>(u, l), c = 4 * (cq0 + cqs * (l >> 2)) + (l & 3);
+        const int j = part_j<PR>(u, l);
         (GSM ? Grow[j] : gr[GSM ? 0 : l]) = dstate_out ? dstate_out[soff + (size_t)row * N + j] : 0.0f;
-        gc[l] = dstate_out ? dstate_out[soff + (size_t)c * N + col] : 0.0f;
+        gc[l] = dstate_out ? dstate_out[soff + (size_t)crow(l) * N + col] : 0.0f;
     }
 
     /* p.async (wkv7): while a segment is walked back, the tokens of the next one (when it is the first of its chunk,
@@ -1451,7 +1465,7 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
     if (dstate_in)
 #pragma unroll
         for (int l = 0; l < NP; l++)
-            dstate_in[soff + (size_t)(4 * (cq0 + cqs * (l >> 2)) + (l & 3)) * N + col] += gc[l];
+            dstate_in[soff + (size_t)crow(l) * N + col] += gc[l];
 }
 
 #include "cuda_wkv7_chunked.cuh"
@@ -1512,16 +1526,16 @@ cudaError_t launch_forward(cudaStream_t st, const wkv_args &p, int BH, const flo
     return cudaGetLastError();
 }
 
-template <int CAP, bool SEVEN>
+template <int CAP, bool SEVEN, int PRF = 1>
 cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                 float *state_out, float *ckpt)
 {
-    auto kern = wkv_forward_wide_kernel<CAP, SEVEN>;
+    auto kern = wkv_forward_wide_kernel<CAP, SEVEN, PRF>;
     const size_t sm = fwd_smem(p.N, SEVEN, p.async); /* (run with few pairs: 16-token tiles) */
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    kern<<<BH, p.N * FQ, sm, st>>>(p, state_in, y, state_out, ckpt);
+    kern<<<BH * PRF, p.N * FQ / PRF, sm, st>>>(p, state_in, y, state_out, ckpt); /* a pair's blocks adjacent */
     return cudaGetLastError();
 }
 
@@ -1567,6 +1581,20 @@ bool forward_wide(int BH, int N)
     static const int allowed[] = {0, 1, 2};
     static const int mode = rlc_env_knob("RADLADS_WKV_WIDE_FWD", allowed, 3, 2);
     return mode == 2 ? N == 64 && few_pairs(BH) : mode == 1;
+}
+
+/* RADLADS_WKV_SPLIT_FWD = 2 or 4: the forward at head sizes 64 and 128 with four threads per row and each (b, h)
+ * pair's rows split over that many blocks (wkv_forward_wide_kernel's PRF: a block of 32 or 16 rows at head size
+ * 128, of 128 or 64 threads), for pairs too few to fill the device — step 3 of a 7B conversion runs 56 pairs of head
+ * size 128 on 132 SMs, where the per-row forward leaves 76 SMs idle (H200: 21.1 ms at B2 T16384 H28); it then takes
+ * precedence over RADLADS_WKV_WIDE_FWD. The rows are independent: the blocks need no order and no common memory, so
+ * unlike the backward's split any number of them may wait for an SM. Unset or 0: off (not yet timed on a GPU;
+ * tests/gpu/run.sh checks and times it). */
+int forward_split()
+{
+    static const int allowed[] = {0, 2, 4};
+    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT_FWD", allowed, 3, 0);
+    return mode;
 }
 
 template <int CAP, bool EXACT, bool SEVEN, int BSEG>
@@ -1846,6 +1874,20 @@ cudaError_t launch_chunked_backward(cudaStream_t st, const wkv_args &p, int BH, 
                : launch_chunked_backward_th<N, SEVEN, 128>(st, p, BH, g, dy, dstate_out, ckpt, dstate_in);
 }
 
+/* Head sizes 64 and 128 (the per-row kernels): split over blocks, four threads per row, or one. */
+template <int CAP, bool SEVEN>
+cudaError_t launch_forward_exact(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
+                                 float *state_out, float *ckpt)
+{
+    switch (forward_split()) {
+    case 2: return launch_forward_wide<CAP, SEVEN, 2>(st, p, BH, state_in, y, state_out, ckpt);
+    case 4: return launch_forward_wide<CAP, SEVEN, 4>(st, p, BH, state_in, y, state_out, ckpt);
+    default:
+        return forward_wide(BH, CAP) ? launch_forward_wide<CAP, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
+                                     : launch_forward<CAP, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+    }
+}
+
 /* Head sizes 64 and 128 get fully unrolled kernels; others run the capped kernel with a bound check. */
 template <bool SEVEN>
 cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
@@ -1855,11 +1897,9 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
         return p.N == 64 ? launch_chunked_forward<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
                          : launch_chunked_forward<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 64)
-        return forward_wide(BH, 64) ? launch_forward_wide<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
-                                    : launch_forward<64, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return launch_forward_exact<64, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N == 128)
-        return forward_wide(BH, 128) ? launch_forward_wide<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt)
-                                     : launch_forward<128, true, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
+        return launch_forward_exact<128, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N <= 32)
         return launch_forward<32, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
     if (p.N <= 64)
@@ -1937,7 +1977,8 @@ cudaError_t wkv_forward(cudaStream_t st, const rl_wkv_dims *d, float *y, float *
 
 /* Workspace: [ckpt replay: B·H·nc·N² floats (wkv7: + B·T·H·N, sa), only when ckpt == NULL][segment states:
  * B·H·(SEG + 1)·N², the longest segment whatever the knob chose and, for the register backward, the state after
- * it; with the value rows split, B·H·4 ints after them; none for the chunked kernel]. */
+ * it; where the launcher splits the value rows (use_split, the same test it makes), B·H·4 ints after them; none for
+ * the chunked kernel]. */
 template <bool SEVEN>
 cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *d, const rl_wkv_grad *g,
                          float *dstate_in, const float *dy, const float *dstate_out, const rl_wkv_in *in,
@@ -1954,7 +1995,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
     const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
     /* the longest segment and the state after it; the split backward's token counts after them */
-    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (backward_split(N) ? (size_t)BH * 4 : 0);
+    const bool split = (N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH));
+    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (split ? (size_t)BH * 4 : 0);
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;

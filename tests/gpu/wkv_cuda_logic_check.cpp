@@ -57,9 +57,12 @@ static int reg_split;
 /* head size 64's forward with four threads per row (what the launcher runs with few pairs unless
  * RADLADS_WKV_WIDE_FWD=0); fwd_wide128: head size 128's too (RADLADS_WKV_WIDE_FWD=1) */
 static bool fwd_wide, fwd_wide128;
+/* the forward with four threads per row and each pair's rows split over 2 or 4 blocks (RADLADS_WKV_SPLIT_FWD; head
+ * sizes 64 and 128), 0: not */
+static int fwd_split;
 template <int CAP, bool EXACT> static bool wide_forward()
 {
-    return EXACT && ((CAP == 64 && fwd_wide) || (CAP == 128 && fwd_wide128));
+    return EXACT && ((CAP == 64 && fwd_wide) || (CAP == 128 && fwd_wide128) || ((CAP == 64 || CAP == 128) && fwd_split));
 }
 /* the per-row forward stages synchronously (RADLADS_WKV_ASYNC=0) instead of with cp.async where it can; or with
  * 8-token tiles at head size 64 too (what the launcher does with more pairs than 16-token ones let fit at once) */
@@ -69,12 +72,22 @@ static bool fwd_sync, fwd_tile8;
 template <int CAP, bool EXACT, bool SEVEN>
 static void row_forward(int BH, const wkv_args &p, const float *state_in, float *y, float *state_out, float *ck)
 {
-    if constexpr ((CAP == 64 || CAP == 128) && EXACT)
-        if (wide_forward<CAP, EXACT>()) {
+    if constexpr ((CAP == 64 || CAP == 128) && EXACT) {
+        if (fwd_split) { /* as launch_forward_wide: B·H·parts blocks, a pair's adjacent */
+            run_grid(BH * fwd_split, CAP * FQ / fwd_split, [&] {
+                if (fwd_split == 2)
+                    wkv_forward_wide_kernel<CAP, SEVEN, 2>(p, state_in, y, state_out, ck);
+                else
+                    wkv_forward_wide_kernel<CAP, SEVEN, 4>(p, state_in, y, state_out, ck);
+            });
+            emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_wide_kernel (split)");
+            return;
+        } else if (wide_forward<CAP, EXACT>()) {
             run_grid(BH, CAP * FQ, [&] { wkv_forward_wide_kernel<CAP, SEVEN>(p, state_in, y, state_out, ck); });
             emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_wide_kernel");
             return;
         }
+    }
     run_grid(BH, p.N, [&] { wkv_forward_kernel<CAP, EXACT, SEVEN>(p, state_in, y, state_out, ck); });
     /* it stays inside the shared memory its launcher asks for */
     emu::check_smem_tail(tile, sizeof tile, fwd_smem(p.N, SEVEN, p.async), "wkv_forward_kernel");
@@ -268,12 +281,14 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 
     const char *names[6] = {"dr", "dlogw", "dk", "dv", "da", "db"};
     double worst = 0;
+    const char *fwd_form = fwd_split == 2   ? "4 threads per row, rows split over 2 blocks"
+                           : fwd_split == 4 ? "4 threads per row, rows split over 4 blocks"
+                           : wide_forward<CAP, EXACT>() ? "4 threads per row"
+                                                        : "a row a thread";
     if (!CH && fwd_async)
-        std::printf("(forward: %s, staged with cp.async, %d-token tiles) ",
-                    wide_forward<CAP, EXACT>() ? "4 threads per row" : "a row a thread", fwd_async);
+        std::printf("(forward: %s, staged with cp.async, %d-token tiles) ", fwd_form, fwd_async);
     else if (!CH)
-        std::printf("(forward: %s, staged synchronously) ",
-                    wide_forward<CAP, EXACT>() ? "4 threads per row" : "a row a thread");
+        std::printf("(forward: %s, staged synchronously) ", fwd_form);
     if (REG && reg_split)
         std::printf("(value rows split over %d blocks) ", reg_split);
     else if (REG && reg_pr > 1)
@@ -564,6 +579,25 @@ int main(void)
     }
     emu::reverse_order = false, emu::warp_ahead = false, emu::async_eager = false, fwd_sync = false;
     fwd_wide128 = false, reg_split = 0;
+    /* the forward with each pair's rows split over 2 and 4 blocks (RADLADS_WKV_SPLIT_FWD), at head sizes 64 and 128,
+     * before the split register backward and the four-threads-per-row one (the checkpoints and sa it writes are what
+     * they read): wkv7 and wkv6, 16- and 8-token cp.async tiles and synchronous staging, L > SEG, odd tails, one
+     * token, with the threads in each order and the copies landing when issued */
+    for (int k = 0; k < 4; k++) {
+        emu::reverse_order = k == 1, emu::warp_ahead = k == 2, emu::async_eager = k == 3, fwd_sync = k == 0;
+        for (int sp : {2, 4}) {
+            fwd_split = sp, reg_split = 4, reg_pr = 1;
+            fails += check_case<128, true, true, 16, true, 0, true>(be, 1, 37, 2, 128, 16, true, true);
+            fails += check_case<64, true, true, 16, true, 0, true>(be, 2, 29, 1, 64, 48, false, true);
+            reg_split = 0, fwd_tile8 = k == 2;
+            fails += check_case<128, true, false, 8, true>(be, 2, 29, 1, 128, 48, false, false);
+            fails += check_case<64, true, false, 16, true>(be, 1, 45, 2, 64, 16, true, true);
+            fails += check_case<64, true, true, 8, true>(be, 1, 1, 1, 64, 16, true, true);
+            fwd_tile8 = false;
+        }
+    }
+    emu::reverse_order = false, emu::warp_ahead = false, emu::async_eager = false, fwd_sync = false;
+    fwd_split = 0, reg_split = 0;
     emu::reverse_order = false, emu::warp_ahead = false, reg_pr = 1, reg_gsm = false, fwd_wide = false;
     /* the same for the four-threads-per-row backward (8-token segments: the second of every chunk starts from the
      * next checkpoint; the first replays and recomputes with the stored sa, no barriers), then with sa ignored */
