@@ -35,6 +35,32 @@ int rlc_env_knob(const char *name, const int *allowed, int n, int dflt)
     return dflt;
 }
 
+int rlc_smem_optin(void)
+{
+    static int cache[64]; /* per device; 0: not yet read */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (!cache[dev]) {
+        int optin = 0;
+        if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || optin <= 0) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        const char *t = getenv("RADLADS_TEST_SMEM_OPTIN");
+        char *end = NULL;
+        const long cap = t && *t ? strtol(t, &end, 10) : 0;
+        if (t && *t && (*end || cap <= 0))
+            fprintf(stderr, "radlads: RADLADS_TEST_SMEM_OPTIN=%s ignored (a number of bytes above 0)\n", t);
+        else if (cap > 0 && cap < optin)
+            optin = (int)cap;
+        cache[dev] = optin;
+    }
+    return cache[dev];
+}
+
 static const char *bad_op_name(int op)
 {
     switch (op) {
@@ -544,6 +570,40 @@ extern "C" int rl__cuda_device(const rl_backend *be)
     return be && be->ops == &cuda_ops ? ((const rlc_backend *)be->impl)->device : -1;
 }
 
+/* Whether this build's kernels run on device `dev` (current): compute capability 8.0 or newer (cp.async, bf16 tensor
+ * cores), and a kernel image the device can load — the build carries sm_80 and sm_90 code, which Ampere and Hopper
+ * run (sm_86/sm_89 the sm_80 code), and compute_90 PTX that the driver compiles for newer GPUs (Blackwell) at the
+ * first launch and keeps in its cache (CUDA_CACHE_PATH). Asking for one kernel's attributes loads its image: a
+ * device that has none fails here with the fix, not in the first op of a stage. */
+static bool device_supported(int dev, char *err, size_t errlen)
+{
+    cudaDeviceProp prop;
+    cudaError_t e = cudaGetDeviceProperties(&prop, dev);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "cuda backend: device %d: cudaGetDeviceProperties failed: %s", dev,
+                 cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (prop.major < 8) {
+        snprintf(err, errlen, "cuda backend: device %d (%s) has compute capability %d.%d; the CUDA kernels need 8.0 or "
+                 "newer (Ampere, Hopper, Blackwell): use the CPU backend (--device cpu) or another GPU", dev, prop.name,
+                 prop.major, prop.minor);
+        return false;
+    }
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, cast_kernel);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "cuda backend: device %d (%s, compute capability %d.%d): this build has no kernel image "
+                 "for it (%s): rebuild with its architecture added to cuda_arch_args in meson.build "
+                 "(-gencode=arch=compute_%d%d,code=sm_%d%d), or use the CPU backend (--device cpu)", dev, prop.name,
+                 prop.major, prop.minor, cudaGetErrorString(e), prop.major, prop.minor, prop.major, prop.minor);
+        (void)cudaGetLastError();
+        return false;
+    }
+    return true;
+}
+
 /* Device `opt->device`, one non-blocking stream for every op, a cuBLASLt handle with its scratch. The
  * device is made current for the calling thread; a backend used from another thread needs cudaSetDevice
  * there first (one device per process is the intended use: one MPI rank per GPU). */
@@ -575,6 +635,10 @@ extern "C" int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char
     be->gemm_bf16 = 1; /* cuBLASLt BF16 × BF16 → F32 with fp32 accumulation: the autocast GEMMs */
     const char *step = "cudaSetDevice";
     e = cudaSetDevice(c->device);
+    if (e == cudaSuccess && !device_supported(c->device, err, errlen)) {
+        cuda_destroy(be);
+        return RL_ENOTSUP;
+    }
     if (e == cudaSuccess)
         step = "cudaStreamCreate", e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess)

@@ -32,6 +32,11 @@ void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes);
  * values, else `dflt`; a value that is set but not allowed is said on stderr and ignored. */
 int rlc_env_knob(const char *name, const int *allowed, int n, int dflt);
 
+/* The dynamic shared memory one block may have on the current device, in bytes (cudaDevAttrMaxSharedMemoryPerBlockOptin:
+ * 99 KiB on sm_86/sm_89, 163 KiB on sm_80, 227 KiB on sm_90), 0 when CUDA cannot say. RADLADS_TEST_SMEM_OPTIN
+ * (bytes) lowers it, so that a large GPU runs the kernels a smaller one would (tests/gpu/run.sh). */
+int rlc_smem_optin(void);
+
 /* ---- causal softmax attention with GQA (tiled, no seq×seq matrix) ---- */
 cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *out,
                                   float *lse, const float *q, const float *k, const float *v);

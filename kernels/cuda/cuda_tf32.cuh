@@ -11,6 +11,8 @@
 #define RL_CUDA_TF32_CUH
 
 #include <type_traits>
+
+#include "cuda_ops.h" /* rlc_smem_optin */
 #ifndef RL_TESTS_CUDA_EMU_H /* the host emulation (tests/gpu/cuda_emu.h) brings its own */
 #include <mma.h>
 #endif
@@ -137,11 +139,10 @@ static inline bool tc_fits(size_t smem)
         return false;
     }
     if (!cached[dev]) {
-        int major = 0, minor = 0, optin = 0;
+        int major = 0, minor = 0;
+        const int optin = rlc_smem_optin(); /* (RADLADS_TEST_SMEM_OPTIN may lower it) */
         if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
-            optin <= 0) {
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess || optin <= 0) {
             (void)cudaGetLastError();
             return false;
         }

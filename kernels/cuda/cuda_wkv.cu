@@ -1907,6 +1907,30 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
     return launch_forward<128, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
+/* Whether a block may have `bytes` of dynamic shared memory on the current device (RADLADS_TEST_SMEM_OPTIN lowers
+ * the limit: tests/gpu/run.sh runs every op as on a GPU with 99 KB). */
+bool smem_fits(size_t bytes)
+{
+    const int optin = rlc_smem_optin();
+    return optin > 0 && bytes <= (size_t)optin;
+}
+
+/* The segment length of the one-thread-per-row backward: the knob's or the default, halved (down to 4) until its
+ * shared memory fits the device — wkv7 at head size 128: 129 KiB with 16-token segments, 97 KiB with 8, 81 KiB with
+ * 4 (the sm_86 / sm_89 parts grant 99 KiB: 8 there; wkv6 105 / 85 / 75 KiB). */
+int row_backward_segment(int N, bool seven)
+{
+    int bseg = backward_segment() > 0 ? backward_segment() : BSEG_DEFAULT;
+    while (bseg > 4 && !smem_fits(bwd_smem(N, seven, bseg)))
+        bseg /= 2;
+    return bseg;
+}
+
+/* The backward at head sizes 64 and 128, in order: the split register backward (where every block fits), the
+ * register backward (64), the four-threads-per-row one, the one-thread-per-row one. The four-threads-per-row backward
+ * at head size 128 needs 118.5 KiB of shared memory (wkv6: 106.5 KiB) with 8-token segments (102.5 with 4), more
+ * than the sm_86 / sm_89 parts (A10, A40, L4, L40S, RTX 3090 / 4090) grant a block (99 KiB): there the
+ * one-thread-per-row backward runs instead (row_backward_segment). */
 template <int CAP, bool EXACT, bool SEVEN>
 cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
                                 const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
@@ -1916,14 +1940,15 @@ cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, cons
             return launch_backward_split<CAP, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (CAP == 64 && backward_reg(BH) && backward_wide())
             return launch_backward_reg<SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
-        if (backward_wide())
-            switch (backward_segment() > 0 ? backward_segment() : WIDE_BSEG_DEFAULT) {
+        const int wseg = backward_segment() > 0 ? backward_segment() : WIDE_BSEG_DEFAULT;
+        if (backward_wide() && smem_fits(wide_smem(p.N, SEVEN, wseg)))
+            switch (wseg) {
             case 4: return launch_backward_wide<CAP, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
             case 8: return launch_backward_wide<CAP, SEVEN, 8>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
             default: return launch_backward_wide<CAP, SEVEN, 16>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
             }
     }
-    switch (backward_segment() > 0 ? backward_segment() : BSEG_DEFAULT) {
+    switch (row_backward_segment(p.N, SEVEN)) {
     case 4: return launch_backward<CAP, EXACT, SEVEN, 4>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     case 8: return launch_backward<CAP, EXACT, SEVEN, 8>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
     default: return launch_backward<CAP, EXACT, SEVEN, 16>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
