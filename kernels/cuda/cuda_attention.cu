@@ -995,6 +995,12 @@ cudaError_t rlc_attention_backward(cudaStream_t st, rlc_workspace *ws, const rl_
     return backward_dmax<128>(st, p, dq, dk, dv, delta, dout, lse, q, k, v);
 }
 
+cudaError_t rlc_attention_load(void)
+{
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, attn_forward_kernel<128, FWD_TR>);
+}
+
 } // extern "C"
 
 #endif /* RLC_ATTN_HOST_EMULATION */

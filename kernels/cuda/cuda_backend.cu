@@ -571,10 +571,30 @@ extern "C" int rl__cuda_device(const rl_backend *be)
 }
 
 /* Whether this build's kernels run on device `dev` (current): compute capability 8.0 or newer (cp.async, bf16 tensor
- * cores), and a kernel image the device can load — the build carries sm_80 and sm_90 code, which Ampere and Hopper
+ * cores), and kernel images the device can load — the build carries sm_80 and sm_90 code, which Ampere and Hopper
  * run (sm_86/sm_89 the sm_80 code), and compute_90 PTX that the driver compiles for newer GPUs (Blackwell) at the
- * first launch and keeps in its cache (CUDA_CACHE_PATH). Asking for one kernel's attributes loads its image: a
- * device that has none fails here with the fix, not in the first op of a stage. */
+ * first load and keeps in its cache (CUDA_CACHE_PATH). Loading one kernel of each large module here (the rest are
+ * small) fails a device without code now, with the fix, not in the first op of a stage, and does the driver's
+ * compile before any deadline (NCCL's) runs. */
+static bool load_failed(cudaError_t e, const char *what, int dev, const cudaDeviceProp *prop, char *err, size_t errlen)
+{
+    if (e == cudaSuccess)
+        return false;
+    const char *fix =
+        e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction
+            ? "this build has no code for it: add its architecture to cuda_arch_args in meson.build "
+              "(-gencode=arch=compute_XY,code=sm_XY) and rebuild, or use the CPU backend (--device cpu)"
+        : e == cudaErrorUnsupportedPtxVersion
+            ? "the NVIDIA driver is older than the CUDA toolkit that compiled radlads, so it cannot compile the PTX "
+              "for this GPU: update the driver, or rebuild with the toolkit the driver supports"
+            : "use the CPU backend (--device cpu), or report this with the error";
+    snprintf(err, errlen, "cuda backend: device %d (%s, compute capability %d.%d): loading the %s kernels failed: %s "
+             "(%s); %s", dev, prop->name, prop->major, prop->minor, what, cudaGetErrorString(e), cudaGetErrorName(e),
+             fix);
+    (void)cudaGetLastError();
+    return true;
+}
+
 static bool device_supported(int dev, char *err, size_t errlen)
 {
     cudaDeviceProp prop;
@@ -591,16 +611,21 @@ static bool device_supported(int dev, char *err, size_t errlen)
                  prop.major, prop.minor);
         return false;
     }
+    if (prop.major > 9)
+        fprintf(stderr, "cuda backend: device %d (%s, compute capability %d.%d): this build has no machine code for it, "
+                "so the driver compiles the kernels' PTX now (the first time only: minutes; then cached)\n", dev,
+                prop.name, prop.major, prop.minor);
     cudaFuncAttributes fa;
-    e = cudaFuncGetAttributes(&fa, cast_kernel);
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "cuda backend: device %d (%s, compute capability %d.%d): this build has no kernel image "
-                 "for it (%s): rebuild with its architecture added to cuda_arch_args in meson.build "
-                 "(-gencode=arch=compute_%d%d,code=sm_%d%d), or use the CPU backend (--device cpu)", dev, prop.name,
-                 prop.major, prop.minor, cudaGetErrorString(e), prop.major, prop.minor, prop.major, prop.minor);
-        (void)cudaGetLastError();
+    if (load_failed(cudaFuncGetAttributes(&fa, cast_kernel), "backend", dev, &prop, err, errlen))
         return false;
-    }
+#ifndef RLC_NO_WKV
+    if (load_failed(rlc_wkv_load(), "wkv", dev, &prop, err, errlen))
+        return false;
+#endif
+#ifndef RLC_NO_ATTENTION
+    if (load_failed(rlc_attention_load(), "attention", dev, &prop, err, errlen))
+        return false;
+#endif
     return true;
 }
 

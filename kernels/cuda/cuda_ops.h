@@ -37,6 +37,12 @@ int rlc_env_knob(const char *name, const int *allowed, int n, int dflt);
  * (bytes) lowers it, so that a large GPU runs the kernels a smaller one would (tests/gpu/run.sh). */
 int rlc_smem_optin(void);
 
+/* Loads the module of cuda_wkv.cu / cuda_attention.cu (cudaFuncGetAttributes on one of its kernels): its machine
+ * code, or on a GPU newer than the build its PTX compiled by the driver (minutes, once) — at the backend's start
+ * rather than in a stage's first op. */
+cudaError_t rlc_wkv_load(void);
+cudaError_t rlc_attention_load(void);
+
 /* ---- causal softmax attention with GQA (tiled, no seq×seq matrix) ---- */
 cudaError_t rlc_attention_forward(cudaStream_t st, rlc_workspace *ws, const rl_attn_dims *d, float *out,
                                   float *lse, const float *q, const float *k, const float *v);

@@ -126,8 +126,8 @@ __device__ __forceinline__ tc_prod tc_p(tc_view a, tc_view b, int K)
 
 /* Whether the kernels built on these tiles may run on the current device with `smem` bytes of dynamic shared memory:
  * its TF32 tensor cores must be fast enough for 3xTF32 (three products per product) to beat fp32 on the CUDA cores —
- * the data-centre parts, compute capability 8.0 and 9.0+ (on sm_86/sm_89 dense TF32 is at most twice their fp32
- * rate) — and it must grant `smem` per block (opt-in: about 163 KB on sm_80, 227 KB on sm_90; the launchers fall back
+ * the data-centre parts, compute capability 8.0, 9.x and 10.x (on sm_86/sm_89 and the sm_12x parts dense TF32 is at
+ * most twice their fp32 rate) — and it must grant `smem` per block (opt-in: about 163 KB on sm_80, 227 KB on sm_90; the launchers fall back
  * to the CUDA-core kernels otherwise). One record per device, read once: the opt-in bytes where TF32 is fast, −1
  * where it is not, 0 not yet read (or the runtime could not say: asked again next time). */
 static inline bool tc_fits(size_t smem)
@@ -146,7 +146,7 @@ static inline bool tc_fits(size_t smem)
             (void)cudaGetLastError();
             return false;
         }
-        cached[dev] = major >= 9 || (major == 8 && minor == 0) ? optin : -1;
+        cached[dev] = major == 9 || major == 10 || (major == 8 && minor == 0) ? optin : -1;
     }
     return cached[dev] > 0 && smem <= (size_t)cached[dev];
 }

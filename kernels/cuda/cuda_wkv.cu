@@ -1573,6 +1573,14 @@ bool all_resident(int BH, size_t smem)
     return sms > 0 && per_sm > 0 && BH <= per_sm / (long)(smem + 1024) * sms;
 }
 
+/* Whether a block may have `bytes` of dynamic shared memory on the current device (RADLADS_TEST_SMEM_OPTIN lowers
+ * the limit: tests/gpu/run.sh runs every op as on a GPU with 99 KiB). */
+bool smem_fits(size_t bytes)
+{
+    const int optin = rlc_smem_optin();
+    return optin > 0 && bytes <= (size_t)optin;
+}
+
 /* RADLADS_WKV_WIDE_FWD: the forward at head sizes 64 and 128 with four threads per row (1) or one (0); unset: at head
  * size 64 four when the (b, h) pairs are few (few_pairs), at 128 one (H200, wkv7 forward at head size 128: B2 T16384
  * H28 21.1 ms one per row, 26.1 four; B4 T512 H28 0.67 vs 0.83). */
@@ -1675,7 +1683,8 @@ template <bool SEVEN, int PR, int N> bool split_fits(int BH)
         }
         per_sm = n;
     }
-    return (long)per_sm * device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
+    return smem_fits(reg_smem(true, PR, N, true)) &&
+           (long)per_sm * device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
 }
 
 /* RADLADS_WKV_SPLIT = 2 or 4: the backward at head sizes 64 and 128 splits each (b, h) pair's value rows over that
@@ -1907,14 +1916,6 @@ cudaError_t dispatch_forward(cudaStream_t st, const wkv_args &p, int BH, const f
     return launch_forward<128, false, SEVEN>(st, p, BH, state_in, y, state_out, ckpt);
 }
 
-/* Whether a block may have `bytes` of dynamic shared memory on the current device (RADLADS_TEST_SMEM_OPTIN lowers
- * the limit: tests/gpu/run.sh runs every op as on a GPU with 99 KB). */
-bool smem_fits(size_t bytes)
-{
-    const int optin = rlc_smem_optin();
-    return optin > 0 && bytes <= (size_t)optin;
-}
-
 /* The segment length of the one-thread-per-row backward: the knob's or the default, halved (down to 4) until its
  * shared memory fits the device — wkv7 at head size 128: 129 KiB with 16-token segments, 97 KiB with 8, 81 KiB with
  * 4 (the sm_86 / sm_89 parts grant 99 KiB: 8 there; wkv6 105 / 85 / 75 KiB). */
@@ -1933,10 +1934,10 @@ int row_backward_segment(int N, bool seven)
  * one-thread-per-row backward runs instead (row_backward_segment). */
 template <int CAP, bool EXACT, bool SEVEN>
 cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
-                                const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+                                const float *dstate_out, const float *ckpt, float *ws, float *dstate_in, bool split)
 {
     if constexpr (EXACT) {
-        if (use_split<CAP, SEVEN>(BH))
+        if (split)
             return launch_backward_split<CAP, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
         if (CAP == 64 && backward_reg(BH) && backward_wide())
             return launch_backward_reg<SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
@@ -1955,19 +1956,20 @@ cudaError_t launch_backward_seg(cudaStream_t st, const wkv_args &p, int BH, cons
     }
 }
 
+/* split: wkv_backward's use_split answer, asked once there (it sized ws for the split's chain by it) */
 template <bool SEVEN>
 cudaError_t dispatch_backward(cudaStream_t st, const wkv_args &p, int BH, const wkv_grads &g, const float *dy,
-                              const float *dstate_out, const float *ckpt, float *ws, float *dstate_in)
+                              const float *dstate_out, const float *ckpt, float *ws, float *dstate_in, bool split)
 {
     if (p.N == 64)
-        return launch_backward_seg<64, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<64, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in, split);
     if (p.N == 128)
-        return launch_backward_seg<128, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<128, true, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in, split);
     if (p.N <= 32)
-        return launch_backward_seg<32, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<32, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in, false);
     if (p.N <= 64)
-        return launch_backward_seg<64, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
-    return launch_backward_seg<128, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in);
+        return launch_backward_seg<64, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in, false);
+    return launch_backward_seg<128, false, SEVEN>(st, p, BH, g, dy, dstate_out, ckpt, ws, dstate_in, false);
 }
 
 bool dims_ok(const rl_wkv_dims *d)
@@ -2020,7 +2022,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
     const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
     /* the longest segment and the state after it; the split backward's token counts after them */
-    const bool split = (N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH));
+    const bool split = !chunked && ((N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH)));
     const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (split ? (size_t)BH * 4 : 0);
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
     if (own + seg && !buf)
@@ -2038,7 +2040,7 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     if (chunked)
         return p.N == 64 ? launch_chunked_backward<64, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in)
                          : launch_chunked_backward<128, SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, dstate_in);
-    return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in);
+    return dispatch_backward<SEVEN>(st, p, BH, gr, dy, dstate_out, ckpt, buf + own, dstate_in, split);
 }
 
 } // namespace
@@ -2094,6 +2096,12 @@ cudaError_t rlc_wkv6_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_d
                               const float *state_in, const float *ckpt)
 {
     return wkv_backward<false>(st, ws, d, g, dstate_in, dy, dstate_out, in, state_in, ckpt);
+}
+
+cudaError_t rlc_wkv_load(void)
+{
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, wkv_forward_kernel<64, true, true>);
 }
 
 } // extern "C"

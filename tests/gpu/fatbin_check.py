@@ -43,6 +43,8 @@ def images(blob, path):
                 continue
             raise SystemExit(f"fatbin_check: {path}: no fat binary container at byte {off} of .nv_fatbin "
                              f"(magic {magic:#x}); the format has changed, or this is not an nvcc object")
+        if hsize < 16:
+            raise SystemExit(f"fatbin_check: {path}: container at byte {off} has a {hsize}-byte header (at least 16)")
         p, end = off + hsize, off + hsize + fsize
         if end > len(blob):
             raise SystemExit(f"fatbin_check: {path}: a container claims {fsize} bytes past byte {off + hsize}, "
