@@ -1592,17 +1592,22 @@ bool forward_wide(int BH, int N)
 }
 
 /* RADLADS_WKV_SPLIT_FWD = 2 or 4: the forward at head sizes 64 and 128 with four threads per row and each (b, h)
- * pair's rows split over that many blocks (wkv_forward_wide_kernel's PRF: a block of 32 or 16 rows at head size
- * 128, of 128 or 64 threads), for pairs too few to fill the device — step 3 of a 7B conversion runs 56 pairs of head
- * size 128 on 132 SMs, where the per-row forward leaves 76 SMs idle (H200: 21.1 ms at B2 T16384 H28); it then takes
- * precedence over RADLADS_WKV_WIDE_FWD. The rows are independent: the blocks need no order and no common memory, so
- * unlike the backward's split any number of them may wait for an SM. Unset or 0: off (not yet timed on a GPU;
- * tests/gpu/run.sh checks and times it). */
-int forward_split()
+ * pair's rows split over that many blocks (wkv_forward_wide_kernel's PRF: at head size 128 blocks of 64 or 32 rows,
+ * 256 or 128 threads), for pairs too few to fill the device; it then takes precedence over RADLADS_WKV_WIDE_FWD. The
+ * rows are independent: the blocks need no order and no common memory, so unlike the backward's split any number of
+ * them may wait for an SM. 0: off. Unset: 4 at head size 128 where at most every other SM has a pair, else off.
+ * H200 (132 SMs), wkv7 forward at head size 128 (ms; one thread per row / split 2 / split 4): B2 T16384 H28 (step 3
+ * of a 7B conversion, 56 pairs) 21.09 / 14.92 / 14.86; B4 T512 H28 (112 pairs) 0.674 / 0.811 / 0.820; B12 T512 H28
+ * 1.810 / 2.395 / 2.210; B8 T4096 H32 7.26 / 12.82 / 12.87; at head size 64 slower at every shape timed (B8 T4096
+ * H64 4.63 / 7.04 / 9.13; B8 T1024 H32 0.90 four threads per row / 0.89 / 1.16). */
+int forward_split(int BH, int N)
 {
     static const int allowed[] = {0, 2, 4};
-    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT_FWD", allowed, 3, 0);
-    return mode;
+    static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT_FWD", allowed, 3, -1);
+    if (mode >= 0)
+        return mode;
+    const int sms = device_attr(cudaDevAttrMultiProcessorCount);
+    return N == 128 && sms > 0 && 2 * BH <= sms ? 4 : 0;
 }
 
 template <int CAP, bool EXACT, bool SEVEN, int BSEG>
@@ -1888,7 +1893,7 @@ template <int CAP, bool SEVEN>
 cudaError_t launch_forward_exact(cudaStream_t st, const wkv_args &p, int BH, const float *state_in, float *y,
                                  float *state_out, float *ckpt)
 {
-    switch (forward_split()) {
+    switch (forward_split(BH, CAP)) {
     case 2: return launch_forward_wide<CAP, SEVEN, 2>(st, p, BH, state_in, y, state_out, ckpt);
     case 4: return launch_forward_wide<CAP, SEVEN, 4>(st, p, BH, state_in, y, state_out, ckpt);
     default:

@@ -66,7 +66,8 @@ esac
 # at head sizes 64 and 128 the register backward with each pair's value rows split over 2 or 4 blocks (4 is the
 # default at 128 where it fits: the check's shapes; with 4, the forward with four threads per row at 128 too); the
 # knob sets that pick another backward turn the split off (RADLADS_WKV_SPLIT=0); the forward with each pair's rows
-# split over 2 or 4 blocks (RADLADS_WKV_SPLIT_FWD; off by default) rides on two of the sets; and every op as on a
+# split over 2 or 4 blocks (RADLADS_WKV_SPLIT_FWD; by default 4 at head size 128 with few pairs: the check's
+# shapes) rides on two of the sets; and every op as on a
 # GPU that grants a block 99 KiB of shared memory (sm_86 / sm_89: RADLADS_TEST_SMEM_OPTIN=101376), where the
 # backward at head size 128 cannot take the four-threads-per-row kernel (118.5 KiB) nor the chunked ones (the
 # split 4 backward, 90 KiB, still runs where it fits: the check's shapes).
@@ -76,14 +77,14 @@ if [ $check_rc -eq 0 ]; then
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE=1 RADLADS_WKV_BSEG=4 RADLADS_WKV_SPLIT=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_BACKSTEP=0 RADLADS_WKV_SPLIT=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_WIDE_FWD=0" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE_FWD=0 RADLADS_WKV_ASYNC=0" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_WIDE_FWD=0 RADLADS_WKV_ASYNC=0 RADLADS_WKV_SPLIT_FWD=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=2 RADLADS_WKV_SA=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SA=0 RADLADS_WKV_SPLIT=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=1 RADLADS_WKV_WIDE_FWD=1" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=3 RADLADS_WKV_SPLIT_FWD=4" "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=4" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_REG=5 RADLADS_WKV_ASYNC=0" \
                "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=2 RADLADS_WKV_SPLIT_FWD=2" \
-               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1" \
+               "RADLADS_WKV_CHUNKED=0 RADLADS_WKV_SPLIT=4 RADLADS_WKV_WIDE_FWD=1 RADLADS_WKV_SPLIT_FWD=0" \
                "RADLADS_TEST_SMEM_OPTIN=101376" "RADLADS_TEST_SMEM_OPTIN=101376 RADLADS_WKV_SPLIT=0"; do
     echo "== every op again with $knobs"
     env $knobs timeout "${RL_GPU_T_CHECK:-300}" "$BUILD/tests/gpu/gpu_ops_check" | grep -E "FAIL|passed"
@@ -132,10 +133,11 @@ if [ $check_rc -ne 77 ]; then
     echo "-- RADLADS_WKV_SPLIT=$split"
     RADLADS_WKV_SPLIT=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_(backward|fwd\+bwd)"
   done
-  echo "-- RADLADS_WKV_WIDE_FWD=1 (the forward with four threads per row at head size 128)"
-  RADLADS_WKV_WIDE_FWD=1 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_forward"
-  for split in 2 4; do
-    echo "-- RADLADS_WKV_SPLIT_FWD=$split (the forward with four threads per row, each pair's rows over $split blocks)"
+  echo "-- RADLADS_WKV_WIDE_FWD=1 RADLADS_WKV_SPLIT_FWD=0 (the forward with four threads per row at head size 128, unsplit)"
+  RADLADS_WKV_WIDE_FWD=1 RADLADS_WKV_SPLIT_FWD=0 timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_forward"
+  for split in 0 2 4; do
+    echo "-- RADLADS_WKV_SPLIT_FWD=$split (0: never split, the launch rule's other forwards; 2 and 4: four threads per row,"
+    echo "   each pair's rows over that many blocks)"
     RADLADS_WKV_SPLIT_FWD=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv7b | grep -E "wkv7_forward"
     RADLADS_WKV_SPLIT_FWD=$split timeout 120 "$BUILD/tests/gpu/gpu_bench" wkv | grep -E "wkv7_forward"
   done
