@@ -32,6 +32,11 @@ void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes);
  * values, else `dflt`; a value that is set but not allowed is said on stderr and ignored. */
 int rlc_env_knob(const char *name, const int *allowed, int n, int dflt);
 
+/* Attribute `what` of the current device, read from CUDA once per device and kept (the SM count, shared memory per SM
+ * or per block, the compute capability: what the launchers' rules ask on every launch); −1 when CUDA cannot say (then
+ * asked again next time; not 0, which a minor version may be). */
+int rlc_device_attr(cudaDeviceAttr what);
+
 /* The dynamic shared memory one block may have on the current device, in bytes (cudaDevAttrMaxSharedMemoryPerBlockOptin:
  * 99 KiB on sm_86/sm_89, 163 KiB on sm_80, 227 KiB on sm_90), 0 when CUDA cannot say. RADLADS_TEST_SMEM_OPTIN
  * (bytes) lowers it, so that a large GPU runs the kernels a smaller one would (tests/gpu/run.sh). */

@@ -12,7 +12,7 @@
 
 #include <type_traits>
 
-#include "cuda_ops.h" /* rlc_smem_optin */
+#include "cuda_ops.h" /* rlc_device_attr, rlc_smem_optin */
 #ifndef RL_TESTS_CUDA_EMU_H /* the host emulation (tests/gpu/cuda_emu.h) brings its own */
 #include <mma.h>
 #endif
@@ -128,27 +128,14 @@ __device__ __forceinline__ tc_prod tc_p(tc_view a, tc_view b, int K)
  * its TF32 tensor cores must be fast enough for 3xTF32 (three products per product) to beat fp32 on the CUDA cores —
  * the data-centre parts, compute capability 8.0, 9.x and 10.x (on sm_86/sm_89 and the sm_12x parts dense TF32 is at
  * most twice their fp32 rate) — and it must grant `smem` per block (opt-in: about 163 KB on sm_80, 227 KB on sm_90; the launchers fall back
- * to the CUDA-core kernels otherwise). One record per device, read once: the opt-in bytes where TF32 is fast, −1
- * where it is not, 0 not yet read (or the runtime could not say: asked again next time). */
+ * to the CUDA-core kernels otherwise; the attributes are read once per device, rlc_device_attr). */
 static inline bool tc_fits(size_t smem)
 {
-    static int cached[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    if (!cached[dev]) {
-        int major = 0, minor = 0;
-        const int optin = rlc_smem_optin(); /* (RADLADS_TEST_SMEM_OPTIN may lower it) */
-        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess || optin <= 0) {
-            (void)cudaGetLastError();
-            return false;
-        }
-        cached[dev] = major == 9 || major == 10 || (major == 8 && minor == 0) ? optin : -1;
-    }
-    return cached[dev] > 0 && smem <= (size_t)cached[dev];
+    const int major = rlc_device_attr(cudaDevAttrComputeCapabilityMajor);
+    const int minor = rlc_device_attr(cudaDevAttrComputeCapabilityMinor);
+    const int optin = rlc_smem_optin(); /* (RADLADS_TEST_SMEM_OPTIN may lower it) */
+    const bool fast_tf32 = major == 9 || major == 10 || (major == 8 && minor == 0);
+    return fast_tf32 && optin > 0 && smem <= (size_t)optin;
 }
 
 #endif /* RL_CUDA_TF32_CUH */

@@ -1539,37 +1539,20 @@ cudaError_t launch_forward_wide(cudaStream_t st, const wkv_args &p, int BH, cons
     return cudaGetLastError();
 }
 
-/* the current device's SM count and shared memory per SM (bytes), 0 when CUDA cannot say */
-int device_attr(cudaDeviceAttr what)
-{
-    static int cache[16][2]; /* per device: SMs, shared memory per SM */
-    const int w = what == cudaDevAttrMultiProcessorCount ? 0 : 1;
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16) {
-        (void)cudaGetLastError();
-        return 0;
-    }
-    if (!cache[dev][w] && cudaDeviceGetAttribute(&cache[dev][w], what, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        cache[dev][w] = 0;
-    }
-    return cache[dev][w];
-}
-
 /* Head size 64's kernels with one block of 64 threads per (b, h) — the per-row forward and the register backward —
  * hide their latency only with about four blocks on every SM; with fewer (b, h) pairs the forward with 256 threads
  * per block (four per row) and the register backward with two threads per index (128) are faster. H100, B8 T4096
  * (512 pairs, 3.9 per SM): forward 5.86 ms per row vs 6.78 four per row; B8 T1024 H32 (the distill step's 256 pairs,
  * 1.9 per SM): forward 4.03 four per row vs 5.32 (ms per step, 44 calls). The backwards: backward_reg. */
-bool few_pairs(int BH) { return BH < 3 * device_attr(cudaDevAttrMultiProcessorCount); }
+bool few_pairs(int BH) { return BH < 3 * rlc_device_attr(cudaDevAttrMultiProcessorCount); }
 
 /* Whether BH blocks of `smem` bytes of shared memory each fit on the device at once (1 KiB a block reserved): the
  * per-row forward's double 16-token tiles (48 KiB at head size 64) hold the H100 to 4 blocks per SM where 8 fit with
  * one tile; with more pairs than that it takes two 8-token tiles (the shared memory of one 16-token tile) instead. */
 bool all_resident(int BH, size_t smem)
 {
-    const long sms = device_attr(cudaDevAttrMultiProcessorCount);
-    const long per_sm = device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+    const long sms = rlc_device_attr(cudaDevAttrMultiProcessorCount);
+    const long per_sm = rlc_device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
     return sms > 0 && per_sm > 0 && BH <= per_sm / (long)(smem + 1024) * sms;
 }
 
@@ -1606,7 +1589,7 @@ int forward_split(int BH, int N)
     static const int mode = rlc_env_knob("RADLADS_WKV_SPLIT_FWD", allowed, 3, -1);
     if (mode >= 0)
         return mode;
-    const int sms = device_attr(cudaDevAttrMultiProcessorCount);
+    const int sms = rlc_device_attr(cudaDevAttrMultiProcessorCount);
     return N == 128 && sms > 0 && 2 * BH <= sms ? 4 : 0;
 }
 
@@ -1676,20 +1659,28 @@ cudaError_t launch_backward_reg_g(cudaStream_t st, const wkv_args &p, int BH, co
  * pairs, 6.9 ms unsplit, 10.2 / 12.9 split 2 / 4, the blocks then in another order). */
 template <bool SEVEN, int PR, int N> bool split_fits(int BH)
 {
-    static int per_sm = -1; /* blocks per SM: asked once (a backward at head size 128 asks every call) */
-    if (per_sm < 0) {
+    /* blocks per SM + 1, per device, asked once (a backward at head size 128 asks every call); 0: not yet known (a
+     * failed query is asked again next time) */
+    static int per_sm[64];
+    const size_t sm = reg_smem(true, PR, N, true);
+    int dev = 0;
+    if (!smem_fits(sm))
+        return false;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (!per_sm[dev]) {
         auto kern = wkv_backward_reg_kernel<SEVEN, true, PR, N, true>;
-        const size_t sm = reg_smem(true, PR, N, true);
         int n = 0;
         if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess ||
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, N, sm) != cudaSuccess) {
             (void)cudaGetLastError();
-            n = 0;
+            return false;
         }
-        per_sm = n;
+        per_sm[dev] = n + 1;
     }
-    return smem_fits(reg_smem(true, PR, N, true)) &&
-           (long)per_sm * device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
+    return (long)(per_sm[dev] - 1) * rlc_device_attr(cudaDevAttrMultiProcessorCount) >= (long)BH * PR;
 }
 
 /* RADLADS_WKV_SPLIT = 2 or 4: the backward at head sizes 64 and 128 splits each (b, h) pair's value rows over that

@@ -3,7 +3,11 @@
 sm_80 and sm_90 machine code (Ampere runs the first, sm_86/sm_89 too; Hopper the second) and compute_90 PTX, which
 the driver compiles for GPUs newer than the build (Blackwell) at their first launch.
 
-    fatbin_check.py OBJECT...      exit 0 when every object carries all three, else 1 with what is missing
+    fatbin_check.py [--codes-header H] OBJECT...   exit 0 when every object carries all three, else 1 with what is
+                                                   missing; with H (the build's rlc_cuda_arch.h) the images needed
+                                                   are H's (RLC_SM_CODES, RLC_PTX_CODE), and an object whose machine
+                                                   code is not exactly RLC_SM_CODES (the list the backend's start-up
+                                                   message goes by: -gencode flags from elsewhere) fails too
 
 There is no cuobjdump here (ENVIRONMENT.md), so the objects' .nv_fatbin section is read directly: one or more fat
 binary containers (magic 0xBA55ED50, a 16-byte header with the size of what follows), each a list of images, each
@@ -61,20 +65,49 @@ def images(blob, path):
     return found
 
 
+def header_needs(path):
+    """(machine-code archs, the images needed) from the generated header's `#define RLC_SM_CODES 80, 90` and
+    `#define RLC_PTX_CODE 90`"""
+    defs = {}
+    with open(path) as f:
+        for line in f:
+            w = line.split(None, 2)
+            if len(w) == 3 and w[0] == "#define":
+                defs[w[1]] = w[2].strip()
+    try:
+        codes = {int(c) for c in defs["RLC_SM_CODES"].split(",")}
+        ptx = int(defs["RLC_PTX_CODE"])
+    except (KeyError, ValueError):
+        raise SystemExit(f"fatbin_check: {path} lacks '#define RLC_SM_CODES <n>, <n>...' or '#define RLC_PTX_CODE <n>'")
+    return codes, {("ELF", c) for c in codes} | {("PTX", ptx)}
+
+
 def main(argv):
+    told, needed = None, NEEDED
+    if argv[:1] == ["--codes-header"]:
+        if len(argv) < 3:
+            print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
+            return 2
+        told, needed = header_needs(argv[1])
+        argv = argv[2:]
     if not argv:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
     bad = 0
     for path in argv:
         have = set(images(fatbin_section(path), path))
-        missing = sorted(NEEDED - have)
+        missing = sorted(needed - have)
         name = os.path.basename(path)
         listed = ", ".join(f"{k} {'sm' if k == 'ELF' else 'compute'}_{a}" for k, a in sorted(have)) or "no GPU code"
+        elf = {a for k, a in have if k == "ELF"}
         if missing:
             bad += 1
             need = ", ".join(f"{k} {'sm' if k == 'ELF' else 'compute'}_{a}" for k, a in missing)
-            print(f"{name}: carries {listed}; MISSING {need} (meson.build cuda_arch_args)")
+            print(f"{name}: carries {listed}; MISSING {need} (meson.build cuda_sm_codes, cuda_ptx_code)")
+        elif told is not None and elf != told:
+            bad += 1
+            print(f"{name}: carries machine code for {sorted(elf)}, but the backend is told {sorted(told)} "
+                  f"(RLC_SM_CODES): rebuild, or pass -gencode flags only through meson.build's cuda_sm_codes")
         else:
             print(f"{name}: {listed}  ok")
     return 1 if bad else 0

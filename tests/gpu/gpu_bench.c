@@ -273,14 +273,50 @@ static void bench_attention(void)
 /* wkv at `batch` sequences of `seq` tokens of `hidden` channels: B=8 T=4096 and hidden 4096 with heads of 64 is
  * KERNELS.md's shape (the target), heads of 128 Qwen2.5-7B's; T=1024 at hidden 2048 the distill benchmark's step (256
  * (b, h) pairs: the launcher's few-pairs kernels). Checkpoints every `chunk` tokens (0: the default, 16). */
-static void bench_wkv(int kind, int batch, int seq, int hidden, int head_dim, int chunk)
+/* The log-decays a wkv bench runs on. DECAY_MILD: uniform in (−0.6, −0.05), about RAD-RWKV7's range (its decays are
+ * ≥ e^−0.6065). RAD-RWKV6's (METHOD.md: log w = max(−exp(d), −5), d = λ + a LoRA that is 0 at initialisation) are
+ * another matter, and the kernels' choices depend on them (the per-row backwards step the state back only where a
+ * segment's decays allow): DECAY_RAD6_INIT, the decays of layer 14 of 28 as converted (λ[n] = −6 + 5·(n/(D−1))^(0.7 +
+ * 1.3·ℓ/(L−1)) per channel n of D = hidden, every token the same); DECAY_STEEP: uniform in (−5, −0.05), the clamp's
+ * whole range, the worst case for those kernels. */
+enum { DECAY_MILD, DECAY_RAD6_INIT, DECAY_STEEP };
+
+static float *dev_decays(size_t n, int hidden, int decay)
+{
+    if (decay == DECAY_MILD)
+        return dev_uniform(n, -0.6f, -0.05f);
+    if (decay == DECAY_STEEP)
+        return dev_uniform(n, -5.0f, -0.05f);
+    /* one token's decays, repeated: n is a whole number of tokens (hidden channels each), uploaded 256 tokens at a
+     * time */
+    const size_t tokens = 256, slab = tokens * (size_t)hidden;
+    float *d = dev(n * 4), *h = malloc(slab * 4);
+    if (!h || hidden < 2 || n % (size_t)hidden) {
+        fprintf(stderr, "gpu_bench: dev_decays: out of memory, or %zu floats are not tokens of %d\n", n, hidden);
+        exit(1);
+    }
+    const double expo = 0.7 + 1.3 * 14.0 / 27.0;
+    for (int c = 0; c < hidden; c++) {
+        const double lambda = -6.0 + 5.0 * pow((double)c / (hidden - 1), expo), lw = -exp(lambda);
+        h[c] = (float)(lw < -5.0 ? -5.0 : lw);
+    }
+    for (size_t t = 1; t < tokens; t++)
+        memcpy(h + t * hidden, h, (size_t)hidden * 4);
+    for (size_t o = 0; o < n; o += slab)
+        rl_upload(be, d + o, h, (n - o < slab ? n - o : slab) * 4);
+    rl_backend_status(be, NULL, 0);
+    free(h);
+    return d;
+}
+
+static void bench_wkv_decays(int kind, int batch, int seq, int hidden, int head_dim, int chunk, int decay)
 {
     double fwd_ms, bwd_ms;
     rl_wkv_dims d = {.batch = batch, .seq = seq, .heads = hidden / head_dim, .head_dim = head_dim, .chunk = chunk};
     const size_t n = (size_t)d.batch * d.seq * d.heads * d.head_dim;
     const size_t nck = rl_wkv_checkpoint_floats(&d, kind);
     /* r = k = v = dy share one buffer (inputs are read-only); a = −0.2x, b = 0.2x point opposite ways */
-    float *x = dev_uniform(n, -0.1f, 0.1f), *lw = dev_uniform(n, -0.6f, -0.05f), *a = dev(n * 4), *b = dev(n * 4);
+    float *x = dev_uniform(n, -0.1f, 0.1f), *lw = dev_decays(n, hidden, decay), *a = dev(n * 4), *b = dev(n * 4);
     rl_copy(be, a, x, n * 4), rl_scale(be, a, -0.2f, n);
     rl_copy(be, b, x, n * 4), rl_scale(be, b, 0.2f, n);
     float *y = dev(n * 4), *ck = dev(nck * 4), *gr[6];
@@ -303,14 +339,16 @@ static void bench_wkv(int kind, int batch, int seq, int hidden, int head_dim, in
      * N²/chunk of checkpoint; bwd reads them again plus dy and the checkpoint, writes 6 (4) grads */
     const double th = (double)d.batch * d.seq * d.heads, N = d.head_dim, vec = kind == 7 ? 6 : 4;
     const double ck_b = 4.0 * N * N / (chunk ? chunk : RL_WKV_DEFAULT_CHUNK) + (kind == 7 ? 4.0 * N : 0.0); /* + sa */
-    char shape[64];
-    snprintf(shape, sizeof shape, chunk ? "B=%d T=%d H=%d N=%d L=%d" : "B=%d T=%d H=%d N=%d", d.batch, d.seq,
-             d.heads, d.head_dim, chunk);
+    char shape[64], lpart[16] = "";
+    if (chunk)
+        snprintf(lpart, sizeof lpart, " L=%d", chunk);
+    snprintf(shape, sizeof shape, "B=%d T=%d H=%d N=%d%s%s", d.batch, d.seq, d.heads, d.head_dim, lpart,
+             decay == DECAY_RAD6_INIT ? " rad6-init" : decay == DECAY_STEEP ? " steep" : "");
     report_bw(fn, shape, fwd_ms, th * (4.0 * N * (vec + 1) + ck_b));
     report_bw(bn, shape, bwd_ms, th * (4.0 * N * (2 * vec + 1) + ck_b));
     if (fwd_ms > 0 && bwd_ms > 0)
         printf("%-28s %-34s %9.3f ms %s\n", kind == 7 ? "wkv7_fwd+bwd" : "wkv6_fwd+bwd", shape, fwd_ms + bwd_ms,
-               kind == 7 && batch == 8 && head_dim == 64 && !chunk && seq == 4096 && hidden == 4096 ? (fwd_ms + bwd_ms <= 17.0 ? "(target <= 17 ms on H100: met)"
+               kind == 7 && batch == 8 && head_dim == 64 && !chunk && decay == DECAY_MILD && seq == 4096 && hidden == 4096 ? (fwd_ms + bwd_ms <= 17.0 ? "(target <= 17 ms on H100: met)"
                                                     : "(target <= 17 ms on H100: NOT met)")
                          : "");
     rl_free(be, x), rl_free(be, lw), rl_free(be, a), rl_free(be, b), rl_free(be, y), rl_free(be, ck);
@@ -318,14 +356,20 @@ static void bench_wkv(int kind, int batch, int seq, int hidden, int head_dim, in
         rl_free(be, gr[i]);
 }
 
+static void bench_wkv(int kind, int batch, int seq, int hidden, int head_dim, int chunk)
+{
+    bench_wkv_decays(kind, batch, seq, hidden, head_dim, chunk, DECAY_MILD);
+}
+
 int main(int argc, char **argv)
 {
     /* `gpu_bench wkv`: the recurrences alone; `gpu_bench attn`: attention alone (run.sh's peers under the knobs);
-     * `gpu_bench wkv7b`: wkv7 at the per-GPU shapes of a Qwen2.5-7B conversion alone */
+     * `gpu_bench wkv7b`: wkv7 at the per-GPU shapes of a Qwen2.5-7B conversion alone; `gpu_bench wkv6d`: wkv6 on
+     * three kinds of decays (dev_decays) alone */
     const int only_wkv = argc > 1 && !strcmp(argv[1], "wkv"), only_attn = argc > 1 && !strcmp(argv[1], "attn");
-    const int only_7b = argc > 1 && !strcmp(argv[1], "wkv7b");
-    if (argc > 1 && !only_wkv && !only_attn && !only_7b) {
-        fprintf(stderr, "usage: gpu_bench [wkv|attn|wkv7b]\n");
+    const int only_7b = argc > 1 && !strcmp(argv[1], "wkv7b"), only_6d = argc > 1 && !strcmp(argv[1], "wkv6d");
+    if (argc > 1 && !only_wkv && !only_attn && !only_7b && !only_6d) {
+        fprintf(stderr, "usage: gpu_bench [wkv|attn|wkv7b|wkv6d]\n");
         return 2;
     }
     int count = 0;
@@ -347,6 +391,16 @@ int main(int argc, char **argv)
     cudaGetDeviceProperties(&prop, 0);
     printf("gpu_bench: %s, %d SMs, L2 %d MiB; median of 20 runs after 3 warm-ups, CUDA events\n", prop.name,
            prop.multiProcessorCount, prop.l2CacheSize >> 20);
+    if (only_6d) {
+        /* wkv6 on RAD-RWKV6's own decays, as converted and at the clamp's whole range (the mild ones of `wkv` as the
+         * reference): what decides whether its backward's default stays the chunked kernel (run.sh times
+         * RADLADS_WKV_CHUNKED=0 as the peer) */
+        for (int decay = DECAY_MILD; decay <= DECAY_STEEP; decay++) {
+            bench_wkv_decays(6, 8, 4096, 4096, 64, 0, decay);
+            bench_wkv_decays(6, 8, 4096, 4096, 128, 0, decay);
+        }
+        goto done;
+    }
     if (only_7b) {
         /* Qwen2.5-7B's 28 heads of 128 (hidden 3584) at the released recipe's per-GPU batches (METHOD.md): step 1
          * 4 × 512 tokens (112 (b, h) pairs), step 2 12 × 512 (336), step 3 2 × 16384 (56): fewer pairs than an

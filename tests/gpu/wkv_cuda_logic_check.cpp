@@ -101,6 +101,9 @@ static float logw_min = 0.0f, logw_max = -0.01f;
  * first four steps back divide by e^6.5 each: must take the history); want_backstepped: 1 = every segment
  * backstepped, 0 = none, −1 = any mix */
 static bool logw_pattern = false;
+/* logw_rad6: RAD-RWKV6's decays as converted (METHOD.md: log w = −exp(λ_c), λ_c = −6 + 5·(c/(D−1))^(0.7 + 1.3·14/27)
+ * for channel c of D = H·N, layer 14 of 28; the steepest channel −e^−1 every token) */
+static bool logw_rad6 = false;
 static int want_backstepped = -1;
 /* the register backward on the forward's sa: 1 = some segments and none recomputed (mild decays: stepped back over
  * whole segments), 0 = some segments, each recomputing up to its anchors, −1 = any */
@@ -158,6 +161,11 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     if (logw_pattern)
         for (size_t e = 0; e < ntok; e++)
             logw[e] = (e / ((size_t)H * N)) % T % 8 < 4 ? -6.5f : 6.0f; /* by token: (b·T + t)·H·N + … */
+    if (logw_rad6)
+        for (size_t e = 0; e < ntok; e++) {
+            const double c = (double)(e % ((size_t)H * N)), D = (double)H * N;
+            logw[e] = (float)-std::exp(-6.0 + 5.0 * std::pow(c / (D - 1), 0.7 + 1.3 * 14.0 / 27.0));
+        }
     std::vector<float> s_in = with_state ? randv(nst, -0.5f, 0.5f) : std::vector<float>(nst, 0.0f);
     std::vector<float> ds_out = randv(nst, -0.5f, 0.5f);
     rl_wkv_dims d = {B, T, H, N, L};
@@ -299,13 +307,14 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
                     CH == 1 ? "nothing else" : "the 4-threads-per-row backward", N, B, T, H, L,
                     use_ckpt ? "given" : "replay", with_state ? "yes" : "no");
     else
-        std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s%s logw>=%.2g:",
+        std::printf("%s N=%d (cap %d%s%s) segment %d B=%d T=%d H=%d L=%d ckpt=%s state_in=%s%s %s%.2g:",
                     SEVEN ? "wkv7" : "wkv6", N, CAP, EXACT ? " exact" : "",
                     REG ? (reg_gsm ? ", state and G in registers, G rows in shared memory" : ", state and G in registers")
                         : WIDE ? ", 4 threads per row" : "", REG ? SEG : BSEG, B,
                     T, H, L, use_ckpt ? "given" : "replay", with_state ? "yes" : "no",
                     WIDE ? (backstep ? " backstep" : " history") : "",
-                    (double)lw_lo);
+                    logw_rad6 ? "logw RAD-RWKV6 as converted, >=" : "logw>=",
+                    logw_rad6 ? -std::exp(-1.0) : (double)lw_lo);
     double e;
     std::printf(" y %.1e", e = rel_err(y, y_ref)), worst = std::fmax(worst, e);
     std::printf(" state_out %.1e", e = rel_err(so, so_ref)), worst = std::fmax(worst, e);
@@ -517,6 +526,21 @@ int main(void)
     logw_pattern = false, logw_min = 0.0f, logw_max = -0.01f, want_backstepped = -1, backstep = 0;
     fails += check_case<64, true, true, 16, true, 0, true>(be, 1, 45, 2, 64, 16, false, true);
     backstep = 1;
+    /* wkv6 on RAD-RWKV6's decays as converted: every backward it runs off the chunked kernel steps back over every
+     * group or segment of 8 tokens (at most e^(8·0.37) < 160): head size 64's register backward (G's rows in shared
+     * memory and in registers; two threads per index, what few pairs take), head size 128's split one (up to 66
+     * pairs) and its four-threads-per-row one at the default 8-token segments */
+    logw_rad6 = true, want_backstepped = 1, reg_gsm = true;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 45, 2, 64, 16, true, true);
+    reg_gsm = false;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 40, 2, 64, 48, false, true);
+    reg_gsm = true, reg_pr = 2;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 40, 2, 64, 16, true, false);
+    reg_pr = 1, reg_split = 4;
+    fails += check_case<128, true, false, 16, true, 0, true>(be, 1, 40, 2, 128, 16, true, true);
+    reg_split = 0, reg_gsm = false;
+    fails += check_case<128, true, false, 8, true>(be, 1, 40, 2, 128, 16, true, true);
+    logw_rad6 = false, want_backstepped = -1;
     /* the register backward on the forward's sa (wkv7; every chunk but the last is one segment): mild decays step
      * back over whole segments of 16 and 8 tokens (nothing recomputed), RAD-RWKV7's decays over 8 too, and over 16
      * recompute up to the mid-segment anchor; given and replayed checkpoints, G's rows in shared memory and in

@@ -17,10 +17,22 @@ static void put(const char *path, const uint8_t *p, size_t n)
     fclose(f);
 }
 
+/* Removes this input's files: a run leaves nothing behind in the temporary directory. */
+static void remove_files(const char *prefix)
+{
+    static const char *const ext[] = {".tok", ".idx", ".bin"};
+    char path[4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", prefix, ext[i]);
+        unlink(path);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char prefix[64], path[80], err[256];
-    snprintf(prefix, sizeof prefix, "/tmp/fuzz-tokfile-%d", (int)getpid());
+    char prefix[4096], path[4200], err[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(prefix, sizeof prefix, "%s/fuzz-tokfile-%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
     if (size < 1) return 0;
     if (data[0] & 1) {
         snprintf(path, sizeof path, "%s.tok", prefix);
@@ -47,5 +59,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         tok_file_close(f);
     }
+    remove_files(prefix);
     return 0;
 }
