@@ -12,12 +12,14 @@ Model FLOPs per token (the usual accounting: matmul parameters, x2 forward, x6 f
   pretrain   6 * P_teacher + attention 6 * L * T * d (causal QK^T and PV, forward 2*T*d per layer, x3)
   align      2 * P_teacher body (no head) + teacher attention + 6 * the student's time-mix + wkv: only the
              time-mix trains (its input gradient, which align computes and discards, is counted too)
-  distill    2 * P_teacher + 6 * P_student + teacher attention 2*L*T*d + wkv 3 * 8 * N * d per layer
+  distill    2 * P_teacher + 6 * P_student + teacher attention 2*L*T*d + wkv 3 * 8 * N * d per layer (RAD-RWKV6,
+             `--arch rad-rwkv6`: 3 * 4 * N * d, no S·a)
 P counts every 2-D weight a token multiplies (the tied or untied vocabulary head included, the embedding
 lookup not).  Recomputation and the CE/KL softmax are not counted (the convention of MFU).
 
 usage: python3 bench/train/bench_gpu_step.py [--build DIR] [--hidden 2048] [--layers 4] [--seq 1024]
-          [--batch 8] [--steps 12] [--stages pretrain,align,distill] [--device cuda]
+          [--batch 8] [--steps 12] [--stages pretrain,align,distill] [--arch rad-rwkv7|rad-rwkv6] [--device cuda]
+The student is converted by `--stage transfer`, so a RAD-RWKV6 student runs on its decays as converted.
 Needs a GPU (`--device cpu` runs the same on the CPU: a dry run of the script, tiny sizes advised)."""
 import argparse
 import csv
@@ -113,6 +115,7 @@ def main():
     ap.add_argument("--stages", default="pretrain,align,distill")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--arch", default="rad-rwkv7", choices=["rad-rwkv7", "rad-rwkv6"])
     ap.add_argument("--profile", default="distill:bf16",
                     help="STAGE:PRECISION run once more with --profile 1 (its top ops printed); '' = none")
     a = ap.parse_args()
@@ -131,7 +134,7 @@ def main():
               "--out", d("teacher")])
         call([radlads, "tokenize", "--tokenizer", "bytes", "--in", d("train.txt"), "--out", d("train"),
               "--no-progress", "--write-tokenizer", d("teacher")])
-        call([worker, "run", "--stage", "transfer", "--teacher", d("teacher"), "--arch", "rad-rwkv7",
+        call([worker, "run", "--stage", "transfer", "--teacher", d("teacher"), "--arch", a.arch,
               "--out", d("student")])
         print(f"  setup (init, tokenize, transfer on the CPU): {time.time() - t0:.1f} s")
         p_t, _ = matmul_params(d("teacher"))
@@ -140,12 +143,12 @@ def main():
         p_tmix, _ = matmul_params(d("student"), lambda n: ".self_attn." in n or ".time_mix" in n or ".att." in n)
         L, T, dm = a.layers, a.seq, d_model
         attn = 2 * L * T * dm          # causal softmax attention, forward, per token
-        wkv = 8 * 64 * dm * L          # wkv7 forward per token (N = 64)
+        wkv = (8 if a.arch == "rad-rwkv7" else 4) * 64 * dm * L  # wkv7 (wkv6) forward per token (N = 64)
         flops = {"pretrain": 6 * p_t + 3 * attn,
                  "align": 2 * p_t_body + attn + 6 * p_tmix + 3 * wkv,  # align's teacher has no head
                  "distill": 2 * p_t + attn + 6 * p_s + 3 * wkv}
         print(f"  teacher: hidden {dm}, {L} layers, {heads} heads / {max(1, heads // 4)} KV, FFN {ffn}, vocab 257: "
-              f"{p_t / 1e6:.1f}M matmul params; student {p_s / 1e6:.1f}M (time-mix {p_tmix / 1e6:.1f}M); "
+              f"{p_t / 1e6:.1f}M matmul params; {a.arch} student {p_s / 1e6:.1f}M (time-mix {p_tmix / 1e6:.1f}M); "
               f"batch {a.batch} x seq {T}")
         print(f"  {'stage':<9} {'precision':<9} {'tokens/s':>10} {'ms/step':>9} {'model TFLOP/s':>14} {'MFU':>7}  "
               f"{'peak GiB':>8} {'last loss':>10}")

@@ -11,8 +11,9 @@
 #                                      (the CUDA toolkit or PyTorch's wheels), runs tests/gpu/run.sh on the
 #                                      unpacked programs, then bench/train/bench_gpu_step.py; exits with run.sh's
 #                                      status.  RL_GPU_T_STEP limits the step benchmark (default 150 s), then
-#                                      RL_GPU_T_STEP_PEER (75 s) each of its distill peers (RADLADS_WKV_REG=0,
-#                                      RADLADS_WKV_REG=4).
+#                                      RL_GPU_T_STEP_4096 (120 s) a distill at hidden 4096 with its profile,
+#                                      RL_GPU_T_STEP_PEER (75 s) each RAD-RWKV6 distill (the default, and
+#                                      RADLADS_WKV_CHUNKED=0).
 #   tests/gpu/prebuilt.sh shell DIR 'CMDS'   there: the same environment (unpacking only if not yet done),
 #                                      then bash -c CMDS with $B the unpacked build folder
 set -uo pipefail
@@ -80,13 +81,18 @@ run | shell)
   python3 -c "import torch" 2>/dev/null && py=python3
   PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP:-150}" "$py" bench/train/bench_gpu_step.py --build "$u/build" ||
     echo "prebuilt.sh: the step benchmark failed or ran out of time (rc $?)"
-  # the distill step's peers where the launch rule picks the register backward with two threads per index (256 (b, h)
-  # pairs at hidden 2048): the four-threads-per-row backward (the rule before), and four threads per index
-  for knob in RADLADS_WKV_REG=0 RADLADS_WKV_REG=4; do
-    echo "== distill bf16 again with $knob"
+  # where a distill step at hidden 4096 goes (its MFU is the target), with the profile
+  echo "== distill bf16 at hidden 4096, 2 layers, with its profile"
+  PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_4096:-120}" "$py" bench/train/bench_gpu_step.py --build "$u/build" \
+    --hidden 4096 --layers 2 --stages distill --precisions bf16 ||
+    echo "prebuilt.sh: the hidden-4096 step failed or ran out of time"
+  # a RAD-RWKV6 student on its decays as converted: the wkv6 backward on the chunked kernel (the default) against
+  # the per-row ones (RADLADS_WKV_CHUNKED=0), in a whole distill step
+  for knob in RADLADS_WKV_CHUNKED=2 RADLADS_WKV_CHUNKED=0; do
+    echo "== RAD-RWKV6 distill bf16 with $knob"
     env $knob PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_PEER:-75}" "$py" bench/train/bench_gpu_step.py \
-      --build "$u/build" --stages distill --precisions bf16 --profile '' | grep -E "ceiling|^  distill" ||
-      echo "prebuilt.sh: the step benchmark with $knob failed or ran out of time"
+      --build "$u/build" --arch rad-rwkv6 --stages distill --precisions bf16 --profile '' |
+      grep -E "ceiling|student|^  distill" || echo "prebuilt.sh: the RAD-RWKV6 step with $knob failed or ran out of time"
   done
   exit $rc
   ;;
