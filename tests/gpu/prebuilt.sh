@@ -14,13 +14,16 @@
 #                                      RL_GPU_T_STEP_4096 (120 s) a distill at hidden 4096 with its profile,
 #                                      RL_GPU_T_STEP_PEER (75 s) each RAD-RWKV6 distill (the default, and
 #                                      RADLADS_WKV_CHUNKED=0).
+#   tests/gpu/prebuilt.sh steps DIR    there: the step benchmarks of `run` alone (unpacking only if not yet done),
+#                                      for a machine lent for at most 10 minutes a command: `run.sh` (through
+#                                      `shell`), then this, as two commands
 #   tests/gpu/prebuilt.sh shell DIR 'CMDS'   there: the same environment (unpacking only if not yet done),
 #                                      then bash -c CMDS with $B the unpacked build folder
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-}
 dir=${2:-}
-[ -n "$mode" ] && [ -n "$dir" ] || { sed -n 2,15p "$0"; exit 2; }
+[ -n "$mode" ] && [ -n "$dir" ] || { sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2; }
 PROGS="tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker"
 
 case $mode in
@@ -51,7 +54,7 @@ pack)
     mv "$dir/gpupack.tar.xz.part" "$dir/gpupack.tar.xz" || { rm -f "$dir/gpupack.tar.xz.part"; exit 1; }
   ls -la "$dir/gpupack.tar.xz"
   ;;
-run | shell)
+run | shell | steps)
   u=/tmp/radlads-gpu
   if [ "$mode" = run ] || [ ! -x "$u/build/worker/radlads-worker" ]; then
     rm -rf "$u" && mkdir -p "$u" && tar -C "$u" -xJf "$dir/gpupack.tar.xz" ||
@@ -74,8 +77,11 @@ run | shell)
   for p in $PROGS; do
     ldd "$u/build/$p" | grep "not found" && echo "prebuilt.sh: $p misses the libraries above" >&2
   done
-  RL_GPU_BUILD=$u/build RL_GPU_PREBUILT=1 tests/gpu/run.sh
-  rc=$?
+  rc=0
+  if [ "$mode" = run ]; then
+    RL_GPU_BUILD=$u/build RL_GPU_PREBUILT=1 tests/gpu/run.sh
+    rc=$?
+  fi
   echo "== training step throughput and MFU (bench/train/bench_gpu_step.py)"
   py=/usr/bin/python3
   python3 -c "import torch" 2>/dev/null && py=python3
@@ -97,7 +103,7 @@ run | shell)
   exit $rc
   ;;
 *)
-  echo "prebuilt.sh: the mode is pack or run, not '$mode'" >&2
+  echo "prebuilt.sh: the mode is pack, run, steps or shell, not '$mode'" >&2
   exit 2
   ;;
 esac
