@@ -1,6 +1,7 @@
 """Training-step throughput and model-FLOP utilisation of the worker on one GPU (issue 9's MFU target).
 
-Trains a Qwen2-shaped teacher (`radlads init-model`) and its RAD-RWKV7 student (`--stage transfer`) for a few
+Trains a Qwen2-shaped teacher (`radlads init-model`) and its student (`--stage transfer`: RAD-RWKV7, or RAD-RWKV6
+with `--arch rad-rwkv6`) for a few
 steps with `radlads-worker run --device cuda` in each of: pretrain (the teacher's own training step: softmax
 attention, the peer architecture), align (step 1), distill (step 2: teacher forward + student forward/backward),
 each in fp32 and in bf16 (`--precision bf16`), and prints per run the steady-state tokens/s (the steps after the
@@ -13,7 +14,10 @@ Model FLOPs per token (the usual accounting: matmul parameters, x2 forward, x6 f
   align      2 * P_teacher body (no head) + teacher attention + 6 * the student's time-mix + wkv: only the
              time-mix trains (its input gradient, which align computes and discards, is counted too)
   distill    2 * P_teacher + 6 * P_student + teacher attention 2*L*T*d + wkv 3 * 8 * N * d per layer (RAD-RWKV6,
-             `--arch rad-rwkv6`: 3 * 4 * N * d, no S·a)
+             `--arch rad-rwkv6`: 3 * 4 * N * d)
+The wkv forward counts its products of a state with a vector, 2 FLOP per multiply-add: RWKV-7's four (S·a, sa·bᵀ,
+v·kᵀ, S·r: 8N² a head), RAD-RWKV6's two (v·kᵀ, S·r: 4N²); the decay's multiply is left out of both (KERNELS.md §5
+counts it: 9N² and 5N²), and wkv is about 1 % of a step's FLOPs either way.
 P counts every 2-D weight a token multiplies (the tied or untied vocabulary head included, the embedding
 lookup not).  Recomputation and the CE/KL softmax are not counted (the convention of MFU).
 

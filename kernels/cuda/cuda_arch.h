@@ -4,7 +4,8 @@
  * A build carries machine code for a list of architectures (sm_XY, meson.build's cuda_sm_codes) and PTX for one
  * (compute_XY, cuda_ptx_code). sm_XY code runs on compute capability X.Z for every Z ≥ Y of the same X (sm_80 on
  * 8.6 and 8.9); the PTX is compiled by the driver for any capability at or above its own (the first launch takes
- * minutes, then the driver's cache has it); neither serves an older device. */
+ * minutes, then the driver's cache has it); neither serves an older device. Plain codes only (meson.build refuses
+ * others): an arch-specific sm_90a/sm_100a runs on its exact capability alone, and its PTX nowhere else. */
 #ifndef RL_CUDA_ARCH_H
 #define RL_CUDA_ARCH_H
 

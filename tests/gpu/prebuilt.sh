@@ -16,14 +16,15 @@
 #                                      RADLADS_WKV_CHUNKED=0).
 #   tests/gpu/prebuilt.sh steps DIR    there: the step benchmarks of `run` alone (unpacking only if not yet done),
 #                                      for a machine lent for at most 10 minutes a command: `run.sh` (through
-#                                      `shell`), then this, as two commands
+#                                      `shell`), then this, as two commands; exits 1 if any of them failed
 #   tests/gpu/prebuilt.sh shell DIR 'CMDS'   there: the same environment (unpacking only if not yet done),
 #                                      then bash -c CMDS with $B the unpacked build folder
 set -uo pipefail
-cd "$(dirname "$0")/../.."
 mode=${1:-}
 dir=${2:-}
 [ -n "$mode" ] && [ -n "$dir" ] || { sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2; }
+cd "$(dirname "$0")/../.."
+
 PROGS="tests/gpu/gpu_ops_check tests/gpu/gpu_bench cli/radlads worker/radlads-worker"
 
 case $mode in
@@ -48,7 +49,7 @@ pack)
   [ -f "$corpora/tinyshakespeare.txt" ] && cp "$corpora/tinyshakespeare.txt" "$tmp/corpora/"
   mkdir -p "$dir"
   # xz -9: its 64 MiB window holds a whole program, so the other three programs' copies of the kernels cost almost
-  # nothing (48.8 MB at the default -6, 18.2 MB at -9: a device run carries at most 64 MiB). Written aside first, so
+  # nothing (48.8 MB at the default -6, 18.1 MB at -9: a device run carries at most 64 MiB). Written aside first, so
   # a failure leaves the last good pack.
   tar -C "$tmp" -cf - build lib corpora | xz -9 -T1 > "$dir/gpupack.tar.xz.part" &&
     mv "$dir/gpupack.tar.xz.part" "$dir/gpupack.tar.xz" || { rm -f "$dir/gpupack.tar.xz.part"; exit 1; }
@@ -85,21 +86,24 @@ run | shell | steps)
   echo "== training step throughput and MFU (bench/train/bench_gpu_step.py)"
   py=/usr/bin/python3
   python3 -c "import torch" 2>/dev/null && py=python3
+  steps_rc=0
   PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP:-150}" "$py" bench/train/bench_gpu_step.py --build "$u/build" ||
-    echo "prebuilt.sh: the step benchmark failed or ran out of time (rc $?)"
+    { echo "prebuilt.sh: the step benchmark failed or ran out of time (rc $?)"; steps_rc=1; }
   # where a distill step at hidden 4096 goes (its MFU is the issue's target), with the profile
   echo "== distill bf16 at hidden 4096, 2 layers, with its profile"
   PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_4096:-120}" "$py" bench/train/bench_gpu_step.py --build "$u/build" \
     --hidden 4096 --layers 2 --stages distill --precisions bf16 ||
-    echo "prebuilt.sh: the hidden-4096 step failed or ran out of time"
+    { echo "prebuilt.sh: the hidden-4096 step failed or ran out of time"; steps_rc=1; }
   # a RAD-RWKV6 student on its decays as converted: the wkv6 backward on the chunked kernel (the default) against
   # the per-row ones (RADLADS_WKV_CHUNKED=0), in a whole distill step
   for knob in RADLADS_WKV_CHUNKED=2 RADLADS_WKV_CHUNKED=0; do
     echo "== RAD-RWKV6 distill bf16 with $knob"
     env $knob PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_PEER:-75}" "$py" bench/train/bench_gpu_step.py \
       --build "$u/build" --arch rad-rwkv6 --stages distill --precisions bf16 --profile '' |
-      grep -E "ceiling|student|^  distill" || echo "prebuilt.sh: the RAD-RWKV6 step with $knob failed or ran out of time"
+      grep -E "ceiling|student|^  distill" ||
+      { echo "prebuilt.sh: the RAD-RWKV6 step with $knob failed, ran out of time or printed no result"; steps_rc=1; }
   done
+  [ "$mode" = steps ] && rc=$steps_rc # (run: run.sh's status, as before)
   exit $rc
   ;;
 *)

@@ -39,10 +39,14 @@ int main(void)
     expect("sm_80 sm_90 sm_100 + compute_90", with_b200, 3, 90, 10, 0, RLC_ARCH_CODE);
     expect("sm_80 sm_90 sm_100 + compute_90", with_b200, 3, 90, 10, 3, RLC_ARCH_CODE);
     expect("sm_80 sm_90 sm_100 + compute_90", with_b200, 3, 90, 12, 0, RLC_ARCH_PTX);
-    /* a minor version below the code's: sm_86 code does not run on 8.0, whose PTX-less build has nothing */
+    /* a minor version below the code's: sm_86 code does not run on 8.0, nor does compute_86 PTX */
     static const int ampere86[] = {86};
     expect("sm_86 + compute_86", ampere86, 1, 86, 8, 0, RLC_ARCH_NONE);
     expect("sm_86 + compute_86", ampere86, 1, 86, 8, 9, RLC_ARCH_CODE);
+    /* PTX exactly at its own capability, with no machine code for it */
+    static const int ampere[] = {80};
+    expect("sm_80 + compute_90", ampere, 1, 90, 9, 0, RLC_ARCH_PTX);
+    expect("sm_80 + compute_90", ampere, 1, 90, 8, 9, RLC_ARCH_CODE);
     printf("%s\n", failures ? "FAILED" : "all ok");
     return failures ? 1 : 0;
 }
