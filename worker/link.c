@@ -87,7 +87,7 @@ struct rl_link {
     size_t q_len;
     uint64_t dropped;
     int state, stopping, stop_flush_ms, heartbeat_ms, ctl_bits, ever_registered;
-    int64_t pool_id, attempt_id, step, lost_at_ms, seq;
+    int64_t pool_id, attempt_id, step, lost_at_ms, failed_at_ms, seq;
     /* The attempt a re-registration names: the running one, or one that ended while the daemon was away
      * (its StageFinished still queued), so that the daemon re-attaches it and takes the result. */
     int64_t unreported;
@@ -322,6 +322,7 @@ static void lost(rl_link *l, const char *why)
         l->state = L_DISCONNECTED;
         if (!l->lost_at_ms)
             l->lost_at_ms = mono_ms();
+        l->failed_at_ms = mono_ms(); /* the loss itself, then every connection attempt that fails */
         snprintf(l->last_error, sizeof l->last_error, "%s", why);
     }
     int fatal = l->state == L_FATAL;
@@ -906,7 +907,7 @@ int rl_link_take_control(rl_link *l)
 int64_t rl_link_disconnected_ms(rl_link *l, char *err, size_t errlen)
 {
     pthread_mutex_lock(&l->mu);
-    int64_t r = l->state == L_FATAL ? -1 : l->lost_at_ms ? mono_ms() - l->lost_at_ms : 0;
+    int64_t r = l->state == L_FATAL ? -1 : !l->lost_at_ms ? 0 : 1 + l->failed_at_ms - l->lost_at_ms;
     if (r < 0)
         snprintf(err, errlen, "%s", l->fatal);
     else if (r > 0)

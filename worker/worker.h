@@ -118,7 +118,9 @@ void rl_link_end_attempt(rl_link *l);
 void rl_link_set_step(rl_link *l, int64_t step);
 /* Pending Control requests of the running attempt as RL_TRAIN_CTL_* bits; they are consumed. */
 int rl_link_take_control(rl_link *l);
-/* Milliseconds since the connection was lost (0 while registered); -1 once the link gave up for good
+/* 0 while registered; once the connection is lost, 1 + the milliseconds from the loss to the latest
+ * connection attempt that failed, so a caller that gives up past a limit has tried at that limit, not merely
+ * waited for it (a daemon back before the next retry is found by it); -1 once the link gave up for good
  * (fatal: the daemon refused us), with the reason in err. */
 int64_t rl_link_disconnected_ms(rl_link *l, char *err, size_t errlen);
 
