@@ -56,9 +56,12 @@ def test_cancel_leaves_no_rank_and_no_mpirun(root):
     try:
         jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
         wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
+        def kinds():
+            return [cmd.split()[0].rsplit("/", 1)[-1] for _, cmd in launched_processes(d.state)]
+        # RUNNING says rank 0 registered; give a slow machine a moment to show every process
+        wait_for(lambda: kinds().count("mpirun") == 1 and kinds().count("poolsim") == 2, timeout=10,
+                 what="mpirun and 2 ranks")
         procs = launched_processes(d.state)
-        kinds = [cmd.split()[0].rsplit("/", 1)[-1] for _, cmd in procs]
-        assert kinds.count("mpirun") == 1 and kinds.count("poolsim") == 2, procs
         t0 = time.time()
         d.cli("cancel", jid)
         wait_for(lambda: d.json("show", jid)["state"] == "CANCELLED", timeout=20, what="CANCELLED")
@@ -93,8 +96,8 @@ def test_pools_of_a_crashed_daemon_are_adopted_and_retired(root):
     try:
         jid = int(d.cli("submit", spec, "--ranks", "2", "--print-id").stdout)
         wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
+        wait_for(lambda: len(launched_processes(d.state)) == 3, timeout=10, what="mpirun and 2 ranks")
         old = {pid for pid, _ in launched_processes(d.state)}
-        assert len(old) == 3, old  # mpirun and 2 ranks
         d.kill9()
         d.start()
         assert "adopted launch" in d.log(), d.log()[-2000:]

@@ -61,8 +61,9 @@ def test_cancel_scancels_the_pool(root):
         wait_for(lambda: d.json("show", jid)["state"] == "RUNNING", timeout=60, what="RUNNING")
         sid = slurm_id_of(d)
         assert slurm_jobs(d.state).get(sid) == "RUNNING", (sid, slurm_jobs(d.state))
+        wait_for(lambda: len([p for p in launched_processes(d.state) if "poolsim" in p[1].split()[0]]) == 2,
+                 timeout=10, what="2 ranks")
         procs = launched_processes(d.state)
-        assert len([p for p in procs if "poolsim" in p[1].split()[0]]) == 2, procs
         t0 = time.time()
         d.cli("cancel", jid)
         wait_for(lambda: d.json("show", jid)["state"] == "CANCELLED", timeout=20, what="CANCELLED")

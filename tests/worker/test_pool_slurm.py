@@ -23,7 +23,9 @@ def start_daemon(root):
 
 def test_preempted_slurm_pool_resumes_bit_exact(root):
     teacher, data = make_teacher(root)
-    steps = 600 if sanitized() else 1200  # a few seconds of align: the cancel lands mid-stage, after checkpoints
+    # ~5 s of align (~10 s under ASan): scancel lands mid-stage, after the first checkpoint (1/24 of the stage),
+    # with seconds to spare for the CLI round trips, squeue and Slurm's signal on a loaded machine
+    steps = 1500 if sanitized() else 4800
     stages = ["transfer", train_stage("align", steps, lr="3e-3:1e-4", checkpoint_every=steps // 24), "export"]
     d = start_daemon(root)
     try:
@@ -47,7 +49,8 @@ def test_preempted_slurm_pool_resumes_bit_exact(root):
         assert len(victims) == 1, victims
         subprocess.run(["scancel", victims[0]], check=True)  # the allocation goes away under the pool
         step = d.json("show", jid)["stages"][1]["step"]
-        print(f"  scancel of Slurm job {victims[0]} at align step ~{step}")
+        print(f"  scancel of Slurm job {victims[0]} at align step ~{step} of {steps}")
+        assert step < steps, f"align had finished (step {step}) before the scancel: the test proves nothing"
         r = d.cli("wait", jid, "--timeout", "180", check=False)
         show = d.json("show", jid)
         assert show["state"] == "COMPLETED", (show, d.log()[-3000:])
