@@ -19,7 +19,9 @@
  *
  * The communicator is non-blocking and every wait of the host on NCCL polls with a deadline
  * (RADLADS_NCCL_TIMEOUT_S): a rank that never joins, or a collective a stuck peer never matches, aborts the
- * communicator with the reason instead of hanging the pool. */
+ * communicator with the reason instead of hanging the pool. A rank whose NCCL fails also tells the others at once
+ * over MPI (alarm.c), and their polling waits end on that: its peers stop in milliseconds, not at the deadline
+ * (NCCL itself may never tell them: a rank that aborted its communicator just stops answering). */
 #include "worker.h"
 
 #include <stdio.h>
@@ -57,6 +59,7 @@ static int ready(void *ctx, rl_backend *be, char *err, size_t errlen)
 #include <time.h>
 #include <unistd.h>
 
+#include "alarm.h"
 #include "validate.h"
 
 static int visible_gpus(void)
@@ -73,7 +76,10 @@ static struct {
     ncclComm_t comm;
     cudaStream_t stream;
     int on, rank, world;
-} N;
+    int gen;                  /* communicators made so far: the alarm's generation (every rank counts alike) */
+    int peer_rank;            /* a peer that said its NCCL failed in this generation, or −1 */
+    char peer_why[512];
+} N = {.peer_rank = -1};
 
 static int nccl_error(ncclResult_t r, const char *what, char *err, size_t errlen)
 {
@@ -90,6 +96,30 @@ static void abort_comm(void)
     if (N.on)
         ncclCommAbort(N.comm);
     N.on = 0;
+}
+
+/* This rank's own failure (err says what): the peers are told (alarm.c), then the communicator is aborted. */
+static void fail_comm(const char *err)
+{
+    if (N.on)
+        rl_alarm_raise(N.gen, err);
+    abort_comm();
+}
+
+/* Whether a peer said its NCCL failed on this communicator: a wait for a collective it will never match ends. */
+static int peer_down(void)
+{
+    if (N.peer_rank < 0 && N.on)
+        N.peer_rank = rl_alarm_heard(N.gen, N.peer_why, sizeof N.peer_why);
+    return N.peer_rank >= 0;
+}
+
+static int peer_fail(const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s on rank %d of %d: rank %d failed first (%s): communicator aborted", what, N.rank,
+             N.world, N.peer_rank, N.peer_why);
+    abort_comm();
+    return RL_EINVAL;
 }
 
 /* How long the host waits for NCCL: communicator set-up, a collective's enqueueing and completion. */
@@ -119,13 +149,13 @@ static int too_late(const char *what, double limit, char *err, size_t errlen)
 {
     snprintf(err, errlen, "%s on rank %d of %d: not done after %g s (a peer is stuck or gone; "
              "RADLADS_NCCL_TIMEOUT_S sets the wait): communicator aborted", what, N.rank, N.world, limit);
-    abort_comm();
+    fail_comm(err);
     return RL_EINVAL;
 }
 
 /* The communicator is non-blocking (so that its set-up can have a deadline): any call may return ncclInProgress
  * and go on in the background until ncclCommGetAsyncError says ncclSuccess or an error. Waits for that, up to
- * RADLADS_NCCL_TIMEOUT_S; *late says the wait ran out. */
+ * RADLADS_NCCL_TIMEOUT_S; *late says the wait ran out (1) or ended because a peer said it failed (2). */
 static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, int *late)
 {
     *late = 0;
@@ -141,8 +171,8 @@ static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, int *late)
             return q;
         if (r != ncclInProgress)
             return r;
-        if (seconds_since(&t0) > limit) {
-            *late = 1;
+        if (peer_down() || seconds_since(&t0) > limit) {
+            *late = peer_down() ? 2 : 1;
             return ncclInProgress;
         }
         nap(&ns);
@@ -157,13 +187,13 @@ static int check(ncclResult_t r, const char *what, char *err, size_t errlen)
     const int polled = r == ncclInProgress;
     r = settle(N.comm, r, &late);
     if (late)
-        return too_late(what, nccl_limit(), err, errlen);
+        return late == 2 ? peer_fail(what, err, errlen) : too_late(what, nccl_limit(), err, errlen);
     if (r != ncclSuccess) {
         nccl_error(r, what, err, errlen);
         /* only an argument refused on the spot had no effect; an error that came while polling is the
          * communicator's own state (sticky: every later call would fail) */
         if (polled || r != ncclInvalidArgument)
-            abort_comm();
+            fail_comm(err);
         return RL_EINVAL;
     }
     return 0;
@@ -191,9 +221,11 @@ static int wait_stream(cudaStream_t s, const char *what, char *err, size_t errle
         if (N.on && ncclCommGetAsyncError(N.comm, &async) == ncclSuccess && async != ncclSuccess &&
             async != ncclInProgress) {
             nccl_error(async, what, err, errlen);
-            abort_comm();
+            fail_comm(err);
             return RL_EINVAL;
         }
+        if (peer_down())
+            return peer_fail(what, err, errlen);
         if (seconds_since(&t0) > limit)
             return too_late(what, limit, err, errlen);
         nap(&ns);
@@ -217,7 +249,7 @@ static int finish_group(ncclResult_t r, ncclResult_t g, const char *what, char *
     int late;
     settle(N.comm, g, &late);
     nccl_error(r, what, err, errlen);
-    abort_comm();
+    fail_comm(err);
     return RL_EINVAL;
 }
 
@@ -238,7 +270,7 @@ static int on_device(const void *p, char *err, size_t errlen)
                              * go on issuing collectives its peers match */
         snprintf(err, errlen, "cudaPointerGetAttributes: %s (an earlier kernel failed): NCCL communicator aborted",
                  cudaGetErrorString(e));
-        abort_comm();
+        fail_comm(err);
         return -1;
     }
     if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
@@ -294,9 +326,11 @@ static int join_wait(int started, ncclResult_t r, char *err, size_t errlen)
                 r = q;
             if (r != ncclInProgress && r != ncclSuccess) {
                 nccl_error(r, what, err, errlen);
-                abort_comm();
+                fail_comm(err);
                 return RL_EINVAL;
             }
+            if (peer_down())
+                return peer_fail(what, err, errlen);
         }
         if (started && r == ncclSuccess && told)
             return 0;
@@ -322,6 +356,7 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return 0;
     if (all[0] && -all[2] == 1)
         abort_comm();
+    N.gen++, N.peer_rank = -1; /* a new communicator (every rank here): earlier failure messages are about the old */
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     ncclResult_t r = all[0] && c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
@@ -340,8 +375,12 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
         return RL_EINVAL;
     }
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
-    if (g_join == MPI_COMM_NULL) /* (every rank here, the first time: a collective) */
+    if (g_join == MPI_COMM_NULL) { /* (every rank here, the first time: collectives) */
         MPI_Comm_dup(MPI_COMM_WORLD, &g_join);
+        if (rl_alarm_open(MPI_COMM_WORLD))
+            fprintf(stderr, "radlads-worker rank %d: MPI_Comm_dup for NCCL failure messages failed: a peer's NCCL "
+                    "failure costs this rank RADLADS_NCCL_TIMEOUT_S\n", c->rank);
+    }
     if (g_join_req != MPI_REQUEST_NULL) /* the last set-up's answer, which this rank stopped waiting for */
         MPI_Wait(&g_join_req, MPI_STATUS_IGNORE);
     /* non-blocking, so that a rank that never joins (stuck, or its host gone) costs the others the deadline,
@@ -403,6 +442,7 @@ void rl_nccl_finalize(int peer_failed)
         MPI_Wait(&g_join_req, MPI_STATUS_IGNORE);
     if (g_join != MPI_COMM_NULL)
         MPI_Comm_free(&g_join);
+    rl_alarm_close();
     if (N.on) { /* a non-blocking communicator is finalized (its last operations flushed) before it is destroyed */
         int late;
         if (settle(N.comm, ncclCommFinalize(N.comm), &late) == ncclSuccess)
@@ -419,6 +459,15 @@ static int cuda_fail(cudaError_t e, const char *what, char *err, size_t errlen)
     return RL_EINVAL;
 }
 
+/* A CUDA call failed where this rank was to issue a collective its peers issue now: it cannot, so the
+ * communicator goes (the peers are told) and every later collective of the stage fails here at once. */
+static int fail_cuda(cudaError_t e, const char *what, char *err, size_t errlen)
+{
+    const int rc = cuda_fail(e, what, err, errlen);
+    fail_comm(err);
+    return rc;
+}
+
 /* Host buffers go through MPI's non-blocking all-reduce: their ids are MAX_OVERLAP + MPI's id. */
 int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen)
 {
@@ -432,10 +481,8 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
         return rc;
     }
     cudaError_t e = cudaSuccess;
-    if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        abort_comm(); /* (as below: this rank cannot issue what its peers issue now) */
-        return cuda_fail(e, "cudaStreamCreate (the all-reduce stream)", err, errlen);
-    }
+    if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess)
+        return fail_cuda(e, "cudaStreamCreate (the all-reduce stream)", err, errlen); /* (as below) */
     if (!O.n_open)
         O.n_ids = 0;
     if (O.n_ids == MAX_OVERLAP) {
@@ -445,10 +492,8 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
     const int k = O.n_ids;
     if (k == O.n_events) {
         if ((e = cudaEventCreateWithFlags(&O.produced[k], cudaEventDisableTiming)) != cudaSuccess ||
-            (e = cudaEventCreateWithFlags(&O.done[k], cudaEventDisableTiming)) != cudaSuccess) {
-            abort_comm(); /* (as below) */
-            return cuda_fail(e, "cudaEventCreate", err, errlen);
-        }
+            (e = cudaEventCreateWithFlags(&O.done[k], cudaEventDisableTiming)) != cudaSuccess)
+            return fail_cuda(e, "cudaEventCreate", err, errlen); /* (as below) */
         O.n_events++;
     }
     if ((e = cudaEventRecord(O.produced[k], N.stream)) != cudaSuccess ||
@@ -456,8 +501,7 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
         /* this rank cannot issue the collective its peers issue now: without a communicator every later bucket
          * fails here at once, and the peers' waits end (their deadline at the latest) instead of pairing this
          * rank's next bucket with this one */
-        abort_comm();
-        return cuda_fail(e, "ordering the all-reduce after the backward", err, errlen);
+        return fail_cuda(e, "ordering the all-reduce after the backward", err, errlen);
     }
     int rc = check(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, O.stream), "ncclAllReduce (overlapped)",
                    err, errlen);
@@ -465,10 +509,8 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
         return rc;
     *req = k; /* (issued: finish waits for it whatever follows) */
     O.n_ids++, O.n_open++;
-    if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess) {
-        abort_comm();
-        return cuda_fail(e, "cudaEventRecord", err, errlen);
-    }
+    if ((e = cudaEventRecord(O.done[k], O.stream)) != cudaSuccess)
+        return fail_cuda(e, "cudaEventRecord", err, errlen);
     return 0;
 }
 
