@@ -53,6 +53,12 @@ int rl__fault_nccl_init_fails(int rank)
     return poison_at("ncclinit", rank, unused, sizeof unused);
 }
 
+int rl__fault_nccl_fails(int64_t call, int rank)
+{
+    char r[32];
+    return poison_at("nccl", call, r, sizeof r) && atoi(r) == rank;
+}
+
 int rl__fault_join_delay(int rank)
 {
     char secs[32];

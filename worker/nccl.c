@@ -468,6 +468,20 @@ static int fail_cuda(cudaError_t e, const char *what, char *err, size_t errlen)
     return rc;
 }
 
+/* RADLADS_TEST_POISON=nccl:CALL:RANK (validate.h): this rank's CALL-th device all-reduce fails as a lost peer
+ * connection would, before it is issued; 1 then, with err set and the communicator gone. */
+static int injected_failure(char *err, size_t errlen)
+{
+    static int64_t calls;
+    if (!rl__fault_nccl_fails(++calls, N.rank))
+        return 0;
+    snprintf(err, errlen, "RADLADS_TEST_POISON: rank %d's all-reduce %lld fails as a network error would", N.rank,
+             (long long)calls);
+    fprintf(stderr, "radlads-worker rank %d: %s\n", N.rank, err);
+    fail_comm(err);
+    return 1;
+}
+
 /* Host buffers go through MPI's non-blocking all-reduce: their ids are MAX_OVERLAP + MPI's id. */
 int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err, size_t errlen)
 {
@@ -480,6 +494,8 @@ int rl_nccl_allreduce_start(void *ctx, float *buf, size_t n, int *req, char *err
             *req += MAX_OVERLAP; /* (a failed start leaves *req alone: nothing to wait for) */
         return rc;
     }
+    if (injected_failure(err, errlen))
+        return RL_EINVAL;
     cudaError_t e = cudaSuccess;
     if (!O.stream && (e = cudaStreamCreateWithFlags(&O.stream, cudaStreamNonBlocking)) != cudaSuccess)
         return fail_cuda(e, "cudaStreamCreate (the all-reduce stream)", err, errlen); /* (as below) */
@@ -539,6 +555,8 @@ int rl_nccl_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t err
         return RL_EINVAL;
     if (!dev)
         return rl_comm_allreduce_sum(ctx, buf, n, err, errlen);
+    if (injected_failure(err, errlen))
+        return RL_EINVAL;
     return finish(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, N.comm, N.stream), "ncclAllReduce", err, errlen);
 }
 

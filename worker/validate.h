@@ -45,6 +45,10 @@ int rl__fault_join_delay(int rank);
 /* "ncclinit:RANK": that rank's ncclCommInitRankConfig fails at once (as a bad NCCL setting would): the other ranks
  * must stop at once too, not at RADLADS_NCCL_TIMEOUT_S. */
 int rl__fault_nccl_init_fails(int rank);
+/* "nccl:CALL:RANK": that rank's CALL-th all-reduce of device memory (counted from 1) fails as a network error would
+ * (its communicator aborted): the other ranks must stop at once on its message (alarm.c), not at
+ * RADLADS_NCCL_TIMEOUT_S. */
+int rl__fault_nccl_fails(int64_t call, int rank);
 /* 1 when RADLADS_TEST_POISON poisons a gradient at this step (the step reduces after the poisoning). */
 int rl__fault_poisons_grad(int64_t step);
 void rl__fault_poison_grad(rl__trainer *t, int64_t step);

@@ -173,6 +173,15 @@ def main():
             verdict("a rank whose NCCL set-up fails at once", r is not None and r.returncode != 0 and line != "" and
                     secs < 60, f"exit {r.returncode}: " + (line[:160] or "no message about the other rank") if r
                     else "still waiting after 100 s", secs, "NCCL set-up failing at once")
+            # a rank whose third all-reduce fails mid-stage (as a lost connection would): it tells the other over
+            # MPI (worker/alarm.c), which stops at once with the reason, not at its 120 s deadline
+            r, secs = two_ranks("allreduce-fails", 100, RADLADS_TEST_POISON="nccl:3:1", RADLADS_NCCL_TIMEOUT_S="120",
+                                RADLADS_FAIL_WAIT_S="5")
+            # (NCCL may notice the lost peer itself first: then rank 0's reason is NCCL's; the time is the point)
+            line = said(r, "rank 1 failed first") or said(r, "communicator aborted")
+            verdict("a rank whose all-reduce fails mid-stage", r is not None and r.returncode != 0 and line != "" and
+                    secs < 60, f"exit {r.returncode}: " + (line[:160] or "no message about the communicator") if r
+                    else "still waiting after 100 s", secs, "an all-reduce failing on one rank")
         else:
             print("  (one GPU: the 2-rank NCCL comparison needs two)")
             # two ranks shown the same single GPU: each takes GPU 0 and NCCL refuses ranks that share a device; they
