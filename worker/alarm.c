@@ -68,11 +68,10 @@ static int reap(void)
 
 int rl_alarm_raise(int gen, const char *why)
 {
-    if (A.comm == MPI_COMM_NULL || gen <= A.raised_gen)
-        return 0; /* not open, or said already for this communicator */
-    A.raised_gen = gen;
+    if (A.comm == MPI_COMM_NULL || gen <= A.raised_gen || A.world < 2)
+        return 0; /* not open, said already for this communicator, or nobody to tell */
     reap();
-    if (A.n_sent == MAX_SENT || A.world < 2)
+    if (A.n_sent == MAX_SENT)
         return 0;
     alarm_msg *m = calloc(1, sizeof *m);
     MPI_Request *r = malloc((size_t)A.world * sizeof *r);
@@ -80,6 +79,7 @@ int rl_alarm_raise(int gen, const char *why)
         free(m), free(r);
         return 0;
     }
+    A.raised_gen = gen;
     m->gen = gen, m->rank = A.rank;
     snprintf(m->why, sizeof m->why, "%s", why ? why : "");
     int sent = 0;
@@ -90,6 +90,8 @@ int rl_alarm_raise(int gen, const char *why)
     }
     A.sent[A.n_sent] = m, A.reqs[A.n_sent] = r;
     A.n_sent++;
+    int done = 0; /* (a push: over a lazily connected transport the sends may not leave before the next MPI call) */
+    MPI_Testall(A.world, r, &done, MPI_STATUSES_IGNORE);
     return sent;
 }
 
@@ -125,7 +127,8 @@ void rl_alarm_close(void)
     if (A.comm == MPI_COMM_NULL)
         return;
     /* what has arrived is received and dropped; no barrier first (a peer may be stuck elsewhere until its own
-     * deadline): a message still on its way is discarded with the communicator */
+     * deadline). A message still on its way may reach a communicator duplicated later (MPI may reuse the context):
+     * its generation is then an old one, dropped there. Close comes just before MPI_Finalize in the worker. */
     for (;;) {
         int flag = 0;
         MPI_Status st;
@@ -134,14 +137,13 @@ void rl_alarm_close(void)
         alarm_msg m;
         MPI_Recv(&m, (int)sizeof m, MPI_BYTE, st.MPI_SOURCE, ALARM_TAG, A.comm, MPI_STATUS_IGNORE);
     }
-    if (!reap()) /* sends a peer never received (it left without closing): cancelled, not waited for */
+    if (!reap()) /* sends not through (a peer that never received them): released, not waited for; their buffers
+                  * stay allocated (MPI may still read them; at most MAX_SENT small ones, at exit) */
         for (int i = 0; i < A.n_sent; i++) {
             for (int to = 0; to < A.world; to++)
-                if (A.reqs[i][to] != MPI_REQUEST_NULL) {
-                    MPI_Cancel(&A.reqs[i][to]);
+                if (A.reqs[i][to] != MPI_REQUEST_NULL)
                     MPI_Request_free(&A.reqs[i][to]);
-                }
-            free(A.sent[i]), free(A.reqs[i]);
+            free(A.reqs[i]);
         }
     A.n_sent = 0;
     A.has_pending = 0;

@@ -288,6 +288,8 @@ int rl_comm_meet(const rl_comm *c, int failed, char *err, size_t errlen)
 {
     if (c->world <= 1 || g_meet == MPI_COMM_NULL)
         return 0;
+    if (failed) /* (peers waiting on NCCL for this rank's part of a collective stop now, not at their deadline) */
+        rl_nccl_stage_failed();
     const char *env = getenv("RADLADS_FAIL_WAIT_S");
     const double limit = env && atof(env) > 0 ? atof(env) : 300.0;
     MPI_Request req;

@@ -116,7 +116,7 @@ static int peer_down(void)
 
 static int peer_fail(const char *what, char *err, size_t errlen)
 {
-    snprintf(err, errlen, "%s on rank %d of %d: rank %d failed first (%s): communicator aborted", what, N.rank,
+    snprintf(err, errlen, "%s on rank %d of %d: rank %d stopped first (%s): communicator aborted", what, N.rank,
              N.world, N.peer_rank, N.peer_why);
     abort_comm();
     return RL_EINVAL;
@@ -171,8 +171,9 @@ static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, int *late)
             return q;
         if (r != ncclInProgress)
             return r;
-        if (peer_down() || seconds_since(&t0) > limit) {
-            *late = peer_down() ? 2 : 1;
+        const int peer = peer_down();
+        if (peer || seconds_since(&t0) > limit) {
+            *late = peer ? 2 : 1;
             return ncclInProgress;
         }
         nap(&ns);
@@ -213,8 +214,9 @@ static int wait_stream(cudaStream_t s, const char *what, char *err, size_t errle
         cudaError_t e = cudaStreamQuery(s);
         if (e == cudaSuccess)
             return 0;
-        if (e != cudaErrorNotReady) {
+        if (e != cudaErrorNotReady) { /* (a kernel of this rank failed: it cannot go on with its peers) */
             snprintf(err, errlen, "%s: %s", what, cudaGetErrorString(e));
+            fail_comm(err);
             return RL_EINVAL;
         }
         ncclResult_t async = ncclSuccess;
@@ -297,7 +299,7 @@ static int join_wait(int started, ncclResult_t r, char *err, size_t errlen)
     mine = started;
     if (MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, g_join, &g_join_req) != MPI_SUCCESS) {
         if (started)
-            snprintf(err, errlen, "MPI_Iallreduce (whether every rank started NCCL) failed"), abort_comm();
+            snprintf(err, errlen, "MPI_Iallreduce (whether every rank started NCCL) failed"), fail_comm(err);
         return RL_EINVAL;
     }
     const double limit = nccl_limit();
@@ -411,6 +413,11 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
     else
         nccl_error(r, "ncclCommInitRankConfig", err, errlen);
     return join_wait(started, r, err, errlen);
+}
+
+void rl_nccl_stage_failed(void)
+{
+    fail_comm("its stage failed; its own log says why");
 }
 
 /* Overlapped all-reduces: a second stream for the collectives, two events per request (the backend's
@@ -643,6 +650,8 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen)
 }
 
 void rl_nccl_finalize(int peer_failed) { (void)peer_failed; }
+
+void rl_nccl_stage_failed(void) {}
 
 void rl_worker_use_nccl(rl_train_hooks *hooks, const rl_comm *c)
 {

@@ -51,6 +51,10 @@ int rl_nccl_attach(const rl_comm *c, rl_backend *be, char *err, size_t errlen);
 /* The communicator at the process's end: flushed and destroyed, or aborted where peer_failed (the last
  * rl_comm_meet saw a rank fail: its communicator may be gone) or an error is pending. */
 void rl_nccl_finalize(int peer_failed);
+/* This rank's stage failed (rl_comm_meet calls it): the peers of a CUDA pool, which may be waiting on NCCL for this
+ * rank's part of a collective, are told at once (alarm.c) and its communicator is aborted (a stage the daemon
+ * stopped counts too: the next stage makes a new communicator, a few seconds); nothing in a CPU pool. */
+void rl_nccl_stage_failed(void);
 /* The GPU a rank of a CUDA stage takes: its index among the ranks on its host when the host shows at least as many
  * GPUs as it runs ranks; GPU 0 when each rank is shown one (a launcher that binds a GPU per task, as srun
  * --gpus-per-task=1; ranks that would share one GPU are refused by NCCL); otherwise -1 with err saying what to

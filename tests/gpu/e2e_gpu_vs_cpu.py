@@ -178,7 +178,7 @@ def main():
             r, secs = two_ranks("allreduce-fails", 100, RADLADS_TEST_POISON="nccl:3:1", RADLADS_NCCL_TIMEOUT_S="120",
                                 RADLADS_FAIL_WAIT_S="5")
             # (NCCL may notice the lost peer itself first: then rank 0's reason is NCCL's; the time is the point)
-            line = said(r, "rank 1 failed first") or said(r, "communicator aborted")
+            line = said(r, "rank 1 stopped first") or said(r, "communicator aborted")
             verdict("a rank whose all-reduce fails mid-stage", r is not None and r.returncode != 0 and line != "" and
                     secs < 60, f"exit {r.returncode}: " + (line[:160] or "no message about the communicator") if r
                     else "still waiting after 100 s", secs, "an all-reduce failing on one rank")
