@@ -38,17 +38,23 @@ class Daemon:
         if not expect_ok:
             self.proc.wait(timeout=20)
             return self.proc.returncode, open(self.stderr_path).read()
+        # Ready: this process logged its start (right after it opened the socket) and the socket answers. The log
+        # line matters after a kill -9: a child the old daemon was spawning can briefly hold the old listener open,
+        # so a connect alone may reach that socket before the new daemon has even set up its signal handlers.
+        started = f"started: pid {self.proc.pid},"
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("radladsd exited at start: " + open(self.stderr_path).read())
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.sock)
-                s.close()
-                return self
-            except OSError:
-                time.sleep(0.02)
+            if started in self.log() or started in open(self.stderr_path).read():
+                try:
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.sock)
+                    s.close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.02)
         raise AssertionError("radladsd did not open its socket")
 
     def stop(self):
