@@ -14,6 +14,7 @@ a real 2-rank pool under mpirun:
 import hashlib
 import json
 import os
+import re
 import queue
 import signal
 import socket
@@ -208,9 +209,12 @@ def main():
             d.control(STOP, 12)
             fin = d.expect("stage_finished")
             dt = time.time() - t0
-            check("STOP: StageFinished{ok: false, stopped by the daemon} at once",
-                  not fin.get("ok") and "stopped by the daemon" in fin.get("reason", "") and dt < 3,
-                  f"{dt:.2f} s: {fin.get('reason', '')[:60]}")
+            # It ends the stage long before its 200000 steps; expect's 30 s is the only clock bound (a shared
+            # machine's wall clock proves little, and the worker polls control once per step, see trainer.c).
+            stop = re.search(r"stopped by the daemon at step (\d+) of (\d+)", fin.get("reason", ""))
+            check("STOP: StageFinished{ok: false, stopped by the daemon} long before the stage's end",
+                  not fin.get("ok") and stop is not None and int(stop[1]) < int(stop[2]) // 10,
+                  f"{dt:.2f} s: {fin.get('reason', '')[:70]}")
 
             # a non-training stage on the same pool: export, on rank 0
             d.assign(13, 2, "export", spec, {"stage": "export", "seed": 0}, student, os.path.join(tmp, "02-export"))
