@@ -12,8 +12,8 @@
  * The chunked tensor-core kernels of cuda_wkv7_chunked.cuh (16 tokens at a time as small matrix products, exact for
  * logw ≥ −10) cover wkv7 and wkv6 at head sizes 64 and 128 on sm_80 and sm_90+ (except head size 128's backward on
  * sm_80, whose 163 KB of shared memory per block is too little for its 206 KB); by default only the wkv6 backward
- * runs on them, the one the H100 measured faster (chunked_mode below; the per-row kernels read and write the same
- * key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The
+ * runs on them, and only on decays steep enough to make the per-row one slower (chunked_mode and wkv6_by_decays
+ * below; the per-row kernels read and write the same key-major checkpoints). Everything else runs the per-row kernels below: one thread block per (b, h). The
  * forward and the backward have one thread per state row (N = head_dim ≤ 128 threads); for head sizes 64 and 128
  * the backward that runs by default is one with four threads per row and column (wkv_backward_wide_kernel), and at
  * head size 64 with enough (b, h) pairs to give every SM about four blocks (few_pairs) the one with the state and G
@@ -1470,6 +1470,40 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
 
 #include "cuda_wkv7_chunked.cuh"
 
+/* How many of the per-row backwards' GRP-token groups some key's decays make too steep to step back through (exactly
+ * their test, Π min(d, 1) < BACK_MIN_PROD over the group, d = expf(logw), in token order): such a group takes the
+ * state history instead, and the more of them, the slower those backwards (B8 T4096 H64 N64 on the H100: 15.0 ms with
+ * none, 29.0 with all), while the chunked one takes the same time on any decay (20.8). wkv6's backward picks between
+ * them by this count (wkv6_by_decays). The groups are aligned to GRP tokens from t = 0, as the per-row backwards'
+ * segments of 16-token checkpoint chunks make them. One block per (b, h) and STEEP_GPB groups, a thread per key
+ * (a warp reads a token's N decays at once); *count gets the block's total added. */
+constexpr int STEEP_GPB = 64;
+__global__ void wkv_steep_groups_kernel(const float *logw, int T, int H, int N, unsigned *count)
+{
+    static __shared__ int steep[STEEP_GPB];
+    const int b = blockIdx.x / H, h = blockIdx.x % H, key = threadIdx.x;
+    const int ngrp = (T + GRP - 1) / GRP, g0 = blockIdx.y * STEEP_GPB, g1 = min(ngrp, g0 + STEEP_GPB);
+    for (int g = threadIdx.x; g < STEEP_GPB; g += blockDim.x)
+        steep[g] = 0;
+    __syncthreads();
+    if (key < N)
+        for (int g = g0; g < g1; g++) {
+            float prod = 1.0f;
+            for (int t = g * GRP; t < min(T, g * GRP + GRP); t++)
+                prod *= fminf(expf(logw[(((size_t)b * T + t) * H + h) * N + key]), 1.0f);
+            if (!(prod >= BACK_MIN_PROD))
+                steep[g - g0] = 1; /* every writer writes 1 */
+        }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned c = 0;
+        for (int g = 0; g < g1 - g0; g++)
+            c += (unsigned)steep[g];
+        if (c)
+            atomicAdd(count, c);
+    }
+}
+
 /* The forwards can stage with cp.async (p.async) when every vector allows 16-byte copies: N a multiple of 4
  * and the six inputs 16-byte aligned (absent ones are null: aligned). */
 bool aligned16(const float *q) { return ((uintptr_t)q & 15) == 0; }
@@ -1787,14 +1821,14 @@ int backward_segment()
 }
 
 /* Which wkv runs on the chunked kernels at head sizes 64 and 128. RADLADS_WKV_CHUNKED=1: all four (wkv7 and wkv6,
- * forward and backward); 0: none; unset or 2: where the H100 measured them faster than the per-row kernels, the wkv6
- * backward alone (B8 T4096, head size 64: 20.8 vs 23.9 ms, 128: 45.3 vs 54.9 ms; the wkv7 ones took 1.5x to 2.3x
- * the per-row kernels' time, bench/RESULTS.md). The per-row forward writes the checkpoints the chunked backward
- * reads (key-major, every L tokens), so the two mix. tests/gpu/run.sh checks and times every setting. */
+ * forward and backward); 0: none; unset or 2: the wkv6 backward alone, and only on decays steep enough that the
+ * per-row backwards would be slower (wkv6_by_decays; the wkv7 ones took 1.5x to 2.3x the per-row kernels' time on
+ * any decay, bench/RESULTS.md); 3: the wkv6 backward alone, on any decays (the default before; a benchmark peer). The per-row forward writes the checkpoints the chunked backward reads (key-major,
+ * every L tokens), so the two mix. tests/gpu/run.sh checks and times every setting. */
 int chunked_mode()
 {
-    static const int allowed[] = {0, 1, 2};
-    static const int mode = rlc_env_knob("RADLADS_WKV_CHUNKED", allowed, 3, 2);
+    static const int allowed[] = {0, 1, 2, 3};
+    static const int mode = rlc_env_knob("RADLADS_WKV_CHUNKED", allowed, 4, 2);
     return mode;
 }
 
@@ -1812,10 +1846,53 @@ bool chunked_forward(const wkv_args &p)
 template <bool SEVEN> bool chunked_backward(const wkv_args &p)
 {
     const int mode = chunked_mode();
-    if (p.L != WC || !(mode == 1 || (mode == 2 && !SEVEN)))
+    if (p.L != WC || !(mode == 1 || (mode >= 2 && !SEVEN)))
         return false;
     return (p.N == 64 && tc_fits(sizeof(float) * wc_bwd_floats<64>())) ||
            (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
+}
+
+/* wkv6's backward by the decays (the default mode): the chunked kernel where at least WKV6_CHUNKED_FROM of the
+ * per-row backwards' groups are too steep to step back through (wkv_steep_groups_kernel), the per-row kernels
+ * elsewhere. Timed at B8 T4096 H64 N64 on the H100, the per-row backward took 15.0 ms stepping back over every
+ * group and 29.0 through the history for every group (RADLADS_WKV_BACKSTEP=0: what the steepest decays make it
+ * take), the chunked one 20.9 on any decays: even at 0.42 of the groups steep, if the per-row time grows linearly
+ * with them (head size 128: 27.0, 55.1 and 45.3, even at 0.65; the H200, later kernels: 11.1 against 21.1 at 64,
+ * 27.2 against 45.4 at 128, stepping back). RAD-RWKV6's decays as converted (METHOD.md: steepest e^−0.37 a token)
+ * make no group steep. The count costs one pass over logw and a wait for it: the stream is synchronized once per
+ * wkv6 backward (tens of µs against the milliseconds a wrong pick costs). RADLADS_WKV_BACKSTEP=0 makes every
+ * group take the history: the chunked kernel, as before. */
+constexpr double WKV6_CHUNKED_FROM = 0.42;
+cudaError_t steep_share(cudaStream_t st, rlc_workspace *ws, const wkv_args &p, int B, double *share)
+{
+    unsigned *count = (unsigned *)rlc_ws_get(ws, st, sizeof(unsigned));
+    if (!count)
+        return cudaErrorMemoryAllocation;
+    cudaError_t e = cudaMemsetAsync(count, 0, sizeof(unsigned), st);
+    if (e != cudaSuccess)
+        return e;
+    const int ngrp = (p.T + GRP - 1) / GRP;
+    wkv_steep_groups_kernel<<<dim3(B * p.H, (ngrp + STEEP_GPB - 1) / STEEP_GPB), p.N, 0, st>>>(p.logw, p.T, p.H, p.N,
+                                                                                               count);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    unsigned host = 0;
+    if ((e = cudaMemcpyAsync(&host, count, sizeof host, cudaMemcpyDeviceToHost, st)) != cudaSuccess ||
+        (e = cudaStreamSynchronize(st)) != cudaSuccess)
+        return e;
+    *share = (double)host / ((double)B * p.H * ngrp);
+    return cudaSuccess;
+}
+template <bool SEVEN>
+cudaError_t wkv6_by_decays(cudaStream_t st, rlc_workspace *ws, const wkv_args &p, int B, bool *chunked)
+{
+    if (SEVEN || !*chunked || chunked_mode() != 2 || !p.backstep)
+        return cudaSuccess;
+    double share = 0.0;
+    const cudaError_t e = steep_share(st, ws, p, B, &share);
+    if (e == cudaSuccess)
+        *chunked = share >= WKV6_CHUNKED_FROM;
+    return e;
 }
 
 /* The chunked kernels' threads per block: 256 (8 warps: twice the tile products in flight of 4, and fewer
@@ -2012,7 +2089,9 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N;
-    const bool chunked = chunked_backward<SEVEN>(p);
+    bool chunked = chunked_backward<SEVEN>(p);
+    if (const cudaError_t e = wkv6_by_decays<SEVEN>(st, ws, p, d->batch, &chunked); e != cudaSuccess)
+        return e;
     /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one; RADLADS_WKV_SA=0 reads
      * none (and the replay keeps none) */
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();

@@ -677,6 +677,13 @@ static inline float atomicAdd(float *p, float v)
     return old;
 }
 
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+
 static inline int atomicCAS(int *p, int compare, int value)
 {
     const int old = *p;

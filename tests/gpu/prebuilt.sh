@@ -13,7 +13,7 @@
 #                                      status.  RL_GPU_T_STEP limits the step benchmark (default 150 s), then
 #                                      RL_GPU_T_STEP_4096 (120 s) a distill at hidden 4096 with its profile,
 #                                      RL_GPU_T_STEP_PEER (75 s) each RAD-RWKV6 distill (the default, and
-#                                      RADLADS_WKV_CHUNKED=0).
+#                                      RADLADS_WKV_CHUNKED=3).
 #   tests/gpu/prebuilt.sh steps DIR    there: the step benchmarks of `run` alone (unpacking only if not yet done),
 #                                      for a machine lent for at most 10 minutes a command: `run.sh` (through
 #                                      `shell`), then this, as two commands; exits 1 if any of them failed
@@ -94,9 +94,10 @@ run | shell | steps)
   PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_4096:-120}" "$py" bench/train/bench_gpu_step.py --build "$u/build" \
     --hidden 4096 --layers 2 --stages distill --precisions bf16 ||
     { echo "prebuilt.sh: the hidden-4096 step failed or ran out of time"; steps_rc=1; }
-  # a RAD-RWKV6 student on its decays as converted: the wkv6 backward on the chunked kernel (the default) against
-  # the per-row ones (RADLADS_WKV_CHUNKED=0), in a whole distill step
-  for knob in RADLADS_WKV_CHUNKED=2 RADLADS_WKV_CHUNKED=0; do
+  # a RAD-RWKV6 student on its decays as converted: the wkv6 backward by the decays (the default, which should pick
+  # the per-row one there) against the chunked one on any decays (RADLADS_WKV_CHUNKED=3, the default before), in a
+  # whole distill step
+  for knob in RADLADS_WKV_CHUNKED=2 RADLADS_WKV_CHUNKED=3; do
     echo "== RAD-RWKV6 distill bf16 with $knob"
     env $knob PYTHONUNBUFFERED=1 timeout "${RL_GPU_T_STEP_PEER:-75}" "$py" bench/train/bench_gpu_step.py \
       --build "$u/build" --arch rad-rwkv6 --stages distill --precisions bf16 --profile '' |

@@ -99,7 +99,7 @@ static int backstep = 1;
 static float logw_min = 0.0f, logw_max = -0.01f;
 /* logw_pattern: every 8 tokens four of logw −6.5 then four of +6 (a product of e^−2 over a segment of 8, but the
  * first four steps back divide by e^6.5 each: must take the history); want_backstepped: 1 = every segment
- * backstepped, 0 = none, −1 = any mix */
+ * backstepped, 0 = none, 2 = some of each, −1 = any mix */
 static bool logw_pattern = false;
 /* logw_rad6: RAD-RWKV6's decays as converted (METHOD.md: log w = −exp(λ_c), λ_c = −6 + 5·(c/(D−1))^(0.7 + 1.3·14/27)
  * for channel c of D = H·N, layer 14 of 28; the steepest channel −e^−1 every token) */
@@ -341,6 +341,19 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             ok = false; /* backstepping off must mean off; too steep decays must take the history */
         if (want_backstepped == 1 && (segments_seen[0] || !segments_seen[1]))
             ok = false;
+        if (want_backstepped == 2 && (!segments_seen[0] || !segments_seen[1]))
+            ok = false; /* a mix of both kinds asked for */
+        if (REG && !SEVEN && backstep && L % GRP == 0) {
+            /* the count wkv6's backward picks its kernel by (wkv6_by_decays) predicts exactly this backward's
+             * groups: those through the history, out of all */
+            unsigned steep = 0;
+            const int ngrp = (T + GRP - 1) / GRP;
+            emu::run_grid(dim3(B * H, (ngrp + STEEP_GPB - 1) / STEEP_GPB), dim3(N),
+                          [&] { wkv_steep_groups_kernel(p.logw, T, H, N, &steep); });
+            std::printf(" (counted beforehand: %u of %d steep)", steep, B * H * ngrp);
+            if ((long)steep != segments_seen[0] || (long)B * H * ngrp != segments_seen[0] + segments_seen[1])
+                ok = false;
+        }
         if (SEVEN)
             std::printf(", %ld on the forward's sa recomputing %ld tokens%s", stored_seen[0], stored_seen[1],
                         sa_off ? " (sa ignored)" : "");
@@ -540,7 +553,13 @@ int main(void)
     fails += check_case<128, true, false, 16, true, 0, true>(be, 1, 40, 2, 128, 16, true, true);
     reg_split = 0, reg_gsm = false;
     fails += check_case<128, true, false, 8, true>(be, 1, 40, 2, 128, 16, true, true);
-    logw_rad6 = false, want_backstepped = -1;
+    /* wkv6 on decays that make about half the groups steep (the count that picks the chunked kernel has to see
+     * both kinds): the register backward with G's rows in shared memory and the split one */
+    logw_rad6 = false, logw_min = -0.87f, want_backstepped = 2;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 64, 2, 64, 16, true, true);
+    reg_split = 2, reg_gsm = true;
+    fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 61, 3, 64, 48, false, true);
+    reg_split = 0, logw_min = 0.0f, want_backstepped = -1;
     /* the register backward on the forward's sa (wkv7; every chunk but the last is one segment): mild decays step
      * back over whole segments of 16 and 8 tokens (nothing recomputed), RAD-RWKV7's decays over 8 too, and over 16
      * recompute up to the mid-segment anchor; given and replayed checkpoints, G's rows in shared memory and in
