@@ -302,10 +302,10 @@ int rl_adamw_update_bf16(rl_backend *be, uint16_t *param16, float *master, const
  * without recomputing the chunk (the CUDA backend's; the chunked tensor-core forward, RADLADS_WKV_CHUNKED=1,
  * leaves the sa part as it was and its backward reads none).
  * Backward ACCUMULATES into every gradient and into dstate_in (may be NULL);
- * dstate_out is ∂L/∂(final state), NULL = 0. Any seq ≥ 1. The CUDA wkv6 backward at head sizes 64 and 128 on steep
- * decays (0.42 of its 8-token groups with some key's decays multiplying to < 1/160; cuda_wkv.cu wkv6_by_decays),
- * and with RADLADS_WKV_CHUNKED=1 every CUDA wkv at those sizes, works in chunks of 16 tokens scaled by partial decay
- * products: exact (to fp32 rounding) for logw ≥ −10 per token, which the models' decays always are (RAD-RWKV7
+ * dstate_out is ∂L/∂(final state), NULL = 0. Any seq ≥ 1. The CUDA wkv6 backward at head sizes 64 and 128 on decays
+ * steep enough to slow the per-row kernels (by default, RADLADS_WKV_CHUNKED=2: cuda_wkv.cu wkv6_by_decays; =3 on
+ * any decays), and with RADLADS_WKV_CHUNKED=1 every CUDA wkv at those sizes, works in chunks of 16 tokens scaled by
+ * partial decay products: exact (to fp32 rounding) for logw ≥ −10 per token, which the models' decays always are (RAD-RWKV7
  * ≥ −e^(−0.5), RAD-RWKV6 ≥ −5); RADLADS_WKV_CHUNKED=0 selects the per-row kernels, exact for any logw. */
 typedef struct {
     int batch, seq, heads, head_dim;

@@ -57,6 +57,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <vector>
+
 #include "cuda_async.cuh"
 #include "cuda_ops.h"
 #include "cuda_tf32.cuh"
@@ -1470,14 +1472,16 @@ __global__ void __launch_bounds__(SPLIT ? N : N * PR, reg_blocks(PR, N, SPLIT))
 
 #include "cuda_wkv7_chunked.cuh"
 
-/* How many of the per-row backwards' GRP-token groups some key's decays make too steep to step back through (exactly
- * their test, Π min(d, 1) < BACK_MIN_PROD over the group, d = expf(logw), in token order): such a group takes the
- * state history instead, and the more of them, the slower those backwards (B8 T4096 H64 N64 on the H100: 15.0 ms with
- * none, 29.0 with all), while the chunked one takes the same time on any decay (20.8). wkv6's backward picks between
- * them by this count (wkv6_by_decays). The groups are aligned to GRP tokens from t = 0, as the per-row backwards'
- * segments of 16-token checkpoint chunks make them. One block per (b, h) and STEEP_GPB groups, a thread per key
- * (a warp reads a token's N decays at once); *count gets the block's total added. */
-constexpr int STEEP_GPB = 64;
+/* How many of the per-row backwards' GRP-token groups of each (b, h) some key's decays make too steep to step back
+ * through (their test, Π min(d, 1) < BACK_MIN_PROD over the group, d = expf(logw), in token order): such a group
+ * takes the state history instead, and the more of them, the slower those backwards, while the chunked one takes
+ * the same time on any decay. wkv6's backward picks between them by these counts (wkv6_chunked_by_counts). The
+ * groups are aligned to GRP tokens from t = 0, as the per-row backwards' segments of 16-token checkpoint chunks make
+ * them (the register backward's groups; the four-threads-per-row one's 8-token segments, its default; other
+ * segment lengths, RADLADS_WKV_BSEG, test other spans). One block per (b, h) and STEEP_GPB groups, a thread per key
+ * (a warp reads a token's N decays at once; a group's 8 loads unrolled); count[b·H + h] gets the block's total
+ * added. */
+constexpr int STEEP_GPB = 16;
 __global__ void wkv_steep_groups_kernel(const float *logw, int T, int H, int N, unsigned *count)
 {
     static __shared__ int steep[STEEP_GPB];
@@ -1489,8 +1493,12 @@ __global__ void wkv_steep_groups_kernel(const float *logw, int T, int H, int N, 
     if (key < N)
         for (int g = g0; g < g1; g++) {
             float prod = 1.0f;
-            for (int t = g * GRP; t < min(T, g * GRP + GRP); t++)
-                prod *= fminf(expf(logw[(((size_t)b * T + t) * H + h) * N + key]), 1.0f);
+#pragma unroll
+            for (int j = 0; j < GRP; j++) {
+                const int t = g * GRP + j;
+                if (t < T)
+                    prod *= fminf(expf(logw[(((size_t)b * T + t) * H + h) * N + key]), 1.0f);
+            }
             if (!(prod >= BACK_MIN_PROD))
                 steep[g - g0] = 1; /* every writer writes 1 */
         }
@@ -1500,8 +1508,33 @@ __global__ void wkv_steep_groups_kernel(const float *logw, int T, int H, int N, 
         for (int g = 0; g < g1 - g0; g++)
             c += (unsigned)steep[g];
         if (c)
-            atomicAdd(count, c);
+            atomicAdd(count + blockIdx.x, c);
     }
+}
+
+/* Whether wkv6's backward should run on the chunked kernel, from the steep groups of each (b, h) (count[BH], out
+ * of ngrp each) and how many pairs the per-row backward runs at once (at_once; the blocks of a wave end with the
+ * slowest). A pair's per-row time grows from 1 (no group steep) to hist (every group) linearly in its steep share;
+ * a wave lasts as long as its slowest pair; the chunked kernel takes `chunk` on any decays, the same units. Timed at
+ * B8 T4096 on the H100 (ms, stepping back over every group / through the history for every group, which
+ * RADLADS_WKV_BACKSTEP=0 makes it take / chunked): head size 64 15.0 / 29.0 / 20.8, 128 27.0 / 55.1 / 45.3 — a
+ * uniform share of 0.42 at 64 and 0.65 at 128 breaks even (the H200, later per-row kernels stepping back: 11.1
+ * against 21.1 at 64, 27.2 against 45.4 at 128). RAD-RWKV6's decays as converted (METHOD.md: steepest e^−0.37 a
+ * token) make no group steep. */
+bool wkv6_chunked_by_counts(const unsigned *count, int BH, int ngrp, int N, int at_once)
+{
+    const double hist = N > 64 ? 55.1 / 27.0 : 29.0 / 15.0, chunk = N > 64 ? 45.3 / 27.0 : 20.8 / 15.0;
+    if (at_once < 1)
+        at_once = 1;
+    double row = 0.0;
+    int waves = 0;
+    for (int w0 = 0; w0 < BH; w0 += at_once, waves++) {
+        double slowest = 1.0;
+        for (int i = w0; i < BH && i < w0 + at_once; i++)
+            slowest = fmax(slowest, 1.0 + (hist - 1.0) * count[i] / ngrp);
+        row += slowest;
+    }
+    return row >= chunk * waves;
 }
 
 /* The forwards can stage with cp.async (p.async) when every vector allows 16-byte copies: N a multiple of 4
@@ -1852,47 +1885,36 @@ template <bool SEVEN> bool chunked_backward(const wkv_args &p)
            (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
 }
 
-/* wkv6's backward by the decays (the default mode): the chunked kernel where at least WKV6_CHUNKED_FROM of the
- * per-row backwards' groups are too steep to step back through (wkv_steep_groups_kernel), the per-row kernels
- * elsewhere. Timed at B8 T4096 H64 N64 on the H100, the per-row backward took 15.0 ms stepping back over every
- * group and 29.0 through the history for every group (RADLADS_WKV_BACKSTEP=0: what the steepest decays make it
- * take), the chunked one 20.9 on any decays: even at 0.42 of the groups steep, if the per-row time grows linearly
- * with them (head size 128: 27.0, 55.1 and 45.3, even at 0.65; the H200, later kernels: 11.1 against 21.1 at 64,
- * 27.2 against 45.4 at 128, stepping back). RAD-RWKV6's decays as converted (METHOD.md: steepest e^−0.37 a token)
- * make no group steep. The count costs one pass over logw and a wait for it: the stream is synchronized once per
- * wkv6 backward (tens of µs against the milliseconds a wrong pick costs). RADLADS_WKV_BACKSTEP=0 makes every
- * group take the history: the chunked kernel, as before. */
-constexpr double WKV6_CHUNKED_FROM = 0.42;
-cudaError_t steep_share(cudaStream_t st, rlc_workspace *ws, const wkv_args &p, int B, double *share)
-{
-    unsigned *count = (unsigned *)rlc_ws_get(ws, st, sizeof(unsigned));
-    if (!count)
-        return cudaErrorMemoryAllocation;
-    cudaError_t e = cudaMemsetAsync(count, 0, sizeof(unsigned), st);
-    if (e != cudaSuccess)
-        return e;
-    const int ngrp = (p.T + GRP - 1) / GRP;
-    wkv_steep_groups_kernel<<<dim3(B * p.H, (ngrp + STEEP_GPB - 1) / STEEP_GPB), p.N, 0, st>>>(p.logw, p.T, p.H, p.N,
-                                                                                               count);
-    if ((e = cudaGetLastError()) != cudaSuccess)
-        return e;
-    unsigned host = 0;
-    if ((e = cudaMemcpyAsync(&host, count, sizeof host, cudaMemcpyDeviceToHost, st)) != cudaSuccess ||
-        (e = cudaStreamSynchronize(st)) != cudaSuccess)
-        return e;
-    *share = (double)host / ((double)B * p.H * ngrp);
-    return cudaSuccess;
-}
+/* wkv6's backward by the decays (the default mode): count each (b, h) pair's steep groups and ask
+ * wkv6_chunked_by_counts. The pairs the per-row backward runs at once: all of them where it splits their value rows
+ * (it does only where every block fits), else 4 blocks an SM (the register backward at head size 64, one thread per
+ * index; an estimate for the others). The count costs one pass over logw (537 MB at B8 T4096 H64 N64: about 0.2 ms
+ * on an H200) and a wait for it, the stream synchronized once per wkv6 backward, against the milliseconds a wrong
+ * pick costs (the H200: 11.1 ms per-row against 21.1 chunked at B8 T4096 H64 as converted). RADLADS_WKV_BACKSTEP=0
+ * makes every group take the history: the chunked kernel, as before. */
 template <bool SEVEN>
 cudaError_t wkv6_by_decays(cudaStream_t st, rlc_workspace *ws, const wkv_args &p, int B, bool *chunked)
 {
     if (SEVEN || !*chunked || chunked_mode() != 2 || !p.backstep)
         return cudaSuccess;
-    double share = 0.0;
-    const cudaError_t e = steep_share(st, ws, p, B, &share);
-    if (e == cudaSuccess)
-        *chunked = share >= WKV6_CHUNKED_FROM;
-    return e;
+    const int BH = B * p.H, ngrp = (p.T + GRP - 1) / GRP;
+    unsigned *count = (unsigned *)rlc_ws_get(ws, st, sizeof(unsigned) * BH);
+    if (!count)
+        return cudaErrorMemoryAllocation;
+    cudaError_t e = cudaMemsetAsync(count, 0, sizeof(unsigned) * BH, st);
+    if (e != cudaSuccess)
+        return e;
+    wkv_steep_groups_kernel<<<dim3(BH, (ngrp + STEEP_GPB - 1) / STEEP_GPB), p.N, 0, st>>>(p.logw, p.T, p.H, p.N, count);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    std::vector<unsigned> host((size_t)BH);
+    if ((e = cudaMemcpyAsync(host.data(), count, sizeof(unsigned) * BH, cudaMemcpyDeviceToHost, st)) != cudaSuccess ||
+        (e = cudaStreamSynchronize(st)) != cudaSuccess)
+        return e;
+    const bool split = (p.N == 64 && use_split<64, false>(BH)) || (p.N == 128 && use_split<128, false>(BH));
+    const int at_once = split ? BH : 4 * rlc_device_attr(cudaDevAttrMultiProcessorCount);
+    *chunked = wkv6_chunked_by_counts(host.data(), BH, ngrp, p.N, at_once);
+    return cudaSuccess;
 }
 
 /* The chunked kernels' threads per block: 256 (8 warps: twice the tile products in flight of 4, and fewer
@@ -2089,7 +2111,8 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const int BH = d->batch * d->heads, N = d->head_dim;
     wkv_args p = make_args(d, in);
     const size_t NN = (size_t)N * N;
-    bool chunked = chunked_backward<SEVEN>(p);
+    const bool may_chunk = chunked_backward<SEVEN>(p);
+    bool chunked = may_chunk;
     if (const cudaError_t e = wkv6_by_decays<SEVEN>(st, ws, p, d->batch, &chunked); e != cudaSuccess)
         return e;
     /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one; RADLADS_WKV_SA=0 reads
@@ -2097,9 +2120,14 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
     const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
     /* the longest segment and the state after it; the split backward's token counts after them */
-    const bool split = !chunked && ((N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH)));
-    const size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (split ? (size_t)BH * 4 : 0);
+    bool split = !chunked && ((N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH)));
+    size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (split ? (size_t)BH * 4 : 0);
     float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
+    if (own + seg && !buf && !chunked && may_chunk) { /* the decays chose the per-row backward, whose segment
+                                                       * states do not fit: the chunked one needs none */
+        chunked = true, split = false, seg = 0;
+        buf = own ? (float *)rlc_ws_get(ws, st, sizeof(float) * own) : nullptr;
+    }
     if (own + seg && !buf)
         return cudaErrorMemoryAllocation;
     if (has_sa)

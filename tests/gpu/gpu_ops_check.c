@@ -926,7 +926,9 @@ static void check_losses(void)
 /* ---- recurrences ---- */
 
 /* Inputs in the ranges the models produce: RWKV-7 decay in (0.545, 1) with a = −κ̂, b = κ̂·α (κ̂ unit per
- * head); RWKV-6 log-decay max(−e^x, −5). */
+ * head); RWKV-6 log-decay max(−e^x, −5), or with wkv6_mild −e^x for x in (−6, −1), RAD-RWKV6's as converted (no
+ * 8-token group steep: the default wkv6 backward then runs the per-row kernels, not the chunked one). */
+static int wkv6_mild;
 static rl_wkv_in wkv_inputs(int kind, const rl_wkv_dims *d, pair *p /* [6] */)
 {
     const size_t n = (size_t)d->batch * d->seq * d->heads * d->head_dim;
@@ -934,7 +936,9 @@ static rl_wkv_in wkv_inputs(int kind, const rl_wkv_dims *d, pair *p /* [6] */)
     float *lw = xmalloc(n * 4), *a = xmalloc(n * 4), *b = xmalloc(n * 4);
     for (size_t i = 0; i < n; i++) {
         float x = 3.0f * frand();
-        lw[i] = kind == 7 ? -0.60653066f / (1.0f + expf(-x)) : fmaxf(-expf(x - 1.0f), -5.0f);
+        lw[i] = kind == 7     ? -0.60653066f / (1.0f + expf(-x))
+                : wkv6_mild ? -expf(-6.0f + 5.0f / 3.0f * x)
+                            : fmaxf(-expf(x - 1.0f), -5.0f);
     }
     for (size_t h = 0; h < n / N; h++) {
         float nn = 0;
@@ -972,8 +976,9 @@ static void check_wkv(int kind, int head_dim, int chunk)
     int (*bwd)(rl_backend *, const rl_wkv_dims *, const rl_wkv_grad *, float *, const float *, const float *,
                const rl_wkv_in *, const float *, const float *) = kind == 7 ? rl_wkv7_backward : rl_wkv6_backward;
 
-    op_begin(kind == 7 ? "wkv7_forward" : "wkv6_forward", 2e-5, "B=%d T=%d H=%d N=%d chunk=%d, state in/out",
-             d.batch, d.seq, d.heads, d.head_dim, d.chunk ? d.chunk : RL_WKV_DEFAULT_CHUNK);
+    const char *decays = kind == 6 && wkv6_mild ? ", decays as converted" : "";
+    op_begin(kind == 7 ? "wkv7_forward" : "wkv6_forward", 2e-5, "B=%d T=%d H=%d N=%d chunk=%d, state in/out%s",
+             d.batch, d.seq, d.heads, d.head_dim, d.chunk ? d.chunk : RL_WKV_DEFAULT_CHUNK, decays);
     pair p[6];
     rl_wkv_in ic = wkv_inputs(kind, &d, p), ig = gpu_side(p);
     pair s0 = sym(ns, 0.5f), y = poisoned(n), sT = poisoned(ns), ck = poisoned(nck);
@@ -985,9 +990,9 @@ static void check_wkv(int kind, int head_dim, int chunk)
     op_end();
 
     for (int with_ckpt = 1; with_ckpt >= 0; with_ckpt--) {
-        op_begin(kind == 7 ? "wkv7_backward" : "wkv6_backward", 2e-4, "B=%d T=%d H=%d N=%d chunk=%d %s", d.batch,
+        op_begin(kind == 7 ? "wkv7_backward" : "wkv6_backward", 2e-4, "B=%d T=%d H=%d N=%d chunk=%d %s%s", d.batch,
                  d.seq, d.heads, d.head_dim, d.chunk ? d.chunk : RL_WKV_DEFAULT_CHUNK,
-                 with_ckpt ? "from ckpt" : "ckpt NULL (replay)");
+                 with_ckpt ? "from ckpt" : "ckpt NULL (replay)", decays);
         ic = wkv_inputs(kind, &d, p), ig = gpu_side(p);
         s0 = sym(ns, 0.5f), y = poisoned(n), sT = poisoned(ns), ck = poisoned(nck);
         fwd(gpu, &d, y.g, sT.g, ck.g, &ig, s0.g);
@@ -1217,6 +1222,10 @@ int main(void)
     check_wkv(7, 128, 0);
     check_wkv(6, 128, 48);
     check_wkv(6, 128, 0);
+    wkv6_mild = 1; /* the default wkv6 backward's other pick */
+    check_wkv(6, 64, 0);
+    check_wkv(6, 128, 0);
+    wkv6_mild = 0;
     check_wkv(7, 64, 48);
     check_wkv(7, 40, 0);
     check_rwkv7_mix('a', 1);

@@ -343,15 +343,18 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             ok = false;
         if (want_backstepped == 2 && (!segments_seen[0] || !segments_seen[1]))
             ok = false; /* a mix of both kinds asked for */
-        if (REG && !SEVEN && backstep && L % GRP == 0) {
+        if ((REG || BSEG == GRP) && !SEVEN && backstep && L % GRP == 0) {
             /* the count wkv6's backward picks its kernel by (wkv6_by_decays) predicts exactly this backward's
-             * groups: those through the history, out of all */
-            unsigned steep = 0;
+             * groups (the four-threads-per-row one's 8-token segments): those through the history, out of all */
             const int ngrp = (T + GRP - 1) / GRP;
+            std::vector<unsigned> count((size_t)B * H, 0u);
             emu::run_grid(dim3(B * H, (ngrp + STEEP_GPB - 1) / STEEP_GPB), dim3(N),
-                          [&] { wkv_steep_groups_kernel(p.logw, T, H, N, &steep); });
-            std::printf(" (counted beforehand: %u of %d steep)", steep, B * H * ngrp);
-            if ((long)steep != segments_seen[0] || (long)B * H * ngrp != segments_seen[0] + segments_seen[1])
+                          [&] { wkv_steep_groups_kernel(p.logw, T, H, N, count.data()); });
+            long steep = 0;
+            for (unsigned c : count)
+                steep += c;
+            std::printf(" (counted beforehand: %ld of %d steep)", steep, B * H * ngrp);
+            if (steep != segments_seen[0] || (long)B * H * ngrp != segments_seen[0] + segments_seen[1])
                 ok = false;
         }
         if (SEVEN)
@@ -383,6 +386,45 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
     stored_seen[0] = stored_seen[1] = 0, prefetch_seen = 0, async_staged = 0;
     std::printf("  %s\n", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
+}
+
+/* wkv6's backward picks the chunked kernel from its pairs' steep-group counts (wkv6_chunked_by_counts): by the
+ * slowest pair of each wave of pairs the per-row backward runs at once, against the chunked kernel's time */
+static int check_wkv6_pick(void)
+{
+    struct {
+        const char *what;
+        int N, BH, at_once;
+        double share_all, share_some; /* every pair's steep share; the first `some` pairs of each wave instead */
+        int some;
+        bool want;
+    } cases[] = {
+        {"head size 64, no group steep (RAD-RWKV6 as converted)", 64, 512, 528, 0.0, 0.0, 0, false},
+        {"head size 64, 0.40 of every pair's groups steep", 64, 512, 528, 0.40, 0.0, 0, false},
+        {"head size 64, 0.44 of every pair's groups steep", 64, 512, 528, 0.44, 0.0, 0, true},
+        {"head size 64, every group steep", 64, 512, 528, 1.0, 0.0, 0, true},
+        {"head size 128, 0.60 of every pair's groups steep", 128, 224, 224, 0.60, 0.0, 0, false},
+        {"head size 128, 0.70 of every pair's groups steep", 128, 224, 224, 0.70, 0.0, 0, true},
+        {"one wave, a fifth of the pairs all steep, the rest none (mean 0.2: the slowest pair decides)", 64, 500,
+         528, 0.0, 1.0, 100, true},
+        {"four waves, one pair in each all steep (the slowest pair of each wave)", 64, 2112, 528, 0.0, 1.0, 1, true},
+        {"four waves, one pair in the first all steep (that wave alone slower)", 64, 2112, 528, 0.0, 1.0, -1, false},
+    };
+    int fails = 0;
+    for (const auto &c : cases) {
+        const int ngrp = 512;
+        std::vector<unsigned> count((size_t)c.BH);
+        for (int i = 0; i < c.BH; i++) {
+            const int in_wave = i % c.at_once;
+            const bool some = c.some > 0 ? in_wave < c.some : c.some < 0 && i == 0;
+            count[i] = (unsigned)std::lround((some ? c.share_some : c.share_all) * ngrp);
+        }
+        const bool got = wkv6_chunked_by_counts(count.data(), c.BH, ngrp, c.N, c.at_once);
+        std::printf("wkv6 backward pick: %s: %s  %s\n", c.what, got ? "chunked" : "per-row",
+                    got == c.want ? "ok" : "FAIL");
+        fails += got != c.want;
+    }
+    return fails;
 }
 
 int main(void)
@@ -559,7 +601,12 @@ int main(void)
     fails += check_case<64, true, false, 16, true, 0, true>(be, 2, 64, 2, 64, 16, true, true);
     reg_split = 2, reg_gsm = true;
     fails += check_case<64, true, false, 16, true, 0, true>(be, 1, 61, 3, 64, 48, false, true);
-    reg_split = 0, logw_min = 0.0f, want_backstepped = -1;
+    reg_split = 0;
+    /* ... and the four-threads-per-row backward at its default 8-token segments (head size 128's where the split
+     * does not fit, 64's with RADLADS_WKV_REG=0), given and replayed checkpoints, odd tails */
+    fails += check_case<128, true, false, 8, true>(be, 1, 61, 2, 128, 16, true, true);
+    fails += check_case<64, true, false, 8, true>(be, 2, 53, 1, 64, 16, false, true);
+    logw_min = 0.0f, want_backstepped = -1;
     /* the register backward on the forward's sa (wkv7; every chunk but the last is one segment): mild decays step
      * back over whole segments of 16 and 8 tokens (nothing recomputed), RAD-RWKV7's decays over 8 too, and over 16
      * recompute up to the mid-segment anchor; given and replayed checkpoints, G's rows in shared memory and in
@@ -690,6 +737,7 @@ int main(void)
         fails += check_case<128, true, false, 16, true, 1>(be, 1, 37, 2, 128, 16, true, true); /* wkv6 */
     }
     emu::reverse_order = false, emu::warp_ahead = false;
+    fails += check_wkv6_pick();
     rl_backend_destroy(be);
     std::printf("%s\n", fails ? "FAILED" : "all cases ok");
     return fails ? 1 : 0;
