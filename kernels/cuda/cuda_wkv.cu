@@ -1486,30 +1486,34 @@ __global__ void wkv_steep_groups_kernel(const float *logw, int T, int H, int N, 
 {
     static __shared__ int steep[STEEP_GPB];
     const int b = blockIdx.x / H, h = blockIdx.x % H, key = threadIdx.x;
-    const int ngrp = (T + GRP - 1) / GRP, g0 = blockIdx.y * STEEP_GPB, g1 = min(ngrp, g0 + STEEP_GPB);
-    for (int g = threadIdx.x; g < STEEP_GPB; g += blockDim.x)
-        steep[g] = 0;
-    __syncthreads();
-    if (key < N)
-        for (int g = g0; g < g1; g++) {
-            float prod = 1.0f;
+    const int ngrp = (T + GRP - 1) / GRP;
+    unsigned c = 0; /* thread 0's */
+    /* (grid.y is capped at 65535: past 8.4M tokens a block takes more than one span of groups) */
+    for (int g0 = blockIdx.y * STEEP_GPB; g0 < ngrp; g0 += gridDim.y * STEEP_GPB) {
+        const int g1 = min(ngrp, g0 + STEEP_GPB);
+        for (int g = threadIdx.x; g < STEEP_GPB; g += blockDim.x)
+            steep[g] = 0;
+        __syncthreads();
+        if (key < N)
+            for (int g = g0; g < g1; g++) {
+                float prod = 1.0f;
 #pragma unroll
-            for (int j = 0; j < GRP; j++) {
-                const int t = g * GRP + j;
-                if (t < T)
-                    prod *= fminf(expf(logw[(((size_t)b * T + t) * H + h) * N + key]), 1.0f);
+                for (int j = 0; j < GRP; j++) {
+                    const int t = g * GRP + j;
+                    if (t < T)
+                        prod *= fminf(expf(logw[(((size_t)b * T + t) * H + h) * N + key]), 1.0f);
+                }
+                if (!(prod >= BACK_MIN_PROD))
+                    steep[g - g0] = 1; /* every writer writes 1 */
             }
-            if (!(prod >= BACK_MIN_PROD))
-                steep[g - g0] = 1; /* every writer writes 1 */
-        }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        unsigned c = 0;
-        for (int g = 0; g < g1 - g0; g++)
-            c += (unsigned)steep[g];
-        if (c)
-            atomicAdd(count + blockIdx.x, c);
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int g = 0; g < g1 - g0; g++)
+                c += (unsigned)steep[g];
+        __syncthreads(); /* thread 0 has read the flags before the next span clears them */
     }
+    if (threadIdx.x == 0 && c)
+        atomicAdd(count + blockIdx.x, c);
 }
 
 /* Whether wkv6's backward should run on the chunked kernel, from the steep groups of each (b, h) (count[BH], out
@@ -1885,11 +1889,40 @@ template <bool SEVEN> bool chunked_backward(const wkv_args &p)
            (p.N == 128 && tc_fits(sizeof(float) * wc_bwd_floats<128>()));
 }
 
+/* The (b, h) pairs wkv6's per-row backward runs at once where it does not split them: at head size 64 the register
+ * backward's 4 blocks an SM (one thread per index; with few pairs, 3, but those few fit in one wave either way); at
+ * 128 the four-threads-per-row backward at its default 8-token segments, as many as the occupancy API grants it (1
+ * an SM, compiled for one 512-thread block; its 106.5 KiB would allow 2), asked once per device; a failed query
+ * counts 1 an SM. ≤ 0 where the SM count is unknown (wkv6_chunked_by_counts then takes each pair as a wave). */
+int wkv6_row_pairs_at_once(int N)
+{
+    const int sms = rlc_device_attr(cudaDevAttrMultiProcessorCount);
+    if (N != 128)
+        return 4 * sms;
+    static int per_sm[64]; /* blocks an SM + 1; 0: not yet asked */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return sms;
+    }
+    if (!per_sm[dev]) {
+        auto kern = wkv_backward_wide_kernel<128, false, WIDE_BSEG_DEFAULT, false>;
+        const size_t sm = wide_smem(128, false, WIDE_BSEG_DEFAULT);
+        int n = 0;
+        if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 128 * WQ, sm) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return sms;
+        }
+        per_sm[dev] = n + 1;
+    }
+    return (per_sm[dev] > 1 ? per_sm[dev] - 1 : 1) * sms;
+}
+
 /* wkv6's backward by the decays (the default mode): count each (b, h) pair's steep groups and ask
  * wkv6_chunked_by_counts. The pairs the per-row backward runs at once: all of them where it splits their value rows
- * (it does only where every block fits), else 4 blocks an SM (the register backward at head size 64, one thread per
- * index; an estimate for the others). The count costs one pass over logw (537 MB at B8 T4096 H64 N64: about 0.2 ms
- * on an H200) and a wait for it, the stream synchronized once per wkv6 backward, against the milliseconds a wrong
+ * (it does only where every block fits), else wkv6_row_pairs_at_once. The count costs one pass over logw (537 MB at
+ * B8 T4096 H64 N64: about 0.2 ms on an H200) and a wait for it, the stream synchronized once per wkv6 backward, against the milliseconds a wrong
  * pick costs (the H200: 11.1 ms per-row against 21.1 chunked at B8 T4096 H64 as converted). RADLADS_WKV_BACKSTEP=0
  * makes every group take the history: the chunked kernel, as before. */
 template <bool SEVEN>
@@ -1899,12 +1932,13 @@ cudaError_t wkv6_by_decays(cudaStream_t st, rlc_workspace *ws, const wkv_args &p
         return cudaSuccess;
     const int BH = B * p.H, ngrp = (p.T + GRP - 1) / GRP;
     unsigned *count = (unsigned *)rlc_ws_get(ws, st, sizeof(unsigned) * BH);
-    if (!count)
-        return cudaErrorMemoryAllocation;
+    if (!count) /* no memory to count in: the chunked kernel, which needs none (rlc_ws_get cleared the error) */
+        return cudaSuccess;
     cudaError_t e = cudaMemsetAsync(count, 0, sizeof(unsigned) * BH, st);
     if (e != cudaSuccess)
         return e;
-    wkv_steep_groups_kernel<<<dim3(BH, (ngrp + STEEP_GPB - 1) / STEEP_GPB), p.N, 0, st>>>(p.logw, p.T, p.H, p.N, count);
+    const int spans = min((ngrp + STEEP_GPB - 1) / STEEP_GPB, 65535);
+    wkv_steep_groups_kernel<<<dim3(BH, spans), p.N, 0, st>>>(p.logw, p.T, p.H, p.N, count);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
     std::vector<unsigned> host((size_t)BH);
@@ -1912,7 +1946,7 @@ cudaError_t wkv6_by_decays(cudaStream_t st, rlc_workspace *ws, const wkv_args &p
         (e = cudaStreamSynchronize(st)) != cudaSuccess)
         return e;
     const bool split = (p.N == 64 && use_split<64, false>(BH)) || (p.N == 128 && use_split<128, false>(BH));
-    const int at_once = split ? BH : 4 * rlc_device_attr(cudaDevAttrMultiProcessorCount);
+    const int at_once = split ? BH : wkv6_row_pairs_at_once(p.N);
     *chunked = wkv6_chunked_by_counts(host.data(), BH, ngrp, p.N, at_once);
     return cudaSuccess;
 }

@@ -926,7 +926,7 @@ static void check_losses(void)
 /* ---- recurrences ---- */
 
 /* Inputs in the ranges the models produce: RWKV-7 decay in (0.545, 1) with a = −κ̂, b = κ̂·α (κ̂ unit per
- * head); RWKV-6 log-decay max(−e^x, −5), or with wkv6_mild −e^x for x in (−6, −1), RAD-RWKV6's as converted (no
+ * head); RWKV-6 log-decay max(−e^x, −5), or with wkv6_mild −e^x for x in (−11, −1), RAD-RWKV6's as converted (no
  * 8-token group steep: the default wkv6 backward then runs the per-row kernels, not the chunked one). */
 static int wkv6_mild;
 static rl_wkv_in wkv_inputs(int kind, const rl_wkv_dims *d, pair *p /* [6] */)

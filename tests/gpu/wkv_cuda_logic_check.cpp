@@ -21,7 +21,12 @@ alignas(32) float wc_smem[1 << 16]; /* the chunked kernels' (wmma needs 32-byte 
 
 #define RLC_WKV_HOST_EMULATION 1
 static long segments_seen[2]; /* the backward's segments: [0] through the state history, [1] backstepped */
-#define RLC_WKV_SEGMENT_SEEN(back) (segments_seen[(back) ? 1 : 0]++)
+static std::vector<long> pair_history; /* [0] by (b, h) pair: the block's index / pair_blocks (the split's parts) */
+static int pair_blocks = 1;
+#define RLC_WKV_SEGMENT_SEEN(back)                                                                                   \
+    (segments_seen[(back) ? 1 : 0]++,                                                                                \
+     (!(back) && emu::bid.x / pair_blocks < pair_history.size()) ? (void)pair_history[emu::bid.x / pair_blocks]++    \
+                                                                  : (void)0)
 static long stored_seen[2]; /* the register backward's segments on the forward's sa: [0] how many, [1] tokens recomputed */
 #define RLC_WKV_STORED_SEEN(recomputed) (stored_seen[0]++, stored_seen[1] += (recomputed))
 static long prefetch_seen; /* the register backward's segments whose tokens it copied during the walk before */
@@ -152,6 +157,7 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
 {
     const size_t ntok = (size_t)B * T * H * N, nst = (size_t)B * H * N * N;
     const int nc = (T + L - 1) / L;
+    pair_history.assign((size_t)B * H, 0), pair_blocks = REG && reg_split ? reg_split : 1;
     const size_t nck_states = (size_t)B * H * nc * N * N, nck = nck_states + (SEVEN ? ntok : 0); /* + sa (wkv7) */
     const float kscale = 1.0f / std::sqrt((float)N);
     const float lw_lo = logw_min != 0.0f ? logw_min : SEVEN ? -0.6f : -5.0f;
@@ -350,11 +356,12 @@ static int check_case(rl_backend *be, int B, int T, int H, int N, int L, bool us
             std::vector<unsigned> count((size_t)B * H, 0u);
             emu::run_grid(dim3(B * H, (ngrp + STEEP_GPB - 1) / STEEP_GPB), dim3(N),
                           [&] { wkv_steep_groups_kernel(p.logw, T, H, N, count.data()); });
-            long steep = 0;
-            for (unsigned c : count)
-                steep += c;
-            std::printf(" (counted beforehand: %ld of %d steep)", steep, B * H * ngrp);
-            if (steep != segments_seen[0] || (long)B * H * ngrp != segments_seen[0] + segments_seen[1])
+            long steep = 0, pairs_off = 0;
+            for (size_t bh = 0; bh < count.size(); bh++)
+                steep += count[bh], pairs_off += (long)count[bh] != pair_history[bh];
+            std::printf(" (counted beforehand: %ld of %d steep, %ld of %d pairs' counts off)", steep, B * H * ngrp,
+                        pairs_off, B * H);
+            if (steep != segments_seen[0] || pairs_off || (long)B * H * ngrp != segments_seen[0] + segments_seen[1])
                 ok = false;
         }
         if (SEVEN)
