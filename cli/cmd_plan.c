@@ -138,7 +138,14 @@ static void print_table(const rl_model_config *c, const char *teacher, const rl_
     printf("\n\n");
     for (int i = 0; i < n; i++)
         printf("%s: %s\n", step_name(p[i].o.stage), verdicts[i]);
-    printf("\nworkspace allowance: %s\n", rl_plan_workspace_note(o0->dtypes, o0->ranks));
+    if (o0->dtypes == RL_PLAN_FP32) {
+        printf("\nworkspace: %s\n", rl_plan_workspace_note(o0->dtypes, o0->ranks));
+        return;
+    }
+    printf("\nworkspace: %s:\n", rl_plan_workspace_note(o0->dtypes, o0->ranks));
+    for (int i = 0; i < n; i++)
+        printf("  %s: %.0f MiB, %s\n", step_name(p[i].o.stage), (double)p[i].kernel_scratch / (1 << 20),
+               p[i].kernel_scratch_by);
 }
 
 static json_t *plan_json(const rl_model_config *c, const char *teacher, const rl_plan *p, const char verdicts[][640],
@@ -175,6 +182,8 @@ static json_t *plan_json(const rl_model_config *c, const char *teacher, const rl
                               "trainable_params", (json_int_t)p[i].trainable_params, "teacher_resident_params",
                               (json_int_t)p[i].teacher_resident_params, "bytes", roles, "total_bytes",
                               (json_int_t)p[i].total, "fits", p[i].fits, "verdict", verdicts[i]);
+        json_object_set_new(s, "kernel_scratch_bytes", json_integer((json_int_t)p[i].kernel_scratch));
+        json_object_set_new(s, "kernel_scratch_by", json_string(p[i].kernel_scratch_by));
         json_object_set_new(s, "short_by_bytes",
                             json_integer(p[i].fits ? 0 : (json_int_t)(p[i].total - budget)));
         json_array_append_new(stages, s);

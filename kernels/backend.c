@@ -266,6 +266,14 @@ static int track_add(rl_backend *be, void *p, size_t bytes)
     return 0;
 }
 
+int rl__mem_track(rl_backend *be, void *p, size_t bytes, const char *tag)
+{
+    const char *prev = rl_backend_mem_tag(be, tag);
+    const int rc = track_add(be, p, bytes);
+    rl_backend_mem_tag(be, prev);
+    return rc;
+}
+
 /* The size of the live allocation at p (0: not one of ours). */
 static size_t tracked_bytes(const rl_backend *be, const void *p)
 {
@@ -296,6 +304,11 @@ static void track_remove(rl_backend *be, const void *p)
         be->slots[j].p = NULL;
         track_insert(be, s.p, s.bytes, s.tag);
     }
+}
+
+void rl__mem_untrack(rl_backend *be, const void *p)
+{
+    track_remove(be, p);
 }
 
 void *rl_malloc(rl_backend *be, size_t bytes)

@@ -154,6 +154,11 @@ static inline size_t rl__gemm_extent_b(const rl_gemm *g)
 /* Records the first error (later ones are dropped: the first is the cause) and
  * returns code, so backends can write `return rl__fail(be, RL_EINVAL, "...")`. */
 int rl__fail(rl_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Memory a backend allocates outside rl_malloc (the CUDA kernel scratch, which must not set a sticky error when
+ * it cannot grow) counted under `tag` as rl_malloc counts its own: track after allocating, untrack before
+ * freeing. Track returns RL_ENOMEM when the table cannot grow (the memory is then not counted). */
+int rl__mem_track(rl_backend *be, void *p, size_t bytes, const char *tag);
+void rl__mem_untrack(rl_backend *be, const void *p);
 
 int rl__cpu_init(rl_backend *be, const rl_backend_options *opt, char *err, size_t errlen);
 /* kernels/cuda/cuda_backend.cu; only in builds with RL_HAVE_CUDA */

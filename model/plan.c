@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../kernels/scratch.h"
 #include "plan.h"
 
 static const char *const stage_names[] = {"align", "distill", "extend"};
@@ -84,25 +85,26 @@ const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d)
     }
 }
 
-/* The fixed allowance. CUDA: the context and kernel images (not visible to cudaMalloc but taken from the
- * card), cuBLASLt workspaces (32 MiB per stream, two streams), the backends' kernel scratch (rlc_workspace),
- * NCCL's channel buffers on more than one rank, and the gradient bucket staging (2 × 4 MiB). CPU: BLAS and
- * OpenMP buffers. */
+/* The allowance beside the arenas. CUDA: the context and kernel images (not visible to cudaMalloc but taken from
+ * the card), cuBLASLt workspaces (32 MiB per stream, two streams), NCCL's channel buffers on more than one rank,
+ * the gradient bucket staging (2 × 4 MiB), and the backend's kernel scratch (rlc_workspace), which is the stage's
+ * own (kernel_scratch below). CPU: BLAS and OpenMP buffers. */
 #define MiB ((uint64_t)1 << 20)
-static uint64_t workspace_bytes(rl_plan_dtypes d, int ranks)
+static uint64_t fixed_workspace_bytes(rl_plan_dtypes d, int ranks)
 {
     if (d == RL_PLAN_FP32)
         return 64 * MiB;
-    return 512 * MiB + 64 * MiB + 64 * MiB + (ranks > 1 ? 384 * MiB + 8 * MiB : 0);
+    return 512 * MiB + 64 * MiB + (ranks > 1 ? 384 * MiB + 8 * MiB : 0);
 }
 
 const char *rl_plan_workspace_note(rl_plan_dtypes d, int ranks)
 {
     if (d == RL_PLAN_FP32)
         return "64 MiB: BLAS and OpenMP buffers (CPU backend)";
-    return ranks > 1 ? "1.0 GiB: CUDA context 512 MiB, cuBLASLt 2 x 32 MiB, kernel scratch 64 MiB, NCCL buffers "
-                       "384 MiB, gradient bucket staging 8 MiB"
-                     : "640 MiB: CUDA context 512 MiB, cuBLASLt 2 x 32 MiB, kernel scratch 64 MiB";
+    return ranks > 1 ? "CUDA context 512 MiB, cuBLASLt 2 x 32 MiB, NCCL buffers 384 MiB, gradient bucket staging "
+                       "8 MiB, and each stage's kernel scratch (the largest scratch request of its kernels)"
+                     : "CUDA context 512 MiB, cuBLASLt 2 x 32 MiB, and each stage's kernel scratch (the largest "
+                       "scratch request of its kernels)";
 }
 
 void rl_plan_opts_defaults(rl_plan_opts *o, rl_plan_stage stage)
@@ -214,6 +216,59 @@ static elems per_row(const shapes *s)
     return (elems){s->R * 2 * s->D, s->R * 4 + s->T * s->N};
 }
 
+/* The CUDA backend's kernel scratch in a stage (scratch.h): one buffer that grows to the largest request of the
+ * ops a step runs, in whole MiB. Every stage runs the student's time-mix backward at the stage's shapes. The wkv
+ * backward is counted on its per-row kernels with their value rows split over blocks: the most it may take (the
+ * chunked kernel takes none, and which one runs depends on the card and, for wkv6, on the decays). bf16_acc: the
+ * largest block of a bf16 gradient accumulation (0 where gradients are fp32). *by: what asks for the most. */
+static uint64_t kernel_scratch(const shapes *s, const rl_plan_opts *o, size_t bf16_acc, const char **by)
+{
+    const int B = o->micro_batch, T = o->seq_len, R = B * T;
+    const int H = (int)s->H, G = (int)s->G, N = (int)s->N, D = (int)s->D;
+    const rl_wkv_dims wd = {B, T, H, N, 0};
+    const rl_shift_dims sd = {B, T, D};
+    struct {
+        const char *what;
+        size_t bytes;
+    } req[6] = {{"the per-row wkv backward's segment states", rl_scratch_wkv_backward(&wd, 0, 1, 1)},
+                {"a bf16 gradient's fp32 accumulation block", bf16_acc}};
+    int n = 2;
+    if (s->arch == RL_STUDENT_RWKV7) {
+        const rl_rwkv7_mix_dims md = {R, H, G, N, s->variant, 0};
+        const rl_readout_dims rd = {R, H, N, s->variant == 'a', 0.0f, 1.0f};
+        req[n].what = "the RAD-RWKV7 mix backward's partial sums", req[n++].bytes = rl_scratch_rwkv7_mix_backward(&md);
+        req[n].what = "the GroupNorm backward's partial sums", req[n++].bytes = rl_scratch_readout_backward(&rd, 1);
+    } else {
+        const rl_rwkv6_mix_dims md = {R, H, G, N, 1.0f};
+        req[n].what = "the wkv6 backward's steep-group counts", req[n++].bytes = rl_scratch_wkv6_counts(&wd);
+        req[n].what = "the RAD-RWKV6 mix backward's partial sums", req[n++].bytes = rl_scratch_rwkv6_mix_backward(&md);
+        req[n].what = "the ddlerp backward's partial sums",
+        req[n++].bytes = rl_scratch_ddlerp_backward(&sd, s->rk.shift);
+        req[n].what = "the token-shift backward's partial sums", req[n++].bytes = rl_scratch_tokenshift_backward(&sd);
+    }
+    int top = 0;
+    for (int i = 1; i < n; i++)
+        if (req[i].bytes > req[top].bytes)
+            top = i;
+    *by = req[top].what;
+    return rl_scratch_rounded(req[top].bytes);
+}
+
+/* The largest block a bf16 gradient GEMM accumulates in (scratch.h rl_scratch_bf16_acc; dW[out, in] += dyᵀ x:
+ * M = out, N = in) over the matrices of `a` that train in `set` and, with gemm_only, are GEMM-only. */
+static size_t bf16_acc_scratch(const rl_arena *a, const rl_model_config *c, rl_param_set set, int mix, int gemm_only)
+{
+    size_t most = 0;
+    for (int i = 0; i < a->n; i++) {
+        const rl_arena_entry *e = &a->entries[i];
+        if (e->ndim != 2 || !rl_tensor_trains(e->name, set, mix) || (gemm_only && !rl_model_gemm_only(c, e->name)))
+            continue;
+        const size_t bytes = rl_scratch_bf16_acc((int)e->shape[0], (int)e->shape[1]);
+        most = bytes > most ? bytes : most;
+    }
+    return most;
+}
+
 static uint64_t bytes_of(elems e, uint64_t ab)
 {
     return e.a * ab + e.f * 4;
@@ -317,6 +372,16 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
     const int64_t bw = bfw ? gemm_only_count(&base, c, NULL, -1, mix) : 0;
     const int64_t bwt = bfw ? gemm_only_count(&base, c, NULL, (int)set, mix) : 0;
     const int base_copied = !bfw || (o->stage != RL_PLAN_ALIGN && c->tie_word_embeddings);
+    /* bf16 gradients, accumulated through fp32 scratch: bf16-weights' trainable GEMM-only base matrices; the bf16
+     * layout's every trainable matrix */
+    size_t bf16_acc = 0;
+    if (bfw)
+        bf16_acc = bf16_acc_scratch(&base, c, set, mix, 1);
+    else if (o->dtypes == RL_PLAN_BF16) {
+        const size_t t = bf16_acc_scratch(&tmix, c, set, mix, 0);
+        bf16_acc = bf16_acc_scratch(&base, c, set, mix, 0);
+        bf16_acc = t > bf16_acc ? t : bf16_acc;
+    }
     rl_arena_free(&base, NULL), rl_arena_free(&tmix, NULL);
     if (p->trainable_params == 0) {
         snprintf(err, errlen, "plan: no tensor trains in %s with these options", rl_plan_stage_name(o->stage));
@@ -344,7 +409,6 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
         b[RL_ROLE_GRADS] -= 2 * (uint64_t)bwt;
         b[RL_ROLE_MASTER] = bwt ? shard(p->trainable_params, o) * 4 : 0;
     }
-    b[RL_ROLE_WORKSPACE] = workspace_bytes(o->dtypes, o->ranks);
 
     /* activations */
     shapes s = {.R = (uint64_t)o->micro_batch * (uint64_t)o->seq_len, .T = (uint64_t)o->seq_len,
@@ -403,6 +467,10 @@ static int compute_fixed(rl_plan *p, const rl_model_config *c, const rl_plan_opt
             add(&tacts, (elems){RD, s.R}); /* its lnf, lnf_rstd */
         }
     }
+    p->kernel_scratch_by = "";
+    if (o->dtypes != RL_PLAN_FP32) /* the CPU backend takes none beside its BLAS and OpenMP buffers */
+        p->kernel_scratch = kernel_scratch(&s, o, bf16_acc, &p->kernel_scratch_by);
+    b[RL_ROLE_WORKSPACE] = fixed_workspace_bytes(o->dtypes, o->ranks) + p->kernel_scratch;
     b[RL_ROLE_ACTS] = bytes_of(acts, ab);
     b[RL_ROLE_TEACHER_ACTS] = bytes_of(tacts, ab);
     for (int r = 0; r < RL_ROLE_N; r++)

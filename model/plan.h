@@ -22,7 +22,9 @@
  *   logits           fp32 logits row chunks, chunk_rows × vocab (distill: student and teacher; extend: one)
  *   gemm_copies      AUTOCAST only: bf16 copies of every student weight (and in distill of a tied teacher's
  *                    fp32 part, whose embedding is its LM head)
- *   workspace        a fixed allowance, stated in rl_plan_workspace_note
+ *   workspace        a fixed allowance, stated in rl_plan_workspace_note, and the stage's kernel scratch: the
+ *                    largest scratch request of the CUDA kernels its step runs (kernels/scratch.h, the sizes
+ *                    the launchers ask for)
  * With recompute only each layer's input (the layer boundary) is kept and a layer's saved set exists for one
  * layer at a time during the backward. */
 #ifndef RL_PLAN_H
@@ -79,6 +81,10 @@ typedef struct {
     rl_plan_opts o; /* as computed; recompute resolved to OFF or ON */
     int64_t teacher_params, student_params, trainable_params, teacher_resident_params;
     uint64_t bytes[RL_ROLE_N];
+    /* of the workspace: the CUDA backend's kernel scratch in this stage (the largest request of its kernels,
+     * scratch.h), and what asks for it ("" on the CPU policy) */
+    uint64_t kernel_scratch;
+    const char *kernel_scratch_by;
     uint64_t total;
     int fits; /* total <= budget */
 } rl_plan;
@@ -94,7 +100,7 @@ const char *rl_plan_role_label(rl_plan_role r, rl_plan_dtypes d);
 const char *rl_plan_dtypes_name(rl_plan_dtypes d);
 int rl_plan_dtypes_from_name(const char *s);
 const char *rl_plan_dtypes_what(rl_plan_dtypes d); /* e.g. "student weights (bf16)" */
-/* What the workspace allowance of rl_plan_compute holds, in words. */
+/* What the workspace of rl_plan_compute holds, in words (beside each stage's kernel_scratch). */
 const char *rl_plan_workspace_note(rl_plan_dtypes d, int ranks);
 
 int rl_plan_compute(rl_plan *p, const rl_model_config *teacher, const rl_plan_opts *o, char *err, size_t errlen);

@@ -694,6 +694,7 @@ extern "C" int rl__cuda_init(rl_backend *be, const rl_backend_options *opt, char
         return RL_ENOMEM;
     }
     c->device = opt->device;
+    c->ws.be = be;
     be->impl = c;
     be->ops = &cuda_ops;
     be->name = "cuda";

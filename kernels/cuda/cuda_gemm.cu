@@ -15,6 +15,7 @@
 
 #include <cuda_bf16.h>
 
+#include "../scratch.h"
 #include "cuda_int.h"
 
 /* The heuristic's answer depends only on this key, so it is asked once per distinct product. */
@@ -285,8 +286,6 @@ static bool bf16_acc_via_f32()
     return on != 0;
 }
 
-#define BF16_ACC_SCRATCH_FLOATS ((size_t)16 << 20) /* 64 MiB: rows of C are done this many elements at a time */
-
 int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, const void *b, const float *bias)
 {
     const int64_t lda = g->trans_a ? g->M : g->K, ldb = g->trans_b ? g->K : g->N;
@@ -296,10 +295,8 @@ int rl__cuda_matmul(rl_backend *be, const rl_gemm *g, void *c, const void *a, co
     /* bf16 C += alpha op(A) op(B): the product in fp32 scratch, a block of C's rows at a time, then one rounding */
     rlc_backend *cb = rlc_of(be);
     const int batch = g->batch > 0 ? g->batch : 1;
-    size_t fit = BF16_ACC_SCRATCH_FLOATS / (size_t)g->N; /* rows per block: a multiple of 64 keeps A aligned */
-    fit = fit >= 64 ? fit / 64 * 64 : (fit ? fit : 1);
-    const int rows = fit >= (size_t)g->M ? g->M : (int)fit;
-    float *acc = (float *)rlc_ws_get(&cb->ws, cb->stream, sizeof(float) * (size_t)rows * g->N);
+    const int rows = rl_scratch_bf16_acc_rows(g->M, g->N); /* at most 16 Mi floats, a multiple of 64 rows */
+    float *acc = (float *)rlc_ws_get(&cb->ws, cb->stream, rl_scratch_bf16_acc(g->M, g->N));
     if (!acc)
         return rl__fail(be, RL_ENOMEM, "rl_matmul: no device memory for the %zu-byte fp32 scratch of a bf16 "
                         "accumulation", sizeof(float) * (size_t)rows * g->N);

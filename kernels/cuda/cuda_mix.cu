@@ -16,6 +16,7 @@
  *     query heads by ONE thread (or one lane) looping over them, so there is never a write race. */
 #include <cuda_runtime.h>
 
+#include "../scratch.h"
 #include "cuda_ops.h"
 
 namespace {
@@ -23,6 +24,7 @@ namespace {
 constexpr float EXP_M05 = 0.60653065971263342f; /* e^(−0.5) */
 constexpr int EW_THREADS = 256;
 constexpr int WARPS = 8; /* warps per block for the warp-per-(row, head) kernels */
+static_assert(EW_THREADS == RL_SCRATCH_EW_THREADS, "scratch.h sizes the column reductions' partials with it");
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -41,18 +43,6 @@ unsigned ew_blocks(size_t n)
     return (unsigned)(b < 1 ? 1 : (b > cap ? cap : b));
 }
 
-/* Slots for a row reduction: enough warps to fill the GPU, bounded so the partials stay small. */
-int choose_slots(int rows, int groups, int cap)
-{
-    long long want = 8192 / (groups > 0 ? groups : 1);
-    if (want < 1)
-        want = 1;
-    if (want > cap)
-        want = cap;
-    if (want > rows)
-        want = rows;
-    return (int)want;
-}
 
 /* dst[x] += Σ_s part[s·stride + x] for x < width, slots in order (deterministic). */
 __global__ void sum_slots_kernel(float *dst, const float *part, int nslots, size_t stride, size_t width)
@@ -450,6 +440,7 @@ __global__ void ddlerp_backward_rows_kernel(ddlerp_args a, float *du, float *dst
  * dmaa sum in the first k tile) over its slot's rows; s of a row tile is staged in shared memory.
  * Partials part[slot][5][rank+1][D] (index rank = dmaa). */
 constexpr int DD_KT = 16, DD_RT = 32;
+static_assert(DD_KT == RL_SCRATCH_DD_KT, "scratch.h sizes the ddlerp partials with it");
 
 __global__ void ddlerp_backward_params_kernel(ddlerp_args a, const float *u, const float *state, const float *s,
                                               float *part, int rps, int ktiles)
@@ -616,8 +607,8 @@ cudaError_t rlc_rwkv7_mix_backward(cudaStream_t st, rlc_workspace *ws, const rl_
     const mix7_args m = make_mix7(d);
     if (d->kv_heads > 65535)
         return cudaErrorInvalidValue;
-    const int nslots = choose_slots(m.rows, d->kv_heads, 256), rps = (m.rows + nslots - 1) / nslots;
-    const size_t pbytes = sizeof(float) * (size_t)nslots * 5 * m.D;
+    const int nslots = rl_scratch_slots(m.rows, d->kv_heads, 256), rps = (m.rows + nslots - 1) / nslots;
+    const size_t pbytes = rl_scratch_rwkv7_mix_backward(d); /* nslots · 5 · D floats */
     float *part = (float *)rlc_ws_get(ws, st, pbytes);
     if (!part)
         return cudaErrorMemoryAllocation;
@@ -662,10 +653,10 @@ cudaError_t rlc_readout_backward(cudaStream_t st, rlc_workspace *ws, const rl_re
     if (m.H > 65535)
         return cudaErrorInvalidValue;
     const bool params = m.groupnorm && (dweight || dbias);
-    const int nslots = choose_slots(m.rows, m.H, 256), rps = (m.rows + nslots - 1) / nslots;
+    const int nslots = rl_scratch_slots(m.rows, m.H, 256), rps = (m.rows + nslots - 1) / nslots;
     float *part = nullptr;
     cudaError_t e;
-    const size_t pbytes = sizeof(float) * (size_t)nslots * 2 * m.D;
+    const size_t pbytes = rl_scratch_readout_backward(d, params); /* nslots · 2 · D floats */
     if (params) {
         if (!(part = (float *)rlc_ws_get(ws, st, pbytes)))
             return cudaErrorMemoryAllocation;
@@ -701,8 +692,8 @@ cudaError_t rlc_tokenshift_backward(cudaStream_t st, rlc_workspace *ws, const rl
     if (e != cudaSuccess || !dmix)
         return e;
     const int cblocks = (D + EW_THREADS - 1) / EW_THREADS;
-    const int nslots = choose_slots(R, cblocks * 8, 1024), rps = (R + nslots - 1) / nslots;
-    float *part = (float *)rlc_ws_get(ws, st, sizeof(float) * (size_t)nslots * D);
+    const int nslots = rl_scratch_slots(R, cblocks * 8, 1024), rps = (R + nslots - 1) / nslots;
+    float *part = (float *)rlc_ws_get(ws, st, rl_scratch_tokenshift_backward(d)); /* nslots · D floats */
     if (!part)
         return cudaErrorMemoryAllocation;
     tokenshift_dmix_kernel<<<dim3(cblocks, nslots), EW_THREADS, 0, st>>>(R, T, D, part, dout, u, state, rps);
@@ -748,9 +739,9 @@ cudaError_t rlc_rwkv6_ddlerp_backward(cudaStream_t st, rlc_workspace *ws, const 
     const int ktiles = (rank + DD_KT - 1) / DD_KT, cblocks = (a.D + EW_THREADS - 1) / EW_THREADS;
     if (5 * ktiles > 65535)
         return cudaErrorInvalidValue;
-    const int nslots = choose_slots(a.R, cblocks * 5 * ktiles * 4, 64), rps = (a.R + nslots - 1) / nslots;
+    const int nslots = rl_scratch_slots(a.R, cblocks * 5 * ktiles * 4, 64), rps = (a.R + nslots - 1) / nslots;
     const size_t per_slot = 5 * (size_t)(rank + 1) * a.D;
-    float *part = (float *)rlc_ws_get(ws, st, sizeof(float) * (size_t)nslots * per_slot);
+    float *part = (float *)rlc_ws_get(ws, st, rl_scratch_ddlerp_backward(d, rank)); /* nslots · per_slot floats */
     if (!part)
         return cudaErrorMemoryAllocation;
     ddlerp_backward_params_kernel<<<dim3(cblocks, 5 * ktiles, nslots), EW_THREADS, 0, st>>>(a, u, state, s, part,
@@ -798,8 +789,8 @@ cudaError_t rlc_rwkv6_mix_backward(cudaStream_t st, rlc_workspace *ws, const rl_
     if (e != cudaSuccess || !ddecay)
         return e;
     const int cblocks = (m.D + EW_THREADS - 1) / EW_THREADS;
-    const int nslots = choose_slots(m.rows, cblocks * 8, 1024), rps = (m.rows + nslots - 1) / nslots;
-    float *part = (float *)rlc_ws_get(ws, st, sizeof(float) * (size_t)nslots * m.D);
+    const int nslots = rl_scratch_slots(m.rows, cblocks * 8, 1024), rps = (m.rows + nslots - 1) / nslots;
+    float *part = (float *)rlc_ws_get(ws, st, rl_scratch_rwkv6_mix_backward(d)); /* nslots · D floats */
     if (!part)
         return cudaErrorMemoryAllocation;
     mix6_ddecay_kernel<<<dim3(cblocks, nslots), EW_THREADS, 0, st>>>(m, part, dlogw, dkt, k, dlora, decay, rps);

@@ -8,7 +8,9 @@
  *
  * Scratch: an op that needs device scratch beyond its arguments takes it from `ws`, a per-stream
  * workspace the backend owns (rlc_workspace): the launcher asks rlc_ws_get for `bytes`, which grows the
- * buffer when needed (a cudaMalloc outside any capture) and returns NULL on failure. */
+ * buffer when needed (a cudaMalloc outside any capture) and returns NULL on failure. The buffer holds the largest
+ * request so far, in whole MiB (kernels/scratch.h sizes every request, and radlads plan counts the same), and the
+ * backend's memory by role shows it as "kernel scratch". */
 #ifndef RL_CUDA_OPS_H
 #define RL_CUDA_OPS_H
 
@@ -23,7 +25,12 @@ extern "C" {
 typedef struct rlc_workspace {
     void *ptr;
     size_t bytes;
+    rl_backend *be; /* counts the buffer under "kernel scratch" (rl_backend_mem_roles); NULL: uncounted */
 } rlc_workspace;
+
+/* backend.c (kernels_int.h): memory allocated outside rl_malloc, counted by role */
+int rl__mem_track(rl_backend *be, void *p, size_t bytes, const char *tag);
+void rl__mem_untrack(rl_backend *be, const void *p);
 
 /* Grows ws to at least `bytes` (synchronising `st` before freeing the old buffer); NULL on failure. */
 void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes);

@@ -60,12 +60,14 @@
 #include <vector>
 
 #include "cuda_async.cuh"
+#include "../scratch.h"
 #include "cuda_ops.h"
 #include "cuda_tf32.cuh"
 
 namespace {
 
 constexpr int SEG = 16;         /* tokens staged per shared-memory tile; the longest backward segment */
+static_assert(SEG == RL_SCRATCH_WKV_SEG, "scratch.h sizes the backward's segment states with it");
 constexpr int BSEG_DEFAULT = 16; /* the backward's segment length unless RADLADS_WKV_BSEG says otherwise */
 constexpr int WIDE_BSEG_DEFAULT = 8; /* the same for the four-threads-per-row backward (H200: 8 fastest) */
 
@@ -1931,7 +1933,8 @@ cudaError_t wkv6_by_decays(cudaStream_t st, rlc_workspace *ws, const wkv_args &p
     if (SEVEN || !*chunked || chunked_mode() != 2 || !p.backstep)
         return cudaSuccess;
     const int BH = B * p.H, ngrp = (p.T + GRP - 1) / GRP;
-    unsigned *count = (unsigned *)rlc_ws_get(ws, st, sizeof(unsigned) * BH);
+    const rl_wkv_dims d = {B, p.T, p.H, p.N, p.L};
+    unsigned *count = (unsigned *)rlc_ws_get(ws, st, rl_scratch_wkv6_counts(&d)); /* B·H words */
     if (!count) /* no memory to count in: the chunked kernel, which needs none (rlc_ws_get cleared the error) */
         return cudaSuccess;
     cudaError_t e = cudaMemsetAsync(count, 0, sizeof(unsigned) * BH, st);
@@ -2144,7 +2147,6 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
         return cudaErrorInvalidValue;
     const int BH = d->batch * d->heads, N = d->head_dim;
     wkv_args p = make_args(d, in);
-    const size_t NN = (size_t)N * N;
     const bool may_chunk = chunked_backward<SEVEN>(p);
     bool chunked = may_chunk;
     if (const cudaError_t e = wkv6_by_decays<SEVEN>(st, ws, p, d->batch, &chunked); e != cudaSuccess)
@@ -2152,17 +2154,19 @@ cudaError_t wkv_backward(cudaStream_t st, rlc_workspace *ws, const rl_wkv_dims *
     /* the forward (the caller's, or the replay below) kept sa unless it was the chunked one; RADLADS_WKV_SA=0 reads
      * none (and the replay keeps none) */
     const bool has_sa = SEVEN && !chunked_forward(p) && backward_reads_sa();
-    const size_t own = ckpt ? 0 : rl_wkv_checkpoint_floats(d, has_sa ? 7 : 6);
+    const int replay = ckpt ? 0 : has_sa ? 7 : 6;
+    const size_t own = replay ? rl_wkv_checkpoint_floats(d, replay) : 0;
     /* the longest segment and the state after it; the split backward's token counts after them */
     bool split = !chunked && ((N == 64 && use_split<64, SEVEN>(BH)) || (N == 128 && use_split<128, SEVEN>(BH)));
-    size_t seg = chunked ? 0 : (size_t)BH * (SEG + 1) * NN + (split ? (size_t)BH * 4 : 0);
-    float *buf = own + seg ? (float *)rlc_ws_get(ws, st, sizeof(float) * (own + seg)) : nullptr;
-    if (own + seg && !buf && !chunked && may_chunk) { /* the decays chose the per-row backward, whose segment
-                                                       * states do not fit: the chunked one needs none */
-        chunked = true, split = false, seg = 0;
-        buf = own ? (float *)rlc_ws_get(ws, st, sizeof(float) * own) : nullptr;
+    size_t bytes = rl_scratch_wkv_backward(d, replay, !chunked, split); /* the same sizes radlads plan counts */
+    float *buf = bytes ? (float *)rlc_ws_get(ws, st, bytes) : nullptr;
+    if (bytes && !buf && !chunked && may_chunk) { /* the decays chose the per-row backward, whose segment
+                                                   * states do not fit: the chunked one needs none */
+        chunked = true, split = false;
+        bytes = rl_scratch_wkv_backward(d, replay, 0, 0);
+        buf = bytes ? (float *)rlc_ws_get(ws, st, bytes) : nullptr;
     }
-    if (own + seg && !buf)
+    if (bytes && !buf)
         return cudaErrorMemoryAllocation;
     if (has_sa)
         p.sa = (float *)(ckpt ? ckpt : buf) + rl_wkv_checkpoint_floats(d, 6); /* read only here */
@@ -2193,16 +2197,19 @@ void *rlc_ws_get(rlc_workspace *ws, cudaStream_t st, size_t bytes)
     if (ws->ptr) { /* queued kernels may still read the old buffer */
         if (cudaStreamSynchronize(st) != cudaSuccess)
             return nullptr;
+        if (ws->be)
+            rl__mem_untrack(ws->be, ws->ptr);
         cudaFree(ws->ptr);
         ws->ptr = nullptr, ws->bytes = 0;
     }
-    const size_t mib = (size_t)1 << 20;
-    bytes = (bytes + mib - 1) / mib * mib; /* round up: fewer regrowths for slowly growing requests */
+    bytes = rl_scratch_rounded(bytes); /* whole MiB: fewer regrowths for slowly growing requests */
     void *p = nullptr;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         (void)cudaGetLastError(); /* the launcher reports cudaErrorMemoryAllocation itself */
         return nullptr;
     }
+    if (ws->be && rl__mem_track(ws->be, p, bytes, "kernel scratch") != 0)
+        ws->be = nullptr; /* the role table cannot grow: the scratch goes uncounted rather than unused */
     ws->ptr = p, ws->bytes = bytes;
     return p;
 }

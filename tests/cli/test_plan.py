@@ -13,6 +13,9 @@
    the number of ranks that makes it fit.
 4. --json parses, carries schema_version, and every stage's total is the sum of its roles; the table's
    total row equals the sum of its role rows (to rounding).
+4b. The workspace is a fixed allowance plus each stage's CUDA kernel scratch, which this test sizes on its own
+   from the launchers' rules (the per-row wkv backward's segment states, a bf16 gradient's fp32 accumulation
+   block, the mix backwards' partial sums) and which the plan must match exactly, naming the largest.
 5. Bad inputs give exit 2 (usage) or 1 (files) and a message naming the problem: a bad --gpu-mem size, a
    folder without config.json, an unknown --arch, --stage, --zero, --recompute."""
 import json
@@ -261,6 +264,68 @@ def main():
         check("recompute keeps one layer's wkv checkpoints instead of 28",
               off["bytes"]["wkv_checkpoints"] == 28 * on["bytes"]["wkv_checkpoints"] > 0)
         check("recompute shrinks the activations", on["bytes"]["activations"] < off["bytes"]["activations"])
+
+        print("4b. the workspace holds each stage's CUDA kernel scratch, sized as the launchers ask for it")
+        cfg = json.load(open(os.path.join(QWEN25_7B, "config.json")))
+        H, G = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+        D, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+        N = D // H
+        mib = 1 << 20
+
+        def rounded(b):
+            return -(-b // mib) * mib
+
+        def slots(rows, groups, cap):
+            return max(1, min(max(8192 // groups, 1), cap, rows))
+
+        def wkv_rows(bh):  # per-row backward: 16-token segments and the state after, split counts (4 per pair)
+            return 4 * (bh * 17 * N * N + 4 * bh)
+
+        def bf16_acc(m, n):  # fp32 block of a bf16 gradient dW[m, n]: 16 Mi floats, a multiple of 64 rows
+            fit = (16 << 20) // n
+            fit = fit // 64 * 64 if fit >= 64 else max(fit, 1)
+            return 4 * min(m, fit) * n
+
+        fixed = (512 + 64 + 384 + 8) * mib
+        for x in bw["stages"]:
+            B, T = x["micro_batch"], x["seq_len"]
+            mats = [(H * N, D), (G * N, D), (D, H * N)]  # the attention projections train in every stage
+            if x["stage"] != "align":
+                mats += [(F, D), (D, F), (V, D)]  # the MLP and the LM head
+            cand = {"the per-row wkv backward's segment states": wkv_rows(B * H),
+                    "a bf16 gradient's fp32 accumulation block": max(bf16_acc(m, n) for m, n in mats),
+                    "the RAD-RWKV7 mix backward's partial sums": 4 * slots(B * T, G, 256) * 5 * H * N}
+            by = max(cand, key=cand.get)
+            check(f"bf16-weights {x['stage']} ({B} x {T}): kernel scratch {cand[by] / mib:.1f} MiB rounded up to MiB, "
+                  f"{by}", x["kernel_scratch_bytes"] == rounded(cand[by]) and x["kernel_scratch_by"] == by,
+                  f"{x['kernel_scratch_bytes'] / mib:.0f} MiB, {x['kernel_scratch_by']}")
+            check(f"bf16-weights {x['stage']}: workspace = 968 MiB fixed + kernel scratch",
+                  x["bytes"]["workspace"] == fixed + x["kernel_scratch_bytes"])
+        check("distill at 512 x 12 holds 336 (b, h) pairs of 17 states of 128 x 128: more than the 64 MiB the plan "
+              "once allowed", stw["distill"]["kernel_scratch_bytes"] == rounded(wkv_rows(12 * 28)) > 350 * mib)
+        check("the fp32 policy (CPU backend) has no kernel scratch: 64 MiB of BLAS and OpenMP buffers",
+              all(x["kernel_scratch_bytes"] == 0 and x["bytes"]["workspace"] == 64 * mib for x in fp32["stages"]))
+        six = {x["stage"]: x for x in plan_json("--teacher", QWEN25_7B, "--arch", "rwkv6", "--gpu-mem", "80G",
+                                                 "--ranks", "8", "--dtype", "autocast")["stages"]}
+        B, T = six["distill"]["micro_batch"], six["distill"]["seq_len"]
+        check("RAD-RWKV6 distill, autocast (fp32 gradients: no bf16 accumulation): the wkv6 backward's states",
+              six["distill"]["kernel_scratch_bytes"] == rounded(wkv_rows(B * H)) and
+              six["distill"]["kernel_scratch_by"] == "the per-row wkv backward's segment states",
+              f"{six['distill']['kernel_scratch_bytes'] / mib:.0f} MiB")
+        # Qwen2.5-7B's width in 56 heads of 64: the wkv's states shrink by half, the ddlerp's sums stay
+        narrow = os.path.join(tmp, "qwen-56-heads")
+        os.mkdir(narrow)
+        with open(os.path.join(narrow, "config.json"), "w") as f:
+            json.dump(dict(cfg, num_attention_heads=56), f)
+        small = plan_json("--teacher", narrow, "--arch", "rwkv6", "--gpu-mem", "80G", "--ranks", "8", "--dtype",
+                          "autocast", "--stage", "align", "--seq-len", "16", "--micro-batch", "1")["stages"][0]
+        rank_shift = max(1, round(D ** 0.5 * 1.8 / 32)) * 32
+        ddlerp = 4 * slots(16, -(-D // 256) * 5 * -(-rank_shift // 16) * 4, 64) * 5 * (rank_shift + 1) * D
+        wkv64 = 4 * (56 * 17 * 64 * 64 + 4 * 56)
+        check("RAD-RWKV6, 56 heads of 64, 1 x 16 tokens: the ddlerp backward's partial sums outgrow the wkv's states",
+              small["kernel_scratch_by"] == "the ddlerp backward's partial sums" and ddlerp > wkv64 and
+              small["kernel_scratch_bytes"] == rounded(ddlerp),
+              f"{small['kernel_scratch_bytes'] / mib:.0f} MiB, {small['kernel_scratch_by']}")
 
         print("5. bad inputs")
         bad = [

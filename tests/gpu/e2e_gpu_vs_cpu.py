@@ -7,7 +7,8 @@ the steps) and the GPU student's held-out loss must be within 1 % of the CPU stu
 bf16 mixed precision (--precision bf16: cuBLASLt BF16 GEMMs on the GPU; the same bf16-rounded operands
 multiplied in fp32 on the CPU) with recomputation on the GPU side: per step within 2e-3 of the CPU's bf16 run
 and within 1e-2 of fp32; and with --precision bf16-weights (bf16 matrices and gradients, fp32 masters): within
-2e-3 of the CPU's bf16-weights run and 1e-2 of the GPU's bf16 run.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
+2e-3 of the CPU's bf16-weights run and 1e-2 of the GPU's bf16 run; that run's kernel scratch (the backend's
+memory by role) must be held and within what `radlads plan` counts for it.  With two or more GPUs, distill also runs on 2 ranks (NCCL) and is compared with 2
 CPU ranks (MPI), a rank that joins NCCL 60 s late must make the other give up at the set-up deadline, and one whose
 NCCL set-up fails at once must stop the other at once.
 
@@ -126,6 +127,22 @@ def main():
         compare("distill bf16-weights GPU vs bf16-weights CPU", losses(d("bw-cpu")), losses(d("bw-cuda")))
         compare("distill bf16-weights GPU vs bf16 (autocast) GPU", losses(d("bf16-cuda")), losses(d("bw-cuda")),
                 tol=1e-2)
+        # the backend's kernel scratch, which its memory by role counts, against what `radlads plan` counts for it
+        # at the same shapes (the most the launchers may ask: the per-row wkv backward's states, kernels/scratch.h)
+        with open(os.path.join(d("bw-cuda"), "metrics.jsonl")) as f:
+            roles = [json.loads(ln).get("backend_peak_by_role") for ln in f if "backend_peak_by_role" in ln][-1]
+        r, _ = run(RADLADS, "plan", "--teacher", d("teacher"), "--arch", "rwkv7", "--gpu-mem", "80G", "--seq-len",
+                   "64", "--micro-batch", "16", "--stage", "distill", "--dtype", "bf16-weights", "--json")
+        planned = json.loads(r.stdout)["stages"][0]["kernel_scratch_bytes"]
+        got = roles.get("kernel scratch", 0)
+        if DEV == "cpu":
+            print(f"  (a dry run on the CPU: no kernel scratch; the plan counts {planned} B for the GPU)")
+        else:
+            ok = 0 < got <= planned
+            print(f"  kernel scratch, bf16-weights distill: {got} B held, `radlads plan` {planned} B  "
+                  f"{'ok' if ok else 'FAIL'}")
+            if not ok:
+                failures.append("kernel scratch within the plan's")
         mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"] if os.geteuid() == 0 else ["mpirun", "-np", "2"]
 
         def two_ranks(out, timeout, **env):
