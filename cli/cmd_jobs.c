@@ -477,6 +477,7 @@ int cmd_show(int argc, char **argv)
             json_object_set_new(o, "started_at_ms", json_integer(s->started_at_ms));
             json_object_set_new(o, "finished_at_ms", json_integer(s->finished_at_ms));
             json_object_set_new(o, "output_dir", json_string(s->output_dir));
+            json_object_set_new(o, "mem_peak_bytes", s->mem_peak_bytes ? json_integer(s->mem_peak_bytes) : json_null());
             json_array_append_new(stages, o);
         }
         json_object_set_new(doc, "stages", stages);
@@ -523,7 +524,8 @@ int cmd_show(int argc, char **argv)
         printf("  output     %s\n", r->output_dir);
         if (*r->result_path) printf("  result     %s\n", r->result_path);
         if (r->restart_of) printf("  restart of job %lld\n", (long long)r->restart_of);
-        printf("\n  %-3s %-9s %-9s %10s %10s %8s %9s %s\n", "#", "STAGE", "STATE", "TOKENS", "DONE", "STEP", "LOSS", "ATTEMPTS");
+        printf("\n  %-3s %-9s %-9s %10s %10s %8s %9s %8s %s\n", "#", "STAGE", "STATE", "TOKENS", "DONE", "STEP", "LOSS",
+               "ATTEMPTS", "MEM PEAK");
         for (size_t i = 0; i < r->n_stages; i++) {
             Radlads__StageInfo *s = r->stages[i];
             char tot[32], done[32], loss[32];
@@ -533,8 +535,11 @@ int cmd_show(int argc, char **argv)
             if (!s->tokens_done) snprintf(done, sizeof done, "-");
             if (s->step) snprintf(loss, sizeof loss, "%.4f", s->last_loss);
             else snprintf(loss, sizeof loss, "-");
-            printf("  %-3d %-9s %-9s %10s %10s %8lld %9s %d\n", s->idx, s->kind, s->state, tot, done, (long long)s->step,
-                   loss, s->attempts);
+            char mem[32] = "-";
+            if (s->mem_peak_bytes)
+                rl_format_bytes(s->mem_peak_bytes, mem, sizeof mem);
+            printf("  %-3d %-9s %-9s %10s %10s %8lld %9s %8d %s\n", s->idx, s->kind, s->state, tot, done,
+                   (long long)s->step, loss, s->attempts, mem);
         }
         if (r->n_attempts) {
             printf("\n  attempts:\n");

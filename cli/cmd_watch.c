@@ -316,6 +316,12 @@ int cmd_watch(int argc, char **argv)
                 double left = (double)(st->tokens_total - st->tokens_done) / tps;
                 if (left > 0) snprintf(eta, sizeof eta, "ETA %dm%02ds", (int)(left / 60), (int)left % 60);
             }
+            if (st->mem_peak_bytes) { /* after the ETA: "peak 1.52 GiB" (rank 0's backend memory) */
+                char m[32];
+                rl_format_bytes(st->mem_peak_bytes, m, sizeof m);
+                size_t e = strlen(eta);
+                snprintf(eta + e, sizeof eta - e, "%speak %s", e ? "  " : "", m);
+            }
             n += (size_t)snprintf(frame + n, sizeof frame - n, "  %d %-9s %-9s %s %5.1f%% %7s/%-7s %-12s %-14s %s\n",
                                   st->idx, st->kind, st->state, b, 100 * frac, st->tokens_total ? done : "-",
                                   st->tokens_total ? total : "-", loss, rate, eta);

@@ -328,7 +328,7 @@ static void api_job(rl_daemon *d, http_conn *hc, int64_t id)
         "SELECT s.idx, s.kind, s.state, s.tokens_total, s.tokens_done, s.step, s.last_loss, s.tokens_per_s, "
         "s.started_at AS started_at_ms, s.finished_at AS finished_at_ms, "
         "(SELECT count(*) FROM attempts a WHERE a.job_id = s.job_id AND a.stage_idx = s.idx) AS attempts, "
-        "s.output_dir FROM stages s WHERE s.job_id = ?1 ORDER BY s.idx";
+        "s.output_dir, s.mem_peak_bytes FROM stages s WHERE s.job_id = ?1 ORDER BY s.idx";
     static const char asql[] =
         "SELECT id, stage_idx, number, state, pool_id, started_at AS started_at_ms, finished_at AS finished_at_ms, "
         "failure_reason, resumed_from AS resumed_from_checkpoint FROM attempts WHERE job_id = ?1 ORDER BY id";
@@ -387,11 +387,13 @@ static void api_metrics(rl_daemon *d, http_conn *hc, int64_t id, const char *que
 {
     static const char range_sql[] = "SELECT count(*), min(step), max(step) FROM metrics "
                                     "WHERE job_id = ?1 AND stage_idx = ?2 AND step > ?3";
-    static const char raw_sql[] = "SELECT step, tokens, time, loss, lr, tokens_per_s, grad_norm FROM metrics "
+    static const char raw_sql[] = "SELECT step, tokens, time, mem_live_bytes, mem_peak_bytes, loss, lr, tokens_per_s, "
+                                  "grad_norm FROM metrics "
                                   "WHERE job_id = ?1 AND stage_idx = ?2 AND step > ?3 ORDER BY step, id";
+    /* a bucket's memory: the most held in it, and the peak at its end */
     static const char bucket_sql[] =
-        "SELECT max(step), max(tokens), max(time), avg(loss), avg(lr), avg(tokens_per_s), avg(grad_norm) "
-        "FROM metrics WHERE job_id = ?1 AND stage_idx = ?2 AND step > ?3 "
+        "SELECT max(step), max(tokens), max(time), max(mem_live_bytes), max(mem_peak_bytes), avg(loss), avg(lr), "
+        "avg(tokens_per_s), avg(grad_norm) FROM metrics WHERE job_id = ?1 AND stage_idx = ?2 AND step > ?3 "
         "GROUP BY (step - ?4) / ?5 ORDER BY 1";
     int current = 0;
     if (!job_exists(d, id, &current)) {
@@ -427,14 +429,17 @@ static void api_metrics(rl_daemon *d, http_conn *hc, int64_t id, const char *que
         sqlite3_bind_int64(st, 4, lo);
         sqlite3_bind_int64(st, 5, width > 0 ? width : 1);
     }
-    static const char *const names[] = {"step", "tokens", "time_ms", "loss", "lr", "tokens_per_s", "grad_norm"};
-    json_t *cols[7];
-    for (int i = 0; i < 7; i++) cols[i] = json_array();
+    /* the first five are integers */
+    static const char *const names[] = {"step", "tokens", "time_ms", "mem_live_bytes", "mem_peak_bytes",
+                                        "loss", "lr", "tokens_per_s", "grad_norm"};
+    enum { NCOL = sizeof names / sizeof names[0] };
+    json_t *cols[NCOL];
+    for (int i = 0; i < NCOL; i++) cols[i] = json_array();
     size_t n = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        for (int i = 0; i < 7; i++) {
+        for (int i = 0; i < NCOL; i++) {
             json_t *v = sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-                        : i < 3 ? json_integer(sqlite3_column_int64(st, i))
+                        : i < 5 ? json_integer(sqlite3_column_int64(st, i))
                                 : json_real(sqlite3_column_double(st, i));
             json_array_append_new(cols[i], v);
         }
@@ -447,7 +452,7 @@ static void api_metrics(rl_daemon *d, http_conn *hc, int64_t id, const char *que
     json_object_set_new(doc, "rows", json_integer(count));
     json_object_set_new(doc, "points", json_integer((json_int_t)n));
     json_object_set_new(doc, "downsampled", json_boolean(downsample));
-    for (int i = 0; i < 7; i++) json_object_set_new(doc, names[i], cols[i]);
+    for (int i = 0; i < NCOL; i++) json_object_set_new(doc, names[i], cols[i]);
     send_json(hc, 200, doc);
 }
 

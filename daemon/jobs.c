@@ -388,8 +388,8 @@ void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req)
     static const char ssql[] =
         "SELECT s.idx, s.kind, s.state, s.tokens_total, s.tokens_done, s.step, COALESCE(s.last_loss, 0), "
         "COALESCE(s.started_at, 0), COALESCE(s.finished_at, 0), "
-        "(SELECT count(*) FROM attempts a WHERE a.job_id = s.job_id AND a.stage_idx = s.idx), s.output_dir "
-        "FROM stages s WHERE s.job_id = ? ORDER BY s.idx";
+        "(SELECT count(*) FROM attempts a WHERE a.job_id = s.job_id AND a.stage_idx = s.idx), s.output_dir, "
+        "COALESCE(s.mem_peak_bytes, 0) FROM stages s WHERE s.job_id = ? ORDER BY s.idx";
     Radlads__StageInfo stages[64], *stage_ptrs[64];
     st = store_stmt(d->db, ssql);
     sqlite3_bind_int64(st, 1, req->job_id);
@@ -407,6 +407,7 @@ void jobs_handle_show(rl_daemon *d, conn *c, Radlads__ShowRequest *req)
         s->finished_at_ms = sqlite3_column_int64(st, 8);
         s->attempts = sqlite3_column_int(st, 9);
         s->output_dir = col_dup(st, 10);
+        s->mem_peak_bytes = sqlite3_column_int64(st, 11);
         stage_ptrs[r.n_stages++] = s;
     }
     sqlite3_reset(st);

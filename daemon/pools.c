@@ -230,13 +230,14 @@ static void stage_finished(rl_daemon *d, pool *p, Radlads__StageFinished *m)
 
 static void progress(rl_daemon *d, pool *p, Radlads__Progress *m)
 {
-    static const char stage_sql[] = "UPDATE stages SET tokens_done = ?3, step = ?4, last_loss = ?5, tokens_per_s = ?6 "
-                                    "WHERE job_id = ?1 AND idx = ?2";
+    static const char stage_sql[] = "UPDATE stages SET tokens_done = ?3, step = ?4, last_loss = ?5, tokens_per_s = ?6, "
+                                    "mem_peak_bytes = COALESCE(?7, mem_peak_bytes) WHERE job_id = ?1 AND idx = ?2";
     static const char job_sql[] =
         "UPDATE jobs SET updated_at = ?2, tokens_done = ?3 + (SELECT COALESCE(sum(tokens_total), 0) FROM stages "
         "WHERE job_id = ?1 AND state = 'DONE') WHERE id = ?1";
     static const char metric_sql[] = "INSERT INTO metrics(job_id, stage_idx, attempt_id, time, step, tokens, loss, lr, "
-                                     "tokens_per_s, grad_norm) VALUES (?,?,?,?,?,?,?,?,?,?)";
+                                     "tokens_per_s, grad_norm, mem_live_bytes, mem_peak_bytes) "
+                                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
     static const char att_sql[] = "UPDATE attempts SET last_progress_at = ?2 WHERE id = ?1";
     int64_t now = now_ms();
     p->last_progress_ms = now;
@@ -248,6 +249,10 @@ static void progress(rl_daemon *d, pool *p, Radlads__Progress *m)
     sqlite3_bind_int64(st, 4, m->step);
     sqlite3_bind_double(st, 5, m->loss);
     sqlite3_bind_double(st, 6, m->tokens_per_s);
+    if (m->mem_peak_bytes > 0) /* (0: a pool that does not report it; the stage keeps what it had) */
+        sqlite3_bind_int64(st, 7, m->mem_peak_bytes);
+    else
+        sqlite3_bind_null(st, 7);
     int rc = store_exec_stmt(d->db, st);
     if (rc == 0) {
         st = store_stmt(d->db, job_sql);
@@ -270,6 +275,13 @@ static void progress(rl_daemon *d, pool *p, Radlads__Progress *m)
         sqlite3_bind_double(st, 8, m->lr);
         sqlite3_bind_double(st, 9, m->tokens_per_s);
         sqlite3_bind_double(st, 10, m->grad_norm);
+        for (int i = 0; i < 2; i++) {
+            const int64_t v = i ? m->mem_peak_bytes : m->mem_live_bytes;
+            if (m->mem_peak_bytes > 0)
+                sqlite3_bind_int64(st, 11 + i, v);
+            else
+                sqlite3_bind_null(st, 11 + i);
+        }
         rc = store_exec_stmt(d->db, st);
     }
     if (rc == 0) {

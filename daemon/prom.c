@@ -106,15 +106,16 @@ static void store_metrics(rl_daemon *d, sbuf *b)
     static const char running_sql[] =
         "SELECT j.id, s.kind, CASE WHEN s.tokens_total > 0 THEN min(1.0, CAST(s.tokens_done AS REAL) / s.tokens_total) "
         "ELSE 0.0 END, COALESCE(s.tokens_per_s, 0.0), "
-        "(SELECT max(created_at) FROM checkpoints c WHERE c.job_id = j.id) "
+        "(SELECT max(created_at) FROM checkpoints c WHERE c.job_id = j.id), s.mem_peak_bytes "
         "FROM jobs j JOIN stages s ON s.job_id = j.id AND s.idx = j.current_stage "
         "WHERE j.state IN ('RUNNING','RECOVERING') ORDER BY j.id";
     struct run {
         long long id;
         char kind[16];
         double ratio, tps;
-        int has_ckpt;
+        int has_ckpt, has_mem;
         double ckpt_s;
+        long long mem_peak;
     } *runs = NULL;
     size_t n = 0, cap = 0;
     st = store_stmt(d->db, running_sql);
@@ -131,6 +132,8 @@ static void store_metrics(rl_daemon *d, sbuf *b)
         runs[n].tps = sqlite3_column_double(st, 3);
         runs[n].has_ckpt = sqlite3_column_type(st, 4) != SQLITE_NULL;
         runs[n].ckpt_s = (double)sqlite3_column_int64(st, 4) / 1000.0;
+        runs[n].has_mem = sqlite3_column_type(st, 5) != SQLITE_NULL;
+        runs[n].mem_peak = sqlite3_column_int64(st, 5);
         n++;
     }
     if (st) sqlite3_reset(st);
@@ -139,6 +142,12 @@ static void store_metrics(rl_daemon *d, sbuf *b)
         put(b, "radlads_stage_progress_ratio{job=\"%lld\",stage=\"%s\"} %.6g\n", runs[i].id, runs[i].kind, runs[i].ratio);
     family(b, "radlads_job_tokens_per_second", "gauge", "Training throughput of each running job, tokens per second.");
     for (size_t i = 0; i < n; i++) put(b, "radlads_job_tokens_per_second{job=\"%lld\"} %.6g\n", runs[i].id, runs[i].tps);
+    family(b, "radlads_stage_device_memory_peak_bytes", "gauge",
+           "The most device memory rank 0's backend has held at once in each running job's current stage.");
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].has_mem)
+            put(b, "radlads_stage_device_memory_peak_bytes{job=\"%lld\",stage=\"%s\"} %lld\n", runs[i].id, runs[i].kind,
+                runs[i].mem_peak);
     family(b, "radlads_job_last_checkpoint_timestamp_seconds", "gauge",
            "Unix time of each running job's latest checkpoint.");
     for (size_t i = 0; i < n; i++)

@@ -128,9 +128,11 @@ void sse_progress(rl_daemon *d, int64_t job_id, int stage_idx, const Radlads__Pr
     char line[512];
     int n = snprintf(line, sizeof line,
                      "event: progress\ndata: {\"job_id\":%lld,\"stage_idx\":%d,\"step\":%lld,\"tokens\":%lld,"
-                     "\"loss\":%.9g,\"lr\":%.9g,\"tokens_per_s\":%.9g,\"grad_norm\":%.9g,\"time_ms\":%lld}\n\n",
+                     "\"loss\":%.9g,\"lr\":%.9g,\"tokens_per_s\":%.9g,\"grad_norm\":%.9g,\"mem_live_bytes\":%lld,"
+                     "\"mem_peak_bytes\":%lld,\"time_ms\":%lld}\n\n",
                      (long long)job_id, stage_idx, (long long)m->step, (long long)m->tokens, m->loss, m->lr,
-                     m->tokens_per_s, m->grad_norm, (long long)(m->time_ms ? m->time_ms : now_ms()));
+                     m->tokens_per_s, m->grad_norm, (long long)m->mem_live_bytes, (long long)m->mem_peak_bytes,
+                     (long long)(m->time_ms ? m->time_ms : now_ms()));
     if (n <= 0 || (size_t)n >= sizeof line) return;
     for (http_conn *hc = first, *next; hc; hc = next) {
         next = http_streams_next(hc);

@@ -135,6 +135,20 @@ void rl_format_count(int64_t n, char *buf, size_t len)
     snprintf(buf, len, "%lld", (long long)n);
 }
 
+void rl_format_bytes(int64_t n, char *buf, size_t len)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(buf, len, "%lld B", (long long)n);
+        return;
+    }
+    double v = (double)n / 1024;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof units / sizeof units[0])
+        v /= 1024, u++;
+    snprintf(buf, len, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
 /* ---- YAML walking ---- */
 
 typedef struct parser {

@@ -94,5 +94,7 @@ const char *rl_arch_name(rl_arch a);
 int rl_parse_count(const char *s, int64_t *out, char *err, size_t errlen);
 /* Human form of a token count: 100M, 1.5B, 2048. */
 void rl_format_count(int64_t n, char *buf, size_t len);
+/* Human form of a memory size in binary units, three significant digits: 812 B, 1.50 MiB, 12.3 GiB. */
+void rl_format_bytes(int64_t n, char *buf, size_t len);
 
 #endif

@@ -93,6 +93,8 @@ static void hook_progress(void *ctx, const rl_train_progress *pr)
     m.lr = pr->lr;
     m.tokens_per_s = pr->tokens_per_s;
     m.grad_norm = pr->grad_norm;
+    m.mem_live_bytes = pr->mem_live_bytes;
+    m.mem_peak_bytes = pr->mem_peak_bytes;
     m.time_ms = wall_ms();
     Radlads__Envelope env = RADLADS__ENVELOPE__INIT;
     env.msg_case = RADLADS__ENVELOPE__MSG_PROGRESS;

@@ -1130,9 +1130,10 @@ int rl_train_run(const rl_train_opts *opts, const rl_train_hooks *hooks, char *e
                                .tokens = step * per_step, .total_tokens = total_tokens, .loss = loss, .lr = lr,
                                .lr2 = lr2, .grad_norm = norm, .tokens_per_s = tps,
                                .eta_s = (double)(total_steps - step) * per_step / (tps > 0 ? tps : 1)};
+        size_t live = 0, peak = 0;
+        rl_backend_memory(t.be, &live, &peak);
+        p.mem_live_bytes = (int64_t)live, p.mem_peak_bytes = (int64_t)peak;
         if (o.rank == 0) {
-            size_t peak = 0;
-            rl_backend_memory(t.be, NULL, &peak);
             fprintf(metrics, "{\"stage\": \"%s\", \"step\": %lld, \"tokens\": %lld, \"loss\": %.9g, \"lr\": %.9g, "
                     "\"lr2\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.6g, \"elapsed_s\": %.6g, "
                     "\"optimizer_bytes_per_rank\": %zu, \"backend_peak_bytes\": %zu, \"backend_peak_by_role\": ",

@@ -95,6 +95,7 @@ typedef struct {
     const char *stage;
     int64_t step, total_steps, tokens, total_tokens;
     double loss, lr, lr2, grad_norm, tokens_per_s, eta_s;
+    int64_t mem_live_bytes, mem_peak_bytes; /* this rank's backend memory: held now, most held at once */
 } rl_train_progress;
 
 /* Requests a controller (the daemon) can make; hooks.control returns an OR of them. */

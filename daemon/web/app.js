@@ -28,6 +28,13 @@ function fmtNum(v, digits = 3) {
   if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
   return a >= 100 ? Math.round(v).toLocaleString() : (+v.toPrecision(digits)).toString();
 }
+function fmtBytes(b) {
+  if (b == null || !isFinite(b)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let u = 0;
+  while (b >= 1024 && u < units.length - 1) { b /= 1024; u++; }
+  return (u ? b.toFixed(b < 10 ? 2 : b < 100 ? 1 : 0) : b) + " " + units[u];
+}
 function fmtTime(ms) { return ms ? new Date(ms).toLocaleString() : "—"; }
 function stateBadge(s) { return el("span", { class: "state s-" + s }, s); }
 function progressBar(ratio) {
@@ -171,12 +178,14 @@ function listView(main) {
 
 // ---- one job ----
 function jobView(main, id) {
-  const charts = { loss: new Chart("loss", "--c1"), lr: new Chart("learning rate", "--c2"), tps: new Chart("tokens / s", "--c3") };
+  const charts = { loss: new Chart("loss", "--c1"), lr: new Chart("learning rate", "--c2"), tps: new Chart("tokens / s", "--c3"),
+    mem: new Chart("device memory held, GiB (rank 0)", "--c4") };
   let stageSel = null; // null: follow the job's current stage
   const head = el("div", { id: "job-head" }), actions = el("div", { class: "actions" }), timeline = el("div", { class: "timeline", id: "timeline" });
   const attempts = el("tbody"), checkpoints = el("tbody"), log = el("pre", { class: "log", id: "log" }), msg = el("div", { class: "err" });
-  const chartBox = el("div", { class: "charts", id: "charts" }, charts.loss.root, charts.lr.root, charts.tps.root);
+  const chartBox = el("div", { class: "charts", id: "charts" }, charts.loss.root, charts.lr.root, charts.tps.root, charts.mem.root);
   chartBox.children[0].id = "chart-loss"; chartBox.children[1].id = "chart-lr"; chartBox.children[2].id = "chart-tps";
+  chartBox.children[3].id = "chart-mem";
   main.replaceChildren(el("p", {}, el("a", { href: "#/" }, "← all jobs")), head, actions, msg,
     el("h2", {}, "Stages"), timeline, el("h2", {}, "Training"), chartBox,
     el("h2", {}, "Attempts"), el("div", { class: "panel" }, el("table", {}, el("thead", {}, el("tr", {},
@@ -211,7 +220,8 @@ function jobView(main, id) {
       onclick: () => { stageSel = s.idx; refresh(); } },
       el("div", { class: "k" }, s.idx + " · " + s.kind), stateBadge(s.state),
       el("div", {}, progressBar(s.state === "DONE" ? 1 : s.tokens_total ? s.tokens_done / s.tokens_total : 0)),
-      el("div", { class: "muted" }, "step " + s.step + (s.last_loss != null ? " · loss " + fmtNum(s.last_loss) : "")))));
+      el("div", { class: "muted" }, "step " + s.step + (s.last_loss != null ? " · loss " + fmtNum(s.last_loss) : "") +
+        (s.mem_peak_bytes ? " · peak " + fmtBytes(s.mem_peak_bytes) : "")))));
     attempts.replaceChildren(...j.attempts.map((a) => el("tr", {}, el("td", {}, a.id), el("td", {}, j.stages[a.stage_idx] ? j.stages[a.stage_idx].kind : a.stage_idx),
       el("td", {}, a.number), el("td", {}, stateBadge(a.state)), el("td", {}, a.pool_id ?? "—"), el("td", {}, fmtTime(a.started_at_ms)),
       el("td", {}, fmtTime(a.finished_at_ms)), el("td", { class: "wrap err" }, a.failure_reason || ""), el("td", {}, a.resumed_from_checkpoint ? "checkpoint " + a.resumed_from_checkpoint : "—"))));
@@ -219,6 +229,7 @@ function jobView(main, id) {
       el("td", {}, fmtNum(c.tokens)), el("td", {}, fmtTime(c.created_at_ms)), el("td", { class: "wrap muted" }, c.path))));
     const m = await api(`/api/jobs/${id}/metrics?stage=${shown}&points=600`);
     charts.loss.setData(m.step, m.loss); charts.lr.setData(m.step, m.lr); charts.tps.setData(m.step, m.tokens_per_s);
+    charts.mem.setData(m.step, m.mem_live_bytes.map((b) => (b == null ? null : b / 2 ** 30)));
     const logs = await api(`/api/jobs/${id}/logs?limit=200&after=${lastLogId}`);
     if (logs.logs.length) {
       const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;

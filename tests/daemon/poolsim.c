@@ -288,6 +288,9 @@ int main(int argc, char **argv)
             p.loss = 10.0 / s;
             p.lr = 1e-3;
             p.tokens_per_s = 1000.0 / (step_ms / 1000.0 + 1e-9);
+            /* memory: (1 + step % 3) MiB held, and a peak of 3 MiB from the third step on */
+            p.mem_live_bytes = (1 + s % 3) << 20;
+            p.mem_peak_bytes = (s >= 2 ? 3 : 1 + s % 3) << 20;
             Radlads__Envelope pe = RADLADS__ENVELOPE__INIT;
             pe.msg_case = RADLADS__ENVELOPE__MSG_PROGRESS;
             pe.progress = &p;

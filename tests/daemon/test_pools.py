@@ -51,6 +51,10 @@ def test_job_runs_to_completion(root):
         assert len(pools) == 1 and pools[0]["state"] == "IDLE" and pools[0]["rank_pids"] == [pool.pid]
         out = d.cli("watch", jid).stdout
         assert "COMPLETED" in out and "align" in out and "100.0%" in out, out
+        # poolsim reports a memory peak of 3 MiB: watch and show print it per stage
+        assert out.count("peak 3.00 MiB") == 3, out
+        table = d.cli("show", jid).stdout
+        assert "MEM PEAK" in table and table.count("3.00 MiB") == 3, table
         assert db.execute("SELECT state FROM pools").fetchone()[0] == "IDLE"
     finally:
         pool.kill()

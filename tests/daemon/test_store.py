@@ -31,8 +31,8 @@ def test_migrations_pragmas_and_clean_shutdown(root):
 
 
 def test_version_1_database_is_migrated_keeping_its_jobs(root):
-    """A database written by a daemon before migration 002 (schema 1): the next daemon applies 002 (launches)
-    and every job is still there."""
+    """A database written by a daemon before migration 002 (schema 1): the next daemon applies 002 (launches) and
+    003 (the memory columns) and every job is still there."""
     spec = fixture(root)
     d = Daemon(root).start()
     jid = int(d.cli("submit", spec, "--hold", "--print-id").stdout)
@@ -40,12 +40,14 @@ def test_version_1_database_is_migrated_keeping_its_jobs(root):
     db_path = os.path.join(d.state, "radlads.db")
     db = sqlite3.connect(db_path)
     db.execute("DROP TABLE launches")  # back to what schema 1 was
+    for table, column in (("metrics", "mem_live_bytes"), ("metrics", "mem_peak_bytes"), ("stages", "mem_peak_bytes")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
     d.start()
     assert d.json("show", jid)["state"] == "HELD"
-    assert "applied migration 002_launches.sql" in d.log()
+    assert "applied migration 002_launches.sql" in d.log() and "applied migration 003_memory.sql" in d.log()
     assert d.stop() == 0
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA user_version").fetchone()[0] >= 2

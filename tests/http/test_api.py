@@ -60,9 +60,16 @@ def test_live_progress_metrics_series_downsampled_logs_events(root):
         assert full["step"] == list(range(1, 61))
         assert all(abs(l - 10.0 / s) < 1e-9 for s, l in zip(full["step"], full["loss"]))
         assert full["lr"][0] == 1e-3 and full["tokens"][-1] == 60000
+        # the pool's memory per step (poolsim: (1 + step % 3) MiB held, a peak of 3 MiB from step 2 on)
+        assert full["mem_live_bytes"] == [(1 + s % 3) << 20 for s in full["step"]], full["mem_live_bytes"][:6]
+        assert full["mem_peak_bytes"][0] == 2 << 20 and set(full["mem_peak_bytes"][1:]) == {3 << 20}
+        assert [s["mem_peak_bytes"] for s in job["stages"]] == [3 << 20] * 3, job["stages"]
+        assert d.json("show", jid)["stages"][1]["mem_peak_bytes"] == 3 << 20
         ds = get_json(d, f"/api/jobs/{jid}/metrics?stage=1&points=10")
         assert ds["downsampled"] and 2 <= ds["points"] <= 10 and ds["rows"] == 60, ds
         assert ds["step"] == sorted(ds["step"]) and ds["step"][-1] == 60
+        # a bucket's memory is the most held in it: every bucket of 3 or more steps held 3 MiB at some step
+        assert all(m == 3 << 20 for m in ds["mem_live_bytes"]) and ds["mem_peak_bytes"][-1] == 3 << 20, ds
         # Each bucket is the mean of its rows: the overall mean is preserved when buckets are equal.
         assert abs(sum(ds["loss"]) / len(ds["loss"]) - sum(full["loss"]) / 60) < 0.35
         tail = get_json(d, f"/api/jobs/{jid}/metrics?stage=1&after_step=55")
@@ -354,6 +361,8 @@ def test_metrics_parse_as_prometheus_text_with_live_values(root):
         assert labels == {"job": str(jid), "stage": "align"} and 0 < ratio < 1, (labels, ratio)
         (_, labels, tps), = fams["radlads_job_tokens_per_second"]["samples"]
         assert labels == {"job": str(jid)} and tps > 0
+        (_, labels, mem), = fams["radlads_stage_device_memory_peak_bytes"]["samples"]
+        assert labels == {"job": str(jid), "stage": "align"} and mem == 3 << 20, (labels, mem)
         (_, _, ck), = fams["radlads_job_last_checkpoint_timestamp_seconds"]["samples"]
         assert abs(ck - time.time()) < 120, ck
         reqs = {(l["route"], l["code"]): v for _, l, v in fams["radlads_http_requests_total"]["samples"]}

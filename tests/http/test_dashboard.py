@@ -159,6 +159,9 @@ def test_dashboard_shows_live_job_and_charts(root):
                        " const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;"
                        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; })()")
         assert drawn > 500, drawn
+        # The memory chart follows the pool's reports, and the stage card shows its peak (poolsim: 3 MiB).
+        assert b.eval("+document.querySelector('#chart-mem canvas').dataset.points") > 3
+        assert "peak 3.00 MiB" in b.eval("document.querySelector('#timeline .stage.sel').textContent")
         # Zoom survives live updates: zoom in with the wheel, wait for two refreshes, the view is kept.
         b.call("Input.dispatchMouseEvent", session=True, type="mouseWheel", x=300, y=300, deltaX=0, deltaY=-300)
         scroll_before = b.eval("window.scrollY")

@@ -100,6 +100,10 @@ def test_full_job_on_two_rank_pool(root):
         by_kind = {s["kind"]: s for s in show["stages"]}
         for kind, steps in (("pretrain", 24), ("align", 16), ("distill", 16), ("extend", 8)):
             assert by_kind[kind]["step"] == steps and math.isfinite(by_kind[kind]["last_loss"]), by_kind[kind]
+            # the backend's memory peak reached the daemon with the last step: the trainer's own metrics line
+            with open(os.path.join(by_kind[kind]["output_dir"], "metrics.jsonl")) as f:
+                last = [json.loads(ln) for ln in f if '"backend_peak_bytes"' in ln][-1]
+            assert by_kind[kind]["mem_peak_bytes"] == last["backend_peak_bytes"] > 0, (kind, by_kind[kind], last)
         # checkpoints: the sha256 the daemon recorded is the manifest's
         cks = d.json("checkpoints", jid)["checkpoints"]
         assert len(cks) >= 2 + 3 + 3, cks
